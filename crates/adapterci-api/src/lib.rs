@@ -1,0 +1,1 @@
+//! HTTP wire types of adapterd and a typed client

@@ -1,0 +1,1 @@
+//! Watchers, triggers, the run scheduler and the reconcile loop

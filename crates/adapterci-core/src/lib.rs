@@ -1,0 +1,17 @@
+//! Domain types, content digests, the run state machine, gate decisions and the port traits of adapterci.
+//!
+//! This crate does no IO. Every other crate depends on it; it depends on none of them. Implementations of the
+//! ports live in their own crates (store, registry, engine, controller) and are wired together by the server.
+
+pub mod digest;
+pub mod error;
+pub mod gate;
+pub mod manifest;
+pub mod names;
+pub mod ports;
+pub mod run;
+pub mod training;
+
+pub use digest::Digest;
+pub use error::CoreError;
+pub use names::{AdapterName, PipelineName};

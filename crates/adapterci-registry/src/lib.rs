@@ -1,0 +1,1 @@
+//! Versioned, content-addressed adapter registry and dataset sources on object_store

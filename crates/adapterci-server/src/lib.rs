@@ -1,0 +1,1 @@
+//! The adapterd service: HTTP API, webhooks, controller and embedded worker

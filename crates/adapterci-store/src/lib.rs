@@ -1,0 +1,1 @@
+//! Metadata store on sea-orm (SQLite by default, PostgreSQL at scale)

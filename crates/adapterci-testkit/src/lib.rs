@@ -1,0 +1,1 @@
+//! Test-only helpers: tiny models, in-memory fakes, fixtures

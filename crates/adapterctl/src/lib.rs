@@ -1,0 +1,1 @@
+//! The adapterctl command-line client

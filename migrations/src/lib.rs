@@ -1,0 +1,1 @@
+//! Ordered schema migrations of the metadata store, each with up and down
