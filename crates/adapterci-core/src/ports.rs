@@ -128,6 +128,10 @@ pub enum RegistryError {
     DigestMismatch { what: String, expected: Digest, actual: Digest },
     #[error("invalid manifest {digest}: {reason}")]
     InvalidManifest { digest: Digest, reason: String },
+    /// A request that cannot be carried out as given (a publish without weights, a bad file name, an object-store
+    /// URL with an unknown scheme); `what` names the offending input.
+    #[error("invalid {what}: {reason}")]
+    InvalidRequest { what: String, reason: String },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("object store: {0}")]
