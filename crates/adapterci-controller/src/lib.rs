@@ -1,1 +1,17 @@
-//! Watchers, triggers, the run scheduler and the reconcile loop
+//! The controller: applies pipelines, watches dataset locations, schedules runs durably in the metadata store
+//! and executes them stage by stage (initial adapter -> train -> eval gates -> publish or reject).
+//!
+//! It talks to the world only through the ports of `adapterci-core`, so its tests run on in-memory fakes with
+//! no database, object store or libtorch.
+
+mod error;
+mod models;
+mod progress;
+mod runner;
+mod service;
+mod watch;
+
+pub use error::ControllerError;
+pub use models::{BaseModels, ResolvedBase, StaticBaseModels};
+pub use runner::RunReport;
+pub use service::{ApplyOutcome, Controller, ControllerConfig, Ports, PublishListener};

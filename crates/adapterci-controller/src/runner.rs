@@ -1,0 +1,237 @@
+//! Executes one claimed run, stage by stage: initial adapter -> train -> eval gates -> publish, or reject and
+//! keep the report. Every outcome, including failures, ends in a terminal state with the reason stored.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use adapterci_core::gate::{GateReport, evaluate_gates};
+use adapterci_core::manifest::{ADAPTER_WEIGHTS_FILE, EvalReport, Lineage, PipelineRef};
+use adapterci_core::ports::PublishRequest;
+use adapterci_core::run::{PublishedRef, RunPatch, RunRecord, RunStage, RunState};
+use adapterci_core::training::{EvalSample, InitialAdapterRef, Metrics, StepProgress, TrainJob, TrainingFailure};
+use adapterci_core::{Digest, PipelineName};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::progress::{ProgressSnapshot, RunProgress};
+use crate::service::Controller;
+use crate::ControllerError;
+
+/// The report kept with a run (as JSON in the metadata store), while it trains and after.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<StepProgress>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub messages: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub loss_curve: Vec<(usize, f64)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Metrics>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gates: Option<GateReport>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub samples: Vec<EvalSample>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_adapter: Option<InitialAdapterRef>,
+}
+
+impl RunReport {
+    fn with_progress(mut self, snapshot: ProgressSnapshot) -> Self {
+        self.progress = snapshot.latest;
+        self.messages = snapshot.messages;
+        self.loss_curve = snapshot.loss_curve;
+        self
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// How a run ended when nothing went wrong.
+enum Outcome {
+    Published(PublishedRef),
+    Rejected,
+}
+
+impl Controller {
+    /// Runs every stage of `run` (already claimed: state running) and stores its terminal state.
+    pub(crate) async fn execute_run(&self, run: RunRecord) -> Result<RunRecord, ControllerError> {
+        let store = &self.ports().store;
+        let (state, error) = match self.execute_stages(&run).await {
+            Ok(Outcome::Published(published)) => {
+                tracing::info!(run = %run.id, adapter = %published.adapter, version = published.version, "run published");
+                return Ok(store
+                    .update_run(
+                        &run.id,
+                        RunPatch { state: Some(RunState::Succeeded), published: Some(published), ..RunPatch::default() },
+                    )
+                    .await?);
+            }
+            Ok(Outcome::Rejected) => (RunState::Rejected, None),
+            Err(error) => {
+                tracing::warn!(run = %run.id, %error, "run failed");
+                (RunState::Failed, Some(error.to_string()))
+            }
+        };
+        Ok(store.update_run(&run.id, RunPatch { state: Some(state), error, ..RunPatch::default() }).await?)
+    }
+
+    async fn set_stage(&self, run: &RunRecord, stage: RunStage) -> Result<(), ControllerError> {
+        self.ports().store.update_run(&run.id, RunPatch { stage: Some(stage), ..RunPatch::default() }).await?;
+        Ok(())
+    }
+
+    async fn execute_stages(&self, run: &RunRecord) -> Result<Outcome, RunFailure> {
+        let ports = self.ports();
+        let (record, spec) = self.load_spec(&run.pipeline).await?;
+
+        self.set_stage(run, RunStage::InitialAdapter).await?;
+        // Base releases with accuracy-recovery adapters do not exist yet: every run starts from LoRA's standard
+        // initialisation, and the lineage says so.
+        let initial_adapter = InitialAdapterRef::StandardInit;
+        let base = ports
+            .base_models
+            .resolve(&spec.base)
+            .map_err(|reason| ControllerError::BaseModel { pipeline: spec.name.to_string(), reason })?;
+
+        self.set_stage(run, RunStage::Train).await?;
+        let dataset = ports.datasets.read(&spec.dataset.location).await.map_err(ControllerError::from)?;
+        let dataset_digest = Digest::of(&dataset);
+        ports
+            .store
+            .update_run(&run.id, RunPatch { dataset_digest: Some(dataset_digest.clone()), ..RunPatch::default() })
+            .await
+            .map_err(ControllerError::from)?;
+        let job = TrainJob {
+            base_model_path: base.path.clone(),
+            base_model_digest: base.digest.clone(),
+            dataset: dataset.to_vec(),
+            dataset_digest: dataset_digest.clone(),
+            lora: spec.lora.clone(),
+            train: spec.train.clone(),
+            initial_adapter: None,
+        };
+        let report = RunReport { initial_adapter: Some(initial_adapter.clone()), ..RunReport::default() };
+        let output = self.train_with_progress(run, job, report.clone()).await?;
+
+        self.set_stage(run, RunStage::Eval).await?;
+        let gates = evaluate_gates(&spec.gates, &output.metrics);
+        let mut report = report;
+        report.metrics = Some(output.metrics.clone());
+        report.gates = Some(gates.clone());
+        report.samples = output.samples.clone();
+        report.loss_curve = output.loss_curve.clone();
+        ports
+            .store
+            .update_run(&run.id, RunPatch { report: Some(report.to_json()), ..RunPatch::default() })
+            .await
+            .map_err(ControllerError::from)?;
+        if !gates.passed {
+            tracing::info!(run = %run.id, "gates failed: nothing published");
+            return Ok(Outcome::Rejected);
+        }
+
+        self.set_stage(run, RunStage::Publish).await?;
+        let request = PublishRequest {
+            name: spec.publish.adapter.clone(),
+            adapter: output.adapter_config.clone(),
+            files: vec![(ADAPTER_WEIGHTS_FILE.to_string(), Bytes::from(output.adapter_safetensors))],
+            lineage: Lineage {
+                base_model_digest: base.digest.clone(),
+                base_model_name: base.name.clone(),
+                base_release_digest: None,
+                dataset_digests: vec![dataset_digest],
+                pipeline: Some(PipelineRef {
+                    name: record.name.clone(),
+                    revision: record.revision,
+                    spec_digest: record.spec_digest.clone(),
+                }),
+                run_id: Some(run.id.clone()),
+                initial_adapter,
+                code_version: env!("CARGO_PKG_VERSION").to_string(),
+            },
+            eval: Some(EvalReport { metrics: output.metrics, gates, samples: output.samples }),
+        };
+        let version = ports.registry.publish(request).await.map_err(ControllerError::from)?;
+        self.notify_published(&version);
+        Ok(Outcome::Published(PublishedRef {
+            adapter: version.name.clone(),
+            version: version.version,
+            manifest_digest: version.manifest_digest.clone(),
+        }))
+    }
+
+    /// Runs the training job while a task copies its progress into the run's report.
+    async fn train_with_progress(
+        &self,
+        run: &RunRecord,
+        job: TrainJob,
+        report: RunReport,
+    ) -> Result<adapterci_core::training::TrainOutput, RunFailure> {
+        let (progress, changes) = RunProgress::new();
+        let progress = Arc::new(progress);
+        let writer = tokio::spawn(write_progress(
+            self.ports().store.clone(),
+            run.id.clone(),
+            progress.clone(),
+            changes,
+            report,
+            self.config().progress_write_interval,
+        ));
+        let result = self.ports().executor.execute(job, progress.clone()).await;
+        writer.abort();
+        result.map_err(RunFailure::Training)
+    }
+
+    async fn load_spec(
+        &self,
+        name: &PipelineName,
+    ) -> Result<(adapterci_core::ports::PipelineRecord, adapterci_pipeline::PipelineSpec), ControllerError> {
+        let record = self
+            .ports()
+            .store
+            .get_pipeline(name)
+            .await?
+            .ok_or_else(|| ControllerError::PipelineNotFound(name.to_string()))?;
+        let spec = adapterci_pipeline::parse_pipeline(&record.spec_yaml, None).map_err(|error| {
+            ControllerError::StoredPipeline { name: name.to_string(), revision: record.revision, reason: error.to_string() }
+        })?;
+        Ok((record, spec))
+    }
+}
+
+/// Copies progress snapshots into the run's report until aborted, at most once per `interval`.
+async fn write_progress(
+    store: Arc<dyn adapterci_core::ports::MetadataStore>,
+    run_id: String,
+    progress: Arc<RunProgress>,
+    mut changes: watch::Receiver<u64>,
+    report: RunReport,
+    interval: Duration,
+) {
+    while changes.changed().await.is_ok() {
+        let json = report.clone().with_progress(progress.snapshot()).to_json();
+        if let Err(error) = store.update_run(&run_id, RunPatch { report: Some(json), ..RunPatch::default() }).await {
+            tracing::warn!(run = %run_id, %error, "cannot store training progress");
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+enum RunFailure {
+    #[error(transparent)]
+    Controller(#[from] ControllerError),
+    #[error(transparent)]
+    Training(TrainingFailure),
+}
+
+impl From<adapterci_core::ports::StoreError> for RunFailure {
+    fn from(error: adapterci_core::ports::StoreError) -> Self {
+        RunFailure::Controller(error.into())
+    }
+}

@@ -1,0 +1,178 @@
+//! The controller object: applying pipelines, manual triggers, and the loop that polls watches and executes
+//! queued runs.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use adapterci_core::PipelineName;
+use adapterci_core::ports::{
+    AdapterRegistry, AdapterVersionRecord, Clock, DatasetSource, MetadataStore, PipelineRecord, TrainingExecutor,
+};
+use adapterci_core::run::{NewRun, RunRecord, Trigger};
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+
+use crate::{BaseModels, ControllerError};
+
+/// The outside world, as ports.
+#[derive(Clone)]
+pub struct Ports {
+    pub store: Arc<dyn MetadataStore>,
+    pub registry: Arc<dyn AdapterRegistry>,
+    pub datasets: Arc<dyn DatasetSource>,
+    pub executor: Arc<dyn TrainingExecutor>,
+    pub base_models: Arc<dyn BaseModels>,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Timing of the controller loop.
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    /// How often the loop wakes to poll due watches and claim queued runs.
+    pub tick: Duration,
+    /// At most one progress write per run per this interval.
+    pub progress_write_interval: Duration,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig { tick: Duration::from_secs(1), progress_write_interval: Duration::from_secs(1) }
+    }
+}
+
+/// Told about every published version (the embedded worker uses it to pull at once instead of at its next poll).
+pub trait PublishListener: Send + Sync {
+    fn published(&self, version: &AdapterVersionRecord);
+}
+
+/// What `apply` did to a pipeline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    Created,
+    Configured,
+    Unchanged,
+}
+
+impl ApplyOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApplyOutcome::Created => "created",
+            ApplyOutcome::Configured => "configured",
+            ApplyOutcome::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// The controller. Cheap to share behind an `Arc`.
+pub struct Controller {
+    ports: Ports,
+    config: ControllerConfig,
+    listeners: Mutex<Vec<Arc<dyn PublishListener>>>,
+    /// When each pipeline's watch was last polled (in memory: after a restart every watch is due at once).
+    pub(crate) last_polled: Mutex<HashMap<PipelineName, DateTime<Utc>>>,
+}
+
+impl Controller {
+    pub fn new(ports: Ports, config: ControllerConfig) -> Controller {
+        Controller { ports, config, listeners: Mutex::new(Vec::new()), last_polled: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn ports(&self) -> &Ports {
+        &self.ports
+    }
+
+    pub fn config(&self) -> &ControllerConfig {
+        &self.config
+    }
+
+    pub fn add_publish_listener(&self, listener: Arc<dyn PublishListener>) {
+        if let Ok(mut listeners) = self.listeners.lock() {
+            listeners.push(listener);
+        }
+    }
+
+    pub(crate) fn notify_published(&self, version: &AdapterVersionRecord) {
+        let listeners = self.listeners.lock().map(|listeners| listeners.clone()).unwrap_or_default();
+        for listener in listeners {
+            listener.published(version);
+        }
+    }
+
+    /// Validates `yaml` and stores it. `file` only labels error messages.
+    pub async fn apply(&self, yaml: &str, file: Option<&str>) -> Result<(PipelineRecord, ApplyOutcome), ControllerError> {
+        let spec = adapterci_pipeline::parse_pipeline(yaml, file)?;
+        self.ports
+            .base_models
+            .resolve(&spec.base)
+            .map_err(|reason| ControllerError::BaseModel { pipeline: spec.name.to_string(), reason })?;
+        let before = self.ports.store.get_pipeline(&spec.name).await?;
+        let record = self.ports.store.upsert_pipeline(&spec.name, yaml).await?;
+        let outcome = match before {
+            None => ApplyOutcome::Created,
+            Some(before) if before.revision == record.revision => ApplyOutcome::Unchanged,
+            Some(_) => ApplyOutcome::Configured,
+        };
+        tracing::info!(pipeline = %record.name, revision = record.revision, outcome = outcome.as_str(), "pipeline applied");
+        Ok((record, outcome))
+    }
+
+    /// Queues a run of `pipeline`.
+    pub async fn trigger(&self, pipeline: &PipelineName, trigger: Trigger) -> Result<RunRecord, ControllerError> {
+        let record = self
+            .ports
+            .store
+            .get_pipeline(pipeline)
+            .await?
+            .ok_or_else(|| ControllerError::PipelineNotFound(pipeline.to_string()))?;
+        let run = self
+            .ports
+            .store
+            .create_run(NewRun {
+                pipeline: record.name.clone(),
+                pipeline_revision: record.revision,
+                trigger,
+                dataset_digest: None,
+            })
+            .await?;
+        tracing::info!(run = %run.id, pipeline = %run.pipeline, "run queued");
+        Ok(run)
+    }
+
+    /// Claims the oldest queued run and executes it to a terminal state; `None` when nothing was queued.
+    pub async fn run_next(&self) -> Result<Option<RunRecord>, ControllerError> {
+        let Some(run) = self.ports.store.claim_next_run().await? else {
+            return Ok(None);
+        };
+        tracing::info!(run = %run.id, pipeline = %run.pipeline, "run started");
+        self.execute_run(run).await.map(Some)
+    }
+
+    /// One pass of the loop: poll due watches, then execute queued runs until none is left.
+    pub async fn tick(&self) -> Result<(), ControllerError> {
+        self.poll_watches().await?;
+        while self.run_next().await?.is_some() {}
+        Ok(())
+    }
+
+    /// Runs `tick` every `config.tick` until `shutdown` turns true. Errors are logged, never fatal.
+    pub async fn run_until(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut interval = tokio::time::interval(self.config.tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {
+                    if let Err(error) = self.tick().await {
+                        tracing::warn!(%error, "controller tick failed");
+                    }
+                }
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        tracing::info!("controller stopped");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! Dataset watches: poll each pipeline's dataset location when its interval is due and queue a run when the
+//! content changed. The ETag skips reading unchanged objects; the content digest decides, so touching a file
+//! without changing it starts nothing.
+
+use adapterci_core::Digest;
+use adapterci_core::ports::WatchState;
+use adapterci_core::run::{RunRecord, Trigger};
+use adapterci_pipeline::{PipelineSpec, TriggerSpec};
+use chrono::Duration as ChronoDuration;
+
+use crate::{Controller, ControllerError};
+
+impl Controller {
+    /// Polls every due dataset watch; returns the runs it queued.
+    pub async fn poll_watches(&self) -> Result<Vec<RunRecord>, ControllerError> {
+        let mut queued = Vec::new();
+        for record in self.ports().store.list_pipelines().await? {
+            let spec = match adapterci_pipeline::parse_pipeline(&record.spec_yaml, None) {
+                Ok(spec) => spec,
+                Err(error) => {
+                    tracing::warn!(pipeline = %record.name, %error, "stored pipeline does not parse: not watched");
+                    continue;
+                }
+            };
+            if !self.watch_due(&spec) {
+                continue;
+            }
+            match self.poll_one(&spec).await {
+                Ok(Some(run)) => queued.push(run),
+                Ok(None) => {}
+                Err(error) => tracing::warn!(pipeline = %spec.name, %error, "dataset watch failed"),
+            }
+        }
+        Ok(queued)
+    }
+
+    fn watch_due(&self, spec: &PipelineSpec) -> bool {
+        let Some(interval) = spec.triggers.iter().find_map(|trigger| match trigger {
+            TriggerSpec::DatasetWatch { interval } => Some(*interval),
+            _ => None,
+        }) else {
+            return false;
+        };
+        let now = self.ports().clock.now();
+        let Ok(mut last_polled) = self.last_polled.lock() else {
+            return false;
+        };
+        let due = match last_polled.get(&spec.name) {
+            None => true,
+            Some(last) => now - *last >= ChronoDuration::from_std(interval).unwrap_or(ChronoDuration::MAX),
+        };
+        if due {
+            last_polled.insert(spec.name.clone(), now);
+        }
+        due
+    }
+
+    async fn poll_one(&self, spec: &PipelineSpec) -> Result<Option<RunRecord>, ControllerError> {
+        let ports = self.ports();
+        let location = &spec.dataset.location;
+        let Some(stat) = ports.datasets.stat(location).await? else {
+            tracing::debug!(pipeline = %spec.name, location, "dataset not there yet");
+            return Ok(None);
+        };
+        let previous = ports.store.get_watch(&spec.name, location).await?;
+        if let (Some(previous), Some(etag)) = (&previous, &stat.etag)
+            && previous.etag.as_ref() == Some(etag)
+        {
+            return Ok(None);
+        }
+        let bytes = ports.datasets.read(location).await?;
+        let digest = Digest::of(&bytes);
+        let changed = previous.as_ref().is_none_or(|previous| previous.digest != digest);
+        let state = WatchState { etag: stat.etag.clone(), digest: digest.clone(), seen_at: ports.clock.now() };
+        let run = if changed {
+            tracing::info!(pipeline = %spec.name, location, %digest, "dataset changed");
+            // Queue first, remember second: a crash in between re-queues the change instead of losing it.
+            Some(self.trigger(&spec.name, Trigger::DatasetChanged { location: location.clone(), digest }).await?)
+        } else {
+            tracing::debug!(pipeline = %spec.name, location, "dataset touched but unchanged");
+            None
+        };
+        ports.store.put_watch(&spec.name, location, &state).await?;
+        Ok(run)
+    }
+}
