@@ -1,1 +1,5 @@
-//! Test-only helpers: tiny models, in-memory fakes, fixtures
+//! Test-only helpers: in-memory fakes of the ports, a controllable clock, a scripted training executor, and the
+//! conformance suites that every implementation of a port must pass.
+
+pub mod clock;
+pub mod executor_fake;
