@@ -5,7 +5,7 @@
 use adapterci_core::Digest;
 use adapterci_core::ports::WatchState;
 use adapterci_core::run::{RunRecord, Trigger};
-use adapterci_pipeline::{PipelineSpec, TriggerSpec};
+use adapterci_pipeline::PipelineSpec;
 use chrono::Duration as ChronoDuration;
 
 use crate::{Controller, ControllerError};
@@ -35,10 +35,7 @@ impl Controller {
     }
 
     fn watch_due(&self, spec: &PipelineSpec) -> bool {
-        let Some(interval) = spec.triggers.iter().find_map(|trigger| match trigger {
-            TriggerSpec::DatasetWatch { interval } => Some(*interval),
-            _ => None,
-        }) else {
+        let Some(interval) = spec.watch_interval() else {
             return false;
         };
         let now = self.ports().clock.now();

@@ -1,1 +1,19 @@
-//! The adapterd service: HTTP API, webhooks, controller and embedded worker
+//! adapterd: the HTTP API, the controller loop and the embedded inference worker, wired together.
+//!
+//! `app(state)` builds the axum router (tested without a socket); `start(config)` opens the stores, loads the
+//! base model, spawns the controller and worker loops and serves HTTP until shut down.
+
+pub mod config;
+pub mod env_vars;
+mod error;
+mod executor;
+mod routes;
+mod startup;
+mod state;
+
+pub use config::ServerConfig;
+pub use error::{AppError, ServerError};
+pub use executor::ThreadExecutor;
+pub use routes::app;
+pub use startup::{RunningServer, start};
+pub use state::AppState;

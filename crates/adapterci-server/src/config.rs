@@ -1,0 +1,127 @@
+//! adapterd's settings: command-line flags with environment fallbacks and the embedded defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::env_vars;
+
+/// The name the default base model is known by in pipelines.
+pub const DEFAULT_MODEL_NAME: &str = "smollm2-135m-instruct";
+/// Where scripts/bootstrap.sh puts the default base model, relative to the working directory.
+pub const DEFAULT_MODEL_PATH: &str = ".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// adapterd: adapter lifecycle service (controller, registry API, embedded inference worker).
+#[derive(Clone, Debug, Parser)]
+#[command(name = "adapterd", version, about)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    #[arg(long, env = env_vars::ADAPTERCI_LISTEN, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Directory of the embedded defaults: SQLite database, local registry and datasets.
+    #[arg(long, env = env_vars::ADAPTERCI_DATA_DIR, default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Metadata store URL; default: SQLite in the data directory.
+    #[arg(long, env = env_vars::ADAPTERCI_DATABASE_URL)]
+    pub database_url: Option<String>,
+    /// Registry object store URL; default: the `registry` folder of the data directory.
+    #[arg(long, env = env_vars::ADAPTERCI_REGISTRY_URL)]
+    pub registry_url: Option<String>,
+    /// Dataset object store URL; default: the `datasets` folder of the data directory.
+    #[arg(long, env = env_vars::ADAPTERCI_DATASETS_URL)]
+    pub datasets_url: Option<String>,
+    /// Base models pipelines may name, as NAME=PATH (repeatable). Default: the SmolLM2 GGUF.
+    #[arg(long = "model", value_name = "NAME=PATH", value_parser = parse_model)]
+    pub models: Vec<(String, PathBuf)>,
+    /// Path of the default model when no --model is given.
+    #[arg(long, env = env_vars::ADAPTERCI_BASE_MODEL, default_value = DEFAULT_MODEL_PATH)]
+    pub default_model_path: PathBuf,
+    /// Do not start the embedded inference worker.
+    #[arg(long)]
+    pub no_worker: bool,
+    /// Threads for libtorch (0: libtorch's default).
+    #[arg(long, env = env_vars::ADAPTERCI_THREADS, default_value_t = 0)]
+    pub threads: usize,
+    /// How often the controller polls watches and claims runs, in milliseconds (0: never, for tests).
+    #[arg(long, default_value_t = 1000)]
+    pub tick_ms: u64,
+    /// How often the worker checks for new adapter versions, in seconds (0: only when told of a publish).
+    #[arg(long, default_value_t = 10)]
+    pub refresh_secs: u64,
+    /// Memory budget of the worker's adapter cache, in MiB.
+    #[arg(long, default_value_t = 512)]
+    pub adapter_cache_mib: usize,
+    /// Largest accepted request body (datasets), in MiB.
+    #[arg(long, default_value_t = 256)]
+    pub max_body_mib: usize,
+}
+
+fn parse_model(value: &str) -> Result<(String, PathBuf), String> {
+    let (name, path) =
+        value.split_once('=').ok_or_else(|| format!("expected NAME=PATH, got {value:?}"))?;
+    if name.is_empty() || path.is_empty() {
+        return Err(format!("expected NAME=PATH, got {value:?}"));
+    }
+    Ok((name.to_string(), PathBuf::from(path)))
+}
+
+impl ServerConfig {
+    /// The settings for tests and embedding: defaults under `data_dir`, listening on a free port.
+    pub fn embedded(data_dir: PathBuf, model_path: PathBuf) -> ServerConfig {
+        let mut config = ServerConfig::parse_from(["adapterd"]);
+        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.data_dir = data_dir;
+        config.default_model_path = model_path;
+        config
+    }
+
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", self.data_dir.join("adapterci.db").display()))
+    }
+
+    pub fn registry_url(&self) -> String {
+        self.registry_url.clone().unwrap_or_else(|| self.data_dir.join("registry").display().to_string())
+    }
+
+    pub fn datasets_url(&self) -> String {
+        self.datasets_url.clone().unwrap_or_else(|| self.data_dir.join("datasets").display().to_string())
+    }
+
+    /// The model catalog: `--model` entries, or the default model alone.
+    pub fn model_catalog(&self) -> Vec<(String, PathBuf)> {
+        if self.models.is_empty() {
+            vec![(DEFAULT_MODEL_NAME.to_string(), self.default_model_path.clone())]
+        } else {
+            self.models.clone()
+        }
+    }
+
+    pub fn tick(&self) -> Duration {
+        Duration::from_millis(self.tick_ms.max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_flags_parse_and_bad_ones_are_refused() {
+        let config = ServerConfig::try_parse_from(["adapterd", "--model", "a=/m/a.gguf", "--model", "b=b.gguf"]).unwrap();
+        assert_eq!(config.model_catalog()[1], ("b".to_string(), PathBuf::from("b.gguf")));
+        let error = ServerConfig::try_parse_from(["adapterd", "--model", "nopath"]).unwrap_err().to_string();
+        assert!(error.contains("expected NAME=PATH"), "{error}");
+    }
+
+    #[test]
+    fn embedded_defaults_live_in_the_data_dir() {
+        let config = ServerConfig::embedded(PathBuf::from("/tmp/x"), PathBuf::from("m.gguf"));
+        assert_eq!(config.database_url(), "sqlite:///tmp/x/adapterci.db?mode=rwc");
+        assert_eq!(config.registry_url(), "/tmp/x/registry");
+        assert_eq!(config.model_catalog(), vec![(DEFAULT_MODEL_NAME.to_string(), PathBuf::from("m.gguf"))]);
+    }
+}

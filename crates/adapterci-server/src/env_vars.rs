@@ -1,0 +1,18 @@
+//! Every environment variable adapterd reads, in one place.
+
+/// Address to listen on, e.g. `127.0.0.1:8080`.
+pub const ADAPTERCI_LISTEN: &str = "ADAPTERCI_LISTEN";
+/// Directory for the embedded defaults (SQLite file, local registry, local datasets).
+pub const ADAPTERCI_DATA_DIR: &str = "ADAPTERCI_DATA_DIR";
+/// Metadata store URL (`sqlite://...`, `postgres://...`).
+pub const ADAPTERCI_DATABASE_URL: &str = "ADAPTERCI_DATABASE_URL";
+/// Registry object store URL (`file:///...`, `s3://bucket/prefix`, `memory://`).
+pub const ADAPTERCI_REGISTRY_URL: &str = "ADAPTERCI_REGISTRY_URL";
+/// Dataset object store URL.
+pub const ADAPTERCI_DATASETS_URL: &str = "ADAPTERCI_DATASETS_URL";
+/// Path of the default base model GGUF (SmolLM2-135M-Instruct); set by scripts/bootstrap.sh.
+pub const ADAPTERCI_BASE_MODEL: &str = "ADAPTERCI_BASE_MODEL";
+/// Threads libtorch may use.
+pub const ADAPTERCI_THREADS: &str = "ADAPTERCI_THREADS";
+/// Log filter, as for `tracing_subscriber::EnvFilter` (e.g. `info,adapterci_controller=debug`).
+pub const ADAPTERCI_LOG: &str = "ADAPTERCI_LOG";

@@ -1,0 +1,39 @@
+//! The router: every endpoint of adapterd, with paths shared with the client through `adapterci_api::routes`.
+
+mod adapters;
+mod convert;
+mod datasets;
+mod inference;
+mod pipelines;
+mod runs;
+
+use adapterci_api::{HealthResponse, routes};
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+
+use crate::AppState;
+
+/// Builds the router over `state`; `max_body_bytes` bounds every request body.
+pub fn app(state: AppState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route(routes::HEALTHZ, get(health))
+        .route(routes::PIPELINES, post(pipelines::apply).get(pipelines::list))
+        .route(routes::PIPELINE, get(pipelines::get_one))
+        .route(routes::PIPELINE_TRIGGER, post(pipelines::trigger))
+        .route(routes::RUNS, get(runs::list))
+        .route(routes::RUN, get(runs::get_one))
+        .route(routes::ADAPTERS, get(adapters::list))
+        .route(routes::ADAPTER_VERSIONS, get(adapters::versions))
+        .route(routes::ADAPTER_VERSION, get(adapters::manifest))
+        .route(routes::DATASET, put(datasets::push))
+        .route(routes::COMPLETIONS, post(inference::completions))
+        .route(routes::CHAT_COMPLETIONS, post(inference::chat_completions))
+        .route(routes::MODELS, get(inference::models))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+async fn health() -> Json<HealthResponse> {
+    Json(HealthResponse { status: "ok".to_string(), version: env!("CARGO_PKG_VERSION").to_string() })
+}

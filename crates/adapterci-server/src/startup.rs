@@ -1,0 +1,169 @@
+//! Start-up and shutdown of adapterd: open the stores, hash the base models, load the worker, spawn the
+//! controller and worker loops, serve HTTP.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use adapterci_controller::{Controller, ControllerConfig, Ports, PublishListener, ResolvedBase, StaticBaseModels};
+use adapterci_core::Digest;
+use adapterci_core::ports::{AdapterVersionRecord, SystemClock};
+use adapterci_engine::backend::EngineBackend;
+use adapterci_engine::device::DeviceChoice;
+use adapterci_registry::{ObjectStoreDatasetSource, ObjectStoreRegistry, open_object_store};
+use adapterci_store::SeaStore;
+use adapterci_worker::{Worker, WorkerConfig};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::{AppState, ServerConfig, ServerError, ThreadExecutor, app};
+
+/// A started adapterd.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// The base URL, e.g. `http://127.0.0.1:8080`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops the loops and the HTTP server and waits for them.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+
+    /// Waits until the server stops (on a shutdown signal).
+    pub async fn wait(mut self) {
+        if let Some(server) = self.tasks.pop() {
+            let _ = server.await;
+        }
+        self.shutdown().await;
+    }
+
+    /// A receiver that turns true when shutdown begins.
+    pub fn shutdown_sender(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+struct WorkerListener(Arc<Worker>);
+
+impl PublishListener for WorkerListener {
+    fn published(&self, version: &AdapterVersionRecord) {
+        self.0.on_published(version);
+    }
+}
+
+/// Reads `path` and computes its digest on a blocking thread.
+async fn digest_file(name: &str, path: PathBuf) -> Result<ResolvedBase, ServerError> {
+    let shown = path.display().to_string();
+    let error = |reason: String| ServerError::BaseModel { name: name.to_string(), path: shown.clone(), reason };
+    let read_path = path.clone();
+    let bytes = tokio::task::spawn_blocking(move || std::fs::read(read_path))
+        .await
+        .map_err(|join| error(join.to_string()))?
+        .map_err(|io| {
+            let hint = if io.kind() == std::io::ErrorKind::NotFound {
+                " (run `bash scripts/bootstrap.sh` to download the default model)"
+            } else {
+                ""
+            };
+            error(format!("{io}{hint}"))
+        })?;
+    Ok(ResolvedBase { name: name.to_string(), path, digest: Digest::of(&bytes) })
+}
+
+/// Opens everything `config` names and starts serving.
+pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|source| ServerError::DataDir { path: config.data_dir.display().to_string(), source })?;
+    if config.threads > 0 {
+        adapterci_engine::device::set_threads(config.threads);
+    }
+    let database_url = config.database_url();
+    let store = Arc::new(
+        SeaStore::connect(&database_url).await.map_err(|source| ServerError::Store { url: database_url, source })?,
+    );
+    let open = |url: String| open_object_store(&url).map_err(|source| ServerError::ObjectStore { url, source });
+    let registry = Arc::new(ObjectStoreRegistry::new(open(config.registry_url())?, store.clone()));
+    let datasets = Arc::new(ObjectStoreDatasetSource::new(open(config.datasets_url())?));
+
+    let mut catalog = Vec::new();
+    for (name, path) in config.model_catalog() {
+        let base = digest_file(&name, path).await?;
+        tracing::info!(model = %base.name, path = %base.path.display(), digest = %base.digest, "base model");
+        catalog.push(base);
+    }
+    let served_base = catalog.first().cloned();
+    let ports = Ports {
+        store,
+        registry: registry.clone(),
+        datasets,
+        executor: Arc::new(ThreadExecutor::new(Arc::new(EngineBackend::new(DeviceChoice::Auto)))),
+        base_models: Arc::new(StaticBaseModels::new(catalog)),
+        clock: Arc::new(SystemClock),
+    };
+    let controller = Arc::new(Controller::new(
+        ports,
+        ControllerConfig { tick: config.tick(), progress_write_interval: Duration::from_secs(1) },
+    ));
+
+    let worker = match (config.no_worker, served_base) {
+        (false, Some(base)) => {
+            let worker = Worker::start(
+                WorkerConfig {
+                    model_path: base.path.clone(),
+                    model_name: base.name.clone(),
+                    device: DeviceChoice::Auto,
+                    adapter_cache_bytes: config.adapter_cache_mib << 20,
+                    refresh_interval: Duration::from_secs(config.refresh_secs.max(1)),
+                },
+                registry,
+            )
+            .await?;
+            controller.add_publish_listener(Arc::new(WorkerListener(worker.clone())));
+            Some(worker)
+        }
+        _ => None,
+    };
+
+    let (shutdown, shutdown_receiver) = watch::channel(false);
+    // A zero interval turns a loop off: tests then drive the controller and the worker step by step.
+    let mut tasks = Vec::new();
+    if config.tick_ms > 0 {
+        tasks.push(tokio::spawn(controller.clone().run_until(shutdown_receiver.clone())));
+    }
+    if let (Some(worker), true) = (&worker, config.refresh_secs > 0) {
+        tasks.push(tokio::spawn(worker.clone().run_refresh_loop(shutdown_receiver.clone())));
+    }
+    let state = AppState { controller, worker };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Listen { addr: config.listen.to_string(), source })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Listen { addr: config.listen.to_string(), source })?;
+    let router = app(state.clone(), config.max_body_mib << 20);
+    let mut stop = shutdown_receiver;
+    tasks.push(tokio::spawn(async move {
+        let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+            while stop.changed().await.is_ok() {
+                if *stop.borrow() {
+                    break;
+                }
+            }
+        });
+        if let Err(error) = serve.await {
+            tracing::error!(%error, "http server failed");
+        }
+    }));
+    tracing::info!(%addr, "adapterd listening");
+    Ok(RunningServer { addr, state, shutdown, tasks })
+}

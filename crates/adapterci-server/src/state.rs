@@ -1,0 +1,14 @@
+//! What every request handler shares.
+
+use std::sync::Arc;
+
+use adapterci_controller::Controller;
+use adapterci_worker::Worker;
+
+/// The state behind the router; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub controller: Arc<Controller>,
+    /// `None` when adapterd runs without its embedded worker (`--no-worker`).
+    pub worker: Option<Arc<Worker>>,
+}
