@@ -1,0 +1,202 @@
+//! Controller behaviour on in-memory ports: watches, triggers, gating, publishing. No database, no libtorch.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use adapterci_controller::{ApplyOutcome, Controller, ControllerConfig, ControllerError, Ports, ResolvedBase, StaticBaseModels};
+use adapterci_core::ports::{AdapterRegistry, DatasetSource, RunStore};
+use adapterci_core::run::{RunState, Trigger};
+use adapterci_core::{AdapterName, Digest, PipelineName};
+use adapterci_registry::{ObjectStoreDatasetSource, ObjectStoreRegistry, open_object_store};
+use adapterci_testkit::clock::ManualClock;
+use adapterci_testkit::executor_fake::ScriptedExecutor;
+use adapterci_testkit::store_fake::InMemoryMetadataStore;
+use bytes::Bytes;
+
+const PIPELINE: &str = "version: v1
+name: demo
+base:
+  model: tiny
+dataset:
+  location: datasets/demo/train.jsonl
+triggers:
+  - kind: dataset_watch
+    interval: 10s
+  - kind: manual
+eval:
+  gates:
+    - metric: exact_match
+      min: 0.5
+publish:
+  adapter: demo-adapter
+";
+
+struct Harness {
+    controller: Controller,
+    clock: Arc<ManualClock>,
+    datasets: Arc<ObjectStoreDatasetSource>,
+    registry: Arc<ObjectStoreRegistry>,
+    store: Arc<InMemoryMetadataStore>,
+    executor: Arc<ScriptedExecutor>,
+}
+
+fn harness() -> Harness {
+    let store = Arc::new(InMemoryMetadataStore::new());
+    let registry = Arc::new(ObjectStoreRegistry::new(open_object_store("memory://").unwrap(), store.clone()));
+    let datasets = Arc::new(ObjectStoreDatasetSource::new(open_object_store("memory://").unwrap()));
+    let clock = Arc::new(ManualClock::new());
+    let executor = ScriptedExecutor::new();
+    let base = ResolvedBase { name: "tiny".to_string(), path: PathBuf::from("tiny.gguf"), digest: Digest::of(b"tiny") };
+    let ports = Ports {
+        store: store.clone(),
+        registry: registry.clone(),
+        datasets: datasets.clone(),
+        executor: executor.clone(),
+        base_models: Arc::new(StaticBaseModels::new([base])),
+        clock: clock.clone(),
+    };
+    Harness { controller: Controller::new(ports, ControllerConfig::default()), clock, datasets, registry, store, executor }
+}
+
+impl Harness {
+    async fn upload(&self, content: &str) {
+        self.datasets.write("datasets/demo/train.jsonl", Bytes::from(content.to_string())).await.unwrap();
+    }
+
+    /// Moves the clock past the watch interval and polls.
+    async fn poll(&self) -> usize {
+        self.clock.advance(chrono::Duration::seconds(11));
+        self.controller.poll_watches().await.unwrap().len()
+    }
+
+    async fn versions(&self) -> Vec<u64> {
+        let name = AdapterName::new("demo-adapter").unwrap();
+        self.registry.list_versions(&name).await.unwrap().iter().map(|version| version.version).collect()
+    }
+}
+
+fn demo() -> PipelineName {
+    PipelineName::new("demo").unwrap()
+}
+
+#[tokio::test]
+async fn apply_reports_created_then_unchanged_then_configured() {
+    let h = harness();
+    let (record, outcome) = h.controller.apply(PIPELINE, None).await.unwrap();
+    assert_eq!((record.revision, outcome), (1, ApplyOutcome::Created));
+    let (record, outcome) = h.controller.apply(PIPELINE, None).await.unwrap();
+    assert_eq!((record.revision, outcome), (1, ApplyOutcome::Unchanged));
+    let changed = PIPELINE.replace("min: 0.5", "min: 0.6");
+    let (record, outcome) = h.controller.apply(&changed, None).await.unwrap();
+    assert_eq!((record.revision, outcome), (2, ApplyOutcome::Configured));
+}
+
+#[tokio::test]
+async fn invalid_pipelines_and_unknown_base_models_are_refused_and_store_nothing() {
+    let h = harness();
+    let error = h.controller.apply(&PIPELINE.replace("name: demo", "name: Demo!"), Some("p.yaml")).await.unwrap_err();
+    assert!(matches!(error, ControllerError::InvalidPipeline(_)), "{error}");
+    assert!(error.to_string().starts_with("p.yaml:2:7: name:"), "{error}");
+    let error = h.controller.apply(&PIPELINE.replace("model: tiny", "model: huge"), None).await.unwrap_err();
+    assert!(error.to_string().contains("base model \"huge\" is not in the catalog (known: tiny)"), "{error}");
+    assert!(h.store.list_runs(None, 10).await.unwrap().is_empty());
+    let error = h.controller.trigger(&demo(), Trigger::Manual).await.unwrap_err();
+    assert!(matches!(error, ControllerError::PipelineNotFound(_)), "{error}");
+}
+
+#[tokio::test]
+async fn a_watch_queues_one_run_per_content_change_and_none_for_a_touch() {
+    let h = harness();
+    h.controller.apply(PIPELINE, None).await.unwrap();
+    assert_eq!(h.poll().await, 0, "no dataset yet");
+    h.upload("good 1\n").await;
+    assert_eq!(h.poll().await, 1, "first content");
+    assert_eq!(h.poll().await, 0, "nothing changed");
+    h.upload("good 1\n").await;
+    assert_eq!(h.poll().await, 0, "same bytes written again");
+    h.upload("good 2\n").await;
+    assert_eq!(h.poll().await, 1, "new content");
+    let runs = h.store.list_runs(Some(&demo()), 10).await.unwrap();
+    assert_eq!(runs.len(), 2);
+    assert!(runs.iter().all(|run| run.state == RunState::Queued));
+    assert!(matches!(&runs[0].trigger, Trigger::DatasetChanged { digest, .. } if *digest == Digest::of(b"good 2\n")));
+}
+
+#[tokio::test]
+async fn a_watch_is_not_polled_before_its_interval() {
+    let h = harness();
+    h.controller.apply(PIPELINE, None).await.unwrap();
+    h.upload("good\n").await;
+    assert_eq!(h.poll().await, 1);
+    h.upload("good good\n").await;
+    h.clock.advance(chrono::Duration::seconds(5));
+    assert_eq!(h.controller.poll_watches().await.unwrap().len(), 0, "interval not elapsed");
+    h.clock.advance(chrono::Duration::seconds(5));
+    assert_eq!(h.controller.poll_watches().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn passing_gates_publish_and_failing_gates_reject_with_the_report() {
+    let h = harness();
+    h.controller.apply(PIPELINE, None).await.unwrap();
+    h.upload("good\ngood\n").await;
+    h.poll().await;
+    let run = h.controller.run_next().await.unwrap().expect("a queued run");
+    assert_eq!(run.state, RunState::Succeeded, "{run:#?}");
+    let published = run.published.expect("published");
+    assert_eq!(published.version, 1);
+    assert_eq!(run.dataset_digest, Some(Digest::of(b"good\ngood\n")));
+    let manifest = h.registry.get(&published.adapter, 1).await.unwrap().unwrap().manifest;
+    assert_eq!(manifest.lineage.dataset_digests, vec![Digest::of(b"good\ngood\n")]);
+    assert_eq!(manifest.lineage.pipeline.as_ref().map(|pipeline| pipeline.revision), Some(1));
+    assert_eq!(manifest.lineage.run_id.as_deref(), Some(run.id.as_str()));
+
+    h.upload("bad\nbad\nbad\n").await;
+    h.poll().await;
+    let run = h.controller.run_next().await.unwrap().expect("a queued run");
+    assert_eq!(run.state, RunState::Rejected, "{run:#?}");
+    assert!(run.published.is_none());
+    let report = run.report.expect("report kept");
+    assert_eq!(report["gates"]["passed"], false);
+    assert_eq!(report["gates"]["results"][0]["metric"], "exact_match");
+    assert_eq!(h.versions().await, vec![1]);
+    assert!(h.controller.run_next().await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_training_failure_fails_the_run_with_its_reason() {
+    let h = harness();
+    h.controller.apply(PIPELINE, None).await.unwrap();
+    h.upload("fail\n").await;
+    h.poll().await;
+    let run = h.controller.run_next().await.unwrap().unwrap();
+    assert_eq!(run.state, RunState::Failed);
+    assert_eq!(run.error.as_deref(), Some("invalid training input: line 1: scripted failure"));
+    assert!(h.versions().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_manual_run_trains_on_the_current_dataset_with_the_pipeline_settings() {
+    let h = harness();
+    h.controller.apply(PIPELINE, None).await.unwrap();
+    h.upload("good\n").await;
+    h.controller.trigger(&demo(), Trigger::Manual).await.unwrap();
+    let run = h.controller.run_next().await.unwrap().unwrap();
+    assert_eq!(run.state, RunState::Succeeded);
+    let jobs = h.executor.jobs();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].base_model_digest, Digest::of(b"tiny"));
+    assert_eq!(jobs[0].dataset, b"good\n");
+    assert_eq!(jobs[0].lora.rank, 16);
+}
+
+#[tokio::test]
+async fn a_missing_dataset_fails_the_run_naming_the_location() {
+    let h = harness();
+    h.controller.apply(PIPELINE, None).await.unwrap();
+    h.controller.trigger(&demo(), Trigger::Manual).await.unwrap();
+    let run = h.controller.run_next().await.unwrap().unwrap();
+    assert_eq!(run.state, RunState::Failed);
+    let error = run.error.unwrap_or_default();
+    assert!(error.contains("datasets/demo/train.jsonl"), "{error}");
+}
