@@ -1,1 +1,35 @@
-//! HTTP wire types of adapterd and a typed client
+//! HTTP wire types of adapterd and a typed client.
+//!
+//! The types here are the contract between `adapterd` (the server) and its clients (`adapterctl`, tests, other
+//! programs). Every type is checked against a JSON example under `tests/fixtures/`: change a fixture only on
+//! purpose, because a deployed client or server still speaks the old shape.
+//!
+//! Conventions of the wire format:
+//! - JSON everywhere; timestamps are RFC 3339 in UTC; digests are `sha256:<64 hex>` strings.
+//! - Optional fields are omitted when absent and default when missing, so old clients read new responses.
+//! - Errors are `{"error": {"code", "message", "details"}}` with the HTTP status of [`ErrorCode::http_status`].
+
+pub mod adapters;
+pub mod client;
+pub mod datasets;
+pub mod error;
+pub mod inference;
+pub mod pipelines;
+pub mod routes;
+pub mod runs;
+pub mod system;
+
+pub use adapters::{AdapterInfo, AdapterVersionInfo};
+pub use client::ApiClient;
+pub use datasets::DatasetPushResponse;
+pub use error::{ApiError, ErrorBody, ErrorCode, ErrorDetail, ErrorPayload};
+pub use inference::{
+    ChatChoice, ChatCompletionRequest, ChatCompletionResponse, ChatMessage, ChatRole, CompletionChoice,
+    CompletionRequest, CompletionResponse, FinishReason, InferenceInfo, ModelDetails, ModelInfo, ModelKind, ModelList,
+    Stop, Usage,
+};
+pub use pipelines::{ApplyOutcome, ApplyPipelineRequest, ApplyPipelineResponse, PipelineDetail, PipelineInfo};
+pub use runs::{
+    EvalSample, GateReport, GateResult, PublishedInfo, RunInfo, RunListQuery, RunProgress, RunReport, RunState,
+};
+pub use system::HealthResponse;

@@ -1,0 +1,17 @@
+//! The paths of adapterd's endpoints, in the template syntax of axum 0.8 (`{name}`, `{*rest}`), shared by the
+//! server's router and this crate's client so the two cannot drift apart.
+
+pub const HEALTHZ: &str = "/healthz";
+pub const PIPELINES: &str = "/api/v1/pipelines";
+pub const PIPELINE: &str = "/api/v1/pipelines/{name}";
+pub const PIPELINE_TRIGGER: &str = "/api/v1/pipelines/{name}/trigger";
+pub const RUNS: &str = "/api/v1/runs";
+pub const RUN: &str = "/api/v1/runs/{id}";
+pub const ADAPTERS: &str = "/api/v1/adapters";
+pub const ADAPTER_VERSIONS: &str = "/api/v1/adapters/{name}/versions";
+pub const ADAPTER_VERSION: &str = "/api/v1/adapters/{name}/versions/{version}";
+/// The location is the rest of the path and may contain `/`.
+pub const DATASET: &str = "/api/v1/datasets/{*location}";
+pub const COMPLETIONS: &str = "/v1/completions";
+pub const CHAT_COMPLETIONS: &str = "/v1/chat/completions";
+pub const MODELS: &str = "/v1/models";
