@@ -1,6 +1,8 @@
 //! The client over a real socket: a one-shot HTTP/1.1 server on 127.0.0.1 answers a canned response and
 //! records the request, so each test checks the method, path, query and body sent and how the answer decodes.
 
+#![allow(clippy::unwrap_used, reason = "the one-shot server is test code: a failure there is a broken test")]
+
 use adapterci_api::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
