@@ -3,3 +3,4 @@
 
 pub mod clock;
 pub mod executor_fake;
+pub mod registry_conformance;
