@@ -7,6 +7,7 @@
 //! - [`open_object_store`] turns a URL (`file://`, a plain path, `memory://`, `s3://`) into a store.
 //!
 //! This is the only crate that names `object_store`; it re-exports it for the code that wires stores together.
+//! Errors are the ports' own `RegistryError` and `SourceError` from core; this crate adds no error type.
 
 mod blobs;
 mod dataset;
