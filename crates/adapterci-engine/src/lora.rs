@@ -1,0 +1,395 @@
+//! LoRA weights: standard initialisation, the low-rank delta added to a linear operation, and the adapter file
+//! (safetensors with PEFT's key names and an `adapterci` metadata header).
+//!
+//! For a base weight `W [out, in]`, the adapter holds `A [r, in]` and `B [out, r]` and a linear operation
+//! becomes `x W^T + (alpha / r) * dropout(x) A^T B^T`, as in PEFT's `lora.Linear`. Weights compute in f32;
+//! the file stores them as f16 (default), bf16 or f32.
+
+use std::collections::{BTreeMap, HashMap};
+
+use adapterci_core::training::{AdapterConfig, LoraTarget};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use tch::{Device, Kind, Tensor};
+
+use crate::EngineError;
+use crate::config::LlamaConfig;
+
+#[cfg(test)]
+mod tests;
+
+/// The format tag in the metadata header of adapter files this engine writes.
+pub const ADAPTER_FORMAT: &str = "adapterci";
+
+struct LoraPair {
+    /// `[r, in]`
+    a: Tensor,
+    /// `[out, r]`
+    b: Tensor,
+}
+
+/// The A/B matrices of one adapter for every (layer, target) it declares, on one device.
+pub struct LoraWeights {
+    config: AdapterConfig,
+    pairs: BTreeMap<(usize, LoraTarget), LoraPair>,
+    scale: f64,
+    dropout: f64,
+    training: bool,
+}
+
+impl std::fmt::Debug for LoraWeights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoraWeights")
+            .field("config", &self.config)
+            .field("dropout", &self.dropout)
+            .field("training", &self.training)
+            .finish()
+    }
+}
+
+fn adapter_error(reason: impl Into<String>) -> EngineError {
+    EngineError::Adapter(reason.into())
+}
+
+/// `(in, out)` of `target`'s weight in the Hugging Face layout.
+pub fn target_dims(model: &LlamaConfig, target: LoraTarget) -> (usize, usize) {
+    let (h, ffn) = (model.hidden_size, model.intermediate_size);
+    let kv = model.num_kv_heads * model.head_dim;
+    match target {
+        LoraTarget::Q | LoraTarget::O => (h, h),
+        LoraTarget::K | LoraTarget::V => (h, kv),
+        LoraTarget::Gate | LoraTarget::Up => (h, ffn),
+        LoraTarget::Down => (ffn, h),
+    }
+}
+
+/// The PEFT key of `target`'s A (`"A"`) or B (`"B"`) matrix in `layer`.
+pub fn peft_key(layer: usize, target: LoraTarget, matrix: &str) -> String {
+    format!("base_model.model.model.layers.{layer}.{}.lora_{matrix}.weight", target.hf_module())
+}
+
+fn storage_kind(dtype: &str) -> Result<(Kind, Dtype), EngineError> {
+    match dtype {
+        "f16" => Ok((Kind::Half, Dtype::F16)),
+        "bf16" => Ok((Kind::BFloat16, Dtype::BF16)),
+        "f32" => Ok((Kind::Float, Dtype::F32)),
+        other => Err(adapter_error(format!("dtype {other:?} is not one of f16, bf16, f32"))),
+    }
+}
+
+/// Checks an adapter's shape against the model: rank, alpha, targets, layers and dtype.
+pub fn validate_config(config: &AdapterConfig, model: &LlamaConfig) -> Result<(), EngineError> {
+    if config.rank == 0 || config.rank > model.hidden_size {
+        return Err(adapter_error(format!("rank {} must be between 1 and {}", config.rank, model.hidden_size)));
+    }
+    if !(config.alpha.is_finite() && config.alpha > 0.0) {
+        return Err(adapter_error(format!("alpha {} must be a positive number", config.alpha)));
+    }
+    if config.targets.is_empty() {
+        return Err(adapter_error("the adapter has no targets"));
+    }
+    if let Some(dup) = config.targets.iter().enumerate().find(|(i, t)| config.targets[..*i].contains(t)) {
+        return Err(adapter_error(format!("target {:?} is listed twice", dup.1.as_str())));
+    }
+    if config.layers.is_empty() {
+        return Err(adapter_error("the adapter has no layers"));
+    }
+    if let Some(bad) = config.layers.iter().find(|&&layer| layer >= model.num_layers) {
+        return Err(adapter_error(format!("layer {bad} does not exist: the model has {} layers", model.num_layers)));
+    }
+    if config.layers.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(adapter_error(format!("layers {:?} must be sorted and distinct", config.layers)));
+    }
+    storage_kind(&config.dtype).map(|_| ())
+}
+
+impl LoraWeights {
+    /// A fresh adapter as PEFT initialises one: A kaiming-uniform (`a = sqrt(5)`, i.e. uniform in
+    /// `±1/sqrt(in)`) from a generator seeded with `seed`, B zero, both requiring gradients. The adapter
+    /// leaves the model's output unchanged until B moves.
+    pub fn init_standard(
+        config: &AdapterConfig,
+        dropout: f64,
+        model: &LlamaConfig,
+        seed: u64,
+        device: Device,
+    ) -> Result<LoraWeights, EngineError> {
+        validate_config(config, model)?;
+        check_dropout(dropout)?;
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut pairs = BTreeMap::new();
+        for &layer in &config.layers {
+            for target in LoraTarget::ALL.into_iter().filter(|t| config.targets.contains(t)) {
+                let (fan_in, out) = target_dims(model, target);
+                let bound = 1.0 / (fan_in as f32).sqrt();
+                let values: Vec<f32> = (0..config.rank * fan_in).map(|_| rng.random_range(-bound..bound)).collect();
+                let a = Tensor::from_slice(&values).reshape([config.rank as i64, fan_in as i64]).to_device(device);
+                let b = Tensor::zeros([out as i64, config.rank as i64], (Kind::Float, device));
+                pairs.insert((layer, target), LoraPair { a: a.set_requires_grad(true), b: b.set_requires_grad(true) });
+            }
+        }
+        Ok(LoraWeights::new(config.clone(), pairs, dropout))
+    }
+
+    fn new(config: AdapterConfig, pairs: BTreeMap<(usize, LoraTarget), LoraPair>, dropout: f64) -> LoraWeights {
+        let scale = config.alpha / config.rank as f64;
+        LoraWeights { config, pairs, scale, dropout, training: false }
+    }
+
+    pub fn config(&self) -> &AdapterConfig {
+        &self.config
+    }
+
+    /// `alpha / rank`.
+    pub fn scale(&self) -> f64 {
+        self.scale
+    }
+
+    pub fn dropout(&self) -> f64 {
+        self.dropout
+    }
+
+    pub fn is_training(&self) -> bool {
+        self.training
+    }
+
+    /// Dropout applies only while training.
+    pub fn set_training(&mut self, training: bool) {
+        self.training = training;
+    }
+
+    pub fn set_dropout(&mut self, p: f64) {
+        self.dropout = p.clamp(0.0, 0.999);
+    }
+
+    /// `(A, B)` of `target` in `layer`, when the adapter has it.
+    pub fn get(&self, layer: usize, target: LoraTarget) -> Option<(&Tensor, &Tensor)> {
+        self.pairs.get(&(layer, target)).map(|pair| (&pair.a, &pair.b))
+    }
+
+    /// Every A and B (A then B per (layer, target), in layer then target order), as shallow clones sharing
+    /// storage with the adapter. Gradients are switched on for them, so an adapter read from a file can be
+    /// trained further.
+    pub fn trainable_parameters(&self) -> Vec<Tensor> {
+        let mut out = Vec::with_capacity(2 * self.pairs.len());
+        for pair in self.pairs.values() {
+            for tensor in [&pair.a, &pair.b] {
+                let mut clone = tensor.shallow_clone();
+                if !clone.requires_grad() {
+                    clone = clone.set_requires_grad(true);
+                }
+                out.push(clone);
+            }
+        }
+        out
+    }
+
+    /// Number of adapter values.
+    pub fn num_parameters(&self) -> usize {
+        self.pairs.values().map(|pair| pair.a.numel() + pair.b.numel()).sum()
+    }
+
+    /// Bytes the weights take in the file's dtype.
+    pub fn size_bytes(&self) -> usize {
+        let per_value = if self.config.dtype == "f32" { 4 } else { 2 };
+        self.num_parameters() * per_value
+    }
+
+    /// `scale * dropout(x) A^T B^T` for `target` in `layer`, or `None` when the adapter does not touch it.
+    pub(crate) fn delta(&self, layer: usize, target: LoraTarget, x: &Tensor) -> Option<Tensor> {
+        let pair = self.pairs.get(&(layer, target))?;
+        let low_rank = if self.training && self.dropout > 0.0 {
+            x.dropout(self.dropout, true).linear::<Tensor>(&pair.a, None)
+        } else {
+            x.linear::<Tensor>(&pair.a, None)
+        };
+        // Scaling the rank-r intermediate is cheaper than scaling the output and equal up to rounding.
+        Some((low_rank * self.scale).linear::<Tensor>(&pair.b, None))
+    }
+
+    /// The adapter file: PEFT key names, weights in `config.dtype`, and a metadata header with
+    /// `format`, `rank`, `alpha`, `targets`, `layers` and `dtype` as strings.
+    pub fn to_safetensors(&self) -> Result<Vec<u8>, EngineError> {
+        let (kind, dtype) = storage_kind(&self.config.dtype)?;
+        let mut encoded = Vec::with_capacity(2 * self.pairs.len());
+        for (&(layer, target), pair) in &self.pairs {
+            for (matrix, tensor) in [("A", &pair.a), ("B", &pair.b)] {
+                let stored = tensor.detach().to_device(Device::Cpu).to_kind(kind).contiguous();
+                let mut bytes = vec![0u8; stored.numel() * kind.elt_size_in_bytes()];
+                stored.f_copy_data_u8(&mut bytes, stored.numel())?;
+                let shape: Vec<usize> = stored.size().iter().map(|&d| d as usize).collect();
+                encoded.push((peft_key(layer, target, matrix), shape, bytes));
+            }
+        }
+        let views = encoded
+            .iter()
+            .map(|(name, shape, bytes)| {
+                let view = TensorView::new(dtype, shape.clone(), bytes)
+                    .map_err(|e| adapter_error(format!("cannot encode {name}: {e}")))?;
+                Ok((name.as_str(), view))
+            })
+            .collect::<Result<Vec<_>, EngineError>>()?;
+        safetensors::serialize(views, Some(self.metadata_header()))
+            .map_err(|e| adapter_error(format!("cannot write safetensors: {e}")))
+    }
+
+    fn metadata_header(&self) -> HashMap<String, String> {
+        let targets: Vec<&str> = self.config.targets.iter().map(|t| t.as_str()).collect();
+        let layers: Vec<String> = self.config.layers.iter().map(usize::to_string).collect();
+        HashMap::from([
+            ("format".to_owned(), ADAPTER_FORMAT.to_owned()),
+            ("rank".to_owned(), self.config.rank.to_string()),
+            ("alpha".to_owned(), self.config.alpha.to_string()),
+            ("targets".to_owned(), targets.join(",")),
+            ("layers".to_owned(), layers.join(",")),
+            ("dtype".to_owned(), self.config.dtype.clone()),
+        ])
+    }
+
+    /// Reads an adapter file written by [`LoraWeights::to_safetensors`], checking every tensor's name, dtype
+    /// and shape against the header and `model`. The result is in inference mode (no dropout, no gradients).
+    pub fn from_safetensors(bytes: &[u8], model: &LlamaConfig, device: Device) -> Result<LoraWeights, EngineError> {
+        let (_, metadata) =
+            SafeTensors::read_metadata(bytes).map_err(|e| adapter_error(format!("not a safetensors file: {e}")))?;
+        let header = metadata.metadata().clone().unwrap_or_default();
+        let config = config_from_header(&header)?;
+        validate_config(&config, model)?;
+        let (_, dtype) = storage_kind(&config.dtype)?;
+        let file =
+            SafeTensors::deserialize(bytes).map_err(|e| adapter_error(format!("not a safetensors file: {e}")))?;
+
+        let mut expected = BTreeMap::new();
+        for &layer in &config.layers {
+            for &target in &config.targets {
+                let (fan_in, out) = target_dims(model, target);
+                expected.insert(peft_key(layer, target, "A"), [config.rank, fan_in]);
+                expected.insert(peft_key(layer, target, "B"), [out, config.rank]);
+            }
+        }
+        let mut names = file.names();
+        names.sort_unstable();
+        if let Some(unknown) = names.iter().find(|name| !expected.contains_key(**name)) {
+            return Err(adapter_error(format!(
+                "tensor {unknown:?} is not one of the adapter's (targets {:?}, layers {:?}, rank {})",
+                header.get("targets").map(String::as_str).unwrap_or_default(),
+                config.layers,
+                config.rank
+            )));
+        }
+        let mut pairs = BTreeMap::new();
+        for &layer in &config.layers {
+            for &target in &config.targets {
+                let a = read_tensor(
+                    &file,
+                    &peft_key(layer, target, "A"),
+                    expected_shape(&expected, layer, target, "A"),
+                    dtype,
+                    device,
+                )?;
+                let b = read_tensor(
+                    &file,
+                    &peft_key(layer, target, "B"),
+                    expected_shape(&expected, layer, target, "B"),
+                    dtype,
+                    device,
+                )?;
+                pairs.insert((layer, target), LoraPair { a, b });
+            }
+        }
+        Ok(LoraWeights::new(config, pairs, 0.0))
+    }
+}
+
+fn expected_shape(
+    expected: &BTreeMap<String, [usize; 2]>,
+    layer: usize,
+    target: LoraTarget,
+    matrix: &str,
+) -> [usize; 2] {
+    expected.get(&peft_key(layer, target, matrix)).copied().unwrap_or_default()
+}
+
+fn check_dropout(dropout: f64) -> Result<(), EngineError> {
+    if (0.0..1.0).contains(&dropout) {
+        Ok(())
+    } else {
+        Err(adapter_error(format!("dropout {dropout} must be in [0, 1)")))
+    }
+}
+
+fn read_tensor(
+    file: &SafeTensors<'_>,
+    name: &str,
+    shape: [usize; 2],
+    dtype: Dtype,
+    device: Device,
+) -> Result<Tensor, EngineError> {
+    let view = file.tensor(name).map_err(|_| adapter_error(format!("tensor {name:?} is missing")))?;
+    if view.dtype() != dtype {
+        return Err(adapter_error(format!("tensor {name:?} is {:?}, the header says {dtype:?}", view.dtype())));
+    }
+    if view.shape() != shape {
+        return Err(adapter_error(format!("tensor {name:?} has shape {:?}, expected {shape:?}", view.shape())));
+    }
+    let kind = storage_kind_of(dtype);
+    let tensor = Tensor::f_from_data_size(view.data(), &[shape[0] as i64, shape[1] as i64], kind)?
+        .to_kind(Kind::Float)
+        .to_device(device);
+    let finite = tensor.isfinite().all().int64_value(&[]) != 0;
+    if !finite {
+        return Err(adapter_error(format!("tensor {name:?} holds NaN or infinite values")));
+    }
+    Ok(tensor)
+}
+
+fn storage_kind_of(dtype: Dtype) -> Kind {
+    match dtype {
+        Dtype::F16 => Kind::Half,
+        Dtype::BF16 => Kind::BFloat16,
+        _ => Kind::Float,
+    }
+}
+
+fn config_from_header(header: &HashMap<String, String>) -> Result<AdapterConfig, EngineError> {
+    let field = |key: &str| {
+        header
+            .get(key)
+            .ok_or_else(|| adapter_error(format!("metadata header has no {key:?} (not an adapterci adapter?)")))
+    };
+    let format = field("format")?;
+    if format != ADAPTER_FORMAT {
+        return Err(adapter_error(format!("metadata format is {format:?}, expected {ADAPTER_FORMAT:?}")));
+    }
+    let number_error = |key: &str, value: &str| adapter_error(format!("metadata {key:?} is {value:?}, not a number"));
+    let rank = field("rank")?;
+    let rank = rank.parse::<usize>().map_err(|_| number_error("rank", rank))?;
+    let alpha = field("alpha")?;
+    let alpha = alpha.parse::<f64>().map_err(|_| number_error("alpha", alpha))?;
+    let targets = split_list(field("targets")?)
+        .map(|name| {
+            LoraTarget::ALL
+                .into_iter()
+                .find(|t| t.as_str() == name)
+                .ok_or_else(|| adapter_error(format!("metadata \"targets\" names unknown target {name:?}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let layers = split_list(field("layers")?)
+        .map(|item| item.parse::<usize>().map_err(|_| number_error("layers", item)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(AdapterConfig { rank, alpha, targets, layers, dtype: field("dtype")?.clone() })
+}
+
+fn split_list(value: &str) -> impl Iterator<Item = &str> {
+    value.split(',').map(str::trim).filter(|item| !item.is_empty())
+}
+
+/// Gives every B random values (a trained adapter's stand-in) so tests can see the adapter's effect.
+#[cfg(test)]
+pub(crate) fn randomize_b_for_tests(lora: &mut LoraWeights, seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    for pair in lora.pairs.values_mut() {
+        let size = pair.b.size();
+        let values: Vec<f32> = (0..pair.b.numel()).map(|_| rng.random_range(-0.2..0.2)).collect();
+        pair.b = Tensor::from_slice(&values).reshape(size.as_slice()).to_device(pair.b.device());
+    }
+}
