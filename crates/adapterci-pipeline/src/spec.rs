@@ -1,0 +1,88 @@
+//! The validated, version-independent pipeline that the rest of adapterci works with.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use adapterci_core::gate::GateSpec;
+use adapterci_core::names::{AdapterName, PipelineName};
+use adapterci_core::training::{LoraSpec, TrainSpec};
+use serde::{Deserialize, Serialize};
+
+/// The channel an adapter is published to when the pipeline names none.
+pub const DEFAULT_CHANNEL: &str = "stable";
+
+/// How often a `dataset_watch` trigger without an `interval` looks at its dataset.
+pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The shortest `dataset_watch` interval accepted: polling an object store faster than this is abuse.
+pub const MIN_WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A pipeline after parsing and validation: every default filled in, every value in range.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PipelineSpec {
+    pub name: PipelineName,
+    pub description: Option<String>,
+    pub base: BaseModelRef,
+    pub dataset: DatasetRef,
+    /// Never empty.
+    pub triggers: Vec<TriggerSpec>,
+    pub lora: LoraSpec,
+    pub train: TrainSpec,
+    /// Checked in order after training; the adapter is published only if all pass. May be empty.
+    pub gates: Vec<GateSpec>,
+    pub publish: PublishSpec,
+}
+
+/// The base model a pipeline trains on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BaseModelRef {
+    /// A model name from adapterd's model catalog, such as `smollm2-135m-instruct`.
+    Named(String),
+    /// A GGUF file, relative to the server's working directory unless absolute.
+    Path(PathBuf),
+}
+
+/// The training data of a pipeline.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetRef {
+    /// A relative key in the dataset object store, without `..` or empty segments.
+    pub location: String,
+}
+
+/// What starts a run of the pipeline.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TriggerSpec {
+    /// Poll the dataset every `interval` and run when its content changed.
+    DatasetWatch { interval: Duration },
+    /// Run when someone asks (CLI, API).
+    Manual,
+}
+
+/// Where a passing adapter is published.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishSpec {
+    pub adapter: AdapterName,
+    pub channel: String,
+}
+
+impl PipelineSpec {
+    /// The interval of the pipeline's `dataset_watch` trigger, if it has one.
+    pub fn watch_interval(&self) -> Option<Duration> {
+        self.triggers.iter().find_map(|trigger| match trigger {
+            TriggerSpec::DatasetWatch { interval } => Some(*interval),
+            TriggerSpec::Manual => None,
+        })
+    }
+
+    /// Whether people may start runs by hand.
+    pub fn allows_manual_runs(&self) -> bool {
+        self.triggers.contains(&TriggerSpec::Manual)
+    }
+}
+
+/// The triggers of a pipeline that lists none: watch the dataset every 10s, and allow manual runs.
+pub fn default_triggers() -> Vec<TriggerSpec> {
+    vec![TriggerSpec::DatasetWatch { interval: DEFAULT_WATCH_INTERVAL }, TriggerSpec::Manual]
+}

@@ -1,0 +1,377 @@
+//! `build_and_validate`: the one place where wire structs become a `PipelineSpec`, collecting every problem.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use adapterci_core::CoreError;
+use adapterci_core::gate::GateSpec;
+use adapterci_core::names::{AdapterName, PipelineName};
+use adapterci_core::training::{LayerSelection, LoraSpec, LoraTarget, TrainSpec};
+
+use crate::duration::{format_duration, parse_duration};
+use crate::error::Problem;
+use crate::locate::SourceIndex;
+use crate::spec::{
+    BaseModelRef, DEFAULT_CHANNEL, DEFAULT_WATCH_INTERVAL, DatasetRef, MIN_WATCH_INTERVAL, PipelineSpec, PublishSpec,
+    TriggerSpec, default_triggers,
+};
+use crate::wire::{
+    BaseV1, DatasetV1, EvalV1, LayersV1, LoraTargetV1, LoraV1, PipelineV1, PublishV1, TrainingV1, TriggerKindV1,
+    TriggerV1,
+};
+
+const MAX_RANK: usize = 256;
+const MIN_SEQ_LEN: usize = 16;
+
+/// Collects problems, each placed by looking its field path up in the source index.
+pub(crate) struct Checker<'a> {
+    index: &'a SourceIndex,
+    pub(crate) problems: Vec<Problem>,
+}
+
+impl<'a> Checker<'a> {
+    pub(crate) fn new(index: &'a SourceIndex) -> Self {
+        Checker { index, problems: Vec::new() }
+    }
+
+    pub(crate) fn report(&mut self, path: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            position: self.index.position(path),
+            path: path.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn required<T>(&mut self, value: Option<T>, path: &str, what: &str) -> Option<T> {
+        if value.is_none() {
+            self.report(path, format!("missing: {what}"));
+        }
+        value
+    }
+
+    /// `value` (or `default` when absent) if at least `min`, else reports it.
+    fn at_least(&mut self, value: Option<usize>, default: usize, path: &str, min: usize) -> usize {
+        let value = value.unwrap_or(default);
+        if value < min {
+            self.report(path, format!("must be at least {min}, got {value}"));
+        }
+        value
+    }
+
+    /// `value` (or `default`) if finite and `accept`ed, else reports `rule`.
+    fn number(&mut self, value: Option<f64>, default: f64, path: &str, rule: &str, accept: fn(f64) -> bool) -> f64 {
+        let value = value.unwrap_or(default);
+        if !value.is_finite() || !accept(value) {
+            self.report(path, format!("must be {rule}, got {value}"));
+        }
+        value
+    }
+}
+
+impl PipelineV1 {
+    /// Turns the wire form into a `PipelineSpec`, filling defaults and checking every value; on failure returns
+    /// every problem found, placed with `index`.
+    pub(crate) fn build_and_validate_with(self, index: &SourceIndex) -> Result<PipelineSpec, Vec<Problem>> {
+        let mut checker = Checker::new(index);
+        let name =
+            checker.required(self.name, "name", "the pipeline's name, like `name: ticket-format`").and_then(|name| {
+                match PipelineName::new(name) {
+                    Ok(name) => Some(name),
+                    Err(error) => {
+                        checker.report("name", error.to_string());
+                        None
+                    }
+                }
+            });
+        let base = build_base(&mut checker, self.base);
+        let dataset = build_dataset(&mut checker, self.dataset);
+        let triggers = build_triggers(&mut checker, self.triggers);
+        let (lora, train) = build_training(&mut checker, self.training.unwrap_or_default());
+        let gates = build_gates(&mut checker, self.eval.unwrap_or_default());
+        let publish = build_publish(&mut checker, self.publish.unwrap_or_default(), name.as_ref());
+        match (name, base, dataset, publish) {
+            (Some(name), Some(base), Some(dataset), Some(publish)) if checker.problems.is_empty() => {
+                let description = self.description;
+                Ok(PipelineSpec { name, description, base, dataset, triggers, lora, train, gates, publish })
+            }
+            _ => Err(checker.problems),
+        }
+    }
+}
+
+fn build_base(checker: &mut Checker, base: Option<BaseV1>) -> Option<BaseModelRef> {
+    let what = "the base model, like `base: {model: smollm2-135m-instruct}` or `base: {path: models/x.gguf}`";
+    let base = checker.required(base, "base", what)?;
+    match (base.model, base.path) {
+        (Some(_), Some(_)) => {
+            checker.report("base", "set exactly one of `model` and `path`, not both");
+            None
+        }
+        (None, None) => {
+            checker.report("base", "set exactly one of `model` (a model catalog name) and `path` (a GGUF file)");
+            None
+        }
+        (Some(model), None) => match PipelineName::new(model.as_str()) {
+            Ok(_) => Some(BaseModelRef::Named(model)),
+            Err(error) => {
+                checker.report("base.model", format!("invalid model name {model:?}: {}", name_reason(&error)));
+                None
+            }
+        },
+        (None, Some(path)) => {
+            if path.is_empty() || path.chars().any(char::is_control) {
+                checker.report(
+                    "base.path",
+                    format!("invalid path {path:?}: must be non-empty, without control characters"),
+                );
+                return None;
+            }
+            Some(BaseModelRef::Path(PathBuf::from(path)))
+        }
+    }
+}
+
+fn build_dataset(checker: &mut Checker, dataset: Option<DatasetV1>) -> Option<DatasetRef> {
+    let what = "the training data, like `dataset: {location: datasets/x/train.jsonl}`";
+    let dataset = checker.required(dataset, "dataset", what)?;
+    let location =
+        checker.required(dataset.location, "dataset.location", "the dataset's key in the dataset object store")?;
+    match location_problem(&location) {
+        Some(reason) => {
+            checker.report("dataset.location", format!("invalid location {location:?}: {reason}"));
+            None
+        }
+        None => Some(DatasetRef { location }),
+    }
+}
+
+/// Why `location` is not a safe object-store key, if it is not.
+fn location_problem(location: &str) -> Option<&'static str> {
+    if location.is_empty() {
+        return Some("must not be empty");
+    }
+    if location.starts_with('/') {
+        return Some("must be relative (no leading '/')");
+    }
+    if location.chars().any(|c| c.is_control() || c == '\\') {
+        return Some("must not contain control characters or '\\'");
+    }
+    let segments: Vec<&str> = location.split('/').collect();
+    if segments.contains(&"..") {
+        return Some("must not contain '..'");
+    }
+    if segments.iter().any(|segment| segment.is_empty() || *segment == ".") {
+        return Some("must not contain empty or '.' segments");
+    }
+    None
+}
+
+fn build_triggers(checker: &mut Checker, triggers: Option<Vec<TriggerV1>>) -> Vec<TriggerSpec> {
+    let Some(triggers) = triggers else { return default_triggers() };
+    if triggers.is_empty() {
+        checker.report(
+            "triggers",
+            "must list at least one trigger (leave `triggers` out for the default: dataset_watch every 10s and manual)",
+        );
+    }
+    let mut seen = HashSet::new();
+    let mut built = Vec::new();
+    for (position, trigger) in triggers.into_iter().enumerate() {
+        let path = format!("triggers[{position}]");
+        let kind_name = match trigger.kind {
+            TriggerKindV1::DatasetWatch => "dataset_watch",
+            TriggerKindV1::Manual => "manual",
+        };
+        if !seen.insert(trigger.kind) {
+            checker.report(&format!("{path}.kind"), format!("duplicate trigger kind `{kind_name}`"));
+        }
+        match (trigger.kind, trigger.interval) {
+            (TriggerKindV1::Manual, None) => built.push(TriggerSpec::Manual),
+            (TriggerKindV1::Manual, Some(_)) => {
+                checker.report(&format!("{path}.interval"), "only a dataset_watch trigger takes an interval");
+            }
+            (TriggerKindV1::DatasetWatch, interval) => {
+                let interval = match interval.as_deref().map(parse_duration) {
+                    None => DEFAULT_WATCH_INTERVAL,
+                    Some(Ok(interval)) if interval >= MIN_WATCH_INTERVAL => interval,
+                    Some(Ok(interval)) => {
+                        let message = format!("must be at least 1s, got {}", format_duration(interval));
+                        checker.report(&format!("{path}.interval"), message);
+                        continue;
+                    }
+                    Some(Err(message)) => {
+                        checker.report(&format!("{path}.interval"), message);
+                        continue;
+                    }
+                };
+                built.push(TriggerSpec::DatasetWatch { interval });
+            }
+        }
+    }
+    built
+}
+
+fn build_training(checker: &mut Checker, training: TrainingV1) -> (LoraSpec, TrainSpec) {
+    let lora = build_lora(checker, training.lora.unwrap_or_default());
+    let default = TrainSpec::default();
+    let path = |field: &str| format!("training.{field}");
+    let train = TrainSpec {
+        steps: checker.at_least(training.steps, default.steps, &path("steps"), 1),
+        batch_size: checker.at_least(training.batch_size, default.batch_size, &path("batch_size"), 1),
+        learning_rate: checker.number(
+            training.learning_rate,
+            default.learning_rate,
+            &path("learning_rate"),
+            "a number greater than 0",
+            |value| value > 0.0,
+        ),
+        weight_decay: checker.number(
+            training.weight_decay,
+            default.weight_decay,
+            &path("weight_decay"),
+            "a number at least 0",
+            |value| value >= 0.0,
+        ),
+        max_seq_len: checker.at_least(training.max_seq_len, default.max_seq_len, &path("max_seq_len"), MIN_SEQ_LEN),
+        seed: training.seed.unwrap_or(default.seed),
+        eval_fraction: checker.number(
+            training.eval_fraction,
+            default.eval_fraction,
+            &path("eval_fraction"),
+            "between 0 and 1, both excluded",
+            |value| value > 0.0 && value < 1.0,
+        ),
+        max_eval_examples: checker.at_least(
+            training.max_eval_examples,
+            default.max_eval_examples,
+            &path("max_eval_examples"),
+            1,
+        ),
+        max_new_tokens: checker.at_least(training.max_new_tokens, default.max_new_tokens, &path("max_new_tokens"), 1),
+        eval_base: training.eval_base.unwrap_or(default.eval_base),
+    };
+    (lora, train)
+}
+
+fn build_lora(checker: &mut Checker, lora: LoraV1) -> LoraSpec {
+    let default = LoraSpec::default();
+    let rank = lora.rank.unwrap_or(default.rank);
+    if !(1..=MAX_RANK).contains(&rank) {
+        checker.report("training.lora.rank", format!("must be between 1 and {MAX_RANK}, got {rank}"));
+    }
+    let alpha = checker
+        .number(lora.alpha, default.alpha, "training.lora.alpha", "a number greater than 0", |value| value > 0.0);
+    let dropout =
+        checker.number(lora.dropout, default.dropout, "training.lora.dropout", "at least 0 and less than 1", |value| {
+            (0.0..1.0).contains(&value)
+        });
+    let targets = match lora.targets {
+        None => default.targets,
+        Some(targets) => build_targets(checker, targets),
+    };
+    let layers = build_layers(checker, lora.layers.unwrap_or(LayersV1::All));
+    LoraSpec { rank, alpha, dropout, targets, layers }
+}
+
+fn build_targets(checker: &mut Checker, targets: Vec<LoraTargetV1>) -> Vec<LoraTarget> {
+    if targets.is_empty() {
+        checker.report("training.lora.targets", "must list at least one of q, k, v, o, gate, up, down");
+    }
+    let mut built: Vec<LoraTarget> = Vec::new();
+    for (position, target) in targets.into_iter().enumerate() {
+        let target = match target {
+            LoraTargetV1::Q => LoraTarget::Q,
+            LoraTargetV1::K => LoraTarget::K,
+            LoraTargetV1::V => LoraTarget::V,
+            LoraTargetV1::O => LoraTarget::O,
+            LoraTargetV1::Gate => LoraTarget::Gate,
+            LoraTargetV1::Up => LoraTarget::Up,
+            LoraTargetV1::Down => LoraTarget::Down,
+        };
+        if built.contains(&target) {
+            let path = format!("training.lora.targets[{position}]");
+            checker.report(&path, format!("duplicate target `{}`", target.as_str()));
+        } else {
+            built.push(target);
+        }
+    }
+    built
+}
+
+fn build_layers(checker: &mut Checker, layers: LayersV1) -> LayerSelection {
+    match layers {
+        LayersV1::All => LayerSelection::All,
+        LayersV1::Last(count) => {
+            if count == 0 {
+                checker.report("training.lora.layers.last", "must be at least 1, got 0");
+            }
+            LayerSelection::LastN(count)
+        }
+        LayersV1::List(list) => {
+            if list.is_empty() {
+                checker.report("training.lora.layers", "must list at least one layer index (or say `all`)");
+            }
+            let mut seen = HashSet::new();
+            for (position, layer) in list.iter().enumerate() {
+                if !seen.insert(*layer) {
+                    checker.report(&format!("training.lora.layers[{position}]"), format!("duplicate layer {layer}"));
+                }
+            }
+            LayerSelection::List(list)
+        }
+    }
+}
+
+fn build_gates(checker: &mut Checker, eval: EvalV1) -> Vec<GateSpec> {
+    let gates = eval.gates.unwrap_or_default();
+    for (position, gate) in gates.iter().enumerate() {
+        let path = format!("eval.gates[{position}]");
+        if gate.metric.trim().is_empty() {
+            checker.report(&format!("{path}.metric"), "must name a metric, like `exact_match` or `eval_loss`");
+        }
+        for (bound, value) in [("min", gate.min), ("max", gate.max)] {
+            if value.is_some_and(|value| !value.is_finite()) {
+                checker.report(&format!("{path}.{bound}"), "must be a finite number");
+            }
+        }
+        match (gate.min, gate.max) {
+            (None, None) => checker.report(&path, "needs `min`, `max` or both"),
+            (Some(min), Some(max)) if min > max => {
+                checker.report(&format!("{path}.min"), format!("min {min} is greater than max {max}"));
+            }
+            _ => {}
+        }
+    }
+    gates.into_iter().map(|gate| GateSpec { metric: gate.metric, min: gate.min, max: gate.max }).collect()
+}
+
+fn build_publish(checker: &mut Checker, publish: PublishV1, name: Option<&PipelineName>) -> Option<PublishSpec> {
+    let adapter = match publish.adapter {
+        Some(adapter) => {
+            AdapterName::new(adapter).map_err(|error| checker.report("publish.adapter", error.to_string()))
+        }
+        // Both names follow the same rules: this only fails if the pipeline name was already reported.
+        None => name.ok_or(()).and_then(|name| AdapterName::new(name.as_str()).map_err(|_| ())),
+    };
+    let channel = publish.channel.unwrap_or_else(|| DEFAULT_CHANNEL.to_string());
+    // Channels become registry keys like names do, so they follow the same rules.
+    let channel_ok = match PipelineName::new(channel.as_str()) {
+        Ok(_) => true,
+        Err(error) => {
+            checker.report("publish.channel", format!("invalid channel name {channel:?}: {}", name_reason(&error)));
+            false
+        }
+    };
+    match adapter {
+        Ok(adapter) if channel_ok => Some(PublishSpec { adapter, channel }),
+        _ => None,
+    }
+}
+
+/// The rule a name broke, without the name kind that `CoreError` puts first.
+fn name_reason(error: &CoreError) -> String {
+    match error {
+        CoreError::InvalidName { reason, .. } => (*reason).to_string(),
+        other => other.to_string(),
+    }
+}
