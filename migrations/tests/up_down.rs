@@ -10,7 +10,7 @@ async fn tables_present(db: &DatabaseConnection) -> Vec<&'static str> {
     let manager = SchemaManager::new(db);
     let mut present = Vec::new();
     for table in TABLES {
-        if manager.has_table(table).await.unwrap() {
+        if manager.has_table(table).await.expect("has_table") {
             present.push(table);
         }
     }

@@ -3,4 +3,7 @@
 
 pub mod clock;
 pub mod executor_fake;
+pub mod postgres;
 pub mod registry_conformance;
+pub mod store_conformance;
+pub mod store_fake;
