@@ -1,0 +1,195 @@
+//! The command line, as clap derive types. Help texts here are also the reference in `docs/reference/cli.md`.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::env_vars;
+use crate::output::OutputFormat;
+
+/// The server adapterctl talks to when neither `--server` nor `ADAPTERCI_SERVER` says otherwise.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
+
+/// Drive adapterd: apply pipelines, trigger and follow runs, inspect adapters, generate text.
+///
+/// Data goes to stdout, progress and errors to stderr. Exit codes: 0 ok, 1 error (or a run that failed),
+/// 2 usage, 3 a gate rejected the run's adapter, 4 not found.
+#[derive(Debug, Parser)]
+#[command(name = "adapterctl", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// URL of the adapterd server
+    #[arg(long, global = true, value_name = "URL", env = env_vars::ADAPTERCI_SERVER, hide_env_values = true,
+          default_value = DEFAULT_SERVER)]
+    pub server: String,
+    /// Output format of the data printed on stdout
+    #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+    /// Never color the output (color is also off when NO_COLOR is set or the output is not a terminal)
+    #[arg(long, global = true)]
+    pub no_color: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or update a pipeline from its YAML file (validated here first)
+    Apply(ApplyArgs),
+    /// List pipelines, runs or adapters
+    #[command(subcommand)]
+    Get(GetCommand),
+    /// Show one run or one adapter version in detail
+    #[command(subcommand)]
+    Describe(DescribeCommand),
+    /// Start a run of a pipeline now
+    Trigger(TriggerArgs),
+    /// Work with existing runs
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// Upload datasets
+    #[command(subcommand)]
+    Dataset(DatasetCommand),
+    /// Generate text with the base model or an adapter
+    Generate(GenerateArgs),
+    /// List the models adapterd serves (the base model and each served adapter)
+    Models,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The pipeline YAML file
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GetCommand {
+    /// List pipelines
+    #[command(alias = "pipeline")]
+    Pipelines,
+    /// List runs, newest first
+    #[command(alias = "run")]
+    Runs(GetRunsArgs),
+    /// List adapters with their latest and served versions
+    #[command(alias = "adapter")]
+    Adapters,
+}
+
+#[derive(Debug, Args)]
+pub struct GetRunsArgs {
+    /// Only runs of this pipeline
+    #[arg(long, value_name = "NAME")]
+    pub pipeline: Option<String>,
+    /// At most this many runs
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DescribeCommand {
+    /// A run: state, stage, trigger, timings, progress, metrics, gates and samples
+    Run {
+        /// The run id
+        id: String,
+    },
+    /// An adapter version: configuration, lineage, files, eval report and the list of versions
+    Adapter {
+        /// The adapter, optionally with a version: NAME or NAME@VERSION (the latest version by default)
+        #[arg(value_name = "NAME[@VERSION]")]
+        adapter: AdapterRef,
+    },
+}
+
+/// `name` or `name@version`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdapterRef {
+    pub name: String,
+    pub version: Option<u64>,
+}
+
+impl FromStr for AdapterRef {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        let (name, version) = match value.split_once('@') {
+            None => (value, None),
+            Some((name, version)) => {
+                let version = version
+                    .parse::<u64>()
+                    .map_err(|_| format!("the version after @ must be a number, like {name}@3, got {version:?}"))?;
+                (name, Some(version))
+            }
+        };
+        if name.is_empty() {
+            return Err("the adapter name is empty".to_string());
+        }
+        Ok(AdapterRef { name: name.to_string(), version })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct TriggerArgs {
+    /// The pipeline to run
+    pub pipeline: String,
+    /// Follow the run until it ends, then describe it; the exit code tells the outcome
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// Follow a run until it ends, then describe it; the exit code tells the outcome
+    Wait {
+        /// The run id
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DatasetCommand {
+    /// Upload a dataset file (JSONL) to a location pipelines can name
+    Push {
+        /// The file to upload
+        file: PathBuf,
+        /// The location key, like datasets/support/train.jsonl
+        #[arg(long, value_name = "KEY")]
+        location: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// The adapter to answer with (the base model alone when absent)
+    #[arg(long, value_name = "NAME")]
+    pub adapter: Option<String>,
+    /// Complete the prompt as raw text instead of as one user message of a chat
+    #[arg(long)]
+    pub raw: bool,
+    /// The most tokens to generate
+    #[arg(long, value_name = "N", default_value_t = adapterci_api::inference::DEFAULT_MAX_TOKENS)]
+    pub max_tokens: u32,
+    /// Sampling temperature; 0 is greedy
+    #[arg(long, value_name = "T", default_value_t = adapterci_api::inference::DEFAULT_TEMPERATURE,
+          value_parser = parse_temperature)]
+    pub temperature: f64,
+    /// Seed of the sampler, for repeatable sampling
+    #[arg(long, value_name = "S")]
+    pub seed: Option<u64>,
+    /// The prompt; `-` reads it from stdin
+    pub prompt: String,
+}
+
+fn parse_temperature(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(temperature) if temperature.is_finite() && temperature >= 0.0 => Ok(temperature),
+        _ => Err(format!("expected a number of 0 or more, got {value:?}")),
+    }
+}

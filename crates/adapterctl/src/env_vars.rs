@@ -1,0 +1,10 @@
+//! Every environment variable adapterctl reads, in one place.
+
+/// The adapterd URL, when `--server` is not given.
+pub const ADAPTERCI_SERVER: &str = "ADAPTERCI_SERVER";
+
+/// Any non-empty value turns color off (<https://no-color.org>).
+pub const NO_COLOR: &str = "NO_COLOR";
+
+/// Set to `1` when running adapterctl's tests to rewrite `docs/reference/cli.md` instead of comparing with it.
+pub const ADAPTERCTL_UPDATE_REFERENCE: &str = "ADAPTERCTL_UPDATE_REFERENCE";
