@@ -33,7 +33,7 @@ pub fn write_model(path: &Path, config: &LlamaConfig, spec: &TokenizerSpec, seed
 }
 
 /// GGUF tensor names and shapes (outermost first) of a Llama model, with random values: uniform in
-/// `±1/sqrt(fan_in)` for linear weights (so activations keep their scale), `±1` for the embedding and
+/// `±sqrt(3/fan_in)` for linear weights (unit variance, so every layer adds about as much as the input), `±0.3` for the embedding and
 /// `1 ± 0.1` for norms.
 fn random_tensors(config: &LlamaConfig, seed: u64) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     let mut rng = StdRng::seed_from_u64(seed);
@@ -43,8 +43,10 @@ fn random_tensors(config: &LlamaConfig, seed: u64) -> Vec<(String, Vec<usize>, V
         let values = (0..shape.iter().product()).map(|_| center + rng.random_range(-bound..bound)).collect();
         (name, shape, values)
     };
-    let linear_bound = |fan_in: usize| 1.0 / (fan_in as f32).sqrt();
-    let mut tensors = vec![tensor("token_embd.weight".into(), vec![vocab, h], 0.0, 1.0)];
+    let linear_bound = |fan_in: usize| (3.0 / fan_in as f32).sqrt();
+    // A small embedding keeps the residual stream from being just the input token's embedding, which with a
+    // tied LM head would make the model echo its last token.
+    let mut tensors = vec![tensor("token_embd.weight".into(), vec![vocab, h], 0.0, 0.3)];
     for i in 0..config.num_layers {
         let name = |suffix: &str| format!("blk.{i}.{suffix}.weight");
         tensors.push(tensor(name("attn_norm"), vec![h], 1.0, 0.1));
