@@ -1,10 +1,12 @@
-//! `SeaStore` passes the metadata store conformance suite on SQLite (files and memory) and on PostgreSQL.
+//! `SeaStore` passes the metadata store conformance suite on SQLite (files and memory) and on PostgreSQL, and
+//! migrates safely when several replicas start at once.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use adapterci_store::SeaStore;
 use adapterci_testkit::postgres::PostgresServer;
-use adapterci_testkit::store_conformance::run_conformance;
+use adapterci_testkit::store_conformance::{cases, run_conformance};
 
 /// Set to 1 where PostgreSQL must be tested (CI); elsewhere its absence skips that test with a notice.
 const REQUIRE_POSTGRES_ENV: &str = "ADAPTERCI_REQUIRE_POSTGRES";
@@ -30,8 +32,8 @@ async fn sqlite_memory_store_conforms() {
     conforms(|_| "sqlite::memory:".to_string()).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn postgres_store_conforms() {
+/// A fresh PostgreSQL server, or `None` (with a notice) where PostgreSQL is not installed and not required.
+async fn postgres_server() -> Option<Arc<PostgresServer>> {
     if !PostgresServer::available() {
         assert!(
             std::env::var(REQUIRE_POSTGRES_ENV).is_err(),
@@ -39,14 +41,60 @@ async fn postgres_store_conforms() {
             PostgresServer::bin_dir().display()
         );
         eprintln!("skipped: PostgreSQL is not installed in {}", PostgresServer::bin_dir().display());
-        return;
+        return None;
     }
-    let server = tokio::task::spawn_blocking(PostgresServer::start).await.unwrap().unwrap();
-    let server = std::sync::Arc::new(server);
+    let server = tokio::task::spawn_blocking(PostgresServer::start).await.expect("starting PostgreSQL");
+    Some(Arc::new(server.unwrap_or_else(|err| panic!("starting PostgreSQL: {err}"))))
+}
+
+async fn create_database(server: &Arc<PostgresServer>) -> String {
+    let server = server.clone();
+    let url = tokio::task::spawn_blocking(move || server.create_database()).await.expect("createdb");
+    url.unwrap_or_else(|err| panic!("creating a database: {err}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_store_conforms() {
+    let Some(server) = postgres_server().await else {
+        return;
+    };
     let mut urls = Vec::new();
-    for _ in adapterci_testkit::store_conformance::cases::<SeaStore>() {
-        let server = server.clone();
-        urls.push(tokio::task::spawn_blocking(move || server.create_database()).await.unwrap().unwrap());
+    for _ in cases::<SeaStore>() {
+        urls.push(create_database(&server).await);
     }
     conforms(|n| urls[n].clone()).await;
+}
+
+/// Replicas of `adapterd` start together: each migrates, and each migration is applied exactly once.
+async fn check_concurrent_migrations_apply_once(url: &str) {
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.to_string();
+            tokio::spawn(async move {
+                let store = SeaStore::connect_without_migrating(&url).await.expect("connect");
+                store.migrate().await.expect("migrate").len()
+            })
+        })
+        .collect();
+    let mut applied = 0;
+    for task in tasks {
+        applied += task.await.expect("a migrating task panicked");
+    }
+    let status = SeaStore::connect(url).await.expect("connect").migration_status().await.expect("status");
+    assert_eq!(applied, status.len(), "each migration must be applied once, not per replica");
+    assert!(status.iter().all(|migration| migration.applied));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_migrations_apply_once_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    check_concurrent_migrations_apply_once(&format!("sqlite://{}/meta.db?mode=rwc", dir.path().display())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_migrations_apply_once_on_postgres() {
+    let Some(server) = postgres_server().await else {
+        return;
+    };
+    check_concurrent_migrations_apply_once(&create_database(&server).await).await;
 }

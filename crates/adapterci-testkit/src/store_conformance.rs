@@ -30,6 +30,7 @@ pub fn cases<S: MetadataStore + 'static>() -> Vec<(&'static str, Case<S>)> {
         ("every_transition_is_checked_against_the_state_machine", |s| {
             every_transition_is_checked_against_the_state_machine(s).boxed()
         }),
+        ("racing_state_changes_have_one_winner", |s| racing_state_changes_have_one_winner(s).boxed()),
         ("unknown_runs_are_not_found", |s| unknown_runs_are_not_found(s).boxed()),
         ("runs_are_listed_newest_first", |s| runs_are_listed_newest_first(s).boxed()),
         ("claims_take_the_oldest_queued_run", |s| claims_take_the_oldest_queued_run(s).boxed()),
@@ -101,7 +102,7 @@ async fn get_run<S: MetadataStore>(store: &S, id: &str) -> RunRecord {
 }
 
 /// Spawns `count` tasks running `task(store, index)` and collects their results in index order.
-async fn in_parallel<S, T, Fut>(store: &Arc<S>, count: usize, task: fn(Arc<S>, usize) -> Fut) -> Vec<T>
+async fn in_parallel<S, T, Fut>(store: &Arc<S>, count: usize, task: impl Fn(Arc<S>, usize) -> Fut) -> Vec<T>
 where
     S: MetadataStore + 'static,
     T: Send + 'static,
@@ -257,6 +258,35 @@ pub async fn every_transition_is_checked_against_the_state_machine<S: MetadataSt
                 }
             }
         }
+    }
+}
+
+pub async fn racing_state_changes_have_one_winner<S: MetadataStore + 'static>(store: Arc<S>) {
+    let mut ids = Vec::new();
+    for _ in 0..8 {
+        let run = store.create_run(new_run("demo")).await.expect("create_run");
+        store.update_run(&run.id, state(RunState::Running)).await.expect("start");
+        ids.push(run.id);
+    }
+    // For each run, a worker finishing it races a person cancelling it.
+    let endings = [RunState::Succeeded, RunState::Cancelled];
+    let results = in_parallel(&store, ids.len() * 2, |store, index| {
+        let (id, ending) = (ids[index / 2].clone(), endings[index % 2]);
+        async move {
+            let result = store.update_run(&id, state(ending)).await;
+            (id, ending, result)
+        }
+    })
+    .await;
+    for id in &ids {
+        let outcomes: Vec<_> = results.iter().filter(|(run, _, _)| run == id).collect();
+        let winners: Vec<RunState> = outcomes.iter().filter(|(_, _, r)| r.is_ok()).map(|(_, end, _)| *end).collect();
+        assert_eq!(winners.len(), 1, "run {id}: exactly one ending must win: {outcomes:?}");
+        for (_, _, result) in &outcomes {
+            assert!(matches!(result, Ok(_) | Err(StoreError::InvalidTransition(_))), "run {id}: {result:?}");
+        }
+        assert!(endings.contains(&winners[0]));
+        assert_eq!(get_run(&*store, id).await.state, winners[0], "run {id}: the stored state is the winner's");
     }
 }
 
