@@ -289,3 +289,29 @@ fn dataset_push_puts_the_file() {
     assert_eq!(request.body, std::fs::read("../../Cargo.toml").unwrap());
     assert!(stdout(&output).contains("size:      18231 bytes"), "{}", stdout(&output));
 }
+
+#[test]
+fn describe_adapter_resolves_the_latest_version_and_marks_the_served_one() {
+    let manifest =
+        r#"{"schema_version": 1, "name": "sql-adapter", "adapter": {"rank": 8}, "lineage": {"code_version": "0.1.0"}}"#;
+    let (server, requests) = scripted_server(vec![
+        (200, fixture("adapter_versions.json")),
+        (200, manifest.to_string()),
+        (200, fixture("adapters.json")),
+    ]);
+    let output = adapterctl(&server, &["describe", "adapter", "sql-adapter"]);
+    let lines: Vec<String> = requests.join().unwrap().into_iter().map(|request| request.line).collect();
+    assert_eq!(lines[1], "GET /api/v1/adapters/sql-adapter/versions/3 HTTP/1.1");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let out = stdout(&output);
+    assert!(out.contains("Version:   3 (latest, version 2 is served)"), "{out}");
+    assert!(out.contains("rank:  8"), "{out}");
+}
+
+#[test]
+fn describe_adapter_at_a_missing_version_exits_4_and_lists_the_versions() {
+    let (server, _) = scripted_server(vec![(200, fixture("adapter_versions.json"))]);
+    let output = adapterctl(&server, &["describe", "adapter", "sql-adapter@7"]);
+    assert_eq!(output.status.code(), Some(4));
+    assert_eq!(stderr(&output), "error: adapter sql-adapter has no version 7\nhint: its versions are: 3, 1\n");
+}

@@ -201,3 +201,11 @@ fn dataset_locations() {
         assert_eq!(err.status, ExitStatus::Usage, "{bad}");
     }
 }
+
+#[test]
+fn color_needs_a_terminal_and_no_opt_out() {
+    assert!(!Style::detect(true, true).color, "--no-color wins over a terminal");
+    assert!(!Style::detect(false, false).color, "no color into pipes and files");
+    assert_eq!(Style::PLAIN.paint("x", adapterctl::output::Paint::Red), "x");
+    assert_eq!(Style { color: true }.paint("x", adapterctl::output::Paint::Green), "\x1b[32mx\x1b[0m");
+}
