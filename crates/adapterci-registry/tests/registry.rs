@@ -1,70 +1,21 @@
 //! The registry conformance suite on in-memory and local-directory stores (with single and multipart uploads),
 //! plus what only this implementation promises: its layout, repair of damaged blobs, refusal of bad manifests.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
 
+use adapterci_core::Digest;
 use adapterci_core::manifest::ADAPTER_WEIGHTS_FILE;
-use adapterci_core::ports::{
-    AdapterIndex, AdapterRegistry, AdapterVersionRecord, Clock, NewAdapterVersion, RegistryError, StoreError,
-};
-use adapterci_core::{AdapterName, Digest};
+use adapterci_core::ports::{AdapterIndex, AdapterRegistry, Clock, NewAdapterVersion, RegistryError};
 use adapterci_registry::object_store::memory::InMemory;
 use adapterci_registry::object_store::path::Path;
 use adapterci_registry::object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use adapterci_registry::{ObjectStoreRegistry, open_object_store};
 use adapterci_testkit::clock::ManualClock;
 use adapterci_testkit::registry_conformance::{BoxFuture, RegistryUnderTest, adapter_name, publish_request};
-use async_trait::async_trait;
+use adapterci_testkit::store_fake::InMemoryMetadataStore;
 use chrono::{DateTime, TimeZone, Utc};
 use futures::TryStreamExt;
-
-/// A minimal index: versions allocated under one lock, like the metadata store's transaction.
-#[derive(Default)]
-struct FakeIndex(Mutex<Vec<AdapterVersionRecord>>);
-
-impl FakeIndex {
-    fn records(&self) -> Result<std::sync::MutexGuard<'_, Vec<AdapterVersionRecord>>, StoreError> {
-        self.0.lock().map_err(|_| StoreError::Backend("poisoned".into()))
-    }
-}
-
-#[async_trait]
-impl AdapterIndex for FakeIndex {
-    async fn record_version(&self, new: NewAdapterVersion) -> Result<AdapterVersionRecord, StoreError> {
-        let mut records = self.records()?;
-        let same_name = || records.iter().filter(|record| record.name == new.name);
-        if let Some(existing) = same_name().find(|record| record.manifest_digest == new.manifest_digest) {
-            return Ok(existing.clone());
-        }
-        let version = same_name().count() as u64 + 1;
-        let record = AdapterVersionRecord {
-            name: new.name,
-            version,
-            manifest_digest: new.manifest_digest,
-            base_model_digest: new.base_model_digest,
-            run_id: new.run_id,
-            created_at: Utc::now(),
-        };
-        records.push(record.clone());
-        Ok(record)
-    }
-    async fn get_version(&self, name: &AdapterName, version: u64) -> Result<Option<AdapterVersionRecord>, StoreError> {
-        Ok(self.records()?.iter().find(|record| &record.name == name && record.version == version).cloned())
-    }
-    async fn latest_version(&self, name: &AdapterName) -> Result<Option<AdapterVersionRecord>, StoreError> {
-        Ok(self.list_versions(name).await?.pop())
-    }
-    async fn list_versions(&self, name: &AdapterName) -> Result<Vec<AdapterVersionRecord>, StoreError> {
-        Ok(self.records()?.iter().filter(|record| &record.name == name).cloned().collect())
-    }
-    async fn list_adapter_names(&self) -> Result<Vec<AdapterName>, StoreError> {
-        let mut names: Vec<_> = self.records()?.iter().map(|record| record.name.clone()).collect();
-        names.sort();
-        names.dedup();
-        Ok(names)
-    }
-}
 
 /// A clock that moves one second every time it is read, so no two publishes share a `created_at`.
 struct TickingClock(AtomicI64);
@@ -103,7 +54,7 @@ fn under_test(
 /// In memory, with a clock that stands still: a republish makes the same manifest digest.
 async fn in_memory() -> RegistryUnderTest {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let registry = ObjectStoreRegistry::new(store.clone(), Arc::new(FakeIndex::default()))
+    let registry = ObjectStoreRegistry::new(store.clone(), Arc::new(InMemoryMetadataStore::new()))
         .with_clock(Arc::new(ManualClock::new()));
     under_test(store, registry, None)
 }
@@ -112,7 +63,7 @@ async fn in_memory() -> RegistryUnderTest {
 async fn local_dir(multipart_threshold: usize) -> RegistryUnderTest {
     let dir = tempfile::tempdir().expect("temporary directory");
     let store = open_object_store(&format!("file://{}", dir.path().display())).expect("open the directory");
-    let registry = ObjectStoreRegistry::new(store.clone(), Arc::new(FakeIndex::default()))
+    let registry = ObjectStoreRegistry::new(store.clone(), Arc::new(InMemoryMetadataStore::new()))
         .with_prefix("registry")
         .expect("valid prefix")
         .with_clock(Arc::new(TickingClock(AtomicI64::new(0))))
@@ -135,13 +86,13 @@ mod local_dir_multipart {
 
 struct Fixture {
     store: Arc<dyn ObjectStore>,
-    index: Arc<FakeIndex>,
+    index: Arc<InMemoryMetadataStore>,
     registry: ObjectStoreRegistry,
 }
 
 fn fixture() -> Fixture {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let index = Arc::new(FakeIndex::default());
+    let index = Arc::new(InMemoryMetadataStore::new());
     let registry = ObjectStoreRegistry::new(store.clone(), index.clone())
         .with_prefix("reg/v1")
         .expect("valid prefix")
@@ -185,7 +136,7 @@ async fn republishing_repairs_a_damaged_blob() {
 async fn large_blobs_round_trip_through_multipart_upload_on_local_files() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_object_store(dir.path().to_str().unwrap()).unwrap();
-    let registry = ObjectStoreRegistry::new(store, Arc::new(FakeIndex::default()));
+    let registry = ObjectStoreRegistry::new(store, Arc::new(InMemoryMetadataStore::new()));
     let weights: Vec<u8> = (0..12 * 1024 * 1024 + 7).map(|i: usize| (i % 251) as u8).collect();
     let record = registry.publish(publish_request("large", &weights)).await.unwrap();
     let manifest = registry.get(&record.name, 1).await.unwrap().unwrap().manifest;
@@ -259,7 +210,8 @@ async fn a_manifest_that_would_not_read_back_is_refused_at_publish() {
 async fn bad_prefixes_are_refused() {
     for (prefix, expect) in [("/abs", "no leading '/'"), ("a/../b", "'..' segments"), ("a//b", "empty segments")] {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        let err = ObjectStoreRegistry::new(store, Arc::new(FakeIndex::default())).with_prefix(prefix).unwrap_err();
+        let err =
+            ObjectStoreRegistry::new(store, Arc::new(InMemoryMetadataStore::new())).with_prefix(prefix).unwrap_err();
         assert!(matches!(err, RegistryError::InvalidRequest { .. }), "{err}");
         assert!(err.to_string().contains(expect) && err.to_string().contains(prefix), "{err}");
     }
