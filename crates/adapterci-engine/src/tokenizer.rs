@@ -308,6 +308,12 @@ impl Tokenizer {
         self.token_bytes.get(id as usize).map(Vec::as_slice)
     }
 
+    /// The token that stands for one raw byte; `None` where the vocabulary lacks it (such bytes are dropped by
+    /// [`Tokenizer::encode`]; SmolLM2 lacks 21, e.g. 0x04 and 0xC0).
+    pub fn byte_token(&self, byte: u8) -> Option<u32> {
+        self.bpe.byte_tokens[usize::from(byte)]
+    }
+
     /// The vocabulary entry of `id` as stored (byte-level form, e.g. `Ġthe`).
     pub fn token_text(&self, id: u32) -> Option<&str> {
         self.tokens.get(id as usize).map(String::as_str)

@@ -127,13 +127,10 @@ fn missing_byte_tokens_are_dropped_like_llama_cpp() {
 #[test]
 fn metadata_round_trips_through_a_gguf_file() {
     let spec = tiny_tokenizer_spec();
-    let dir = std::env::temp_dir().join(format!("adapterci-tokenizer-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join("tiny-tokenizer.gguf");
-    let metadata = spec.to_gguf_metadata();
-    crate::gguf::write_gguf(&path, &metadata, &[]).expect("write gguf");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("tiny-tokenizer.gguf");
+    crate::gguf::write_gguf(&path, &spec.to_gguf_metadata(), &[]).expect("write gguf");
     let file = GgufFile::open(&path).expect("open gguf");
     let read = TokenizerSpec::from_gguf(&file);
-    std::fs::remove_dir_all(&dir).ok();
     assert_eq!(read.expect("read spec"), spec);
 }
