@@ -7,6 +7,7 @@
 
 mod bpe;
 mod pretokenize;
+mod stream;
 mod tiny;
 
 use std::collections::HashMap;
@@ -18,7 +19,8 @@ use crate::gguf::{GgufFile, GgufValue};
 use bpe::{Bpe, Merge, PairMap};
 use pretokenize::PreTokenizer;
 
-pub use tiny::tiny_tokenizer_spec;
+pub use stream::DecodeStream;
+pub use tiny::{TINY_VOCAB_SIZE, tiny_tokenizer_spec};
 
 /// llama.cpp's token types (`llama_token_type`, stored in `tokenizer.ggml.token_type`).
 pub mod token_type {
@@ -292,6 +294,11 @@ impl Tokenizer {
     /// byte of `x` is in the vocabulary. Invalid UTF-8 (a sequence cut mid-character) becomes U+FFFD.
     pub fn decode(&self, ids: &[u32]) -> String {
         String::from_utf8_lossy(&self.decode_bytes(ids)).into_owned()
+    }
+
+    /// A decoder for tokens that arrive one at a time (streamed generation).
+    pub fn decode_stream(&self) -> DecodeStream<'_> {
+        DecodeStream::new(self)
     }
 
     /// The raw bytes of `ids`; ids outside the vocabulary contribute nothing.

@@ -134,3 +134,22 @@ fn metadata_round_trips_through_a_gguf_file() {
     let read = TokenizerSpec::from_gguf(&file);
     assert_eq!(read.expect("read spec"), spec);
 }
+
+#[test]
+fn streamed_decoding_emits_whole_characters_only() {
+    let tokenizer = tiny();
+    let text = "a 👩🏽‍💻 中文 é!";
+    let ids = tokenizer.encode(text, false);
+    let mut stream = tokenizer.decode_stream();
+    let pieces: Vec<String> = ids.iter().map(|&id| stream.push(id)).collect();
+    assert_eq!(stream.finish(), "");
+    assert_eq!(pieces.concat(), text);
+    // The tiny vocabulary has no multi-byte merges for emoji: some tokens complete nothing on their own.
+    assert!(pieces.iter().any(String::is_empty), "{pieces:?}");
+    let mut cut = tokenizer.decode_stream();
+    let first_emoji_byte = tokenizer.byte_token(0xF0).expect("byte token");
+    assert_eq!(cut.push(first_emoji_byte), "");
+    assert_eq!(cut.push(tokenizer.token_id("a").expect("a")), "\u{FFFD}a");
+    assert_eq!(cut.push(first_emoji_byte), "");
+    assert_eq!(cut.finish(), "\u{FFFD}");
+}
