@@ -301,6 +301,11 @@ impl GgufFile {
         &self.path
     }
 
+    /// The whole file (e.g. to digest it).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.mmap
+    }
+
     pub fn version(&self) -> u32 {
         self.version
     }
