@@ -1,1 +1,24 @@
-//! The ML engine on libtorch: GGUF import, tokenizer, Llama decoder, KV cache, generation, LoRA, training, eval metrics
+//! The ML engine on libtorch (tch): GGUF import, byte-level BPE tokenizer, the Llama-family decoder with
+//! grouped-query attention and a tied embedding, KV cache, generation, LoRA, training and eval metrics.
+//!
+//! This is the only crate that names `tch`. Its API is synchronous: callers run it on dedicated threads.
+//! Public types that other crates use (`BaseModel`, `LoadedAdapter`, `EngineBackend`, ...) do not expose tch.
+
+pub mod chat;
+pub mod config;
+pub mod dataset;
+pub mod device;
+pub mod error;
+pub mod generate;
+pub mod gguf;
+pub mod kv_cache;
+pub mod llama;
+pub mod lora;
+pub mod model;
+pub mod tiny;
+pub mod tokenizer;
+
+pub use chat::ChatMessage;
+pub use config::LlamaConfig;
+pub use error::EngineError;
+pub use tokenizer::{Tokenizer, TokenizerSpec, tiny_tokenizer_spec};
