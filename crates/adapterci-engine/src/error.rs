@@ -22,6 +22,12 @@ pub enum EngineError {
     /// A dataset record is invalid; `line` is 1-based.
     #[error("dataset line {line}: {reason}")]
     Dataset { line: usize, reason: String },
+    /// A dataset has problems: every bad record with its line (the first ones, and how many in all).
+    #[error("invalid dataset: {0}")]
+    InvalidDataset(crate::dataset::DatasetIssues),
+    /// Training diverged or could not proceed (a non-finite loss, no examples).
+    #[error("training: {0}")]
+    Training(String),
     /// An adapter file is malformed or does not fit the model.
     #[error("adapter: {0}")]
     Adapter(String),
