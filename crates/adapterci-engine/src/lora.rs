@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use adapterci_core::training::{AdapterConfig, LoraTarget};
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use safetensors::{Dtype, SafeTensors};
 use tch::{Device, Kind, Tensor};
 
 use crate::EngineError;
@@ -211,32 +211,23 @@ impl LoraWeights {
     /// `format`, `rank`, `alpha`, `targets`, `layers` and `dtype` as strings.
     pub fn to_safetensors(&self) -> Result<Vec<u8>, EngineError> {
         let (kind, dtype) = storage_kind(&self.config.dtype)?;
-        let mut encoded = Vec::with_capacity(2 * self.pairs.len());
+        let mut encoded = BTreeMap::new();
         for (&(layer, target), pair) in &self.pairs {
             for (matrix, tensor) in [("A", &pair.a), ("B", &pair.b)] {
                 let stored = tensor.detach().to_device(Device::Cpu).to_kind(kind).contiguous();
                 let mut bytes = vec![0u8; stored.numel() * kind.elt_size_in_bytes()];
                 stored.f_copy_data_u8(&mut bytes, stored.numel())?;
                 let shape: Vec<usize> = stored.size().iter().map(|&d| d as usize).collect();
-                encoded.push((peft_key(layer, target, matrix), shape, bytes));
+                encoded.insert(peft_key(layer, target, matrix), (shape, bytes));
             }
         }
-        let views = encoded
-            .iter()
-            .map(|(name, shape, bytes)| {
-                let view = TensorView::new(dtype, shape.clone(), bytes)
-                    .map_err(|e| adapter_error(format!("cannot encode {name}: {e}")))?;
-                Ok((name.as_str(), view))
-            })
-            .collect::<Result<Vec<_>, EngineError>>()?;
-        safetensors::serialize(views, Some(self.metadata_header()))
-            .map_err(|e| adapter_error(format!("cannot write safetensors: {e}")))
+        Ok(encode_safetensors(&encoded, dtype, &self.metadata_header()))
     }
 
-    fn metadata_header(&self) -> HashMap<String, String> {
+    fn metadata_header(&self) -> BTreeMap<String, String> {
         let targets: Vec<&str> = self.config.targets.iter().map(|t| t.as_str()).collect();
         let layers: Vec<String> = self.config.layers.iter().map(usize::to_string).collect();
-        HashMap::from([
+        BTreeMap::from([
             ("format".to_owned(), ADAPTER_FORMAT.to_owned()),
             ("rank".to_owned(), self.config.rank.to_string()),
             ("alpha".to_owned(), self.config.alpha.to_string()),
@@ -298,6 +289,39 @@ impl LoraWeights {
         }
         Ok(LoraWeights::new(config, pairs, 0.0))
     }
+}
+
+/// The safetensors layout (8-byte header length, JSON header padded with spaces to 8 bytes, data), written
+/// here rather than by `safetensors::serialize` because that one orders the `__metadata__` keys by a
+/// `HashMap`: the same adapter must give the same bytes (and so the same digest) every time.
+fn encode_safetensors(
+    tensors: &BTreeMap<String, (Vec<usize>, Vec<u8>)>,
+    dtype: Dtype,
+    metadata: &BTreeMap<String, String>,
+) -> Vec<u8> {
+    let dtype_name = match dtype {
+        Dtype::F16 => "F16",
+        Dtype::BF16 => "BF16",
+        _ => "F32",
+    };
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), serde_json::json!(metadata));
+    let mut offset = 0;
+    for (name, (shape, bytes)) in tensors {
+        let entry =
+            serde_json::json!({"dtype": dtype_name, "shape": shape, "data_offsets": [offset, offset + bytes.len()]});
+        header.insert(name.clone(), entry);
+        offset += bytes.len();
+    }
+    let mut header = serde_json::Value::Object(header).to_string().into_bytes();
+    header.resize(header.len().div_ceil(8) * 8, b' ');
+    let mut out = Vec::with_capacity(8 + header.len() + offset);
+    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    out.extend_from_slice(&header);
+    for (_, bytes) in tensors.values() {
+        out.extend_from_slice(bytes);
+    }
+    out
 }
 
 fn expected_shape(

@@ -2,6 +2,8 @@
 
 use std::collections::HashMap;
 
+use safetensors::tensor::TensorView;
+
 use super::*;
 use crate::llama::tests::tiny_model;
 
@@ -122,6 +124,8 @@ fn round_trips_through_safetensors_in_each_dtype() {
         assert_eq!(file.len(), 12);
         assert!(bytes.len() - lora.size_bytes() < 4096, "{dtype}: the file is the weights plus a header");
 
+        assert!((0..4).all(|_| lora.to_safetensors().expect("encode") == bytes), "{dtype}: bytes must not vary");
+
         let read = LoraWeights::from_safetensors(&bytes, &model(), Device::Cpu).expect("decode");
         assert_eq!(read.config(), lora.config());
         assert!(!read.is_training());
@@ -132,6 +136,7 @@ fn round_trips_through_safetensors_in_each_dtype() {
                 assert!(stored.equal(decoded), "{dtype} {layer} {target:?}");
             }
         }
+        assert_eq!(read.to_safetensors().expect("encode again"), bytes, "{dtype}: read then written is the same file");
     }
 }
 
