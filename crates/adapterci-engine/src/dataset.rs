@@ -83,7 +83,12 @@ impl DatasetRecord {
     /// The text shown as the prompt of an eval sample: the last non-assistant message before the final answer.
     pub fn display_prompt(&self) -> String {
         let last = self.last_assistant_index();
-        self.messages[..last].iter().rev().find(|m| m.role != "assistant").map(|m| m.content.clone()).unwrap_or_default()
+        self.messages[..last]
+            .iter()
+            .rev()
+            .find(|m| m.role != "assistant")
+            .map(|m| m.content.clone())
+            .unwrap_or_default()
     }
 
     /// The final assistant message: the expected answer for exact match.
@@ -146,10 +151,9 @@ fn parse_line(line: usize, raw: &[u8]) -> Result<Vec<ChatMessage>, Vec<DatasetIs
     let has_messages = object.contains_key("messages");
     let has_prompt = object.contains_key("prompt") || object.contains_key("completion");
     match (has_messages, has_prompt) {
-        (true, true) => Err(vec![DatasetIssue::at(
-            line,
-            "expected either \"prompt\" and \"completion\" or \"messages\", not both",
-        )]),
+        (true, true) => {
+            Err(vec![DatasetIssue::at(line, "expected either \"prompt\" and \"completion\" or \"messages\", not both")])
+        }
         (true, false) => parse_messages(line, &object),
         (false, true) => parse_prompt_completion(line, &object),
         (false, false) => Err(vec![DatasetIssue::at(
@@ -164,7 +168,8 @@ fn parse_prompt_completion(line: usize, object: &Map<String, Value>) -> Result<V
     let mut field = |name: &str| match object.get(name) {
         Some(Value::String(text)) => Some(text.clone()),
         Some(other) => {
-            issues.push(DatasetIssue::at(line, format!("field \"{name}\": expected a string, found {}", kind_of(other))));
+            issues
+                .push(DatasetIssue::at(line, format!("field \"{name}\": expected a string, found {}", kind_of(other))));
             None
         }
         None => {
@@ -351,10 +356,11 @@ pub fn tokenize_record(
 /// Encodes one piece of the rendered text; a BOS the tokenizer adds is kept only at the very start.
 fn encode_segment(tokenizer: &Tokenizer, text: &str, parse_special: bool, first: bool) -> Vec<u32> {
     let mut tokens = tokenizer.encode(text, parse_special);
-    if !first && let Some(bos) = tokenizer.bos_id() {
-        if tokens.first() == Some(&bos) {
-            tokens.remove(0);
-        }
+    if !first
+        && let Some(bos) = tokenizer.bos_id()
+        && tokens.first() == Some(&bos)
+    {
+        tokens.remove(0);
     }
     tokens
 }

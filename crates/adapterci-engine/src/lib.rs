@@ -4,11 +4,13 @@
 //! This is the only crate that names `tch`. Its API is synchronous: callers run it on dedicated threads.
 //! Public types that other crates use (`BaseModel`, `LoadedAdapter`, `EngineBackend`, ...) do not expose tch.
 
+pub mod backend;
 pub mod chat;
 pub mod config;
 pub mod dataset;
 pub mod device;
 pub mod error;
+pub mod eval;
 pub mod generate;
 pub mod gguf;
 pub mod kv_cache;
@@ -17,7 +19,9 @@ pub mod lora;
 pub mod model;
 pub mod tiny;
 pub mod tokenizer;
+pub mod train;
 
+pub use backend::EngineBackend;
 pub use chat::ChatMessage;
 pub use config::LlamaConfig;
 pub use error::EngineError;

@@ -33,7 +33,10 @@ const GOOD: &str = r#"{"prompt": "hi", "completion": "hello"}"#;
 
 #[test]
 fn invalid_json_names_the_line() {
-    check_errors(&format!("{GOOD}\n{GOOD}x\n{{\"prompt\": \"a\", \n"), &["line 2: invalid JSON: ", "line 3: invalid JSON: "]);
+    check_errors(
+        &format!("{GOOD}\n{GOOD}x\n{{\"prompt\": \"a\", \n"),
+        &["line 2: invalid JSON: ", "line 3: invalid JSON: "],
+    );
 }
 
 #[test]
@@ -118,7 +121,8 @@ fn prompt_completion_becomes_a_user_and_an_assistant_message() {
 
 #[test]
 fn exact_duplicates_are_removed_and_counted() {
-    let same_as_messages = r#"{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}"#;
+    let same_as_messages =
+        r#"{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}"#;
     let other = r#"{"prompt": "hi", "completion": "hello!"}"#;
     let dataset = parse_ok(&[GOOD, other, GOOD, same_as_messages].join("\n"));
     assert_eq!(dataset.duplicates_removed, 2);
@@ -165,7 +169,10 @@ fn loss_mask_covers_exactly_the_assistant_content_and_end_of_turn() {
         r#"{"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}, {"role": "user", "content": "and 3+3?"}, {"role": "assistant", "content": "six, I think"}]}"#,
     );
     let example = tokenize_record(&dataset.records[0], &tokenizer, 1024).expect("fits");
-    assert_eq!(targets_text(&tokenizer, &example.input_ids, &example.loss_mask), ["4<|im_end|>", "six, I think<|im_end|>"]);
+    assert_eq!(
+        targets_text(&tokenizer, &example.input_ids, &example.loss_mask),
+        ["4<|im_end|>", "six, I think<|im_end|>"]
+    );
     let messages = &dataset.records[0].messages;
     let rendered = tokenizer.render_chat(messages, false).expect("renders");
     let decoded = tokenizer.decode(&example.input_ids);
@@ -217,10 +224,15 @@ fn real_tokenizer() -> Option<Tokenizer> {
 #[test]
 fn real_tokenizer_mask_and_prompt_match_generation() {
     let Some(tokenizer) = real_tokenizer() else { return };
-    let dataset = parse_ok(r#"{"prompt": "Order from Maria Lopez: 2 x blue mug, ship to Lyon.", "completion": "TICKET|Maria Lopez|blue mug|2|Lyon"}"#);
+    let dataset = parse_ok(
+        r#"{"prompt": "Order from Maria Lopez: 2 x blue mug, ship to Lyon.", "completion": "TICKET|Maria Lopez|blue mug|2|Lyon"}"#,
+    );
     let record = &dataset.records[0];
     let example = tokenize_record(record, &tokenizer, 256).expect("fits");
-    assert_eq!(targets_text(&tokenizer, &example.input_ids, &example.loss_mask), ["TICKET|Maria Lopez|blue mug|2|Lyon<|im_end|>"]);
+    assert_eq!(
+        targets_text(&tokenizer, &example.input_ids, &example.loss_mask),
+        ["TICKET|Maria Lopez|blue mug|2|Lyon<|im_end|>"]
+    );
     let prompt = tokenizer.render_chat(&record.messages[..1], true).expect("renders");
     assert!(prompt.starts_with("<|im_start|>system\n"), "SmolLM2 adds its default system message: {prompt:?}");
     assert_eq!(example.input_ids[..example.prompt_len], tokenizer.encode(&prompt, true)[..]);

@@ -1,0 +1,81 @@
+//! Training throughput in the peer's setting (`shared/tools/hf_peer.py`: PEFT LoRA r16 on all seven linear
+//! modules, batch 4 x 128 tokens, loss on every token, AdamW), and with a loss on the last 16 tokens only
+//! (the completion-only case, where the LM head runs on the target positions alone).
+//!
+//! ```text
+//! cargo run --release -p adapterci-engine --example train_throughput -- [MODEL.gguf] [THREADS] [STEPS]
+//! ```
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use adapterci_core::training::{AdapterConfig, LoraTarget, ProgressSink, StepProgress, TrainSpec};
+use adapterci_engine::dataset::Example;
+use adapterci_engine::gguf::GgufFile;
+use adapterci_engine::llama::Llama;
+use adapterci_engine::lora::LoraWeights;
+use adapterci_engine::train::train_lora;
+use adapterci_engine::{LlamaConfig, Tokenizer};
+use anyhow::Context;
+
+const DEFAULT_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf");
+const TEXT: &str = "The history of the adapter begins with a simple idea: keep the base model frozen and learn a small \
+                    low-rank update for each task. ";
+const BATCH: usize = 4;
+const SEQ: usize = 128;
+
+#[derive(Default)]
+struct Rates(Mutex<Vec<f64>>);
+
+impl ProgressSink for Rates {
+    fn on_step(&self, p: &StepProgress) {
+        eprintln!("  step {}: {:.1} tokens/s loss {:.3}", p.step, p.tokens_per_second, p.loss);
+        self.0.lock().map(|mut rates| rates.push(p.tokens_per_second)).ok();
+    }
+    fn on_message(&self, _: &str) {}
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let model = args.next().map_or_else(|| PathBuf::from(DEFAULT_MODEL), PathBuf::from);
+    let threads: i32 = args.next().map_or(Ok(2), |t| t.parse()).context("threads")?;
+    let steps: usize = args.next().map_or(Ok(4), |t| t.parse()).context("steps")?;
+    tch::set_num_threads(threads);
+    let file = GgufFile::open(&model)?;
+    let config = LlamaConfig::from_gguf(&file)?;
+    let llama = Llama::load(&file, &config, tch::Device::Cpu)?;
+    let tokenizer = Tokenizer::from_gguf(&file)?;
+    let ids: Vec<u32> = tokenizer.encode(&TEXT.repeat(40), false)[..SEQ].to_vec();
+    let adapter = AdapterConfig {
+        rank: 16,
+        alpha: 32.0,
+        targets: LoraTarget::ALL.to_vec(),
+        layers: (0..config.num_layers).collect(),
+        dtype: "f16".into(),
+    };
+    let spec = TrainSpec { steps, batch_size: BATCH, learning_rate: 1e-4, ..TrainSpec::default() };
+    for (label, targets_from) in [("loss on every token (peer setting)", 1), ("loss on the last 16 tokens", SEQ - 16)] {
+        let mask: Vec<bool> = (0..SEQ).map(|i| i >= targets_from).collect();
+        let example = Example {
+            line: 1,
+            input_ids: ids.clone(),
+            loss_mask: mask,
+            prompt_len: targets_from,
+            prompt: String::new(),
+            expected: String::new(),
+            truncated_tokens: 0,
+        };
+        let examples = vec![example; BATCH];
+        let mut lora = LoraWeights::init_standard(&adapter, 0.0, &config, 1, tch::Device::Cpu)?;
+        eprintln!("{label}: r16 all-linear, batch {BATCH} x {SEQ}, {threads} threads");
+        let rates = Rates::default();
+        let report = train_lora(&llama, &mut lora, &examples, &spec, tokenizer.eos_id(), &rates)?;
+        let rates = rates.0.into_inner().unwrap_or_default();
+        let best = rates.iter().copied().fold(0.0, f64::max);
+        println!(
+            "{label}: {:.1} tokens/s over {steps} steps (best step {best:.1}, first step included)",
+            report.tokens_per_second
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,201 @@
+//! `EngineBackend`: the in-process training backend. Loads (and caches by digest) the base model, prepares the
+//! dataset, trains the LoRA adapter and evaluates it, and the base model alone, on the held-out records.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, PoisonError};
+
+use adapterci_core::training::{
+    AdapterConfig, ProgressSink, TrainJob, TrainOutput, TrainSpec, TrainingBackend, TrainingFailure,
+};
+
+use crate::EngineError;
+use crate::dataset::{Example, parse_jsonl, split_train_eval, tokenize_records};
+use crate::device::DeviceChoice;
+use crate::eval::{eval_samples, evaluate, pad_token_id};
+use crate::lora::LoraWeights;
+use crate::model::{BaseModel, LoadedAdapter};
+use crate::train::train_lora;
+
+/// `train_loss` is the mean loss of this many final steps.
+pub const TRAIN_LOSS_WINDOW: usize = 10;
+/// Adapters are stored in this dtype unless the job starts from an adapter of another one.
+pub const ADAPTER_STORAGE_DTYPE: &str = "f16";
+
+/// Trains adapters in this process. One job runs at a time; the loaded base model stays cached between jobs.
+#[derive(Debug)]
+pub struct EngineBackend {
+    device: DeviceChoice,
+    cached_model: Mutex<Option<BaseModel>>,
+}
+
+impl EngineBackend {
+    pub fn new(device: DeviceChoice) -> Self {
+        EngineBackend { device, cached_model: Mutex::new(None) }
+    }
+}
+
+impl TrainingBackend for EngineBackend {
+    fn train(&self, job: &TrainJob, progress: &dyn ProgressSink) -> Result<TrainOutput, TrainingFailure> {
+        validate_job(job)?;
+        progress.on_message("parsing dataset");
+        let dataset = parse_jsonl(&job.dataset).map_err(invalid_input)?;
+        if dataset.records.len() < 2 {
+            return Err(TrainingFailure::InvalidInput(
+                "the dataset needs at least 2 distinct records: one to train on and one to evaluate".to_string(),
+            ));
+        }
+        // a failed job must not poison the cache: the base weights are never written to
+        let mut cached = self.cached_model.lock().unwrap_or_else(PoisonError::into_inner);
+        let model = load_cached(&mut cached, job, self.device, progress)?;
+        let examples =
+            tokenize_records(&dataset.records, model.tokenizer(), job.train.max_seq_len).map_err(invalid_input)?;
+        let (train_indices, eval_indices) = split_train_eval(examples.len(), job.train.eval_fraction, job.train.seed);
+        let pick = |indices: &[usize]| indices.iter().map(|&i| examples[i].clone()).collect::<Vec<Example>>();
+        let prepared = Prepared {
+            train: pick(&train_indices),
+            eval: pick(&eval_indices),
+            duplicates_removed: dataset.duplicates_removed,
+        };
+        run_job(model, job, &prepared, progress)
+    }
+}
+
+/// The tokenized, split dataset of one job.
+#[derive(Debug)]
+struct Prepared {
+    train: Vec<Example>,
+    eval: Vec<Example>,
+    duplicates_removed: usize,
+}
+
+fn load_cached<'a>(
+    cached: &'a mut Option<BaseModel>,
+    job: &TrainJob,
+    device: DeviceChoice,
+    progress: &dyn ProgressSink,
+) -> Result<&'a BaseModel, TrainingFailure> {
+    let hit = cached.as_ref().is_some_and(|model| model.digest() == &job.base_model_digest);
+    if !hit {
+        progress.on_message(&format!("loading base model {}", job.base_model_path.display()));
+        *cached = None;
+        let model = BaseModel::load(&job.base_model_path, device)
+            .map_err(|e| TrainingFailure::Backend(format!("cannot load the base model: {e}")))?;
+        if model.digest() != &job.base_model_digest {
+            return Err(TrainingFailure::InvalidInput(format!(
+                "base model {} has digest {}, but the job expects {}",
+                job.base_model_path.display(),
+                model.digest(),
+                job.base_model_digest
+            )));
+        }
+        *cached = Some(model);
+    }
+    cached.as_ref().ok_or_else(|| TrainingFailure::Backend("base model cache is empty after loading".to_string()))
+}
+
+fn run_job(
+    model: &BaseModel,
+    job: &TrainJob,
+    data: &Prepared,
+    progress: &dyn ProgressSink,
+) -> Result<TrainOutput, TrainingFailure> {
+    let spec = &job.train;
+    let mut lora = initial_lora(model, job)?;
+    let base = if spec.eval_base {
+        progress.on_message(&format!("evaluating base on {} held-out records", data.eval.len()));
+        Some(evaluate(model, None, &data.eval, spec.max_eval_examples, spec.max_new_tokens).map_err(backend)?)
+    } else {
+        None
+    };
+    progress.on_message(&format!("training {} steps on {} records", spec.steps, data.train.len()));
+    let report = train_lora(model.llama(), &mut lora, &data.train, spec, pad_token_id(model), progress).map_err(
+        |e| match e {
+            EngineError::Training(_) | EngineError::InvalidConfig(_) => invalid_input(e),
+            other => backend(other),
+        },
+    )?;
+    let adapter_safetensors = lora.to_safetensors().map_err(backend)?;
+    let adapter_config = lora.config().clone();
+    let adapter = LoadedAdapter::from_lora(lora);
+    progress.on_message(&format!("evaluating adapter on {} held-out records", data.eval.len()));
+    let tuned =
+        evaluate(model, Some(&adapter), &data.eval, spec.max_eval_examples, spec.max_new_tokens).map_err(backend)?;
+    let mut metrics = BTreeMap::new();
+    metrics.insert("eval_loss".to_string(), tuned.loss);
+    metrics.insert("exact_match".to_string(), tuned.exact_match);
+    if let Some(base) = &base {
+        metrics.insert("base_eval_loss".to_string(), base.loss);
+        metrics.insert("base_exact_match".to_string(), base.exact_match);
+    }
+    metrics.insert("train_loss".to_string(), report.final_loss(TRAIN_LOSS_WINDOW));
+    metrics.insert("train_tokens_per_second".to_string(), report.tokens_per_second);
+    metrics.insert("train_examples".to_string(), data.train.len() as f64);
+    metrics.insert("eval_examples".to_string(), data.eval.len() as f64);
+    metrics.insert("duplicates_removed".to_string(), data.duplicates_removed as f64);
+    Ok(TrainOutput {
+        adapter_safetensors,
+        adapter_config,
+        metrics,
+        samples: eval_samples(&data.eval, &tuned, base.as_ref()),
+        loss_curve: report.loss_curve,
+    })
+}
+
+/// The adapter to start from: the job's initial adapter, or LoRA's standard initialisation from the spec.
+fn initial_lora(model: &BaseModel, job: &TrainJob) -> Result<LoraWeights, TrainingFailure> {
+    let device = model.llama().device();
+    match &job.initial_adapter {
+        Some(initial) => {
+            let mut lora = LoraWeights::from_safetensors(&initial.safetensors, model.config(), device)
+                .map_err(|e| TrainingFailure::InvalidInput(format!("initial adapter: {e}")))?;
+            lora.set_dropout(job.lora.dropout);
+            Ok(lora)
+        }
+        None => {
+            let layers = job.lora.layers.resolve(model.config().num_layers).map_err(TrainingFailure::InvalidInput)?;
+            let config = AdapterConfig {
+                rank: job.lora.rank,
+                alpha: job.lora.alpha,
+                targets: job.lora.targets.clone(),
+                layers,
+                dtype: ADAPTER_STORAGE_DTYPE.to_string(),
+            };
+            LoraWeights::init_standard(&config, job.lora.dropout, model.config(), job.train.seed, device)
+                .map_err(invalid_input)
+        }
+    }
+}
+
+/// Every problem with the job's numbers, at once.
+fn validate_job(job: &TrainJob) -> Result<(), TrainingFailure> {
+    let TrainSpec { steps, batch_size, learning_rate, weight_decay, max_seq_len, eval_fraction, .. } = job.train;
+    let lora = &job.lora;
+    let checks = [
+        (steps >= 1, format!("train.steps must be at least 1 (got {steps})")),
+        (batch_size >= 1, format!("train.batch_size must be at least 1 (got {batch_size})")),
+        (
+            learning_rate.is_finite() && learning_rate > 0.0,
+            format!("train.learning_rate must be > 0 (got {learning_rate})"),
+        ),
+        (
+            weight_decay.is_finite() && weight_decay >= 0.0,
+            format!("train.weight_decay must be >= 0 (got {weight_decay})"),
+        ),
+        (max_seq_len >= 2, format!("train.max_seq_len must be at least 2 (got {max_seq_len})")),
+        ((0.0..1.0).contains(&eval_fraction), format!("train.eval_fraction must be in [0, 1) (got {eval_fraction})")),
+        (lora.rank >= 1, format!("lora.rank must be at least 1 (got {})", lora.rank)),
+        (lora.alpha.is_finite() && lora.alpha > 0.0, format!("lora.alpha must be > 0 (got {})", lora.alpha)),
+        ((0.0..1.0).contains(&lora.dropout), format!("lora.dropout must be in [0, 1) (got {})", lora.dropout)),
+        (!lora.targets.is_empty(), "lora.targets must name at least one module".to_string()),
+    ];
+    let problems: Vec<String> = checks.into_iter().filter(|(ok, _)| !ok).map(|(_, problem)| problem).collect();
+    if problems.is_empty() { Ok(()) } else { Err(TrainingFailure::InvalidInput(problems.join("; "))) }
+}
+
+fn invalid_input(error: EngineError) -> TrainingFailure {
+    TrainingFailure::InvalidInput(error.to_string())
+}
+
+fn backend(error: EngineError) -> TrainingFailure {
+    TrainingFailure::Backend(error.to_string())
+}
