@@ -8,6 +8,7 @@ use std::path::Path;
 use adapterci_api::{
     ApiClient, ApiError, ApplyPipelineRequest, ChatCompletionRequest, ChatMessage, ErrorCode, RunListQuery, RunState,
 };
+use adapterci_core::PipelineName;
 use adapterci_server::{RunningServer, ServerConfig};
 
 const PIPELINE: &str = r#"version: v1
@@ -99,13 +100,20 @@ async fn dataset_changes_retrain_publish_and_serve_and_a_failed_gate_changes_not
         .unwrap();
     assert_eq!(applied.pipeline.revision, 1);
 
+    let pipeline = PipelineName::new("e2e").unwrap();
+    // The watch, checked now rather than when its interval comes round, then every queued run executed.
+    let poll_and_run = || async {
+        controller.poll_now(&pipeline).await.unwrap();
+        while controller.run_next().await.unwrap().is_some() {}
+    };
+
     // Nothing in the bucket yet: the watch starts nothing.
-    controller.tick().await.unwrap();
+    poll_and_run().await;
     assert!(client.list_runs(&RunListQuery::default()).await.unwrap().is_empty());
 
     // First dataset: one run, published as version 1, served.
     client.push_dataset("datasets/e2e/train.jsonl", learnable_dataset("yes").into_bytes()).await.unwrap();
-    controller.tick().await.unwrap();
+    poll_and_run().await;
     let runs = client.list_runs(&runs_of("e2e")).await.unwrap();
     assert_eq!(runs.len(), 1, "{runs:#?}");
     assert_eq!(runs[0].state, RunState::Succeeded, "{:#?}", runs[0]);
@@ -117,12 +125,12 @@ async fn dataset_changes_retrain_publish_and_serve_and_a_failed_gate_changes_not
 
     // The same content uploaded again starts nothing.
     client.push_dataset("datasets/e2e/train.jsonl", learnable_dataset("yes").into_bytes()).await.unwrap();
-    controller.tick().await.unwrap();
+    poll_and_run().await;
     assert_eq!(client.list_runs(&runs_of("e2e")).await.unwrap().len(), 1);
 
     // A changed dataset: a retrain, version 2, and the worker swaps to it.
     client.push_dataset("datasets/e2e/train.jsonl", learnable_dataset("no").into_bytes()).await.unwrap();
-    controller.tick().await.unwrap();
+    poll_and_run().await;
     let runs = client.list_runs(&runs_of("e2e")).await.unwrap();
     assert_eq!(runs.len(), 2);
     assert_eq!(runs[0].state, RunState::Succeeded, "{:#?}", runs[0]);
@@ -134,7 +142,7 @@ async fn dataset_changes_retrain_publish_and_serve_and_a_failed_gate_changes_not
 
     // A dataset the gate rejects: the run is rejected with its report, nothing is published, v2 stays served.
     client.push_dataset("datasets/e2e/train.jsonl", unlearnable_dataset().into_bytes()).await.unwrap();
-    controller.tick().await.unwrap();
+    poll_and_run().await;
     let runs = client.list_runs(&runs_of("e2e")).await.unwrap();
     assert_eq!(runs.len(), 3);
     let rejected = &runs[0];
@@ -177,7 +185,7 @@ async fn a_bad_pipeline_is_refused_with_its_line_and_stores_nothing() {
         ApiError::Http { status, error, .. } => {
             assert_eq!(status, 400);
             assert_eq!(error.code, ErrorCode::InvalidPipeline);
-            assert!(error.message.contains("bad.yaml:14:"), "{}", error.message);
+            assert!(error.message.contains("bad.yaml:13:5: training.lora: unknown field `rnk`"), "{}", error.message);
             assert!(error.message.contains("rnk"), "{}", error.message);
         }
         other => panic!("expected a 400, got {other:?}"),

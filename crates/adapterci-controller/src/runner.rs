@@ -186,7 +186,7 @@ impl Controller {
         result.map_err(RunFailure::Training)
     }
 
-    async fn load_spec(
+    pub(crate) async fn load_spec(
         &self,
         name: &PipelineName,
     ) -> Result<(adapterci_core::ports::PipelineRecord, adapterci_pipeline::PipelineSpec), ControllerError> {

@@ -2,7 +2,7 @@
 //! content changed. The ETag skips reading unchanged objects; the content digest decides, so touching a file
 //! without changing it starts nothing.
 
-use adapterci_core::Digest;
+use adapterci_core::{Digest, PipelineName};
 use adapterci_core::ports::WatchState;
 use adapterci_core::run::{RunRecord, Trigger};
 use adapterci_pipeline::PipelineSpec;
@@ -32,6 +32,16 @@ impl Controller {
             }
         }
         Ok(queued)
+    }
+
+    /// Checks `pipeline`'s dataset now, whatever its interval (for a webhook that says the data changed, or a
+    /// test); queues a run when the content changed.
+    pub async fn poll_now(&self, pipeline: &PipelineName) -> Result<Option<RunRecord>, ControllerError> {
+        let (_, spec) = self.load_spec(pipeline).await?;
+        if let Ok(mut last_polled) = self.last_polled.lock() {
+            last_polled.insert(spec.name.clone(), self.ports().clock.now());
+        }
+        self.poll_one(&spec).await
     }
 
     fn watch_due(&self, spec: &PipelineSpec) -> bool {
