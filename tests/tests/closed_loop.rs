@@ -3,6 +3,8 @@
 //! nothing and the served version stays as it was. Real SQLite, real local object store, real libtorch
 //! training and real HTTP; only the model is tiny.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
 use std::path::Path;
 
 use adapterci_api::{

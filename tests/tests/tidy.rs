@@ -1,5 +1,7 @@
 //! Repository hygiene: dependency fences between crates and the `//!` header of every Rust file.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,7 +31,9 @@ fn graph() -> Graph {
         .as_array()
         .into_iter()
         .flatten()
-        .map(|package| (package["id"].as_str().unwrap_or("").to_string(), package["name"].as_str().unwrap_or("").to_string()))
+        .map(|package| {
+            (package["id"].as_str().unwrap_or("").to_string(), package["name"].as_str().unwrap_or("").to_string())
+        })
         .collect();
     let members = metadata["workspace_members"]
         .as_array()
@@ -46,9 +50,7 @@ fn graph() -> Graph {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .filter(|dep| {
-                    dep["dep_kinds"].as_array().into_iter().flatten().any(|kind| kind["kind"].is_null())
-                })
+                .filter(|dep| dep["dep_kinds"].as_array().into_iter().flatten().any(|kind| kind["kind"].is_null()))
                 .filter_map(|dep| dep["pkg"].as_str().map(str::to_string))
                 .collect();
             (node["id"].as_str().unwrap_or("").to_string(), deps)
@@ -132,7 +134,11 @@ const FENCES: &[(&str, &[&str], &[&str])] = &[
             "adapterci-testkit",
         ],
     ),
-    ("axum", &["adapterci-server"], &["adapterci-core", "adapterci-controller", "adapterci-worker", "adapterci-api", "adapterctl"]),
+    (
+        "axum",
+        &["adapterci-server"],
+        &["adapterci-core", "adapterci-controller", "adapterci-worker", "adapterci-api", "adapterctl"],
+    ),
 ];
 
 #[test]
@@ -160,7 +166,9 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().to_string();
         if path.is_dir() {
-            if !matches!(name.as_str(), "target" | ".git" | ".cache" | ".venv" | "data" | "fixtures") && !name.starts_with(".venv") {
+            if !matches!(name.as_str(), "target" | ".git" | ".cache" | ".venv" | "data" | "fixtures")
+                && !name.starts_with(".venv")
+            {
                 rust_files(&path, out);
             }
         } else if name.ends_with(".rs") {
@@ -184,5 +192,9 @@ fn every_rust_file_opens_with_a_module_doc_line() {
         .filter(|path| std::fs::read_to_string(path).map(|text| !text.starts_with("//!")).unwrap_or(true))
         .map(|path| path.strip_prefix(&root).unwrap_or(path).display().to_string())
         .collect();
-    assert!(missing.is_empty(), "these files do not start with a `//!` line saying what they are for:\n{}", missing.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "these files do not start with a `//!` line saying what they are for:\n{}",
+        missing.join("\n")
+    );
 }

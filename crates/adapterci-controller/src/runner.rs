@@ -14,9 +14,9 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::ControllerError;
 use crate::progress::{ProgressSnapshot, RunProgress};
 use crate::service::Controller;
-use crate::ControllerError;
 
 /// The report kept with a run (as JSON in the metadata store), while it trains and after.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -66,7 +66,11 @@ impl Controller {
                 return Ok(store
                     .update_run(
                         &run.id,
-                        RunPatch { state: Some(RunState::Succeeded), published: Some(published), ..RunPatch::default() },
+                        RunPatch {
+                            state: Some(RunState::Succeeded),
+                            published: Some(published),
+                            ..RunPatch::default()
+                        },
                     )
                     .await?);
             }
@@ -197,7 +201,11 @@ impl Controller {
             .await?
             .ok_or_else(|| ControllerError::PipelineNotFound(name.to_string()))?;
         let spec = adapterci_pipeline::parse_pipeline(&record.spec_yaml, None).map_err(|error| {
-            ControllerError::StoredPipeline { name: name.to_string(), revision: record.revision, reason: error.to_string() }
+            ControllerError::StoredPipeline {
+                name: name.to_string(),
+                revision: record.revision,
+                reason: error.to_string(),
+            }
         })?;
         Ok((record, spec))
     }

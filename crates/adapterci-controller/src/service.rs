@@ -100,7 +100,11 @@ impl Controller {
     }
 
     /// Validates `yaml` and stores it. `file` only labels error messages.
-    pub async fn apply(&self, yaml: &str, file: Option<&str>) -> Result<(PipelineRecord, ApplyOutcome), ControllerError> {
+    pub async fn apply(
+        &self,
+        yaml: &str,
+        file: Option<&str>,
+    ) -> Result<(PipelineRecord, ApplyOutcome), ControllerError> {
         let spec = adapterci_pipeline::parse_pipeline(yaml, file)?;
         self.ports
             .base_models

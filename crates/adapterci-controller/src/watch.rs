@@ -2,9 +2,9 @@
 //! content changed. The ETag skips reading unchanged objects; the content digest decides, so touching a file
 //! without changing it starts nothing.
 
-use adapterci_core::{Digest, PipelineName};
 use adapterci_core::ports::WatchState;
 use adapterci_core::run::{RunRecord, Trigger};
+use adapterci_core::{Digest, PipelineName};
 use adapterci_pipeline::PipelineSpec;
 use chrono::Duration as ChronoDuration;
 

@@ -1,9 +1,13 @@
 //! Controller behaviour on in-memory ports: watches, triggers, gating, publishing. No database, no libtorch.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use adapterci_controller::{ApplyOutcome, Controller, ControllerConfig, ControllerError, Ports, ResolvedBase, StaticBaseModels};
+use adapterci_controller::{
+    ApplyOutcome, Controller, ControllerConfig, ControllerError, Ports, ResolvedBase, StaticBaseModels,
+};
 use adapterci_core::ports::{AdapterRegistry, DatasetSource, RunStore};
 use adapterci_core::run::{RunState, Trigger};
 use adapterci_core::{AdapterName, Digest, PipelineName};
@@ -55,7 +59,14 @@ fn harness() -> Harness {
         base_models: Arc::new(StaticBaseModels::new([base])),
         clock: clock.clone(),
     };
-    Harness { controller: Controller::new(ports, ControllerConfig::default()), clock, datasets, registry, store, executor }
+    Harness {
+        controller: Controller::new(ports, ControllerConfig::default()),
+        clock,
+        datasets,
+        registry,
+        store,
+        executor,
+    }
 }
 
 impl Harness {

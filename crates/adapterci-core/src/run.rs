@@ -23,8 +23,14 @@ pub enum RunState {
 }
 
 impl RunState {
-    pub const ALL: [RunState; 6] =
-        [RunState::Queued, RunState::Running, RunState::Succeeded, RunState::Rejected, RunState::Failed, RunState::Cancelled];
+    pub const ALL: [RunState; 6] = [
+        RunState::Queued,
+        RunState::Running,
+        RunState::Succeeded,
+        RunState::Rejected,
+        RunState::Failed,
+        RunState::Cancelled,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -67,7 +73,10 @@ impl fmt::Display for RunState {
 impl FromStr for RunState {
     type Err = String;
     fn from_str(value: &str) -> Result<Self, Self::Err> {
-        RunState::ALL.into_iter().find(|state| state.as_str() == value).ok_or_else(|| format!("unknown run state {value:?}"))
+        RunState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == value)
+            .ok_or_else(|| format!("unknown run state {value:?}"))
     }
 }
 

@@ -22,8 +22,15 @@ pub enum LoraTarget {
 }
 
 impl LoraTarget {
-    pub const ALL: [LoraTarget; 7] =
-        [LoraTarget::Q, LoraTarget::K, LoraTarget::V, LoraTarget::O, LoraTarget::Gate, LoraTarget::Up, LoraTarget::Down];
+    pub const ALL: [LoraTarget; 7] = [
+        LoraTarget::Q,
+        LoraTarget::K,
+        LoraTarget::V,
+        LoraTarget::O,
+        LoraTarget::Gate,
+        LoraTarget::Up,
+        LoraTarget::Down,
+    ];
 
     /// The short name used in pipelines and manifests (`q`, `gate`, ...).
     pub fn as_str(self) -> &'static str {
@@ -73,7 +80,9 @@ impl LayerSelection {
             LayerSelection::LastN(n) => (num_layers.saturating_sub(*n)..num_layers).collect(),
             LayerSelection::List(list) => {
                 if let Some(bad) = list.iter().find(|&&layer| layer >= num_layers) {
-                    return Err(format!("layer {bad} does not exist: the model has {num_layers} layers (0..{num_layers})"));
+                    return Err(format!(
+                        "layer {bad} does not exist: the model has {num_layers} layers (0..{num_layers})"
+                    ));
                 }
                 list.clone()
             }

@@ -59,8 +59,7 @@ pub struct ServerConfig {
 }
 
 fn parse_model(value: &str) -> Result<(String, PathBuf), String> {
-    let (name, path) =
-        value.split_once('=').ok_or_else(|| format!("expected NAME=PATH, got {value:?}"))?;
+    let (name, path) = value.split_once('=').ok_or_else(|| format!("expected NAME=PATH, got {value:?}"))?;
     if name.is_empty() || path.is_empty() {
         return Err(format!("expected NAME=PATH, got {value:?}"));
     }
@@ -111,7 +110,8 @@ mod tests {
 
     #[test]
     fn model_flags_parse_and_bad_ones_are_refused() {
-        let config = ServerConfig::try_parse_from(["adapterd", "--model", "a=/m/a.gguf", "--model", "b=b.gguf"]).unwrap();
+        let config =
+            ServerConfig::try_parse_from(["adapterd", "--model", "a=/m/a.gguf", "--model", "b=b.gguf"]).unwrap();
         assert_eq!(config.model_catalog()[1], ("b".to_string(), PathBuf::from("b.gguf")));
         let error = ServerConfig::try_parse_from(["adapterd", "--model", "nopath"]).unwrap_err().to_string();
         assert!(error.contains("expected NAME=PATH"), "{error}");

@@ -149,7 +149,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Listen { addr: config.listen.to_string(), source })?;
-    let addr = listener.local_addr().map_err(|source| ServerError::Listen { addr: config.listen.to_string(), source })?;
+    let addr =
+        listener.local_addr().map_err(|source| ServerError::Listen { addr: config.listen.to_string(), source })?;
     let router = app(state.clone(), config.max_body_mib << 20);
     let mut stop = shutdown_receiver;
     tasks.push(tokio::spawn(async move {

@@ -7,9 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use adapterci_core::ports::TrainingExecutor;
-use adapterci_core::training::{
-    AdapterConfig, ProgressSink, StepProgress, TrainJob, TrainOutput, TrainingFailure,
-};
+use adapterci_core::training::{AdapterConfig, ProgressSink, StepProgress, TrainJob, TrainOutput, TrainingFailure};
 use async_trait::async_trait;
 
 /// Scores a dataset: `exact_match` is the fraction of its lines that contain `"good"`, `eval_loss` is
@@ -53,10 +51,8 @@ impl TrainingExecutor for ScriptedExecutor {
             });
         }
         let layers = job.lora.layers.resolve(2).map_err(TrainingFailure::InvalidInput)?;
-        let metrics = BTreeMap::from([
-            ("exact_match".to_string(), exact_match),
-            ("eval_loss".to_string(), 1.0 - exact_match),
-        ]);
+        let metrics =
+            BTreeMap::from([("exact_match".to_string(), exact_match), ("eval_loss".to_string(), 1.0 - exact_match)]);
         Ok(TrainOutput {
             // Different datasets give different weights, as real training would.
             adapter_safetensors: format!("weights for {}", job.dataset_digest).into_bytes(),

@@ -11,9 +11,9 @@ use adapterci_engine::model::{BaseModel, LoadedAdapter};
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
+use crate::WorkerError;
 use crate::cache::{AdapterCache, Sized_};
 use crate::worker::{CompletionOutput, Prompt};
-use crate::WorkerError;
 
 impl Sized_ for LoadedAdapter {
     fn size_bytes(&self) -> usize {
@@ -88,7 +88,10 @@ impl EngineHandle {
         response.await.map_err(|_| WorkerError::EngineStopped)?.map_err(WorkerError::Engine)
     }
 
-    pub async fn generate(&self, request: GenerateRequest) -> Result<Result<CompletionOutput, GenerateError>, WorkerError> {
+    pub async fn generate(
+        &self,
+        request: GenerateRequest,
+    ) -> Result<Result<CompletionOutput, GenerateError>, WorkerError> {
         let (reply, response) = oneshot::channel();
         self.sender.send(Command::Generate { request, reply }).map_err(|_| WorkerError::EngineStopped)?;
         response.await.map_err(|_| WorkerError::EngineStopped)
@@ -131,7 +134,9 @@ fn generate(
     let tokenizer = model.tokenizer();
     let text = match &request.prompt {
         Prompt::Text(text) => text.clone(),
-        Prompt::Chat(messages) => tokenizer.render_chat(messages, true).map_err(|error| GenerateError::Engine(error.to_string()))?,
+        Prompt::Chat(messages) => {
+            tokenizer.render_chat(messages, true).map_err(|error| GenerateError::Engine(error.to_string()))?
+        }
     };
     let prompt_ids = tokenizer.encode(&text, true);
     if prompt_ids.is_empty() {

@@ -12,5 +12,5 @@ mod worker;
 
 pub use error::WorkerError;
 pub use worker::{
-    CompletionOutput, Prompt, SamplingRequest, ServedAdapter, ServedModel, Worker, WorkerConfig, BASE_MODEL_ALIAS,
+    BASE_MODEL_ALIAS, CompletionOutput, Prompt, SamplingRequest, ServedAdapter, ServedModel, Worker, WorkerConfig,
 };

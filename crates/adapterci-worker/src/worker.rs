@@ -14,8 +14,8 @@ use adapterci_engine::generate::GenerationParams;
 use chrono::{DateTime, Utc};
 use tokio::sync::{Mutex, watch};
 
-use crate::engine_thread::{EngineHandle, GenerateError, GenerateRequest};
 use crate::WorkerError;
+use crate::engine_thread::{EngineHandle, GenerateError, GenerateRequest};
 
 /// The `model` name that selects the base model without an adapter.
 pub const BASE_MODEL_ALIAS: &str = "base";

@@ -19,8 +19,7 @@ pub(super) async fn list(State(state): State<AppState>) -> Result<Json<Vec<Adapt
         let Some(latest) = store.latest_version(&name).await? else {
             continue;
         };
-        let served_version =
-            state.worker.as_ref().and_then(|worker| worker.served(&name)).map(|served| served.version);
+        let served_version = state.worker.as_ref().and_then(|worker| worker.served(&name)).map(|served| served.version);
         adapters.push(AdapterInfo {
             name: name.to_string(),
             latest_version: latest.version,

@@ -1,6 +1,8 @@
 //! Pipeline endpoints: apply, list, show, trigger.
 
-use adapterci_api::{ApplyOutcome, ApplyPipelineRequest, ApplyPipelineResponse, ErrorCode, PipelineDetail, PipelineInfo, RunInfo};
+use adapterci_api::{
+    ApplyOutcome, ApplyPipelineRequest, ApplyPipelineResponse, ErrorCode, PipelineDetail, PipelineInfo, RunInfo,
+};
 use adapterci_core::PipelineName;
 use adapterci_core::run::Trigger;
 use axum::Json;
