@@ -65,7 +65,7 @@ PY
   log "$model_file -> $target"
 fi
 
-# --- build environment for tch (read by scripts that source this file) ------------------------------------
-export LIBTORCH_USE_PYTORCH=1
-export PATH="$repo/.venv/bin:$PATH"
+# --- environment for the scripts that source this file ---------------------------------------------------
+# libtorch itself is found through .cargo/config.toml (LIBTORCH = .venv/.../torch); setting
+# LIBTORCH_USE_PYTORCH here would change torch-sys's build inputs and rebuild it for every other cargo call.
 export ADAPTERCI_BASE_MODEL="$target"
