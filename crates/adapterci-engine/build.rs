@@ -11,6 +11,8 @@ fn main() {
             emit_torch_link_args(&lib_dir);
             println!("cargo:libtorch_lib={lib_dir}");
         }
-        Err(_) => println!("cargo:warning=torch-sys did not report its libtorch lib dir; binaries need LD_LIBRARY_PATH"),
+        Err(_) => {
+            println!("cargo:warning=torch-sys did not report its libtorch lib dir; binaries need LD_LIBRARY_PATH")
+        }
     }
 }
