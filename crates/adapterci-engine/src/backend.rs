@@ -9,7 +9,7 @@ use adapterci_core::training::{
 };
 
 use crate::EngineError;
-use crate::dataset::{Example, parse_jsonl, split_train_eval, tokenize_records};
+use crate::dataset::{Dataset, Example, parse_jsonl, split_train_eval, tokenize_records};
 use crate::device::DeviceChoice;
 use crate::eval::{eval_samples, evaluate, pad_token_id};
 use crate::lora::LoraWeights;
@@ -47,15 +47,7 @@ impl TrainingBackend for EngineBackend {
         // a failed job must not poison the cache: the base weights are never written to
         let mut cached = self.cached_model.lock().unwrap_or_else(PoisonError::into_inner);
         let model = load_cached(&mut cached, job, self.device, progress)?;
-        let examples =
-            tokenize_records(&dataset.records, model.tokenizer(), job.train.max_seq_len).map_err(invalid_input)?;
-        let (train_indices, eval_indices) = split_train_eval(examples.len(), job.train.eval_fraction, job.train.seed);
-        let pick = |indices: &[usize]| indices.iter().map(|&i| examples[i].clone()).collect::<Vec<Example>>();
-        let prepared = Prepared {
-            train: pick(&train_indices),
-            eval: pick(&eval_indices),
-            duplicates_removed: dataset.duplicates_removed,
-        };
+        let prepared = prepare(model, job, &dataset)?;
         run_job(model, job, &prepared, progress)
     }
 }
@@ -66,6 +58,26 @@ struct Prepared {
     train: Vec<Example>,
     eval: Vec<Example>,
     duplicates_removed: usize,
+}
+
+/// Tokenizes the records for `model` and splits them into training and held-out examples.
+fn prepare(model: &BaseModel, job: &TrainJob, dataset: &Dataset) -> Result<Prepared, TrainingFailure> {
+    let context = model.config().max_position_embeddings;
+    if job.train.max_seq_len > context {
+        return Err(TrainingFailure::InvalidInput(format!(
+            "train.max_seq_len {} exceeds the base model's context length {context}",
+            job.train.max_seq_len
+        )));
+    }
+    let examples =
+        tokenize_records(&dataset.records, model.tokenizer(), job.train.max_seq_len).map_err(invalid_input)?;
+    let (train_indices, eval_indices) = split_train_eval(examples.len(), job.train.eval_fraction, job.train.seed);
+    let pick = |indices: &[usize]| indices.iter().map(|&i| examples[i].clone()).collect::<Vec<Example>>();
+    Ok(Prepared {
+        train: pick(&train_indices),
+        eval: pick(&eval_indices),
+        duplicates_removed: dataset.duplicates_removed,
+    })
 }
 
 fn load_cached<'a>(

@@ -47,7 +47,14 @@ pub fn eval_loss(llama: &Llama, lora: Option<&LoraWeights>, examples: &[Example]
     if count == 0 { f64::NAN } else { total / count as f64 }
 }
 
+/// Tokens allowed beyond the expected answer's length when generating for exact match.
+pub const EXACT_MATCH_SLACK_TOKENS: usize = 8;
+
 /// Greedy answers for the prompts of `examples` (stopping at the tokenizer's stop tokens).
+///
+/// Each answer gets at most `max_new_tokens`, and at most [`EXACT_MATCH_SLACK_TOKENS`] more than its expected
+/// answer plus end of turn: an output much longer than the expected one cannot match it, and a base model that
+/// rambles would otherwise spend the whole budget on every example.
 pub fn generate_answers(
     model: &BaseModel,
     adapter: Option<&LoadedAdapter>,
@@ -55,16 +62,17 @@ pub fn generate_answers(
     max_new_tokens: usize,
 ) -> Result<Vec<String>, EngineError> {
     let stop_token_ids = model.tokenizer().stop_token_ids();
-    let params = GenerationParams {
-        max_new_tokens,
-        temperature: 0.0,
-        top_p: 1.0,
-        seed: 0,
-        stop_token_ids: stop_token_ids.clone(),
-    };
     examples
         .iter()
         .map(|example| {
+            let answer_tokens = example.input_ids.len() - example.prompt_len;
+            let params = GenerationParams {
+                max_new_tokens: max_new_tokens.min(answer_tokens + EXACT_MATCH_SLACK_TOKENS),
+                temperature: 0.0,
+                top_p: 1.0,
+                seed: 0,
+                stop_token_ids: stop_token_ids.clone(),
+            };
             let generation = model.generate(&example.input_ids[..example.prompt_len], adapter, &params)?;
             let mut tokens = generation.tokens;
             while tokens.last().is_some_and(|t| stop_token_ids.contains(t)) {

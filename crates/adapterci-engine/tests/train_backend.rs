@@ -211,6 +211,10 @@ fn bad_specs_are_refused_with_every_problem() {
     bad_layers.lora.layers = LayerSelection::List(vec![7]);
     let message = invalid_input(backend.train(&bad_layers, &NoProgress));
     assert!(message.contains("layer 7 does not exist"), "{message}");
+    let mut too_long = job(&base.path, &base.digest, &learnable_jsonl());
+    too_long.train.max_seq_len = 100_000;
+    let message = invalid_input(backend.train(&too_long, &NoProgress));
+    assert!(message.contains("exceeds the base model's context length 512"), "{message}");
 }
 
 #[test]
