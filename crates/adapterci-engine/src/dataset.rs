@@ -319,10 +319,10 @@ pub fn tokenize_record(
     max_seq_len: usize,
 ) -> Result<Example, DatasetIssue> {
     let line = record.line;
-    let render = |messages: &[ChatMessage], generation_prompt: bool| {
-        tokenizer.render_chat(messages, generation_prompt).map_err(|e| DatasetIssue::at(line, e.to_string()))
+    let render = |messages: &[ChatMessage]| {
+        tokenizer.render_chat(messages, false).map_err(|e| DatasetIssue::at(line, e.to_string()))
     };
-    let full = render(&record.messages, false)?;
+    let full = render(&record.messages)?;
     let mut ids: Vec<u32> = Vec::new();
     let mut mask: Vec<bool> = Vec::new();
     let mut push = |ids: &mut Vec<u32>, text: &str, target: bool, parse_special: bool| {
@@ -333,22 +333,20 @@ pub fn tokenize_record(
     let mut consumed = 0;
     let mut prompt_len = 0;
     for (index, message) in record.messages.iter().enumerate().filter(|(_, m)| m.role == "assistant") {
-        let prefix = render(&record.messages[..index], true)?;
-        let content_end = prefix.len() + message.content.len();
-        let layout_ok = prefix.len() >= consumed
-            && full.starts_with(prefix.as_str())
-            && full[prefix.len()..].starts_with(message.content.as_str())
-            && full[content_end..].starts_with(END_OF_TURN);
-        if !layout_ok {
+        // the conversation up to this turn ends with "{content}<|im_end|>\n" in ChatML; the content starts there
+        let upto = render(&record.messages[..=index])?;
+        let turn_end = format!("{}{END_OF_TURN}\n", message.content);
+        let content_start = upto.len().saturating_sub(turn_end.len());
+        if !(full.starts_with(upto.as_str()) && upto.ends_with(turn_end.as_str()) && content_start >= consumed) {
             let reason = "the chat template does not render assistant turns as ChatML \
                           (<|im_start|>assistant\\n...<|im_end|>); cannot build the loss mask";
             return Err(DatasetIssue::at(line, reason));
         }
-        push(&mut ids, &full[consumed..prefix.len()], false, true);
+        push(&mut ids, &full[consumed..content_start], false, true);
         prompt_len = ids.len();
         push(&mut ids, &message.content, true, false);
         push(&mut ids, END_OF_TURN, true, true);
-        consumed = content_end + END_OF_TURN.len();
+        consumed = content_start + message.content.len() + END_OF_TURN.len();
     }
     truncate_left(line, ids, mask, prompt_len, max_seq_len, record)
 }

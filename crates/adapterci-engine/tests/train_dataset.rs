@@ -236,4 +236,9 @@ fn real_tokenizer_mask_and_prompt_match_generation() {
     let prompt = tokenizer.render_chat(&record.messages[..1], true).expect("renders");
     assert!(prompt.starts_with("<|im_start|>system\n"), "SmolLM2 adds its default system message: {prompt:?}");
     assert_eq!(example.input_ids[..example.prompt_len], tokenizer.encode(&prompt, true)[..]);
+
+    let opener = parse_ok(r#"{"messages": [{"role": "assistant", "content": "Hi there"}]}"#);
+    let example = tokenize_record(&opener.records[0], &tokenizer, 256).expect("fits");
+    assert_eq!(targets_text(&tokenizer, &example.input_ids, &example.loss_mask), ["Hi there<|im_end|>"]);
+    assert!(tokenizer.decode(&example.input_ids).starts_with("<|im_start|>system\n"), "default system message");
 }
