@@ -46,8 +46,8 @@ fn the_demo_pipeline_says_what_the_demo_needs() {
     assert_eq!(spec.lora.dropout, 0.05);
     assert_eq!(spec.lora.targets, LoraTarget::ALL);
     assert_eq!(spec.lora.layers, LayerSelection::All);
-    assert_eq!((spec.train.steps, spec.train.batch_size, spec.train.max_seq_len), (40, 8, 192));
-    assert_eq!(spec.train.learning_rate, 3.0e-4);
+    assert_eq!((spec.train.steps, spec.train.batch_size, spec.train.max_seq_len), (40, 4, 192));
+    assert_eq!(spec.train.learning_rate, 2.0e-3);
     let gates: Vec<_> = spec.gates.iter().map(|gate| (gate.metric.as_str(), gate.min, gate.max)).collect();
     assert_eq!(gates, [("exact_match", Some(0.8), None), ("eval_loss", None, Some(1.0))]);
     assert_eq!((spec.publish.adapter.as_str(), spec.publish.channel.as_str()), ("ticket-format", "stable"));
