@@ -43,6 +43,9 @@ pub struct MigrationInfo {
     pub applied: bool,
 }
 
+/// How often opening a SQLite file is retried while another connection holds the lock that WAL set-up needs.
+const SQLITE_LOCKED_RETRIES: u32 = 40;
+
 impl SeaStore {
     /// Opens `url` (`sqlite://path?mode=rwc`, `sqlite::memory:`, `postgres://user:pass@host/db`) and applies
     /// pending migrations.
@@ -76,7 +79,19 @@ impl SeaStore {
                 "unsupported database url {shown:?}: expected sqlite://PATH?mode=rwc, sqlite::memory: or postgres://"
             )));
         }
-        let db = Database::connect(options).await.map_err(backend(format!("connecting to {shown}")))?;
+        // Switching a new SQLite file to WAL needs an exclusive lock and fails at once with "database is locked"
+        // (no busy handler) when another process opens the same file at that moment: retry, briefly.
+        let mut attempt = 0;
+        let db = loop {
+            match Database::connect(options.clone()).await {
+                Ok(db) => break db,
+                Err(error) if attempt < SQLITE_LOCKED_RETRIES && error.to_string().contains("database is locked") => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(10 * u64::from(attempt))).await;
+                }
+                Err(error) => return Err(backend(format!("connecting to {shown}"))(error)),
+            }
+        };
         Ok(SeaStore { db, clock: Arc::new(SystemClock) })
     }
 
