@@ -117,7 +117,9 @@ mod tests {
     fn dangerous_names_are_refused() {
         let cases = [
             ("", "must not be empty"),
-            ("../etc", "must start with"),
+            ("../etc", "may only hold"),
+            (".hidden", "must start with"),
+            ("-dash", "must start with"),
             ("a/../b", "may only hold"),
             ("/abs", "may only hold"),
             ("a..b", "must not contain '..'"),
