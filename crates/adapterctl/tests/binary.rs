@@ -291,6 +291,14 @@ fn dataset_push_puts_the_file() {
 }
 
 #[test]
+fn dataset_push_of_a_missing_file_names_it_and_sends_nothing() {
+    let output = adapterctl(&closed_port(), &["dataset", "push", "missing.jsonl", "--location", "datasets/x.jsonl"]);
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(err.starts_with("error: cannot read the dataset file missing.jsonl"), "{err}");
+}
+
+#[test]
 fn describe_adapter_resolves_the_latest_version_and_marks_the_served_one() {
     let manifest =
         r#"{"schema_version": 1, "name": "sql-adapter", "adapter": {"rank": 8}, "lineage": {"code_version": "0.1.0"}}"#;
