@@ -84,3 +84,33 @@ impl AdapterManifest {
         serde_json::to_vec_pretty(self).unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::training::Metrics;
+
+    /// Manifests are compared after a JSON round trip (the registry refuses one that reads back different), so
+    /// every finite metric must parse back to the same bits.
+    #[test]
+    fn every_finite_metric_survives_a_json_round_trip() {
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut metrics = Metrics::new();
+        while metrics.len() < 20_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let value = f64::from_bits(state);
+            if value.is_finite() {
+                metrics.insert(format!("m{}", metrics.len()), value);
+            }
+        }
+        for value in [0.1 + 0.2, 1.0 / 3.0, 0.975, 3.877_912_345_678_901, f64::MIN_POSITIVE, f64::MAX] {
+            metrics.insert(format!("m{}", metrics.len()), value);
+        }
+        let text = serde_json::to_string(&metrics).unwrap();
+        let read_back: Metrics = serde_json::from_str(&text).unwrap();
+        let differing: Vec<_> =
+            metrics.iter().filter(|(key, value)| read_back[*key].to_bits() != value.to_bits()).collect();
+        assert!(differing.is_empty(), "{} values changed, e.g. {:?}", differing.len(), differing.first());
+    }
+}
