@@ -164,6 +164,26 @@ pub struct NewRun {
     pub dataset_digest: Option<Digest>,
 }
 
+impl NewRun {
+    /// The record of this run when it is created: queued, with no stage, report or outcome yet.
+    pub fn into_queued_record(self, id: String, now: DateTime<Utc>) -> RunRecord {
+        RunRecord {
+            id,
+            pipeline: self.pipeline,
+            pipeline_revision: self.pipeline_revision,
+            state: RunState::Queued,
+            stage: None,
+            trigger: self.trigger,
+            dataset_digest: self.dataset_digest,
+            created_at: now,
+            updated_at: now,
+            report: None,
+            published: None,
+            error: None,
+        }
+    }
+}
+
 /// Changes to a run; `None` leaves a field as it is.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RunPatch {

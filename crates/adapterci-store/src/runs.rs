@@ -111,20 +111,7 @@ impl RunStore for SeaStore {
         let now = self.now();
         let trigger_json = serde_json::to_string(&run.trigger)
             .map_err(|err| StoreError::Backend(format!("encoding the trigger of a run: {err}")))?;
-        let record = RunRecord {
-            id: uuid::Uuid::now_v7().to_string(),
-            pipeline: run.pipeline,
-            pipeline_revision: run.pipeline_revision,
-            state: RunState::Queued,
-            stage: None,
-            trigger: run.trigger,
-            dataset_digest: run.dataset_digest,
-            created_at: now,
-            updated_at: now,
-            report: None,
-            published: None,
-            error: None,
-        };
+        let record = run.into_queued_record(uuid::Uuid::now_v7().to_string(), now);
         let row = ActiveModel {
             id: Set(record.id.clone()),
             pipeline: Set(record.pipeline.to_string()),

@@ -112,20 +112,7 @@ impl PipelineStore for InMemoryMetadataStore {
 impl RunStore for InMemoryMetadataStore {
     async fn create_run(&self, run: NewRun) -> Result<RunRecord, StoreError> {
         let now = self.now();
-        let record = RunRecord {
-            id: uuid::Uuid::now_v7().to_string(),
-            pipeline: run.pipeline,
-            pipeline_revision: run.pipeline_revision,
-            state: RunState::Queued,
-            stage: None,
-            trigger: run.trigger,
-            dataset_digest: run.dataset_digest,
-            created_at: now,
-            updated_at: now,
-            report: None,
-            published: None,
-            error: None,
-        };
+        let record = run.into_queued_record(uuid::Uuid::now_v7().to_string(), now);
         self.lock()?.runs.insert(record.id.clone(), record.clone());
         Ok(record)
     }
