@@ -4,6 +4,7 @@ use adapterci_api::{
     ApplyOutcome, ApplyPipelineRequest, ApplyPipelineResponse, ErrorCode, PipelineDetail, PipelineInfo, RunInfo,
 };
 use adapterci_core::PipelineName;
+use adapterci_core::ports::PipelineRecord;
 use adapterci_core::run::Trigger;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -14,6 +15,19 @@ use crate::{AppError, AppState};
 
 pub(crate) fn pipeline_name(name: &str) -> Result<PipelineName, AppError> {
     PipelineName::new(name).map_err(|error| AppError::invalid_request(error.to_string()))
+}
+
+/// The stored pipeline `name`, or a 400 for a bad name and a 404 when there is none.
+async fn stored_pipeline(state: &AppState, name: &str) -> Result<(PipelineName, PipelineRecord), AppError> {
+    let name = pipeline_name(name)?;
+    let record = state
+        .controller
+        .ports()
+        .store
+        .get_pipeline(&name)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("pipeline {name:?} does not exist")))?;
+    Ok((name, record))
 }
 
 pub(super) async fn apply(
@@ -38,14 +52,7 @@ pub(super) async fn get_one(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<PipelineDetail>, AppError> {
-    let name = pipeline_name(&name)?;
-    let record = state
-        .controller
-        .ports()
-        .store
-        .get_pipeline(&name)
-        .await?
-        .ok_or_else(|| AppError::not_found(format!("pipeline {name:?} does not exist")))?;
+    let (_, record) = stored_pipeline(&state, &name).await?;
     Ok(Json(PipelineDetail { info: pipeline_info(&record), yaml: record.spec_yaml }))
 }
 
@@ -53,14 +60,7 @@ pub(super) async fn trigger(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<(StatusCode, Json<RunInfo>), AppError> {
-    let name = pipeline_name(&name)?;
-    let record = state
-        .controller
-        .ports()
-        .store
-        .get_pipeline(&name)
-        .await?
-        .ok_or_else(|| AppError::not_found(format!("pipeline {name:?} does not exist")))?;
+    let (name, record) = stored_pipeline(&state, &name).await?;
     let manual_allowed = adapterci_pipeline::parse_pipeline(&record.spec_yaml, None)
         .map(|spec| spec.allows_manual_runs())
         .unwrap_or(false);
