@@ -17,6 +17,7 @@ pub mod kv_cache;
 pub mod llama;
 pub mod lora;
 pub mod model;
+pub mod palettize;
 pub mod tiny;
 pub mod tokenizer;
 pub mod train;

@@ -57,7 +57,12 @@ pub struct Llama {
     /// `[max_positions, head_dim]` rotary tables, as transformers computes them in f32.
     rope_cos: Tensor,
     rope_sin: Tensor,
+    /// Fake-quantize linear inputs per token to this many bits (see [`Llama::set_activation_bits`]).
+    activation_bits: Option<u8>,
 }
+
+/// Called with `(layer, target, input)` for the input `[..., in]` of every linear operation.
+pub type LinearObserver<'a> = &'a dyn Fn(usize, LoraTarget, &Tensor);
 
 impl std::fmt::Debug for Llama {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -96,9 +101,7 @@ impl Llama {
     /// Dequantizes every tensor of a `llama` GGUF to f32 on `device`; a missing or misshapen tensor is an error
     /// naming it.
     pub fn load(file: &GgufFile, config: &LlamaConfig, device: Device) -> Result<Llama, EngineError> {
-        let (h, kv_dim) = (config.hidden_size, config.num_kv_heads * config.head_dim);
-        let (vocab, ffn) = (config.vocab_size, config.intermediate_size);
-        let tensor = |name: &str, shape: &[usize]| -> Result<Tensor, EngineError> {
+        let source = |name: &str, shape: &[usize]| -> Result<Tensor, EngineError> {
             let info =
                 file.tensor_info(name).ok_or_else(|| gguf_error(file.path(), format!("missing tensor {name:?}")))?;
             if info.shape != shape {
@@ -109,15 +112,33 @@ impl Llama {
             }
             let (_, data) = file.dequantize(name)?;
             let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
-            Ok(Tensor::from_slice(&data).reshape(dims.as_slice()).to_device(device))
+            Ok(Tensor::from_slice(&data).reshape(dims.as_slice()))
         };
+        Llama::load_with(config, device, &source, true)
+    }
+
+    /// Builds the decoder from `source(gguf_name, shape)`, which returns f32 CPU tensors of exactly that shape
+    /// under the GGUF tensor names. With `gguf_layout`, q/k rows are un-permuted from llama.cpp's layout;
+    /// without it they are taken as already in the Hugging Face layout (base releases store them so).
+    pub fn load_with(
+        config: &LlamaConfig,
+        device: Device,
+        source: &dyn Fn(&str, &[usize]) -> Result<Tensor, EngineError>,
+        gguf_layout: bool,
+    ) -> Result<Llama, EngineError> {
+        let (h, kv_dim) = (config.hidden_size, config.num_kv_heads * config.head_dim);
+        let (vocab, ffn) = (config.vocab_size, config.intermediate_size);
+        let tensor = |name: &str, shape: &[usize]| -> Result<Tensor, EngineError> {
+            Ok(source(name, shape)?.to_kind(Kind::Float).to_device(device))
+        };
+        let unpermute = |weight: Tensor, heads: usize| if gguf_layout { unpermute_rows(weight, heads) } else { weight };
         let mut layers = Vec::with_capacity(config.num_layers);
         for i in 0..config.num_layers {
             let name = |suffix: &str| format!("blk.{i}.{suffix}.weight");
             layers.push(Layer {
                 attn_norm: tensor(&name("attn_norm"), &[h])?,
-                q: unpermute_rows(tensor(&name("attn_q"), &[h, h])?, config.num_heads),
-                k: unpermute_rows(tensor(&name("attn_k"), &[kv_dim, h])?, config.num_kv_heads),
+                q: unpermute(tensor(&name("attn_q"), &[h, h])?, config.num_heads),
+                k: unpermute(tensor(&name("attn_k"), &[kv_dim, h])?, config.num_kv_heads),
                 v: tensor(&name("attn_v"), &[kv_dim, h])?,
                 o: tensor(&name("attn_output"), &[h, h])?,
                 ffn_norm: tensor(&name("ffn_norm"), &[h])?,
@@ -140,7 +161,88 @@ impl Llama {
             layers,
             rope_cos,
             rope_sin,
+            activation_bits: None,
         })
+    }
+
+    /// A second decoder sharing every weight tensor with this one (no copy): replace some of its weights with
+    /// [`Llama::set_linear_weight`] to compare a compressed model with its source.
+    pub fn shallow_copy(&self) -> Llama {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| Layer {
+                attn_norm: l.attn_norm.shallow_clone(),
+                q: l.q.shallow_clone(),
+                k: l.k.shallow_clone(),
+                v: l.v.shallow_clone(),
+                o: l.o.shallow_clone(),
+                ffn_norm: l.ffn_norm.shallow_clone(),
+                gate: l.gate.shallow_clone(),
+                up: l.up.shallow_clone(),
+                down: l.down.shallow_clone(),
+            })
+            .collect();
+        Llama {
+            config: self.config.clone(),
+            device: self.device,
+            embedding: self.embedding.shallow_clone(),
+            output: self.output.as_ref().map(Tensor::shallow_clone),
+            final_norm: self.final_norm.shallow_clone(),
+            layers,
+            rope_cos: self.rope_cos.shallow_clone(),
+            rope_sin: self.rope_sin.shallow_clone(),
+            activation_bits: self.activation_bits,
+        }
+    }
+
+    /// Replaces the weight of `target` in `layer` (`[out, in]`, Hugging Face layout); the shape must match.
+    pub fn set_linear_weight(&mut self, layer: usize, target: LoraTarget, weight: Tensor) -> Result<(), EngineError> {
+        let slot = match self.layers.get_mut(layer) {
+            Some(l) => match target {
+                LoraTarget::Q => &mut l.q,
+                LoraTarget::K => &mut l.k,
+                LoraTarget::V => &mut l.v,
+                LoraTarget::O => &mut l.o,
+                LoraTarget::Gate => &mut l.gate,
+                LoraTarget::Up => &mut l.up,
+                LoraTarget::Down => &mut l.down,
+            },
+            None => return Err(EngineError::InvalidConfig(format!("layer {layer} does not exist"))),
+        };
+        if slot.size() != weight.size() {
+            return Err(EngineError::InvalidConfig(format!(
+                "layer {layer} {}: new weight {:?} does not match {:?}",
+                target.as_str(),
+                weight.size(),
+                slot.size()
+            )));
+        }
+        *slot = weight.to_kind(Kind::Float).to_device(self.device);
+        Ok(())
+    }
+
+    /// Replaces the token embedding (also the LM head when tied); the shape must match.
+    pub fn set_embedding(&mut self, weight: Tensor) -> Result<(), EngineError> {
+        if self.embedding.size() != weight.size() {
+            return Err(EngineError::InvalidConfig(format!(
+                "new embedding {:?} does not match {:?}",
+                weight.size(),
+                self.embedding.size()
+            )));
+        }
+        self.embedding = weight.to_kind(Kind::Float).to_device(self.device);
+        Ok(())
+    }
+
+    /// Quantizes the input of every linear operation to `bits`-bit integers per token (symmetric, absmax
+    /// scale) and back, simulating integer activations; `None` turns it off.
+    pub fn set_activation_bits(&mut self, bits: Option<u8>) {
+        self.activation_bits = bits;
+    }
+
+    pub fn activation_bits(&self) -> Option<u8> {
+        self.activation_bits
     }
 
     pub fn config(&self) -> &LlamaConfig {
@@ -200,8 +302,20 @@ impl Llama {
         &self,
         input_ids: &Tensor,
         start_pos: usize,
+        cache: Option<&mut KvCache>,
+        lora: Option<&LoraWeights>,
+    ) -> Tensor {
+        self.forward_hidden_observed(input_ids, start_pos, cache, lora, None)
+    }
+
+    /// [`Llama::forward_hidden`] that shows every linear operation's input to `observer` (calibration).
+    pub fn forward_hidden_observed(
+        &self,
+        input_ids: &Tensor,
+        start_pos: usize,
         mut cache: Option<&mut KvCache>,
         lora: Option<&LoraWeights>,
+        observer: Option<LinearObserver<'_>>,
     ) -> Tensor {
         if let Err(error) = self.check_forward(input_ids, start_pos, cache.as_deref()) {
             panic!("Llama::forward called with bad arguments: {error}");
@@ -212,7 +326,7 @@ impl Llama {
         let mask = attention_mask(start_pos, seq_len as usize, self.device);
         let mut x = Tensor::embedding(&self.embedding, input_ids, -1, false, false);
         for (index, layer) in self.layers.iter().enumerate() {
-            let context = LayerContext { index, start_pos, cos: &cos, sin: &sin, mask: mask.as_ref(), lora };
+            let context = LayerContext { index, start_pos, cos: &cos, sin: &sin, mask: mask.as_ref(), lora, observer };
             x = self.layer_forward(layer, &x, &context, cache.as_deref_mut());
         }
         if let Some(cache) = cache {
@@ -318,6 +432,17 @@ impl Llama {
     /// Every linear operation of a layer: `x W^T`, plus `scale * dropout(x) A^T B^T` when the adapter has an
     /// entry for this (layer, target).
     fn linear(&self, layer: &Layer, context: &LayerContext<'_>, target: LoraTarget, x: &Tensor) -> Tensor {
+        if let Some(observe) = context.observer {
+            observe(context.index, target, x);
+        }
+        let quantized;
+        let x = match self.activation_bits {
+            Some(bits) => {
+                quantized = fake_quantize_per_token(x, bits);
+                &quantized
+            }
+            None => x,
+        };
         let base = x.linear::<Tensor>(layer.weight(target), None);
         match context.lora.and_then(|lora| lora.delta(context.index, target, x)) {
             Some(delta) => base + delta,
@@ -334,6 +459,14 @@ struct LayerContext<'a> {
     /// `None` when plain causal masking is right (no cached prefix).
     mask: Option<&'a Tensor>,
     lora: Option<&'a LoraWeights>,
+    observer: Option<LinearObserver<'a>>,
+}
+
+/// Symmetric per-token (last axis) quantization to `bits`-bit integers and back.
+fn fake_quantize_per_token(x: &Tensor, bits: u8) -> Tensor {
+    let levels = f64::from((1u32 << (bits.clamp(2, 16) - 1)) - 1);
+    let scale = x.abs().amax([-1], true).clamp_min(1e-8) / levels;
+    (x / &scale).round().clamp(-levels, levels) * scale
 }
 
 /// For queries at `[start, start + t)` over keys `[0, start + t)`: `None` when SDPA's own causal mask (aligned

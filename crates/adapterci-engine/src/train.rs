@@ -137,7 +137,7 @@ impl BatchSampler {
 
 /// AdamW over the adapter's tensors, with decoupled weight decay (Loshchilov & Hutter).
 #[derive(Debug)]
-struct AdamW {
+pub(crate) struct AdamW {
     parameters: Vec<Tensor>,
     first_moments: Vec<Tensor>,
     second_moments: Vec<Tensor>,
@@ -146,7 +146,7 @@ struct AdamW {
 }
 
 impl AdamW {
-    fn new(parameters: Vec<Tensor>, weight_decay: f64) -> Self {
+    pub(crate) fn new(parameters: Vec<Tensor>, weight_decay: f64) -> Self {
         let zeros = |p: &Tensor| p.zeros_like().set_requires_grad(false);
         let first_moments = parameters.iter().map(zeros).collect();
         let second_moments = parameters.iter().map(zeros).collect();
@@ -155,7 +155,7 @@ impl AdamW {
 
     /// Clips the gradients to [`MAX_GRAD_NORM`], applies one update and clears the gradients. Returns the
     /// gradient norm before clipping.
-    fn step(&mut self, learning_rate: f64) -> f64 {
+    pub(crate) fn step(&mut self, learning_rate: f64) -> f64 {
         self.steps_taken += 1;
         let bias1 = 1.0 - ADAM_BETA1.powi(self.steps_taken);
         let bias2 = 1.0 - ADAM_BETA2.powi(self.steps_taken);

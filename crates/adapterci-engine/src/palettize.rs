@@ -1,0 +1,369 @@
+//! Palettization: each weight matrix becomes small lookup tables (LUTs) of fp16 entries, one per group of
+//! output channels (rows), and packed 2-, 4- or 8-bit indices into them, optionally with an fp16 scale per row.
+//!
+//! The tables come from k-means over the group's (row-normalized) values, optionally weighted by each input
+//! channel's importance (activation statistics: the diagonal of `XᵀX` on calibration text, as in sensitive
+//! k-means). The indices come from nearest-entry assignment or, with a Hessian `H = XᵀX`, from GPTQ-style error
+//! compensation onto the table's grid (Frantar et al.): columns are assigned in order and each column's
+//! rounding error is spread over the columns not yet assigned through the Cholesky factor of `H⁻¹`.
+//!
+//! Bits per weight are counted honestly: indices, table entries (16 bits each) and row scales (16 bits each).
+
+use half::f16;
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::EngineError;
+
+#[cfg(test)]
+mod tests;
+
+/// How one matrix is palettized.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaletteSpec {
+    /// 2 (4 entries), 4 (16 entries) or 8 (256 entries).
+    pub bits: u8,
+    /// Rows (output channels) sharing one table.
+    pub group_rows: usize,
+    /// Divide each row by its largest magnitude before clustering, and store that scale (fp16) per row.
+    pub row_scale: bool,
+}
+
+impl PaletteSpec {
+    pub fn new(bits: u8, group_rows: usize) -> PaletteSpec {
+        PaletteSpec { bits, group_rows, row_scale: true }
+    }
+
+    pub fn validate(&self) -> Result<(), EngineError> {
+        if !matches!(self.bits, 2 | 4 | 8) {
+            return Err(EngineError::InvalidConfig(format!("palette bits must be 2, 4 or 8, got {}", self.bits)));
+        }
+        if self.group_rows == 0 {
+            return Err(EngineError::InvalidConfig("palette group_rows must be at least 1".to_string()));
+        }
+        Ok(())
+    }
+
+    pub fn entries(&self) -> usize {
+        1 << self.bits
+    }
+
+    /// Storage bits of a `[rows, cols]` matrix: indices + tables + row scales.
+    pub fn storage_bits(&self, rows: usize, cols: usize) -> u64 {
+        let groups = rows.div_ceil(self.group_rows) as u64;
+        let index_bits = (rows * cols) as u64 * u64::from(self.bits);
+        let table_bits = groups * self.entries() as u64 * 16;
+        let scale_bits = if self.row_scale { rows as u64 * 16 } else { 0 };
+        index_bits + table_bits + scale_bits
+    }
+
+    /// [`PaletteSpec::storage_bits`] per weight.
+    pub fn bits_per_weight(&self, rows: usize, cols: usize) -> f64 {
+        self.storage_bits(rows, cols) as f64 / (rows * cols) as f64
+    }
+}
+
+/// Calibration statistics for one matrix's input: `hessian = XᵀX` over calibration tokens, `[cols, cols]`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Calibration<'a> {
+    pub hessian: Option<&'a Tensor>,
+    /// Weight k-means by the Hessian's diagonal (input channel energy).
+    pub weighted: bool,
+    /// Assign indices with GPTQ error compensation (needs the Hessian).
+    pub compensate: bool,
+}
+
+/// A palettized `[rows, cols]` matrix.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PalettizedTensor {
+    pub rows: usize,
+    pub cols: usize,
+    pub spec: PaletteSpec,
+    /// `groups x entries` table entries, group-major.
+    pub lut: Vec<f16>,
+    /// Row-major indices packed little-end first: element `e` lives in byte `e / (8 / bits)` at bit offset
+    /// `(e % (8 / bits)) * bits`.
+    pub indices: Vec<u8>,
+    /// One scale per row when `spec.row_scale`.
+    pub scales: Option<Vec<f16>>,
+}
+
+impl PalettizedTensor {
+    pub fn groups(&self) -> usize {
+        self.rows.div_ceil(self.spec.group_rows)
+    }
+
+    pub fn storage_bits(&self) -> u64 {
+        self.spec.storage_bits(self.rows, self.cols)
+    }
+
+    /// Checks that the parts have the lengths the shape and spec imply (a release file may be corrupt).
+    pub fn validate(&self) -> Result<(), String> {
+        self.spec.validate().map_err(|e| e.to_string())?;
+        let lut = self.groups() * self.spec.entries();
+        if self.lut.len() != lut {
+            return Err(format!("table has {} entries, expected {lut}", self.lut.len()));
+        }
+        let packed = packed_len(self.rows * self.cols, self.spec.bits);
+        if self.indices.len() != packed {
+            return Err(format!("indices have {} bytes, expected {packed}", self.indices.len()));
+        }
+        match (&self.scales, self.spec.row_scale) {
+            (Some(s), true) if s.len() == self.rows => Ok(()),
+            (None, false) => Ok(()),
+            (Some(s), _) => {
+                Err(format!("{} row scales for {} rows (row_scale {})", s.len(), self.rows, self.spec.row_scale))
+            }
+            (None, true) => Err("row scales are missing".to_string()),
+        }
+    }
+
+    /// The unpacked indices, row-major.
+    pub fn unpacked_indices(&self) -> Vec<u8> {
+        unpack_indices(&self.indices, self.rows * self.cols, self.spec.bits)
+    }
+
+    /// The f32 matrix `[rows, cols]` on `device`: `lut[group(row)][index] * scale[row]`.
+    pub fn dequantize(&self, device: Device) -> Tensor {
+        let entries = self.spec.entries() as i64;
+        let lut: Vec<f32> = self.lut.iter().map(|v| v.to_f32()).collect();
+        let lut = Tensor::from_slice(&lut).reshape([self.groups() as i64, entries]).to_device(device);
+        let idx: Vec<i64> = self.unpacked_indices().into_iter().map(i64::from).collect();
+        let idx = Tensor::from_slice(&idx).reshape([self.rows as i64, self.cols as i64]).to_device(device);
+        let group_of_row =
+            Tensor::arange(self.rows as i64, (Kind::Int64, device)).floor_divide_scalar(self.spec.group_rows as i64);
+        let row_tables = lut.index_select(0, &group_of_row);
+        let values = row_tables.gather(1, &idx, false);
+        match &self.scales {
+            Some(scales) => {
+                let scales: Vec<f32> = scales.iter().map(|v| v.to_f32()).collect();
+                values * Tensor::from_slice(&scales).to_device(device).unsqueeze(1)
+            }
+            None => values,
+        }
+    }
+}
+
+/// Bytes of `count` packed `bits`-bit indices.
+pub fn packed_len(count: usize, bits: u8) -> usize {
+    count.div_ceil(8 / bits as usize)
+}
+
+/// Packs indices (each `< 2^bits`) little-end first.
+pub fn pack_indices(values: &[u8], bits: u8) -> Vec<u8> {
+    let per_byte = 8 / bits as usize;
+    let mut out = vec![0u8; packed_len(values.len(), bits)];
+    for (e, &v) in values.iter().enumerate() {
+        out[e / per_byte] |= v << ((e % per_byte) * bits as usize);
+    }
+    out
+}
+
+/// The inverse of [`pack_indices`] for `count` values.
+pub fn unpack_indices(packed: &[u8], count: usize, bits: u8) -> Vec<u8> {
+    let per_byte = 8 / bits as usize;
+    let mask = ((1u16 << bits) - 1) as u8;
+    (0..count).map(|e| (packed[e / per_byte] >> ((e % per_byte) * bits as usize)) & mask).collect()
+}
+
+const KMEANS_ITERATIONS: usize = 30;
+const GPTQ_BLOCK: i64 = 128;
+const GPTQ_DAMPING: f64 = 0.01;
+
+/// Palettizes `weight` (`[rows, cols]`, any float kind, any device; work happens on its device).
+pub fn palettize(
+    weight: &Tensor,
+    spec: PaletteSpec,
+    calibration: Calibration<'_>,
+) -> Result<PalettizedTensor, EngineError> {
+    spec.validate()?;
+    let size = weight.size();
+    if size.len() != 2 || size[0] < 1 || size[1] < 1 {
+        return Err(EngineError::InvalidConfig(format!("palettize needs a non-empty matrix, got shape {size:?}")));
+    }
+    let (rows, cols) = (size[0] as usize, size[1] as usize);
+    if let Some(h) = calibration.hessian
+        && h.size() != [cols as i64, cols as i64]
+    {
+        return Err(EngineError::InvalidConfig(format!("hessian {:?} does not fit {cols} input columns", h.size())));
+    }
+    tch::no_grad(|| {
+        let device = weight.device();
+        let w = weight.to_kind(Kind::Float);
+        let (normalized, scales) = if spec.row_scale {
+            let scales = w.abs().amax([1], true).clamp_min(1e-8).to_kind(Kind::Half).to_kind(Kind::Float);
+            (&w / &scales, Some(scales))
+        } else {
+            (w.shallow_clone(), None)
+        };
+        let hessian = calibration.hessian.map(|h| h.to_kind(Kind::Float).to_device(device));
+        let importance = match (&hessian, calibration.weighted) {
+            (Some(h), true) => Some(h.diagonal(0, 0, 1).clamp_min(0.0) + 1e-8),
+            _ => None,
+        };
+        let tables = group_tables(&normalized, spec, importance.as_ref());
+        let group_of_row =
+            Tensor::arange(rows as i64, (Kind::Int64, device)).floor_divide_scalar(spec.group_rows as i64);
+        let row_tables = tables.index_select(0, &group_of_row);
+        let indices = match (&hessian, calibration.compensate) {
+            (Some(h), true) => gptq_assign(&normalized, &row_tables, h),
+            _ => nearest(&normalized, &row_tables),
+        };
+        let flat: Vec<u8> = Vec::<i64>::try_from(indices.to_device(Device::Cpu).reshape([-1]))
+            .map_err(EngineError::from)?
+            .into_iter()
+            .map(|i| i as u8)
+            .collect();
+        let lut: Vec<f32> = Vec::<f32>::try_from(tables.to_device(Device::Cpu).reshape([-1]))?;
+        let scales = match scales {
+            Some(s) => Some(
+                Vec::<f32>::try_from(s.to_device(Device::Cpu).reshape([-1]))?.into_iter().map(f16::from_f32).collect(),
+            ),
+            None => None,
+        };
+        Ok(PalettizedTensor {
+            rows,
+            cols,
+            spec,
+            lut: lut.into_iter().map(f16::from_f32).collect(),
+            indices: pack_indices(&flat, spec.bits),
+            scales,
+        })
+    })
+}
+
+/// One sorted, fp16-rounded table per group of rows: weighted 1-D k-means (Lloyd) from quantile seeds.
+fn group_tables(normalized: &Tensor, spec: PaletteSpec, importance: Option<&Tensor>) -> Tensor {
+    let (rows, cols) = (normalized.size()[0], normalized.size()[1]);
+    let g = spec.group_rows as i64;
+    let full = rows / g;
+    let mut parts = Vec::new();
+    if full > 0 {
+        let values = normalized.narrow(0, 0, full * g).reshape([full, g * cols]);
+        let weights = importance.map(|imp| imp.repeat([g]).unsqueeze(0).expand([full, g * cols], false));
+        parts.push(kmeans_batched(&values, weights.as_ref(), spec.entries() as i64));
+    }
+    let rest = rows - full * g;
+    if rest > 0 {
+        let values = normalized.narrow(0, full * g, rest).reshape([1, rest * cols]);
+        let weights = importance.map(|imp| imp.repeat([rest]).unsqueeze(0));
+        parts.push(kmeans_batched(&values, weights.as_ref(), spec.entries() as i64));
+    }
+    Tensor::cat(&parts, 0)
+}
+
+/// Weighted k-means over each row of `values` (`[batch, n]`), `k` sorted centroids per row, rounded to fp16.
+fn kmeans_batched(values: &Tensor, weights: Option<&Tensor>, k: i64) -> Tensor {
+    let (batch, n) = (values.size()[0], values.size()[1]);
+    let device = values.device();
+    let sorted = values.sort(1, false).0;
+    let positions =
+        ((Tensor::arange(k, (Kind::Float, device)) + 0.5) / k as f64 * n as f64).to_kind(Kind::Int64).clamp(0, n - 1);
+    let mut centroids = sorted.index_select(1, &positions);
+    let ones;
+    let weights = match weights {
+        Some(w) => w,
+        None => {
+            ones = values.ones_like();
+            &ones
+        }
+    };
+    for _ in 0..KMEANS_ITERATIONS {
+        let assignment = nearest_sorted(values, &centroids);
+        let sums = Tensor::zeros([batch, k], (Kind::Float, device)).scatter_add(1, &assignment, &(values * weights));
+        let mass = Tensor::zeros([batch, k], (Kind::Float, device)).scatter_add(1, &assignment, weights);
+        let updated = &sums / mass.clamp_min(1e-20);
+        // an empty cluster keeps its centroid
+        centroids = updated.where_self(&mass.gt(0.0), &centroids).sort(1, false).0;
+    }
+    centroids.to_kind(Kind::Half).to_kind(Kind::Float).sort(1, false).0
+}
+
+/// Index of the nearest of each row's sorted centroids (`[batch, k]`) for every value (`[batch, n]`).
+fn nearest_sorted(values: &Tensor, centroids: &Tensor) -> Tensor {
+    let k = centroids.size()[1];
+    let midpoints = (centroids.narrow(1, 0, k - 1) + centroids.narrow(1, 1, k - 1)) / 2.0;
+    values.contiguous().searchsorted(&midpoints.contiguous(), false, false, "left", None::<Tensor>)
+}
+
+/// Nearest-entry assignment of every value of `w` (`[rows, cols]`) to its row's table (`[rows, k]`).
+fn nearest(w: &Tensor, row_tables: &Tensor) -> Tensor {
+    nearest_sorted(w, row_tables)
+}
+
+/// GPTQ onto per-row tables: returns `[rows, cols]` indices.
+fn gptq_assign(w: &Tensor, row_tables: &Tensor, hessian: &Tensor) -> Tensor {
+    let cols = w.size()[1];
+    let device = w.device();
+    let mut h = hessian.copy();
+    let diag = h.diagonal(0, 0, 1);
+    let dead = diag.eq(0.0);
+    let mut w = w.copy();
+    // a column the calibration never excited: any value is as good, keep it out of the solve
+    let _ = h.diagonal(0, 0, 1).masked_fill_(&dead, 1.0);
+    let damp = GPTQ_DAMPING * h.diagonal(0, 0, 1).mean(Kind::Float).double_value(&[]);
+    let _ = h.diagonal(0, 0, 1).g_add_scalar_(damp);
+    let upper = match cholesky_inverse_upper(&h) {
+        Some(u) => u,
+        None => return nearest(&w, row_tables),
+    };
+    let mut indices = Tensor::zeros([w.size()[0], cols], (Kind::Int64, device));
+    let mut start = 0;
+    while start < cols {
+        let count = GPTQ_BLOCK.min(cols - start);
+        let block = w.narrow(1, start, count).copy();
+        let u_block = upper.narrow(0, start, count).narrow(1, start, count);
+        let mut errors = Tensor::zeros([w.size()[0], count], (Kind::Float, device));
+        for i in 0..count {
+            let column = block.select(1, i);
+            let idx = nearest_sorted(&column.unsqueeze(1), row_tables).squeeze_dim(1);
+            let q = row_tables.gather(1, &idx.unsqueeze(1), false).squeeze_dim(1);
+            let _ = indices.select(1, start + i).copy_(&idx);
+            let d = u_block.get(i).get(i);
+            let err = (&column - &q) / &d;
+            if i + 1 < count {
+                let tail = u_block.get(i).narrow(0, i + 1, count - i - 1);
+                let update = err.unsqueeze(1).matmul(&tail.unsqueeze(0));
+                let mut rest = block.narrow(1, i + 1, count - i - 1);
+                let _ = rest.g_sub_(&update);
+            }
+            let _ = errors.select(1, i).copy_(&err);
+        }
+        if start + count < cols {
+            let cross = upper.narrow(0, start, count).narrow(1, start + count, cols - start - count);
+            let mut rest = w.narrow(1, start + count, cols - start - count);
+            let _ = rest.g_sub_(&errors.matmul(&cross));
+        }
+        start += count;
+    }
+    indices
+}
+
+/// The upper Cholesky factor of `H⁻¹`, or `None` when `H` is not positive definite even after damping.
+fn cholesky_inverse_upper(h: &Tensor) -> Option<Tensor> {
+    let lower = h.f_linalg_cholesky(false).ok()?;
+    let inverse = lower.f_cholesky_inverse(false).ok()?;
+    let upper = inverse.f_linalg_cholesky(true).ok()?;
+    let finite = upper.isfinite().all().int64_value(&[]) == 1;
+    finite.then_some(upper)
+}
+
+/// Relative reconstruction error `‖(W − Ŵ) X‖ / ‖W X‖` measured through the Hessian (`tr(E H Eᵀ)`), or the
+/// plain Frobenius ratio without one.
+pub fn reconstruction_error(weight: &Tensor, approx: &Tensor, hessian: Option<&Tensor>) -> f64 {
+    tch::no_grad(|| {
+        let w = weight.to_kind(Kind::Float);
+        let e = &w - approx.to_kind(Kind::Float).to_device(w.device());
+        match hessian {
+            Some(h) => {
+                let h = h.to_kind(Kind::Float).to_device(w.device());
+                let num = (e.matmul(&h) * &e).sum(Kind::Float).double_value(&[]);
+                let den = (w.matmul(&h) * &w).sum(Kind::Float).double_value(&[]);
+                (num / den.max(1e-30)).sqrt()
+            }
+            None => (e.square().sum(Kind::Float).double_value(&[])
+                / w.square().sum(Kind::Float).double_value(&[]).max(1e-30))
+            .sqrt(),
+        }
+    })
+}

@@ -1,0 +1,105 @@
+//! Palettization: exact table/index round trips, bit accounting, and error compensation that pays.
+
+use tch::{Device, Kind, Tensor};
+
+use super::*;
+
+fn random_matrix(rows: i64, cols: i64, seed: i64) -> Tensor {
+    tch::manual_seed(seed);
+    Tensor::randn([rows, cols], (Kind::Float, Device::Cpu))
+}
+
+#[test]
+fn pack_and_unpack_are_inverse_for_every_width() {
+    for bits in [2u8, 4, 8] {
+        let values: Vec<u8> = (0..1001u32).map(|i| ((i * 7 + 3) % (1 << bits)) as u8).collect();
+        let packed = pack_indices(&values, bits);
+        assert_eq!(packed.len(), packed_len(values.len(), bits));
+        assert_eq!(unpack_indices(&packed, values.len(), bits), values, "bits {bits}");
+    }
+}
+
+#[test]
+fn dequantized_values_are_exactly_table_entries_times_scales() {
+    let w = random_matrix(24, 40, 1);
+    let p = palettize(&w, PaletteSpec::new(4, 8), Calibration::default()).unwrap();
+    p.validate().unwrap();
+    let deq = Vec::<f32>::try_from(p.dequantize(Device::Cpu).reshape([-1])).unwrap();
+    let idx = p.unpacked_indices();
+    let scales = p.scales.as_ref().unwrap();
+    for r in 0..24 {
+        for c in 0..40 {
+            let e = r * 40 + c;
+            let entry = p.lut[(r / 8) * 16 + idx[e] as usize].to_f32();
+            assert_eq!(deq[e], entry * scales[r].to_f32(), "row {r} col {c}");
+        }
+    }
+    // each group's table is sorted and has 16 entries
+    for g in 0..3 {
+        let table = &p.lut[g * 16..(g + 1) * 16];
+        assert!(table.windows(2).all(|w| w[0] <= w[1]), "group {g} table not sorted");
+    }
+}
+
+#[test]
+fn bits_per_weight_counts_indices_tables_and_scales() {
+    let spec = PaletteSpec::new(4, 16);
+    // 64 rows x 100 cols: 4 tables of 16 fp16 entries, 64 fp16 scales
+    let bits = spec.storage_bits(64, 100);
+    assert_eq!(bits, 64 * 100 * 4 + 4 * 16 * 16 + 64 * 16);
+    let two = PaletteSpec { bits: 2, group_rows: 3, row_scale: false };
+    // 10 rows -> 4 groups (the last one partial)
+    assert_eq!(two.storage_bits(10, 10), 10 * 10 * 2 + 4 * 4 * 16);
+    let p = palettize(&random_matrix(10, 10, 2), two, Calibration::default()).unwrap();
+    assert_eq!(p.groups(), 4);
+    assert_eq!(p.storage_bits(), two.storage_bits(10, 10));
+    p.validate().unwrap();
+}
+
+#[test]
+fn more_bits_and_smaller_groups_reconstruct_better() {
+    let w = random_matrix(32, 64, 3);
+    let err = |spec| {
+        let p = palettize(&w, spec, Calibration::default()).unwrap();
+        reconstruction_error(&w, &p.dequantize(Device::Cpu), None)
+    };
+    let two = err(PaletteSpec::new(2, 32));
+    let four = err(PaletteSpec::new(4, 32));
+    let eight = err(PaletteSpec::new(8, 32));
+    assert!(four < two && eight < four, "2-bit {two}, 4-bit {four}, 8-bit {eight}");
+    let per_row = err(PaletteSpec::new(2, 1));
+    assert!(per_row < two, "per-row tables {per_row} vs one table {two}");
+}
+
+#[test]
+fn error_compensation_lowers_the_output_error() {
+    // correlated inputs: X = Z M, where M mixes channels, so compensation has something to use
+    tch::manual_seed(4);
+    let z = Tensor::randn([512, 48], (Kind::Float, Device::Cpu));
+    let mix = Tensor::randn([48, 48], (Kind::Float, Device::Cpu)) * 0.3 + Tensor::eye(48, (Kind::Float, Device::Cpu));
+    let x = z.matmul(&mix);
+    let h = x.transpose(0, 1).matmul(&x);
+    let w = random_matrix(32, 48, 5);
+    let spec = PaletteSpec::new(2, 8);
+    let plain = palettize(&w, spec, Calibration { hessian: Some(&h), weighted: false, compensate: false }).unwrap();
+    let gptq = palettize(&w, spec, Calibration { hessian: Some(&h), weighted: true, compensate: true }).unwrap();
+    let e_plain = reconstruction_error(&w, &plain.dequantize(Device::Cpu), Some(&h));
+    let e_gptq = reconstruction_error(&w, &gptq.dequantize(Device::Cpu), Some(&h));
+    assert!(e_gptq < e_plain * 0.9, "compensated {e_gptq} vs nearest {e_plain}");
+}
+
+#[test]
+fn bad_specs_and_shapes_are_refused() {
+    let w = random_matrix(4, 4, 6);
+    let err = palettize(&w, PaletteSpec::new(3, 2), Calibration::default()).unwrap_err();
+    assert!(err.to_string().contains("2, 4 or 8"), "{err}");
+    let err = palettize(&w, PaletteSpec::new(4, 0), Calibration::default()).unwrap_err();
+    assert!(err.to_string().contains("group_rows"), "{err}");
+    let h = Tensor::eye(5, (Kind::Float, Device::Cpu));
+    let calibration = Calibration { hessian: Some(&h), weighted: true, compensate: true };
+    let err = palettize(&w, PaletteSpec::new(4, 2), calibration).unwrap_err();
+    assert!(err.to_string().contains("hessian"), "{err}");
+    let mut p = palettize(&w, PaletteSpec::new(4, 2), Calibration::default()).unwrap();
+    p.indices.pop();
+    assert!(p.validate().unwrap_err().contains("indices"));
+}
