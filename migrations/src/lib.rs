@@ -9,6 +9,8 @@ mod m20261126_000001_create_pipelines;
 mod m20261126_000002_create_runs;
 mod m20261126_000003_create_watches;
 mod m20261126_000004_create_adapter_versions;
+mod m20261126_000201_create_run_schedules;
+mod m20261126_000202_create_webhook_deliveries;
 
 pub use sea_orm_migration::{MigrationStatus, MigratorTrait};
 
@@ -24,6 +26,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000002_create_runs::Migration),
             Box::new(m20261126_000003_create_watches::Migration),
             Box::new(m20261126_000004_create_adapter_versions::Migration),
+            Box::new(m20261126_000201_create_run_schedules::Migration),
+            Box::new(m20261126_000202_create_webhook_deliveries::Migration),
         ]
     }
 }

@@ -10,6 +10,7 @@ pub mod manifest;
 pub mod names;
 pub mod ports;
 pub mod run;
+pub mod scheduling;
 pub mod training;
 
 pub use digest::Digest;

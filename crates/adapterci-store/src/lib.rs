@@ -12,6 +12,7 @@ mod entity;
 mod error;
 mod pipelines;
 mod runs;
+mod scheduling;
 mod watches;
 
 pub use connect::{MigrationInfo, SeaStore};

@@ -5,5 +5,8 @@ pub mod clock;
 pub mod executor_fake;
 pub mod postgres;
 pub mod registry_conformance;
+pub mod scheduling_conformance;
+pub mod scheduling_fake;
 pub mod store_conformance;
 pub mod store_fake;
+pub mod tokio_clock;
