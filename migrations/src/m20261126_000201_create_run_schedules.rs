@@ -1,7 +1,9 @@
 //! Creates `run_schedules`: when a queued run may start, how often it was started, and who holds its lease.
 
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::schema::{big_integer, string, string_null, timestamp_with_time_zone, timestamp_with_time_zone_null};
+use sea_orm_migration::schema::{
+    big_integer, string, string_null, timestamp_with_time_zone, timestamp_with_time_zone_null,
+};
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;

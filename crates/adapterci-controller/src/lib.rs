@@ -8,10 +8,13 @@ mod error;
 mod models;
 mod progress;
 mod runner;
+mod schedule;
 mod service;
+mod specs;
 mod watch;
 
 pub use error::ControllerError;
 pub use models::{BaseModels, ResolvedBase, StaticBaseModels};
 pub use runner::RunReport;
+pub use schedule::SchedulingConfig;
 pub use service::{ApplyOutcome, Controller, ControllerConfig, Ports, PublishListener};

@@ -6,16 +6,18 @@ use std::time::Duration;
 
 use adapterci_core::gate::{GateReport, evaluate_gates};
 use adapterci_core::manifest::{ADAPTER_WEIGHTS_FILE, EvalReport, Lineage, PipelineRef};
-use adapterci_core::ports::PublishRequest;
+use adapterci_core::ports::{PublishRequest, RegistryError, SourceError};
 use adapterci_core::run::{PublishedRef, RunPatch, RunRecord, RunStage, RunState};
+use adapterci_core::scheduling::ClaimedRun;
 use adapterci_core::training::{EvalSample, InitialAdapterRef, Metrics, StepProgress, TrainJob, TrainingFailure};
-use adapterci_core::{Digest, PipelineName};
+use adapterci_core::{AdapterName, Digest, PipelineName};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::ControllerError;
 use crate::progress::{ProgressSnapshot, RunProgress};
+use crate::schedule::Interrupted;
 use crate::service::Controller;
 
 /// The report kept with a run (as JSON in the metadata store), while it trains and after.
@@ -57,30 +59,65 @@ enum Outcome {
 }
 
 impl Controller {
-    /// Runs every stage of `run` (already claimed: state running) and stores its terminal state.
-    pub(crate) async fn execute_run(&self, run: RunRecord) -> Result<RunRecord, ControllerError> {
-        let store = &self.ports().store;
-        let (state, error) = match self.execute_stages(&run).await {
-            Ok(Outcome::Published(published)) => {
-                tracing::info!(run = %run.id, adapter = %published.adapter, version = published.version, "run published");
-                return Ok(store
-                    .update_run(
-                        &run.id,
-                        RunPatch {
-                            state: Some(RunState::Succeeded),
-                            published: Some(published),
-                            ..RunPatch::default()
-                        },
-                    )
-                    .await?);
-            }
-            Ok(Outcome::Rejected) => (RunState::Rejected, None),
-            Err(error) => {
-                tracing::warn!(run = %run.id, %error, "run failed");
-                (RunState::Failed, Some(error.to_string()))
+    /// Executes a claimed run to its end while a heartbeat keeps its lease: publishes or rejects it, queues it
+    /// again after a retryable failure, or stops at once when it is cancelled or its lease is lost.
+    pub(crate) async fn execute_claimed(&self, claimed: ClaimedRun) -> Result<RunRecord, ControllerError> {
+        let run = &claimed.run;
+        let (cancel, _active) = self.register_active(&run.id);
+        let outcome = tokio::select! {
+            outcome = self.execute_stages(run) => outcome,
+            interrupted = self.keep_lease(&run.id, cancel) => {
+                // The stages' future is dropped here, which stops the training (the executor kills its job).
+                return match interrupted {
+                    Interrupted::Cancelled => {
+                        tracing::info!(run = %run.id, "run cancelled: execution stopped");
+                        self.finish(&run.id, terminal(RunState::Cancelled, Some("cancelled".to_string()))).await
+                    }
+                    Interrupted::LeaseLost => {
+                        tracing::warn!(run = %run.id, "run lease lost: another controller owns the run now");
+                        self.current(&run.id).await
+                    }
+                };
             }
         };
-        Ok(store.update_run(&run.id, RunPatch { state: Some(state), error, ..RunPatch::default() }).await?)
+        match outcome {
+            Ok(Outcome::Published(published)) => {
+                tracing::info!(run = %run.id, adapter = %published.adapter, version = published.version, "run published");
+                self.finish(
+                    &run.id,
+                    RunPatch { state: Some(RunState::Succeeded), published: Some(published), ..RunPatch::default() },
+                )
+                .await
+            }
+            Ok(Outcome::Rejected) => self.finish(&run.id, terminal(RunState::Rejected, None)).await,
+            Err(RunFailure::Training(TrainingFailure::Cancelled)) => {
+                self.finish(&run.id, terminal(RunState::Cancelled, Some("training cancelled".to_string()))).await
+            }
+            Err(RunFailure::LeaseLost) => {
+                tracing::warn!(run = %run.id, "run lease lost before publishing: nothing published");
+                self.current(&run.id).await
+            }
+            Err(failure) => {
+                let retryable = failure.retryable();
+                self.retry_or_fail(&claimed, failure.to_string(), retryable).await
+            }
+        }
+    }
+
+    async fn current(&self, run_id: &str) -> Result<RunRecord, ControllerError> {
+        self.ports().store.get_run(run_id).await?.ok_or_else(|| ControllerError::RunNotFound(run_id.to_string()))
+    }
+
+    /// The version this run already published (a crash between publishing and recording the outcome).
+    async fn published_by(
+        &self,
+        run: &RunRecord,
+        adapter: &AdapterName,
+    ) -> Result<Option<PublishedRef>, ControllerError> {
+        let versions = self.ports().registry.list_versions(adapter).await?;
+        Ok(versions.into_iter().find(|version| version.run_id.as_deref() == Some(run.id.as_str())).map(|version| {
+            PublishedRef { adapter: version.name, version: version.version, manifest_digest: version.manifest_digest }
+        }))
     }
 
     async fn set_stage(&self, run: &RunRecord, stage: RunStage) -> Result<(), ControllerError> {
@@ -91,6 +128,10 @@ impl Controller {
     async fn execute_stages(&self, run: &RunRecord) -> Result<Outcome, RunFailure> {
         let ports = self.ports();
         let (record, spec) = self.load_spec(&run.pipeline).await?;
+        if let Some(published) = self.published_by(run, &spec.publish.adapter).await? {
+            tracing::info!(run = %run.id, version = published.version, "run had published before a restart: not again");
+            return Ok(Outcome::Published(published));
+        }
 
         self.set_stage(run, RunStage::InitialAdapter).await?;
         // Base releases with accuracy-recovery adapters do not exist yet: every run starts from LoRA's standard
@@ -139,6 +180,12 @@ impl Controller {
         }
 
         self.set_stage(run, RunStage::Publish).await?;
+        // Fencing: only the lease holder publishes, so a run taken over after an expiry is published once.
+        let until =
+            self.now() + chrono::Duration::from_std(self.config().scheduling.lease).unwrap_or(chrono::Duration::MAX);
+        if !ports.scheduler.renew_lease(&run.id, &self.config().holder, until).await.map_err(ControllerError::from)? {
+            return Err(RunFailure::LeaseLost);
+        }
         let request = PublishRequest {
             name: spec.publish.adapter.clone(),
             adapter: output.adapter_config.clone(),
@@ -193,19 +240,17 @@ impl Controller {
     pub(crate) async fn load_spec(
         &self,
         name: &PipelineName,
-    ) -> Result<(adapterci_core::ports::PipelineRecord, adapterci_pipeline::PipelineSpec), ControllerError> {
+    ) -> Result<(adapterci_core::ports::PipelineRecord, Arc<adapterci_pipeline::PipelineSpec>), ControllerError> {
         let record = self
             .ports()
             .store
             .get_pipeline(name)
             .await?
             .ok_or_else(|| ControllerError::PipelineNotFound(name.to_string()))?;
-        let spec = adapterci_pipeline::parse_pipeline(&record.spec_yaml, None).map_err(|error| {
-            ControllerError::StoredPipeline {
-                name: name.to_string(),
-                revision: record.revision,
-                reason: error.to_string(),
-            }
+        let spec = self.specs.get(&record).map_err(|error| ControllerError::StoredPipeline {
+            name: name.to_string(),
+            revision: record.revision,
+            reason: error.to_string(),
         })?;
         Ok((record, spec))
     }
@@ -236,6 +281,28 @@ enum RunFailure {
     Controller(#[from] ControllerError),
     #[error(transparent)]
     Training(TrainingFailure),
+    #[error("the run lease was lost")]
+    LeaseLost,
+}
+
+impl RunFailure {
+    /// Whether another attempt may succeed: backend and infrastructure failures yes, bad input no.
+    fn retryable(&self) -> bool {
+        match self {
+            RunFailure::Training(TrainingFailure::Backend(_)) => true,
+            RunFailure::Training(_) | RunFailure::LeaseLost => false,
+            RunFailure::Controller(error) => matches!(
+                error,
+                ControllerError::Store(_)
+                    | ControllerError::Registry(RegistryError::Backend(_) | RegistryError::Store(_))
+                    | ControllerError::Source(SourceError::Backend(_))
+            ),
+        }
+    }
+}
+
+fn terminal(state: RunState, error: Option<String>) -> RunPatch {
+    RunPatch { state: Some(state), error, ..RunPatch::default() }
 }
 
 impl From<adapterci_core::ports::StoreError> for RunFailure {

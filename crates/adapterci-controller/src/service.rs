@@ -9,10 +9,13 @@ use adapterci_core::PipelineName;
 use adapterci_core::ports::{
     AdapterRegistry, AdapterVersionRecord, Clock, DatasetSource, MetadataStore, PipelineRecord, TrainingExecutor,
 };
-use adapterci_core::run::{NewRun, RunRecord, Trigger};
+use adapterci_core::run::{RunRecord, Trigger};
+use adapterci_core::scheduling::RunScheduler;
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
+use crate::schedule::{SchedulingConfig, Timing, holder_name, spawn_execution};
+use crate::specs::SpecCache;
 use crate::{BaseModels, ControllerError};
 
 /// The outside world, as ports.
@@ -24,6 +27,8 @@ pub struct Ports {
     pub executor: Arc<dyn TrainingExecutor>,
     pub base_models: Arc<dyn BaseModels>,
     pub clock: Arc<dyn Clock>,
+    /// Durable scheduling (leases, debounce, limits, retries); usually the same store as `store`.
+    pub scheduler: Arc<dyn RunScheduler>,
 }
 
 /// Timing of the controller loop.
@@ -33,11 +38,19 @@ pub struct ControllerConfig {
     pub tick: Duration,
     /// At most one progress write per run per this interval.
     pub progress_write_interval: Duration,
+    pub scheduling: SchedulingConfig,
+    /// This controller's name on the leases it holds; unique per process by default.
+    pub holder: String,
 }
 
 impl Default for ControllerConfig {
     fn default() -> Self {
-        ControllerConfig { tick: Duration::from_secs(1), progress_write_interval: Duration::from_secs(1) }
+        ControllerConfig {
+            tick: Duration::from_secs(1),
+            progress_write_interval: Duration::from_secs(1),
+            scheduling: SchedulingConfig::default(),
+            holder: holder_name(),
+        }
     }
 }
 
@@ -71,11 +84,21 @@ pub struct Controller {
     listeners: Mutex<Vec<Arc<dyn PublishListener>>>,
     /// When each pipeline's watch was last polled (in memory: after a restart every watch is due at once).
     pub(crate) last_polled: Mutex<HashMap<PipelineName, DateTime<Utc>>>,
+    /// Runs executing in this process, with the switch that cancels each.
+    pub(crate) active_runs: Mutex<HashMap<String, watch::Sender<bool>>>,
+    pub(crate) specs: SpecCache,
 }
 
 impl Controller {
     pub fn new(ports: Ports, config: ControllerConfig) -> Controller {
-        Controller { ports, config, listeners: Mutex::new(Vec::new()), last_polled: Mutex::new(HashMap::new()) }
+        Controller {
+            ports,
+            config,
+            listeners: Mutex::new(Vec::new()),
+            last_polled: Mutex::new(HashMap::new()),
+            active_runs: Mutex::new(HashMap::new()),
+            specs: SpecCache::default(),
+        }
     }
 
     pub fn ports(&self) -> &Ports {
@@ -121,35 +144,17 @@ impl Controller {
         Ok((record, outcome))
     }
 
-    /// Queues a run of `pipeline`.
+    /// Queues a run of `pipeline`, due at once (a person asked: never debounced or joined with another run).
     pub async fn trigger(&self, pipeline: &PipelineName, trigger: Trigger) -> Result<RunRecord, ControllerError> {
-        let record = self
-            .ports
-            .store
-            .get_pipeline(pipeline)
-            .await?
-            .ok_or_else(|| ControllerError::PipelineNotFound(pipeline.to_string()))?;
-        let run = self
-            .ports
-            .store
-            .create_run(NewRun {
-                pipeline: record.name.clone(),
-                pipeline_revision: record.revision,
-                trigger,
-                dataset_digest: None,
-            })
-            .await?;
-        tracing::info!(run = %run.id, pipeline = %run.pipeline, "run queued");
-        Ok(run)
+        self.enqueue(pipeline, trigger, Timing::Immediate).await
     }
 
-    /// Claims the oldest queued run and executes it to a terminal state; `None` when nothing was queued.
+    /// Claims the next due run and executes it here to its end (or to a retry); `None` when no run is due.
     pub async fn run_next(&self) -> Result<Option<RunRecord>, ControllerError> {
-        let Some(run) = self.ports.store.claim_next_run().await? else {
+        let Some(claimed) = self.claim().await? else {
             return Ok(None);
         };
-        tracing::info!(run = %run.id, pipeline = %run.pipeline, "run started");
-        self.execute_run(run).await.map(Some)
+        self.execute_claimed(claimed).await.map(Some)
     }
 
     /// One pass of the loop: poll due watches, then execute queued runs until none is left.
@@ -159,19 +164,36 @@ impl Controller {
         Ok(())
     }
 
-    /// Runs `tick` every `config.tick` until `shutdown` turns true. Errors are logged, never fatal.
+    /// Every `config.tick`: polls due watches, then starts due runs as tasks, as many as the limits allow, so
+    /// that watches keep being polled while runs train. Errors are logged, never fatal. Runs still executing at
+    /// shutdown are left to their leases: the next controller takes them over when the leases expire.
     pub async fn run_until(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut interval = tokio::time::interval(self.config.tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut executions: Vec<tokio::task::JoinHandle<()>> = Vec::new();
         loop {
             tokio::select! {
                 _ = interval.tick() => {
-                    if let Err(error) = self.tick().await {
-                        tracing::warn!(%error, "controller tick failed");
+                    if let Err(error) = self.poll_watches().await {
+                        tracing::warn!(%error, "controller watch pass failed");
+                    }
+                    executions.retain(|execution| !execution.is_finished());
+                    while executions.len() < self.config.scheduling.limits.global {
+                        match self.claim().await {
+                            Ok(Some(claimed)) => executions.push(spawn_execution(self.clone(), claimed)),
+                            Ok(None) => break,
+                            Err(error) => {
+                                tracing::warn!(%error, "claiming a run failed");
+                                break;
+                            }
+                        }
                     }
                 }
                 changed = shutdown.changed() => {
                     if changed.is_err() || *shutdown.borrow() {
+                        for execution in &executions {
+                            execution.abort();
+                        }
                         tracing::info!("controller stopped");
                         return;
                     }

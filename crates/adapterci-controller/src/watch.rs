@@ -8,14 +8,17 @@ use adapterci_core::{Digest, PipelineName};
 use adapterci_pipeline::PipelineSpec;
 use chrono::Duration as ChronoDuration;
 
+use crate::schedule::Timing;
 use crate::{Controller, ControllerError};
 
 impl Controller {
     /// Polls every due dataset watch; returns the runs it queued.
     pub async fn poll_watches(&self) -> Result<Vec<RunRecord>, ControllerError> {
         let mut queued = Vec::new();
-        for record in self.ports().store.list_pipelines().await? {
-            let spec = match adapterci_pipeline::parse_pipeline(&record.spec_yaml, None) {
+        let records = self.ports().store.list_pipelines().await?;
+        self.specs.retain(&records);
+        for record in &records {
+            let spec = match self.specs.get(record) {
                 Ok(spec) => spec,
                 Err(error) => {
                     tracing::warn!(pipeline = %record.name, %error, "stored pipeline does not parse: not watched");
@@ -25,7 +28,7 @@ impl Controller {
             if !self.watch_due(&spec) {
                 continue;
             }
-            match self.poll_one(&spec).await {
+            match self.poll_one(&spec, Timing::Debounced).await {
                 Ok(Some(run)) => queued.push(run),
                 Ok(None) => {}
                 Err(error) => tracing::warn!(pipeline = %spec.name, %error, "dataset watch failed"),
@@ -35,13 +38,13 @@ impl Controller {
     }
 
     /// Checks `pipeline`'s dataset now, whatever its interval (for a webhook that says the data changed, or a
-    /// test); queues a run when the content changed.
+    /// test); queues a run, due at once, when the content changed.
     pub async fn poll_now(&self, pipeline: &PipelineName) -> Result<Option<RunRecord>, ControllerError> {
         let (_, spec) = self.load_spec(pipeline).await?;
         if let Ok(mut last_polled) = self.last_polled.lock() {
             last_polled.insert(spec.name.clone(), self.ports().clock.now());
         }
-        self.poll_one(&spec).await
+        self.poll_one(&spec, Timing::Immediate).await
     }
 
     fn watch_due(&self, spec: &PipelineSpec) -> bool {
@@ -62,7 +65,7 @@ impl Controller {
         due
     }
 
-    async fn poll_one(&self, spec: &PipelineSpec) -> Result<Option<RunRecord>, ControllerError> {
+    async fn poll_one(&self, spec: &PipelineSpec, timing: Timing) -> Result<Option<RunRecord>, ControllerError> {
         let ports = self.ports();
         let location = &spec.dataset.location;
         let Some(stat) = ports.datasets.stat(location).await? else {
@@ -82,7 +85,8 @@ impl Controller {
         let run = if changed {
             tracing::info!(pipeline = %spec.name, location, %digest, "dataset changed");
             // Queue first, remember second: a crash in between re-queues the change instead of losing it.
-            Some(self.trigger(&spec.name, Trigger::DatasetChanged { location: location.clone(), digest }).await?)
+            let trigger = Trigger::DatasetChanged { location: location.clone(), digest };
+            Some(self.enqueue(&spec.name, trigger, timing).await?)
         } else {
             tracing::debug!(pipeline = %spec.name, location, "dataset touched but unchanged");
             None

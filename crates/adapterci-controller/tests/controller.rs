@@ -14,6 +14,7 @@ use adapterci_core::{AdapterName, Digest, PipelineName};
 use adapterci_registry::{ObjectStoreDatasetSource, ObjectStoreRegistry, open_object_store};
 use adapterci_testkit::clock::ManualClock;
 use adapterci_testkit::executor_fake::ScriptedExecutor;
+use adapterci_testkit::scheduling_fake::InMemoryScheduler;
 use adapterci_testkit::store_fake::InMemoryMetadataStore;
 use bytes::Bytes;
 
@@ -58,6 +59,7 @@ fn harness() -> Harness {
         executor: executor.clone(),
         base_models: Arc::new(StaticBaseModels::new([base])),
         clock: clock.clone(),
+        scheduler: Arc::new(InMemoryScheduler::new(store.clone())),
     };
     Harness {
         controller: Controller::new(ports, ControllerConfig::default()),
@@ -78,6 +80,12 @@ impl Harness {
     async fn poll(&self) -> usize {
         self.clock.advance(chrono::Duration::seconds(11));
         self.controller.poll_watches().await.unwrap().len()
+    }
+
+    /// Moves the clock past the debounce window and executes the next due run.
+    async fn run_next(&self) -> Option<adapterci_core::run::RunRecord> {
+        self.clock.advance(chrono::Duration::seconds(6));
+        self.controller.run_next().await.unwrap()
     }
 
     async fn versions(&self) -> Vec<u64> {
@@ -129,8 +137,10 @@ async fn a_watch_queues_one_run_per_content_change_and_none_for_a_touch() {
     assert_eq!(h.poll().await, 1, "new content");
     let runs = h.store.list_runs(Some(&demo()), 10).await.unwrap();
     assert_eq!(runs.len(), 2);
-    assert!(runs.iter().all(|run| run.state == RunState::Queued));
+    assert_eq!(runs[0].state, RunState::Queued);
     assert!(matches!(&runs[0].trigger, Trigger::DatasetChanged { digest, .. } if *digest == Digest::of(b"good 2\n")));
+    assert_eq!(runs[1].state, RunState::Cancelled, "the older queued run is superseded by newer data");
+    assert!(runs[1].error.as_deref().unwrap_or_default().contains("superseded"), "{:?}", runs[1].error);
 }
 
 #[tokio::test]
@@ -152,7 +162,7 @@ async fn passing_gates_publish_and_failing_gates_reject_with_the_report() {
     h.controller.apply(PIPELINE, None).await.unwrap();
     h.upload("good\ngood\n").await;
     h.poll().await;
-    let run = h.controller.run_next().await.unwrap().expect("a queued run");
+    let run = h.run_next().await.expect("a queued run");
     assert_eq!(run.state, RunState::Succeeded, "{run:#?}");
     let published = run.published.expect("published");
     assert_eq!(published.version, 1);
@@ -164,14 +174,14 @@ async fn passing_gates_publish_and_failing_gates_reject_with_the_report() {
 
     h.upload("bad\nbad\nbad\n").await;
     h.poll().await;
-    let run = h.controller.run_next().await.unwrap().expect("a queued run");
+    let run = h.run_next().await.expect("a queued run");
     assert_eq!(run.state, RunState::Rejected, "{run:#?}");
     assert!(run.published.is_none());
     let report = run.report.expect("report kept");
     assert_eq!(report["gates"]["passed"], false);
     assert_eq!(report["gates"]["results"][0]["metric"], "exact_match");
     assert_eq!(h.versions().await, vec![1]);
-    assert!(h.controller.run_next().await.unwrap().is_none());
+    assert!(h.run_next().await.is_none());
 }
 
 #[tokio::test]
@@ -180,7 +190,7 @@ async fn a_training_failure_fails_the_run_with_its_reason() {
     h.controller.apply(PIPELINE, None).await.unwrap();
     h.upload("fail\n").await;
     h.poll().await;
-    let run = h.controller.run_next().await.unwrap().unwrap();
+    let run = h.run_next().await.unwrap();
     assert_eq!(run.state, RunState::Failed);
     assert_eq!(run.error.as_deref(), Some("invalid training input: line 1: scripted failure"));
     assert!(h.versions().await.is_empty());
@@ -192,7 +202,7 @@ async fn a_manual_run_trains_on_the_current_dataset_with_the_pipeline_settings()
     h.controller.apply(PIPELINE, None).await.unwrap();
     h.upload("good\n").await;
     h.controller.trigger(&demo(), Trigger::Manual).await.unwrap();
-    let run = h.controller.run_next().await.unwrap().unwrap();
+    let run = h.run_next().await.unwrap();
     assert_eq!(run.state, RunState::Succeeded);
     let jobs = h.executor.jobs();
     assert_eq!(jobs.len(), 1);
@@ -206,7 +216,7 @@ async fn a_missing_dataset_fails_the_run_naming_the_location() {
     let h = harness();
     h.controller.apply(PIPELINE, None).await.unwrap();
     h.controller.trigger(&demo(), Trigger::Manual).await.unwrap();
-    let run = h.controller.run_next().await.unwrap().unwrap();
+    let run = h.run_next().await.unwrap();
     assert_eq!(run.state, RunState::Failed);
     let error = run.error.unwrap_or_default();
     assert!(error.contains("datasets/demo/train.jsonl"), "{error}");

@@ -105,6 +105,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     }
     let served_base = catalog.first().cloned();
     let ports = Ports {
+        scheduler: store.clone(),
         store,
         registry: registry.clone(),
         datasets,
@@ -114,7 +115,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     };
     let controller = Arc::new(Controller::new(
         ports,
-        ControllerConfig { tick: config.tick(), progress_write_interval: Duration::from_secs(1) },
+        ControllerConfig {
+            tick: config.tick(),
+            progress_write_interval: Duration::from_secs(1),
+            ..ControllerConfig::default()
+        },
     ));
 
     let worker = match (config.no_worker, served_base) {

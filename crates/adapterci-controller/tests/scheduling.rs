@@ -1,0 +1,350 @@
+//! Durable scheduling seen from the controller: debounce of bursts, retries with backoff, leases kept by
+//! heartbeats and taken over after a crash, cancellation, and exactly one publish per run. Every test runs on a
+//! paused tokio clock that also drives the controller's wall clock (`TokioClock`): timers fire in virtual time,
+//! deterministically, and nothing waits for real time.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use adapterci_controller::{
+    Controller, ControllerConfig, Ports, PublishListener, ResolvedBase, SchedulingConfig, StaticBaseModels,
+};
+use adapterci_core::ports::{AdapterRegistry, AdapterVersionRecord, DatasetSource, RunStore, TrainingExecutor};
+use adapterci_core::run::{RunRecord, RunState, Trigger};
+use adapterci_core::scheduling::{ConcurrencyLimits, RetryPolicy, RunScheduler};
+use adapterci_core::training::{ProgressSink, TrainJob, TrainOutput, TrainingFailure};
+use adapterci_core::{AdapterName, Digest, PipelineName};
+use adapterci_registry::{ObjectStoreDatasetSource, ObjectStoreRegistry, open_object_store};
+use adapterci_testkit::executor_fake::ScriptedExecutor;
+use adapterci_testkit::scheduling_fake::InMemoryScheduler;
+use adapterci_testkit::store_fake::InMemoryMetadataStore;
+use adapterci_testkit::tokio_clock::TokioClock;
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+const PIPELINE: &str = "version: v1
+name: demo
+base:
+  model: tiny
+dataset:
+  location: datasets/demo/train.jsonl
+triggers:
+  - kind: dataset_watch
+    interval: 1s
+  - kind: manual
+publish:
+  adapter: demo-adapter
+";
+
+const DEBOUNCE: Duration = Duration::from_secs(30);
+const LEASE: Duration = Duration::from_secs(30);
+const HEARTBEAT: Duration = Duration::from_secs(10);
+
+fn scheduling() -> SchedulingConfig {
+    SchedulingConfig {
+        debounce: DEBOUNCE,
+        max_debounce: Duration::from_secs(600),
+        supersede_queued: true,
+        limits: ConcurrencyLimits { global: 2, per_pipeline: 1 },
+        lease: LEASE,
+        heartbeat: HEARTBEAT,
+        retry: RetryPolicy {
+            max_attempts: 4,
+            initial_backoff: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(15),
+        },
+    }
+}
+
+/// An executor that fails with a backend error the first `failures` times, blocks the first call while
+/// `block_first` holds, and otherwise behaves like the scripted executor.
+#[derive(Default)]
+struct TestExecutor {
+    inner: ScriptedExecutor,
+    failures: AtomicUsize,
+    block_first: bool,
+    calls: AtomicUsize,
+    started: Notify,
+    /// Training futures dropped before they finished (a cancel or a crash stopped them).
+    dropped: Arc<AtomicUsize>,
+}
+
+struct DropFlag(Arc<AtomicUsize>, bool);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+#[async_trait]
+impl TrainingExecutor for TestExecutor {
+    async fn execute(&self, job: TrainJob, progress: Arc<dyn ProgressSink>) -> Result<TrainOutput, TrainingFailure> {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst);
+        let mut flag = DropFlag(self.dropped.clone(), false);
+        self.started.notify_one();
+        if self.block_first && call == 0 {
+            std::future::pending::<()>().await;
+        }
+        let failures_left = self.failures.load(Ordering::SeqCst);
+        if failures_left > 0 {
+            self.failures.store(failures_left - 1, Ordering::SeqCst);
+            flag.1 = true;
+            return Err(TrainingFailure::Backend("the device went away".to_string()));
+        }
+        let result = self.inner.execute(job, progress).await;
+        flag.1 = true;
+        result
+    }
+}
+
+/// Crashes the execution that publishes (a panic ends its task) right after the version is recorded.
+struct CrashAfterPublish;
+
+impl PublishListener for CrashAfterPublish {
+    fn published(&self, _version: &AdapterVersionRecord) {
+        panic!("simulated crash between publishing and recording the run's outcome");
+    }
+}
+
+struct Harness {
+    store: Arc<InMemoryMetadataStore>,
+    scheduler: Arc<InMemoryScheduler>,
+    datasets: Arc<ObjectStoreDatasetSource>,
+    registry: Arc<ObjectStoreRegistry>,
+    ports: Ports,
+    executor: Arc<TestExecutor>,
+}
+
+fn harness(executor: TestExecutor) -> Harness {
+    let store = Arc::new(InMemoryMetadataStore::new());
+    let scheduler = Arc::new(InMemoryScheduler::new(store.clone()));
+    let registry = Arc::new(ObjectStoreRegistry::new(open_object_store("memory://").unwrap(), store.clone()));
+    let datasets = Arc::new(ObjectStoreDatasetSource::new(open_object_store("memory://").unwrap()));
+    let executor = Arc::new(executor);
+    let base = ResolvedBase { name: "tiny".to_string(), path: PathBuf::from("tiny.gguf"), digest: Digest::of(b"tiny") };
+    let ports = Ports {
+        store: store.clone(),
+        registry: registry.clone(),
+        datasets: datasets.clone(),
+        executor: executor.clone(),
+        base_models: Arc::new(StaticBaseModels::new([base])),
+        clock: Arc::new(TokioClock::new()),
+        scheduler: scheduler.clone(),
+    };
+    Harness { store, scheduler, datasets, registry, ports, executor }
+}
+
+impl Harness {
+    /// A controller on the shared ports, with a lease name of its own (a replica, or a restarted adapterd).
+    fn controller(&self) -> Arc<Controller> {
+        Arc::new(Controller::new(
+            self.ports.clone(),
+            ControllerConfig { scheduling: scheduling(), ..ControllerConfig::default() },
+        ))
+    }
+
+    async fn upload(&self, content: &str) {
+        self.datasets.write("datasets/demo/train.jsonl", Bytes::from(content.to_string())).await.unwrap();
+    }
+
+    async fn runs(&self) -> Vec<RunRecord> {
+        self.store.list_runs(None, 100).await.unwrap()
+    }
+
+    async fn versions(&self) -> Vec<AdapterVersionRecord> {
+        self.registry.list_versions(&AdapterName::new("demo-adapter").unwrap()).await.unwrap()
+    }
+
+    async fn run(&self, id: &str) -> RunRecord {
+        self.store.get_run(id).await.unwrap().unwrap()
+    }
+}
+
+fn demo() -> PipelineName {
+    PipelineName::new("demo").unwrap()
+}
+
+async fn wait(duration: Duration) {
+    // Virtual time: the paused runtime jumps to each timer (heartbeats included) in order.
+    tokio::time::sleep(duration).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn twenty_uploads_inside_the_debounce_window_start_one_run_on_the_last_data() {
+    let h = harness(TestExecutor::default());
+    let controller = h.controller();
+    controller.apply(PIPELINE, None).await.unwrap();
+    for upload in 0..20 {
+        h.upload(&format!("good {upload}\n")).await;
+        wait(Duration::from_secs(1)).await;
+        assert_eq!(controller.poll_watches().await.unwrap().len(), 1, "upload {upload} is seen");
+        assert!(controller.run_next().await.unwrap().is_none(), "nothing starts inside the window");
+    }
+    assert_eq!(h.runs().await.len(), 1, "one run for the whole burst");
+    wait(DEBOUNCE).await;
+    let run = controller.run_next().await.unwrap().expect("due after the window");
+    assert_eq!(run.state, RunState::Succeeded, "{run:#?}");
+    assert_eq!(h.executor.inner.jobs()[0].dataset, b"good 19\n", "the run trains on the newest data");
+    let schedule = h.scheduler.run_schedule(&run.id).await.unwrap().unwrap();
+    assert_eq!(schedule.coalesced_triggers, 19);
+    assert!(controller.run_next().await.unwrap().is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_attempts_are_retried_with_exponential_backoff_up_to_the_cap() {
+    let h = harness(TestExecutor { failures: AtomicUsize::new(2), ..TestExecutor::default() });
+    let controller = h.controller();
+    controller.apply(PIPELINE, None).await.unwrap();
+    h.upload("good\n").await;
+    let queued = controller.trigger(&demo(), Trigger::Manual).await.unwrap();
+
+    let first = controller.run_next().await.unwrap().unwrap();
+    assert_eq!(first.state, RunState::Queued, "a backend failure is retried");
+    assert!(first.error.as_deref().unwrap_or_default().contains("attempt 1 failed"), "{:?}", first.error);
+    wait(Duration::from_secs(9)).await;
+    assert!(controller.run_next().await.unwrap().is_none(), "backing off for 10 s");
+    wait(Duration::from_secs(1)).await;
+    let second = controller.run_next().await.unwrap().unwrap();
+    assert_eq!(second.state, RunState::Queued);
+    wait(Duration::from_secs(14)).await;
+    assert!(controller.run_next().await.unwrap().is_none(), "20 s capped to 15 s");
+    wait(Duration::from_secs(1)).await;
+    let third = controller.run_next().await.unwrap().unwrap();
+    assert_eq!(third.state, RunState::Succeeded, "{third:#?}");
+    assert_eq!(third.id, queued.id);
+    assert_eq!(h.scheduler.run_schedule(&queued.id).await.unwrap().unwrap().attempts, 3);
+    assert_eq!(h.versions().await.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_failing_every_attempt_fails_after_the_attempt_limit() {
+    let h = harness(TestExecutor { failures: AtomicUsize::new(100), ..TestExecutor::default() });
+    let controller = h.controller();
+    controller.apply(PIPELINE, None).await.unwrap();
+    h.upload("good\n").await;
+    let run = controller.trigger(&demo(), Trigger::Manual).await.unwrap();
+    let mut last = None;
+    for _ in 0..4 {
+        wait(Duration::from_secs(15)).await;
+        last = controller.run_next().await.unwrap();
+    }
+    let last = last.unwrap();
+    assert_eq!((last.id.as_str(), last.state), (run.id.as_str(), RunState::Failed));
+    assert_eq!(last.error.as_deref(), Some("training failed: the device went away"));
+    wait(Duration::from_secs(60)).await;
+    assert!(controller.run_next().await.unwrap().is_none(), "no fifth attempt");
+    assert_eq!(h.executor.calls.load(Ordering::SeqCst), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn heartbeats_keep_a_lease_and_a_crashed_controllers_run_is_taken_over_after_it_expires() {
+    let h = harness(TestExecutor { block_first: true, ..TestExecutor::default() });
+    let (first, second) = (h.controller(), h.controller());
+    first.apply(PIPELINE, None).await.unwrap();
+    h.upload("good\n").await;
+    let run = first.trigger(&demo(), Trigger::Manual).await.unwrap();
+
+    let crashing = tokio::spawn({
+        let first = first.clone();
+        async move { first.run_next().await }
+    });
+    h.executor.started.notified().await;
+    wait(LEASE * 3).await;
+    assert!(second.run_next().await.unwrap().is_none(), "heartbeats keep the lease for three lease periods");
+    assert_eq!(h.run(&run.id).await.state, RunState::Running);
+
+    crashing.abort(); // the first controller dies (kill -9): no heartbeat any more, no cleanup
+    assert!(crashing.await.unwrap_err().is_cancelled());
+    wait(LEASE - HEARTBEAT).await;
+    assert!(second.run_next().await.unwrap().is_none(), "the lease has not expired yet");
+    wait(HEARTBEAT + Duration::from_secs(1)).await;
+    let taken_over = second.run_next().await.unwrap().expect("taken over after the lease expired");
+    assert_eq!(taken_over.id, run.id);
+    assert_eq!(taken_over.state, RunState::Succeeded, "{taken_over:#?}");
+    assert_eq!(h.scheduler.run_schedule(&run.id).await.unwrap().unwrap().attempts, 2);
+    assert_eq!(h.versions().await.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_after_publishing_does_not_publish_the_run_again() {
+    let h = harness(TestExecutor::default());
+    let (first, second) = (h.controller(), h.controller());
+    first.add_publish_listener(Arc::new(CrashAfterPublish));
+    first.apply(PIPELINE, None).await.unwrap();
+    h.upload("good\n").await;
+    let run = first.trigger(&demo(), Trigger::Manual).await.unwrap();
+    let crashed = tokio::spawn({
+        let first = first.clone();
+        async move { first.run_next().await }
+    });
+    assert!(crashed.await.unwrap_err().is_panic());
+    assert_eq!(h.versions().await.len(), 1, "published before the crash");
+    assert_eq!(h.run(&run.id).await.state, RunState::Running, "the outcome was never recorded");
+
+    wait(LEASE + Duration::from_secs(1)).await;
+    let finished = second.run_next().await.unwrap().expect("taken over");
+    assert_eq!(finished.state, RunState::Succeeded);
+    let versions = h.versions().await;
+    assert_eq!(versions.len(), 1, "exactly one version for the run");
+    assert_eq!(finished.published.map(|published| published.version), Some(versions[0].version));
+    assert_eq!(h.executor.calls.load(Ordering::SeqCst), 1, "the second controller did not train again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancel_stops_a_running_run_at_once_and_a_queued_run_never_starts() {
+    let h = harness(TestExecutor { block_first: true, ..TestExecutor::default() });
+    let controller = h.controller();
+    controller.apply(PIPELINE, None).await.unwrap();
+    h.upload("good\n").await;
+    let running = controller.trigger(&demo(), Trigger::Manual).await.unwrap();
+    let execution = tokio::spawn({
+        let controller = controller.clone();
+        async move { controller.run_next().await }
+    });
+    h.executor.started.notified().await;
+    assert_eq!(controller.active_run_count(), 1);
+    let cancelled = controller.cancel(&running.id).await.unwrap();
+    assert_eq!(cancelled.state, RunState::Cancelled);
+    let ended = execution.await.unwrap().unwrap().unwrap();
+    assert_eq!(ended.state, RunState::Cancelled);
+    assert_eq!(h.executor.dropped.load(Ordering::SeqCst), 1, "the training was stopped, not left running");
+    assert_eq!(controller.active_run_count(), 0);
+
+    let queued = controller.trigger(&demo(), Trigger::Manual).await.unwrap();
+    assert_eq!(controller.cancel(&queued.id).await.unwrap().state, RunState::Cancelled);
+    assert!(controller.run_next().await.unwrap().is_none());
+    assert!(h.versions().await.is_empty());
+    let error = controller.cancel("no-such-run").await.unwrap_err();
+    assert!(error.to_string().contains("no-such-run"), "{error}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_cancelled_through_another_controller_stops_at_its_next_heartbeat() {
+    let h = harness(TestExecutor { block_first: true, ..TestExecutor::default() });
+    let (runner, api) = (h.controller(), h.controller());
+    runner.apply(PIPELINE, None).await.unwrap();
+    h.upload("good\n").await;
+    let run = runner.trigger(&demo(), Trigger::Manual).await.unwrap();
+    let execution = tokio::spawn({
+        let runner = runner.clone();
+        async move { runner.run_next().await }
+    });
+    h.executor.started.notified().await;
+    let cancelled_at = h.ports.clock.now();
+    api.cancel(&run.id).await.unwrap();
+    let ended = execution.await.unwrap().unwrap().unwrap();
+    assert_eq!(ended.state, RunState::Cancelled);
+    assert_eq!(h.executor.dropped.load(Ordering::SeqCst), 1);
+    assert!(h.versions().await.is_empty());
+    // Virtual time: the runner noticed at its next heartbeat, not at the lease's end.
+    let noticed_after = h.ports.clock.now() - cancelled_at;
+    assert!(noticed_after <= chrono::Duration::from_std(HEARTBEAT).unwrap(), "{noticed_after}");
+}
