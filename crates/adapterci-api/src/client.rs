@@ -114,6 +114,12 @@ impl ApiClient {
         self.call(Method::GET, self.url(&["api", "v1", "runs", id]), Body::<()>::None).await
     }
 
+    /// `POST /api/v1/runs/{id}/cancel`: cancel a queued or running run; a run that already ended is returned as
+    /// it is. The request has no body.
+    pub async fn cancel_run(&self, id: &str) -> Result<RunInfo, ApiError> {
+        self.call(Method::POST, self.url(&["api", "v1", "runs", id, "cancel"]), Body::<()>::None).await
+    }
+
     /// `GET /api/v1/adapters`.
     pub async fn list_adapters(&self) -> Result<Vec<AdapterInfo>, ApiError> {
         self.call(Method::GET, self.url(&["api", "v1", "adapters"]), Body::<()>::None).await

@@ -23,6 +23,7 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         .route(routes::PIPELINE_TRIGGER, post(pipelines::trigger))
         .route(routes::RUNS, get(runs::list))
         .route(routes::RUN, get(runs::get_one))
+        .route(routes::RUN_CANCEL, post(runs::cancel))
         .route(routes::ADAPTERS, get(adapters::list))
         .route(routes::ADAPTER_VERSIONS, get(adapters::versions))
         .route(routes::ADAPTER_VERSION, get(adapters::manifest))

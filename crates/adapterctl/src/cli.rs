@@ -151,6 +151,11 @@ pub enum RunsCommand {
         /// The run id
         id: String,
     },
+    /// Cancel a queued or running run (its training is stopped; nothing is published)
+    Cancel {
+        /// The run id
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -38,6 +38,7 @@ pub async fn run(cli: Cli, output: Output) -> Result<ExitStatus, CliError> {
         Command::Describe(DescribeCommand::Adapter { adapter }) => describe::adapter(&context, &adapter).await,
         Command::Trigger(args) => runs::trigger(&context, &args).await,
         Command::Runs(RunsCommand::Wait { id }) => runs::wait(&context, &id).await,
+        Command::Runs(RunsCommand::Cancel { id }) => runs::cancel(&context, &id).await,
         Command::Dataset(DatasetCommand::Push { file, location }) => dataset::push(&context, &file, &location).await,
         Command::Generate(args) => generate::generate(&context, &args).await,
         Command::Models => get::models(&context).await,

@@ -1,4 +1,4 @@
-//! Run endpoints: list and show.
+//! Run endpoints: list, show and cancel.
 
 use adapterci_api::{RunInfo, RunListQuery};
 use axum::Json;
@@ -29,5 +29,11 @@ pub(super) async fn get_one(State(state): State<AppState>, Path(id): Path<String
         .get_run(&id)
         .await?
         .ok_or_else(|| AppError::not_found(format!("run {id:?} does not exist")))?;
+    Ok(Json(run_info(run)))
+}
+
+/// Cancels a queued or running run (a running one stops at once here, or at its next heartbeat elsewhere).
+pub(super) async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<RunInfo>, AppError> {
+    let run = state.controller.cancel(&id).await?;
     Ok(Json(run_info(run)))
 }

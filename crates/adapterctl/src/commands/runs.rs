@@ -32,6 +32,16 @@ pub async fn wait(context: &Context, id: &str) -> Result<ExitStatus, CliError> {
     follow_and_describe(context, run).await
 }
 
+pub async fn cancel(context: &Context, id: &str) -> Result<ExitStatus, CliError> {
+    let run = context
+        .client
+        .cancel_run(id)
+        .await
+        .map_err(|err| CliError::from(err).with_not_found_hint("list the runs with `adapterctl get runs`"))?;
+    context.output.data(&run, |_| format!("run {} {}", run.id, run.state))?;
+    Ok(ExitStatus::Success)
+}
+
 async fn follow_and_describe(context: &Context, run: RunInfo) -> Result<ExitStatus, CliError> {
     let run = follow(&context.client, &context.output, run).await?;
     context.output.data(&run, |style| run_detail(&run, style))?;
