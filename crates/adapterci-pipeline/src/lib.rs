@@ -5,6 +5,7 @@
 //! problems of a file come back together in a [`PipelineError`], each with its line, column and field path.
 //! The JSON schema in `pipelines/pipeline.schema.json` is generated from the wire structs ([`pipeline_schema`]).
 
+mod cron;
 mod duration;
 mod error;
 mod locate;
@@ -14,12 +15,13 @@ mod spec;
 mod validate;
 pub mod wire;
 
+pub use cron::CronSchedule;
 pub use duration::{format_duration, parse_duration};
 pub use error::{PipelineError, Problem, Problems, SourcePosition};
 pub use parse::{load_pipeline_file, parse_pipeline};
 pub use schema::{SCHEMA_PATH_IN_WORKSPACE, pipeline_schema, pipeline_schema_json};
 pub use spec::{
     BaseModelRef, DEFAULT_CHANNEL, DEFAULT_WATCH_INTERVAL, DatasetRef, MIN_WATCH_INTERVAL, PipelineSpec, PublishSpec,
-    TriggerSpec, default_triggers,
+    TriggerSpec, WebhookFormat, default_triggers,
 };
 pub use wire::{SUPPORTED_VERSIONS, VersionedPipeline};

@@ -58,6 +58,33 @@ pub enum TriggerSpec {
     DatasetWatch { interval: Duration },
     /// Run when someone asks (CLI, API).
     Manual,
+    /// Run on deliveries to `/api/v1/webhooks/<secret>` authenticated with the named secret.
+    Webhook { secret: String, format: WebhookFormat },
+    /// Run on a schedule.
+    Cron { schedule: CronSchedule },
+}
+
+pub use crate::cron::CronSchedule;
+
+/// Who sends a webhook, and so how its deliveries are authenticated and read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookFormat {
+    Huggingface,
+    Github,
+    S3,
+    Hmac,
+}
+
+impl WebhookFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookFormat::Huggingface => "huggingface",
+            WebhookFormat::Github => "github",
+            WebhookFormat::S3 => "s3",
+            WebhookFormat::Hmac => "hmac",
+        }
+    }
 }
 
 /// Where a passing adapter is published.
@@ -72,7 +99,23 @@ impl PipelineSpec {
     pub fn watch_interval(&self) -> Option<Duration> {
         self.triggers.iter().find_map(|trigger| match trigger {
             TriggerSpec::DatasetWatch { interval } => Some(*interval),
-            TriggerSpec::Manual => None,
+            _ => None,
+        })
+    }
+
+    /// The webhook triggers: `(secret name, format)`.
+    pub fn webhooks(&self) -> impl Iterator<Item = (&str, WebhookFormat)> {
+        self.triggers.iter().filter_map(|trigger| match trigger {
+            TriggerSpec::Webhook { secret, format } => Some((secret.as_str(), *format)),
+            _ => None,
+        })
+    }
+
+    /// The schedule of the pipeline's `cron` trigger, if it has one.
+    pub fn cron(&self) -> Option<&CronSchedule> {
+        self.triggers.iter().find_map(|trigger| match trigger {
+            TriggerSpec::Cron { schedule } => Some(schedule),
+            _ => None,
         })
     }
 

@@ -8,16 +8,17 @@ use adapterci_core::gate::GateSpec;
 use adapterci_core::names::{AdapterName, PipelineName};
 use adapterci_core::training::{LayerSelection, LoraSpec, LoraTarget, TrainSpec};
 
+use crate::cron::CronSchedule;
 use crate::duration::{format_duration, parse_duration};
 use crate::error::Problem;
 use crate::locate::SourceIndex;
 use crate::spec::{
     BaseModelRef, DEFAULT_CHANNEL, DEFAULT_WATCH_INTERVAL, DatasetRef, MIN_WATCH_INTERVAL, PipelineSpec, PublishSpec,
-    TriggerSpec, default_triggers,
+    TriggerSpec, WebhookFormat, default_triggers,
 };
 use crate::wire::{
     BaseV1, DatasetV1, EvalV1, LayersV1, LoraTargetV1, LoraV1, PipelineV1, PublishV1, TrainingV1, TriggerKindV1,
-    TriggerV1,
+    TriggerV1, WebhookFormatV1,
 };
 
 const MAX_RANK: usize = 256;
@@ -181,17 +182,33 @@ fn build_triggers(checker: &mut Checker, triggers: Option<Vec<TriggerV1>>) -> Ve
         let kind_name = match trigger.kind {
             TriggerKindV1::DatasetWatch => "dataset_watch",
             TriggerKindV1::Manual => "manual",
+            TriggerKindV1::Webhook => "webhook",
+            TriggerKindV1::Cron => "cron",
         };
-        if !seen.insert(trigger.kind) {
+        // Several webhooks (one per secret) may feed one pipeline; every other kind appears once.
+        if trigger.kind != TriggerKindV1::Webhook && !seen.insert(trigger.kind) {
             checker.report(&format!("{path}.kind"), format!("duplicate trigger kind `{kind_name}`"));
         }
-        match (trigger.kind, trigger.interval) {
-            (TriggerKindV1::Manual, None) => built.push(TriggerSpec::Manual),
-            (TriggerKindV1::Manual, Some(_)) => {
-                checker.report(&format!("{path}.interval"), "only a dataset_watch trigger takes an interval");
+        let fields = [
+            ("interval", "an interval", trigger.interval.is_some(), TriggerKindV1::DatasetWatch, "a dataset_watch"),
+            ("secret", "a secret", trigger.secret.is_some(), TriggerKindV1::Webhook, "a webhook"),
+            ("format", "a format", trigger.format.is_some(), TriggerKindV1::Webhook, "a webhook"),
+            ("schedule", "a schedule", trigger.schedule.is_some(), TriggerKindV1::Cron, "a cron"),
+        ];
+        let mut misplaced = false;
+        for (field, what, present, owner, owner_name) in fields {
+            if present && trigger.kind != owner {
+                checker.report(&format!("{path}.{field}"), format!("only {owner_name} trigger takes {what}"));
+                misplaced = true;
             }
-            (TriggerKindV1::DatasetWatch, interval) => {
-                let interval = match interval.as_deref().map(parse_duration) {
+        }
+        if misplaced {
+            continue;
+        }
+        match trigger.kind {
+            TriggerKindV1::Manual => built.push(TriggerSpec::Manual),
+            TriggerKindV1::DatasetWatch => {
+                let interval = match trigger.interval.as_deref().map(parse_duration) {
                     None => DEFAULT_WATCH_INTERVAL,
                     Some(Ok(interval)) if interval >= MIN_WATCH_INTERVAL => interval,
                     Some(Ok(interval)) => {
@@ -206,9 +223,60 @@ fn build_triggers(checker: &mut Checker, triggers: Option<Vec<TriggerV1>>) -> Ve
                 };
                 built.push(TriggerSpec::DatasetWatch { interval });
             }
+            TriggerKindV1::Webhook => {
+                if let Some(webhook) = build_webhook(checker, &path, trigger.secret, trigger.format) {
+                    built.push(webhook);
+                }
+            }
+            TriggerKindV1::Cron => {
+                let Some(schedule) = trigger.schedule else {
+                    checker.report(&path, "a cron trigger needs schedule, like `schedule: \"0 3 * * *\"`");
+                    continue;
+                };
+                match CronSchedule::parse(&schedule) {
+                    Ok(schedule) => built.push(TriggerSpec::Cron { schedule }),
+                    Err(message) => checker.report(&format!("{path}.schedule"), message),
+                }
+            }
         }
     }
     built
+}
+
+fn build_webhook(
+    checker: &mut Checker,
+    path: &str,
+    secret: Option<String>,
+    format: Option<WebhookFormatV1>,
+) -> Option<TriggerSpec> {
+    let Some(secret) = secret else {
+        checker.report(path, "a webhook trigger needs secret: the name of the secret that authenticates deliveries");
+        return None;
+    };
+    if !valid_secret_name(&secret) {
+        let message = format!(
+            "invalid secret name {secret:?}: 1 to 63 lowercase ASCII letters, digits, '-' or '_', starting with a \
+             letter or digit"
+        );
+        checker.report(&format!("{path}.secret"), message);
+        return None;
+    }
+    let format = match format.unwrap_or(WebhookFormatV1::Hmac) {
+        WebhookFormatV1::Huggingface => WebhookFormat::Huggingface,
+        WebhookFormatV1::Github => WebhookFormat::Github,
+        WebhookFormatV1::S3 => WebhookFormat::S3,
+        WebhookFormatV1::Hmac => WebhookFormat::Hmac,
+    };
+    Some(TriggerSpec::Webhook { secret, format })
+}
+
+/// A secret name becomes part of a URL path and of an environment variable name.
+fn valid_secret_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'_')
 }
 
 fn build_training(checker: &mut Checker, training: TrainingV1) -> (LoraSpec, TrainSpec) {

@@ -89,6 +89,34 @@ pub struct TriggerV1 {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
     pub interval: Option<String>,
+    /// Only for `webhook`: the name of the secret that authenticates deliveries (its value comes from
+    /// adapterd's environment, `ADAPTERCI_WEBHOOK_SECRET_<NAME>`, never from this file). Deliveries are posted to
+    /// `/api/v1/webhooks/<secret>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9_-]{0,62}$"))]
+    pub secret: Option<String>,
+    /// Only for `webhook`: the sender's format. Default `hmac`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<WebhookFormatV1>,
+    /// Only for `cron`: five fields (minute hour day-of-month month day-of-week, UTC) like `0 3 * * *`; each a
+    /// `*`, a number, a range `a-b`, a step `*/n` or `a-b/n`, or a comma list of those.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+}
+
+/// Who sends a webhook, and so how it is authenticated and read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookFormatV1 {
+    /// Hugging Face Hub: `X-Webhook-Secret`, `repo.content` events with `updatedRefs`.
+    Huggingface,
+    /// GitHub: `X-Hub-Signature-256` (HMAC-SHA256 of the body), `X-GitHub-Delivery`.
+    Github,
+    /// S3 event notifications (`Records[]`), authenticated by `Authorization: Bearer <secret>`.
+    S3,
+    /// Generic: `X-Adapterci-Signature: sha256=HMAC(secret, "<timestamp>.<body>")`, `X-Adapterci-Timestamp`,
+    /// `X-Adapterci-Delivery`.
+    Hmac,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -98,6 +126,10 @@ pub enum TriggerKindV1 {
     DatasetWatch,
     /// Run when asked from the CLI or the API.
     Manual,
+    /// Run when an authenticated webhook delivery says the data changed.
+    Webhook,
+    /// Run on a schedule.
+    Cron,
 }
 
 /// Defaults come from adapterci's `TrainSpec` and `LoraSpec`.

@@ -30,6 +30,8 @@ pub(crate) fn pipeline_info(record: &PipelineRecord) -> PipelineInfo {
                             format!("dataset_watch({})", adapterci_pipeline::format_duration(*interval))
                         }
                         TriggerSpec::Manual => "manual".to_string(),
+                        TriggerSpec::Webhook { secret, format } => format!("webhook({secret}, {})", format.as_str()),
+                        TriggerSpec::Cron { schedule } => format!("cron({schedule})"),
                     })
                     .collect()
             })
