@@ -15,8 +15,13 @@ use tch::{Device, Kind, Tensor};
 use crate::EngineError;
 use crate::config::LlamaConfig;
 
+pub mod merge;
+pub mod options;
+pub mod peft;
 #[cfg(test)]
 mod tests;
+
+pub use options::LoraOptions;
 
 /// The format tag in the metadata header of adapter files this engine writes.
 pub const ADAPTER_FORMAT: &str = "adapterci";
@@ -26,11 +31,14 @@ struct LoraPair {
     a: Tensor,
     /// `[out, r]`
     b: Tensor,
+    /// `alpha / r` of this module (or `alpha / sqrt(r)` with rsLoRA), with its own rank and alpha.
+    scale: f64,
 }
 
 /// The A/B matrices of one adapter for every (layer, target) it declares, on one device.
 pub struct LoraWeights {
     config: AdapterConfig,
+    options: LoraOptions,
     pairs: BTreeMap<(usize, LoraTarget), LoraPair>,
     scale: f64,
     dropout: f64,
@@ -41,6 +49,7 @@ impl std::fmt::Debug for LoraWeights {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoraWeights")
             .field("config", &self.config)
+            .field("options", &self.options)
             .field("dropout", &self.dropout)
             .field("training", &self.training)
             .finish()
@@ -114,35 +123,112 @@ impl LoraWeights {
         seed: u64,
         device: Device,
     ) -> Result<LoraWeights, EngineError> {
+        LoraWeights::init_with_options(config, &LoraOptions::default(), dropout, model, seed, device)
+    }
+
+    /// [`LoraWeights::init_standard`] with rsLoRA and per-module rank/alpha; default options give the same
+    /// values as `init_standard` for the same seed.
+    pub fn init_with_options(
+        config: &AdapterConfig,
+        options: &LoraOptions,
+        dropout: f64,
+        model: &LlamaConfig,
+        seed: u64,
+        device: Device,
+    ) -> Result<LoraWeights, EngineError> {
         validate_config(config, model)?;
+        options.validate(model.hidden_size)?;
         check_dropout(dropout)?;
         let mut rng = StdRng::seed_from_u64(seed);
         let mut pairs = BTreeMap::new();
         for &layer in &config.layers {
             for target in LoraTarget::ALL.into_iter().filter(|t| config.targets.contains(t)) {
+                let (rank, alpha) = options.rank_and_alpha(config.rank, config.alpha, layer, target)?;
                 let (fan_in, out) = target_dims(model, target);
                 let bound = 1.0 / (fan_in as f32).sqrt();
-                let values: Vec<f32> = (0..config.rank * fan_in).map(|_| rng.random_range(-bound..bound)).collect();
-                let a = Tensor::from_slice(&values).reshape([config.rank as i64, fan_in as i64]).to_device(device);
-                let b = Tensor::zeros([out as i64, config.rank as i64], (Kind::Float, device));
-                pairs.insert((layer, target), LoraPair { a: a.set_requires_grad(true), b: b.set_requires_grad(true) });
+                let values: Vec<f32> = (0..rank * fan_in).map(|_| rng.random_range(-bound..bound)).collect();
+                let a = Tensor::from_slice(&values).reshape([rank as i64, fan_in as i64]).to_device(device);
+                let b = Tensor::zeros([out as i64, rank as i64], (Kind::Float, device));
+                let (a, b) = (a.set_requires_grad(true), b.set_requires_grad(true));
+                pairs.insert((layer, target), LoraPair { a, b, scale: options.scale(rank, alpha) });
             }
         }
-        Ok(LoraWeights::new(config.clone(), pairs, dropout))
+        Ok(LoraWeights::new(config.clone(), options.clone(), pairs, dropout))
     }
 
-    fn new(config: AdapterConfig, pairs: BTreeMap<(usize, LoraTarget), LoraPair>, dropout: f64) -> LoraWeights {
-        let scale = config.alpha / config.rank as f64;
-        LoraWeights { config, pairs, scale, dropout, training: false }
+    fn new(
+        config: AdapterConfig,
+        options: LoraOptions,
+        pairs: BTreeMap<(usize, LoraTarget), LoraPair>,
+        dropout: f64,
+    ) -> LoraWeights {
+        let scale = options.scale(config.rank, config.alpha);
+        LoraWeights { config, options, pairs, scale, dropout, training: false }
+    }
+
+    /// An adapter from explicit `(A [r, in], B [out, r])` f32 pairs (an imported or merged adapter); every
+    /// (layer, target) of `config` must be present with the rank `options` give it.
+    pub(crate) fn from_pairs(
+        config: AdapterConfig,
+        options: LoraOptions,
+        mut matrices: BTreeMap<(usize, LoraTarget), (Tensor, Tensor)>,
+        model: &LlamaConfig,
+    ) -> Result<LoraWeights, EngineError> {
+        validate_config(&config, model)?;
+        options.validate(model.hidden_size)?;
+        let mut pairs = BTreeMap::new();
+        for &layer in &config.layers {
+            for &target in &config.targets {
+                let (rank, alpha) = options.rank_and_alpha(config.rank, config.alpha, layer, target)?;
+                let (a, b) = matrices
+                    .remove(&(layer, target))
+                    .ok_or_else(|| adapter_error(format!("no weights for {}", options::module_name(layer, target))))?;
+                let (fan_in, out) = target_dims(model, target);
+                let expected = (vec![rank as i64, fan_in as i64], vec![out as i64, rank as i64]);
+                if (a.size(), b.size()) != expected {
+                    return Err(adapter_error(format!(
+                        "{}: A {:?} and B {:?}, expected {:?} and {:?}",
+                        options::module_name(layer, target),
+                        a.size(),
+                        b.size(),
+                        expected.0,
+                        expected.1
+                    )));
+                }
+                pairs.insert((layer, target), LoraPair { a, b, scale: options.scale(rank, alpha) });
+            }
+        }
+        if let Some((layer, target)) = matrices.keys().next() {
+            return Err(adapter_error(format!(
+                "weights for {} are outside the adapter's targets and layers",
+                options::module_name(*layer, *target)
+            )));
+        }
+        Ok(LoraWeights::new(config, options, pairs, 0.0))
     }
 
     pub fn config(&self) -> &AdapterConfig {
         &self.config
     }
 
-    /// `alpha / rank`.
+    pub fn options(&self) -> &LoraOptions {
+        &self.options
+    }
+
+    /// The adapter's own scale: `alpha / rank` (`alpha / sqrt(rank)` with rsLoRA). Modules named by a rank or
+    /// alpha pattern have their own ([`LoraWeights::scale_of`]).
     pub fn scale(&self) -> f64 {
         self.scale
+    }
+
+    /// The scale of `target` in `layer`, when the adapter has it.
+    pub fn scale_of(&self, layer: usize, target: LoraTarget) -> Option<f64> {
+        self.pairs.get(&(layer, target)).map(|pair| pair.scale)
+    }
+
+    /// Every (layer, target) the adapter holds, in layer then target order.
+    pub fn modules(&self) -> Vec<(usize, LoraTarget)> {
+        self.pairs.keys().copied().collect()
     }
 
     pub fn dropout(&self) -> f64 {
@@ -204,7 +290,7 @@ impl LoraWeights {
             x.linear::<Tensor>(&pair.a, None)
         };
         // Scaling the rank-r intermediate is cheaper than scaling the output and equal up to rounding.
-        Some((low_rank * self.scale).linear::<Tensor>(&pair.b, None))
+        Some((low_rank * pair.scale).linear::<Tensor>(&pair.b, None))
     }
 
     /// The adapter file: PEFT key names, weights in `config.dtype`, and a metadata header with
@@ -224,17 +310,29 @@ impl LoraWeights {
         Ok(encode_safetensors(&encoded, dtype, &self.metadata_header()))
     }
 
+    /// The header; `use_rslora`, `rank_pattern` and `alpha_pattern` (JSON objects) only when set, so a plain
+    /// adapter's file is what it was before they existed.
     fn metadata_header(&self) -> BTreeMap<String, String> {
         let targets: Vec<&str> = self.config.targets.iter().map(|t| t.as_str()).collect();
         let layers: Vec<String> = self.config.layers.iter().map(usize::to_string).collect();
-        BTreeMap::from([
+        let mut header = BTreeMap::from([
             ("format".to_owned(), ADAPTER_FORMAT.to_owned()),
             ("rank".to_owned(), self.config.rank.to_string()),
             ("alpha".to_owned(), self.config.alpha.to_string()),
             ("targets".to_owned(), targets.join(",")),
             ("layers".to_owned(), layers.join(",")),
             ("dtype".to_owned(), self.config.dtype.clone()),
-        ])
+        ]);
+        if self.options.use_rslora {
+            header.insert("use_rslora".to_owned(), "true".to_owned());
+        }
+        if !self.options.rank_pattern.is_empty() {
+            header.insert("rank_pattern".to_owned(), serde_json::json!(self.options.rank_pattern).to_string());
+        }
+        if !self.options.alpha_pattern.is_empty() {
+            header.insert("alpha_pattern".to_owned(), serde_json::json!(self.options.alpha_pattern).to_string());
+        }
+        header
     }
 
     /// Reads an adapter file written by [`LoraWeights::to_safetensors`], checking every tensor's name, dtype
@@ -244,7 +342,9 @@ impl LoraWeights {
             SafeTensors::read_metadata(bytes).map_err(|e| adapter_error(format!("not a safetensors file: {e}")))?;
         let header = metadata.metadata().clone().unwrap_or_default();
         let config = config_from_header(&header)?;
+        let options = options_from_header(&header)?;
         validate_config(&config, model)?;
+        options.validate(model.hidden_size)?;
         let (_, dtype) = storage_kind(&config.dtype)?;
         let file =
             SafeTensors::deserialize(bytes).map_err(|e| adapter_error(format!("not a safetensors file: {e}")))?;
@@ -253,8 +353,9 @@ impl LoraWeights {
         for &layer in &config.layers {
             for &target in &config.targets {
                 let (fan_in, out) = target_dims(model, target);
-                expected.insert(peft_key(layer, target, "A"), [config.rank, fan_in]);
-                expected.insert(peft_key(layer, target, "B"), [out, config.rank]);
+                let (rank, _) = options.rank_and_alpha(config.rank, config.alpha, layer, target)?;
+                expected.insert(peft_key(layer, target, "A"), [rank, fan_in]);
+                expected.insert(peft_key(layer, target, "B"), [out, rank]);
             }
         }
         let mut names = file.names();
@@ -284,10 +385,11 @@ impl LoraWeights {
                     dtype,
                     device,
                 )?;
-                pairs.insert((layer, target), LoraPair { a, b });
+                let (rank, alpha) = options.rank_and_alpha(config.rank, config.alpha, layer, target)?;
+                pairs.insert((layer, target), LoraPair { a, b, scale: options.scale(rank, alpha) });
             }
         }
-        Ok(LoraWeights::new(config, pairs, 0.0))
+        Ok(LoraWeights::new(config, options, pairs, 0.0))
     }
 }
 
@@ -401,6 +503,27 @@ fn config_from_header(header: &HashMap<String, String>) -> Result<AdapterConfig,
         .map(|item| item.parse::<usize>().map_err(|_| number_error("layers", item)))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(AdapterConfig { rank, alpha, targets, layers, dtype: field("dtype")?.clone() })
+}
+
+fn options_from_header(header: &HashMap<String, String>) -> Result<LoraOptions, EngineError> {
+    let use_rslora = match header.get("use_rslora").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => return Err(adapter_error(format!("metadata \"use_rslora\" is {other:?}, not true or false"))),
+    };
+    fn pattern<T: serde::de::DeserializeOwned>(
+        header: &HashMap<String, String>,
+        key: &str,
+    ) -> Result<BTreeMap<String, T>, EngineError> {
+        header.get(key).map_or(Ok(BTreeMap::new()), |text| {
+            serde_json::from_str(text).map_err(|e| adapter_error(format!("metadata {key:?} is not a JSON object: {e}")))
+        })
+    }
+    Ok(LoraOptions {
+        use_rslora,
+        rank_pattern: pattern(header, "rank_pattern")?,
+        alpha_pattern: pattern(header, "alpha_pattern")?,
+    })
 }
 
 fn split_list(value: &str) -> impl Iterator<Item = &str> {
