@@ -101,10 +101,30 @@ name_type!(
     PipelineName,
     "pipeline"
 );
+name_type!(
+    /// The name of a channel of an adapter, such as `stable` or `canary`.
+    ChannelName,
+    "channel"
+);
+name_type!(
+    /// A tag naming one version of an adapter, such as `release-2026.11`.
+    TagName,
+    "tag"
+);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn channel_and_tag_names_follow_the_same_rules() {
+        assert_eq!(ChannelName::new("stable").unwrap().as_str(), "stable");
+        assert_eq!(TagName::new("release-2026.11").unwrap().as_str(), "release-2026.11");
+        let err = ChannelName::new("../stable").unwrap_err().to_string();
+        assert!(err.contains("invalid channel name"), "{err}");
+        let err = TagName::new("").unwrap_err().to_string();
+        assert!(err.contains("invalid tag name"), "{err}");
+    }
 
     #[test]
     fn ordinary_names_are_accepted() {
@@ -127,6 +147,21 @@ mod tests {
             ("аdapter", "may only hold"), // Cyrillic а, a confusable
             ("Upper", "may only hold"),
             (&"x".repeat(64), "at most 63"),
+            ("..", "must start with"),
+            ("a/b", "may only hold"),
+            ("a\\b", "may only hold"),
+            ("C:", "may only hold"),
+            ("nul\0byte", "may only hold"),
+            ("esc\u{1b}[31m", "may only hold"),
+            ("line\nbreak", "may only hold"),
+            ("del\u{7f}", "may only hold"),
+            ("zero\u{200b}width", "may only hold"), // zero-width space
+            ("rtl\u{202e}txt", "may only hold"),    // right-to-left override
+            ("ѕupport", "may only hold"),           // Cyrillic dze, looks like s
+            ("ｓupport", "may only hold"),          // fullwidth s
+            ("support\u{301}", "may only hold"),    // combining accent
+            ("%2e%2e", "may only hold"),
+            ("a b", "may only hold"),
         ];
         for (bad, reason) in cases {
             let err = AdapterName::new(bad).unwrap_err().to_string();

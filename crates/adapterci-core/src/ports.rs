@@ -112,8 +112,8 @@ pub trait AdapterIndex: Send + Sync {
 }
 
 /// Everything the metadata store offers.
-pub trait MetadataStore: PipelineStore + RunStore + WatchStore + AdapterIndex {}
-impl<T: PipelineStore + RunStore + WatchStore + AdapterIndex> MetadataStore for T {}
+pub trait MetadataStore: PipelineStore + RunStore + WatchStore + AdapterIndex + crate::channels::ChannelStore {}
+impl<T: PipelineStore + RunStore + WatchStore + AdapterIndex + crate::channels::ChannelStore> MetadataStore for T {}
 
 // ----------------------------------------------------------------------------------------------------------
 // registry

@@ -4,10 +4,11 @@
 
 use std::sync::Arc;
 
+use adapterci_core::channels::{VersionIdentity, VersionIndex, base_binding};
 use adapterci_core::manifest::{ADAPTER_WEIGHTS_FILE, AdapterManifest, MANIFEST_SCHEMA_VERSION, ManifestFile};
 use adapterci_core::ports::{
-    AdapterIndex, AdapterRegistry, AdapterVersionRecord, Clock, NewAdapterVersion, PublishRequest, RegistryError,
-    ResolvedVersion, SystemClock,
+    AdapterRegistry, AdapterVersionRecord, Clock, NewAdapterVersion, PublishRequest, RegistryError, ResolvedVersion,
+    SystemClock,
 };
 use adapterci_core::{AdapterName, Digest};
 use async_trait::async_trait;
@@ -28,7 +29,7 @@ const MAX_FILE_NAME_BYTES: usize = 255;
 #[derive(Clone)]
 pub struct ObjectStoreRegistry {
     blobs: BlobStore,
-    index: Arc<dyn AdapterIndex>,
+    index: Arc<dyn VersionIndex>,
     clock: Arc<dyn Clock>,
 }
 
@@ -40,7 +41,7 @@ impl std::fmt::Debug for ObjectStoreRegistry {
 
 impl ObjectStoreRegistry {
     /// A registry at the root of `store`, with the system clock.
-    pub fn new(store: Arc<dyn ObjectStore>, index: Arc<dyn AdapterIndex>) -> Self {
+    pub fn new(store: Arc<dyn ObjectStore>, index: Arc<dyn VersionIndex>) -> Self {
         ObjectStoreRegistry {
             blobs: BlobStore { store, prefix: Path::default(), multipart_threshold: DEFAULT_MULTIPART_THRESHOLD },
             index,
@@ -161,15 +162,24 @@ impl AdapterRegistry for ObjectStoreRegistry {
         let manifest_digest = Digest::of(&manifest_bytes);
         self.blobs.put(&manifest_digest, Bytes::from(manifest_bytes)).await?;
 
-        let record = self
+        // The identity check is repeated inside the index's transaction: two identical publishes racing past the
+        // check above still make one version.
+        let (record, added) = self
             .index
-            .record_version(NewAdapterVersion {
-                name: manifest.name.clone(),
-                manifest_digest,
-                base_model_digest: manifest.lineage.base_model_digest.clone(),
-                run_id: manifest.lineage.run_id.clone(),
-            })
+            .record_version_once(
+                NewAdapterVersion {
+                    name: manifest.name.clone(),
+                    manifest_digest,
+                    base_model_digest: manifest.lineage.base_model_digest.clone(),
+                    run_id: manifest.lineage.run_id.clone(),
+                },
+                version_identity(&manifest),
+            )
             .await?;
+        if !added {
+            tracing::info!(adapter = %record.name, version = record.version, "publish raced an identical one: kept its version");
+            return Ok(record);
+        }
         tracing::info!(adapter = %record.name, version = record.version, manifest = %record.manifest_digest, "published");
         Ok(record)
     }
@@ -194,6 +204,16 @@ impl AdapterRegistry for ObjectStoreRegistry {
 
     async fn fetch_blob(&self, digest: &Digest) -> Result<Bytes, RegistryError> {
         self.blobs.read(digest, "blob").await
+    }
+}
+
+/// What makes a publish the same as another apart from its time: the manifest digest with `created_at` blanked.
+pub fn version_identity(manifest: &AdapterManifest) -> VersionIdentity {
+    let mut timeless = manifest.clone();
+    timeless.created_at = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+    VersionIdentity {
+        content_digest: Digest::of(&timeless.to_canonical_json()),
+        base_binding: base_binding(&manifest.lineage),
     }
 }
 

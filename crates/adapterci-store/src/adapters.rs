@@ -3,6 +3,7 @@
 //! retries, so concurrent publishers get unique versions without gaps.
 
 use adapterci_core::AdapterName;
+use adapterci_core::channels::VersionIdentity;
 use adapterci_core::ports::{AdapterIndex, AdapterVersionRecord, NewAdapterVersion, StoreError};
 use async_trait::async_trait;
 use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
@@ -17,15 +18,17 @@ impl SeaStore {
     async fn try_record_version(&self, version: &NewAdapterVersion) -> Result<AdapterVersionRecord, AttemptError> {
         let context = format!("recording a version of adapter {}", version.name);
         let txn = self.begin_write().await.map_err(attempt_err(&context))?;
-        let record = record_in(&txn, version, self.now(), &context).await?;
+        let record = record_in(&txn, version, None, self.now(), &context).await?;
         txn.commit().await.map_err(attempt_err(&context))?;
         Ok(record)
     }
 }
 
-async fn record_in(
+/// Inserts the next version of `version.name` (or returns the one with the same manifest) inside `txn`.
+pub(crate) async fn record_in(
     txn: &DatabaseTransaction,
     version: &NewAdapterVersion,
+    identity: Option<&VersionIdentity>,
     now: chrono::DateTime<chrono::Utc>,
     context: &str,
 ) -> Result<AdapterVersionRecord, AttemptError> {
@@ -62,6 +65,9 @@ async fn record_in(
         base_model_digest: Set(version.base_model_digest.to_string()),
         run_id: Set(version.run_id.clone()),
         created_at: Set(now),
+        content_digest: Set(identity.map(|identity| identity.content_digest.to_string())),
+        base_binding: Set(identity.map(|identity| identity.base_binding.to_string())),
+        deprecated: Set(false),
     };
     Entity::insert(row).exec_without_returning(txn).await.map_err(attempt_err(context))?;
     Ok(AdapterVersionRecord {

@@ -10,7 +10,9 @@ use adapterci_core::run::{PublishedRef, RunRecord, Trigger};
 use adapterci_core::{AdapterName, Digest, PipelineName};
 use chrono::{DateTime, SubsecRound, Utc};
 
-use crate::entity::{adapter_versions, pipelines, runs, watches};
+use adapterci_core::channels::{ChannelAction, ChannelEvent, ChannelRecord};
+
+use crate::entity::{adapter_channel_events, adapter_channels, adapter_versions, pipelines, runs, watches};
 
 /// Timestamps are kept to the microsecond, PostgreSQL's precision, so every backend returns what it was given.
 pub(crate) fn to_stored_time(time: DateTime<Utc>) -> DateTime<Utc> {
@@ -127,4 +129,40 @@ pub(crate) fn version_record(row: adapter_versions::Model) -> Result<AdapterVers
 /// An adapter name read from `adapter_versions`.
 pub(crate) fn adapter_name(name: &str) -> Result<AdapterName, StoreError> {
     RowReader { table: "adapter_versions", row: name }.parse("name", name)
+}
+
+/// The base a stored version is bound to: its recorded binding, else (rows from before channels) its base model.
+pub(crate) fn version_binding(row: &adapter_versions::Model) -> Result<Digest, StoreError> {
+    let key = format!("({}, {})", row.name, row.version);
+    let read = RowReader { table: "adapter_versions", row: &key };
+    match row.base_binding.as_deref() {
+        Some(binding) => read.parse("base_binding", binding),
+        None => read.parse("base_model_digest", &row.base_model_digest),
+    }
+}
+
+pub(crate) fn channel_record(row: adapter_channels::Model) -> Result<ChannelRecord, StoreError> {
+    let key = format!("({}, {})", row.adapter, row.channel);
+    let read = RowReader { table: "adapter_channels", row: &key };
+    Ok(ChannelRecord {
+        adapter: read.parse("adapter", &row.adapter)?,
+        channel: read.parse("channel", &row.channel)?,
+        version: read.count("version", row.version)?,
+        base_binding: read.parse("base_binding", &row.base_binding)?,
+        pinned: row.pinned,
+        updated_at: row.updated_at,
+    })
+}
+
+pub(crate) fn channel_event(row: adapter_channel_events::Model) -> Result<ChannelEvent, StoreError> {
+    let key = row.id.to_string();
+    let read = RowReader { table: "adapter_channel_events", row: &key };
+    Ok(ChannelEvent {
+        adapter: read.parse("adapter", &row.adapter)?,
+        channel: read.parse("channel", &row.channel)?,
+        action: ChannelAction::parse(&row.action).ok_or_else(|| read.bad("action", "unknown action"))?,
+        from_version: row.from_version.map(|version| read.count("from_version", version)).transpose()?,
+        to_version: read.count("to_version", row.to_version)?,
+        at: row.at,
+    })
 }

@@ -94,6 +94,77 @@ pub mod adapter_versions {
         pub base_model_digest: String,
         pub run_id: Option<String>,
         pub created_at: DateTimeUtc,
+        /// The manifest's digest with its time blanked (NULL for versions recorded before channels existed).
+        pub content_digest: Option<String>,
+        /// The base the version is bound to (NULL before channels existed: then its base model).
+        pub base_binding: Option<String>,
+        pub deprecated: bool,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod adapter_channels {
+    //! The `adapter_channels` table.
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "adapter_channels")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub adapter: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub channel: String,
+        pub version: i64,
+        pub base_binding: String,
+        pub pinned: bool,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod adapter_channel_events {
+    //! The `adapter_channel_events` table.
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "adapter_channel_events")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i32,
+        pub adapter: String,
+        pub channel: String,
+        pub action: String,
+        pub from_version: Option<i64>,
+        pub to_version: i64,
+        pub at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod adapter_tags {
+    //! The `adapter_tags` table.
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "adapter_tags")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub adapter: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub tag: String,
+        pub version: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -6,6 +6,7 @@
 //! times, so the same code is safe on SQLite with several processes and on PostgreSQL with several replicas.
 
 mod adapters;
+mod channels;
 mod connect;
 mod convert;
 mod entity;

@@ -1,6 +1,7 @@
 //! Test-only helpers: in-memory fakes of the ports, a controllable clock, a scripted training executor, and the
 //! conformance suites that every implementation of a port must pass.
 
+pub mod channel_conformance;
 pub mod clock;
 pub mod executor_fake;
 pub mod postgres;
@@ -9,4 +10,5 @@ pub mod scheduling_conformance;
 pub mod scheduling_fake;
 pub mod store_conformance;
 pub mod store_fake;
+mod store_fake_channels;
 pub mod tokio_clock;

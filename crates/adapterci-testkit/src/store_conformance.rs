@@ -13,6 +13,8 @@ use chrono::{TimeZone, Utc};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
+use crate::channel_conformance as channels;
+
 /// One case of the suite: it gets a fresh, empty store and panics on a failure.
 pub type Case<S> = fn(Arc<S>) -> BoxFuture<'static, ()>;
 
@@ -44,6 +46,19 @@ pub fn cases<S: MetadataStore + 'static>() -> Vec<(&'static str, Case<S>)> {
             concurrent_publishes_of_one_manifest_share_a_version(s).boxed()
         }),
         ("watch_state_round_trips", |s| watch_state_round_trips(s).boxed()),
+        ("channels_promote_roll_back_pin_and_deprecate", |s| {
+            channels::channels_promote_roll_back_pin_and_deprecate(s).boxed()
+        }),
+        ("promotion_across_bases_is_refused_unless_allowed", |s| {
+            channels::promotion_across_bases_is_refused_unless_allowed(s).boxed()
+        }),
+        ("tags_name_one_version_for_good", |s| channels::tags_name_one_version_for_good(s).boxed()),
+        ("identical_publishes_racing_make_one_version", |s| {
+            channels::identical_publishes_racing_make_one_version(s).boxed()
+        }),
+        ("racing_promotes_leave_a_consistent_channel", |s| {
+            channels::racing_promotes_leave_a_consistent_channel(s).boxed()
+        }),
     ]
 }
 

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use adapterci_core::channels::{ChannelEvent, ChannelName, ChannelRecord, TagName, VersionIdentity};
 use adapterci_core::ports::{
     AdapterIndex, AdapterVersionRecord, Clock, NewAdapterVersion, PipelineRecord, PipelineStore, RunStore, StoreError,
     SystemClock, WatchState, WatchStore,
@@ -15,12 +16,17 @@ use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 
 #[derive(Default)]
-struct State {
+pub(crate) struct State {
     pipelines: BTreeMap<PipelineName, PipelineRecord>,
     runs: HashMap<String, RunRecord>,
     watches: HashMap<(PipelineName, String), WatchState>,
     /// Each adapter's versions, oldest first; version `n` is at index `n - 1`.
-    versions: BTreeMap<AdapterName, Vec<AdapterVersionRecord>>,
+    pub(crate) versions: BTreeMap<AdapterName, Vec<AdapterVersionRecord>>,
+    /// `(identity, deprecated)` of each version, in step with `versions`; `None` identity for plain records.
+    pub(crate) version_facts: BTreeMap<AdapterName, Vec<(Option<VersionIdentity>, bool)>>,
+    pub(crate) channels: BTreeMap<(AdapterName, ChannelName), ChannelRecord>,
+    pub(crate) channel_events: Vec<ChannelEvent>,
+    pub(crate) tags: BTreeMap<(AdapterName, TagName), u64>,
 }
 
 /// A metadata store that lives in a mutex. Cheap to create: make one per test.
@@ -41,6 +47,31 @@ impl Default for InMemoryMetadataStore {
     }
 }
 
+impl State {
+    /// Adds the next version of `version.name` (the caller checked it is new).
+    pub(crate) fn push_version(
+        &mut self,
+        version: NewAdapterVersion,
+        identity: Option<VersionIdentity>,
+        now: DateTime<Utc>,
+    ) -> AdapterVersionRecord {
+        let versions = self.versions.entry(version.name.clone()).or_default();
+        let record = AdapterVersionRecord {
+            version: versions.len() as u64 + 1,
+            name: version.name,
+            manifest_digest: version.manifest_digest,
+            base_model_digest: version.base_model_digest,
+            run_id: version.run_id,
+            created_at: now,
+        };
+        versions.push(record.clone());
+        let facts = self.version_facts.entry(record.name.clone()).or_default();
+        facts.resize(versions.len() - 1, (None, false));
+        facts.push((identity, false));
+        record
+    }
+}
+
 impl InMemoryMetadataStore {
     /// An empty store on the system clock.
     pub fn new() -> InMemoryMetadataStore {
@@ -52,11 +83,11 @@ impl InMemoryMetadataStore {
         InMemoryMetadataStore { state: Mutex::new(State::default()), clock }
     }
 
-    fn lock(&self) -> Result<MutexGuard<'_, State>, StoreError> {
+    pub(crate) fn lock(&self) -> Result<MutexGuard<'_, State>, StoreError> {
         self.state.lock().map_err(|_| StoreError::Backend("in-memory store poisoned by a panicking test".to_string()))
     }
 
-    fn now(&self) -> DateTime<Utc> {
+    pub(crate) fn now(&self) -> DateTime<Utc> {
         stored_time(self.clock.now())
     }
 }
@@ -184,16 +215,7 @@ impl AdapterIndex for InMemoryMetadataStore {
         if let Some(existing) = versions.iter().find(|record| record.manifest_digest == version.manifest_digest) {
             return Ok(existing.clone());
         }
-        let record = AdapterVersionRecord {
-            version: versions.len() as u64 + 1,
-            name: version.name,
-            manifest_digest: version.manifest_digest,
-            base_model_digest: version.base_model_digest,
-            run_id: version.run_id,
-            created_at: now,
-        };
-        versions.push(record.clone());
-        Ok(record)
+        Ok(state.push_version(version, None, now))
     }
 
     async fn get_version(&self, name: &AdapterName, version: u64) -> Result<Option<AdapterVersionRecord>, StoreError> {
