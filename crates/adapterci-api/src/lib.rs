@@ -18,6 +18,7 @@ pub mod pipelines;
 pub mod routes;
 pub mod runs;
 pub mod system;
+pub mod webhooks;
 
 pub use adapters::{AdapterInfo, AdapterVersionInfo};
 pub use client::ApiClient;
@@ -33,3 +34,4 @@ pub use runs::{
     EvalSample, GateReport, GateResult, PublishedInfo, RunInfo, RunListQuery, RunProgress, RunReport, RunState,
 };
 pub use system::HealthResponse;
+pub use webhooks::WebhookResponse;

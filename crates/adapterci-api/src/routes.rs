@@ -8,6 +8,8 @@ pub const PIPELINE_TRIGGER: &str = "/api/v1/pipelines/{name}/trigger";
 pub const RUNS: &str = "/api/v1/runs";
 pub const RUN: &str = "/api/v1/runs/{id}";
 pub const RUN_CANCEL: &str = "/api/v1/runs/{id}/cancel";
+/// Webhook deliveries for the pipelines whose `webhook` trigger names the secret `name`.
+pub const WEBHOOK: &str = "/api/v1/webhooks/{name}";
 pub const ADAPTERS: &str = "/api/v1/adapters";
 pub const ADAPTER_VERSIONS: &str = "/api/v1/adapters/{name}/versions";
 pub const ADAPTER_VERSION: &str = "/api/v1/adapters/{name}/versions/{version}";

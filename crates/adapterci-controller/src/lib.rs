@@ -12,9 +12,12 @@ mod schedule;
 mod service;
 mod specs;
 mod watch;
+mod webhook_trigger;
+pub mod webhooks;
 
 pub use error::ControllerError;
 pub use models::{BaseModels, ResolvedBase, StaticBaseModels};
 pub use runner::RunReport;
 pub use schedule::SchedulingConfig;
 pub use service::{ApplyOutcome, Controller, ControllerConfig, Ports, PublishListener};
+pub use webhook_trigger::{WebhookFailure, WebhookOutcome};

@@ -10,12 +10,13 @@ use adapterci_core::ports::{
     AdapterRegistry, AdapterVersionRecord, Clock, DatasetSource, MetadataStore, PipelineRecord, TrainingExecutor,
 };
 use adapterci_core::run::{RunRecord, Trigger};
-use adapterci_core::scheduling::RunScheduler;
+use adapterci_core::scheduling::{DeliveryLog, RunScheduler};
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
 use crate::schedule::{SchedulingConfig, Timing, holder_name, spawn_execution};
 use crate::specs::SpecCache;
+use crate::webhook_trigger::WebhookSecrets;
 use crate::{BaseModels, ControllerError};
 
 /// The outside world, as ports.
@@ -29,6 +30,8 @@ pub struct Ports {
     pub clock: Arc<dyn Clock>,
     /// Durable scheduling (leases, debounce, limits, retries); usually the same store as `store`.
     pub scheduler: Arc<dyn RunScheduler>,
+    /// Webhook delivery ids seen, so that a redelivery starts nothing; usually the same store again.
+    pub deliveries: Arc<dyn DeliveryLog>,
 }
 
 /// Timing of the controller loop.
@@ -87,6 +90,7 @@ pub struct Controller {
     /// Runs executing in this process, with the switch that cancels each.
     pub(crate) active_runs: Mutex<HashMap<String, watch::Sender<bool>>>,
     pub(crate) specs: SpecCache,
+    pub(crate) webhook_secrets: WebhookSecrets,
 }
 
 impl Controller {
@@ -98,6 +102,7 @@ impl Controller {
             last_polled: Mutex::new(HashMap::new()),
             active_runs: Mutex::new(HashMap::new()),
             specs: SpecCache::default(),
+            webhook_secrets: WebhookSecrets::default(),
         }
     }
 

@@ -50,6 +50,7 @@ fn harness() -> Harness {
     let registry = Arc::new(ObjectStoreRegistry::new(open_object_store("memory://").unwrap(), store.clone()));
     let datasets = Arc::new(ObjectStoreDatasetSource::new(open_object_store("memory://").unwrap()));
     let clock = Arc::new(ManualClock::new());
+    let scheduler = Arc::new(InMemoryScheduler::new(store.clone()));
     let executor = ScriptedExecutor::new();
     let base = ResolvedBase { name: "tiny".to_string(), path: PathBuf::from("tiny.gguf"), digest: Digest::of(b"tiny") };
     let ports = Ports {
@@ -59,7 +60,8 @@ fn harness() -> Harness {
         executor: executor.clone(),
         base_models: Arc::new(StaticBaseModels::new([base])),
         clock: clock.clone(),
-        scheduler: Arc::new(InMemoryScheduler::new(store.clone())),
+        scheduler: scheduler.clone(),
+        deliveries: scheduler,
     };
     Harness {
         controller: Controller::new(ports, ControllerConfig::default()),

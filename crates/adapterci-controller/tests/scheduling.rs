@@ -138,6 +138,7 @@ fn harness(executor: TestExecutor) -> Harness {
         base_models: Arc::new(StaticBaseModels::new([base])),
         clock: Arc::new(TokioClock::new()),
         scheduler: scheduler.clone(),
+        deliveries: scheduler.clone(),
     };
     Harness { store, scheduler, datasets, registry, ports, executor }
 }

@@ -6,6 +6,7 @@ mod datasets;
 mod inference;
 mod pipelines;
 mod runs;
+mod webhooks;
 
 use adapterci_api::{HealthResponse, routes};
 use axum::extract::DefaultBodyLimit;
@@ -24,6 +25,7 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         .route(routes::RUNS, get(runs::list))
         .route(routes::RUN, get(runs::get_one))
         .route(routes::RUN_CANCEL, post(runs::cancel))
+        .route(routes::WEBHOOK, post(webhooks::receive))
         .route(routes::ADAPTERS, get(adapters::list))
         .route(routes::ADAPTER_VERSIONS, get(adapters::versions))
         .route(routes::ADAPTER_VERSION, get(adapters::manifest))

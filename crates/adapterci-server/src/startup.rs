@@ -106,6 +106,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let served_base = catalog.first().cloned();
     let ports = Ports {
         scheduler: store.clone(),
+        deliveries: store.clone(),
         store,
         registry: registry.clone(),
         datasets,
@@ -121,6 +122,15 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             ..ControllerConfig::default()
         },
     ));
+
+    for (key, value) in std::env::vars() {
+        if let Some(name) = key.strip_prefix(crate::env_vars::ADAPTERCI_WEBHOOK_SECRET_PREFIX) {
+            // Environment names cannot hold '-': the secret is known under both spellings.
+            let name = name.to_ascii_lowercase();
+            controller.set_webhook_secret(&name, value.as_bytes());
+            controller.set_webhook_secret(&name.replace('_', "-"), value.as_bytes());
+        }
+    }
 
     let worker = match (config.no_worker, served_base) {
         (false, Some(base)) => {
