@@ -87,6 +87,9 @@ pub struct Controller {
     listeners: Mutex<Vec<Arc<dyn PublishListener>>>,
     /// When each pipeline's watch was last polled (in memory: after a restart every watch is due at once).
     pub(crate) last_polled: Mutex<HashMap<PipelineName, DateTime<Utc>>>,
+    /// Up to when each pipeline's cron schedule was checked (in memory: firings while no controller ran are
+    /// skipped, not caught up).
+    pub(crate) cron_checked: Mutex<HashMap<PipelineName, DateTime<Utc>>>,
     /// Runs executing in this process, with the switch that cancels each.
     pub(crate) active_runs: Mutex<HashMap<String, watch::Sender<bool>>>,
     pub(crate) specs: SpecCache,
@@ -100,6 +103,7 @@ impl Controller {
             config,
             listeners: Mutex::new(Vec::new()),
             last_polled: Mutex::new(HashMap::new()),
+            cron_checked: Mutex::new(HashMap::new()),
             active_runs: Mutex::new(HashMap::new()),
             specs: SpecCache::default(),
             webhook_secrets: WebhookSecrets::default(),

@@ -5,8 +5,9 @@
 use adapterci_core::ports::WatchState;
 use adapterci_core::run::{RunRecord, Trigger};
 use adapterci_core::{Digest, PipelineName};
-use adapterci_pipeline::PipelineSpec;
+use adapterci_pipeline::{CronSchedule, PipelineSpec};
 use chrono::Duration as ChronoDuration;
+use chrono::{DateTime, Utc};
 
 use crate::schedule::Timing;
 use crate::{Controller, ControllerError};
@@ -25,6 +26,15 @@ impl Controller {
                     continue;
                 }
             };
+            if let Some(schedule) = spec.cron()
+                && let Some(due) = self.cron_due(&spec.name, schedule)
+            {
+                let trigger = Trigger::Schedule { schedule: schedule.to_string(), due };
+                match self.enqueue(&spec.name, trigger, Timing::Immediate).await {
+                    Ok(run) => queued.push(run),
+                    Err(error) => tracing::warn!(pipeline = %spec.name, %error, "scheduled run not queued"),
+                }
+            }
             if !self.watch_due(&spec) {
                 continue;
             }
@@ -45,6 +55,14 @@ impl Controller {
             last_polled.insert(spec.name.clone(), self.ports().clock.now());
         }
         self.poll_one(&spec, Timing::Immediate).await
+    }
+
+    /// The firing time when `schedule` came due since the last check (the first check only starts the clock).
+    fn cron_due(&self, pipeline: &PipelineName, schedule: &CronSchedule) -> Option<DateTime<Utc>> {
+        let now = self.ports().clock.now();
+        let mut checked = self.cron_checked.lock().ok()?;
+        let since = checked.insert(pipeline.clone(), now)?;
+        schedule.next_after(since).filter(|due| *due <= now)
     }
 
     fn watch_due(&self, spec: &PipelineSpec) -> bool {

@@ -223,3 +223,25 @@ async fn a_missing_dataset_fails_the_run_naming_the_location() {
     let error = run.error.unwrap_or_default();
     assert!(error.contains("datasets/demo/train.jsonl"), "{error}");
 }
+
+#[tokio::test]
+async fn a_cron_trigger_queues_one_run_per_firing() {
+    let h = harness();
+    let yaml =
+        PIPELINE.replace("  - kind: manual\n", "  - kind: manual\n  - kind: cron\n    schedule: \"*/10 * * * *\"\n");
+    h.controller.apply(&yaml, None).await.unwrap();
+    let scheduled = |runs: &[adapterci_core::run::RunRecord]| {
+        runs.iter().filter(|run| matches!(run.trigger, Trigger::Schedule { .. })).count()
+    };
+    h.controller.poll_watches().await.unwrap(); // 00:00:00: the first look starts the clock, fires nothing
+    assert_eq!(scheduled(&h.store.list_runs(None, 10).await.unwrap()), 0);
+    h.clock.advance(chrono::Duration::minutes(9));
+    h.controller.poll_watches().await.unwrap();
+    assert_eq!(scheduled(&h.store.list_runs(None, 10).await.unwrap()), 0, "00:09: not due");
+    h.clock.advance(chrono::Duration::minutes(2));
+    h.controller.poll_watches().await.unwrap();
+    h.controller.poll_watches().await.unwrap();
+    let runs = h.store.list_runs(None, 10).await.unwrap();
+    assert_eq!(scheduled(&runs), 1, "00:10 fired once, not once per pass");
+    assert!(matches!(&runs[0].trigger, Trigger::Schedule { schedule, .. } if schedule == "*/10 * * * *"));
+}

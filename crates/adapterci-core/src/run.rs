@@ -127,6 +127,8 @@ pub enum Trigger {
     Manual,
     /// A webhook delivery.
     Webhook { source: String, delivery_id: String },
+    /// A `cron` trigger's schedule came due.
+    Schedule { schedule: String, due: DateTime<Utc> },
 }
 
 /// A run as the metadata store keeps it.
