@@ -396,7 +396,7 @@ impl LoraWeights {
 /// The safetensors layout (8-byte header length, JSON header padded with spaces to 8 bytes, data), written
 /// here rather than by `safetensors::serialize` because that one orders the `__metadata__` keys by a
 /// `HashMap`: the same adapter must give the same bytes (and so the same digest) every time.
-fn encode_safetensors(
+pub(crate) fn encode_safetensors(
     tensors: &BTreeMap<String, (Vec<usize>, Vec<u8>)>,
     dtype: Dtype,
     metadata: &BTreeMap<String, String>,

@@ -11,6 +11,13 @@ use crate::dataset::{Example, SeededRng};
 use crate::llama::Llama;
 use crate::lora::LoraWeights;
 
+pub mod checkpoint;
+pub mod forward;
+
+use checkpoint::Checkpoint;
+pub use checkpoint::CheckpointSettings;
+pub use forward::{BaseCompute, TrainingModel};
+
 /// Gradients are rescaled so that their global L2 norm is at most this.
 pub const MAX_GRAD_NORM: f64 = 1.0;
 /// Share of the steps spent warming the learning rate up linearly.
@@ -30,6 +37,12 @@ pub struct TrainReport {
     /// Real tokens fed to the model over all steps.
     pub tokens: usize,
     pub seconds: f64,
+    /// The step a checkpoint let this run start after, when it resumed.
+    pub resumed_from: Option<usize>,
+    /// `(step, validation loss)` at every early-stopping evaluation.
+    pub validation_curve: Vec<(usize, f64)>,
+    /// The step at which early stopping ended the run (the adapter is the best one seen by then).
+    pub stopped_early_at: Option<usize>,
 }
 
 impl TrainReport {
@@ -49,6 +62,30 @@ pub fn learning_rate_at(step: usize, total_steps: usize, peak: f64) -> f64 {
     let decay_steps = total_steps.saturating_sub(warmup).max(1);
     let progress = ((step - warmup) as f64 / decay_steps as f64).min(1.0);
     peak * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+}
+
+/// How the learning rate decays after the warmup.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Schedule {
+    /// Cosine decay to 0 (the default).
+    #[default]
+    Cosine,
+    /// Linear decay to 0.
+    Linear,
+}
+
+/// The learning rate at `step` (0-based) under `schedule`: the same linear warmup over the first 10% of
+/// steps, then cosine or linear decay to 0.
+pub fn learning_rate_for(schedule: Schedule, step: usize, total_steps: usize, peak: f64) -> f64 {
+    let warmup = ((total_steps as f64 * WARMUP_FRACTION).ceil() as usize).max(1);
+    match schedule {
+        Schedule::Cosine => learning_rate_at(step, total_steps, peak),
+        Schedule::Linear if step < warmup => peak * (step + 1) as f64 / warmup as f64,
+        Schedule::Linear => {
+            let decay_steps = total_steps.saturating_sub(warmup).max(1);
+            peak * (1.0 - ((step - warmup) as f64 / decay_steps as f64).min(1.0))
+        }
+    }
 }
 
 /// A padded batch with the flat positions whose next token is a target.
@@ -104,6 +141,74 @@ impl Batch {
         let selected = hidden.reshape([-1, width]).index_select(0, &self.positions);
         llama.lm_head(&selected).to_kind(Kind::Float).cross_entropy_for_logits(&self.targets)
     }
+
+    /// [`Batch::loss`] through a [`TrainingModel`] (the base matmuls in its precision).
+    pub fn loss_with(&self, model: &TrainingModel, lora: Option<&LoraWeights>) -> Tensor {
+        let hidden = model.forward_hidden(&self.input_ids, lora);
+        let width = hidden.size().last().copied().unwrap_or(0);
+        let selected = hidden.reshape([-1, width]).index_select(0, &self.positions);
+        model.lm_head(&selected).cross_entropy_for_logits(&self.targets)
+    }
+}
+
+/// Engine-side training settings beyond the job's `TrainSpec`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainOptions {
+    /// Precision of the frozen base weights in the training matmuls (f32 by default).
+    pub base_compute: BaseCompute,
+    pub schedule: Schedule,
+    /// Batches of `batch_size` whose gradients add up to one optimizer step (1: no accumulation). A step's
+    /// loss is the mean over them.
+    pub gradient_accumulation: usize,
+    /// Save a checkpoint every so many steps, and resume from the one in that directory when it exists.
+    pub checkpoint: Option<CheckpointSettings>,
+    pub early_stopping: Option<EarlyStopping>,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions {
+            base_compute: BaseCompute::F32,
+            schedule: Schedule::Cosine,
+            gradient_accumulation: 1,
+            checkpoint: None,
+            early_stopping: None,
+        }
+    }
+}
+
+/// Stop when the validation loss has not improved by `min_delta` for `patience` evaluations in a row, and
+/// keep the adapter of the best evaluation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EarlyStopping {
+    pub validation: Vec<Example>,
+    /// Evaluate after every this many steps.
+    pub every_steps: usize,
+    pub patience: usize,
+    pub min_delta: f64,
+}
+
+/// Mean loss over `examples` in batches of `batch_size`, without gradients or dropout.
+pub fn validation_loss(
+    model: &TrainingModel,
+    lora: &LoraWeights,
+    examples: &[Example],
+    batch_size: usize,
+    pad_id: u32,
+    device: tch::Device,
+) -> f64 {
+    let (mut total, mut targets) = (0.0, 0usize);
+    tch::no_grad(|| {
+        for chunk in examples.chunks(batch_size.max(1)) {
+            let refs: Vec<&Example> = chunk.iter().collect();
+            let batch = Batch::new(&refs, pad_id, device);
+            if batch.target_count > 0 {
+                total += batch.loss_with(model, Some(lora)).double_value(&[]) * batch.target_count as f64;
+                targets += batch.target_count;
+            }
+        }
+    });
+    if targets == 0 { f64::NAN } else { total / targets as f64 }
 }
 
 /// Seeded epoch-style sampling: every example once per epoch, in a fresh order each epoch.
@@ -153,6 +258,50 @@ impl AdamW {
         AdamW { parameters, first_moments, second_moments, weight_decay, steps_taken: 0 }
     }
 
+    fn checkpoint(&self, step: usize, report: &TrainReport, fingerprint: &str) -> Checkpoint {
+        let copies = |tensors: &[Tensor]| tensors.iter().map(|t| t.detach().copy()).collect();
+        Checkpoint {
+            step,
+            parameters: copies(&self.parameters),
+            first_moments: copies(&self.first_moments),
+            second_moments: copies(&self.second_moments),
+            optimizer_steps: self.steps_taken,
+            loss_curve: report.loss_curve.clone(),
+            tokens: report.tokens,
+            fingerprint: fingerprint.to_owned(),
+        }
+    }
+
+    /// Copies `values` into the parameters in place (they share storage with the adapter).
+    fn load_parameters(&mut self, values: &[Tensor]) {
+        tch::no_grad(|| {
+            for (parameter, value) in self.parameters.iter_mut().zip(values) {
+                parameter.copy_(value);
+            }
+        });
+    }
+
+    fn restore(&mut self, saved: &Checkpoint) -> Result<(), EngineError> {
+        let fits = |tensors: &[Tensor]| {
+            tensors.len() == self.parameters.len()
+                && tensors.iter().zip(&self.parameters).all(|(saved, own)| saved.size() == own.size())
+        };
+        if !(fits(&saved.parameters) && fits(&saved.first_moments) && fits(&saved.second_moments)) {
+            return Err(EngineError::Training("the checkpoint's tensors do not fit this adapter".into()));
+        }
+        self.load_parameters(&saved.parameters);
+        tch::no_grad(|| {
+            for (own, value) in self.first_moments.iter_mut().zip(&saved.first_moments) {
+                own.copy_(value);
+            }
+            for (own, value) in self.second_moments.iter_mut().zip(&saved.second_moments) {
+                own.copy_(value);
+            }
+        });
+        self.steps_taken = saved.optimizer_steps;
+        Ok(())
+    }
+
     /// Clips the gradients to [`MAX_GRAD_NORM`], applies one update and clears the gradients. Returns the
     /// gradient norm before clipping.
     pub(crate) fn step(&mut self, learning_rate: f64) -> f64 {
@@ -191,6 +340,26 @@ impl AdamW {
     }
 }
 
+/// What a checkpoint must agree with to be resumed: the settings that decide the run's path and the adapter's
+/// tensor shapes.
+fn fingerprint(spec: &TrainSpec, options: &TrainOptions, examples: usize, parameters: &[Tensor]) -> String {
+    let shapes: Vec<Vec<i64>> = parameters.iter().map(Tensor::size).collect();
+    let shapes_digest = shapes.iter().flatten().fold(0u64, |h, &d| h.wrapping_mul(31).wrapping_add(d as u64));
+    format!(
+        "steps={} batch={} lr={} wd={} seed={} accumulation={} schedule={:?} base={:?} examples={examples} \
+         tensors={} shapes={shapes_digest:x}",
+        spec.steps,
+        spec.batch_size,
+        spec.learning_rate,
+        spec.weight_decay,
+        spec.seed,
+        options.gradient_accumulation.max(1),
+        options.schedule,
+        options.base_compute,
+        parameters.len()
+    )
+}
+
 /// Trains `lora` on `examples` for `spec.steps` steps, reporting every step to `progress`.
 pub fn train_lora(
     llama: &Llama,
@@ -200,37 +369,98 @@ pub fn train_lora(
     pad_id: u32,
     progress: &dyn ProgressSink,
 ) -> Result<TrainReport, EngineError> {
+    train_lora_with(llama, lora, examples, spec, pad_id, progress, &TrainOptions::default())
+}
+
+/// [`train_lora`] with engine-side options.
+pub fn train_lora_with(
+    llama: &Llama,
+    lora: &mut LoraWeights,
+    examples: &[Example],
+    spec: &TrainSpec,
+    pad_id: u32,
+    progress: &dyn ProgressSink,
+    options: &TrainOptions,
+) -> Result<TrainReport, EngineError> {
     if examples.is_empty() {
         return Err(EngineError::InvalidConfig("no training examples".to_string()));
     }
     if spec.steps == 0 || spec.batch_size == 0 {
         return Err(EngineError::InvalidConfig("steps and batch_size must be at least 1".to_string()));
     }
-    lora.set_training(true);
+    let model = TrainingModel::new(llama, options.base_compute)?;
+    let accumulation = options.gradient_accumulation.max(1);
     let mut optimizer = AdamW::new(lora.trainable_parameters(), spec.weight_decay);
     let mut sampler = BatchSampler::new(examples.len(), spec.seed);
-    let mut report =
-        TrainReport { loss_curve: Vec::with_capacity(spec.steps), tokens_per_second: 0.0, tokens: 0, seconds: 0.0 };
+    let mut report = TrainReport {
+        loss_curve: Vec::with_capacity(spec.steps),
+        tokens_per_second: 0.0,
+        tokens: 0,
+        seconds: 0.0,
+        resumed_from: None,
+        validation_curve: Vec::new(),
+        stopped_early_at: None,
+    };
+    let fingerprint = fingerprint(spec, options, examples.len(), &optimizer.parameters);
+    let mut start_step = 0;
+    if let Some(settings) = &options.checkpoint
+        && let Some(saved) = Checkpoint::load(&settings.dir, llama.device())?
+    {
+        if saved.fingerprint != fingerprint {
+            return Err(EngineError::Training(format!(
+                "the checkpoint in {} is of another job ({}; this one is {fingerprint})",
+                settings.dir.display(),
+                saved.fingerprint
+            )));
+        }
+        optimizer.restore(&saved)?;
+        // Batch order is a function of the seed: replay the sampler to where the checkpoint was.
+        for _ in 0..saved.step * accumulation {
+            sampler.next_batch(spec.batch_size);
+        }
+        start_step = saved.step;
+        report.loss_curve = saved.loss_curve;
+        report.tokens = saved.tokens;
+        report.resumed_from = Some(start_step);
+        progress.on_message(&format!("resumed from the checkpoint at step {start_step}"));
+    }
+    let mut best: Option<(f64, Vec<Tensor>)> = None;
+    let mut evaluations_without_gain = 0;
+    lora.set_training(true);
     let started = Instant::now();
-    for step in 0..spec.steps {
+    for step in start_step..spec.steps {
         let step_started = Instant::now();
-        let picked: Vec<&Example> = sampler.next_batch(spec.batch_size).into_iter().map(|i| &examples[i]).collect();
-        let batch = Batch::new(&picked, pad_id, llama.device());
-        let learning_rate = learning_rate_at(step, spec.steps, spec.learning_rate);
-        let loss_value = if batch.target_count == 0 {
-            0.0
-        } else {
-            let loss = batch.loss(llama, Some(lora));
-            loss.f_backward()?;
+        if lora.dropout() > 0.0 {
+            // Dropout masks depend on the seed and the step only, so a resumed run draws the same ones.
+            tch::manual_seed((spec.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)) as i64);
+        }
+        let learning_rate = learning_rate_for(options.schedule, step, spec.steps, spec.learning_rate);
+        let (mut loss_sum, mut counted, mut tokens) = (0.0, 0usize, 0usize);
+        for _ in 0..accumulation {
+            let picked: Vec<&Example> = sampler.next_batch(spec.batch_size).into_iter().map(|i| &examples[i]).collect();
+            let batch = Batch::new(&picked, pad_id, llama.device());
+            tokens += batch.tokens;
+            if batch.target_count == 0 {
+                continue;
+            }
+            let loss = batch.loss_with(&model, Some(lora));
             let value = loss.double_value(&[]);
             if !value.is_finite() {
                 lora.set_training(false);
                 return Err(EngineError::Training(format!("loss became {value} at step {}", step + 1)));
             }
+            let scaled = if accumulation > 1 { loss / accumulation as f64 } else { loss };
+            scaled.f_backward()?;
+            loss_sum += value;
+            counted += 1;
+        }
+        let loss_value = if counted == 0 {
+            0.0
+        } else {
             optimizer.step(learning_rate);
-            value
+            loss_sum / counted as f64
         };
-        report.tokens += batch.tokens;
+        report.tokens += tokens;
         report.loss_curve.push((step + 1, loss_value));
         let seconds = step_started.elapsed().as_secs_f64();
         progress.on_step(&StepProgress {
@@ -238,8 +468,37 @@ pub fn train_lora(
             total_steps: spec.steps,
             loss: loss_value,
             learning_rate,
-            tokens_per_second: batch.tokens as f64 / seconds.max(1e-9),
+            tokens_per_second: tokens as f64 / seconds.max(1e-9),
         });
+        if let Some(settings) = &options.checkpoint
+            && (step + 1) % settings.every_steps.max(1) == 0
+            && step + 1 < spec.steps
+        {
+            optimizer.checkpoint(step + 1, &report, &fingerprint).save(&settings.dir)?;
+            progress.on_message(&format!("checkpoint at step {}", step + 1));
+        }
+        if let Some(stopping) = &options.early_stopping
+            && (step + 1) % stopping.every_steps.max(1) == 0
+        {
+            lora.set_training(false);
+            let loss = validation_loss(&model, lora, &stopping.validation, spec.batch_size, pad_id, llama.device());
+            lora.set_training(true);
+            report.validation_curve.push((step + 1, loss));
+            if best.as_ref().is_none_or(|(best_loss, _)| loss < best_loss - stopping.min_delta) {
+                best = Some((loss, optimizer.parameters.iter().map(Tensor::copy).collect()));
+                evaluations_without_gain = 0;
+            } else {
+                evaluations_without_gain += 1;
+                if evaluations_without_gain >= stopping.patience {
+                    report.stopped_early_at = Some(step + 1);
+                    progress.on_message(&format!("early stopping at step {}: validation loss {loss:.4}", step + 1));
+                    break;
+                }
+            }
+        }
+    }
+    if let (Some(_), Some((_, weights))) = (report.stopped_early_at, &best) {
+        optimizer.load_parameters(weights);
     }
     lora.set_training(false);
     report.seconds = started.elapsed().as_secs_f64();

@@ -146,3 +146,33 @@ fn training_refuses_an_empty_example_list() {
     let error = train_lora(&tiny.llama, &mut lora, &[], &spec(3, 1), 0, &NoProgress).expect_err("no examples");
     assert!(error.to_string().contains("no training examples"), "{error}");
 }
+
+#[test]
+fn the_training_forward_equals_the_model_in_f32_and_stays_close_in_bf16() {
+    use adapterci_engine::train::{BaseCompute, TrainingModel};
+    let tiny = tiny();
+    let config = AdapterConfig {
+        rank: 4,
+        alpha: 8.0,
+        targets: LoraTarget::ALL.to_vec(),
+        layers: vec![0, 1],
+        dtype: "f32".into(),
+    };
+    let lora = LoraWeights::init_standard(&config, 0.0, tiny.llama.config(), 9, Device::Cpu).expect("init");
+    // B is zero after init: give it values so the deltas count.
+    tch::manual_seed(4);
+    for mut b in lora.trainable_parameters().into_iter().skip(1).step_by(2) {
+        let _ = tch::no_grad(|| b.uniform_(-0.1, 0.1));
+    }
+    let ids = Tensor::from_slice(&[5i64, 80, 17, 300, 42, 9, 77, 120, 3, 11, 64, 200]).view([2, 6]);
+    let reference = tch::no_grad(|| tiny.llama.forward_hidden(&ids, 0, None, Some(&lora)));
+    let f32_model = TrainingModel::new(&tiny.llama, BaseCompute::F32).expect("f32 model");
+    let f32_hidden = tch::no_grad(|| f32_model.forward_hidden(&ids, Some(&lora)));
+    assert!(f32_hidden.equal(&reference), "the f32 training forward must equal Llama::forward_hidden");
+    let bf16_model = TrainingModel::new(&tiny.llama, BaseCompute::Bf16).expect("bf16 model");
+    let bf16_hidden = tch::no_grad(|| bf16_model.forward_hidden(&ids, Some(&lora)));
+    let relative = (&bf16_hidden - &reference).norm().double_value(&[]) / reference.norm().double_value(&[]);
+    assert!(relative > 0.0 && relative < 0.05, "bf16 relative error {relative}");
+    let logits = tch::no_grad(|| tiny.llama.lm_head(&reference));
+    assert!(tch::no_grad(|| f32_model.lm_head(&reference)).equal(&logits));
+}
