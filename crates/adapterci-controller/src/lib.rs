@@ -7,6 +7,7 @@
 mod error;
 mod models;
 mod progress;
+mod rebase;
 mod runner;
 mod schedule;
 mod service;
@@ -17,6 +18,7 @@ pub mod webhooks;
 
 pub use error::ControllerError;
 pub use models::{BaseModels, ResolvedBase, StaticBaseModels};
+pub use rebase::RebaseOutcome;
 pub use runner::RunReport;
 pub use schedule::SchedulingConfig;
 pub use service::{ApplyOutcome, Controller, ControllerConfig, Ports, PublishListener};

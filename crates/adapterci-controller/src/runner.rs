@@ -7,7 +7,7 @@ use std::time::Duration;
 use adapterci_core::gate::{GateReport, evaluate_gates};
 use adapterci_core::manifest::{ADAPTER_WEIGHTS_FILE, EvalReport, Lineage, PipelineRef};
 use adapterci_core::ports::{PublishRequest, RegistryError, SourceError};
-use adapterci_core::run::{PublishedRef, RunPatch, RunRecord, RunStage, RunState};
+use adapterci_core::run::{PublishedRef, RunPatch, RunRecord, RunStage, RunState, Trigger};
 use adapterci_core::scheduling::ClaimedRun;
 use adapterci_core::training::{EvalSample, InitialAdapterRef, Metrics, StepProgress, TrainJob, TrainingFailure};
 use adapterci_core::{AdapterName, Digest, PipelineName};
@@ -141,6 +141,24 @@ impl Controller {
             .base_models
             .resolve(&spec.base)
             .map_err(|reason| ControllerError::BaseModel { pipeline: spec.name.to_string(), reason })?;
+        // A rebase run trains on the base it was queued for, bound to that base's release; if the catalog moved
+        // on meanwhile, the run fails rather than bind an adapter to a release of another base.
+        let base_release_digest = match &run.trigger {
+            Trigger::BaseModelChanged { base_model_digest, base_release_digest } => {
+                if *base_model_digest != base.digest {
+                    return Err(ControllerError::BaseModel {
+                        pipeline: spec.name.to_string(),
+                        reason: format!(
+                            "queued to retrain on base {base_model_digest}, but the catalog now has {}",
+                            base.digest
+                        ),
+                    }
+                    .into());
+                }
+                Some(base_release_digest.clone())
+            }
+            _ => None,
+        };
 
         self.set_stage(run, RunStage::Train).await?;
         let dataset = ports.datasets.read(&spec.dataset.location).await.map_err(ControllerError::from)?;
@@ -193,7 +211,7 @@ impl Controller {
             lineage: Lineage {
                 base_model_digest: base.digest.clone(),
                 base_model_name: base.name.clone(),
-                base_release_digest: None,
+                base_release_digest,
                 dataset_digests: vec![dataset_digest],
                 pipeline: Some(PipelineRef {
                     name: record.name.clone(),

@@ -3,6 +3,7 @@
 //! This crate does no IO. Every other crate depends on it; it depends on none of them. Implementations of the
 //! ports live in their own crates (store, registry, engine, controller) and are wired together by the server.
 
+pub mod base_release;
 pub mod channels;
 pub mod digest;
 pub mod error;

@@ -129,6 +129,8 @@ pub enum Trigger {
     Webhook { source: String, delivery_id: String },
     /// A `cron` trigger's schedule came due.
     Schedule { schedule: String, due: DateTime<Utc> },
+    /// The base model changed: retrain on its new base release (the rebase DAG).
+    BaseModelChanged { base_model_digest: Digest, base_release_digest: Digest },
 }
 
 /// A run as the metadata store keeps it.
