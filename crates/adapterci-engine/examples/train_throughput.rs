@@ -49,7 +49,7 @@ fn main() -> anyhow::Result<()> {
         Some("bf16") => BaseCompute::Bf16,
         Some(other) => anyhow::bail!("base precision {other:?} is not f32 or bf16"),
     };
-    let options = TrainOptions { base_compute };
+    let options = TrainOptions { base_compute, ..TrainOptions::default() };
     tch::set_num_threads(threads);
     let file = GgufFile::open(&model)?;
     let config = LlamaConfig::from_gguf(&file)?;
