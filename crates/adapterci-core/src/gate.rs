@@ -6,6 +6,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::training::Metrics;
 
+pub mod regression;
+
+pub use regression::{Direction, RegressionGateSpec, evaluate_regression_gates};
+
 /// One gate: a metric with a lower and/or upper bound.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GateSpec {

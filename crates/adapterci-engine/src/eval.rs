@@ -12,6 +12,8 @@ use crate::lora::LoraWeights;
 use crate::model::{BaseModel, LoadedAdapter};
 use crate::train::Batch;
 
+pub mod metrics;
+
 /// Examples per forward pass when computing the eval loss.
 pub const EVAL_BATCH_SIZE: usize = 8;
 
