@@ -4,7 +4,7 @@ use crate::EngineError;
 use crate::gguf::{GgufFile, GgufValue, gguf_error};
 
 /// Shape and numerics of a Llama-family decoder.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LlamaConfig {
     pub vocab_size: usize,
     pub hidden_size: usize,

@@ -4,7 +4,9 @@
 //! This is the only crate that names `tch`. Its API is synchronous: callers run it on dedicated threads.
 //! Public types that other crates use (`BaseModel`, `LoadedAdapter`, `EngineBackend`, ...) do not expose tch.
 
+pub mod allocate;
 pub mod backend;
+pub mod calibrate;
 pub mod chat;
 pub mod config;
 pub mod dataset;
@@ -18,6 +20,8 @@ pub mod llama;
 pub mod lora;
 pub mod model;
 pub mod palettize;
+pub mod recover;
+pub mod release;
 pub mod tiny;
 pub mod tokenizer;
 pub mod train;

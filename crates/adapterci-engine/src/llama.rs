@@ -61,6 +61,9 @@ pub struct Llama {
     activation_bits: Option<u8>,
 }
 
+/// Returns the f32 tensor of a GGUF tensor name with exactly the given shape (see [`Llama::load_with`]).
+pub type TensorSource<'a> = &'a dyn Fn(&str, &[usize]) -> Result<Tensor, EngineError>;
+
 /// Called with `(layer, target, input)` for the input `[..., in]` of every linear operation.
 pub type LinearObserver<'a> = &'a dyn Fn(usize, LoraTarget, &Tensor);
 
@@ -123,7 +126,7 @@ impl Llama {
     pub fn load_with(
         config: &LlamaConfig,
         device: Device,
-        source: &dyn Fn(&str, &[usize]) -> Result<Tensor, EngineError>,
+        source: TensorSource<'_>,
         gguf_layout: bool,
     ) -> Result<Llama, EngineError> {
         let (h, kv_dim) = (config.hidden_size, config.num_kv_heads * config.head_dim);
@@ -256,6 +259,16 @@ impl Llama {
     /// The token embedding `[vocab, hidden]`.
     pub fn embedding_weight(&self) -> &Tensor {
         &self.embedding
+    }
+
+    /// The final RMSNorm weight `[hidden]`.
+    pub fn final_norm_weight(&self) -> &Tensor {
+        &self.final_norm
+    }
+
+    /// The attention and FFN RMSNorm weights of `layer`. Panics when the layer does not exist.
+    pub fn norm_weights(&self, layer: usize) -> (&Tensor, &Tensor) {
+        (&self.layers[layer].attn_norm, &self.layers[layer].ffn_norm)
     }
 
     /// The LM head `[vocab, hidden]`: the embedding itself when tied.

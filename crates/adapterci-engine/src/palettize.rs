@@ -295,10 +295,10 @@ fn nearest(w: &Tensor, row_tables: &Tensor) -> Tensor {
 fn gptq_assign(w: &Tensor, row_tables: &Tensor, hessian: &Tensor) -> Tensor {
     let cols = w.size()[1];
     let device = w.device();
-    let mut h = hessian.copy();
+    let h = hessian.copy();
     let diag = h.diagonal(0, 0, 1);
     let dead = diag.eq(0.0);
-    let mut w = w.copy();
+    let w = w.copy();
     // a column the calibration never excited: any value is as good, keep it out of the solve
     let _ = h.diagonal(0, 0, 1).masked_fill_(&dead, 1.0);
     let damp = GPTQ_DAMPING * h.diagonal(0, 0, 1).mean(Kind::Float).double_value(&[]);
@@ -307,18 +307,18 @@ fn gptq_assign(w: &Tensor, row_tables: &Tensor, hessian: &Tensor) -> Tensor {
         Some(u) => u,
         None => return nearest(&w, row_tables),
     };
-    let mut indices = Tensor::zeros([w.size()[0], cols], (Kind::Int64, device));
+    let indices = Tensor::zeros([w.size()[0], cols], (Kind::Int64, device));
     let mut start = 0;
     while start < cols {
         let count = GPTQ_BLOCK.min(cols - start);
         let block = w.narrow(1, start, count).copy();
         let u_block = upper.narrow(0, start, count).narrow(1, start, count);
-        let mut errors = Tensor::zeros([w.size()[0], count], (Kind::Float, device));
+        let errors = Tensor::zeros([w.size()[0], count], (Kind::Float, device));
         for i in 0..count {
             let column = block.select(1, i);
             let idx = nearest_sorted(&column.unsqueeze(1), row_tables).squeeze_dim(1);
             let q = row_tables.gather(1, &idx.unsqueeze(1), false).squeeze_dim(1);
-            let _ = indices.select(1, start + i).copy_(&idx);
+            indices.select(1, start + i).copy_(&idx);
             let d = u_block.get(i).get(i);
             let err = (&column - &q) / &d;
             if i + 1 < count {
@@ -327,7 +327,7 @@ fn gptq_assign(w: &Tensor, row_tables: &Tensor, hessian: &Tensor) -> Tensor {
                 let mut rest = block.narrow(1, i + 1, count - i - 1);
                 let _ = rest.g_sub_(&update);
             }
-            let _ = errors.select(1, i).copy_(&err);
+            errors.select(1, i).copy_(&err);
         }
         if start + count < cols {
             let cross = upper.narrow(0, start, count).narrow(1, start + count, cols - start - count);

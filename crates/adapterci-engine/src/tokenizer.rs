@@ -33,7 +33,7 @@ pub mod token_type {
 }
 
 /// The tokenizer as GGUF metadata describes it; the one place that knows the GGUF keys.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TokenizerSpec {
     /// `tokenizer.ggml.model`; only `gpt2` (byte-level BPE) is supported.
     pub model: String,

@@ -1,0 +1,293 @@
+//! Base releases on the tiny model: calibration, sensitivity allocation, recovery training that lowers the KL
+//! divergence, the release file round trip (bits exact), a release that loads and serves like a GGUF, and the
+//! refusals: corrupt files, recovery adapters for another release.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+
+use adapterci_core::Digest;
+use adapterci_engine::allocate::{Method, allocate_bits, average_bpw, linear_ops, measure_sensitivities, palettize_op};
+use adapterci_engine::calibrate::{TeacherTextSpec, collect_hessians, compare, prompt_ids, teacher_text};
+use adapterci_engine::device::DeviceChoice;
+use adapterci_engine::llama::Llama;
+use adapterci_engine::model::BaseModel;
+use adapterci_engine::palettize::PalettizedTensor;
+use adapterci_engine::recover::{RecoverySpec, recover};
+use adapterci_engine::release::{
+    BaseRelease, ReleaseContents, bind_recovery_adapter, check_recovery_adapter, write_release,
+};
+use adapterci_engine::tiny::write_tiny_model;
+use adapterci_engine::tokenizer::TokenizerSpec;
+use tch::Device;
+
+struct Fixture {
+    base: BaseModel,
+    _dir: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.gguf");
+    write_tiny_model(&path, 21).unwrap();
+    let base = BaseModel::load(&path, DeviceChoice::Cpu).unwrap();
+    Fixture { base, dir: dir.path().to_path_buf(), _dir: dir }
+}
+
+fn teacher_sequences(base: &BaseModel, count: usize) -> Vec<Vec<u32>> {
+    let prompts = prompt_ids(base.tokenizer(), None).unwrap();
+    let spec = TeacherTextSpec { sequences: count, seq_len: 24, batch: 8, temperature: 1.0, seed: 3 };
+    teacher_text(base.llama(), &prompts, &spec, &mut |_, _| {}).unwrap()
+}
+
+/// Palettizes every operation of `teacher` per `bits`; returns the student and the palettized tensors.
+fn palettized_student(
+    teacher: &Llama,
+    bits: &[u8],
+    method: Method,
+    seqs: &[Vec<u32>],
+) -> (Llama, Vec<PalettizedTensor>) {
+    let hessians = collect_hessians(teacher, seqs, 4).unwrap();
+    let mut student = teacher.shallow_copy();
+    let mut parts = Vec::new();
+    for (op, &b) in linear_ops(teacher.config()).iter().zip(bits) {
+        let p = palettize_op(teacher, Some(&hessians), op, b, method).unwrap();
+        student.set_linear_weight(op.layer, op.target, p.dequantize(Device::Cpu)).unwrap();
+        parts.push(p);
+    }
+    (student, parts)
+}
+
+fn method() -> Method {
+    Method { group_rows: 8, group_rows_2bit: 4, ..Method::default() }
+}
+
+#[test]
+fn teacher_text_has_the_requested_shape_and_is_seeded() {
+    let f = fixture();
+    let a = teacher_sequences(&f.base, 10);
+    let b = teacher_sequences(&f.base, 10);
+    assert_eq!(a.len(), 10);
+    assert!(a.iter().all(|s| s.len() == 24));
+    assert_eq!(a, b, "the same seed writes the same text");
+}
+
+#[test]
+fn sensitivity_allocation_meets_the_target_and_beats_the_reverse_order() {
+    let f = fixture();
+    let teacher = f.base.llama();
+    let seqs = teacher_sequences(&f.base, 8);
+    let hessians = collect_hessians(teacher, &seqs, 4).unwrap();
+    let ops = linear_ops(teacher.config());
+    let m = method();
+    let s = measure_sensitivities(teacher, &hessians, &ops, m, &seqs[..2], 2, &mut |_, _| {}).unwrap();
+    assert_eq!(s.len(), ops.len());
+    assert!(s.iter().all(|v| v.is_finite() && *v >= 0.0), "{s:?}");
+    let bits = allocate_bits(&ops, &s, m, 3.5).unwrap();
+    let achieved = average_bpw(&ops, &bits, m);
+    assert!((achieved - 3.5).abs() <= 0.05, "achieved {achieved}");
+    // the allocation's 2-bit set costs less measured sensitivity than the most sensitive choice at the same bits
+    let inverted: Vec<f64> = s.iter().map(|v| -v).collect();
+    let worst = allocate_bits(&ops, &inverted, m, 3.5).unwrap();
+    let cost = |b: &[u8]| b.iter().zip(&s).filter(|(b, _)| **b == 2).map(|(_, v)| v).sum::<f64>();
+    assert!(cost(&bits) < cost(&worst), "{} vs {}", cost(&bits), cost(&worst));
+}
+
+#[test]
+fn recovery_training_lowers_the_kl_divergence_to_the_teacher() {
+    let f = fixture();
+    let teacher = f.base.llama();
+    let seqs = teacher_sequences(&f.base, 16);
+    let ops = linear_ops(teacher.config());
+    let (student, _) = palettized_student(teacher, &vec![2; ops.len()], method(), &seqs);
+    let before = compare(teacher, &student, None, &seqs, 4).unwrap();
+    let spec = RecoverySpec { steps: 40, batch: 4, learning_rate: 5e-3, ..RecoverySpec::default() };
+    let mut seen = 0;
+    let (lora, report) = recover(teacher, &student, &seqs, &spec, &mut |_| seen += 1).unwrap();
+    let after = compare(teacher, &student, Some(&lora), &seqs, 4).unwrap();
+    assert_eq!(report.steps, 40);
+    assert_eq!(seen, 40, "progress after every step");
+    assert!(before.kl_divergence > 0.0);
+    assert!(
+        after.kl_divergence < 0.8 * before.kl_divergence,
+        "KL {} -> {} after recovery",
+        before.kl_divergence,
+        after.kl_divergence
+    );
+    assert!(after.top1_agreement >= before.top1_agreement);
+}
+
+#[test]
+fn recovery_resumes_from_its_checkpoint() {
+    let f = fixture();
+    let teacher = f.base.llama();
+    let seqs = teacher_sequences(&f.base, 8);
+    let ops = linear_ops(teacher.config());
+    let (student, _) = palettized_student(teacher, &vec![4; ops.len()], method(), &seqs);
+    let dir = f.dir.join("ckpt");
+    let spec = RecoverySpec {
+        steps: 12,
+        batch: 2,
+        checkpoint_every: 4,
+        checkpoint_dir: Some(dir.clone()),
+        ..RecoverySpec::default()
+    };
+    // a first run stopped after 9 steps (as a kill would) leaves the checkpoint of step 8
+    let short = RecoverySpec { steps: 12, ..spec.clone() };
+    let mut stop_after = 0;
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        recover(teacher, &student, &seqs, &short, &mut |p| {
+            stop_after = p.step;
+            if p.step == 9 {
+                panic!("simulated kill");
+            }
+        })
+    }));
+    assert_eq!(stop_after, 9);
+    let (_, report) = recover(teacher, &student, &seqs, &spec, &mut |_| {}).unwrap();
+    assert_eq!(report.resumed_from, Some(8));
+    assert_eq!(report.steps, 12);
+    assert_eq!(report.kl_curve.len(), 12, "the curve carries the first 8 steps over");
+    // another spec must not pick up this checkpoint
+    let other = RecoverySpec { rank: 8, ..spec };
+    let err = recover(teacher, &student, &seqs, &other, &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("different recovery spec"), "{err}");
+}
+
+fn release_bytes(f: &Fixture, bits: &[u8]) -> (Vec<u8>, Llama) {
+    let teacher = f.base.llama();
+    let seqs = teacher_sequences(&f.base, 8);
+    let (student, parts) = palettized_student(teacher, bits, method(), &seqs);
+    let spec = TokenizerSpec::from_gguf(&adapterci_engine::gguf::GgufFile::open(f.base.path()).unwrap()).unwrap();
+    let contents = ReleaseContents {
+        source_model_digest: f.base.digest().clone(),
+        source_model_name: f.base.name().to_string(),
+        method: method(),
+        config: teacher.config(),
+        tokenizer: &spec,
+        linear: parts,
+        embedding: None,
+        source: teacher,
+    };
+    (write_release(&contents).unwrap(), student)
+}
+
+#[test]
+fn a_release_round_trips_exactly_and_serves_like_its_palettized_model() {
+    let f = fixture();
+    let ops = linear_ops(f.base.llama().config());
+    let bits: Vec<u8> = (0..ops.len()).map(|i| if i % 3 == 0 { 2 } else { 4 }).collect();
+    let (bytes, student) = release_bytes(&f, &bits);
+    let path = f.dir.join("base.safetensors");
+    std::fs::write(&path, &bytes).unwrap();
+    let (release, digest) = BaseRelease::open(&path).unwrap();
+    assert_eq!(digest, Digest::of(&bytes));
+    assert_eq!(&release.manifest.source_model_digest, f.base.digest());
+    let expected_bpw = average_bpw(&ops, &bits, method());
+    assert_eq!(release.manifest.linear_bpw, expected_bpw, "bits accounting in the manifest");
+    for (op, b) in ops.iter().zip(&bits) {
+        let p = release.palettized(&op.name()).unwrap();
+        assert_eq!(p.spec.bits, *b);
+        // the dequantized weights of the file are exactly the palettized student's
+        let diff = (p.dequantize(Device::Cpu) - student.linear_weight(op.layer, op.target)).abs().max();
+        assert_eq!(diff.double_value(&[]), 0.0, "{}", op.name());
+    }
+    // BaseModel loads the release like a GGUF and scores the same logits as the palettized student
+    let served = BaseModel::load(&path, DeviceChoice::Cpu).unwrap();
+    assert_eq!(served.digest(), &digest);
+    let ids: Vec<u32> = f.base.tokenizer().encode("hello there, world", false);
+    let want = {
+        let t = tch::Tensor::from_slice(&ids.iter().map(|&i| i64::from(i)).collect::<Vec<_>>()).unsqueeze(0);
+        tch::no_grad(|| student.forward(&t, 0, None, None))
+    };
+    let got = served.logits(&ids, None).unwrap();
+    let want: Vec<Vec<f32>> = Vec::<Vec<f32>>::try_from(want.squeeze_dim(0)).unwrap();
+    let max_diff = got.iter().flatten().zip(want.iter().flatten()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    // the release stores norms and the embedding as written (embedding in f16), so allow f16 rounding
+    assert!(max_diff < 1e-2, "max logit difference {max_diff}");
+}
+
+#[test]
+fn corrupt_release_files_are_refused_with_a_reason() {
+    let f = fixture();
+    let ops = linear_ops(f.base.llama().config());
+    let (bytes, _) = release_bytes(&f, &vec![4; ops.len()]);
+    let path = f.dir.join("x.safetensors");
+    // a flipped bit in the tensor data
+    let mut flipped = bytes.clone();
+    let last = flipped.len() - 10;
+    flipped[last] ^= 0x10;
+    let err = BaseRelease::read(&flipped, &path).unwrap_err().to_string();
+    assert!(err.contains("payload digest") && err.contains("corrupt"), "{err}");
+    // truncated
+    let err = BaseRelease::read(&bytes[..bytes.len() / 2], &path).unwrap_err().to_string();
+    assert!(err.contains("base release"), "{err}");
+    // not a release at all
+    let err = BaseRelease::read(b"hello world, this is not a release", &path).unwrap_err().to_string();
+    assert!(err.contains("not a safetensors file"), "{err}");
+    // BaseModel::load names the file
+    std::fs::write(&path, &flipped).unwrap();
+    let err = BaseModel::load(&path, DeviceChoice::Cpu).unwrap_err().to_string();
+    assert!(err.contains("x.safetensors") && err.contains("corrupt"), "{err}");
+}
+
+#[test]
+fn a_recovery_adapter_for_another_release_is_refused() {
+    let f = fixture();
+    let teacher = f.base.llama();
+    let seqs = teacher_sequences(&f.base, 4);
+    let ops = linear_ops(teacher.config());
+    let (student, _) = palettized_student(teacher, &vec![4; ops.len()], method(), &seqs);
+    let spec = RecoverySpec { steps: 2, batch: 2, ..RecoverySpec::default() };
+    let (lora, _) = recover(teacher, &student, &seqs, &spec, &mut |_| {}).unwrap();
+    let file = lora.to_safetensors().unwrap();
+    let ours = Digest::of(b"release A");
+    let other = Digest::of(b"release B");
+    let bound = bind_recovery_adapter(&file, &ours).unwrap();
+    check_recovery_adapter(&bound, &ours).unwrap();
+    let err = check_recovery_adapter(&bound, &other).unwrap_err().to_string();
+    assert!(err.contains("trained for base release") && err.contains(&other.to_string()), "{err}");
+    let err = check_recovery_adapter(&file, &ours).unwrap_err().to_string();
+    assert!(err.contains("names no base release"), "{err}");
+    // binding keeps the adapter loadable
+    let loaded = f.base.load_adapter(&bound).unwrap();
+    assert_eq!(loaded.config().rank, 16);
+}
+
+/// Release format v1 is frozen: the committed file (made by this test with `ADAPTERCI_UPDATE_FIXTURES=1`)
+/// must keep reading, with the same manifest and the same dequantized weights.
+#[test]
+fn release_format_v1_fixture_still_reads() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let path = dir.join("base_release_v1.safetensors");
+    let expected_path = dir.join("base_release_v1.expected.json");
+    if std::env::var_os("ADAPTERCI_UPDATE_FIXTURES").is_some() {
+        let f = fixture();
+        let ops = linear_ops(f.base.llama().config());
+        let bits: Vec<u8> = (0..ops.len()).map(|i| if i % 2 == 0 { 2 } else { 4 }).collect();
+        let (bytes, _) = release_bytes(&f, &bits);
+        std::fs::write(&path, &bytes).unwrap();
+        let (release, _) = BaseRelease::open(&path).unwrap();
+        let sums: Vec<(String, f64)> = ops
+            .iter()
+            .map(|op| {
+                let w = release.palettized(&op.name()).unwrap().dequantize(Device::Cpu);
+                (op.name(), w.abs().sum(tch::Kind::Double).double_value(&[]))
+            })
+            .collect();
+        let expected = serde_json::json!({"linear_bpw": release.manifest.linear_bpw, "abs_sums": sums});
+        std::fs::write(&expected_path, serde_json::to_vec_pretty(&expected).unwrap()).unwrap();
+    }
+    let (release, _) = BaseRelease::open(&path).unwrap();
+    let expected: serde_json::Value = serde_json::from_slice(&std::fs::read(&expected_path).unwrap()).unwrap();
+    assert_eq!(release.manifest.format_version, 1);
+    assert_eq!(release.manifest.linear_bpw, expected["linear_bpw"].as_f64().unwrap());
+    for pair in expected["abs_sums"].as_array().unwrap() {
+        let name = pair[0].as_str().unwrap();
+        let w = release.palettized(name).unwrap().dequantize(Device::Cpu);
+        assert_eq!(w.abs().sum(tch::Kind::Double).double_value(&[]), pair[1].as_f64().unwrap(), "{name}");
+    }
+    // and it still loads as a servable model
+    let model = BaseModel::load(&path, DeviceChoice::Cpu).unwrap();
+    assert!(model.name().contains("base release"));
+}
