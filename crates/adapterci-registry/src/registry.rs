@@ -17,6 +17,7 @@ use object_store::ObjectStore;
 use object_store::path::Path;
 
 use crate::blobs::{BlobStore, DEFAULT_MULTIPART_THRESHOLD};
+use crate::failpoint;
 use crate::location::parse_key;
 
 /// The longest file name a version may hold (the common file-system limit).
@@ -151,16 +152,23 @@ impl AdapterRegistry for ObjectStoreRegistry {
         let manifest_bytes = canonical_bytes(&manifest)?;
         // Files first, even for a retried publish: putting a blob that is already there re-checks it and
         // replaces a damaged copy.
+        let mut blobs = blobs.into_iter();
+        if let Some((file, bytes)) = blobs.next() {
+            self.blobs.put(&file.digest, bytes).await?;
+            failpoint::check("after-first-blob");
+        }
         futures::future::try_join_all(
-            blobs.into_iter().map(|(file, bytes)| async move { self.blobs.put(&file.digest, bytes).await }),
+            blobs.map(|(file, bytes)| async move { self.blobs.put(&file.digest, bytes).await }),
         )
         .await?;
+        failpoint::check("after-blobs");
         if let Some(existing) = self.unchanged_latest(&manifest).await? {
             tracing::info!(adapter = %manifest.name, version = existing.version, "publish unchanged: kept the latest version");
             return Ok(existing);
         }
         let manifest_digest = Digest::of(&manifest_bytes);
         self.blobs.put(&manifest_digest, Bytes::from(manifest_bytes)).await?;
+        failpoint::check("after-manifest");
 
         // The identity check is repeated inside the index's transaction: two identical publishes racing past the
         // check above still make one version.
@@ -176,6 +184,7 @@ impl AdapterRegistry for ObjectStoreRegistry {
                 version_identity(&manifest),
             )
             .await?;
+        failpoint::check("after-record");
         if !added {
             tracing::info!(adapter = %record.name, version = record.version, "publish raced an identical one: kept its version");
             return Ok(record);

@@ -6,6 +6,7 @@ pub mod clock;
 pub mod executor_fake;
 pub mod postgres;
 pub mod registry_conformance;
+pub mod seaweedfs;
 pub mod scheduling_conformance;
 pub mod scheduling_fake;
 pub mod store_conformance;

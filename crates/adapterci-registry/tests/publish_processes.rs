@@ -1,0 +1,198 @@
+//! Publishing from many threads and many processes at once, and publishes killed with `kill -9` at each step,
+//! on SQLite + local files (the embedded default). The child processes are this test binary run again with
+//! [`CHILD_ENV`] set: it then runs only [`zz_child_process_entry_point`], which publishes as it is told.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use adapterci_core::Digest;
+use adapterci_core::channels::{ChannelName, ChannelStore, PromoteRequest};
+use adapterci_core::manifest::ADAPTER_WEIGHTS_FILE;
+use adapterci_core::ports::AdapterRegistry;
+use adapterci_registry::failpoint::{ENV_REGISTRY_FAILPOINT, STEPS, reached_line};
+use adapterci_registry::{ObjectStoreRegistry, open_object_store};
+use adapterci_store::SeaStore;
+use adapterci_testkit::registry_conformance::{adapter_name, publish_request};
+
+/// Set in a child process: what it should do (`publish` or `publish-and-promote`).
+const CHILD_ENV: &str = "ADAPTERCI_TEST_PUBLISH_CHILD";
+const CHILD_DATABASE_ENV: &str = "ADAPTERCI_TEST_PUBLISH_DATABASE";
+const CHILD_STORE_ENV: &str = "ADAPTERCI_TEST_PUBLISH_STORE";
+const CHILD_SEED_ENV: &str = "ADAPTERCI_TEST_PUBLISH_SEED";
+const CHILD_TEST: &str = "zz_child_process_entry_point";
+const ADAPTER: &str = "raced";
+const PUBLISHERS: u8 = 16;
+
+fn weights(seed: u8) -> Vec<u8> {
+    vec![seed; 4096 + usize::from(seed)]
+}
+
+async fn open(database: &str, store: &str) -> (Arc<SeaStore>, ObjectStoreRegistry) {
+    let index = Arc::new(SeaStore::connect(database).await.expect("connect to the database"));
+    let registry = ObjectStoreRegistry::new(open_object_store(store).expect("open the store"), index.clone());
+    (index, registry)
+}
+
+/// Publishes the weights of `seed` (and promotes the new version to `stable`); returns the version.
+async fn publish_one(database: &str, store: &str, seed: u8, promote: bool) -> u64 {
+    let (index, registry) = open(database, store).await;
+    let record = registry.publish(publish_request(ADAPTER, &weights(seed))).await.expect("publish");
+    if promote {
+        let request = PromoteRequest {
+            adapter: adapter_name(ADAPTER),
+            channel: ChannelName::new("stable").unwrap(),
+            version: record.version,
+            allow_base_change: false,
+        };
+        index.promote(request).await.expect("promote");
+    }
+    record.version
+}
+
+/// Not a test: the body of a child process (it returns at once unless [`CHILD_ENV`] is set).
+#[test]
+fn zz_child_process_entry_point() {
+    let Ok(action) = std::env::var(CHILD_ENV) else { return };
+    let database = std::env::var(CHILD_DATABASE_ENV).unwrap();
+    let store = std::env::var(CHILD_STORE_ENV).unwrap();
+    let seed: u8 = std::env::var(CHILD_SEED_ENV).unwrap().parse().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let version = runtime.block_on(publish_one(&database, &store, seed, action == "publish-and-promote"));
+    println!("published seed {seed} as version {version}");
+}
+
+fn child(database: &str, store: &str, seed: u8, action: &str, failpoint: Option<&str>) -> Command {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args(["--exact", CHILD_TEST, "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, action)
+        .env(CHILD_DATABASE_ENV, database)
+        .env(CHILD_STORE_ENV, store)
+        .env(CHILD_SEED_ENV, seed.to_string())
+        .env_remove(ENV_REGISTRY_FAILPOINT)
+        .stdout(Stdio::piped());
+    if let Some(step) = failpoint {
+        command.env(ENV_REGISTRY_FAILPOINT, step);
+    }
+    command
+}
+
+fn sqlite_and_files(dir: &tempfile::TempDir) -> (String, String) {
+    (format!("sqlite://{}/meta.db?mode=rwc", dir.path().display()), dir.path().join("blobs").display().to_string())
+}
+
+/// Versions 1..=16 without gaps, each holding the weights its publisher sent, every blob readable, and the
+/// `stable` channel's history one unbroken chain ending where the pointer is.
+async fn check_consistent(database: &str, store: &str, published: &[(u8, u64)]) {
+    let (index, registry) = open(database, store).await;
+    let name = adapter_name(ADAPTER);
+    let versions: Vec<u64> = registry.list_versions(&name).await.unwrap().iter().map(|r| r.version).collect();
+    assert_eq!(versions, (1..=u64::from(PUBLISHERS)).collect::<Vec<_>>(), "unique versions without gaps");
+    let mut reported: Vec<u64> = published.iter().map(|(_, version)| *version).collect();
+    reported.sort_unstable();
+    assert_eq!(reported, versions, "each publisher got its own version");
+    for (seed, version) in published {
+        let resolved = registry.get(&name, *version).await.unwrap().expect("the manifest is there");
+        let file = resolved.manifest.file(ADAPTER_WEIGHTS_FILE).unwrap();
+        assert_eq!(file.digest, Digest::of(&weights(*seed)), "v{version} holds seed {seed}'s weights");
+        for file in &resolved.manifest.files {
+            registry.fetch_blob(&file.digest).await.expect("every blob of every version is readable");
+        }
+    }
+    let stable = ChannelName::new("stable").unwrap();
+    let history = index.channel_history(&name, &stable).await.unwrap();
+    assert_eq!(history.len(), usize::from(PUBLISHERS), "every promote is recorded once");
+    for pair in history.windows(2) {
+        assert_eq!(pair[1].from_version, Some(pair[0].to_version), "each promote starts where the last ended");
+    }
+    let pointer = index.get_channel(&name, &stable).await.unwrap().expect("the channel exists");
+    assert_eq!(Some(pointer.version), history.last().map(|event| event.to_version));
+    registry.get(&name, pointer.version).await.unwrap().expect("the channel points at a readable version");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_threads_publish_and_promote_on_sqlite_and_local_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (database, store) = sqlite_and_files(&dir);
+    SeaStore::connect(&database).await.unwrap();
+    // Each thread has its own runtime, database pool and store, as separate replicas would.
+    let threads: Vec<_> = (0..PUBLISHERS)
+        .map(|seed| {
+            let (database, store) = (database.clone(), store.clone());
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                (seed, runtime.block_on(publish_one(&database, &store, seed, true)))
+            })
+        })
+        .collect();
+    let published: Vec<_> = threads.into_iter().map(|thread| thread.join().unwrap()).collect();
+    check_consistent(&database, &store, &published).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_processes_publish_and_promote_on_sqlite_and_local_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (database, store) = sqlite_and_files(&dir);
+    SeaStore::connect(&database).await.unwrap();
+    let children: Vec<_> = (0..PUBLISHERS)
+        .map(|seed| (seed, child(&database, &store, seed, "publish-and-promote", None).spawn().unwrap()))
+        .collect();
+    let mut published = Vec::new();
+    for (seed, child) in children {
+        let output = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "publisher {seed} failed: {stdout}");
+        let prefix = format!("published seed {seed} as version ");
+        // libtest may print the test's name on the same line first.
+        let version = stdout.lines().find_map(|line| line.split(&prefix).nth(1)).expect("the child reports");
+        published.push((seed, version.trim().parse().unwrap()));
+    }
+    check_consistent(&database, &store, &published).await;
+}
+
+/// Runs a publish in a child process until `step`, kills it with SIGKILL there, and returns once it is dead.
+fn publish_killed_at(database: &str, store: &str, step: &str) {
+    let mut child = child(database, store, 1, "publish", Some(step)).spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let expected = reached_line(step);
+    let reached = BufReader::new(stdout).lines().map_while(Result::ok).any(|line| line.ends_with(&expected));
+    assert!(reached, "the child never reached {step}");
+    child.kill().unwrap(); // SIGKILL: no destructor, no flush, no rollback by the process itself
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the child was killed at {step}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_killed_at_any_step_leaves_a_consistent_registry_and_a_retry_publishes_once() {
+    for step in STEPS {
+        let dir = tempfile::tempdir().unwrap();
+        let (database, store) = sqlite_and_files(&dir);
+        SeaStore::connect(&database).await.unwrap();
+        publish_killed_at(&database, &store, step);
+
+        let (_, registry) = open(&database, &store).await;
+        let name = adapter_name(ADAPTER);
+        let before: Vec<u64> = registry.list_versions(&name).await.unwrap().iter().map(|r| r.version).collect();
+        let expected_before: &[u64] = if step == "after-record" { &[1] } else { &[] };
+        assert_eq!(before, expected_before, "killed at {step}: a version is recorded only once complete");
+        for version in &before {
+            let resolved = registry.get(&name, *version).await.unwrap().expect("a recorded version is readable");
+            for file in &resolved.manifest.files {
+                registry.fetch_blob(&file.digest).await.expect("a recorded version has all its blobs");
+            }
+        }
+
+        // The retry (a new process, here the test itself) completes exactly once.
+        let retried = registry.publish(publish_request(ADAPTER, &weights(1))).await.expect("retry");
+        assert_eq!(retried.version, 1, "killed at {step}: the retry is version 1");
+        let again = registry.publish(publish_request(ADAPTER, &weights(1))).await.expect("second retry");
+        assert_eq!(again, retried, "killed at {step}: a further retry changes nothing");
+        let after = registry.list_versions(&name).await.unwrap();
+        assert_eq!(after.len(), 1, "killed at {step}: no duplicate version");
+        let resolved = registry.get(&name, 1).await.unwrap().unwrap();
+        let weights_file = resolved.manifest.file(ADAPTER_WEIGHTS_FILE).unwrap();
+        assert_eq!(registry.fetch_blob(&weights_file.digest).await.unwrap(), weights(1));
+    }
+}
