@@ -7,7 +7,8 @@
 //! cargo run --release -p adapterci-engine --example base_bench -- --out target/base-bench \
 //!     [--model M.gguf] [--eval-text F] [--user-corpus F] [--device cpu|cuda] [--threads 2] \
 //!     [--teacher-seqs 256] [--seq-len 128] [--recovery-steps 150] [--recovery-batch 4] \
-//!     [--recovery-minutes 8] [--target-bpw 3.5] [--group-rows 8] [--quick]
+//!     [--recovery-minutes 8] [--target-bpw 3.5] [--group-rows 32] [--group-rows-2bit 8] [--sens-seqs N]
+//!     [--quick | --only-sensitive] [--model tiny]
 //! ```
 //! Runs on CUDA when `--device cuda` (the same code); `--quick` scores fewer variants.
 
@@ -44,7 +45,7 @@ impl Args {
         let mut it = std::env::args().skip(1);
         while let Some(key) = it.next() {
             let Some(name) = key.strip_prefix("--") else { bail!("unexpected argument {key:?}") };
-            if name == "quick" || name == "tiny" {
+            if matches!(name, "quick" | "tiny" | "only-sensitive") {
                 values.insert(name.to_string(), "1".to_string());
                 continue;
             }
@@ -285,7 +286,11 @@ fn main() -> anyhow::Result<()> {
         },
         Variant { name: "ours uniform 4-bit".into(), bits: vec![4; ops.len()], method },
     ];
-    if !quick {
+    let only_sensitive = args.values.contains_key("only-sensitive");
+    if only_sensitive {
+        variants.truncate(1);
+    }
+    if !quick && !only_sensitive {
         variants.push(Variant {
             name: "ablation: naive 4-bit k-means, 16 rows/table, no calibration".into(),
             bits: vec![4; ops.len()],
@@ -381,7 +386,7 @@ fn main() -> anyhow::Result<()> {
     }
 
     // options: palettized embedding and int8 activations, measured on the sensitive mix (no recovery)
-    if !quick {
+    if !quick && !only_sensitive {
         let sensitive = palettes.student(teacher, &ops, &sensitive_bits)?;
         let bpw = average_bpw(&ops, &sensitive_bits, method);
         for embed_bits in [8u8, 4] {
