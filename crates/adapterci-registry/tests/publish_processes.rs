@@ -12,9 +12,12 @@ use adapterci_core::channels::{ChannelName, ChannelStore, PromoteRequest};
 use adapterci_core::manifest::ADAPTER_WEIGHTS_FILE;
 use adapterci_core::ports::AdapterRegistry;
 use adapterci_registry::failpoint::{ENV_REGISTRY_FAILPOINT, STEPS, reached_line};
-use adapterci_registry::{ObjectStoreRegistry, open_object_store};
+use adapterci_registry::object_store::{ObjectStoreExt, PutPayload};
+use adapterci_registry::{ObjectStoreRegistry, open_object_store_with_env};
 use adapterci_store::SeaStore;
+use adapterci_testkit::postgres::PostgresServer;
 use adapterci_testkit::registry_conformance::{adapter_name, publish_request};
+use adapterci_testkit::seaweedfs::{BUCKET, SeaweedServer};
 
 /// Set in a child process: what it should do (`publish` or `publish-and-promote`).
 const CHILD_ENV: &str = "ADAPTERCI_TEST_PUBLISH_CHILD";
@@ -29,15 +32,26 @@ fn weights(seed: u8) -> Vec<u8> {
     vec![seed; 4096 + usize::from(seed)]
 }
 
+/// S3 settings for the stores opened in this process (a child process gets them in its environment).
+type Env = Arc<Vec<(&'static str, String)>>;
+
 async fn open(database: &str, store: &str) -> (Arc<SeaStore>, ObjectStoreRegistry) {
+    open_with(database, store, &Env::default()).await
+}
+
+async fn open_with(database: &str, store: &str, env: &Env) -> (Arc<SeaStore>, ObjectStoreRegistry) {
     let index = Arc::new(SeaStore::connect(database).await.expect("connect to the database"));
-    let registry = ObjectStoreRegistry::new(open_object_store(store).expect("open the store"), index.clone());
+    let lookup = |key: &str| {
+        env.iter().find(|(name, _)| *name == key).map(|(_, value)| value.clone()).or_else(|| std::env::var(key).ok())
+    };
+    let objects = open_object_store_with_env(store, &lookup).expect("open the store");
+    let registry = ObjectStoreRegistry::new(objects, index.clone());
     (index, registry)
 }
 
 /// Publishes the weights of `seed` (and promotes the new version to `stable`); returns the version.
-async fn publish_one(database: &str, store: &str, seed: u8, promote: bool) -> u64 {
-    let (index, registry) = open(database, store).await;
+async fn publish_one(database: &str, store: &str, env: &Env, seed: u8, promote: bool) -> u64 {
+    let (index, registry) = open_with(database, store, env).await;
     let record = registry.publish(publish_request(ADAPTER, &weights(seed))).await.expect("publish");
     if promote {
         let request = PromoteRequest {
@@ -59,7 +73,8 @@ fn zz_child_process_entry_point() {
     let store = std::env::var(CHILD_STORE_ENV).unwrap();
     let seed: u8 = std::env::var(CHILD_SEED_ENV).unwrap().parse().unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let version = runtime.block_on(publish_one(&database, &store, seed, action == "publish-and-promote"));
+    let version =
+        runtime.block_on(publish_one(&database, &store, &Env::default(), seed, action == "publish-and-promote"));
     println!("published seed {seed} as version {version}");
 }
 
@@ -85,8 +100,8 @@ fn sqlite_and_files(dir: &tempfile::TempDir) -> (String, String) {
 
 /// Versions 1..=16 without gaps, each holding the weights its publisher sent, every blob readable, and the
 /// `stable` channel's history one unbroken chain ending where the pointer is.
-async fn check_consistent(database: &str, store: &str, published: &[(u8, u64)]) {
-    let (index, registry) = open(database, store).await;
+async fn check_consistent(database: &str, store: &str, env: &Env, published: &[(u8, u64)]) {
+    let (index, registry) = open_with(database, store, env).await;
     let name = adapter_name(ADAPTER);
     let versions: Vec<u64> = registry.list_versions(&name).await.unwrap().iter().map(|r| r.version).collect();
     assert_eq!(versions, (1..=u64::from(PUBLISHERS)).collect::<Vec<_>>(), "unique versions without gaps");
@@ -112,32 +127,32 @@ async fn check_consistent(database: &str, store: &str, published: &[(u8, u64)]) 
     registry.get(&name, pointer.version).await.unwrap().expect("the channel points at a readable version");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sixteen_threads_publish_and_promote_on_sqlite_and_local_files() {
-    let dir = tempfile::tempdir().unwrap();
-    let (database, store) = sqlite_and_files(&dir);
-    SeaStore::connect(&database).await.unwrap();
-    // Each thread has its own runtime, database pool and store, as separate replicas would.
+/// 16 threads, each with its own runtime, database pool and store (as separate replicas would have), publish
+/// one version each and promote it to `stable`.
+async fn race_threads(database: &str, store: &str, env: &Env) {
+    SeaStore::connect(database).await.unwrap();
     let threads: Vec<_> = (0..PUBLISHERS)
         .map(|seed| {
-            let (database, store) = (database.clone(), store.clone());
+            let (database, store, env) = (database.to_string(), store.to_string(), env.clone());
             std::thread::spawn(move || {
                 let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-                (seed, runtime.block_on(publish_one(&database, &store, seed, true)))
+                (seed, runtime.block_on(publish_one(&database, &store, &env, seed, true)))
             })
         })
         .collect();
     let published: Vec<_> = threads.into_iter().map(|thread| thread.join().unwrap()).collect();
-    check_consistent(&database, &store, &published).await;
+    check_consistent(database, store, env, &published).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sixteen_processes_publish_and_promote_on_sqlite_and_local_files() {
-    let dir = tempfile::tempdir().unwrap();
-    let (database, store) = sqlite_and_files(&dir);
-    SeaStore::connect(&database).await.unwrap();
+/// The same with 16 processes.
+async fn race_processes(database: &str, store: &str, env: &Env) {
+    SeaStore::connect(database).await.unwrap();
     let children: Vec<_> = (0..PUBLISHERS)
-        .map(|seed| (seed, child(&database, &store, seed, "publish-and-promote", None).spawn().unwrap()))
+        .map(|seed| {
+            let mut command = child(database, store, seed, "publish-and-promote", None);
+            command.envs(env.iter().map(|(key, value)| (*key, value.as_str())));
+            (seed, command.spawn().unwrap())
+        })
         .collect();
     let mut published = Vec::new();
     for (seed, child) in children {
@@ -149,7 +164,60 @@ async fn sixteen_processes_publish_and_promote_on_sqlite_and_local_files() {
         let version = stdout.lines().find_map(|line| line.split(&prefix).nth(1)).expect("the child reports");
         published.push((seed, version.trim().parse().unwrap()));
     }
-    check_consistent(&database, &store, &published).await;
+    check_consistent(database, store, env, &published).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_threads_publish_and_promote_on_sqlite_and_local_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (database, store) = sqlite_and_files(&dir);
+    race_threads(&database, &store, &Env::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_processes_publish_and_promote_on_sqlite_and_local_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (database, store) = sqlite_and_files(&dir);
+    race_processes(&database, &store, &Env::default()).await;
+}
+
+/// A PostgreSQL database and a SeaweedFS bucket prefix (kept alive by the returned guards), or `None` with a
+/// notice where either is not installed.
+async fn postgres_and_seaweedfs(prefix: &str) -> Option<(String, String, Env, impl Sized)> {
+    if !PostgresServer::available() || !SeaweedServer::available() {
+        eprintln!("skipped: PostgreSQL or SeaweedFS is not installed (scripts/install_seaweedfs.sh)");
+        return None;
+    }
+    let postgres = tokio::task::spawn_blocking(PostgresServer::start).await.unwrap().expect("start PostgreSQL");
+    let database = postgres.create_database().expect("createdb");
+    let seaweed = tokio::task::spawn_blocking(SeaweedServer::start).await.unwrap().expect("start SeaweedFS");
+    let env: Env = Arc::new(seaweed.env());
+    let store = format!("s3://{BUCKET}/{prefix}");
+    wait_for_bucket(&store, &env).await;
+    Some((database, store, env, (postgres, seaweed)))
+}
+
+/// `weed mini` reports ready slightly before its bucket takes writes: wait for that, bounded.
+async fn wait_for_bucket(store: &str, env: &Env) {
+    let lookup = |key: &str| env.iter().find(|(name, _)| *name == key).map(|(_, value)| value.clone());
+    let objects = open_object_store_with_env(store, &lookup).unwrap();
+    let mut last_error = String::new();
+    for _ in 0..100 {
+        match objects.put(&"probe".into(), PutPayload::from_static(b"ok")).await {
+            Ok(_) => return,
+            Err(err) => last_error = err.to_string(),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the bucket never took a write: {last_error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_threads_and_sixteen_processes_publish_and_promote_on_postgres_and_seaweedfs() {
+    let Some((database, store, env, _servers)) = postgres_and_seaweedfs("race-threads").await else { return };
+    race_threads(&database, &store, &env).await;
+    let Some((database, store, env, _servers)) = postgres_and_seaweedfs("race-processes").await else { return };
+    race_processes(&database, &store, &env).await;
 }
 
 /// Runs a publish in a child process until `step`, kills it with SIGKILL there, and returns once it is dead.
