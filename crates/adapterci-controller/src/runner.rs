@@ -178,7 +178,7 @@ impl Controller {
             initial_adapter: None,
         };
         let report = RunReport { initial_adapter: Some(initial_adapter.clone()), ..RunReport::default() };
-        let output = self.train_with_progress(run, job, report.clone()).await?;
+        let output = self.train_with_progress(run, job, report.clone(), spec.resources.timeout).await?;
 
         self.set_stage(run, RunStage::Eval).await?;
         let gates = evaluate_gates(&spec.gates, &output.metrics);
@@ -239,6 +239,7 @@ impl Controller {
         run: &RunRecord,
         job: TrainJob,
         report: RunReport,
+        timeout: Option<Duration>,
     ) -> Result<adapterci_core::training::TrainOutput, RunFailure> {
         let (progress, changes) = RunProgress::new();
         let progress = Arc::new(progress);
@@ -250,9 +251,14 @@ impl Controller {
             report,
             self.config().progress_write_interval,
         ));
-        let result = self.ports().executor.execute(job, progress.clone()).await;
+        let execution = self.ports().executor.execute(job, progress.clone());
+        let result = match timeout {
+            // Dropping the execution stops the training, as a cancel does.
+            Some(limit) => tokio::time::timeout(limit, execution).await.map_err(|_| RunFailure::TimedOut(limit)),
+            None => Ok(execution.await),
+        };
         writer.abort();
-        result.map_err(RunFailure::Training)
+        result?.map_err(RunFailure::Training)
     }
 
     pub(crate) async fn load_spec(
@@ -301,6 +307,8 @@ enum RunFailure {
     Training(TrainingFailure),
     #[error("the run lease was lost")]
     LeaseLost,
+    #[error("training took longer than the pipeline's resources.timeout of {}s", .0.as_secs())]
+    TimedOut(Duration),
 }
 
 impl RunFailure {
@@ -308,7 +316,7 @@ impl RunFailure {
     fn retryable(&self) -> bool {
         match self {
             RunFailure::Training(TrainingFailure::Backend(_)) => true,
-            RunFailure::Training(_) | RunFailure::LeaseLost => false,
+            RunFailure::Training(_) | RunFailure::LeaseLost | RunFailure::TimedOut(_) => false,
             RunFailure::Controller(error) => matches!(
                 error,
                 ControllerError::Store(_)

@@ -349,3 +349,18 @@ async fn a_run_cancelled_through_another_controller_stops_at_its_next_heartbeat(
     let noticed_after = h.ports.clock.now() - cancelled_at;
     assert!(noticed_after <= chrono::Duration::from_std(HEARTBEAT).unwrap(), "{noticed_after}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn training_past_the_pipelines_timeout_is_stopped_and_the_run_fails() {
+    let h = harness(TestExecutor { block_first: true, ..TestExecutor::default() });
+    let controller = h.controller();
+    let yaml = PIPELINE.replace("publish:\n", "resources:\n  timeout: 2m\npublish:\n");
+    controller.apply(&yaml, None).await.unwrap();
+    h.upload("good\n").await;
+    controller.trigger(&demo(), Trigger::Manual).await.unwrap();
+    let run = controller.run_next().await.unwrap().unwrap();
+    assert_eq!(run.state, RunState::Failed, "{run:#?}");
+    assert_eq!(run.error.as_deref(), Some("training took longer than the pipeline's resources.timeout of 120s"));
+    assert_eq!(h.executor.dropped.load(Ordering::SeqCst), 1, "the training was stopped");
+    assert!(h.versions().await.is_empty());
+}

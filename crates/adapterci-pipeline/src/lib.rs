@@ -21,7 +21,7 @@ pub use error::{PipelineError, Problem, Problems, SourcePosition};
 pub use parse::{load_pipeline_file, parse_pipeline};
 pub use schema::{SCHEMA_PATH_IN_WORKSPACE, pipeline_schema, pipeline_schema_json};
 pub use spec::{
-    BaseModelRef, DEFAULT_CHANNEL, DEFAULT_WATCH_INTERVAL, DatasetRef, MIN_WATCH_INTERVAL, PipelineSpec, PublishSpec,
-    TriggerSpec, WebhookFormat, default_triggers,
+    BaseModelRef, DEFAULT_CHANNEL, DEFAULT_WATCH_INTERVAL, DatasetRef, MIN_WATCH_INTERVAL, PipelineSpec, PromotionSpec,
+    PublishSpec, ResourcesSpec, TriggerSpec, WebhookFormat, default_triggers,
 };
 pub use wire::{SUPPORTED_VERSIONS, VersionedPipeline};

@@ -31,6 +31,7 @@ pub struct PipelineSpec {
     /// Checked in order after training; the adapter is published only if all pass. May be empty.
     pub gates: Vec<GateSpec>,
     pub publish: PublishSpec,
+    pub resources: ResourcesSpec,
 }
 
 /// The base model a pipeline trains on.
@@ -92,6 +93,24 @@ impl WebhookFormat {
 pub struct PublishSpec {
     pub adapter: AdapterName,
     pub channel: String,
+    /// Canary first, `channel` after a clean period; `None` publishes to `channel` at once.
+    pub promotion: Option<PromotionSpec>,
+}
+
+/// Canary-first promotion.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromotionSpec {
+    pub canary_channel: String,
+    pub stable_after: Duration,
+}
+
+/// What a run's training may use on the executor; `None` leaves the executor's default.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResourcesSpec {
+    pub cpus: Option<f64>,
+    pub memory_bytes: Option<u64>,
+    pub gpus: u32,
+    pub timeout: Option<Duration>,
 }
 
 impl PipelineSpec {

@@ -13,12 +13,15 @@ use crate::duration::{format_duration, parse_duration};
 use crate::error::Problem;
 use crate::locate::SourceIndex;
 use crate::spec::{
-    BaseModelRef, DEFAULT_CHANNEL, DEFAULT_WATCH_INTERVAL, DatasetRef, MIN_WATCH_INTERVAL, PipelineSpec, PublishSpec,
-    TriggerSpec, WebhookFormat, default_triggers,
+    BaseModelRef, DEFAULT_CHANNEL, DEFAULT_WATCH_INTERVAL, DatasetRef, MIN_WATCH_INTERVAL, PipelineSpec, PromotionSpec,
+    PublishSpec, ResourcesSpec, TriggerSpec, WebhookFormat, default_triggers,
 };
+
+const DEFAULT_CANARY_CHANNEL: &str = "canary";
+const MIN_STABLE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 use crate::wire::{
-    BaseV1, DatasetV1, EvalV1, LayersV1, LoraTargetV1, LoraV1, PipelineV1, PublishV1, TrainingV1, TriggerKindV1,
-    TriggerV1, WebhookFormatV1,
+    BaseV1, DatasetV1, EvalV1, LayersV1, LoraTargetV1, LoraV1, PipelineV1, PromotionV1, PublishV1, ResourcesV1,
+    TrainingV1, TriggerKindV1, TriggerV1, WebhookFormatV1,
 };
 
 const MAX_RANK: usize = 256;
@@ -90,10 +93,11 @@ impl PipelineV1 {
         let (lora, train) = build_training(&mut checker, self.training.unwrap_or_default());
         let gates = build_gates(&mut checker, self.eval.unwrap_or_default());
         let publish = build_publish(&mut checker, self.publish.unwrap_or_default(), name.as_ref());
+        let resources = build_resources(&mut checker, self.resources.unwrap_or_default());
         match (name, base, dataset, publish) {
             (Some(name), Some(base), Some(dataset), Some(publish)) if checker.problems.is_empty() => {
                 let description = self.description;
-                Ok(PipelineSpec { name, description, base, dataset, triggers, lora, train, gates, publish })
+                Ok(PipelineSpec { name, description, base, dataset, triggers, lora, train, gates, publish, resources })
             }
             _ => Err(checker.problems),
         }
@@ -422,6 +426,7 @@ fn build_publish(checker: &mut Checker, publish: PublishV1, name: Option<&Pipeli
         None => name.ok_or(()).and_then(|name| AdapterName::new(name.as_str()).map_err(|_| ())),
     };
     let channel = publish.channel.unwrap_or_else(|| DEFAULT_CHANNEL.to_string());
+    let promotion = publish.promotion.and_then(|promotion| build_promotion(checker, promotion, &channel));
     // Channels become registry keys like names do, so they follow the same rules.
     let channel_ok = match PipelineName::new(channel.as_str()) {
         Ok(_) => true,
@@ -431,9 +436,95 @@ fn build_publish(checker: &mut Checker, publish: PublishV1, name: Option<&Pipeli
         }
     };
     match adapter {
-        Ok(adapter) if channel_ok => Some(PublishSpec { adapter, channel }),
+        Ok(adapter) if channel_ok => Some(PublishSpec { adapter, channel, promotion }),
         _ => None,
     }
+}
+
+fn build_promotion(checker: &mut Checker, promotion: PromotionV1, stable: &str) -> Option<PromotionSpec> {
+    let canary_channel = promotion.canary.unwrap_or_else(|| DEFAULT_CANARY_CHANNEL.to_string());
+    let mut ok = true;
+    if let Err(error) = PipelineName::new(canary_channel.as_str()) {
+        checker.report(
+            "publish.promotion.canary",
+            format!("invalid channel name {canary_channel:?}: {}", name_reason(&error)),
+        );
+        ok = false;
+    } else if canary_channel == stable {
+        checker.report("publish.promotion.canary", format!("must differ from publish.channel ({stable:?})"));
+        ok = false;
+    }
+    let stable_after = match promotion.stable_after.as_deref().map(parse_duration) {
+        None => {
+            checker.report("publish.promotion", "missing: stable_after, how long a canary must stay clean, like `1h`");
+            None
+        }
+        Some(Ok(duration)) if duration >= MIN_STABLE_AFTER => Some(duration),
+        Some(Ok(duration)) => {
+            let message = format!("must be at least 1m, got {}", format_duration(duration));
+            checker.report("publish.promotion.stable_after", message);
+            None
+        }
+        Some(Err(message)) => {
+            checker.report("publish.promotion.stable_after", message);
+            None
+        }
+    };
+    match stable_after {
+        Some(stable_after) if ok => Some(PromotionSpec { canary_channel, stable_after }),
+        _ => None,
+    }
+}
+
+/// `512Mi`, `8Gi`, `1Ti`, `64Ki` or plain bytes.
+fn parse_memory(text: &str) -> Result<u64, String> {
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, ""),
+    };
+    let shift = match unit {
+        "" => 0,
+        "Ki" => 10,
+        "Mi" => 20,
+        "Gi" => 30,
+        "Ti" => 40,
+        _ => return Err(format!("invalid memory {text:?}: expected a whole number with Ki, Mi, Gi or Ti, like 8Gi")),
+    };
+    let value: u64 =
+        digits.parse().map_err(|_| format!("invalid memory {text:?}: expected a whole number, like 8Gi"))?;
+    value
+        .checked_mul(1 << shift)
+        .filter(|bytes| *bytes > 0)
+        .ok_or_else(|| format!("invalid memory {text:?}: must be above 0 and below 16Ei"))
+}
+
+fn build_resources(checker: &mut Checker, resources: ResourcesV1) -> ResourcesSpec {
+    let cpus = resources.cpus.filter(|cpus| {
+        let ok = cpus.is_finite() && *cpus > 0.0 && *cpus <= 1024.0;
+        if !ok {
+            checker.report("resources.cpus", format!("must be a number above 0 and at most 1024, got {cpus}"));
+        }
+        ok
+    });
+    let memory_bytes = resources.memory.and_then(|memory| match parse_memory(&memory) {
+        Ok(bytes) => Some(bytes),
+        Err(message) => {
+            checker.report("resources.memory", message);
+            None
+        }
+    });
+    let timeout = resources.timeout.and_then(|timeout| match parse_duration(&timeout) {
+        Ok(duration) if duration >= MIN_WATCH_INTERVAL => Some(duration),
+        Ok(duration) => {
+            checker.report("resources.timeout", format!("must be at least 1s, got {}", format_duration(duration)));
+            None
+        }
+        Err(message) => {
+            checker.report("resources.timeout", message);
+            None
+        }
+    });
+    ResourcesSpec { cpus, memory_bytes, gpus: resources.gpus.unwrap_or(0), timeout }
 }
 
 /// The rule a name broke, without the name kind that `CoreError` puts first.

@@ -58,6 +58,8 @@ pub struct PipelineV1 {
     /// Where a passing adapter goes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish: Option<PublishV1>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourcesV1>,
 }
 
 /// Exactly one of `model` and `path`.
@@ -247,6 +249,41 @@ pub struct PublishV1 {
     /// Default `stable`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<String>,
+    /// Canary first: publish to the canary channel, and move `channel` to the version only after it has served
+    /// there for `stable_after` without being rolled back. Absent: publish to `channel` at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotion: Option<PromotionV1>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PromotionV1 {
+    /// The channel a new version goes to first. Default `canary`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<String>,
+    /// How long a version must stay clean on the canary channel before it is promoted, like `1h`; at least 1m.
+    #[schemars(required, regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub stable_after: Option<String>,
+}
+
+/// What a run's training may use on the executor (a local process, a Kubernetes Job).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResourcesV1 {
+    /// CPU cores, like `2` or `0.5`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    /// Memory, like `512Mi`, `8Gi` or a number of bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(Ki|Mi|Gi|Ti)?$"))]
+    pub memory: Option<String>,
+    /// GPUs. Default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<u32>,
+    /// Training stops and the run fails after this long, like `2h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub timeout: Option<String>,
 }
 
 const LAYERS_EXPECTED: &str = "`all`, a list of layer indices such as [0, 5, 6], or {last: N}";

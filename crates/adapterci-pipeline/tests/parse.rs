@@ -100,7 +100,7 @@ fn structural_problems_come_from_serde_with_their_place() {
     check_problems(
         "colour: blue\n",
         &["5:1: unknown field `colour`, expected one of `version`, `name`, `description`, `base`, `dataset`, \
-         `triggers`, `training`, `eval`, `publish`"],
+         `triggers`, `training`, `eval`, `publish`, `resources`"],
     );
     check_problems(
         "training: {lora: {rank: -1}}\n",
@@ -148,7 +148,7 @@ fn pipelines_built_in_code_are_validated_without_positions() {
     let pipeline = VersionedPipeline::V1(PipelineV1 {
         name: Some("demo".to_string()),
         training: Some(TrainingV1 { steps: Some(0), ..TrainingV1::default() }),
-        publish: Some(PublishV1 { adapter: None, channel: Some("stable".to_string()) }),
+        publish: Some(PublishV1 { adapter: None, channel: Some("stable".to_string()), promotion: None }),
         ..PipelineV1::default()
     });
     let error = pipeline.build_and_validate().unwrap_err();
