@@ -14,6 +14,8 @@ use crate::EngineError;
 use crate::chat::ChatMessage;
 use crate::tokenizer::Tokenizer;
 
+pub mod stats;
+
 /// At most this many problems are listed in one error; the rest are counted.
 pub const MAX_REPORTED_ISSUES: usize = 20;
 

@@ -242,3 +242,29 @@ fn real_tokenizer_mask_and_prompt_match_generation() {
     assert_eq!(targets_text(&tokenizer, &example.input_ids, &example.loss_mask), ["Hi there<|im_end|>"]);
     assert!(tokenizer.decode(&example.input_ids).starts_with("<|im_start|>system\n"), "default system message");
 }
+
+#[test]
+fn token_length_statistics_and_the_reject_policy() {
+    use adapterci_engine::dataset::stats::{TruncationPolicy, token_length_stats, tokenize_records_with_policy};
+    let tokenizer = tiny_tokenizer();
+    let long_prompt = "word ".repeat(60);
+    let input = format!(
+        "{{\"prompt\":\"hi\",\"completion\":\"yes\"}}\n{{\"prompt\":\"{long_prompt}\",\"completion\":\"ok\"}}\n\
+         {{\"prompt\":\"hello there\",\"completion\":\"fine thanks\"}}\n"
+    );
+    let dataset = parse_ok(&input);
+    let examples = tokenize_records_with_policy(&dataset.records, &tokenizer, 48, TruncationPolicy::TruncatePromptLeft)
+        .expect("left truncation fits every record");
+    let stats = token_length_stats(&examples);
+    assert_eq!(stats.examples, 3);
+    assert_eq!(stats.max, 48, "{stats}");
+    assert_eq!((stats.truncated_examples, stats.p99), (1, 48));
+    assert!(stats.truncated_tokens > 0 && stats.min < stats.p50 && stats.p50 < stats.max, "{stats}");
+    assert_eq!(stats.total_tokens, examples.iter().map(|e| e.input_ids.len()).sum::<usize>());
+    assert!(stats.target_tokens > 0 && stats.target_tokens < stats.total_tokens);
+    let error = tokenize_records_with_policy(&dataset.records, &tokenizer, 48, TruncationPolicy::Reject)
+        .expect_err("reject refuses the long record")
+        .to_string();
+    assert!(error.contains("line 2") && error.contains("longer than max_seq_len 48"), "{error}");
+    assert_eq!(token_length_stats(&[]).mean, 0.0);
+}

@@ -109,10 +109,10 @@ fn check_schema(value: &Value, schema: &Value, path: &str, errors: &mut Vec<Stri
         errors.push(format!("{path}: expected {constant}"));
     }
     let bound = |key: &str| schema.get(key).and_then(Value::as_f64);
-    if let Some(number) = value.as_f64() {
-        if bound("minimum").is_some_and(|min| number < min) || bound("maximum").is_some_and(|max| number > max) {
-            errors.push(format!("{path}: {number} is out of range"));
-        }
+    if let Some(number) = value.as_f64()
+        && (bound("minimum").is_some_and(|min| number < min) || bound("maximum").is_some_and(|max| number > max))
+    {
+        errors.push(format!("{path}: {number} is out of range"));
     }
     if let Some(text) = value.as_str() {
         let length = text.chars().count() as f64;
