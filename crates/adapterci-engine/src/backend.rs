@@ -144,6 +144,12 @@ fn run_job(
     metrics.insert("train_examples".to_string(), data.train.len() as f64);
     metrics.insert("eval_examples".to_string(), data.eval.len() as f64);
     metrics.insert("duplicates_removed".to_string(), data.duplicates_removed as f64);
+    metrics.insert("perplexity".to_string(), crate::eval::metrics::perplexity(tuned.loss));
+    let expected: Vec<String> = data.eval.iter().take(tuned.outputs.len()).map(|e| e.expected.clone()).collect();
+    let options = crate::eval::metrics::TextMetricOptions::default();
+    metrics.extend(crate::eval::metrics::text_metrics(&tuned.outputs, &expected, &options));
+    let kl = crate::eval::metrics::kl_to_base(model.llama(), adapter.lora(), &data.eval, pad_token_id(model), 8);
+    metrics.insert("kl_to_base".to_string(), kl);
     Ok(TrainOutput {
         adapter_safetensors,
         adapter_config,

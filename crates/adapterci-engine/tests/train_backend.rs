@@ -99,15 +99,24 @@ fn trains_evaluates_and_reports_every_metric() {
     let expected_names = [
         "base_eval_loss",
         "base_exact_match",
+        "contains",
         "duplicates_removed",
         "eval_examples",
         "eval_loss",
         "exact_match",
+        "json_valid",
+        "kl_to_base",
+        "perplexity",
+        "rouge_l",
         "train_examples",
         "train_loss",
         "train_tokens_per_second",
     ];
     assert_eq!(names, expected_names);
+    assert!((metric("perplexity") - metric("eval_loss").exp()).abs() < 1e-9);
+    assert!(metric("kl_to_base") > 0.0, "a trained adapter moves the distribution");
+    assert!(metric("contains") >= metric("exact_match") && metric("rouge_l") >= metric("exact_match"));
+    assert_eq!(metric("json_valid"), 0.0, "the learnable task answers words, not JSON");
     assert!(metric("eval_loss") < 0.7 * metric("base_eval_loss"), "{:?}", output.metrics);
     assert_eq!((metric("train_examples"), metric("eval_examples"), metric("duplicates_removed")), (36.0, 12.0, 1.0));
     assert!(metric("train_loss").is_finite() && metric("train_tokens_per_second") > 0.0);
