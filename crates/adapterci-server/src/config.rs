@@ -56,6 +56,14 @@ pub struct ServerConfig {
     /// Largest accepted request body (datasets), in MiB.
     #[arg(long, default_value_t = 256)]
     pub max_body_mib: usize,
+    /// How long a run stays leased to this adapterd without a heartbeat, in seconds: after a crash, the next
+    /// adapterd takes the run over once its lease expires. Heartbeats come every third of it.
+    #[arg(long, default_value_t = 30)]
+    pub lease_secs: u64,
+    /// Quiet time after a dataset change or webhook delivery before its run starts, in milliseconds: a burst
+    /// inside it joins one run.
+    #[arg(long, default_value_t = 5000)]
+    pub debounce_ms: u64,
 }
 
 fn parse_model(value: &str) -> Result<(String, PathBuf), String> {

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use adapterci_controller::{Controller, ControllerConfig, Ports, PublishListener, ResolvedBase, StaticBaseModels};
+use adapterci_controller::{
+    Controller, ControllerConfig, Ports, PublishListener, ResolvedBase, SchedulingConfig, StaticBaseModels,
+};
 use adapterci_core::Digest;
 use adapterci_core::ports::{AdapterVersionRecord, SystemClock};
 use adapterci_engine::backend::EngineBackend;
@@ -119,6 +121,12 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         ControllerConfig {
             tick: config.tick(),
             progress_write_interval: Duration::from_secs(1),
+            scheduling: SchedulingConfig {
+                lease: Duration::from_secs(config.lease_secs.max(1)),
+                heartbeat: Duration::from_secs(config.lease_secs.max(1)).div_f64(3.0),
+                debounce: Duration::from_millis(config.debounce_ms),
+                ..SchedulingConfig::default()
+            },
             ..ControllerConfig::default()
         },
     ));
