@@ -37,7 +37,7 @@ if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then devic
 cargo build --quiet --release -p adapterci-engine --example base_bench
 OMP_WAIT_POLICY=PASSIVE target/release/examples/base_bench --device "$device" --threads "$threads" --model "$model" \
   --out "$out/ours" --teacher-seqs "$teacher_seqs" --seq-len "$seq_len" --recovery-minutes "$minutes" \
-  --recovery-steps 100000 "${corpus_args[@]}" 2> >(tr '\r' '\n' | grep -v "sensitivity [0-9]\|teacher text [0-9]" >&2)
+  --recovery-steps 100000 "${corpus_args[@]}" 2> >(tr "\r" "\n" | grep --line-buffered -v "sensitivity [0-9]\|teacher text [0-9]" >&2)
 OMP_WAIT_POLICY=PASSIVE "$venv/bin/python" scripts/bench/llama_cpp_quants.py --model "$model" \
   --tokens "$out/ours/eval_tokens.json" --out "$out/peers.json" --threads 2
 

@@ -22,6 +22,7 @@ pub mod model;
 pub mod palettize;
 pub mod recover;
 pub mod release;
+pub mod release_build;
 pub mod tiny;
 pub mod tokenizer;
 pub mod train;

@@ -14,7 +14,7 @@ use crate::generate::{Generation, GenerationParams, generate};
 use crate::gguf::GgufFile;
 use crate::llama::Llama;
 use crate::lora::LoraWeights;
-use crate::release::{BaseRelease, looks_like_release};
+use crate::release::{BaseRelease, is_release_path};
 use crate::tokenizer::{Tokenizer, TokenizerSpec};
 
 /// A loaded base model: decoder, tokenizer and the sha256 of its file. Owned by one thread at a time.
@@ -44,7 +44,7 @@ impl BaseModel {
     /// dequantized to f32 at load, its digest is the release file's.
     pub fn load(path: &Path, device: DeviceChoice) -> Result<BaseModel, EngineError> {
         let device = device.resolve()?;
-        if is_release_file(path)? {
+        if is_release_path(path)? {
             let (release, digest) = BaseRelease::open(path)?;
             let tokenizer = Tokenizer::from_spec(&release.tokenizer)?;
             let llama = release.to_llama(device, path)?;
@@ -163,13 +163,4 @@ impl LoadedAdapter {
     pub fn size_bytes(&self) -> usize {
         self.lora.size_bytes()
     }
-}
-
-/// Whether the file at `path` starts like a base release (safetensors) rather than a GGUF.
-fn is_release_file(path: &Path) -> Result<bool, EngineError> {
-    use std::io::Read;
-    let mut head = [0u8; 16];
-    let mut file = std::fs::File::open(path).map_err(|source| EngineError::Io { path: path.to_path_buf(), source })?;
-    let n = file.read(&mut head).map_err(|source| EngineError::Io { path: path.to_path_buf(), source })?;
-    Ok(looks_like_release(&head[..n]))
 }

@@ -233,6 +233,15 @@ pub fn looks_like_release(bytes: &[u8]) -> bool {
     bytes.len() > 9 && bytes[8] == b'{' && !bytes.starts_with(b"GGUF")
 }
 
+/// Whether the file at `path` starts like a base release (safetensors) rather than a GGUF.
+pub fn is_release_path(path: &Path) -> Result<bool, EngineError> {
+    use std::io::Read;
+    let mut head = [0u8; 16];
+    let mut file = std::fs::File::open(path).map_err(|source| EngineError::Io { path: path.to_path_buf(), source })?;
+    let n = file.read(&mut head).map_err(|source| EngineError::Io { path: path.to_path_buf(), source })?;
+    Ok(looks_like_release(&head[..n]))
+}
+
 impl BaseRelease {
     /// Decodes and checks a release file: format and version, manifest, config, tokenizer, every tensor's
     /// dtype, shape and length, and the payload digest. `path` names the file in errors.

@@ -1,0 +1,179 @@
+//! Command-line arguments of `adapterci-base`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Build base releases: palettized base models with their accuracy-recovery adapters.
+#[derive(Debug, Parser)]
+#[command(name = "adapterci-base", version, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Measure each linear operation's sensitivity and choose 2 or 4 bits to meet the target; print the
+    /// table, write analysis.json, analysis.txt and the chart analysis.svg
+    Analyze(AnalyzeArgs),
+    /// Write the palettized base (base.safetensors) with the analysis's bits, or uniform bits
+    Palettize(PalettizeArgs),
+    /// Train the accuracy-recovery adapter of a palettized base (recovery.safetensors, bound to the release)
+    Recover(RecoverArgs),
+    /// Score a palettized base, with or without its recovery adapter, against the source model
+    Evaluate(EvaluateArgs),
+    /// All of it: analyze, palettize, recover, evaluate; write the bundle and optionally publish it
+    Release(ReleaseArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum DeviceArg {
+    /// CUDA when present, else the CPU
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+/// Options of the calibration and the palettization, shared by every command.
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// The source model (GGUF): the uncompressed teacher
+    #[arg(long, value_name = "GGUF", env = "ADAPTERCI_BASE_MODEL")]
+    pub model: PathBuf,
+    /// Average bits per weight of the linear operations, tables and scales counted
+    #[arg(long, default_value_t = 3.5)]
+    pub target_bpw: f64,
+    /// Rows sharing one lookup table at 4 bits
+    #[arg(long, default_value_t = 32)]
+    pub group_rows: usize,
+    /// Rows sharing one lookup table at 2 bits
+    #[arg(long, default_value_t = 8)]
+    pub group_rows_2bit: usize,
+    /// Plain k-means and nearest-entry indices (no activation weighting, no GPTQ compensation)
+    #[arg(long)]
+    pub naive: bool,
+    /// Teacher-written calibration sequences
+    #[arg(long, default_value_t = 256)]
+    pub teacher_seqs: usize,
+    /// Tokens per calibration sequence
+    #[arg(long, default_value_t = 128)]
+    pub seq_len: usize,
+    /// Calibration sequences the sensitivities are measured on
+    #[arg(long, default_value_t = 2)]
+    pub sens_seqs: usize,
+    /// Palettize the tied embedding too, to 4 or 8 bits
+    #[arg(long, value_parser = clap::value_parser!(u8).range(4..=8))]
+    pub embedding_bits: Option<u8>,
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    pub device: DeviceArg,
+    /// CPU threads (1 behaves best when the cores are shared)
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    #[arg(long, default_value_t = 11)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct AnalyzeArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Directory for analysis.json, analysis.txt, analysis.svg
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct PalettizeArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// analysis.json from `analyze` (its bits); without it the analysis runs first
+    #[arg(long, value_name = "FILE", conflicts_with = "uniform_bits")]
+    pub analysis: Option<PathBuf>,
+    /// Every operation at these bits instead of an allocation
+    #[arg(long, value_parser = clap::value_parser!(u8).range(2..=8))]
+    pub uniform_bits: Option<u8>,
+}
+
+/// Options of recovery training.
+#[derive(Debug, Args)]
+pub struct RecoveryArgs {
+    /// At most this many steps
+    #[arg(long, default_value_t = 300)]
+    pub steps: usize,
+    /// Stop after this many minutes (the schedule is fitted to the budget)
+    #[arg(long)]
+    pub minutes: Option<f64>,
+    /// Sequences per step
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    pub learning_rate: f64,
+    /// Text added to the teacher's for recovery (your own corpus)
+    #[arg(long, value_name = "FILE")]
+    pub corpus: Option<PathBuf>,
+    /// Checkpoint every N steps into --checkpoint-dir; a rerun with the same options resumes from it
+    #[arg(long, default_value_t = 50)]
+    pub checkpoint_every: usize,
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RecoverArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// The palettized base from `palettize`
+    #[arg(long, value_name = "FILE")]
+    pub release: PathBuf,
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub recovery: RecoveryArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct EvaluateArgs {
+    /// The source model (GGUF)
+    #[arg(long, value_name = "GGUF", env = "ADAPTERCI_BASE_MODEL")]
+    pub model: PathBuf,
+    #[arg(long, value_name = "FILE")]
+    pub release: PathBuf,
+    /// The release's recovery adapter (refused when it was trained for another release)
+    #[arg(long, value_name = "FILE")]
+    pub recovery: Option<PathBuf>,
+    /// Held-out text to score on (256-token chunks)
+    #[arg(long, value_name = "FILE")]
+    pub text: PathBuf,
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    pub device: DeviceArg,
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ReleaseArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub recovery: RecoveryArgs,
+    /// Held-out text for the report (else teacher text held out of recovery)
+    #[arg(long, value_name = "FILE")]
+    pub eval_text: Option<PathBuf>,
+    /// Publish the bundle to the registry under this name (e.g. base-smollm2-135m)
+    #[arg(long, value_name = "NAME")]
+    pub publish: Option<String>,
+    /// adapterd's data directory (SQLite metadata and local registry) to publish into
+    #[arg(long, value_name = "DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Metadata store URL (overrides --data-dir's SQLite)
+    #[arg(long, value_name = "URL", env = "ADAPTERCI_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Registry URL (overrides --data-dir's local registry)
+    #[arg(long, value_name = "URL", env = "ADAPTERCI_REGISTRY_URL")]
+    pub registry_url: Option<String>,
+}

@@ -1,0 +1,357 @@
+//! What each `adapterci-base` command does.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use adapterci_core::manifest::Lineage;
+use adapterci_core::ports::{AdapterRegistry, PublishRequest};
+use adapterci_core::training::InitialAdapterRef;
+use adapterci_core::{AdapterName, Digest};
+use adapterci_engine::allocate::{BitAnalysis, Method, linear_ops};
+use adapterci_engine::calibrate::{TeacherTextSpec, chunk_tokens, compare};
+use adapterci_engine::device::{DeviceChoice, set_threads};
+use adapterci_engine::model::BaseModel;
+use adapterci_engine::recover::{RecoveryProgress, RecoverySpec, recover};
+use adapterci_engine::release::{
+    BaseRelease, ReleaseContents, bind_recovery_adapter, check_recovery_adapter, write_release,
+};
+use adapterci_engine::release_build::{
+    BuildOptions, analyze, build_release, calibrate, palettize_model, tokenizer_spec,
+};
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::cli::{Cli, Command, CommonArgs, DeviceArg, RecoveryArgs};
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Analyze(args) => {
+            let base = load_base(&args.common.model, args.common.device, args.common.threads)?;
+            let options = options(&args.common, None);
+            let calibrated = calibrate(&base, &options, &mut note)?;
+            let analysis = analyze(&base, &calibrated, &options, &mut note)?;
+            write_analysis(&args.out, &analysis)?;
+            print!("{}", analysis.to_table());
+            eprintln!("wrote {}/analysis.json, analysis.txt and analysis.svg", args.out.display());
+            Ok(())
+        }
+        Command::Palettize(args) => {
+            let base = load_base(&args.common.model, args.common.device, args.common.threads)?;
+            let options = options(&args.common, None);
+            let calibrated = calibrate(&base, &options, &mut note)?;
+            let ops = linear_ops(base.config());
+            let bits: Vec<u8> = match (&args.analysis, args.uniform_bits) {
+                (_, Some(b)) => vec![b; ops.len()],
+                (Some(path), None) => {
+                    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+                    let analysis: BitAnalysis = serde_json::from_slice(&text)
+                        .with_context(|| format!("{}: not an analysis.json written by `analyze`", path.display()))?;
+                    if analysis.rows.len() != ops.len() {
+                        bail!(
+                            "{}: {} operations, but {} has {}",
+                            path.display(),
+                            analysis.rows.len(),
+                            args.common.model.display(),
+                            ops.len()
+                        );
+                    }
+                    analysis.rows.iter().map(|r| r.bits).collect()
+                }
+                (None, None) => {
+                    let analysis = analyze(&base, &calibrated, &options, &mut note)?;
+                    write_analysis(&args.out, &analysis)?;
+                    analysis.rows.iter().map(|r| r.bits).collect()
+                }
+            };
+            let (linear, embedding, _) = palettize_model(&base, &calibrated, &bits, &options)?;
+            let tokenizer = tokenizer_spec(&base)?;
+            let bytes = write_release(&ReleaseContents {
+                source_model_digest: base.digest().clone(),
+                source_model_name: base.name().to_string(),
+                method: options.method,
+                config: base.config(),
+                tokenizer: &tokenizer,
+                linear,
+                embedding,
+                source: base.llama(),
+            })?;
+            let path = args.out.join("base.safetensors");
+            write_file(&path, &bytes)?;
+            let release = BaseRelease::read(&bytes, &path)?;
+            println!(
+                "{}: {:.4} bits per weight on the linear operations, {:.4} on the whole model, {} bytes, sha256 {}",
+                path.display(),
+                release.manifest.linear_bpw,
+                release.manifest.whole_model_bpw,
+                bytes.len(),
+                Digest::of(&bytes)
+            );
+            Ok(())
+        }
+        Command::Recover(args) => {
+            let base = load_base(&args.common.model, args.common.device, args.common.threads)?;
+            let (release, release_digest) = BaseRelease::open(&args.release)?;
+            check_source(&release, &base, &args.release)?;
+            let student = release.to_llama(base.llama().device(), &args.release)?;
+            let options = options(&args.common, Some(&args.recovery));
+            let calibrated = calibrate(&base, &options, &mut note)?;
+            let mut sequences = calibrated.sequences;
+            if let Some(corpus) = &args.recovery.corpus {
+                let text = std::fs::read_to_string(corpus).with_context(|| format!("reading {}", corpus.display()))?;
+                sequences.extend(chunk_tokens(base.tokenizer(), &text, options.teacher.seq_len));
+            }
+            let bar = progress_bar(options.recovery.steps);
+            let (lora, report) =
+                recover(base.llama(), &student, &sequences, &options.recovery, &mut |p| tick(&bar, p))?;
+            bar.finish();
+            let bytes = bind_recovery_adapter(&lora.to_safetensors()?, &release_digest)?;
+            write_file(&args.out.join("recovery.safetensors"), &bytes)?;
+            write_file(&args.out.join("recovery.json"), &serde_json::to_vec_pretty(&report)?)?;
+            println!(
+                "{}: {} steps in {:.0}s on {}, KL {:.4} -> {:.4}",
+                args.out.join("recovery.safetensors").display(),
+                report.steps,
+                report.seconds,
+                report.device,
+                report.kl_curve.first().map_or(f64::NAN, |p| p.1),
+                report.kl_curve.last().map_or(f64::NAN, |p| p.1)
+            );
+            Ok(())
+        }
+        Command::Evaluate(args) => {
+            let base = load_base(&args.model, args.device, args.threads)?;
+            let (release, release_digest) = BaseRelease::open(&args.release)?;
+            check_source(&release, &base, &args.release)?;
+            let student = release.to_llama(base.llama().device(), &args.release)?;
+            let lora = match &args.recovery {
+                Some(path) => {
+                    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+                    check_recovery_adapter(&bytes, &release_digest).with_context(|| path.display().to_string())?;
+                    Some(base.load_adapter(&bytes).with_context(|| path.display().to_string())?)
+                }
+                None => None,
+            };
+            let text =
+                std::fs::read_to_string(&args.text).with_context(|| format!("reading {}", args.text.display()))?;
+            let chunks = chunk_tokens(base.tokenizer(), &text, 256);
+            if chunks.is_empty() {
+                bail!("{}: shorter than one 256-token chunk", args.text.display());
+            }
+            let llama = base.llama();
+            let rows = [
+                ("uncompressed", compare(llama, llama, None, &chunks, 2)?),
+                ("palettized", compare(llama, &student, None, &chunks, 2)?),
+            ];
+            println!("{:<34} {:>10} {:>9} {:>7} {:>8}", "model", "perplexity", "mean CE", "top-1", "KL");
+            for (name, a) in rows.iter().chain(
+                lora.as_ref()
+                    .map(|l| ("palettized + recovery adapter", compare(llama, &student, Some(l.lora()), &chunks, 2)))
+                    .into_iter()
+                    .map(|(n, r)| r.map(|a| (n, a)))
+                    .collect::<Result<Vec<_>, _>>()?
+                    .iter(),
+            ) {
+                println!(
+                    "{name:<34} {:>10.2} {:>9.4} {:>7.3} {:>8.4}",
+                    a.perplexity, a.cross_entropy, a.top1_agreement, a.kl_divergence
+                );
+            }
+            println!(
+                "{} positions; linear {:.4} bpw, whole model {:.4} bpw",
+                rows[0].1.positions, release.manifest.linear_bpw, release.manifest.whole_model_bpw
+            );
+            Ok(())
+        }
+        Command::Release(args) => {
+            let base = load_base(&args.common.model, args.common.device, args.common.threads)?;
+            let options = options(&args.common, Some(&args.recovery));
+            let read = |p: &Option<std::path::PathBuf>| -> anyhow::Result<Option<String>> {
+                p.as_ref()
+                    .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display())))
+                    .transpose()
+            };
+            let (eval_text, corpus) = (read(&args.eval_text)?, read(&args.recovery.corpus)?);
+            let bar = progress_bar(options.recovery.steps);
+            let built = build_release(&base, &options, eval_text.as_deref(), corpus.as_deref(), &mut note, &mut |p| {
+                tick(&bar, p)
+            })?;
+            bar.finish();
+            std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+            write_file(&args.out.join("base.safetensors"), &built.release)?;
+            write_file(&args.out.join("recovery.safetensors"), &built.recovery_adapter)?;
+            write_file(&args.out.join("report.json"), &serde_json::to_vec_pretty(&built.report)?)?;
+            write_analysis(&args.out, &built.report.analysis)?;
+            let r = &built.report;
+            println!(
+                "base release {} ({:.4} bpw linear, {:.4} whole model)",
+                r.release_digest, r.linear_bpw, r.whole_model_bpw
+            );
+            println!(
+                "  uncompressed perplexity {:.2}, palettized {:.2}, with recovery adapter {:.2} (recovery fraction {:.3})",
+                r.uncompressed.perplexity, r.palettized.perplexity, r.recovered.perplexity, r.recovery_fraction
+            );
+            println!("  written to {}", args.out.display());
+            if let Some(name) = &args.publish {
+                let version = publish(&args, name, &base, &built)?;
+                println!("  published {name} version {version}");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn note(message: &str) {
+    eprintln!("{message}");
+}
+
+fn progress_bar(steps: usize) -> ProgressBar {
+    let bar = ProgressBar::new(steps as u64);
+    if let Ok(style) = ProgressStyle::with_template("recovery [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+fn tick(bar: &ProgressBar, p: &RecoveryProgress) {
+    bar.set_length(p.total_steps as u64);
+    bar.set_position(p.step as u64);
+    bar.set_message(format!("KL {:.4} lr {:.1e}", p.kl, p.learning_rate));
+}
+
+fn load_base(model: &Path, device: DeviceArg, threads: usize) -> anyhow::Result<BaseModel> {
+    if !model.is_file() {
+        bail!("model {} does not exist (pass --model or set ADAPTERCI_BASE_MODEL)", model.display());
+    }
+    set_threads(threads.max(1));
+    let device = match device {
+        DeviceArg::Auto => DeviceChoice::Auto,
+        DeviceArg::Cpu => DeviceChoice::Cpu,
+        DeviceArg::Cuda => DeviceChoice::Cuda(0),
+    };
+    let base = BaseModel::load(model, device)?;
+    eprintln!("{}: {} on {}", model.display(), base.name(), if base.is_cuda() { "CUDA" } else { "the CPU" });
+    Ok(base)
+}
+
+fn options(common: &CommonArgs, recovery: Option<&RecoveryArgs>) -> BuildOptions {
+    let method = Method {
+        group_rows: common.group_rows,
+        group_rows_2bit: common.group_rows_2bit,
+        row_scale: true,
+        weighted: !common.naive,
+        compensate: !common.naive,
+    };
+    let defaults = RecoverySpec::default();
+    let recovery = match recovery {
+        Some(r) => RecoverySpec {
+            steps: r.steps,
+            max_seconds: r.minutes.map(|m| m * 60.0),
+            batch: r.batch,
+            learning_rate: r.learning_rate,
+            checkpoint_every: if r.checkpoint_dir.is_some() { r.checkpoint_every } else { 0 },
+            checkpoint_dir: r.checkpoint_dir.clone(),
+            seed: common.seed,
+            ..defaults
+        },
+        None => defaults,
+    };
+    BuildOptions {
+        target_bpw: common.target_bpw,
+        method,
+        teacher: TeacherTextSpec {
+            sequences: common.teacher_seqs,
+            seq_len: common.seq_len,
+            batch: 16,
+            temperature: 1.0,
+            seed: common.seed,
+        },
+        sensitivity_sequences: common.sens_seqs,
+        recovery,
+        embedding_bits: common.embedding_bits,
+    }
+}
+
+fn check_source(release: &BaseRelease, base: &BaseModel, path: &Path) -> anyhow::Result<()> {
+    if &release.manifest.source_model_digest != base.digest() {
+        bail!(
+            "{} was made from source model {}, not from {} ({})",
+            path.display(),
+            release.manifest.source_model_digest,
+            base.path().display(),
+            base.digest()
+        );
+    }
+    Ok(())
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let tmp = path.with_extension("partial");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+fn write_analysis(dir: &Path, analysis: &BitAnalysis) -> anyhow::Result<()> {
+    write_file(&dir.join("analysis.json"), &serde_json::to_vec_pretty(analysis)?)?;
+    write_file(&dir.join("analysis.txt"), analysis.to_table().as_bytes())?;
+    write_file(&dir.join("analysis.svg"), analysis.to_svg().as_bytes())
+}
+
+/// Publishes the bundle as a version of `name`: the recovery adapter as the adapter file, the release file and
+/// the report beside it, with lineage to the source model and the release digest.
+fn publish(
+    args: &crate::cli::ReleaseArgs,
+    name: &str,
+    base: &BaseModel,
+    built: &adapterci_engine::release_build::BuiltRelease,
+) -> anyhow::Result<u64> {
+    let name: AdapterName = name.parse().map_err(|e| anyhow::anyhow!("--publish {name:?}: {e}"))?;
+    let database_url = args
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", args.data_dir.join("adapterci.db").display()));
+    let registry_url =
+        args.registry_url.clone().unwrap_or_else(|| args.data_dir.join("registry").display().to_string());
+    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let adapter = base.load_adapter(&built.recovery_adapter)?;
+    let report = &built.report;
+    let lineage = Lineage {
+        base_model_digest: report.source_model_digest.clone(),
+        base_model_name: base.name().to_string(),
+        base_release_digest: Some(report.release_digest.clone()),
+        dataset_digests: Vec::new(),
+        pipeline: None,
+        run_id: None,
+        initial_adapter: InitialAdapterRef::RecoveryAdapter {
+            base_release: report.release_digest.clone(),
+            adapter: report.recovery_adapter_digest.clone(),
+        },
+        code_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let request = PublishRequest {
+        name,
+        adapter: adapter.config().clone(),
+        files: vec![
+            ("adapter_model.safetensors".to_string(), bytes::Bytes::from(built.recovery_adapter.clone())),
+            ("base_release.safetensors".to_string(), bytes::Bytes::from(built.release.clone())),
+            ("report.json".to_string(), bytes::Bytes::from(serde_json::to_vec_pretty(report)?)),
+        ],
+        lineage,
+        eval: None,
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let store = Arc::new(
+            adapterci_store::SeaStore::connect(&database_url)
+                .await
+                .with_context(|| format!("opening the metadata store {database_url}"))?,
+        );
+        let objects = adapterci_registry::open_object_store(&registry_url)
+            .with_context(|| format!("opening the registry {registry_url}"))?;
+        let registry = adapterci_registry::ObjectStoreRegistry::new(objects, store);
+        let record = registry.publish(request).await.context("publishing the base release")?;
+        Ok(record.version)
+    })
+}

@@ -1,0 +1,172 @@
+//! `adapterci-base` as users run it, on the tiny model: a whole release (published to a local registry with
+//! its lineage), the step-by-step commands, and the refusals (missing model, foreign recovery adapter, an
+//! analysis of another model, a corrupt release).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use adapterci_engine::tiny::write_tiny_model;
+
+const SMALL: &[&str] =
+    &["--teacher-seqs", "16", "--seq-len", "32", "--device", "cpu", "--group-rows", "8", "--group-rows-2bit", "4"];
+
+fn base(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_adapterci-base")).args(args).env_remove("ADAPTERCI_BASE_MODEL").output().unwrap()
+}
+
+fn text(output: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
+fn tiny(dir: &Path, seed: u64) -> PathBuf {
+    let path = dir.join(format!("tiny-{seed}.gguf"));
+    write_tiny_model(&path, seed).unwrap();
+    path
+}
+
+#[test]
+fn a_release_is_built_written_and_published_with_its_lineage() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny(dir.path(), 1);
+    let out = dir.path().join("release");
+    let data = dir.path().join("data");
+    let mut args = vec!["release", "--model", model.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    args.extend_from_slice(SMALL);
+    args.extend_from_slice(&["--steps", "6", "--publish", "base-tiny", "--data-dir", data.to_str().unwrap()]);
+    let output = base(&args);
+    assert!(output.status.success(), "{}", text(&output));
+    let printed = text(&output);
+    assert!(printed.contains("published base-tiny version 1"), "{printed}");
+    for file in
+        ["base.safetensors", "recovery.safetensors", "report.json", "analysis.json", "analysis.svg", "analysis.txt"]
+    {
+        assert!(out.join(file).is_file(), "{file} missing");
+    }
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let linear = report["linear_bpw"].as_f64().unwrap();
+    assert!((linear - 3.5).abs() <= 0.05, "linear bpw {linear}");
+    assert_eq!(report["recovery"]["steps"].as_u64(), Some(6));
+    // the registry holds the bundle with its lineage: blobs under the data dir, a manifest naming the release
+    let registry = data.join("registry");
+    assert!(registry.is_dir());
+    let manifests: Vec<PathBuf> =
+        walk(&registry).into_iter().filter(|p| std::fs::read(p).is_ok_and(|b| b.starts_with(b"{"))).collect();
+    let release_digest = report["release_digest"].as_str().unwrap();
+    assert!(
+        manifests.iter().any(|p| std::fs::read_to_string(p).unwrap().contains(release_digest)),
+        "no manifest names the release digest {release_digest}"
+    );
+    // evaluate the written release with its own recovery adapter
+    let eval_text = dir.path().join("eval.txt");
+    std::fs::write(&eval_text, "the quick brown fox jumps over the lazy dog. ".repeat(80)).unwrap();
+    let output = base(&[
+        "evaluate",
+        "--model",
+        model.to_str().unwrap(),
+        "--release",
+        out.join("base.safetensors").to_str().unwrap(),
+        "--recovery",
+        out.join("recovery.safetensors").to_str().unwrap(),
+        "--text",
+        eval_text.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(text(&output).contains("palettized + recovery adapter"), "{}", text(&output));
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() { out.extend(walk(&path)) } else { out.push(path) }
+    }
+    out
+}
+
+#[test]
+fn step_by_step_commands_and_their_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny(dir.path(), 2);
+    let other = tiny(dir.path(), 3);
+    let m = model.to_str().unwrap();
+    let out = dir.path().join("a");
+    let o = out.to_str().unwrap();
+    let with = |mut head: Vec<&'static str>, rest: &[&str]| -> Output {
+        let mut args: Vec<String> = head.drain(..).map(String::from).collect();
+        args.extend(rest.iter().map(|s| s.to_string()));
+        args.extend(SMALL.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        base(&refs)
+    };
+    let output = with(vec!["analyze"], &["--model", m, "--out", o]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(text(&output).contains("total (linear)"));
+    let analysis = out.join("analysis.json");
+    let output = with(vec!["palettize"], &["--model", m, "--out", o, "--analysis", analysis.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", text(&output));
+    let release = out.join("base.safetensors");
+    let output =
+        with(vec!["recover"], &["--model", m, "--release", release.to_str().unwrap(), "--out", o, "--steps", "3"]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(out.join("recovery.safetensors").is_file());
+
+    // a release of another source model is refused by recover
+    let output = with(
+        vec!["recover"],
+        &["--model", other.to_str().unwrap(), "--release", release.to_str().unwrap(), "--out", o],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output).contains("was made from source model"), "{}", text(&output));
+    // a recovery adapter of another release is refused by evaluate
+    let out_b = dir.path().join("b");
+    let output = with(vec!["palettize"], &["--model", m, "--out", out_b.to_str().unwrap(), "--uniform-bits", "4"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let eval_text = dir.path().join("eval.txt");
+    std::fs::write(&eval_text, "a b c d e f g ".repeat(200)).unwrap();
+    let output = base(&[
+        "evaluate",
+        "--model",
+        m,
+        "--release",
+        out_b.join("base.safetensors").to_str().unwrap(),
+        "--recovery",
+        out.join("recovery.safetensors").to_str().unwrap(),
+        "--text",
+        eval_text.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output).contains("was trained for base release"), "{}", text(&output));
+    // a corrupt release is refused with the file named
+    let mut bytes = std::fs::read(&release).unwrap();
+    let at = bytes.len() - 7;
+    bytes[at] ^= 1;
+    let corrupt = dir.path().join("corrupt.safetensors");
+    std::fs::write(&corrupt, bytes).unwrap();
+    let output = base(&[
+        "evaluate",
+        "--model",
+        m,
+        "--release",
+        corrupt.to_str().unwrap(),
+        "--text",
+        eval_text.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output).contains("corrupt.safetensors") && text(&output).contains("corrupt"), "{}", text(&output));
+    // an analysis of another model shape, and a missing model
+    std::fs::write(dir.path().join("bad.json"), "{\"not\": \"an analysis\"}").unwrap();
+    let bad = dir.path().join("bad.json");
+    let output = with(vec!["palettize"], &["--model", m, "--out", o, "--analysis", bad.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output).contains("not an analysis.json"), "{}", text(&output));
+    let output = with(vec!["analyze"], &["--model", "/nonexistent/model.gguf", "--out", o]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output).contains("/nonexistent/model.gguf does not exist"), "{}", text(&output));
+}

@@ -1,0 +1,244 @@
+//! A base release end to end, from a source model: teacher text, calibration, per-operation sensitivity and bit
+//! allocation, palettization, the recovery adapter (bound to the release), and the evaluation report. The
+//! `adapterci-base` tool and the base-release pipeline stage both call [`analyze`] and [`build_release`].
+
+use adapterci_core::Digest;
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+use crate::EngineError;
+use crate::allocate::{BitAnalysis, LinearOp, Method, allocate_bits, linear_ops, palettize_op, sensitivities_of};
+use crate::calibrate::{
+    Agreement, Hessians, TeacherTextSpec, chunk_tokens, collect_hessians, compare, prompt_ids, teacher_text,
+};
+use crate::llama::Llama;
+use crate::model::BaseModel;
+use crate::palettize::{Calibration, PaletteSpec, PalettizedTensor, palettize};
+use crate::recover::{RecoveryProgress, RecoveryReport, RecoverySpec, recover};
+use crate::release::{ReleaseContents, bind_recovery_adapter, write_release};
+use crate::tokenizer::TokenizerSpec;
+
+/// Everything a base release build decides.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BuildOptions {
+    /// Average bits per weight of the linear operations (tables and scales counted).
+    pub target_bpw: f64,
+    pub method: Method,
+    pub teacher: TeacherTextSpec,
+    /// Teacher sequences the sensitivities are measured on.
+    pub sensitivity_sequences: usize,
+    pub recovery: RecoverySpec,
+    /// Palettize the tied embedding to this many bits (4 or 8); `None` stores it as fp16.
+    pub embedding_bits: Option<u8>,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        BuildOptions {
+            target_bpw: 3.5,
+            method: Method::default(),
+            teacher: TeacherTextSpec { sequences: 256, seq_len: 128, batch: 16, temperature: 1.0, seed: 11 },
+            sensitivity_sequences: 2,
+            recovery: RecoverySpec::default(),
+            embedding_bits: None,
+        }
+    }
+}
+
+/// Calibration state shared by the steps: the teacher's text and the linear inputs' statistics.
+pub struct Calibrated {
+    pub sequences: Vec<Vec<u32>>,
+    pub hessians: Hessians,
+}
+
+impl std::fmt::Debug for Calibrated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Calibrated").field("sequences", &self.sequences.len()).finish()
+    }
+}
+
+/// What `build_release` measured and produced.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BuildReport {
+    pub source_model_digest: Digest,
+    pub release_digest: Digest,
+    pub recovery_adapter_digest: Digest,
+    pub options: BuildOptions,
+    pub linear_bpw: f64,
+    pub whole_model_bpw: f64,
+    /// The palettized base against the source, without and with the recovery adapter, on held-out text when
+    /// given (else on teacher text the recovery did not train on).
+    pub palettized: Agreement,
+    pub recovered: Agreement,
+    pub uncompressed: Agreement,
+    /// `(CE_palettized - CE_recovered) / (CE_palettized - CE_uncompressed)`.
+    pub recovery_fraction: f64,
+    pub recovery: RecoveryReport,
+    pub analysis: BitAnalysis,
+}
+
+/// A built release: the file, the bound recovery adapter file, and the report.
+#[derive(Debug)]
+pub struct BuiltRelease {
+    pub release: Vec<u8>,
+    pub recovery_adapter: Vec<u8>,
+    pub report: BuildReport,
+}
+
+/// Writes teacher text and collects the linear inputs' statistics on it.
+pub fn calibrate(
+    base: &BaseModel,
+    options: &BuildOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Calibrated, EngineError> {
+    let prompts = prompt_ids(base.tokenizer(), None)?;
+    let mut last = 0;
+    let sequences = teacher_text(base.llama(), &prompts, &options.teacher, &mut |done, total| {
+        if done * 10 / total.max(1) > last {
+            last = done * 10 / total.max(1);
+            progress(&format!("teacher text: {done}/{total} sequences"));
+        }
+    })?;
+    let count = (sequences.len() / 4).clamp(1, 256);
+    let hessians = collect_hessians(base.llama(), &sequences[..count], 4)?;
+    progress(&format!("calibration: input statistics over {} tokens", hessians.tokens));
+    Ok(Calibrated { sequences, hessians })
+}
+
+/// Every operation's sensitivity and the allocation that meets `options.target_bpw`.
+pub fn analyze(
+    base: &BaseModel,
+    calibrated: &Calibrated,
+    options: &BuildOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<BitAnalysis, EngineError> {
+    let llama = base.llama();
+    let ops = linear_ops(llama.config());
+    let low: Vec<Tensor> = ops
+        .iter()
+        .map(|op| Ok(palettize_op(llama, Some(&calibrated.hessians), op, 2, options.method)?.dequantize(llama.device())))
+        .collect::<Result<_, EngineError>>()?;
+    let count = options.sensitivity_sequences.clamp(1, calibrated.sequences.len());
+    let mut last = 0;
+    let sensitivities =
+        sensitivities_of(llama, &ops, &low, &calibrated.sequences[..count], 2, &mut |done, total| {
+            if done * 10 / total.max(1) > last {
+                last = done * 10 / total.max(1);
+                progress(&format!("sensitivity: {done}/{total} operations"));
+            }
+        })?;
+    let bits = allocate_bits(&ops, &sensitivities, options.method, options.target_bpw)?;
+    let lm_head_bytes = (llama.config().vocab_size * llama.config().hidden_size * 2) as u64;
+    Ok(BitAnalysis::new(&ops, &bits, &sensitivities, options.method, options.target_bpw, lm_head_bytes))
+}
+
+/// Palettizes every operation with the bits of `analysis` (in [`linear_ops`] order) and the embedding when
+/// asked; returns the tensors and the palettized decoder.
+pub fn palettize_model(
+    base: &BaseModel,
+    calibrated: &Calibrated,
+    bits: &[u8],
+    options: &BuildOptions,
+) -> Result<(Vec<PalettizedTensor>, Option<PalettizedTensor>, Llama), EngineError> {
+    let llama = base.llama();
+    let ops: Vec<LinearOp> = linear_ops(llama.config());
+    if bits.len() != ops.len() {
+        return Err(EngineError::InvalidConfig(format!("{} bit choices for {} operations", bits.len(), ops.len())));
+    }
+    let mut student = llama.shallow_copy();
+    let mut parts = Vec::with_capacity(ops.len());
+    for (op, &b) in ops.iter().zip(bits) {
+        let p = palettize_op(llama, Some(&calibrated.hessians), op, b, options.method)?;
+        student.set_linear_weight(op.layer, op.target, p.dequantize(llama.device()))?;
+        parts.push(p);
+    }
+    let embedding = match options.embedding_bits {
+        Some(bits) => {
+            let spec = PaletteSpec { bits, group_rows: 64, row_scale: true };
+            let p = palettize(llama.embedding_weight(), spec, Calibration::default())?;
+            student.set_embedding(p.dequantize(llama.device()))?;
+            Some(p)
+        }
+        None => None,
+    };
+    Ok((parts, embedding, student))
+}
+
+/// The whole release: calibrate, analyze, palettize, recover, evaluate (on `eval_text` when given, else on
+/// teacher text held out of recovery), with `user_corpus` added to the recovery text when given.
+pub fn build_release(
+    base: &BaseModel,
+    options: &BuildOptions,
+    eval_text: Option<&str>,
+    user_corpus: Option<&str>,
+    progress: &mut dyn FnMut(&str),
+    recovery_progress: &mut dyn FnMut(&RecoveryProgress),
+) -> Result<BuiltRelease, EngineError> {
+    let calibrated = calibrate(base, options, progress)?;
+    let analysis = analyze(base, &calibrated, options, progress)?;
+    let bits: Vec<u8> = analysis.rows.iter().map(|r| r.bits).collect();
+    progress(&format!("palettizing: {:.4} bits per weight on the linear operations", analysis.achieved_bpw));
+    let (linear, embedding, student) = palettize_model(base, &calibrated, &bits, options)?;
+    let tokenizer = tokenizer_spec(base)?;
+    let release = write_release(&ReleaseContents {
+        source_model_digest: base.digest().clone(),
+        source_model_name: base.name().to_string(),
+        method: options.method,
+        config: base.llama().config(),
+        tokenizer: &tokenizer,
+        linear,
+        embedding,
+        source: base.llama(),
+    })?;
+    let release_digest = Digest::of(&release);
+    let seq_len = options.teacher.seq_len;
+    let (train, held_out): (Vec<Vec<u32>>, Vec<Vec<u32>>) = match eval_text {
+        Some(text) => (calibrated.sequences.clone(), chunk_tokens(base.tokenizer(), text, 256)),
+        None => {
+            let keep = calibrated.sequences.len().saturating_sub((calibrated.sequences.len() / 10).max(1));
+            (calibrated.sequences[..keep].to_vec(), calibrated.sequences[keep..].to_vec())
+        }
+    };
+    if held_out.is_empty() {
+        return Err(EngineError::InvalidConfig("the evaluation text is shorter than one 256-token chunk".into()));
+    }
+    let mut train = train;
+    if let Some(corpus) = user_corpus {
+        let chunks = chunk_tokens(base.tokenizer(), corpus, seq_len);
+        progress(&format!("user corpus: {} sequences of {seq_len} tokens", chunks.len()));
+        train.extend(chunks);
+    }
+    progress(&format!("recovery: rank {} on every linear operation, {} sequences", options.recovery.rank, train.len()));
+    let (lora, recovery) = recover(base.llama(), &student, &train, &options.recovery, recovery_progress)?;
+    let recovery_adapter = bind_recovery_adapter(&lora.to_safetensors()?, &release_digest)?;
+    let llama = base.llama();
+    let uncompressed = compare(llama, llama, None, &held_out, 2)?;
+    let palettized = compare(llama, &student, None, &held_out, 2)?;
+    let recovered = compare(llama, &student, Some(&lora), &held_out, 2)?;
+    let gap = palettized.cross_entropy - uncompressed.cross_entropy;
+    let report = BuildReport {
+        source_model_digest: base.digest().clone(),
+        release_digest,
+        recovery_adapter_digest: Digest::of(&recovery_adapter),
+        options: options.clone(),
+        linear_bpw: analysis.achieved_bpw,
+        whole_model_bpw: crate::release::BaseRelease::read(&release, base.path())?.manifest.whole_model_bpw,
+        palettized,
+        recovered,
+        uncompressed,
+        recovery_fraction: if gap.abs() < 1e-12 { 1.0 } else { (palettized.cross_entropy - recovered.cross_entropy) / gap },
+        recovery,
+        analysis,
+    };
+    Ok(BuiltRelease { release, recovery_adapter, report })
+}
+
+/// The tokenizer of a base model as its source file describes it (GGUF or release).
+pub fn tokenizer_spec(base: &BaseModel) -> Result<TokenizerSpec, EngineError> {
+    let path = base.path();
+    if crate::release::is_release_path(path)? {
+        let (release, _) = crate::release::BaseRelease::open(path)?;
+        return Ok(release.tokenizer);
+    }
+    TokenizerSpec::from_gguf(&crate::gguf::GgufFile::open(path)?)
+}
