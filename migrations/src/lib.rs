@@ -10,6 +10,7 @@ mod m20261126_000002_create_runs;
 mod m20261126_000003_create_watches;
 mod m20261126_000004_create_adapter_versions;
 mod m20261126_000101_create_adapter_channels;
+mod m20261126_000102_create_registry_gc_guard;
 mod m20261126_000201_create_run_schedules;
 mod m20261126_000202_create_webhook_deliveries;
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000003_create_watches::Migration),
             Box::new(m20261126_000004_create_adapter_versions::Migration),
             Box::new(m20261126_000101_create_adapter_channels::Migration),
+            Box::new(m20261126_000102_create_registry_gc_guard::Migration),
             Box::new(m20261126_000201_create_run_schedules::Migration),
             Box::new(m20261126_000202_create_webhook_deliveries::Migration),
         ]

@@ -37,9 +37,14 @@ async fn every_migration_goes_up_and_down() {
 }
 
 #[tokio::test]
-async fn one_step_down_removes_only_the_newest_table() {
+async fn one_step_down_reverts_only_the_newest_migration() {
     let db = Database::connect("sqlite::memory:").await.unwrap();
     Migrator::up(&db, None).await.unwrap();
     Migrator::down(&db, Some(1)).await.unwrap();
-    assert_eq!(tables_present(&db).await, ["pipelines", "runs", "watches"]);
+    let statuses = Migrator::get_migration_with_status(&db).await.unwrap();
+    let (newest, older) = statuses.split_last().expect("migrations exist");
+    assert_eq!(newest.status(), MigrationStatus::Pending, "{}", newest.name());
+    assert!(older.iter().all(|m| m.status() == MigrationStatus::Applied));
+    assert_eq!(tables_present(&db).await, TABLES, "the original tables are older than the newest migration");
+    Migrator::up(&db, None).await.unwrap();
 }

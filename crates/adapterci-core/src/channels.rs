@@ -187,6 +187,7 @@ pub trait ChannelStore: Send + Sync {
     ) -> Result<(AdapterVersionRecord, bool), StoreError>;
 }
 
-/// What the registry needs from the metadata store: the version index and its channels.
-pub trait VersionIndex: crate::ports::AdapterIndex + ChannelStore {}
-impl<T: crate::ports::AdapterIndex + ChannelStore> VersionIndex for T {}
+/// What the registry needs from the metadata store: the version index, its channels, and the guard that keeps
+/// the garbage collector away from blobs being published.
+pub trait VersionIndex: crate::ports::AdapterIndex + ChannelStore + crate::gc::BlobGuard {}
+impl<T: crate::ports::AdapterIndex + ChannelStore + crate::gc::BlobGuard> VersionIndex for T {}

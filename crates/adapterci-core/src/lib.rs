@@ -8,6 +8,7 @@ pub mod channels;
 pub mod digest;
 pub mod error;
 pub mod gate;
+pub mod gc;
 pub mod manifest;
 pub mod names;
 pub mod ports;

@@ -12,12 +12,14 @@
 mod blobs;
 mod dataset;
 pub mod failpoint;
+mod gc;
 mod location;
 mod open;
 mod registry;
 
 pub use blobs::DEFAULT_MULTIPART_THRESHOLD;
 pub use dataset::ObjectStoreDatasetSource;
+pub use gc::GcReport;
 pub use location::parse_key;
 pub use open::{
     ENV_AWS_ACCESS_KEY_ID, ENV_AWS_ALLOW_HTTP, ENV_AWS_DEFAULT_REGION, ENV_AWS_ENDPOINT_URL, ENV_AWS_REGION,

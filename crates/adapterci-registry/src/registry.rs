@@ -76,6 +76,27 @@ impl ObjectStoreRegistry {
         self
     }
 
+    pub(crate) fn index(&self) -> &dyn VersionIndex {
+        self.index.as_ref()
+    }
+
+    pub(crate) fn object_store(&self) -> &Arc<dyn ObjectStore> {
+        &self.blobs.store
+    }
+
+    /// The folder holding every blob.
+    pub(crate) fn blob_root(&self) -> Path {
+        self.blobs.prefix.clone().join("blobs").join("sha256")
+    }
+
+    pub(crate) fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now()
+    }
+
+    pub(crate) async fn manifest_of(&self, record: &AdapterVersionRecord) -> Result<AdapterManifest, RegistryError> {
+        self.load_manifest(record).await
+    }
+
     /// Where the blob `digest` is stored, for tools and tests that inspect the store directly.
     pub fn blob_location(&self, digest: &Digest) -> Path {
         self.blobs.location(digest)
@@ -150,6 +171,50 @@ impl AdapterRegistry for ObjectStoreRegistry {
             eval: request.eval,
         };
         let manifest_bytes = canonical_bytes(&manifest)?;
+        // Registered with the garbage collector before any blob is written, so no sweep can delete a blob this
+        // publish relies on (one left unreferenced by an earlier crash, say).
+        let mut digests: Vec<Digest> = blobs.iter().map(|(file, _)| file.digest.clone()).collect();
+        digests.push(Digest::of(&manifest_bytes));
+        let registration = crate::gc::register_publish(self.index.as_ref(), &digests).await?;
+        let result = self.publish_registered(manifest, manifest_bytes, blobs).await;
+        if let Err(err) = self.index.end_publish(&registration).await {
+            // The registration expires; until then it only keeps its blobs from being collected.
+            tracing::warn!(registration, error = %err, "could not end a publish registration");
+        }
+        result
+    }
+
+    async fn latest(&self, name: &AdapterName) -> Result<Option<ResolvedVersion>, RegistryError> {
+        let record = self.index.latest_version(name).await?;
+        self.resolve(record).await
+    }
+
+    async fn get(&self, name: &AdapterName, version: u64) -> Result<Option<ResolvedVersion>, RegistryError> {
+        let record = self.index.get_version(name, version).await?;
+        self.resolve(record).await
+    }
+
+    async fn list_versions(&self, name: &AdapterName) -> Result<Vec<AdapterVersionRecord>, RegistryError> {
+        Ok(self.index.list_versions(name).await?)
+    }
+
+    async fn list_adapters(&self) -> Result<Vec<AdapterName>, RegistryError> {
+        Ok(self.index.list_adapter_names().await?)
+    }
+
+    async fn fetch_blob(&self, digest: &Digest) -> Result<Bytes, RegistryError> {
+        self.blobs.read(digest, "blob").await
+    }
+}
+
+impl ObjectStoreRegistry {
+    /// The steps of a publish once it is registered: blobs, manifest, index.
+    async fn publish_registered(
+        &self,
+        manifest: AdapterManifest,
+        manifest_bytes: Vec<u8>,
+        blobs: Vec<(ManifestFile, Bytes)>,
+    ) -> Result<AdapterVersionRecord, RegistryError> {
         // Files first, even for a retried publish: putting a blob that is already there re-checks it and
         // replaces a damaged copy.
         let mut blobs = blobs.into_iter();
@@ -191,28 +256,6 @@ impl AdapterRegistry for ObjectStoreRegistry {
         }
         tracing::info!(adapter = %record.name, version = record.version, manifest = %record.manifest_digest, "published");
         Ok(record)
-    }
-
-    async fn latest(&self, name: &AdapterName) -> Result<Option<ResolvedVersion>, RegistryError> {
-        let record = self.index.latest_version(name).await?;
-        self.resolve(record).await
-    }
-
-    async fn get(&self, name: &AdapterName, version: u64) -> Result<Option<ResolvedVersion>, RegistryError> {
-        let record = self.index.get_version(name, version).await?;
-        self.resolve(record).await
-    }
-
-    async fn list_versions(&self, name: &AdapterName) -> Result<Vec<AdapterVersionRecord>, RegistryError> {
-        Ok(self.index.list_versions(name).await?)
-    }
-
-    async fn list_adapters(&self) -> Result<Vec<AdapterName>, RegistryError> {
-        Ok(self.index.list_adapter_names().await?)
-    }
-
-    async fn fetch_blob(&self, digest: &Digest) -> Result<Bytes, RegistryError> {
-        self.blobs.read(digest, "blob").await
     }
 }
 

@@ -11,6 +11,7 @@ mod connect;
 mod convert;
 mod entity;
 mod error;
+mod gc_guard;
 mod pipelines;
 mod runs;
 mod scheduling;

@@ -27,6 +27,10 @@ pub(crate) struct State {
     pub(crate) channels: BTreeMap<(AdapterName, ChannelName), ChannelRecord>,
     pub(crate) channel_events: Vec<ChannelEvent>,
     pub(crate) tags: BTreeMap<(AdapterName, TagName), u64>,
+    /// Publishes registered with the garbage collector: id -> (digests, started at).
+    pub(crate) publishes: BTreeMap<String, (Vec<Digest>, DateTime<Utc>)>,
+    /// When the running sweep started.
+    pub(crate) sweep: Option<DateTime<Utc>>,
 }
 
 /// A metadata store that lives in a mutex. Cheap to create: make one per test.

@@ -257,3 +257,38 @@ impl ChannelStore for InMemoryMetadataStore {
         Ok((state.push_version(version, Some(identity), now), true))
     }
 }
+
+#[async_trait]
+impl adapterci_core::gc::BlobGuard for InMemoryMetadataStore {
+    async fn try_begin_publish(&self, digests: &[Digest]) -> Result<Option<String>, StoreError> {
+        let now = self.now();
+        let mut state = self.lock()?;
+        if state.sweep.is_some_and(|started| now - started < adapterci_core::gc::SWEEP_TTL) {
+            return Ok(None);
+        }
+        let id = uuid::Uuid::now_v7().to_string();
+        state.publishes.insert(id.clone(), (digests.to_vec(), now));
+        Ok(Some(id))
+    }
+
+    async fn end_publish(&self, id: &str) -> Result<(), StoreError> {
+        self.lock()?.publishes.remove(id);
+        Ok(())
+    }
+
+    async fn try_begin_sweep(&self) -> Result<Option<Vec<Digest>>, StoreError> {
+        let now = self.now();
+        let mut state = self.lock()?;
+        if state.sweep.is_some_and(|started| now - started < adapterci_core::gc::SWEEP_TTL) {
+            return Ok(None);
+        }
+        state.sweep = Some(now);
+        state.publishes.retain(|_, (_, started)| now - *started < adapterci_core::gc::PUBLISH_REGISTRATION_TTL);
+        Ok(Some(state.publishes.values().flat_map(|(digests, _)| digests.iter().cloned()).collect()))
+    }
+
+    async fn end_sweep(&self) -> Result<(), StoreError> {
+        self.lock()?.sweep = None;
+        Ok(())
+    }
+}
