@@ -9,6 +9,7 @@ mod adapters;
 mod channels;
 mod connect;
 mod convert;
+mod diagnostics;
 mod entity;
 mod error;
 mod gc_guard;
