@@ -364,3 +364,68 @@ async fn training_past_the_pipelines_timeout_is_stopped_and_the_run_fails() {
     assert_eq!(h.executor.dropped.load(Ordering::SeqCst), 1, "the training was stopped");
     assert!(h.versions().await.is_empty());
 }
+
+/// Holds every training until opened.
+struct GatedExecutor {
+    inner: ScriptedExecutor,
+    open: tokio::sync::watch::Receiver<bool>,
+    running: AtomicUsize,
+    most_at_once: AtomicUsize,
+}
+
+#[async_trait]
+impl TrainingExecutor for GatedExecutor {
+    async fn execute(&self, job: TrainJob, progress: Arc<dyn ProgressSink>) -> Result<TrainOutput, TrainingFailure> {
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_at_once.fetch_max(now, Ordering::SeqCst);
+        let mut open = self.open.clone();
+        let _ = open.wait_for(|open| *open).await;
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        self.inner.execute(job, progress).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_loop_runs_at_most_the_global_limit_at_once_and_one_run_per_pipeline() {
+    let h = harness(TestExecutor::default());
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let executor = Arc::new(GatedExecutor {
+        inner: ScriptedExecutor::default(),
+        open: gate,
+        running: AtomicUsize::new(0),
+        most_at_once: AtomicUsize::new(0),
+    });
+    let mut ports = h.ports.clone();
+    ports.executor = executor.clone();
+    let controller = Arc::new(Controller::new(
+        ports,
+        ControllerConfig { tick: Duration::from_secs(1), scheduling: scheduling(), ..ControllerConfig::default() },
+    ));
+    for name in ["one", "two", "three"] {
+        let yaml = PIPELINE
+            .replace("name: demo", &format!("name: {name}"))
+            .replace("adapter: demo-adapter", &format!("adapter: {name}"))
+            .replace("  - kind: dataset_watch\n    interval: 1s\n", "");
+        controller.apply(&yaml, None).await.unwrap();
+    }
+    h.upload("good\n").await; // every pipeline reads the same dataset location
+    for name in ["one", "one", "two", "three"] {
+        controller.trigger(&PipelineName::new(name).unwrap(), Trigger::Manual).await.unwrap();
+    }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let loop_task = tokio::spawn(controller.clone().run_until(stopped));
+    wait(Duration::from_secs(5)).await;
+    assert_eq!(executor.running.load(Ordering::SeqCst), 2, "the global limit is 2");
+    let running = h.store.list_runs(None, 10).await.unwrap();
+    let running: Vec<String> =
+        running.iter().filter(|run| run.state == RunState::Running).map(|run| run.pipeline.to_string()).collect();
+    assert_eq!(running.len(), 2);
+    assert_ne!(running[0], running[1], "one run per pipeline at a time: {running:?}");
+    open.send(true).unwrap();
+    wait(Duration::from_secs(10)).await;
+    let runs = h.store.list_runs(None, 10).await.unwrap();
+    assert!(runs.iter().all(|run| run.state == RunState::Succeeded), "{runs:#?}");
+    assert_eq!(executor.most_at_once.load(Ordering::SeqCst), 2);
+    stop.send(true).unwrap();
+    loop_task.await.unwrap();
+}
