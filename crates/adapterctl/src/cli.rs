@@ -61,6 +61,10 @@ pub enum Command {
     Generate(GenerateArgs),
     /// List the models adapterd serves (the base model and each served adapter)
     Models,
+    /// Build base releases on this machine: palettize, analyze, recover, evaluate, release (runs the
+    /// adapterci-base tool; `adapterctl base --help` lists its commands)
+    #[command(disable_help_flag = true)]
+    Base(BaseArgs),
 }
 
 #[derive(Debug, Args)]
@@ -197,4 +201,11 @@ fn parse_temperature(value: &str) -> Result<f64, String> {
         Ok(temperature) if temperature.is_finite() && temperature >= 0.0 => Ok(temperature),
         _ => Err(format!("expected a number of 0 or more, got {value:?}")),
     }
+}
+
+#[derive(Debug, Args)]
+pub struct BaseArgs {
+    /// analyze | palettize | recover | evaluate | release, and their options (see `adapterctl base --help`)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
+    pub args: Vec<String>,
 }

@@ -1,6 +1,7 @@
 //! One function per command; [`run`] dispatches to them. Each returns the exit status or a [`CliError`].
 
 mod apply;
+pub mod base;
 mod dataset;
 mod describe;
 mod generate;
@@ -42,5 +43,6 @@ pub async fn run(cli: Cli, output: Output) -> Result<ExitStatus, CliError> {
         Command::Dataset(DatasetCommand::Push { file, location }) => dataset::push(&context, &file, &location).await,
         Command::Generate(args) => generate::generate(&context, &args).await,
         Command::Models => get::models(&context).await,
+        Command::Base(args) => base::run(&args.args).await,
     }
 }

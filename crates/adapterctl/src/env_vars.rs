@@ -8,3 +8,6 @@ pub const NO_COLOR: &str = "NO_COLOR";
 
 /// Set to `1` when running adapterctl's tests to rewrite `docs/reference/cli.md` instead of comparing with it.
 pub const ADAPTERCTL_UPDATE_REFERENCE: &str = "ADAPTERCTL_UPDATE_REFERENCE";
+
+/// Path of the `adapterci-base` tool that `adapterctl base` runs (default: beside adapterctl, then `PATH`).
+pub const ADAPTERCI_BASE_TOOL: &str = "ADAPTERCI_BASE_TOOL";
