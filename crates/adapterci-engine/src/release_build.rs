@@ -116,17 +116,18 @@ pub fn analyze(
     let ops = linear_ops(llama.config());
     let low: Vec<Tensor> = ops
         .iter()
-        .map(|op| Ok(palettize_op(llama, Some(&calibrated.hessians), op, 2, options.method)?.dequantize(llama.device())))
+        .map(
+            |op| Ok(palettize_op(llama, Some(&calibrated.hessians), op, 2, options.method)?.dequantize(llama.device())),
+        )
         .collect::<Result<_, EngineError>>()?;
     let count = options.sensitivity_sequences.clamp(1, calibrated.sequences.len());
     let mut last = 0;
-    let sensitivities =
-        sensitivities_of(llama, &ops, &low, &calibrated.sequences[..count], 2, &mut |done, total| {
-            if done * 10 / total.max(1) > last {
-                last = done * 10 / total.max(1);
-                progress(&format!("sensitivity: {done}/{total} operations"));
-            }
-        })?;
+    let sensitivities = sensitivities_of(llama, &ops, &low, &calibrated.sequences[..count], 2, &mut |done, total| {
+        if done * 10 / total.max(1) > last {
+            last = done * 10 / total.max(1);
+            progress(&format!("sensitivity: {done}/{total} operations"));
+        }
+    })?;
     let bits = allocate_bits(&ops, &sensitivities, options.method, options.target_bpw)?;
     let lm_head_bytes = (llama.config().vocab_size * llama.config().hidden_size * 2) as u64;
     Ok(BitAnalysis::new(&ops, &bits, &sensitivities, options.method, options.target_bpw, lm_head_bytes))
@@ -226,7 +227,11 @@ pub fn build_release(
         palettized,
         recovered,
         uncompressed,
-        recovery_fraction: if gap.abs() < 1e-12 { 1.0 } else { (palettized.cross_entropy - recovered.cross_entropy) / gap },
+        recovery_fraction: if gap.abs() < 1e-12 {
+            1.0
+        } else {
+            (palettized.cross_entropy - recovered.cross_entropy) / gap
+        },
         recovery,
         analysis,
     };

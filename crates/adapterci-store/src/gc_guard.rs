@@ -7,7 +7,9 @@ use adapterci_core::gc::{BlobGuard, PUBLISH_REGISTRATION_TTL, SWEEP_TTL};
 use adapterci_core::ports::StoreError;
 use async_trait::async_trait;
 use sea_orm::ActiveValue::Set;
-use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseTransaction, EntityTrait, QueryFilter, Statement};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseTransaction, EntityTrait, QueryFilter, Statement,
+};
 
 use crate::SeaStore;
 use crate::entity::{registry_publishes as publishes, registry_sweeps as sweeps};
@@ -40,7 +42,8 @@ impl SeaStore {
             return Ok(None);
         }
         let id = uuid::Uuid::now_v7().to_string();
-        let row = publishes::ActiveModel { id: Set(id.clone()), digests: Set(digests.to_string()), started_at: Set(now) };
+        let row =
+            publishes::ActiveModel { id: Set(id.clone()), digests: Set(digests.to_string()), started_at: Set(now) };
         publishes::Entity::insert(row).exec_without_returning(&txn).await.map_err(attempt_err(context))?;
         txn.commit().await.map_err(attempt_err(context))?;
         Ok(Some(id))
