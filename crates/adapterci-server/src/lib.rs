@@ -3,6 +3,7 @@
 //! `app(state)` builds the axum router (tested without a socket); `start(config)` opens the stores, loads the
 //! base model, spawns the controller and worker loops and serves HTTP until shut down.
 
+pub mod base_release;
 pub mod config;
 pub mod env_vars;
 mod error;

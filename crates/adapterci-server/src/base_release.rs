@@ -1,0 +1,83 @@
+//! The engine's base-release stage behind the controller's `BaseReleaseBuilder` port: builds the release of a
+//! catalog model (palettize, recovery adapter, evaluation) on a blocking thread, writes the bundle under
+//! `<dir>/<release digest>/` and gates it on the recovered model's perplexity relative to the source model.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use adapterci_core::base_release::{BaseReleaseBuilder, BaseReleaseError, BaseReleaseOutcome, BaseReleaseRequest};
+use adapterci_engine::device::DeviceChoice;
+use adapterci_engine::model::BaseModel;
+use adapterci_engine::release_build::{BuildOptions, build_release};
+use async_trait::async_trait;
+
+/// Builds base releases with the engine.
+#[derive(Clone, Debug)]
+pub struct EngineBaseReleaseBuilder {
+    /// Catalog name -> source model file.
+    pub models: BTreeMap<String, PathBuf>,
+    /// Where release bundles are written.
+    pub dir: PathBuf,
+    pub options: BuildOptions,
+    /// The gate: the recovered release's perplexity may be at most this multiple of the source model's (on
+    /// teacher text held out of recovery).
+    pub max_perplexity_ratio: f64,
+    pub device: DeviceChoice,
+}
+
+#[async_trait]
+impl BaseReleaseBuilder for EngineBaseReleaseBuilder {
+    async fn build(&self, request: BaseReleaseRequest) -> Result<BaseReleaseOutcome, BaseReleaseError> {
+        let fail = |reason: String| BaseReleaseError { base_model_name: request.base_model_name.clone(), reason };
+        let path = self
+            .models
+            .get(&request.base_model_name)
+            .cloned()
+            .ok_or_else(|| fail(format!("no model named {:?} in the catalog", request.base_model_name)))?;
+        let this = self.clone();
+        let wanted = request.base_model_digest.clone();
+        let built = tokio::task::spawn_blocking(move || -> Result<_, String> {
+            let base = BaseModel::load(&path, this.device).map_err(|e| e.to_string())?;
+            if base.digest() != &wanted {
+                return Err(format!("{} now has digest {}, not {wanted}", path.display(), base.digest()));
+            }
+            let built = build_release(
+                &base,
+                &this.options,
+                None,
+                None,
+                &mut |message| tracing::info!(model = %path.display(), "{message}"),
+                &mut |p| {
+                    if p.step % 25 == 0 || p.step == p.total_steps {
+                        tracing::info!(step = p.step, total = p.total_steps, kl = p.kl, "recovery");
+                    }
+                },
+            )
+            .map_err(|e| e.to_string())?;
+            let dir = this.dir.join(built.report.release_digest.hex());
+            std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            for (name, bytes) in [
+                ("base.safetensors", built.release.clone()),
+                ("recovery.safetensors", built.recovery_adapter.clone()),
+                ("report.json", serde_json::to_vec_pretty(&built.report).map_err(|e| e.to_string())?),
+            ] {
+                std::fs::write(dir.join(name), bytes)
+                    .map_err(|e| format!("writing {}: {e}", dir.join(name).display()))?;
+            }
+            Ok(built.report)
+        })
+        .await
+        .map_err(|e| fail(format!("the build thread failed: {e}")))?
+        .map_err(fail)?;
+        let ratio = built.recovered.perplexity / built.uncompressed.perplexity;
+        if !(ratio <= self.max_perplexity_ratio) {
+            return Ok(BaseReleaseOutcome::GateFailed {
+                reason: format!(
+                    "recovered perplexity {:.2} is {:.3}x the source model's {:.2} (gate: at most {:.3}x)",
+                    built.recovered.perplexity, ratio, built.uncompressed.perplexity, self.max_perplexity_ratio
+                ),
+            });
+        }
+        Ok(BaseReleaseOutcome::Released { release_digest: built.release_digest })
+    }
+}

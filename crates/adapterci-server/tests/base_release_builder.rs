@@ -1,0 +1,67 @@
+//! The engine's base-release stage behind the controller's port, on the tiny model: a release bundle is
+//! written under its digest, the gate decides, and a model the catalog does not name is an error.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+
+use adapterci_core::Digest;
+use adapterci_core::base_release::{BaseReleaseBuilder, BaseReleaseOutcome, BaseReleaseRequest};
+use adapterci_engine::allocate::Method;
+use adapterci_engine::calibrate::TeacherTextSpec;
+use adapterci_engine::device::DeviceChoice;
+use adapterci_engine::recover::RecoverySpec;
+use adapterci_engine::release_build::BuildOptions;
+use adapterci_engine::tiny::write_tiny_model;
+use adapterci_server::base_release::EngineBaseReleaseBuilder;
+
+fn builder(dir: &std::path::Path, max_ratio: f64) -> (EngineBaseReleaseBuilder, Digest) {
+    let model = dir.join("tiny.gguf");
+    write_tiny_model(&model, 4).unwrap();
+    let digest = Digest::of(&std::fs::read(&model).unwrap());
+    let options = BuildOptions {
+        method: Method { group_rows: 8, group_rows_2bit: 4, ..Method::default() },
+        teacher: TeacherTextSpec { sequences: 20, seq_len: 24, batch: 10, temperature: 1.0, seed: 1 },
+        recovery: RecoverySpec { steps: 4, batch: 2, ..RecoverySpec::default() },
+        ..BuildOptions::default()
+    };
+    let builder = EngineBaseReleaseBuilder {
+        models: BTreeMap::from([("tiny".to_string(), model)]),
+        dir: dir.join("releases"),
+        options,
+        max_perplexity_ratio: max_ratio,
+        device: DeviceChoice::Cpu,
+    };
+    (builder, digest)
+}
+
+#[tokio::test]
+async fn a_release_is_written_under_its_digest_and_gated() {
+    let dir = tempfile::tempdir().unwrap();
+    let (open_gate, digest) = builder(dir.path(), 100.0);
+    let request = BaseReleaseRequest { base_model_name: "tiny".into(), base_model_digest: digest.clone() };
+    let BaseReleaseOutcome::Released { release_digest } = open_gate.build(request.clone()).await.unwrap() else {
+        panic!("an open gate must release");
+    };
+    let bundle = dir.path().join("releases").join(release_digest.hex());
+    let release = std::fs::read(bundle.join("base.safetensors")).unwrap();
+    assert_eq!(Digest::of(&release), release_digest);
+    assert!(bundle.join("recovery.safetensors").is_file() && bundle.join("report.json").is_file());
+
+    // a gate nothing can pass
+    let (closed, _) = builder(dir.path(), 0.5);
+    match closed.build(request.clone()).await.unwrap() {
+        BaseReleaseOutcome::GateFailed { reason } => assert!(reason.contains("gate: at most 0.500x"), "{reason}"),
+        other => panic!("expected a gate failure, got {other:?}"),
+    }
+    // unknown model, and a digest the file no longer has
+    let err = open_gate
+        .build(BaseReleaseRequest { base_model_name: "nope".into(), base_model_digest: digest })
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no model named \"nope\""), "{err}");
+    let err = open_gate
+        .build(BaseReleaseRequest { base_model_name: "tiny".into(), base_model_digest: Digest::of(b"other") })
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("now has digest"), "{err}");
+}
