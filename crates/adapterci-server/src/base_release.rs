@@ -70,7 +70,9 @@ impl BaseReleaseBuilder for EngineBaseReleaseBuilder {
         .map_err(|e| fail(format!("the build thread failed: {e}")))?
         .map_err(fail)?;
         let ratio = built.recovered.perplexity / built.uncompressed.perplexity;
-        if !(ratio <= self.max_perplexity_ratio) {
+        // a NaN ratio (a diverged model) fails the gate too
+        let passes = ratio.is_finite() && ratio <= self.max_perplexity_ratio;
+        if !passes {
             return Ok(BaseReleaseOutcome::GateFailed {
                 reason: format!(
                     "recovered perplexity {:.2} is {:.3}x the source model's {:.2} (gate: at most {:.3}x)",
