@@ -131,7 +131,12 @@ pub fn recover(
     let mut stopped_by_time = false;
     // With a time budget, the schedule is laid out over the steps that fit it (measured over the first steps),
     // so that the learning rate still decays to zero when time runs out.
-    let mut total_steps = spec.steps;
+    // Until the pace is known, a provisional schedule of 10x the timed steps keeps the warmup short (a
+    // 100,000-step provisional schedule would spend the timed steps at a learning rate near zero).
+    let mut total_steps = match spec.max_seconds {
+        Some(_) => spec.steps.min(start + (WARMUP_STEPS + PACE_STEPS) * 10),
+        None => spec.steps,
+    };
     let first_step = start;
     let mut pace_from = 0.0;
     while start < total_steps {
@@ -169,7 +174,7 @@ pub fn recover(
             // the first steps pay for kernel selection and allocation: time the ones after them
             let per_step = (elapsed - pace_from) / PACE_STEPS as f64;
             let fit = start + ((limit - elapsed).max(0.0) / per_step.max(1e-9)) as usize;
-            total_steps = total_steps.min(fit.max(start));
+            total_steps = spec.steps.min(fit.max(start));
         }
         if spec.checkpoint_every > 0 && start % spec.checkpoint_every == 0 && start < total_steps {
             write_checkpoint(spec, &lora, start, &kl_curve)?;
