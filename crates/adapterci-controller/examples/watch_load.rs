@@ -70,7 +70,12 @@ async fn main() {
         open_object_store(&registry_dir.display().to_string()).unwrap(),
         store.clone(),
     ));
-    let base = ResolvedBase { name: "tiny".into(), path: PathBuf::from("tiny.gguf"), digest: Digest::of(b"tiny") };
+    let base = ResolvedBase {
+        name: "tiny".into(),
+        path: PathBuf::from("tiny.gguf"),
+        digest: Digest::of(b"tiny"),
+        recovery_adapter: None,
+    };
     let ports = Ports {
         store: store.clone(),
         registry,

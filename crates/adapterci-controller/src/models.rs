@@ -12,6 +12,9 @@ pub struct ResolvedBase {
     pub name: String,
     pub path: PathBuf,
     pub digest: Digest,
+    /// The accuracy-recovery adapter of this base when it is a base release: task adapters start from it
+    /// (the run's "initial adapter" stage) instead of LoRA's standard initialisation.
+    pub recovery_adapter: Option<PathBuf>,
 }
 
 /// Resolves a pipeline's base model reference.

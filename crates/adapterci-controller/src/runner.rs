@@ -9,7 +9,9 @@ use adapterci_core::manifest::{ADAPTER_WEIGHTS_FILE, EvalReport, Lineage, Pipeli
 use adapterci_core::ports::{PublishRequest, RegistryError, SourceError};
 use adapterci_core::run::{PublishedRef, RunPatch, RunRecord, RunStage, RunState, Trigger};
 use adapterci_core::scheduling::ClaimedRun;
-use adapterci_core::training::{EvalSample, InitialAdapterRef, Metrics, StepProgress, TrainJob, TrainingFailure};
+use adapterci_core::training::{
+    EvalSample, InitialAdapter, InitialAdapterRef, Metrics, StepProgress, TrainJob, TrainingFailure,
+};
 use adapterci_core::{AdapterName, Digest, PipelineName};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -134,13 +136,26 @@ impl Controller {
         }
 
         self.set_stage(run, RunStage::InitialAdapter).await?;
-        // Base releases with accuracy-recovery adapters do not exist yet: every run starts from LoRA's standard
-        // initialisation, and the lineage says so.
-        let initial_adapter = InitialAdapterRef::StandardInit;
         let base = ports
             .base_models
             .resolve(&spec.base)
             .map_err(|reason| ControllerError::BaseModel { pipeline: spec.name.to_string(), reason })?;
+        // On a base release with a recovery adapter, the task adapter starts from it (the engine checks that
+        // the adapter was trained for this release); otherwise from LoRA's standard initialisation.
+        let (initial_adapter, initial) = match &base.recovery_adapter {
+            Some(path) => {
+                let bytes = tokio::fs::read(path).await.map_err(|e| ControllerError::BaseModel {
+                    pipeline: spec.name.to_string(),
+                    reason: format!("reading the recovery adapter {}: {e}", path.display()),
+                })?;
+                let reference = InitialAdapterRef::RecoveryAdapter {
+                    base_release: base.digest.clone(),
+                    adapter: Digest::of(&bytes),
+                };
+                (reference.clone(), Some(InitialAdapter { reference, safetensors: bytes }))
+            }
+            None => (InitialAdapterRef::StandardInit, None),
+        };
         // A rebase run trains on the base it was queued for, bound to that base's release; if the catalog moved
         // on meanwhile, the run fails rather than bind an adapter to a release of another base.
         let base_release_digest = match &run.trigger {
@@ -157,7 +172,8 @@ impl Controller {
                 }
                 Some(base_release_digest.clone())
             }
-            _ => None,
+            // a base release is its own release
+            _ => base.recovery_adapter.as_ref().map(|_| base.digest.clone()),
         };
 
         self.set_stage(run, RunStage::Train).await?;
@@ -175,7 +191,7 @@ impl Controller {
             dataset_digest: dataset_digest.clone(),
             lora: spec.lora.clone(),
             train: spec.train.clone(),
-            initial_adapter: None,
+            initial_adapter: initial,
         };
         let report = RunReport { initial_adapter: Some(initial_adapter.clone()), ..RunReport::default() };
         let output = self.train_with_progress(run, job, report.clone(), spec.resources.timeout).await?;

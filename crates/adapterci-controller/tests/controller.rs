@@ -46,13 +46,21 @@ struct Harness {
 }
 
 fn harness() -> Harness {
+    harness_with(ResolvedBase {
+        name: "tiny".to_string(),
+        path: PathBuf::from("tiny.gguf"),
+        digest: Digest::of(b"tiny"),
+        recovery_adapter: None,
+    })
+}
+
+fn harness_with(base: ResolvedBase) -> Harness {
     let store = Arc::new(InMemoryMetadataStore::new());
     let registry = Arc::new(ObjectStoreRegistry::new(open_object_store("memory://").unwrap(), store.clone()));
     let datasets = Arc::new(ObjectStoreDatasetSource::new(open_object_store("memory://").unwrap()));
     let clock = Arc::new(ManualClock::new());
     let scheduler = Arc::new(InMemoryScheduler::new(store.clone()));
     let executor = ScriptedExecutor::new();
-    let base = ResolvedBase { name: "tiny".to_string(), path: PathBuf::from("tiny.gguf"), digest: Digest::of(b"tiny") };
     let ports = Ports {
         store: store.clone(),
         registry: registry.clone(),
@@ -244,4 +252,35 @@ async fn a_cron_trigger_queues_one_run_per_firing() {
     let runs = h.store.list_runs(None, 10).await.unwrap();
     assert_eq!(scheduled(&runs), 1, "00:10 fired once, not once per pass");
     assert!(matches!(&runs[0].trigger, Trigger::Schedule { schedule, .. } if schedule == "*/10 * * * *"));
+}
+
+#[tokio::test]
+async fn on_a_base_release_the_task_adapter_starts_from_its_recovery_adapter() {
+    let dir = tempfile::tempdir().unwrap();
+    let recovery = dir.path().join("recovery.safetensors");
+    std::fs::write(&recovery, b"recovery adapter bytes").unwrap();
+    let base = ResolvedBase {
+        name: "tiny".to_string(),
+        path: dir.path().join("base.safetensors"),
+        digest: Digest::of(b"release"),
+        recovery_adapter: Some(recovery),
+    };
+    let h = harness_with(base);
+    h.controller.apply(PIPELINE, None).await.unwrap();
+    h.upload("good\ngood\n").await;
+    h.poll().await;
+    let run = h.run_next().await.expect("a queued run");
+    assert_eq!(run.state, RunState::Succeeded, "{run:#?}");
+    let jobs = h.executor.jobs();
+    let initial = jobs[0].initial_adapter.as_ref().expect("the job starts from the recovery adapter");
+    assert_eq!(initial.safetensors, b"recovery adapter bytes");
+    let expected = adapterci_core::training::InitialAdapterRef::RecoveryAdapter {
+        base_release: Digest::of(b"release"),
+        adapter: Digest::of(b"recovery adapter bytes"),
+    };
+    assert_eq!(initial.reference, expected);
+    let published = run.published.expect("published");
+    let manifest = h.registry.get(&published.adapter, 1).await.unwrap().unwrap().manifest;
+    assert_eq!(manifest.lineage.initial_adapter, expected);
+    assert_eq!(manifest.lineage.base_release_digest, Some(Digest::of(b"release")));
 }

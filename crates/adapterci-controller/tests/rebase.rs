@@ -72,7 +72,12 @@ async fn harness() -> Harness {
     let scheduler = Arc::new(InMemoryScheduler::new(store.clone()));
     let registry = Arc::new(ObjectStoreRegistry::new(open_object_store("memory://").unwrap(), store.clone()));
     let datasets = Arc::new(ObjectStoreDatasetSource::new(open_object_store("memory://").unwrap()));
-    let base = ResolvedBase { name: "tiny".into(), path: PathBuf::from("tiny.gguf"), digest: Digest::of(b"tiny v1") };
+    let base = ResolvedBase {
+        name: "tiny".into(),
+        path: PathBuf::from("tiny.gguf"),
+        digest: Digest::of(b"tiny v1"),
+        recovery_adapter: None,
+    };
     let catalog = Arc::new(ChangingCatalog(Mutex::new(base)));
     let ports = Ports {
         store: store.clone(),

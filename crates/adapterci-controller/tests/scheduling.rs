@@ -129,7 +129,12 @@ fn harness(executor: TestExecutor) -> Harness {
     let registry = Arc::new(ObjectStoreRegistry::new(open_object_store("memory://").unwrap(), store.clone()));
     let datasets = Arc::new(ObjectStoreDatasetSource::new(open_object_store("memory://").unwrap()));
     let executor = Arc::new(executor);
-    let base = ResolvedBase { name: "tiny".to_string(), path: PathBuf::from("tiny.gguf"), digest: Digest::of(b"tiny") };
+    let base = ResolvedBase {
+        name: "tiny".to_string(),
+        path: PathBuf::from("tiny.gguf"),
+        digest: Digest::of(b"tiny"),
+        recovery_adapter: None,
+    };
     let ports = Ports {
         store: store.clone(),
         registry: registry.clone(),

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 
 use adapterci_core::training::{
-    AdapterConfig, ProgressSink, TrainJob, TrainOutput, TrainSpec, TrainingBackend, TrainingFailure,
+    AdapterConfig, InitialAdapterRef, ProgressSink, TrainJob, TrainOutput, TrainSpec, TrainingBackend, TrainingFailure,
 };
 
 use crate::EngineError;
@@ -164,6 +164,10 @@ fn initial_lora(model: &BaseModel, job: &TrainJob) -> Result<LoraWeights, Traini
     let device = model.llama().device();
     match &job.initial_adapter {
         Some(initial) => {
+            if let InitialAdapterRef::RecoveryAdapter { .. } = &initial.reference {
+                crate::release::check_recovery_adapter(&initial.safetensors, model.digest())
+                    .map_err(|e| TrainingFailure::InvalidInput(format!("initial adapter: {e}")))?;
+            }
             let mut lora = LoraWeights::from_safetensors(&initial.safetensors, model.config(), device)
                 .map_err(|e| TrainingFailure::InvalidInput(format!("initial adapter: {e}")))?;
             lora.set_dropout(job.lora.dropout);

@@ -260,3 +260,24 @@ fn a_few_steps_on_the_real_model() {
     let adapter = model.load_adapter(&output.adapter_safetensors).expect("the adapter round-trips");
     assert_eq!(adapter.config().layers, vec![28, 29]);
 }
+
+#[test]
+fn a_recovery_adapter_must_be_bound_to_the_base_it_starts_from() {
+    use adapterci_engine::release::bind_recovery_adapter;
+    let base = tiny_base();
+    let backend = EngineBackend::new(DeviceChoice::Cpu);
+    let mut first_job = job(&base.path, &base.digest, &learnable_jsonl());
+    first_job.train.steps = 3;
+    first_job.train.eval_base = false;
+    let first = backend.train(&first_job, &NoProgress).expect("first job trains");
+    let recovery = |bound_to: &Digest| InitialAdapter {
+        reference: InitialAdapterRef::RecoveryAdapter { base_release: bound_to.clone(), adapter: Digest::of(b"x") },
+        safetensors: bind_recovery_adapter(&first.adapter_safetensors, bound_to).unwrap(),
+    };
+    let mut second = first_job.clone();
+    second.initial_adapter = Some(recovery(&Digest::of(b"another release")));
+    let message = invalid_input(backend.train(&second, &NoProgress));
+    assert!(message.contains("trained for base release"), "{message}");
+    second.initial_adapter = Some(recovery(&base.digest));
+    backend.train(&second, &NoProgress).expect("a recovery adapter of this base is accepted");
+}

@@ -81,7 +81,11 @@ async fn digest_file(name: &str, path: PathBuf) -> Result<ResolvedBase, ServerEr
             };
             error(format!("{io}{hint}"))
         })?;
-    Ok(ResolvedBase { name: name.to_string(), path, digest: Digest::of(&bytes) })
+    // a base release written by `adapterci-base release` has its recovery adapter beside it
+    let recovery = path.with_file_name("recovery.safetensors");
+    let recovery_adapter =
+        (adapterci_engine::release::looks_like_release(&bytes) && recovery.is_file()).then_some(recovery);
+    Ok(ResolvedBase { name: name.to_string(), path, digest: Digest::of(&bytes), recovery_adapter })
 }
 
 /// Opens everything `config` names and starts serving.
