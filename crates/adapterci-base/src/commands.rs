@@ -12,12 +12,8 @@ use adapterci_engine::calibrate::{TeacherTextSpec, chunk_tokens, compare};
 use adapterci_engine::device::{DeviceChoice, set_threads};
 use adapterci_engine::model::BaseModel;
 use adapterci_engine::recover::{RecoveryProgress, RecoverySpec, recover};
-use adapterci_engine::release::{
-    BaseRelease, ReleaseContents, bind_recovery_adapter, check_recovery_adapter, write_release,
-};
-use adapterci_engine::release_build::{
-    BuildOptions, analyze, build_release, calibrate, palettize_model, tokenizer_spec,
-};
+use adapterci_engine::release::{BaseRelease, bind_recovery_adapter, check_recovery_adapter};
+use adapterci_engine::release_build::{BuildOptions, analyze, build_release, calibrate, palettize_model, release_file};
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -64,17 +60,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             };
             let (linear, embedding, _) = palettize_model(&base, &calibrated, &bits, &options)?;
-            let tokenizer = tokenizer_spec(&base)?;
-            let bytes = write_release(&ReleaseContents {
-                source_model_digest: base.digest().clone(),
-                source_model_name: base.name().to_string(),
-                method: options.method,
-                config: base.config(),
-                tokenizer: &tokenizer,
-                linear,
-                embedding,
-                source: base.llama(),
-            })?;
+            let bytes = release_file(&base, options.method, linear, embedding)?;
             let path = args.out.join("base.safetensors");
             write_file(&path, &bytes)?;
             let release = BaseRelease::read(&bytes, &path)?;

@@ -31,6 +31,18 @@ struct Layer {
 }
 
 impl Layer {
+    fn weight_mut(&mut self, target: LoraTarget) -> &mut Tensor {
+        match target {
+            LoraTarget::Q => &mut self.q,
+            LoraTarget::K => &mut self.k,
+            LoraTarget::V => &mut self.v,
+            LoraTarget::O => &mut self.o,
+            LoraTarget::Gate => &mut self.gate,
+            LoraTarget::Up => &mut self.up,
+            LoraTarget::Down => &mut self.down,
+        }
+    }
+
     fn weight(&self, target: LoraTarget) -> &Tensor {
         match target {
             LoraTarget::Q => &self.q,
@@ -82,7 +94,7 @@ fn unpermute_rows(weight: Tensor, heads: usize) -> Tensor {
     weight.reshape([heads as i64, half, 2, cols]).transpose(1, 2).reshape([rows, cols])
 }
 
-fn rope_tables(config: &LlamaConfig, device: Device) -> (Tensor, Tensor) {
+pub(crate) fn rope_tables(config: &LlamaConfig, device: Device) -> (Tensor, Tensor) {
     let head_dim = config.head_dim as i64;
     let exponents =
         Tensor::arange_start_step(0, head_dim, 2, (Kind::Int64, Device::Cpu)).to_kind(Kind::Float) / head_dim as f64;
@@ -94,7 +106,7 @@ fn rope_tables(config: &LlamaConfig, device: Device) -> (Tensor, Tensor) {
 }
 
 /// `[B, H, T, D]` rotated by the tables' rows `[start, start + T)` (transformers' `apply_rotary_pos_emb`).
-fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
+pub(crate) fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
     let half = x.size()[3] / 2;
     let rotated = Tensor::cat(&[&x.narrow(3, half, half).neg(), &x.narrow(3, 0, half)], 3);
     x * cos + rotated * sin
@@ -202,15 +214,7 @@ impl Llama {
     /// Replaces the weight of `target` in `layer` (`[out, in]`, Hugging Face layout); the shape must match.
     pub fn set_linear_weight(&mut self, layer: usize, target: LoraTarget, weight: Tensor) -> Result<(), EngineError> {
         let slot = match self.layers.get_mut(layer) {
-            Some(l) => match target {
-                LoraTarget::Q => &mut l.q,
-                LoraTarget::K => &mut l.k,
-                LoraTarget::V => &mut l.v,
-                LoraTarget::O => &mut l.o,
-                LoraTarget::Gate => &mut l.gate,
-                LoraTarget::Up => &mut l.up,
-                LoraTarget::Down => &mut l.down,
-            },
+            Some(l) => l.weight_mut(target),
             None => return Err(EngineError::InvalidConfig(format!("layer {layer} does not exist"))),
         };
         if slot.size() != weight.size() {

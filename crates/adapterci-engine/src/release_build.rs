@@ -4,10 +4,9 @@
 
 use adapterci_core::Digest;
 use serde::{Deserialize, Serialize};
-use tch::Tensor;
 
 use crate::EngineError;
-use crate::allocate::{BitAnalysis, LinearOp, Method, allocate_bits, linear_ops, palettize_op, sensitivities_of};
+use crate::allocate::{BitAnalysis, LinearOp, Method, allocate_bits, linear_ops, measure_sensitivities, palettize_op};
 use crate::calibrate::{
     Agreement, Hessians, TeacherTextSpec, chunk_tokens, collect_hessians, compare, prompt_ids, teacher_text,
 };
@@ -114,20 +113,22 @@ pub fn analyze(
 ) -> Result<BitAnalysis, EngineError> {
     let llama = base.llama();
     let ops = linear_ops(llama.config());
-    let low: Vec<Tensor> = ops
-        .iter()
-        .map(
-            |op| Ok(palettize_op(llama, Some(&calibrated.hessians), op, 2, options.method)?.dequantize(llama.device())),
-        )
-        .collect::<Result<_, EngineError>>()?;
     let count = options.sensitivity_sequences.clamp(1, calibrated.sequences.len());
     let mut last = 0;
-    let sensitivities = sensitivities_of(llama, &ops, &low, &calibrated.sequences[..count], 2, &mut |done, total| {
-        if done * 10 / total.max(1) > last {
-            last = done * 10 / total.max(1);
-            progress(&format!("sensitivity: {done}/{total} operations"));
-        }
-    })?;
+    let sensitivities = measure_sensitivities(
+        llama,
+        &calibrated.hessians,
+        &ops,
+        options.method,
+        &calibrated.sequences[..count],
+        2,
+        &mut |done, total| {
+            if done * 10 / total.max(1) > last {
+                last = done * 10 / total.max(1);
+                progress(&format!("sensitivity: {done}/{total} operations"));
+            }
+        },
+    )?;
     let bits = allocate_bits(&ops, &sensitivities, options.method, options.target_bpw)?;
     let lm_head_bytes = (llama.config().vocab_size * llama.config().hidden_size * 2) as u64;
     Ok(BitAnalysis::new(&ops, &bits, &sensitivities, options.method, options.target_bpw, lm_head_bytes))
@@ -180,17 +181,7 @@ pub fn build_release(
     let bits: Vec<u8> = analysis.rows.iter().map(|r| r.bits).collect();
     progress(&format!("palettizing: {:.4} bits per weight on the linear operations", analysis.achieved_bpw));
     let (linear, embedding, student) = palettize_model(base, &calibrated, &bits, options)?;
-    let tokenizer = tokenizer_spec(base)?;
-    let release = write_release(&ReleaseContents {
-        source_model_digest: base.digest().clone(),
-        source_model_name: base.name().to_string(),
-        method: options.method,
-        config: base.llama().config(),
-        tokenizer: &tokenizer,
-        linear,
-        embedding,
-        source: base.llama(),
-    })?;
+    let release = release_file(base, options.method, linear, embedding)?;
     let release_digest = Digest::of(&release);
     let seq_len = options.teacher.seq_len;
     let (train, held_out): (Vec<Vec<u32>>, Vec<Vec<u32>>) = match eval_text {
@@ -236,6 +227,26 @@ pub fn build_release(
         analysis,
     };
     Ok(BuiltRelease { release, recovery_adapter, report })
+}
+
+/// The release file of `base` palettized into `linear` (in [`linear_ops`] order) and, when given, `embedding`.
+pub fn release_file(
+    base: &BaseModel,
+    method: Method,
+    linear: Vec<PalettizedTensor>,
+    embedding: Option<PalettizedTensor>,
+) -> Result<Vec<u8>, EngineError> {
+    let tokenizer = tokenizer_spec(base)?;
+    write_release(&ReleaseContents {
+        source_model_digest: base.digest().clone(),
+        source_model_name: base.name().to_string(),
+        method,
+        config: base.llama().config(),
+        tokenizer: &tokenizer,
+        linear,
+        embedding,
+        source: base.llama(),
+    })
 }
 
 /// The tokenizer of a base model as its source file describes it (GGUF or release).

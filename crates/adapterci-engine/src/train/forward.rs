@@ -7,11 +7,11 @@
 //! AVX-512 BF16 the bf16 matmuls run several times faster, and the adapter still learns in f32.
 
 use adapterci_core::training::LoraTarget;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 use crate::EngineError;
 use crate::config::LlamaConfig;
-use crate::llama::Llama;
+use crate::llama::{Llama, apply_rope, rope_tables};
 use crate::lora::LoraWeights;
 
 /// Precision of the frozen base weights in training matmuls.
@@ -48,24 +48,6 @@ impl std::fmt::Debug for TrainingModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TrainingModel").field("kind", &self.kind).finish()
     }
-}
-
-/// Rotary tables as `llama.rs` computes them (same operations, so the same f32 values).
-fn rope_tables(config: &LlamaConfig, device: Device) -> (Tensor, Tensor) {
-    let head_dim = config.head_dim as i64;
-    let exponents =
-        Tensor::arange_start_step(0, head_dim, 2, (Kind::Int64, Device::Cpu)).to_kind(Kind::Float) / head_dim as f64;
-    let inv_freq = Tensor::from(config.rope_theta as f32).pow(&exponents).reciprocal();
-    let positions = Tensor::arange(config.max_position_embeddings as i64, (Kind::Float, Device::Cpu));
-    let freqs = positions.unsqueeze(1) * inv_freq.unsqueeze(0);
-    let angles = Tensor::cat(&[&freqs, &freqs], 1);
-    (angles.cos().to_device(device), angles.sin().to_device(device))
-}
-
-fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
-    let half = x.size()[3] / 2;
-    let rotated = Tensor::cat(&[&x.narrow(3, half, half).neg(), &x.narrow(3, 0, half)], 3);
-    x * cos + rotated * sin
 }
 
 impl TrainingModel {
