@@ -109,25 +109,8 @@ impl SeaStore {
 impl RunStore for SeaStore {
     async fn create_run(&self, run: NewRun) -> Result<RunRecord, StoreError> {
         let now = self.now();
-        let trigger_json = serde_json::to_string(&run.trigger)
-            .map_err(|err| StoreError::Backend(format!("encoding the trigger of a run: {err}")))?;
         let record = run.into_queued_record(uuid::Uuid::now_v7().to_string(), now);
-        let row = ActiveModel {
-            id: Set(record.id.clone()),
-            pipeline: Set(record.pipeline.to_string()),
-            pipeline_revision: Set(to_stored_count("pipeline revision", record.pipeline_revision)?),
-            state: Set(record.state.as_str().to_string()),
-            stage: Set(None),
-            trigger_json: Set(trigger_json),
-            dataset_digest: Set(record.dataset_digest.as_ref().map(ToString::to_string)),
-            report_json: Set(None),
-            published_adapter: Set(None),
-            published_version: Set(None),
-            published_manifest_digest: Set(None),
-            error: Set(None),
-            created_at: Set(now),
-            updated_at: Set(now),
-        };
+        let row = queued_row(&record)?;
         Entity::insert(row)
             .exec_without_returning(&self.db)
             .await
@@ -161,4 +144,26 @@ impl RunStore for SeaStore {
     async fn claim_next_run(&self) -> Result<Option<RunRecord>, StoreError> {
         retrying("claiming the next queued run", || self.try_claim_next_run()).await
     }
+}
+
+/// The row of a newly queued run (`create_run`, and the scheduler's enqueue).
+pub(crate) fn queued_row(record: &RunRecord) -> Result<ActiveModel, StoreError> {
+    let trigger_json = serde_json::to_string(&record.trigger)
+        .map_err(|err| StoreError::Backend(format!("encoding the trigger of a run: {err}")))?;
+    Ok(ActiveModel {
+        id: Set(record.id.clone()),
+        pipeline: Set(record.pipeline.to_string()),
+        pipeline_revision: Set(to_stored_count("pipeline revision", record.pipeline_revision)?),
+        state: Set(record.state.as_str().to_string()),
+        stage: Set(None),
+        trigger_json: Set(trigger_json),
+        dataset_digest: Set(record.dataset_digest.as_ref().map(ToString::to_string)),
+        report_json: Set(None),
+        published_adapter: Set(None),
+        published_version: Set(None),
+        published_manifest_digest: Set(None),
+        error: Set(None),
+        created_at: Set(record.created_at),
+        updated_at: Set(record.updated_at),
+    })
 }

@@ -21,7 +21,7 @@ use sea_orm::{
 };
 
 use crate::SeaStore;
-use crate::convert::{run_record, to_stored_count, to_stored_time};
+use crate::convert::{run_record, to_stored_time};
 use crate::entity::runs;
 use crate::error::{AttemptError, attempt_err, backend, retrying};
 
@@ -201,24 +201,7 @@ impl SeaStore {
                 }
             }
         }
-        let trigger_json = serde_json::to_string(&record.trigger)
-            .map_err(|err| StoreError::Backend(format!("encoding the trigger of a run: {err}")))?;
-        let row = runs::ActiveModel {
-            id: Set(record.id.clone()),
-            pipeline: Set(record.pipeline.to_string()),
-            pipeline_revision: Set(to_stored_count("pipeline revision", record.pipeline_revision)?),
-            state: Set(record.state.as_str().to_string()),
-            stage: Set(None),
-            trigger_json: Set(trigger_json),
-            dataset_digest: Set(record.dataset_digest.as_ref().map(ToString::to_string)),
-            report_json: Set(None),
-            published_adapter: Set(None),
-            published_version: Set(None),
-            published_manifest_digest: Set(None),
-            error: Set(None),
-            created_at: Set(record.created_at),
-            updated_at: Set(record.updated_at),
-        };
+        let row = crate::runs::queued_row(&record)?;
         runs::Entity::insert(row).exec_without_returning(&txn).await.map_err(fail)?;
         let schedule = ScheduleActive {
             run_id: Set(record.id.clone()),
