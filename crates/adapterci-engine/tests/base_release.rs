@@ -13,11 +13,9 @@ use adapterci_engine::llama::Llama;
 use adapterci_engine::model::BaseModel;
 use adapterci_engine::palettize::PalettizedTensor;
 use adapterci_engine::recover::{RecoverySpec, recover};
-use adapterci_engine::release::{
-    BaseRelease, ReleaseContents, bind_recovery_adapter, check_recovery_adapter, write_release,
-};
+use adapterci_engine::release::{BaseRelease, bind_recovery_adapter, check_recovery_adapter};
+use adapterci_engine::release_build::release_file;
 use adapterci_engine::tiny::write_tiny_model;
-use adapterci_engine::tokenizer::TokenizerSpec;
 use tch::Device;
 
 struct Fixture {
@@ -158,18 +156,7 @@ fn release_bytes(f: &Fixture, bits: &[u8]) -> (Vec<u8>, Llama) {
     let teacher = f.base.llama();
     let seqs = teacher_sequences(&f.base, 8);
     let (student, parts) = palettized_student(teacher, bits, method(), &seqs);
-    let spec = TokenizerSpec::from_gguf(&adapterci_engine::gguf::GgufFile::open(f.base.path()).unwrap()).unwrap();
-    let contents = ReleaseContents {
-        source_model_digest: f.base.digest().clone(),
-        source_model_name: f.base.name().to_string(),
-        method: method(),
-        config: teacher.config(),
-        tokenizer: &spec,
-        linear: parts,
-        embedding: None,
-        source: teacher,
-    };
-    (write_release(&contents).unwrap(), student)
+    (release_file(&f.base, method(), parts, None).unwrap(), student)
 }
 
 #[test]
