@@ -8,8 +8,12 @@
 //!     [--model M.gguf] [--eval-text F] [--user-corpus F] [--device cpu|cuda] [--threads 2] \
 //!     [--teacher-seqs 256] [--seq-len 128] [--recovery-steps 150] [--recovery-batch 4] \
 //!     [--recovery-minutes 8] [--target-bpw 3.5] [--group-rows 32] [--group-rows-2bit 8] [--sens-seqs N]
-//!     [--quick | --only-sensitive] [--model tiny]
+//!     [--quick | --only-sensitive] [--model tiny] [--teacher-batch 128] [--recovery-lr 1e-3]
+//!     [--corpora teacher|user|both] [--user-share 0.5]
 //! ```
+//! `--corpora` picks which recovery adapters the sensitive mix gets (teacher text only, teacher text + user
+//! corpus, or both, one after the other); `--user-share` is the fraction of recovery sequences drawn from the
+//! user corpus (default: in proportion to its size).
 //! Runs on CUDA when `--device cuda` (the same code); `--quick` scores fewer variants.
 
 use std::collections::BTreeMap;
@@ -33,46 +37,11 @@ use anyhow::{Context, bail};
 use serde_json::json;
 use tch::Device;
 
+#[path = "support/cli.rs"]
+mod cli;
+use cli::{Args, log};
+
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
-
-struct Args {
-    values: BTreeMap<String, String>,
-}
-
-impl Args {
-    fn parse() -> anyhow::Result<Args> {
-        let mut values = BTreeMap::new();
-        let mut it = std::env::args().skip(1);
-        while let Some(key) = it.next() {
-            let Some(name) = key.strip_prefix("--") else { bail!("unexpected argument {key:?}") };
-            if matches!(name, "quick" | "tiny" | "only-sensitive") {
-                values.insert(name.to_string(), "1".to_string());
-                continue;
-            }
-            let value = it.next().with_context(|| format!("--{name} needs a value"))?;
-            values.insert(name.to_string(), value);
-        }
-        Ok(Args { values })
-    }
-    fn get(&self, name: &str, default: &str) -> String {
-        self.values.get(name).cloned().unwrap_or_else(|| default.to_string())
-    }
-    fn num<T: std::str::FromStr>(&self, name: &str, default: T) -> anyhow::Result<T> {
-        match self.values.get(name) {
-            Some(v) => v.parse().map_err(|_| anyhow::anyhow!("--{name} {v:?} is not a number")),
-            None => Ok(default),
-        }
-    }
-}
-
-fn log(message: &str) {
-    eprintln!("[{}] {message}", chrono_like_now());
-}
-
-fn chrono_like_now() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    format!("{:02}:{:02}:{:02}", (secs / 3600) % 24, (secs / 60) % 60, secs % 60)
-}
 
 struct Variant {
     name: String,
@@ -121,6 +90,28 @@ impl Palettes {
     }
 }
 
+/// Teacher text plus the user corpus, the user chunks repeated so that they are about `share` of the sequences
+/// (all of them once, in proportion to their count, when `share` is `None`).
+fn mix_corpora(teacher: &[Vec<u32>], user: &[Vec<u32>], share: Option<f64>) -> anyhow::Result<Vec<Vec<u32>>> {
+    let mut mixed = teacher.to_vec();
+    let repeats = match share {
+        None => 1,
+        Some(s) if (0.0..1.0).contains(&s) && !user.is_empty() => {
+            ((s / (1.0 - s)) * teacher.len() as f64 / user.len() as f64).round().max(1.0) as usize
+        }
+        Some(s) => bail!("--user-share {s}: use a fraction in [0, 1) with a non-empty user corpus"),
+    };
+    for _ in 0..repeats {
+        mixed.extend(user.iter().cloned());
+    }
+    log(&format!(
+        "recovery text: {} teacher sequences + {} user-corpus sequences x {repeats}",
+        teacher.len(),
+        user.len()
+    ));
+    Ok(mixed)
+}
+
 fn row(
     name: &str,
     linear_bpw: f64,
@@ -144,7 +135,7 @@ fn row(
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse()?;
+    let args = Args::parse(&["quick", "tiny", "only-sensitive"])?;
     let out = PathBuf::from(args.get("out", "target/base-bench"));
     std::fs::create_dir_all(&out)?;
     let threads: usize = args.num("threads", 2)?;
@@ -163,6 +154,9 @@ fn main() -> anyhow::Result<()> {
     }
     let eval_path = args.get("eval-text", &format!("{ROOT}/scripts/oracles/data/natural_english.txt"));
     let quick = args.values.contains_key("quick");
+    if !matches!(args.get("corpora", "both").as_str(), "teacher" | "user" | "both") {
+        bail!("--corpora {:?}: use teacher, user or both", args.get("corpora", "both"));
+    }
     let seq_len: usize = args.num("seq-len", 128)?;
     let teacher_seqs: usize = args.num("teacher-seqs", 256)?;
     let target_bpw: f64 = args.num("target-bpw", 3.5)?;
@@ -200,7 +194,7 @@ fn main() -> anyhow::Result<()> {
     let spec = TeacherTextSpec {
         sequences: teacher_seqs,
         seq_len,
-        batch: if teacher.device() == Device::Cpu { 16 } else { 128 },
+        batch: args.num("teacher-batch", if teacher.device() == Device::Cpu { 16 } else { 128 })?,
         temperature: 1.0,
         seed: 11,
     };
@@ -331,13 +325,17 @@ fn main() -> anyhow::Result<()> {
         if is_ablation {
             continue;
         }
-        let mut corpora: Vec<(&str, Vec<Vec<u32>>)> = vec![("teacher text", sequences.clone())];
+        let which = args.get("corpora", "both");
+        let mut corpora: Vec<(&str, Vec<Vec<u32>>)> = Vec::new();
+        if index > 0 || which != "user" || user_corpus.is_none() {
+            corpora.push(("teacher text", sequences.clone()));
+        }
         if index == 0
+            && which != "teacher"
             && let Some(user) = &user_corpus
         {
-            let mut mixed = sequences.clone();
-            mixed.extend(user.iter().cloned());
-            corpora.push(("teacher text + user corpus", mixed));
+            let share: Option<f64> = args.values.get("user-share").map(|v| v.parse()).transpose()?;
+            corpora.push(("teacher text + user corpus", mix_corpora(&sequences, user, share)?));
         }
         for (label, data) in corpora {
             let t0 = Instant::now();
