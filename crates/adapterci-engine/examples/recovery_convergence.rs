@@ -10,7 +10,7 @@
 //! cargo run --release -p adapterci-engine --example recovery_convergence -- --out target/convergence \
 //!     [--model M.gguf | --model tiny] [--device cpu|cuda] [--threads 2] [--teacher-seqs 1024] \
 //!     [--teacher-batch 256] [--seq-len 256] [--recovery-minutes 3] [--recovery-batch 32] [--recovery-lr 1e-3] \
-//!     [--sens-seqs 16] [--steps 5,10,20,40] [--eval 40] [--work DIR]
+//!     [--sens-seqs 16] [--steps 5,10,20,40] [--eval 40] [--work DIR] [--data DIR] [--eval-text F]
 //! ```
 
 use std::collections::BTreeMap;
@@ -115,7 +115,7 @@ fn main() -> anyhow::Result<()> {
     check_recovery_adapter(&built.recovery_adapter, palettized.digest())?;
 
     // 2. the demo task from each start, at each step budget
-    let data = format!("{ROOT}/pipelines/data/ticket-format");
+    let data = args.get("data", &format!("{ROOT}/pipelines/data/ticket-format"));
     let spec = TrainSpec {
         batch_size: 4,
         learning_rate: 2e-3,
