@@ -1,6 +1,8 @@
 //! Publishing from many threads and many processes at once, and publishes killed with `kill -9` at each step,
 //! on SQLite + local files (the embedded default). The child processes are this test binary run again with
-//! [`CHILD_ENV`] set: it then runs only [`zz_child_process_entry_point`], which publishes as it is told.
+//! [`CHILD_ENV`] set: it then runs only [`zz_child_process_entry_point`], which publishes as it is told. A
+//! publish and promote is killed at every step, including inside the version's and the channel pointer's
+//! database transactions (the store's failpoints), on SQLite + files and on PostgreSQL + SeaweedFS.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
@@ -15,6 +17,7 @@ use adapterci_registry::failpoint::{ENV_REGISTRY_FAILPOINT, STEPS, reached_line}
 use adapterci_registry::object_store::{ObjectStoreExt, PutPayload};
 use adapterci_registry::{ObjectStoreRegistry, open_object_store_with_env};
 use adapterci_store::SeaStore;
+use adapterci_store::failpoint::{ENV_STORE_FAILPOINT, STEPS as STORE_STEPS};
 use adapterci_testkit::postgres::PostgresServer;
 use adapterci_testkit::registry_conformance::{adapter_name, publish_request};
 use adapterci_testkit::seaweedfs::{BUCKET, SeaweedServer};
@@ -34,10 +37,6 @@ fn weights(seed: u8) -> Vec<u8> {
 
 /// S3 settings for the stores opened in this process (a child process gets them in its environment).
 type Env = Arc<Vec<(&'static str, String)>>;
-
-async fn open(database: &str, store: &str) -> (Arc<SeaStore>, ObjectStoreRegistry) {
-    open_with(database, store, &Env::default()).await
-}
 
 async fn open_with(database: &str, store: &str, env: &Env) -> (Arc<SeaStore>, ObjectStoreRegistry) {
     let index = Arc::new(SeaStore::connect(database).await.expect("connect to the database"));
@@ -87,9 +86,11 @@ fn child(database: &str, store: &str, seed: u8, action: &str, failpoint: Option<
         .env(CHILD_STORE_ENV, store)
         .env(CHILD_SEED_ENV, seed.to_string())
         .env_remove(ENV_REGISTRY_FAILPOINT)
+        .env_remove(ENV_STORE_FAILPOINT)
         .stdout(Stdio::piped());
     if let Some(step) = failpoint {
-        command.env(ENV_REGISTRY_FAILPOINT, step);
+        let variable = if STORE_STEPS.contains(&step) { ENV_STORE_FAILPOINT } else { ENV_REGISTRY_FAILPOINT };
+        command.env(variable, step);
     }
     command
 }
@@ -220,9 +221,18 @@ async fn sixteen_threads_and_sixteen_processes_publish_and_promote_on_postgres_a
     race_processes(&database, &store, &env).await;
 }
 
-/// Runs a publish in a child process until `step`, kills it with SIGKILL there, and returns once it is dead.
-fn publish_killed_at(database: &str, store: &str, step: &str) {
-    let mut child = child(database, store, 1, "publish", Some(step)).spawn().unwrap();
+/// Every step a publish followed by a promote can be killed at: the registry's (blobs, manifest, index) and the
+/// store's (inside the version's transaction, inside the channel pointer's transaction, after its commit).
+fn crash_steps() -> impl Iterator<Item = &'static str> {
+    STEPS.into_iter().chain(STORE_STEPS)
+}
+
+/// Runs a publish and promote in a child process until `step`, kills it with SIGKILL there, and returns once it
+/// is dead.
+fn publish_killed_at(database: &str, store: &str, env: &Env, step: &str) {
+    let mut command = child(database, store, 1, "publish-and-promote", Some(step));
+    command.envs(env.iter().map(|(key, value)| (*key, value.as_str())));
+    let mut child = command.spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let expected = reached_line(step);
     let reached = BufReader::new(stdout).lines().map_while(Result::ok).any(|line| line.ends_with(&expected));
@@ -232,35 +242,75 @@ fn publish_killed_at(database: &str, store: &str, step: &str) {
     assert!(!status.success(), "the child was killed at {step}");
 }
 
+/// What a publish and promote killed at `step` must have left: the versions recorded and the `stable` channel.
+fn expected_after_kill(step: &str) -> (&'static [u64], Option<u64>) {
+    match step {
+        "after-record" | "in-promote-transaction" => (&[1], None),
+        "after-promote" => (&[1], Some(1)),
+        _ => (&[], None),
+    }
+}
+
+/// Kills a publish and promote at `step`, checks what it left, retries it twice and checks it completed once.
+async fn kill_check_and_retry(database: &str, store: &str, env: &Env, step: &str) {
+    publish_killed_at(database, store, env, step);
+
+    let (index, registry) = open_with(database, store, env).await;
+    let (name, stable) = (adapter_name(ADAPTER), ChannelName::new("stable").unwrap());
+    let before: Vec<u64> = registry.list_versions(&name).await.unwrap().iter().map(|r| r.version).collect();
+    let (expected_versions, expected_channel) = expected_after_kill(step);
+    assert_eq!(before, expected_versions, "killed at {step}: a version is recorded only once complete");
+    for version in &before {
+        let resolved = registry.get(&name, *version).await.unwrap().expect("a recorded version is readable");
+        for file in &resolved.manifest.files {
+            registry.fetch_blob(&file.digest).await.expect("a recorded version has all its blobs");
+        }
+    }
+    let channel = index.get_channel(&name, &stable).await.unwrap().map(|record| record.version);
+    assert_eq!(channel, expected_channel, "killed at {step}: the pointer moved wholly or not at all");
+    let history = index.channel_history(&name, &stable).await.unwrap();
+    assert_eq!(history.len(), usize::from(channel.is_some()), "killed at {step}: an event exactly when it moved");
+
+    // The retry (a new process, here the test itself) completes exactly once; a further retry changes nothing.
+    for attempt in ["retry", "second retry"] {
+        let version = publish_one(database, store, env, 1, true).await;
+        assert_eq!(version, 1, "killed at {step}: the {attempt} is version 1");
+        let versions = registry.list_versions(&name).await.unwrap();
+        assert_eq!(versions.len(), 1, "killed at {step}: no duplicate version after the {attempt}");
+        let history = index.channel_history(&name, &stable).await.unwrap();
+        let moves: Vec<_> = history.iter().map(|event| (event.from_version, event.to_version)).collect();
+        assert_eq!(moves, [(None, 1)], "killed at {step}: one promote after the {attempt}");
+        assert_eq!(index.get_channel(&name, &stable).await.unwrap().map(|record| record.version), Some(1));
+    }
+    let resolved = registry.get(&name, 1).await.unwrap().unwrap();
+    let weights_file = resolved.manifest.file(ADAPTER_WEIGHTS_FILE).unwrap();
+    assert_eq!(registry.fetch_blob(&weights_file.digest).await.unwrap(), weights(1));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_publish_killed_at_any_step_leaves_a_consistent_registry_and_a_retry_publishes_once() {
-    for step in STEPS {
+async fn a_publish_and_promote_killed_at_any_step_on_sqlite_and_local_files_is_retried_exactly_once() {
+    for step in crash_steps() {
         let dir = tempfile::tempdir().unwrap();
         let (database, store) = sqlite_and_files(&dir);
         SeaStore::connect(&database).await.unwrap();
-        publish_killed_at(&database, &store, step);
+        kill_check_and_retry(&database, &store, &Env::default(), step).await;
+    }
+}
 
-        let (_, registry) = open(&database, &store).await;
-        let name = adapter_name(ADAPTER);
-        let before: Vec<u64> = registry.list_versions(&name).await.unwrap().iter().map(|r| r.version).collect();
-        let expected_before: &[u64] = if step == "after-record" { &[1] } else { &[] };
-        assert_eq!(before, expected_before, "killed at {step}: a version is recorded only once complete");
-        for version in &before {
-            let resolved = registry.get(&name, *version).await.unwrap().expect("a recorded version is readable");
-            for file in &resolved.manifest.files {
-                registry.fetch_blob(&file.digest).await.expect("a recorded version has all its blobs");
-            }
-        }
-
-        // The retry (a new process, here the test itself) completes exactly once.
-        let retried = registry.publish(publish_request(ADAPTER, &weights(1))).await.expect("retry");
-        assert_eq!(retried.version, 1, "killed at {step}: the retry is version 1");
-        let again = registry.publish(publish_request(ADAPTER, &weights(1))).await.expect("second retry");
-        assert_eq!(again, retried, "killed at {step}: a further retry changes nothing");
-        let after = registry.list_versions(&name).await.unwrap();
-        assert_eq!(after.len(), 1, "killed at {step}: no duplicate version");
-        let resolved = registry.get(&name, 1).await.unwrap().unwrap();
-        let weights_file = resolved.manifest.file(ADAPTER_WEIGHTS_FILE).unwrap();
-        assert_eq!(registry.fetch_blob(&weights_file.digest).await.unwrap(), weights(1));
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_and_promote_killed_at_any_step_on_postgres_and_seaweedfs_is_retried_exactly_once() {
+    if !PostgresServer::available() || !SeaweedServer::available() {
+        eprintln!("skipped: PostgreSQL or SeaweedFS is not installed (scripts/install_seaweedfs.sh)");
+        return;
+    }
+    let postgres = tokio::task::spawn_blocking(PostgresServer::start).await.unwrap().expect("start PostgreSQL");
+    let seaweed = tokio::task::spawn_blocking(SeaweedServer::start).await.unwrap().expect("start SeaweedFS");
+    let env: Env = Arc::new(seaweed.env());
+    for step in crash_steps() {
+        let database = postgres.create_database().expect("createdb");
+        SeaStore::connect(&database).await.unwrap();
+        let store = format!("s3://{BUCKET}/crash-{step}");
+        wait_for_bucket(&store, &env).await;
+        kill_check_and_retry(&database, &store, &env, step).await;
     }
 }

@@ -185,6 +185,10 @@ impl SeaStore {
         let context = format!("promoting {adapter} v{} to {channel}", request.version);
         let txn = self.begin_write().await.map_err(attempt_err(&context))?;
         let current = locked_channel(&txn, adapter, channel, &context).await?;
+        if let Some(current) = current.as_ref().filter(|row| row.version == request_version(request)) {
+            // Already there (a retried promote): nothing changes and no second event is recorded.
+            return Ok(channel_record(current.clone())?);
+        }
         let target = version_row(&txn, adapter, request.version, &context).await?;
         let binding = check_move(current.as_ref(), adapter, channel, &target, request.allow_base_change)?;
         let record = move_channel(
@@ -197,7 +201,9 @@ impl SeaStore {
             &context,
         )
         .await?;
+        crate::failpoint::check("in-promote-transaction");
         txn.commit().await.map_err(attempt_err(&context))?;
+        crate::failpoint::check("after-promote");
         Ok(record)
     }
 
@@ -280,9 +286,15 @@ impl SeaStore {
             return Ok((version_record(latest)?, false));
         }
         let record = record_in(&txn, version, Some(identity), self.now(), &context).await?;
+        crate::failpoint::check("in-record-transaction");
         txn.commit().await.map_err(attempt_err(&context))?;
         Ok((record, true))
     }
+}
+
+/// The version a promote asks for, as stored (beyond `i64` it matches no row).
+fn request_version(request: &PromoteRequest) -> i64 {
+    i64::try_from(request.version).unwrap_or(-1)
 }
 
 /// Serializes the version allocators of one adapter on PostgreSQL until `txn` ends. Under READ COMMITTED each

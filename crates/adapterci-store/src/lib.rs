@@ -12,6 +12,7 @@ mod convert;
 mod diagnostics;
 mod entity;
 mod error;
+pub mod failpoint;
 mod gc_guard;
 mod pipelines;
 mod runs;

@@ -66,6 +66,8 @@ pub async fn channels_promote_roll_back_pin_and_deprecate<S: MetadataStore>(stor
     }
     let named = store.rollback(&support, &stable, RollbackTarget::Version(3)).await.expect("rollback to v3");
     assert_eq!(named.version, 3);
+    let again = store.promote(promote("support", "stable", 3)).await.expect("promote to the current version");
+    assert_eq!((again.version, again.updated_at), (named.version, named.updated_at), "a repeated promote is a no-op");
     let history = store.channel_history(&support, &stable).await.expect("history");
     let moves: Vec<_> = history.iter().map(|event| (event.action, event.from_version, event.to_version)).collect();
     use ChannelAction::{Promote, Rollback};

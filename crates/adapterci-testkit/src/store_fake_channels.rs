@@ -110,6 +110,12 @@ impl ChannelStore for InMemoryMetadataStore {
     async fn promote(&self, request: PromoteRequest) -> Result<ChannelRecord, ChannelError> {
         let now = self.now();
         let mut state = self.lock()?;
+        if let Some(current) = state.channels.get(&(request.adapter.clone(), request.channel.clone()))
+            && current.version == request.version
+        {
+            // Already there (a retried promote): nothing changes and no second event is recorded.
+            return Ok(current.clone());
+        }
         let binding =
             state.check_move(&request.adapter, &request.channel, request.version, request.allow_base_change)?;
         Ok(state.move_channel(
