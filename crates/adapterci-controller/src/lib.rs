@@ -4,6 +4,7 @@
 //! It talks to the world only through the ports of `adapterci-core`, so its tests run on in-memory fakes with
 //! no database, object store or libtorch.
 
+mod dataset;
 mod error;
 mod models;
 mod progress;

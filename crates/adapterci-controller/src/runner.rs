@@ -177,7 +177,9 @@ impl Controller {
         };
 
         self.set_stage(run, RunStage::Train).await?;
-        let dataset = ports.datasets.read(&spec.dataset.location).await.map_err(ControllerError::from)?;
+        let dataset = crate::dataset::read_dataset(ports.datasets.as_ref(), &spec.dataset.location)
+            .await
+            .map_err(ControllerError::from)?;
         let dataset_digest = Digest::of(&dataset);
         ports
             .store

@@ -9,6 +9,7 @@ use adapterci_pipeline::{CronSchedule, PipelineSpec};
 use chrono::Duration as ChronoDuration;
 use chrono::{DateTime, Utc};
 
+use crate::dataset::{dataset_version, read_dataset};
 use crate::schedule::Timing;
 use crate::{Controller, ControllerError};
 
@@ -86,7 +87,7 @@ impl Controller {
     async fn poll_one(&self, spec: &PipelineSpec, timing: Timing) -> Result<Option<RunRecord>, ControllerError> {
         let ports = self.ports();
         let location = &spec.dataset.location;
-        let Some(stat) = ports.datasets.stat(location).await? else {
+        let Some(stat) = dataset_version(ports.datasets.as_ref(), location).await? else {
             tracing::debug!(pipeline = %spec.name, location, "dataset not there yet");
             return Ok(None);
         };
@@ -96,7 +97,7 @@ impl Controller {
         {
             return Ok(None);
         }
-        let bytes = ports.datasets.read(location).await?;
+        let bytes = read_dataset(ports.datasets.as_ref(), location).await?;
         let digest = Digest::of(&bytes);
         let changed = previous.as_ref().is_none_or(|previous| previous.digest != digest);
         let state = WatchState { etag: stat.etag.clone(), digest: digest.clone(), seen_at: ports.clock.now() };

@@ -42,7 +42,7 @@ pub(crate) struct WebhookSecrets(std::sync::RwLock<HashMap<String, Vec<u8>>>);
 
 /// Whether a dataset at `location` is concerned by an event on `key` (the object itself, or one under it).
 fn concerns(location: &str, key: &str) -> bool {
-    location == key || key.strip_prefix(location).is_some_and(|rest| rest.starts_with('/'))
+    location == key || key.strip_prefix(location).is_some_and(|rest| location.ends_with('/') || rest.starts_with('/'))
 }
 
 impl Controller {
@@ -148,6 +148,8 @@ mod tests {
         assert!(concerns("datasets/demo/train.jsonl", "datasets/demo/train.jsonl"));
         assert!(concerns("datasets/demo", "datasets/demo/part-1.jsonl"));
         assert!(!concerns("datasets/demo", "datasets/demo2/part-1.jsonl"));
+        assert!(concerns("datasets/demo/", "datasets/demo/part-1.jsonl"));
+        assert!(!concerns("datasets/demo/", "datasets/demo2/part-1.jsonl"));
         assert!(!concerns("datasets/demo/train.jsonl", "datasets/demo/train.jsonl.tmp"));
     }
 }

@@ -192,6 +192,14 @@ pub struct ObjectStat {
     pub size: u64,
 }
 
+/// One object found below a prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedObject {
+    /// The object's full key, such as `datasets/demo/part-1.jsonl`.
+    pub key: String,
+    pub stat: ObjectStat,
+}
+
 /// A place datasets live (an object-store bucket or a local directory), addressed by keys like
 /// `datasets/demo/train.jsonl`.
 #[async_trait]
@@ -200,6 +208,14 @@ pub trait DatasetSource: Send + Sync {
     async fn stat(&self, location: &str) -> Result<Option<ObjectStat>, SourceError>;
     async fn read(&self, location: &str) -> Result<Bytes, SourceError>;
     async fn write(&self, location: &str, bytes: Bytes) -> Result<(), SourceError>;
+    /// Every object whose key lies below `prefix` (a key prefix ending in `/`, such as `datasets/demo/`), at any
+    /// depth, in key order. Sources that cannot list refuse, naming the prefix.
+    async fn list(&self, prefix: &str) -> Result<Vec<ListedObject>, SourceError> {
+        Err(SourceError::InvalidLocation {
+            location: prefix.to_string(),
+            reason: "this dataset source cannot list a prefix".to_string(),
+        })
+    }
 }
 
 // ----------------------------------------------------------------------------------------------------------

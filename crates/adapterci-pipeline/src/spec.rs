@@ -47,8 +47,16 @@ pub enum BaseModelRef {
 /// The training data of a pipeline.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DatasetRef {
-    /// A relative key in the dataset object store, without `..` or empty segments.
+    /// A relative key in the dataset object store, without `..` or empty segments; with a trailing `/`, a prefix
+    /// whose objects, in key order, make up the dataset.
     pub location: String,
+}
+
+impl DatasetRef {
+    /// Whether the location is a prefix (ends with `/`) rather than one object.
+    pub fn is_prefix(&self) -> bool {
+        self.location.ends_with('/')
+    }
 }
 
 /// What starts a run of the pipeline.

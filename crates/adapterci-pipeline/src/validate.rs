@@ -141,7 +141,8 @@ fn build_dataset(checker: &mut Checker, dataset: Option<DatasetV1>) -> Option<Da
     let dataset = checker.required(dataset, "dataset", what)?;
     let location =
         checker.required(dataset.location, "dataset.location", "the dataset's key in the dataset object store")?;
-    match location_problem(&location) {
+    // a trailing '/' makes the location a prefix; what precedes it follows the rules of a key
+    match location_problem(location.strip_suffix('/').unwrap_or(&location)) {
         Some(reason) => {
             checker.report("dataset.location", format!("invalid location {location:?}: {reason}"));
             None

@@ -158,3 +158,16 @@ fn pipelines_built_in_code_are_validated_without_positions() {
     assert!(error.problems().iter().all(|problem| problem.position.is_none()));
     assert!(error.to_string().starts_with("base: missing"), "{error}");
 }
+
+#[test]
+fn a_location_ending_in_a_slash_is_a_prefix_and_follows_the_key_rules() {
+    let spec = parse_ok(&MINIMAL.replace("datasets/demo/train.jsonl", "datasets/demo/"));
+    assert!(spec.dataset.is_prefix());
+    assert_eq!(spec.dataset.location, "datasets/demo/");
+    assert!(!parse_ok(MINIMAL).dataset.is_prefix());
+    for (location, reason) in [("datasets//", "empty or '.' segments"), ("/", "must not be empty"), ("../x/", "'..'")] {
+        let source = MINIMAL.replace("datasets/demo/train.jsonl", location);
+        let error = parse_pipeline(&source, None).expect_err(location).to_string();
+        assert!(error.contains(reason), "{location}: {error}");
+    }
+}

@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
-use adapterci_core::ports::{DatasetSource, ObjectStat, SourceError};
+use adapterci_core::ports::{DatasetSource, ListedObject, ObjectStat, SourceError};
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
@@ -74,5 +75,31 @@ impl DatasetSource for ObjectStoreDatasetSource {
             .await
             .map(|_| ())
             .map_err(|err| backend("write", location, err))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ListedObject>, SourceError> {
+        let Some(bare) = prefix.strip_suffix('/') else {
+            return Err(SourceError::InvalidLocation {
+                location: prefix.to_string(),
+                reason: "a prefix ends with '/'".to_string(),
+            });
+        };
+        let root = self.path(bare)?;
+        let metas: Vec<object_store::ObjectMeta> =
+            self.store.list(Some(&root)).try_collect().await.map_err(|err| backend("list", prefix, err))?;
+        let strip = self.prefix.parts().count();
+        let mut listed: Vec<ListedObject> = metas
+            .into_iter()
+            .map(|meta| {
+                // keys are reported relative to this source's own prefix, as callers name them
+                let key = meta.location.parts().skip(strip).map(|part| part.as_ref().to_string()).collect::<Vec<_>>();
+                ListedObject {
+                    key: key.join("/"),
+                    stat: ObjectStat { etag: meta.e_tag, last_modified: meta.last_modified, size: meta.size },
+                }
+            })
+            .collect();
+        listed.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(listed)
     }
 }
