@@ -1,5 +1,7 @@
 //! [`ApiClient`]: one async method per adapterd endpoint, over reqwest.
 
+mod registry;
+
 use std::error::Error as _;
 use std::time::Duration;
 

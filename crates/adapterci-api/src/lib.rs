@@ -10,6 +10,7 @@
 //! - Errors are `{"error": {"code", "message", "details"}}` with the HTTP status of [`ErrorCode::http_status`].
 
 pub mod adapters;
+pub mod channels;
 pub mod client;
 pub mod datasets;
 pub mod error;
@@ -21,6 +22,9 @@ pub mod system;
 pub mod webhooks;
 
 pub use adapters::{AdapterInfo, AdapterVersionInfo};
+pub use channels::{
+    ChannelInfo, DeprecateBody, DeprecateResponse, GcBody, GcResponse, PinBody, PromoteBody, RollbackBody,
+};
 pub use client::ApiClient;
 pub use datasets::DatasetPushResponse;
 pub use error::{ApiError, ErrorBody, ErrorCode, ErrorDetail, ErrorPayload};

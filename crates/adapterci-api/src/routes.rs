@@ -13,6 +13,13 @@ pub const WEBHOOK: &str = "/api/v1/webhooks/{name}";
 pub const ADAPTERS: &str = "/api/v1/adapters";
 pub const ADAPTER_VERSIONS: &str = "/api/v1/adapters/{name}/versions";
 pub const ADAPTER_VERSION: &str = "/api/v1/adapters/{name}/versions/{version}";
+pub const ADAPTER_VERSION_DEPRECATE: &str = "/api/v1/adapters/{name}/versions/{version}/deprecate";
+pub const ADAPTER_CHANNELS: &str = "/api/v1/adapters/{name}/channels";
+pub const ADAPTER_CHANNEL_PROMOTE: &str = "/api/v1/adapters/{name}/channels/{channel}/promote";
+pub const ADAPTER_CHANNEL_ROLLBACK: &str = "/api/v1/adapters/{name}/channels/{channel}/rollback";
+pub const ADAPTER_CHANNEL_PIN: &str = "/api/v1/adapters/{name}/channels/{channel}/pin";
+/// Mark and sweep of unreferenced registry blobs.
+pub const REGISTRY_GC: &str = "/api/v1/registry/gc";
 /// The location is the rest of the path and may contain `/`.
 pub const DATASET: &str = "/api/v1/datasets/{*location}";
 pub const COMPLETIONS: &str = "/v1/completions";

@@ -1,6 +1,7 @@
 //! The router: every endpoint of adapterd, with paths shared with the client through `adapterci_api::routes`.
 
 mod adapters;
+mod channels;
 mod convert;
 mod datasets;
 mod inference;
@@ -29,6 +30,12 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         .route(routes::ADAPTERS, get(adapters::list))
         .route(routes::ADAPTER_VERSIONS, get(adapters::versions))
         .route(routes::ADAPTER_VERSION, get(adapters::manifest))
+        .route(routes::ADAPTER_VERSION_DEPRECATE, post(channels::deprecate))
+        .route(routes::ADAPTER_CHANNELS, get(channels::list))
+        .route(routes::ADAPTER_CHANNEL_PROMOTE, post(channels::promote))
+        .route(routes::ADAPTER_CHANNEL_ROLLBACK, post(channels::rollback))
+        .route(routes::ADAPTER_CHANNEL_PIN, post(channels::pin))
+        .route(routes::REGISTRY_GC, post(channels::collect_garbage))
         .route(routes::DATASET, put(datasets::push))
         .route(routes::COMPLETIONS, post(inference::completions))
         .route(routes::CHAT_COMPLETIONS, post(inference::chat_completions))

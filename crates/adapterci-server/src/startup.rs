@@ -144,6 +144,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         }
     }
 
+    let admin_registry = registry.clone();
     let worker = match (config.no_worker, served_base) {
         (false, Some(base)) => {
             let worker = Worker::start(
@@ -172,7 +173,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     if let (Some(worker), true) = (&worker, config.refresh_secs > 0) {
         tasks.push(tokio::spawn(worker.clone().run_refresh_loop(shutdown_receiver.clone())));
     }
-    let state = AppState { controller, worker };
+    let state = AppState { controller, worker, registry: Some(admin_registry) };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Listen { addr: config.listen.to_string(), source })?;

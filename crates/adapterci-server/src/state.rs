@@ -11,4 +11,6 @@ pub struct AppState {
     pub controller: Arc<Controller>,
     /// `None` when adapterd runs without its embedded worker (`--no-worker`).
     pub worker: Option<Arc<Worker>>,
+    /// The registry on its object store, for administration (garbage collection); `None` where there is none.
+    pub registry: Option<Arc<adapterci_registry::ObjectStoreRegistry>>,
 }

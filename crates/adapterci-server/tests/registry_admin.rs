@@ -1,0 +1,143 @@
+//! Registry administration over real HTTP to a started adapterd on the embedded defaults (SQLite, local files):
+//! promote, rollback (previous and named), pin, deprecate and the channel list through `ApiClient`, with the
+//! refusals a user meets (unknown adapter, version or channel, a bad channel name, a pinned channel, a deprecated
+//! version, a version bound to another base), and garbage collection that deletes an orphan blob only.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
+use std::path::{Path, PathBuf};
+
+use adapterci_api::{ApiClient, ApiError, ErrorCode, PromoteBody, RollbackBody};
+use adapterci_core::Digest;
+use adapterci_server::{RunningServer, ServerConfig};
+use adapterci_testkit::registry_conformance::publish_request;
+
+async fn start(dir: &Path) -> (RunningServer, PathBuf) {
+    let model = dir.join("tiny.gguf");
+    adapterci_engine::tiny::write_tiny_model(&model, 3).expect("tiny model written");
+    let mut config = ServerConfig::embedded(dir.join("data"), model.clone());
+    config.models = vec![("tiny".to_string(), model)];
+    config.tick_ms = 0;
+    config.refresh_secs = 0;
+    config.no_worker = true;
+    let registry_root = PathBuf::from(config.registry_url());
+    (adapterci_server::start(config).await.expect("adapterd starts"), registry_root)
+}
+
+/// Publishes version after version of `support`; `other_base` binds one to another base model.
+async fn publish(server: &RunningServer, seed: u8, other_base: bool) -> u64 {
+    let mut request = publish_request("support", &[seed; 64]);
+    if other_base {
+        request.lineage.base_model_digest = Digest::of(b"another base model");
+    }
+    server.state.controller.ports().registry.publish(request).await.expect("publish").version
+}
+
+/// The status and message of a refused call.
+fn refusal<T: std::fmt::Debug>(result: Result<T, ApiError>) -> (ErrorCode, String) {
+    match result {
+        Err(ApiError::Http { error, .. }) => (error.code, error.message),
+        other => panic!("expected an error answer, got {other:?}"),
+    }
+}
+
+fn promote_body(version: u64) -> PromoteBody {
+    PromoteBody { version, allow_base_change: false }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_are_promoted_rolled_back_pinned_and_refused_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _) = start(dir.path()).await;
+    let client = ApiClient::new(&server.url()).unwrap();
+    for seed in 1..=3 {
+        publish(&server, seed, false).await;
+    }
+    assert_eq!(publish(&server, 4, true).await, 4);
+
+    for version in [1, 2, 3] {
+        let info = client.promote("support", "stable", &promote_body(version)).await.expect("promote");
+        assert_eq!((info.channel.as_str(), info.version, info.pinned), ("stable", version, false));
+    }
+    let (code, message) = refusal(client.promote("support", "stable", &promote_body(4)).await);
+    assert_eq!(code, ErrorCode::Conflict, "{message}");
+    assert!(message.contains("bound to base") && message.contains("--allow-base-change"), "{message}");
+
+    let rolled = client.rollback("support", "stable", &RollbackBody::default()).await.expect("rollback");
+    assert_eq!(rolled.version, 2, "rollback goes to the version served before");
+    let named = client.rollback("support", "stable", &RollbackBody { version: Some(3) }).await.expect("rollback");
+    assert_eq!(named.version, 3);
+
+    assert!(client.pin("support", "stable", true).await.expect("pin").pinned);
+    let (code, message) = refusal(client.promote("support", "stable", &promote_body(1)).await);
+    assert_eq!(code, ErrorCode::Conflict);
+    assert!(message.contains("pinned to v3"), "{message}");
+    assert!(!client.pin("support", "stable", false).await.expect("unpin").pinned);
+
+    let deprecated = client.deprecate("support", 1, true).await.expect("deprecate");
+    assert!(deprecated.deprecated);
+    let (code, message) = refusal(client.promote("support", "stable", &promote_body(1)).await);
+    assert_eq!(code, ErrorCode::Conflict);
+    assert!(message.contains("v1 is deprecated"), "{message}");
+
+    client.promote("support", "canary", &promote_body(2)).await.expect("promote to canary");
+    let channels = client.list_channels("support").await.expect("channels");
+    let listed: Vec<_> = channels.iter().map(|c| (c.channel.as_str(), c.version)).collect();
+    assert_eq!(listed, [("canary", 2), ("stable", 3)]);
+
+    // What a user gets wrong is named, with the right status.
+    let check = |(code, message): (ErrorCode, String), expect_code: ErrorCode, expect: &str| {
+        assert_eq!(code, expect_code, "{message}");
+        assert!(message.contains(expect), "expected {expect:?} in {message:?}");
+    };
+    check(
+        refusal(client.promote("absent", "stable", &promote_body(1)).await),
+        ErrorCode::NotFound,
+        "adapter \"absent\" has no published version",
+    );
+    check(
+        refusal(client.promote("support", "stable", &promote_body(9)).await),
+        ErrorCode::NotFound,
+        "adapter support has no version 9",
+    );
+    check(
+        refusal(client.rollback("support", "nightly", &RollbackBody::default()).await),
+        ErrorCode::NotFound,
+        "adapter support has no channel nightly",
+    );
+    check(refusal(client.pin("support", "../stable", true).await), ErrorCode::InvalidRequest, "channel \"../stable\"");
+    check(refusal(client.deprecate("support", 7, true).await), ErrorCode::NotFound, "has no version 7");
+    check(refusal(client.list_channels("Bad Name").await), ErrorCode::InvalidRequest, "Bad Name");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_collection_over_http_deletes_only_the_orphan() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, registry_root) = start(dir.path()).await;
+    let client = ApiClient::new(&server.url()).unwrap();
+    publish(&server, 1, false).await;
+    let orphan = Digest::of(b"left by a publish that crashed");
+    let registry = server.state.registry.clone().expect("adapterd has its registry");
+    let orphan_path = registry_root.join(registry.blob_location(&orphan).as_ref());
+    std::fs::write(&orphan_path, b"left by a publish that crashed").unwrap();
+
+    let young = client.collect_garbage(3600).await.expect("gc");
+    assert_eq!((young.kept_young, young.deleted.len()), (1, 0), "a young orphan is kept: {young:?}");
+    let swept = client.collect_garbage(0).await.expect("gc");
+    assert_eq!(swept.deleted, [orphan.to_string()]);
+    assert_eq!(swept.referenced, swept.scanned - 1, "{swept:?}");
+    assert!(!orphan_path.exists());
+    let resolved = server
+        .state
+        .controller
+        .ports()
+        .registry
+        .get(&adapterci_testkit::registry_conformance::adapter_name("support"), 1)
+        .await
+        .unwrap();
+    for file in &resolved.expect("v1 is there").manifest.files {
+        server.state.controller.ports().registry.fetch_blob(&file.digest).await.expect("referenced blobs survive");
+    }
+    server.shutdown().await;
+}
