@@ -101,12 +101,67 @@ pub struct LoraSpec {
     pub dropout: f64,
     pub targets: Vec<LoraTarget>,
     pub layers: LayerSelection,
+    /// Scale the update by `alpha / sqrt(rank)` instead of `alpha / rank` (rsLoRA, PEFT's `use_rslora`).
+    #[serde(default)]
+    pub use_rslora: bool,
+    /// Module-name pattern -> rank for the modules whose rank is not `rank` (PEFT's `rank_pattern`: a key
+    /// matches a module such as `model.layers.3.self_attn.q_proj` when it matches a whole dotted suffix).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rank_pattern: BTreeMap<String, usize>,
+    /// Module-name pattern -> alpha, like `rank_pattern` (PEFT's `alpha_pattern`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub alpha_pattern: BTreeMap<String, f64>,
 }
 
 impl Default for LoraSpec {
     fn default() -> Self {
-        LoraSpec { rank: 16, alpha: 32.0, dropout: 0.0, targets: LoraTarget::ALL.to_vec(), layers: LayerSelection::All }
+        LoraSpec {
+            rank: 16,
+            alpha: 32.0,
+            dropout: 0.0,
+            targets: LoraTarget::ALL.to_vec(),
+            layers: LayerSelection::All,
+            use_rslora: false,
+            rank_pattern: BTreeMap::new(),
+            alpha_pattern: BTreeMap::new(),
+        }
     }
+}
+
+/// How the learning rate decays after the linear warmup.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LrSchedule {
+    /// Cosine decay to 0.
+    #[default]
+    Cosine,
+    /// Linear decay to 0.
+    Linear,
+}
+
+/// What happens to a record longer than `max_seq_len` tokens.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TruncationPolicy {
+    /// Drop tokens from the left of the prompt; a completion that cannot fit is still refused.
+    #[default]
+    TruncatePromptLeft,
+    /// Refuse the record, naming its line.
+    Reject,
+}
+
+/// Stop training when the validation loss (on the held-out records) has not improved by `min_delta` for
+/// `patience` evaluations in a row, keeping the best adapter seen.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EarlyStoppingSpec {
+    /// Evaluate after every this many steps.
+    pub every_steps: usize,
+    pub patience: usize,
+    pub min_delta: f64,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// Optimisation and evaluation settings of one training job.
@@ -128,6 +183,19 @@ pub struct TrainSpec {
     pub max_new_tokens: usize,
     /// Also evaluate the base model alone on the held-out records (`base_` metrics).
     pub eval_base: bool,
+    /// Batches of `batch_size` whose gradients add up to one optimizer step (1: no accumulation).
+    #[serde(default = "one")]
+    pub gradient_accumulation: usize,
+    #[serde(default)]
+    pub lr_schedule: LrSchedule,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_stopping: Option<EarlyStoppingSpec>,
+    #[serde(default)]
+    pub truncation: TruncationPolicy,
+    /// Pack several short records into one sequence of up to `max_seq_len` tokens (attention stays within
+    /// each record); a batch is then `batch_size` packed sequences.
+    #[serde(default)]
+    pub packing: bool,
 }
 
 impl Default for TrainSpec {
@@ -143,6 +211,11 @@ impl Default for TrainSpec {
             max_eval_examples: 32,
             max_new_tokens: 48,
             eval_base: true,
+            gradient_accumulation: 1,
+            lr_schedule: LrSchedule::Cosine,
+            early_stopping: None,
+            truncation: TruncationPolicy::TruncatePromptLeft,
+            packing: false,
         }
     }
 }
@@ -271,5 +344,20 @@ mod tests {
         assert_eq!(LayerSelection::List(vec![4, 1, 4]).resolve(5).unwrap(), vec![1, 4]);
         let err = LayerSelection::List(vec![30]).resolve(30).unwrap_err();
         assert!(err.contains("layer 30 does not exist"), "{err}");
+    }
+
+    #[test]
+    fn specs_written_before_the_training_options_still_read_with_their_defaults() {
+        let old_lora = r#"{"rank":8,"alpha":16.0,"dropout":0.0,"targets":["q"],"layers":"all"}"#;
+        let lora: LoraSpec = serde_json::from_str(old_lora).unwrap();
+        assert!(!lora.use_rslora && lora.rank_pattern.is_empty() && lora.alpha_pattern.is_empty());
+        let old_train = r#"{"steps":5,"batch_size":2,"learning_rate":0.001,"weight_decay":0.0,"max_seq_len":64,
+            "seed":1,"eval_fraction":0.1,"max_eval_examples":4,"max_new_tokens":8,"eval_base":false}"#;
+        let train: TrainSpec = serde_json::from_str(old_train).unwrap();
+        assert_eq!(train.gradient_accumulation, 1);
+        assert_eq!((train.lr_schedule, train.truncation, train.packing), Default::default());
+        assert_eq!(train.early_stopping, None);
+        let round_trip: TrainSpec = serde_json::from_str(&serde_json::to_string(&train).unwrap()).unwrap();
+        assert_eq!(round_trip, train);
     }
 }

@@ -5,16 +5,18 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 
 use adapterci_core::training::{
-    AdapterConfig, InitialAdapterRef, ProgressSink, TrainJob, TrainOutput, TrainSpec, TrainingBackend, TrainingFailure,
+    AdapterConfig, InitialAdapterRef, LoraSpec, ProgressSink, TrainJob, TrainOutput, TrainSpec, TrainingBackend,
+    TrainingFailure,
 };
 
 use crate::EngineError;
-use crate::dataset::{Dataset, Example, parse_jsonl, split_train_eval, tokenize_records};
+use crate::dataset::{Dataset, Example, parse_jsonl, split_train_eval};
 use crate::device::DeviceChoice;
 use crate::eval::{eval_samples, evaluate, pad_token_id};
+use crate::lora::LoraOptions;
 use crate::lora::LoraWeights;
 use crate::model::{BaseModel, LoadedAdapter};
-use crate::train::train_lora;
+use crate::train::{EarlyStopping, TrainOptions, train_lora_with};
 
 /// `train_loss` is the mean loss of this many final steps.
 pub const TRAIN_LOSS_WINDOW: usize = 10;
@@ -69,8 +71,13 @@ fn prepare(model: &BaseModel, job: &TrainJob, dataset: &Dataset) -> Result<Prepa
             job.train.max_seq_len
         )));
     }
-    let examples =
-        tokenize_records(&dataset.records, model.tokenizer(), job.train.max_seq_len).map_err(invalid_input)?;
+    let examples = crate::dataset::stats::tokenize_records_with_policy(
+        &dataset.records,
+        model.tokenizer(),
+        job.train.max_seq_len,
+        job.train.truncation,
+    )
+    .map_err(invalid_input)?;
     let (train_indices, eval_indices) = split_train_eval(examples.len(), job.train.eval_fraction, job.train.seed);
     let pick = |indices: &[usize]| indices.iter().map(|&i| examples[i].clone()).collect::<Vec<Example>>();
     Ok(Prepared {
@@ -120,12 +127,12 @@ fn run_job(
         None
     };
     progress.on_message(&format!("training {} steps on {} records", spec.steps, data.train.len()));
-    let report = train_lora(model.llama(), &mut lora, &data.train, spec, pad_token_id(model), progress).map_err(
-        |e| match e {
+    let options = train_options(spec, &data.eval);
+    let report = train_lora_with(model.llama(), &mut lora, &data.train, spec, pad_token_id(model), progress, &options)
+        .map_err(|e| match e {
             EngineError::Training(_) | EngineError::InvalidConfig(_) => invalid_input(e),
             other => backend(other),
-        },
-    )?;
+        })?;
     let adapter_safetensors = lora.to_safetensors().map_err(backend)?;
     let adapter_config = lora.config().clone();
     let adapter = LoadedAdapter::from_lora(lora);
@@ -141,6 +148,11 @@ fn run_job(
     }
     metrics.insert("train_loss".to_string(), report.final_loss(TRAIN_LOSS_WINDOW));
     metrics.insert("train_tokens_per_second".to_string(), report.tokens_per_second);
+    metrics.insert("train_tokens".to_string(), report.tokens as f64);
+    metrics.insert("train_steps".to_string(), report.loss_curve.len() as f64);
+    if let Some(step) = report.stopped_early_at {
+        metrics.insert("stopped_early_at".to_string(), step as f64);
+    }
     metrics.insert("train_examples".to_string(), data.train.len() as f64);
     metrics.insert("eval_examples".to_string(), data.eval.len() as f64);
     metrics.insert("duplicates_removed".to_string(), data.duplicates_removed as f64);
@@ -182,15 +194,49 @@ fn initial_lora(model: &BaseModel, job: &TrainJob) -> Result<LoraWeights, Traini
                 layers,
                 dtype: ADAPTER_STORAGE_DTYPE.to_string(),
             };
-            LoraWeights::init_standard(&config, job.lora.dropout, model.config(), job.train.seed, device)
-                .map_err(invalid_input)
+            LoraWeights::init_with_options(
+                &config,
+                &lora_options(&job.lora),
+                job.lora.dropout,
+                model.config(),
+                job.train.seed,
+                device,
+            )
+            .map_err(invalid_input)
         }
+    }
+}
+
+/// The spec's rsLoRA and per-module rank/alpha as the engine's options.
+pub fn lora_options(lora: &LoraSpec) -> LoraOptions {
+    LoraOptions {
+        use_rslora: lora.use_rslora,
+        rank_pattern: lora.rank_pattern.clone(),
+        alpha_pattern: lora.alpha_pattern.clone(),
+    }
+}
+
+/// The engine's training options for a job's spec; early stopping watches the loss on the held-out records.
+pub fn train_options(spec: &TrainSpec, held_out: &[Example]) -> TrainOptions {
+    TrainOptions {
+        schedule: spec.lr_schedule,
+        gradient_accumulation: spec.gradient_accumulation.max(1),
+        early_stopping: spec.early_stopping.as_ref().map(|stopping| EarlyStopping {
+            validation: held_out.to_vec(),
+            every_steps: stopping.every_steps,
+            patience: stopping.patience,
+            min_delta: stopping.min_delta,
+        }),
+        packing: spec.packing.then_some(spec.max_seq_len),
+        ..TrainOptions::default()
     }
 }
 
 /// Every problem with the job's numbers, at once.
 fn validate_job(job: &TrainJob) -> Result<(), TrainingFailure> {
     let TrainSpec { steps, batch_size, learning_rate, weight_decay, max_seq_len, eval_fraction, .. } = job.train;
+    let accumulation = job.train.gradient_accumulation;
+    let stopping = job.train.early_stopping.as_ref();
     let lora = &job.lora;
     let checks = [
         (steps >= 1, format!("train.steps must be at least 1 (got {steps})")),
@@ -209,6 +255,15 @@ fn validate_job(job: &TrainJob) -> Result<(), TrainingFailure> {
         (lora.alpha.is_finite() && lora.alpha > 0.0, format!("lora.alpha must be > 0 (got {})", lora.alpha)),
         ((0.0..1.0).contains(&lora.dropout), format!("lora.dropout must be in [0, 1) (got {})", lora.dropout)),
         (!lora.targets.is_empty(), "lora.targets must name at least one module".to_string()),
+        (accumulation >= 1, format!("train.gradient_accumulation must be at least 1 (got {accumulation})")),
+        (
+            stopping.is_none_or(|s| s.every_steps >= 1 && s.patience >= 1),
+            "train.early_stopping.every_steps and patience must be at least 1".to_string(),
+        ),
+        (
+            stopping.is_none_or(|s| s.min_delta.is_finite() && s.min_delta >= 0.0),
+            "train.early_stopping.min_delta must be >= 0".to_string(),
+        ),
     ];
     let problems: Vec<String> = checks.into_iter().filter(|(ok, _)| !ok).map(|(_, problem)| problem).collect();
     if problems.is_empty() { Ok(()) } else { Err(TrainingFailure::InvalidInput(problems.join("; "))) }

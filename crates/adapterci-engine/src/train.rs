@@ -13,6 +13,7 @@ use crate::lora::LoraWeights;
 
 pub mod checkpoint;
 pub mod forward;
+pub mod packing;
 
 use checkpoint::Checkpoint;
 pub use checkpoint::CheckpointSettings;
@@ -64,15 +65,8 @@ pub fn learning_rate_at(step: usize, total_steps: usize, peak: f64) -> f64 {
     peak * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
 }
 
-/// How the learning rate decays after the warmup.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Schedule {
-    /// Cosine decay to 0 (the default).
-    #[default]
-    Cosine,
-    /// Linear decay to 0.
-    Linear,
-}
+/// How the learning rate decays after the warmup (the job's `TrainSpec::lr_schedule`).
+pub use adapterci_core::training::LrSchedule as Schedule;
 
 /// The learning rate at `step` (0-based) under `schedule`: the same linear warmup over the first 10% of
 /// steps, then cosine or linear decay to 0.
@@ -100,6 +94,11 @@ pub struct Batch {
     /// Real tokens in the batch (padding excluded).
     pub tokens: usize,
     pub target_count: usize,
+    /// `[batch, seq]` rotary positions when they are not `0..seq` in every row (packed rows restart them).
+    pub position_ids: Option<Tensor>,
+    /// `[batch, 1, seq, seq]` boolean, true where a query may attend to a key, when plain causal attention is
+    /// not right (packed rows).
+    pub attention_mask: Option<Tensor>,
 }
 
 impl Batch {
@@ -128,6 +127,8 @@ impl Batch {
             targets: Tensor::from_slice(&targets).to_device(device),
             tokens,
             target_count,
+            position_ids: None,
+            attention_mask: None,
         }
     }
 
@@ -144,7 +145,8 @@ impl Batch {
 
     /// [`Batch::loss`] through a [`TrainingModel`] (the base matmuls in its precision).
     pub fn loss_with(&self, model: &TrainingModel, lora: Option<&LoraWeights>) -> Tensor {
-        let hidden = model.forward_hidden(&self.input_ids, lora);
+        let hidden =
+            model.forward_hidden_with(&self.input_ids, self.position_ids.as_ref(), self.attention_mask.as_ref(), lora);
         let width = hidden.size().last().copied().unwrap_or(0);
         let selected = hidden.reshape([-1, width]).index_select(0, &self.positions);
         model.lm_head(&selected).cross_entropy_for_logits(&self.targets)
@@ -163,6 +165,8 @@ pub struct TrainOptions {
     /// Save a checkpoint every so many steps, and resume from the one in that directory when it exists.
     pub checkpoint: Option<CheckpointSettings>,
     pub early_stopping: Option<EarlyStopping>,
+    /// Pack examples into rows of up to this many tokens ([`packing`]); a batch is then `batch_size` rows.
+    pub packing: Option<usize>,
 }
 
 impl Default for TrainOptions {
@@ -173,6 +177,7 @@ impl Default for TrainOptions {
             gradient_accumulation: 1,
             checkpoint: None,
             early_stopping: None,
+            packing: None,
         }
     }
 }
@@ -217,11 +222,14 @@ struct BatchSampler {
     rng: SeededRng,
     order: Vec<usize>,
     cursor: usize,
+    /// An index drawn but given back (packing: it did not fit the batch), served first next time.
+    pending: Option<usize>,
 }
 
 impl BatchSampler {
     fn new(count: usize, seed: u64) -> Self {
-        let mut sampler = BatchSampler { rng: SeededRng::new(seed), order: (0..count).collect(), cursor: 0 };
+        let mut sampler =
+            BatchSampler { rng: SeededRng::new(seed), order: (0..count).collect(), cursor: 0, pending: None };
         sampler.rng.shuffle(&mut sampler.order);
         sampler
     }
@@ -237,6 +245,34 @@ impl BatchSampler {
             self.cursor += 1;
         }
         batch
+    }
+
+    /// The next example index, reshuffling at each epoch's end; `None` only for an empty dataset.
+    fn next_index(&mut self) -> Option<usize> {
+        if let Some(index) = self.pending.take() {
+            return Some(index);
+        }
+        if self.order.is_empty() {
+            return None;
+        }
+        if self.cursor == self.order.len() {
+            self.rng.shuffle(&mut self.order);
+            self.cursor = 0;
+        }
+        self.cursor += 1;
+        Some(self.order[self.cursor - 1])
+    }
+
+    fn put_back(&mut self, index: usize) {
+        self.pending = Some(index);
+    }
+
+    /// The examples of the next batch: `size` of them, or with packing `size` rows of packed examples.
+    fn next_rows(&mut self, size: usize, packing: Option<usize>, lengths: &[usize]) -> Vec<Vec<usize>> {
+        match packing {
+            None => vec![self.next_batch(size)],
+            Some(max_row_len) => packing::draw_packed_rows(self, lengths, size, max_row_len),
+        }
     }
 }
 
@@ -347,7 +383,7 @@ fn fingerprint(spec: &TrainSpec, options: &TrainOptions, examples: usize, parame
     let shapes_digest = shapes.iter().flatten().fold(0u64, |h, &d| h.wrapping_mul(31).wrapping_add(d as u64));
     format!(
         "steps={} batch={} lr={} wd={} seed={} accumulation={} schedule={:?} base={:?} examples={examples} \
-         tensors={} shapes={shapes_digest:x}",
+         tensors={} shapes={shapes_digest:x}{}",
         spec.steps,
         spec.batch_size,
         spec.learning_rate,
@@ -356,7 +392,8 @@ fn fingerprint(spec: &TrainSpec, options: &TrainOptions, examples: usize, parame
         options.gradient_accumulation.max(1),
         options.schedule,
         options.base_compute,
-        parameters.len()
+        parameters.len(),
+        options.packing.map(|row| format!(" packing={row}")).unwrap_or_default()
     )
 }
 
@@ -392,6 +429,7 @@ pub fn train_lora_with(
     let accumulation = options.gradient_accumulation.max(1);
     let mut optimizer = AdamW::new(lora.trainable_parameters(), spec.weight_decay);
     let mut sampler = BatchSampler::new(examples.len(), spec.seed);
+    let lengths: Vec<usize> = examples.iter().map(|e| e.input_ids.len()).collect();
     let mut report = TrainReport {
         loss_curve: Vec::with_capacity(spec.steps),
         tokens_per_second: 0.0,
@@ -416,7 +454,7 @@ pub fn train_lora_with(
         optimizer.restore(&saved)?;
         // Batch order is a function of the seed: replay the sampler to where the checkpoint was.
         for _ in 0..saved.step * accumulation {
-            sampler.next_batch(spec.batch_size);
+            sampler.next_rows(spec.batch_size, options.packing, &lengths);
         }
         start_step = saved.step;
         report.loss_curve = saved.loss_curve;
@@ -437,8 +475,13 @@ pub fn train_lora_with(
         let learning_rate = learning_rate_for(options.schedule, step, spec.steps, spec.learning_rate);
         let (mut loss_sum, mut counted, mut tokens) = (0.0, 0usize, 0usize);
         for _ in 0..accumulation {
-            let picked: Vec<&Example> = sampler.next_batch(spec.batch_size).into_iter().map(|i| &examples[i]).collect();
-            let batch = Batch::new(&picked, pad_id, llama.device());
+            let rows = sampler.next_rows(spec.batch_size, options.packing, &lengths);
+            let rows: Vec<Vec<&Example>> =
+                rows.into_iter().map(|row| row.into_iter().map(|i| &examples[i]).collect()).collect();
+            let batch = match (options.packing, rows.as_slice()) {
+                (None, [picked]) => Batch::new(picked, pad_id, llama.device()),
+                _ => Batch::packed(&rows, pad_id, llama.device()),
+            };
             tokens += batch.tokens;
             if batch.target_count == 0 {
                 continue;

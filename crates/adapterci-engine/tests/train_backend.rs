@@ -110,6 +110,8 @@ fn trains_evaluates_and_reports_every_metric() {
         "rouge_l",
         "train_examples",
         "train_loss",
+        "train_steps",
+        "train_tokens",
         "train_tokens_per_second",
     ];
     assert_eq!(names, expected_names);

@@ -12,6 +12,7 @@ mod locate;
 mod parse;
 mod schema;
 mod spec;
+pub mod training_options;
 mod validate;
 pub mod wire;
 

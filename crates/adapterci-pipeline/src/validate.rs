@@ -288,7 +288,7 @@ fn build_training(checker: &mut Checker, training: TrainingV1) -> (LoraSpec, Tra
     let lora = build_lora(checker, training.lora.unwrap_or_default());
     let default = TrainSpec::default();
     let path = |field: &str| format!("training.{field}");
-    let train = TrainSpec {
+    let mut train = TrainSpec {
         steps: checker.at_least(training.steps, default.steps, &path("steps"), 1),
         batch_size: checker.at_least(training.batch_size, default.batch_size, &path("batch_size"), 1),
         learning_rate: checker.number(
@@ -322,7 +322,16 @@ fn build_training(checker: &mut Checker, training: TrainingV1) -> (LoraSpec, Tra
         ),
         max_new_tokens: checker.at_least(training.max_new_tokens, default.max_new_tokens, &path("max_new_tokens"), 1),
         eval_base: training.eval_base.unwrap_or(default.eval_base),
+        ..default
     };
+    let options = crate::training_options::TrainOptionsV1 {
+        gradient_accumulation: training.gradient_accumulation,
+        lr_schedule: training.lr_schedule,
+        early_stopping: training.early_stopping,
+        truncation: training.truncation,
+        packing: training.packing,
+    };
+    crate::training_options::build_train_options(checker, options, &mut train);
     (lora, train)
 }
 
@@ -343,7 +352,14 @@ fn build_lora(checker: &mut Checker, lora: LoraV1) -> LoraSpec {
         Some(targets) => build_targets(checker, targets),
     };
     let layers = build_layers(checker, lora.layers.unwrap_or(LayersV1::All));
-    LoraSpec { rank, alpha, dropout, targets, layers }
+    let (use_rslora, rank_pattern, alpha_pattern) = crate::training_options::build_lora_options(
+        checker,
+        lora.use_rslora,
+        lora.rank_pattern,
+        lora.alpha_pattern,
+        MAX_RANK,
+    );
+    LoraSpec { rank, alpha, dropout, targets, layers, use_rslora, rank_pattern, alpha_pattern }
 }
 
 fn build_targets(checker: &mut Checker, targets: Vec<LoraTargetV1>) -> Vec<LoraTarget> {

@@ -176,6 +176,23 @@ pub struct TrainingV1 {
     /// Also evaluate the base model alone (`base_` metrics). Default true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_base: Option<bool>,
+    /// Batches of `batch_size` whose gradients add up to one optimizer step; 1 to 1024. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1024))]
+    pub gradient_accumulation: Option<usize>,
+    /// Learning-rate decay after the linear warmup over the first 10% of the steps. Default `cosine`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr_schedule: Option<crate::training_options::LrScheduleV1>,
+    /// Stop when the held-out loss stops improving, keeping the best adapter. Default: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_stopping: Option<crate::training_options::EarlyStoppingV1>,
+    /// Records longer than `max_seq_len`: `truncate_prompt_left` (default) or `reject`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncation: Option<crate::training_options::TruncationV1>,
+    /// Pack several records into each sequence of up to `max_seq_len` tokens; attention and loss stay within
+    /// each record. Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packing: Option<bool>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -198,6 +215,16 @@ pub struct LoraV1 {
     /// Default `all`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layers: Option<LayersV1>,
+    /// Scale by `alpha / sqrt(rank)` instead of `alpha / rank` (rsLoRA). Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_rslora: Option<bool>,
+    /// Module-name pattern -> rank, like PEFT's `rank_pattern`: `{q_proj: 8, model.layers.0.mlp.down_proj: 4}`.
+    /// Keys are regular expressions matched against the end of a module's name after a '.'.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rank_pattern: Option<std::collections::BTreeMap<String, usize>>,
+    /// Module-name pattern -> alpha, like PEFT's `alpha_pattern`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha_pattern: Option<std::collections::BTreeMap<String, f64>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -7,15 +7,8 @@ use super::{DatasetIssue, DatasetIssues, DatasetRecord, Example, tokenize_record
 use crate::EngineError;
 use crate::tokenizer::Tokenizer;
 
-/// What to do with a record longer than `max_seq_len` tokens.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum TruncationPolicy {
-    /// Drop tokens from the left of the prompt (the default); a completion that cannot fit is still an error.
-    #[default]
-    TruncatePromptLeft,
-    /// Refuse the record, naming its line.
-    Reject,
-}
+/// What to do with a record longer than `max_seq_len` tokens (the job's `TrainSpec::truncation`).
+pub use adapterci_core::training::TruncationPolicy;
 
 /// Tokenizes `records` like [`tokenize_records`], applying `policy` to over-long records.
 pub fn tokenize_records_with_policy(

@@ -115,14 +115,34 @@ impl TrainingModel {
 
     /// Final-normed hidden states `[B, T, hidden]` f32 for right-padded `input_ids` `[B, T]` from position 0.
     pub fn forward_hidden(&self, input_ids: &Tensor, lora: Option<&LoraWeights>) -> Tensor {
-        let seq_len = input_ids.size()[1];
-        let cos = self.rope_cos.narrow(0, 0, seq_len);
-        let sin = self.rope_sin.narrow(0, 0, seq_len);
+        self.forward_hidden_with(input_ids, None, None, lora)
+    }
+
+    /// [`TrainingModel::forward_hidden`] with per-token rotary positions `[B, T]` and a boolean attention mask
+    /// `[B, 1, T, T]` (packed rows); `None` for either means positions `0..T` and causal attention.
+    pub fn forward_hidden_with(
+        &self,
+        input_ids: &Tensor,
+        position_ids: Option<&Tensor>,
+        attention_mask: Option<&Tensor>,
+        lora: Option<&LoraWeights>,
+    ) -> Tensor {
+        let (batch, seq_len) = (input_ids.size()[0], input_ids.size()[1]);
+        let (cos, sin) = match position_ids {
+            None => (self.rope_cos.narrow(0, 0, seq_len), self.rope_sin.narrow(0, 0, seq_len)),
+            Some(positions) => {
+                let rows = |table: &Tensor| {
+                    let width = table.size()[1];
+                    table.index_select(0, &positions.reshape([-1])).view([batch, 1, seq_len, width])
+                };
+                (rows(&self.rope_cos), rows(&self.rope_sin))
+            }
+        };
         let mut x = Tensor::embedding(&self.embedding, input_ids, -1, false, false);
         for index in 0..self.layers.len() {
             let layer = &self.layers[index];
             let normed = self.rms_norm(&x, &layer.attn_norm);
-            let attention = self.attention(index, &normed, &cos, &sin, lora);
+            let attention = self.attention(index, &normed, &cos, &sin, attention_mask, lora);
             x = &x + attention;
             let normed = self.rms_norm(&x, &layer.ffn_norm);
             let gate = self.linear(index, LoraTarget::Gate, &normed, lora);
@@ -133,7 +153,15 @@ impl TrainingModel {
         self.rms_norm(&x, &self.final_norm)
     }
 
-    fn attention(&self, index: usize, x: &Tensor, cos: &Tensor, sin: &Tensor, lora: Option<&LoraWeights>) -> Tensor {
+    fn attention(
+        &self,
+        index: usize,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+        lora: Option<&LoraWeights>,
+    ) -> Tensor {
         let (batch, seq_len) = (x.size()[0], x.size()[1]);
         let (heads, kv_heads) = (self.config.num_heads as i64, self.config.num_kv_heads as i64);
         let head_dim = self.config.head_dim as i64;
@@ -144,7 +172,9 @@ impl TrainingModel {
         let q = apply_rope(&q, cos, sin);
         let k = apply_rope(&k, cos, sin);
         let scale = 1.0 / (head_dim as f64).sqrt();
-        let out = if seq_len == 1 {
+        let out = if let Some(mask) = mask {
+            Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, scale, true)
+        } else if seq_len == 1 {
             let group = heads / kv_heads;
             let q = q.reshape([batch, kv_heads, group, head_dim]);
             Tensor::scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, false, scale, false)
