@@ -4,6 +4,7 @@
 //! It talks to the world only through the ports of `adapterci-core`, so its tests run on in-memory fakes with
 //! no database, object store or libtorch.
 
+mod base_watch;
 mod dataset;
 mod error;
 mod models;
@@ -17,6 +18,7 @@ mod watch;
 mod webhook_trigger;
 pub mod webhooks;
 
+pub use base_watch::{RELEASE_RECOVERY_FILE, RELEASE_WEIGHTS_FILE, WatchedBaseModels};
 pub use error::ControllerError;
 pub use models::{BaseModels, ResolvedBase, StaticBaseModels};
 pub use rebase::RebaseOutcome;

@@ -20,6 +20,13 @@ pub struct ResolvedBase {
 /// Resolves a pipeline's base model reference.
 pub trait BaseModels: Send + Sync {
     fn resolve(&self, base: &BaseModelRef) -> Result<ResolvedBase, String>;
+
+    /// The base release `release` built from `base` (its weights, digest and recovery adapter), when this
+    /// catalog knows where it lies; `None` leaves a rebase run training on `base` itself, bound to the release
+    /// only in its lineage.
+    fn release(&self, _base: &ResolvedBase, _release: &Digest) -> Option<ResolvedBase> {
+        None
+    }
 }
 
 /// A fixed catalog of named models whose digests were computed once (at start-up). Paths not in the catalog

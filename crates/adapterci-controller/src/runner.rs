@@ -136,10 +136,34 @@ impl Controller {
         }
 
         self.set_stage(run, RunStage::InitialAdapter).await?;
-        let base = ports
+        let catalog_base = ports
             .base_models
             .resolve(&spec.base)
             .map_err(|reason| ControllerError::BaseModel { pipeline: spec.name.to_string(), reason })?;
+        // A rebase run trains on the base it was queued for, bound to that base's release (on the release itself
+        // when the catalog knows where it lies); if the catalog moved on meanwhile, the run fails rather than bind
+        // an adapter to a release of another base.
+        let (base, base_release_digest) = match &run.trigger {
+            Trigger::BaseModelChanged { base_model_digest, base_release_digest } => {
+                if *base_model_digest != catalog_base.digest {
+                    return Err(ControllerError::BaseModel {
+                        pipeline: spec.name.to_string(),
+                        reason: format!(
+                            "queued to retrain on base {base_model_digest}, but the catalog now has {}",
+                            catalog_base.digest
+                        ),
+                    }
+                    .into());
+                }
+                let base = ports.base_models.release(&catalog_base, base_release_digest).unwrap_or(catalog_base);
+                (base, Some(base_release_digest.clone()))
+            }
+            // a base release is its own release
+            _ => {
+                let release = catalog_base.recovery_adapter.as_ref().map(|_| catalog_base.digest.clone());
+                (catalog_base, release)
+            }
+        };
         // On a base release with a recovery adapter, the task adapter starts from it (the engine checks that
         // the adapter was trained for this release); otherwise from LoRA's standard initialisation.
         let (initial_adapter, initial) = match &base.recovery_adapter {
@@ -155,25 +179,6 @@ impl Controller {
                 (reference.clone(), Some(InitialAdapter { reference, safetensors: bytes }))
             }
             None => (InitialAdapterRef::StandardInit, None),
-        };
-        // A rebase run trains on the base it was queued for, bound to that base's release; if the catalog moved
-        // on meanwhile, the run fails rather than bind an adapter to a release of another base.
-        let base_release_digest = match &run.trigger {
-            Trigger::BaseModelChanged { base_model_digest, base_release_digest } => {
-                if *base_model_digest != base.digest {
-                    return Err(ControllerError::BaseModel {
-                        pipeline: spec.name.to_string(),
-                        reason: format!(
-                            "queued to retrain on base {base_model_digest}, but the catalog now has {}",
-                            base.digest
-                        ),
-                    }
-                    .into());
-                }
-                Some(base_release_digest.clone())
-            }
-            // a base release is its own release
-            _ => base.recovery_adapter.as_ref().map(|_| base.digest.clone()),
         };
 
         self.set_stage(run, RunStage::Train).await?;

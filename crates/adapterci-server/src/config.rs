@@ -64,6 +64,20 @@ pub struct ServerConfig {
     /// inside it joins one run.
     #[arg(long, default_value_t = 5000)]
     pub debounce_ms: u64,
+    /// How often the base-model watcher checks the catalog's model files, in milliseconds (0: never). A model
+    /// whose content changed is rebased: one base release is built from it, then every pipeline on it retrained.
+    #[arg(long, default_value_t = 30_000)]
+    pub base_watch_ms: u64,
+    /// Where base releases are written (one folder per release digest); default: `releases` in the data directory.
+    #[arg(long)]
+    pub releases_dir: Option<PathBuf>,
+    /// The base-release gate: the recovered release's perplexity may be at most this multiple of its source
+    /// model's, or nothing is retrained on it.
+    #[arg(long, default_value_t = 1.5)]
+    pub base_release_max_perplexity_ratio: f64,
+    /// Calibration and recovery budgets of base releases (embedding only; the engine's defaults otherwise).
+    #[arg(skip)]
+    pub base_release_options: Option<adapterci_engine::release_build::BuildOptions>,
 }
 
 fn parse_model(value: &str) -> Result<(String, PathBuf), String> {
@@ -105,6 +119,10 @@ impl ServerConfig {
         } else {
             self.models.clone()
         }
+    }
+
+    pub fn releases_dir(&self) -> PathBuf {
+        self.releases_dir.clone().unwrap_or_else(|| self.data_dir.join("releases"))
     }
 
     pub fn tick(&self) -> Duration {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use adapterci_controller::{
-    Controller, ControllerConfig, Ports, PublishListener, ResolvedBase, SchedulingConfig, StaticBaseModels,
+    Controller, ControllerConfig, Ports, PublishListener, ResolvedBase, SchedulingConfig, WatchedBaseModels,
 };
 use adapterci_core::Digest;
 use adapterci_core::ports::{AdapterVersionRecord, SystemClock};
@@ -19,6 +19,7 @@ use adapterci_worker::{Worker, WorkerConfig};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::base_release::EngineBaseReleaseBuilder;
 use crate::{AppState, ServerConfig, ServerError, ThreadExecutor, app};
 
 /// A started adapterd.
@@ -88,6 +89,47 @@ async fn digest_file(name: &str, path: PathBuf) -> Result<ResolvedBase, ServerEr
     Ok(ResolvedBase { name: name.to_string(), path, digest: Digest::of(&bytes), recovery_adapter })
 }
 
+/// The base-model watcher's loop: every `interval`, rebase the catalog models whose content changed (a build
+/// runs to its end before the next check; one that broke is tried again at the next check).
+async fn watch_base_models(
+    controller: Arc<Controller>,
+    catalog: Arc<WatchedBaseModels>,
+    builder: EngineBaseReleaseBuilder,
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                // a stop during a build drops it (its blocking thread's result is discarded)
+                let outcomes = tokio::select! {
+                    outcomes = controller.poll_base_models(&catalog, &builder) => outcomes,
+                    _ = shutdown.changed() => return,
+                };
+                for (model, outcome) in outcomes {
+                    match outcome {
+                        Ok(outcome) => tracing::info!(
+                            model,
+                            release = ?outcome.release_digest.map(|digest| digest.to_string()),
+                            gate_failure = ?outcome.gate_failure,
+                            retrains = outcome.runs.len(),
+                            "base model rebased"
+                        ),
+                        Err(error) => tracing::warn!(model, %error, "base model rebase failed"),
+                    }
+                }
+            }
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// Opens everything `config` names and starts serving.
 pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     std::fs::create_dir_all(&config.data_dir)
@@ -110,6 +152,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         catalog.push(base);
     }
     let served_base = catalog.first().cloned();
+    let model_paths = catalog.iter().map(|base| (base.name.clone(), base.path.clone())).collect();
+    let watched_models = Arc::new(WatchedBaseModels::new(catalog, Some(config.releases_dir())).await);
     let ports = Ports {
         scheduler: store.clone(),
         deliveries: store.clone(),
@@ -117,7 +161,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         registry: registry.clone(),
         datasets,
         executor: Arc::new(ThreadExecutor::new(Arc::new(EngineBackend::new(DeviceChoice::Auto)))),
-        base_models: Arc::new(StaticBaseModels::new(catalog)),
+        base_models: watched_models.clone(),
         clock: Arc::new(SystemClock),
     };
     let controller = Arc::new(Controller::new(
@@ -169,6 +213,22 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let mut tasks = Vec::new();
     if config.tick_ms > 0 {
         tasks.push(tokio::spawn(controller.clone().run_until(shutdown_receiver.clone())));
+    }
+    if config.base_watch_ms > 0 {
+        let builder = EngineBaseReleaseBuilder {
+            models: model_paths,
+            dir: config.releases_dir(),
+            options: config.base_release_options.clone().unwrap_or_default(),
+            max_perplexity_ratio: config.base_release_max_perplexity_ratio,
+            device: DeviceChoice::Auto,
+        };
+        tasks.push(tokio::spawn(watch_base_models(
+            controller.clone(),
+            watched_models,
+            builder,
+            Duration::from_millis(config.base_watch_ms),
+            shutdown_receiver.clone(),
+        )));
     }
     if let (Some(worker), true) = (&worker, config.refresh_secs > 0) {
         tasks.push(tokio::spawn(worker.clone().run_refresh_loop(shutdown_receiver.clone())));

@@ -1,0 +1,148 @@
+//! The base-model watcher end to end in adapterd with the engine's real base-release stage
+//! (`EngineBaseReleaseBuilder`: palettize, recovery adapter, perplexity gate) on the tiny model with tiny
+//! budgets: three pipelines on one base, a new model file installed under the catalog's path, and the watcher
+//! builds exactly one base release and retrains the three adapters on it, from its recovery adapter, each
+//! bound to the release in its lineage. SQLite, local files, libtorch on the CPU, the API over HTTP.
+//!
+//! adapterd runs on real time, so the test polls the API for explicit conditions with a generous deadline and
+//! asserts states, never durations.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use adapterci_api::{ApiClient, ApplyPipelineRequest, RunInfo, RunListQuery, RunState};
+use adapterci_controller::{RELEASE_RECOVERY_FILE, RELEASE_WEIGHTS_FILE};
+use adapterci_core::Digest;
+use adapterci_core::manifest::AdapterManifest;
+use adapterci_core::training::InitialAdapterRef;
+use adapterci_engine::allocate::Method;
+use adapterci_engine::calibrate::TeacherTextSpec;
+use adapterci_engine::recover::RecoverySpec;
+use adapterci_engine::release_build::BuildOptions;
+use adapterci_server::ServerConfig;
+
+const DEADLINE: Duration = Duration::from_secs(300);
+const POLL: Duration = Duration::from_millis(200);
+const PIPELINES: [&str; 3] = ["alpha", "beta", "gamma"];
+
+fn pipeline(name: &str) -> String {
+    format!(
+        "version: v1
+name: {name}
+base:
+  model: tiny
+dataset:
+  location: datasets/{name}/train.jsonl
+triggers:
+  - kind: manual
+training:
+  lora:
+    rank: 2
+    alpha: 4
+  steps: 2
+  batch_size: 2
+  max_seq_len: 32
+  seed: 1
+  eval_fraction: 0.2
+  max_eval_examples: 1
+  max_new_tokens: 2
+publish:
+  adapter: {name}
+"
+    )
+}
+
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(started.elapsed() < DEADLINE, "gave up waiting for {what}");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// A new model file renamed over the catalog's path, as an installer would.
+fn install_model(path: &Path, seed: u64) {
+    let staging = path.with_extension("staging.gguf");
+    adapterci_engine::tiny::write_tiny_model(&staging, seed).unwrap();
+    std::fs::rename(&staging, path).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_base_model_change_gives_one_release_and_three_adapters_retrained_on_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny.gguf");
+    install_model(&model, 3);
+    let mut config = ServerConfig::embedded(dir.path().join("data"), model.clone());
+    config.models = vec![("tiny".to_string(), model.clone())];
+    config.no_worker = true;
+    config.refresh_secs = 0;
+    config.tick_ms = 100;
+    config.base_watch_ms = 200;
+    config.threads = 1;
+    // the tiny model's random weights: the gate is opened wide, the budgets are the smallest that exercise
+    // every step (calibration, allocation, palettization, recovery)
+    config.base_release_max_perplexity_ratio = 100.0;
+    config.base_release_options = Some(BuildOptions {
+        method: Method { group_rows: 8, group_rows_2bit: 4, ..Method::default() },
+        teacher: TeacherTextSpec { sequences: 20, seq_len: 24, batch: 10, temperature: 1.0, seed: 1 },
+        recovery: RecoverySpec { steps: 4, batch: 2, ..RecoverySpec::default() },
+        ..BuildOptions::default()
+    });
+    let releases = config.releases_dir();
+    let server = adapterci_server::start(config).await.expect("adapterd starts");
+    let client = ApiClient::new(&server.url()).unwrap();
+    let dataset: String =
+        (0..10).map(|i| format!("{{\"prompt\": \"question {i}\", \"completion\": \"yes\"}}\n")).collect();
+    for name in PIPELINES {
+        client.apply_pipeline(&ApplyPipelineRequest { file: None, yaml: pipeline(name) }).await.unwrap();
+        client.push_dataset(&format!("datasets/{name}/train.jsonl"), dataset.clone().into_bytes()).await.unwrap();
+    }
+
+    install_model(&model, 7);
+    let new_digest = Digest::of(&std::fs::read(&model).unwrap());
+    let runs: Vec<RunInfo> = eventually("three rebase runs to end", || async {
+        let runs = client.list_runs(&RunListQuery { pipeline: None, limit: Some(100) }).await.unwrap();
+        (runs.len() >= 3 && runs.iter().all(|run| run.state.is_terminal())).then_some(runs)
+    })
+    .await;
+
+    let bundles: Vec<_> = std::fs::read_dir(&releases).unwrap().map(|entry| entry.unwrap().path()).collect();
+    assert_eq!(bundles.len(), 1, "exactly one base release: {bundles:?}");
+    let bundle = &bundles[0];
+    let release = Digest::of(&std::fs::read(bundle.join(RELEASE_WEIGHTS_FILE)).unwrap());
+    assert_eq!(bundle.file_name().unwrap().to_str().unwrap(), release.hex(), "the bundle is named by its digest");
+    let recovery = Digest::of(&std::fs::read(bundle.join(RELEASE_RECOVERY_FILE)).unwrap());
+
+    assert_eq!(runs.len(), 3, "one retrain per pipeline and nothing else: {runs:#?}");
+    let mut pipelines: Vec<&str> = runs.iter().map(|run| run.pipeline.as_str()).collect();
+    pipelines.sort();
+    assert_eq!(pipelines, PIPELINES);
+    for run in &runs {
+        assert_eq!(run.state, RunState::Succeeded, "{run:#?}");
+        assert_eq!(run.trigger["kind"], "base_model_changed", "{:#?}", run.trigger);
+        assert_eq!(run.trigger["base_model_digest"], new_digest.to_string());
+        assert_eq!(run.trigger["base_release_digest"], release.to_string());
+        let published = run.published.as_ref().expect("published");
+        let manifest = client.get_adapter_manifest(&run.pipeline, published.version).await.unwrap();
+        let manifest: AdapterManifest = serde_json::from_value(manifest).unwrap();
+        let lineage = &manifest.lineage;
+        assert_eq!(lineage.base_release_digest.as_ref(), Some(&release), "{}", run.pipeline);
+        assert_eq!(lineage.base_model_digest, release, "{} runs on the release", run.pipeline);
+        assert_eq!(
+            lineage.initial_adapter,
+            InitialAdapterRef::RecoveryAdapter { base_release: release.clone(), adapter: recovery.clone() },
+            "{} starts from the release's recovery adapter",
+            run.pipeline
+        );
+    }
+    server.shutdown().await;
+}
