@@ -65,6 +65,13 @@ pub enum Command {
     /// adapterci-base tool; `adapterctl base --help` lists its commands)
     #[command(disable_help_flag = true)]
     Base(BaseArgs),
+    /// Manage published adapters: channels (promote, rollback, pin), deprecation, lineage, diffs, garbage
+    /// collection
+    #[command(subcommand)]
+    Adapters(AdaptersCommand),
+    /// The metadata database: apply pending migrations or show which are applied (runs the adapterci-db tool)
+    #[command(subcommand)]
+    Db(DbCommand),
 }
 
 #[derive(Debug, Args)]
@@ -208,4 +215,97 @@ pub struct BaseArgs {
     /// analyze | palettize | recover | evaluate | release, and their options (see `adapterctl base --help`)
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
     pub args: Vec<String>,
+}
+
+/// The channel a command acts on when `--channel` is not given.
+pub const DEFAULT_CHANNEL: &str = "stable";
+
+#[derive(Debug, Subcommand)]
+pub enum AdaptersCommand {
+    /// List an adapter's channels and the versions they serve
+    Channels {
+        /// The adapter
+        name: String,
+    },
+    /// Point a channel at a version (the latest when no @VERSION is given)
+    Promote {
+        /// The adapter and the version to serve: NAME or NAME@VERSION
+        #[arg(value_name = "NAME[@VERSION]")]
+        adapter: AdapterRef,
+        /// The channel to move
+        #[arg(long, default_value = DEFAULT_CHANNEL)]
+        channel: String,
+        /// Allow the channel to move to a version trained for another base
+        #[arg(long)]
+        allow_base_change: bool,
+    },
+    /// Point a channel back at the version it served before, or at `--to VERSION`
+    Rollback {
+        /// The adapter
+        name: String,
+        /// The channel to move back
+        #[arg(long, default_value = DEFAULT_CHANNEL)]
+        channel: String,
+        /// Roll back to this version instead of the previous one
+        #[arg(long, value_name = "VERSION")]
+        to: Option<u64>,
+    },
+    /// Pin a channel to its version: promotions and rollbacks are refused until it is unpinned
+    Pin {
+        /// The adapter
+        name: String,
+        /// The channel to pin
+        #[arg(long, default_value = DEFAULT_CHANNEL)]
+        channel: String,
+        /// Unpin instead
+        #[arg(long)]
+        unpin: bool,
+    },
+    /// Mark a version deprecated: it can no longer be promoted or rolled back to
+    Deprecate {
+        /// The version: NAME@VERSION
+        #[arg(value_name = "NAME@VERSION")]
+        adapter: AdapterRef,
+        /// Lift the deprecation instead
+        #[arg(long)]
+        undo: bool,
+    },
+    /// Print a version's lineage as a tree: base model and release, initial adapter, parent versions,
+    /// datasets, pipeline, run, code version and eval
+    Lineage {
+        /// The adapter, optionally with a version (the latest by default)
+        #[arg(value_name = "NAME[@VERSION]")]
+        adapter: AdapterRef,
+    },
+    /// Show what changed between two versions: configuration, files, lineage (base, datasets, pipeline) and
+    /// eval metrics
+    Diff {
+        /// The first version: NAME@VERSION (NAME alone is the latest)
+        #[arg(value_name = "A")]
+        a: AdapterRef,
+        /// The second version: NAME@VERSION, or @VERSION for another version of the same adapter
+        #[arg(value_name = "B")]
+        b: String,
+    },
+    /// Delete registry blobs that no version references (mark and sweep; a publish in progress is safe)
+    Gc {
+        /// Keep unreferenced blobs younger than this many seconds
+        #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+        grace_secs: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Apply every pending migration
+    Migrate(DbArgs),
+    /// List every migration this build knows and whether the database has it
+    Status(DbArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DbArgs {
+    /// The database: sqlite://PATH?mode=rwc or postgres://USER:PASSWORD@HOST/DB
+    #[arg(long, value_name = "URL", env = env_vars::ADAPTERCI_DATABASE_URL, hide_env_values = true)]
+    pub database: String,
 }

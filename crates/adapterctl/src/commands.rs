@@ -6,6 +6,7 @@ mod dataset;
 mod describe;
 mod generate;
 mod get;
+pub mod registry;
 mod runs;
 
 use adapterci_api::ApiClient;
@@ -44,5 +45,7 @@ pub async fn run(cli: Cli, output: Output) -> Result<ExitStatus, CliError> {
         Command::Generate(args) => generate::generate(&context, &args).await,
         Command::Models => get::models(&context).await,
         Command::Base(args) => base::run(&args.args).await,
+        Command::Adapters(command) => registry::adapters(&context, command).await,
+        Command::Db(command) => registry::db(&context, command).await,
     }
 }

@@ -1,0 +1,111 @@
+//! `adapterctl adapters promote|rollback|pin|deprecate|channels|lineage|diff|gc` run in-process (the command code
+//! of the adapterctl crate, its ApiClient and real HTTP) against a started adapterd on SQLite and local files:
+//! each command's effect is read back from the server, and a user's mistakes (unknown adapter, version or
+//! channel, a pinned channel, another base) come back as errors that name them, with the CLI's exit statuses.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
+use std::path::Path;
+
+use adapterci_api::ApiClient;
+use adapterci_core::Digest;
+use adapterci_server::{RunningServer, ServerConfig};
+use adapterci_testkit::registry_conformance::publish_request;
+use adapterctl::cli::Cli;
+use adapterctl::exit::{CliError, ExitStatus};
+use adapterctl::output::{Output, OutputFormat};
+use clap::Parser;
+
+async fn start(dir: &Path) -> RunningServer {
+    let model = dir.join("tiny.gguf");
+    adapterci_engine::tiny::write_tiny_model(&model, 3).expect("tiny model written");
+    let mut config = ServerConfig::embedded(dir.join("data"), model.clone());
+    config.models = vec![("tiny".to_string(), model)];
+    config.tick_ms = 0;
+    config.refresh_secs = 0;
+    config.no_worker = true;
+    adapterci_server::start(config).await.expect("adapterd starts")
+}
+
+/// Runs `adapterctl --server URL ARGS...` as the binary would, printing JSON (captured by the test harness).
+async fn adapterctl(server: &RunningServer, args: &[&str]) -> Result<ExitStatus, CliError> {
+    let url = server.url();
+    let argv = ["adapterctl", "--server", &url, "-o", "json"].into_iter().chain(args.iter().copied());
+    let cli = Cli::try_parse_from(argv).unwrap_or_else(|err| panic!("{args:?} does not parse: {err}"));
+    adapterctl::commands::run(cli, Output::new(OutputFormat::Json, true)).await
+}
+
+async fn refused(server: &RunningServer, args: &[&str], status: ExitStatus, expect: &str) {
+    match adapterctl(server, args).await {
+        Err(err) => {
+            assert_eq!(err.status, status, "{args:?}: {err:?}");
+            assert!(err.message.contains(expect), "{args:?}: expected {expect:?} in {:?}", err.message);
+        }
+        Ok(status) => panic!("{args:?} succeeded with {status:?}"),
+    }
+}
+
+async fn stable(client: &ApiClient) -> (u64, bool) {
+    let channels = client.list_channels("support").await.unwrap();
+    let stable = channels.iter().find(|c| c.channel == "stable").expect("stable exists");
+    (stable.version, stable.pinned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adapterctl_manages_channels_and_versions_of_a_running_adapterd() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let client = ApiClient::new(&server.url()).unwrap();
+    let registry = &server.state.controller.ports().registry;
+    for seed in 1..=3u8 {
+        let mut request = publish_request("support", &[seed; 64]);
+        request.lineage.dataset_digests = vec![Digest::of(&[seed.min(2)])];
+        registry.publish(request).await.unwrap();
+    }
+    let mut other_base = publish_request("support", &[4; 64]);
+    other_base.lineage.base_model_digest = Digest::of(b"another base");
+    registry.publish(other_base).await.unwrap();
+
+    let ok = Ok(ExitStatus::Success);
+    assert_eq!(adapterctl(&server, &["adapters", "promote", "support@1"]).await, ok);
+    assert_eq!(adapterctl(&server, &["adapters", "promote", "support@3"]).await, ok);
+    assert_eq!(stable(&client).await, (3, false));
+    refused(&server, &["adapters", "promote", "support"], ExitStatus::Failure, "--allow-base-change").await;
+    assert_eq!(stable(&client).await, (3, false), "a refused promote changes nothing");
+
+    assert_eq!(adapterctl(&server, &["adapters", "rollback", "support"]).await, ok);
+    assert_eq!(stable(&client).await, (1, false), "one command rolls back to the version served before");
+    assert_eq!(adapterctl(&server, &["adapters", "rollback", "support", "--to", "3"]).await, ok);
+    assert_eq!(stable(&client).await, (3, false));
+
+    assert_eq!(adapterctl(&server, &["adapters", "pin", "support"]).await, ok);
+    assert_eq!(stable(&client).await, (3, true));
+    refused(&server, &["adapters", "promote", "support@2"], ExitStatus::Failure, "pinned to v3").await;
+    assert_eq!(adapterctl(&server, &["adapters", "pin", "support", "--unpin"]).await, ok);
+    assert_eq!(adapterctl(&server, &["adapters", "deprecate", "support@2"]).await, ok);
+    refused(&server, &["adapters", "promote", "support@2", "--channel", "canary"], ExitStatus::Failure, "deprecated")
+        .await;
+    assert_eq!(adapterctl(&server, &["adapters", "promote", "support@4", "--allow-base-change"]).await, ok);
+    assert_eq!(stable(&client).await, (4, false), "the base changes only when asked");
+
+    assert_eq!(adapterctl(&server, &["adapters", "channels", "support"]).await, ok);
+    assert_eq!(adapterctl(&server, &["adapters", "lineage", "support@3"]).await, ok);
+    assert_eq!(adapterctl(&server, &["adapters", "diff", "support@1", "@4"]).await, ok);
+    assert_eq!(adapterctl(&server, &["adapters", "gc", "--grace-secs", "0"]).await, ok);
+    for version in 1..=4 {
+        let manifest = client.get_adapter_manifest("support", version).await.expect("gc kept every version");
+        let digest = manifest["files"][0]["digest"].as_str().unwrap().to_string();
+        assert!(digest.starts_with("sha256:"));
+    }
+
+    // Mistakes are named, with "not found" (4) or usage (2) statuses.
+    refused(&server, &["adapters", "promote", "absent@1"], ExitStatus::NotFound, "absent").await;
+    refused(&server, &["adapters", "promote", "support@9"], ExitStatus::NotFound, "adapter support has no version 9")
+        .await;
+    refused(&server, &["adapters", "rollback", "support", "--channel", "nightly"], ExitStatus::NotFound, "nightly")
+        .await;
+    refused(&server, &["adapters", "lineage", "support@7"], ExitStatus::NotFound, "has no version 7").await;
+    refused(&server, &["adapters", "diff", "support@1", "other@2"], ExitStatus::NotFound, "other").await;
+    refused(&server, &["adapters", "deprecate", "support"], ExitStatus::Usage, "support@VERSION").await;
+    server.shutdown().await;
+}
