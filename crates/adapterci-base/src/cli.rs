@@ -114,6 +114,10 @@ pub struct RecoveryArgs {
     /// Text added to the teacher's for recovery (your own corpus)
     #[arg(long, value_name = "FILE")]
     pub corpus: Option<PathBuf>,
+    /// Share of the recovery sequences drawn from --corpus (it is repeated to reach it); default: each
+    /// corpus sequence once
+    #[arg(long, value_name = "FRACTION", requires = "corpus")]
+    pub corpus_share: Option<f64>,
     /// Checkpoint every N steps into --checkpoint-dir; a rerun with the same options resumes from it
     #[arg(long, default_value_t = 50)]
     pub checkpoint_every: usize,

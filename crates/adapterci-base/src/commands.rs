@@ -13,7 +13,9 @@ use adapterci_engine::device::{DeviceChoice, set_threads};
 use adapterci_engine::model::BaseModel;
 use adapterci_engine::recover::{RecoveryProgress, RecoverySpec, recover};
 use adapterci_engine::release::{BaseRelease, bind_recovery_adapter, check_recovery_adapter};
-use adapterci_engine::release_build::{BuildOptions, analyze, build_release, calibrate, palettize_model, release_file};
+use adapterci_engine::release_build::{
+    BuildOptions, analyze, build_release, calibrate, palettize_model, recovery_text, release_file,
+};
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -81,11 +83,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let student = release.to_llama(base.llama().device(), &args.release)?;
             let options = options(&args.common, Some(&args.recovery));
             let calibrated = calibrate(&base, &options, &mut note)?;
-            let mut sequences = calibrated.sequences;
-            if let Some(corpus) = &args.recovery.corpus {
-                let text = std::fs::read_to_string(corpus).with_context(|| format!("reading {}", corpus.display()))?;
-                sequences.extend(chunk_tokens(base.tokenizer(), &text, options.teacher.seq_len));
-            }
+            let corpus = read(&args.recovery.corpus)?;
+            let sequences = recovery_text(
+                &base,
+                &calibrated.sequences,
+                corpus.as_deref(),
+                options.teacher.seq_len,
+                options.user_corpus_share,
+            )?
+            .sequences;
             let bar = progress_bar(options.recovery.steps);
             let (lora, report) =
                 recover(base.llama(), &student, &sequences, &options.recovery, &mut |p| tick(&bar, p))?;
@@ -151,11 +157,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Release(args) => {
             let base = load_base(&args.common.model, args.common.device, args.common.threads)?;
             let options = options(&args.common, Some(&args.recovery));
-            let read = |p: &Option<std::path::PathBuf>| -> anyhow::Result<Option<String>> {
-                p.as_ref()
-                    .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display())))
-                    .transpose()
-            };
             let (eval_text, corpus) = (read(&args.eval_text)?, read(&args.recovery.corpus)?);
             let bar = progress_bar(options.recovery.steps);
             let built = build_release(&base, &options, eval_text.as_deref(), corpus.as_deref(), &mut note, &mut |p| {
@@ -228,6 +229,7 @@ fn options(common: &CommonArgs, recovery: Option<&RecoveryArgs>) -> BuildOptions
         compensate: !common.naive,
     };
     let defaults = RecoverySpec::default();
+    let user_corpus_share = recovery.and_then(|r| r.corpus_share);
     let recovery = match recovery {
         Some(r) => RecoverySpec {
             steps: r.steps,
@@ -254,7 +256,13 @@ fn options(common: &CommonArgs, recovery: Option<&RecoveryArgs>) -> BuildOptions
         sensitivity_sequences: common.sens_seqs,
         recovery,
         embedding_bits: common.embedding_bits,
+        user_corpus_share,
     }
+}
+
+/// The text of an optional file.
+fn read(path: &Option<std::path::PathBuf>) -> anyhow::Result<Option<String>> {
+    path.as_ref().map(|p| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))).transpose()
 }
 
 fn check_source(release: &BaseRelease, base: &BaseModel, path: &Path) -> anyhow::Result<()> {

@@ -33,6 +33,7 @@ use adapterci_engine::llama::Llama;
 use adapterci_engine::model::BaseModel;
 use adapterci_engine::palettize::{Calibration, PaletteSpec, palettize};
 use adapterci_engine::recover::{RecoveryReport, RecoverySpec, recover};
+use adapterci_engine::release_build::recovery_text;
 use anyhow::{Context, bail};
 use serde_json::json;
 use tch::Device;
@@ -88,28 +89,6 @@ impl Palettes {
         }
         Ok(student)
     }
-}
-
-/// Teacher text plus the user corpus, the user chunks repeated so that they are about `share` of the sequences
-/// (all of them once, in proportion to their count, when `share` is `None`).
-fn mix_corpora(teacher: &[Vec<u32>], user: &[Vec<u32>], share: Option<f64>) -> anyhow::Result<Vec<Vec<u32>>> {
-    let mut mixed = teacher.to_vec();
-    let repeats = match share {
-        None => 1,
-        Some(s) if (0.0..1.0).contains(&s) && !user.is_empty() => {
-            ((s / (1.0 - s)) * teacher.len() as f64 / user.len() as f64).round().max(1.0) as usize
-        }
-        Some(s) => bail!("--user-share {s}: use a fraction in [0, 1) with a non-empty user corpus"),
-    };
-    for _ in 0..repeats {
-        mixed.extend(user.iter().cloned());
-    }
-    log(&format!(
-        "recovery text: {} teacher sequences + {} user-corpus sequences x {repeats}",
-        teacher.len(),
-        user.len()
-    ));
-    Ok(mixed)
 }
 
 fn row(
@@ -178,12 +157,7 @@ fn main() -> anyhow::Result<()> {
     let eval = chunk_tokens(tokenizer, &eval_text, 256);
     log(&format!("eval: {} chunks of 256 tokens of held-out natural text ({eval_path})", eval.len()));
     let user_corpus = match args.values.get("user-corpus") {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
-            let chunks = chunk_tokens(tokenizer, &text, seq_len);
-            log(&format!("user corpus: {} chunks of {seq_len} tokens ({path})", chunks.len()));
-            Some(chunks)
-        }
+        Some(path) => Some(std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?),
         None => None,
     };
     let eval_batch = if teacher.device() == Device::Cpu { 2 } else { 12 };
@@ -335,7 +309,14 @@ fn main() -> anyhow::Result<()> {
             && let Some(user) = &user_corpus
         {
             let share: Option<f64> = args.values.get("user-share").map(|v| v.parse()).transpose()?;
-            corpora.push(("teacher text + user corpus", mix_corpora(&sequences, user, share)?));
+            let text = recovery_text(&base, &sequences, Some(user), seq_len, share)?;
+            log(&format!(
+                "recovery text: {} teacher sequences + {} user-corpus sequences x {}",
+                sequences.len(),
+                text.user,
+                text.repeats
+            ));
+            corpora.push(("teacher text + user corpus", text.sequences));
         }
         for (label, data) in corpora {
             let t0 = Instant::now();

@@ -29,6 +29,10 @@ pub struct BuildOptions {
     pub recovery: RecoverySpec,
     /// Palettize the tied embedding to this many bits (4 or 8); `None` stores it as fp16.
     pub embedding_bits: Option<u8>,
+    /// The share of recovery sequences drawn from the user corpus, when one is given (its sequences are
+    /// repeated to reach it); `None`: each user sequence once, beside all of the teacher's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_corpus_share: Option<f64>,
 }
 
 impl Default for BuildOptions {
@@ -40,6 +44,7 @@ impl Default for BuildOptions {
             sensitivity_sequences: 2,
             recovery: RecoverySpec::default(),
             embedding_bits: None,
+            user_corpus_share: None,
         }
     }
 }
@@ -194,12 +199,11 @@ pub fn build_release(
     if held_out.is_empty() {
         return Err(EngineError::InvalidConfig("the evaluation text is shorter than one 256-token chunk".into()));
     }
-    let mut train = train;
-    if let Some(corpus) = user_corpus {
-        let chunks = chunk_tokens(base.tokenizer(), corpus, seq_len);
-        progress(&format!("user corpus: {} sequences of {seq_len} tokens", chunks.len()));
-        train.extend(chunks);
+    let text = recovery_text(base, &train, user_corpus, seq_len, options.user_corpus_share)?;
+    if text.user > 0 {
+        progress(&format!("user corpus: {} sequences of {seq_len} tokens, {} times", text.user, text.repeats));
     }
+    let train = text.sequences;
     progress(&format!("recovery: rank {} on every linear operation, {} sequences", options.recovery.rank, train.len()));
     let (lora, recovery) = recover(base.llama(), &student, &train, &options.recovery, recovery_progress)?;
     let recovery_adapter = bind_recovery_adapter(&lora.to_safetensors()?, &release_digest)?;
@@ -227,6 +231,47 @@ pub fn build_release(
         analysis,
     };
     Ok(BuiltRelease { release, recovery_adapter, report })
+}
+
+/// The text a recovery adapter is trained on.
+#[derive(Clone, Debug)]
+pub struct RecoveryText {
+    pub sequences: Vec<Vec<u32>>,
+    /// Sequences of the user corpus (each repeated `repeats` times in `sequences`).
+    pub user: usize,
+    pub repeats: usize,
+}
+
+/// The teacher's sequences plus, when given, `user_corpus` cut into `seq_len`-token sequences, repeated so that
+/// they make up about `share` of the whole (each once when `share` is `None`).
+pub fn recovery_text(
+    base: &BaseModel,
+    teacher: &[Vec<u32>],
+    user_corpus: Option<&str>,
+    seq_len: usize,
+    share: Option<f64>,
+) -> Result<RecoveryText, EngineError> {
+    let mut sequences = teacher.to_vec();
+    let Some(corpus) = user_corpus else { return Ok(RecoveryText { sequences, user: 0, repeats: 0 }) };
+    let user = chunk_tokens(base.tokenizer(), corpus, seq_len);
+    if user.is_empty() {
+        return Err(EngineError::InvalidConfig(format!(
+            "the user corpus is shorter than one {seq_len}-token sequence"
+        )));
+    }
+    let repeats = match share {
+        None => 1,
+        Some(s) if (0.0..1.0).contains(&s) => {
+            ((s / (1.0 - s)) * teacher.len() as f64 / user.len() as f64).round().max(1.0) as usize
+        }
+        Some(s) => {
+            return Err(EngineError::InvalidConfig(format!("user corpus share {s}: use a fraction in [0, 1)")));
+        }
+    };
+    for _ in 0..repeats {
+        sequences.extend(user.iter().cloned());
+    }
+    Ok(RecoveryText { sequences, user: user.len(), repeats })
 }
 
 /// The release file of `base` palettized into `linear` (in [`linear_ops`] order) and, when given, `embedding`.

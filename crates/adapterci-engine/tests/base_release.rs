@@ -14,7 +14,7 @@ use adapterci_engine::model::BaseModel;
 use adapterci_engine::palettize::PalettizedTensor;
 use adapterci_engine::recover::{RecoverySpec, recover};
 use adapterci_engine::release::{BaseRelease, bind_recovery_adapter, check_recovery_adapter};
-use adapterci_engine::release_build::release_file;
+use adapterci_engine::release_build::{recovery_text, release_file};
 use adapterci_engine::tiny::write_tiny_model;
 use tch::Device;
 
@@ -277,4 +277,28 @@ fn release_format_v1_fixture_still_reads() {
     // and it still loads as a servable model
     let model = BaseModel::load(&path, DeviceChoice::Cpu).unwrap();
     assert!(model.name().contains("base release"));
+}
+
+#[test]
+fn the_user_corpus_is_repeated_to_its_share_of_the_recovery_text() {
+    let f = fixture();
+    let teacher = teacher_sequences(&f.base, 12);
+    let corpus = "The keeper wound the clock on Sundays and wrote the weather in the log. ".repeat(40);
+    let none = recovery_text(&f.base, &teacher, None, 16, Some(0.5)).unwrap();
+    assert_eq!((none.sequences.len(), none.user, none.repeats), (12, 0, 0));
+    let once = recovery_text(&f.base, &teacher, Some(&corpus), 16, None).unwrap();
+    assert!(once.user > 0);
+    assert_eq!((once.sequences.len(), once.repeats), (12 + once.user, 1));
+    assert!(once.sequences[12..].iter().all(|s| s.len() == 16));
+    // a share of 0.75 of 12 teacher sequences asks for ~36 user sequences: whole repeats of the corpus
+    let share = recovery_text(&f.base, &teacher, Some(&corpus), 16, Some(0.75)).unwrap();
+    let wanted = 36.0 / once.user as f64;
+    assert_eq!(share.repeats, wanted.round().max(1.0) as usize);
+    assert_eq!(share.sequences.len(), 12 + share.user * share.repeats);
+    for bad in [1.0, -0.1, f64::NAN] {
+        let err = recovery_text(&f.base, &teacher, Some(&corpus), 16, Some(bad)).unwrap_err().to_string();
+        assert!(err.contains("user corpus share"), "{err}");
+    }
+    let err = recovery_text(&f.base, &teacher, Some("too short"), 512, None).unwrap_err().to_string();
+    assert!(err.contains("shorter than one 512-token sequence"), "{err}");
 }
