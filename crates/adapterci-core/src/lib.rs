@@ -7,6 +7,7 @@ pub mod base_release;
 pub mod channels;
 pub mod digest;
 pub mod error;
+pub mod events;
 pub mod gate;
 pub mod gc;
 pub mod manifest;

@@ -19,3 +19,7 @@ pub const ADAPTERCI_THREADS: &str = "ADAPTERCI_THREADS";
 pub const ADAPTERCI_WEBHOOK_SECRET_PREFIX: &str = "ADAPTERCI_WEBHOOK_SECRET_";
 /// Log filter, as for `tracing_subscriber::EnvFilter` (e.g. `info,adapterci_controller=debug`).
 pub const ADAPTERCI_LOG: &str = "ADAPTERCI_LOG";
+/// Comma-separated URLs that receive outbound registry events (published, promoted, rolled back).
+pub const ADAPTERCI_EVENT_WEBHOOK_URLS: &str = "ADAPTERCI_EVENT_WEBHOOK_URLS";
+/// The HMAC-SHA256 key that signs outbound registry events (`X-Adapterci-Signature-256`).
+pub const ADAPTERCI_EVENT_WEBHOOK_SECRET: &str = "ADAPTERCI_EVENT_WEBHOOK_SECRET";

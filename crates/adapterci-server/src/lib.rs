@@ -7,6 +7,7 @@ pub mod base_release;
 pub mod config;
 pub mod env_vars;
 mod error;
+pub mod events;
 mod executor;
 mod routes;
 mod startup;

@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::base_release::EngineBaseReleaseBuilder;
+use crate::events::{DeliveryPolicy, EventNotifier, PublishEvents};
 use crate::{AppState, ServerConfig, ServerError, ThreadExecutor, app};
 
 /// A started adapterd.
@@ -143,6 +144,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     );
     let open = |url: String| open_object_store(&url).map_err(|source| ServerError::ObjectStore { url, source });
     let registry = Arc::new(ObjectStoreRegistry::new(open(config.registry_url())?, store.clone()));
+    let event_log: Arc<dyn adapterci_core::events::EventDeliveryLog> = store.clone();
     let datasets = Arc::new(ObjectStoreDatasetSource::new(open(config.datasets_url())?));
 
     let mut catalog = Vec::new();
@@ -189,6 +191,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     }
 
     let admin_registry = registry.clone();
+    let events = Arc::new(EventNotifier::new(event_log, Arc::new(SystemClock), DeliveryPolicy::default()));
+    crate::events::subscribers_from_env().into_iter().for_each(|subscriber| events.add_subscriber(subscriber));
+    controller.add_publish_listener(Arc::new(PublishEvents(events.clone())));
     let worker = match (config.no_worker, served_base) {
         (false, Some(base)) => {
             let worker = Worker::start(
@@ -233,7 +238,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     if let (Some(worker), true) = (&worker, config.refresh_secs > 0) {
         tasks.push(tokio::spawn(worker.clone().run_refresh_loop(shutdown_receiver.clone())));
     }
-    let state = AppState { controller, worker, registry: Some(admin_registry) };
+    let state = AppState { controller, worker, registry: Some(admin_registry), events: Some(events) };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Listen { addr: config.listen.to_string(), source })?;

@@ -13,4 +13,6 @@ pub struct AppState {
     pub worker: Option<Arc<Worker>>,
     /// The registry on its object store, for administration (garbage collection); `None` where there is none.
     pub registry: Option<Arc<adapterci_registry::ObjectStoreRegistry>>,
+    /// Outbound registry events (webhooks on publish, promote, rollback).
+    pub events: Option<Arc<crate::events::EventNotifier>>,
 }

@@ -1,7 +1,8 @@
 //! Registry administration over real HTTP to a started adapterd on the embedded defaults (SQLite, local files):
 //! promote, rollback (previous and named), pin, deprecate and the channel list through `ApiClient`, with the
 //! refusals a user meets (unknown adapter, version or channel, a bad channel name, a pinned channel, a deprecated
-//! version, a version bound to another base), and garbage collection that deletes an orphan blob only.
+//! version, a version bound to another base), garbage collection that deletes an orphan blob only, and the
+//! outbound events that promotions and rollbacks send to a local receiver.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
@@ -9,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use adapterci_api::{ApiClient, ApiError, ErrorCode, PromoteBody, RollbackBody};
 use adapterci_core::Digest;
+use adapterci_core::events::{RegistryEvent, RegistryEventKind};
+use adapterci_server::events::{EVENT_HEADER, EventSubscriber};
 use adapterci_server::{RunningServer, ServerConfig};
 use adapterci_testkit::registry_conformance::publish_request;
 
@@ -139,5 +142,62 @@ async fn garbage_collection_over_http_deletes_only_the_orphan() {
     for file in &resolved.expect("v1 is there").manifest.files {
         server.state.controller.ports().registry.fetch_blob(&file.digest).await.expect("referenced blobs survive");
     }
+    server.shutdown().await;
+}
+
+/// A local receiver answering 204 to every request; each request's event header and body arrive on the channel.
+async fn event_receiver() -> (String, tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)>) {
+    use axum::http::HeaderMap;
+    let (sender, requests) = tokio::sync::mpsc::unbounded_channel();
+    let app = axum::Router::new().route(
+        "/events",
+        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let sender = sender.clone();
+            async move {
+                let kind = headers.get(EVENT_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+                sender.send((kind, body.to_vec())).unwrap();
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/events", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, requests)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_and_rollback_over_http_send_signed_events_to_subscribers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _) = start(dir.path()).await;
+    let client = ApiClient::new(&server.url()).unwrap();
+    let (url, mut requests) = event_receiver().await;
+    let events = server.state.events.clone().expect("adapterd has an event notifier");
+    events.add_subscriber(EventSubscriber { url, secret: b"s".to_vec() });
+    publish(&server, 1, false).await;
+    publish(&server, 2, false).await;
+
+    client.promote("support", "stable", &promote_body(1)).await.unwrap();
+    client.promote("support", "stable", &promote_body(2)).await.unwrap();
+    client.rollback("support", "stable", &RollbackBody::default()).await.unwrap();
+    let mut received = Vec::new();
+    for _ in 0..3 {
+        let request = tokio::time::timeout(std::time::Duration::from_secs(60), requests.recv()).await;
+        let (kind, body) = request.expect("an event arrives").unwrap();
+        let event: RegistryEvent = serde_json::from_slice(&body).unwrap();
+        assert_eq!((event.adapter.as_str(), event.channel.as_deref()), ("support", Some("stable")));
+        received.push((kind, event.kind, event.version));
+    }
+    // Deliveries run in the background, so their order is not fixed.
+    let mut kinds: Vec<_> = received.iter().map(|(header, kind, version)| (header.as_str(), *kind, *version)).collect();
+    kinds.sort_by_key(|(header, _, version)| (*version, *header));
+    assert_eq!(
+        kinds,
+        [
+            ("promoted", RegistryEventKind::Promoted, 1),
+            ("rolled_back", RegistryEventKind::RolledBack, 1),
+            ("promoted", RegistryEventKind::Promoted, 2)
+        ]
+    );
     server.shutdown().await;
 }

@@ -12,6 +12,7 @@ mod convert;
 mod diagnostics;
 mod entity;
 mod error;
+mod event_attempts;
 pub mod failpoint;
 mod gc_guard;
 mod pipelines;

@@ -6,6 +6,7 @@ use adapterci_api::{
 };
 use adapterci_core::AdapterName;
 use adapterci_core::channels::{ChannelError, ChannelName, ChannelRecord, PromoteRequest, RollbackTarget};
+use adapterci_core::events::RegistryEventKind;
 use axum::Json;
 use axum::extract::{Path, State};
 
@@ -23,6 +24,15 @@ impl From<ChannelError> for AppError {
             ChannelError::Store(store) => return store.clone().into(),
         };
         AppError::new(code, error.to_string())
+    }
+}
+
+/// Sends the outbound event of a channel change to the subscribers (in the background).
+fn notify(state: &AppState, kind: RegistryEventKind, record: &ChannelRecord) {
+    if let Some(events) = &state.events {
+        let mut event = events.event(kind, record.adapter.as_str(), record.version);
+        event.channel = Some(record.channel.to_string());
+        events.notify(event);
     }
 }
 
@@ -77,6 +87,7 @@ pub(super) async fn promote(
     let request = PromoteRequest { adapter, channel, version: body.version, allow_base_change: body.allow_base_change };
     let record = state.controller.ports().store.promote(request).await?;
     tracing::info!(adapter = %record.adapter, channel = %record.channel, version = record.version, "promoted");
+    notify(&state, RegistryEventKind::Promoted, &record);
     Ok(Json(channel_info(record)))
 }
 
@@ -90,6 +101,7 @@ pub(super) async fn rollback(
     let target = body.version.map_or(RollbackTarget::Previous, RollbackTarget::Version);
     let record = state.controller.ports().store.rollback(&adapter, &channel, target).await?;
     tracing::info!(adapter = %record.adapter, channel = %record.channel, version = record.version, "rolled back");
+    notify(&state, RegistryEventKind::RolledBack, &record);
     Ok(Json(channel_info(record)))
 }
 

@@ -1,0 +1,72 @@
+//! Outbound registry events (a version published, a channel promoted or rolled back) and the port of their
+//! delivery log: every attempt to deliver an event to a subscriber's webhook is recorded, with its outcome, so
+//! an operator can see what was sent, what failed and why.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::ports::StoreError;
+
+/// What happened in the registry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegistryEventKind {
+    Published,
+    Promoted,
+    RolledBack,
+}
+
+impl RegistryEventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RegistryEventKind::Published => "published",
+            RegistryEventKind::Promoted => "promoted",
+            RegistryEventKind::RolledBack => "rolled_back",
+        }
+    }
+}
+
+/// One event as subscribers receive it (the JSON body of the webhook request).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryEvent {
+    /// Unique per event; the same across retries, so a receiver can drop a duplicate.
+    pub id: String,
+    pub kind: RegistryEventKind,
+    pub adapter: String,
+    pub version: u64,
+    /// The channel, for promotions and rollbacks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// The version's manifest digest, for publications.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_digest: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// One attempt to deliver an event to one endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventAttempt {
+    pub event_id: String,
+    pub kind: RegistryEventKind,
+    pub endpoint: String,
+    /// 1 for the first try.
+    pub attempt: u32,
+    /// The HTTP status the endpoint answered, if it answered.
+    pub status: Option<u16>,
+    /// Whether this attempt delivered the event (a 2xx answer).
+    pub delivered: bool,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// The log of outbound deliveries.
+#[async_trait]
+pub trait EventDeliveryLog: Send + Sync {
+    async fn record_attempt(&self, attempt: EventAttempt) -> Result<(), StoreError>;
+    /// The attempts for `event_id`, oldest first.
+    async fn attempts_of(&self, event_id: &str) -> Result<Vec<EventAttempt>, StoreError>;
+    /// The newest `limit` attempts of every event, newest first.
+    async fn recent_attempts(&self, limit: u64) -> Result<Vec<EventAttempt>, StoreError>;
+}

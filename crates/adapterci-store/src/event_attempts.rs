@@ -1,0 +1,98 @@
+//! `EventDeliveryLog` on `registry_event_attempts`: one row per attempt to deliver an outbound registry event.
+
+use adapterci_core::events::{EventAttempt, EventDeliveryLog, RegistryEventKind};
+use adapterci_core::ports::StoreError;
+use async_trait::async_trait;
+use sea_orm::ActiveValue::Set;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+
+use crate::SeaStore;
+use crate::convert::to_stored_time;
+use crate::error::backend;
+
+pub(crate) mod attempts {
+    //! The `registry_event_attempts` table.
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "registry_event_attempts")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i32,
+        pub event_id: String,
+        pub kind: String,
+        pub endpoint: String,
+        pub attempt: i32,
+        pub status: Option<i32>,
+        pub delivered: bool,
+        pub error: Option<String>,
+        pub at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+fn kind_of(text: &str) -> Result<RegistryEventKind, StoreError> {
+    match text {
+        "published" => Ok(RegistryEventKind::Published),
+        "promoted" => Ok(RegistryEventKind::Promoted),
+        "rolled_back" => Ok(RegistryEventKind::RolledBack),
+        other => Err(StoreError::Backend(format!("unknown event kind {other:?} in registry_event_attempts"))),
+    }
+}
+
+fn attempt_of(row: attempts::Model) -> Result<EventAttempt, StoreError> {
+    Ok(EventAttempt {
+        event_id: row.event_id,
+        kind: kind_of(&row.kind)?,
+        endpoint: row.endpoint,
+        attempt: u32::try_from(row.attempt).unwrap_or_default(),
+        status: row.status.and_then(|status| u16::try_from(status).ok()),
+        delivered: row.delivered,
+        error: row.error,
+        at: row.at,
+    })
+}
+
+#[async_trait]
+impl EventDeliveryLog for SeaStore {
+    async fn record_attempt(&self, attempt: EventAttempt) -> Result<(), StoreError> {
+        let context = format!("recording delivery attempt {} of event {}", attempt.attempt, attempt.event_id);
+        let row = attempts::ActiveModel {
+            event_id: Set(attempt.event_id),
+            kind: Set(attempt.kind.as_str().to_string()),
+            endpoint: Set(attempt.endpoint),
+            attempt: Set(i32::try_from(attempt.attempt).unwrap_or(i32::MAX)),
+            status: Set(attempt.status.map(i32::from)),
+            delivered: Set(attempt.delivered),
+            error: Set(attempt.error),
+            at: Set(to_stored_time(attempt.at)),
+            ..Default::default()
+        };
+        attempts::Entity::insert(row).exec_without_returning(&self.db).await.map_err(backend(context))?;
+        Ok(())
+    }
+
+    async fn attempts_of(&self, event_id: &str) -> Result<Vec<EventAttempt>, StoreError> {
+        let rows = attempts::Entity::find()
+            .filter(attempts::Column::EventId.eq(event_id))
+            .order_by_asc(attempts::Column::Id)
+            .all(&self.db)
+            .await
+            .map_err(backend(format!("reading the delivery attempts of event {event_id}")))?;
+        rows.into_iter().map(attempt_of).collect()
+    }
+
+    async fn recent_attempts(&self, limit: u64) -> Result<Vec<EventAttempt>, StoreError> {
+        let rows = attempts::Entity::find()
+            .order_by_desc(attempts::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await
+            .map_err(backend("reading recent event delivery attempts"))?;
+        rows.into_iter().map(attempt_of).collect()
+    }
+}
