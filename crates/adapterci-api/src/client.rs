@@ -13,7 +13,7 @@ use crate::error::{ApiError, ErrorBody, ErrorCode, ErrorPayload};
 use crate::{
     AdapterInfo, AdapterVersionInfo, ApplyPipelineRequest, ApplyPipelineResponse, ChatCompletionRequest,
     ChatCompletionResponse, CompletionRequest, CompletionResponse, DatasetPushResponse, HealthResponse, ModelList,
-    PipelineDetail, PipelineInfo, RunInfo, RunListQuery,
+    PipelineDetail, PipelineInfo, RunInfo, RunListQuery, RunLogsResponse,
 };
 
 /// How long to wait for a TCP connection before calling the server unreachable. There is no overall timeout:
@@ -120,6 +120,13 @@ impl ApiClient {
     /// it is. The request has no body.
     pub async fn cancel_run(&self, id: &str) -> Result<RunInfo, ApiError> {
         self.call(Method::POST, self.url(&["api", "v1", "runs", id, "cancel"]), Body::<()>::None).await
+    }
+
+    /// `GET /api/v1/runs/{id}/logs?offset=`: the run's captured training log from `offset` on.
+    pub async fn run_logs(&self, id: &str, offset: u64) -> Result<RunLogsResponse, ApiError> {
+        let mut url = self.url(&["api", "v1", "runs", id, "logs"]);
+        url.query_pairs_mut().append_pair("offset", &offset.to_string());
+        self.call(Method::GET, url, Body::<()>::None).await
     }
 
     /// `GET /api/v1/adapters`.

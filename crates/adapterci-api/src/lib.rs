@@ -35,7 +35,8 @@ pub use inference::{
 };
 pub use pipelines::{ApplyOutcome, ApplyPipelineRequest, ApplyPipelineResponse, PipelineDetail, PipelineInfo};
 pub use runs::{
-    EvalSample, GateReport, GateResult, PublishedInfo, RunInfo, RunListQuery, RunProgress, RunReport, RunState,
+    EvalSample, GateReport, GateResult, PublishedInfo, RunInfo, RunListQuery, RunLogsQuery, RunLogsResponse,
+    RunProgress, RunReport, RunState,
 };
 pub use system::HealthResponse;
 pub use webhooks::WebhookResponse;

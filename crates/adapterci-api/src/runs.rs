@@ -182,3 +182,22 @@ pub struct RunListQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
 }
+
+/// `GET /api/v1/runs/{id}/logs?offset=` query.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunLogsQuery {
+    /// Byte offset to read from; 0 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+}
+
+/// A part of a run's captured training log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunLogsResponse {
+    /// The log from the requested offset to its current end (invalid UTF-8 replaced).
+    pub text: String,
+    /// Where the next read starts.
+    pub next_offset: u64,
+    /// The run has ended: the log will not grow.
+    pub complete: bool,
+}

@@ -22,4 +22,7 @@ pub enum ControllerError {
     /// A stored pipeline no longer parses (written by another version of adapterci, or edited by hand).
     #[error("stored pipeline {name:?} revision {revision} is invalid: {reason}")]
     StoredPipeline { name: String, revision: u64, reason: String },
+    /// A run's captured log could not be read.
+    #[error("reading the run's log: {0}")]
+    Logs(String),
 }

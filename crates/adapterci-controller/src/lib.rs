@@ -7,6 +7,7 @@
 mod base_watch;
 mod dataset;
 mod error;
+mod launch;
 mod models;
 mod progress;
 mod rebase;

@@ -274,7 +274,12 @@ impl Controller {
             report,
             self.config().progress_write_interval,
         ));
-        let execution = self.ports().executor.execute(job, progress.clone());
+        let execution = async {
+            match self.launcher() {
+                Some(launcher) => launcher.launch(&run.id, job, progress.clone()).await,
+                None => self.ports().executor.execute(job, progress.clone()).await,
+            }
+        };
         let result = match timeout {
             // Dropping the execution stops the training, as a cancel does.
             Some(limit) => tokio::time::timeout(limit, execution).await.map_err(|_| RunFailure::TimedOut(limit)),

@@ -94,6 +94,8 @@ pub struct Controller {
     pub(crate) active_runs: Mutex<HashMap<String, watch::Sender<bool>>>,
     pub(crate) specs: SpecCache,
     pub(crate) webhook_secrets: WebhookSecrets,
+    /// Where training runs when not through `ports.executor` (a child process per run, with its log).
+    pub(crate) launcher: Mutex<Option<Arc<dyn adapterci_core::launcher::TrainingLauncher>>>,
 }
 
 impl Controller {
@@ -107,6 +109,7 @@ impl Controller {
             active_runs: Mutex::new(HashMap::new()),
             specs: SpecCache::default(),
             webhook_secrets: WebhookSecrets::default(),
+            launcher: Mutex::new(None),
         }
     }
 

@@ -10,6 +10,7 @@ pub mod error;
 pub mod events;
 pub mod gate;
 pub mod gc;
+pub mod launcher;
 pub mod manifest;
 pub mod names;
 pub mod ports;

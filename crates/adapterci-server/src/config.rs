@@ -78,6 +78,20 @@ pub struct ServerConfig {
     /// Calibration and recovery budgets of base releases (embedding only; the engine's defaults otherwise).
     #[arg(skip)]
     pub base_release_options: Option<adapterci_engine::release_build::BuildOptions>,
+    /// Where runs train: `process` (a child process per run, its log kept and streamable, killed on cancel) or
+    /// `thread` (inside adapterd).
+    #[arg(long, value_enum, default_value_t = ExecutorKind::Process)]
+    pub executor: ExecutorKind,
+    /// The program the process executor runs as `PROGRAM train-job DIR`; default: this adapterd.
+    #[arg(long)]
+    pub trainer: Option<PathBuf>,
+}
+
+/// Where runs train.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExecutorKind {
+    Process,
+    Thread,
 }
 
 fn parse_model(value: &str) -> Result<(String, PathBuf), String> {
@@ -95,6 +109,8 @@ impl ServerConfig {
         config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.data_dir = data_dir;
         config.default_model_path = model_path;
+        // embedded in another program, there is no adapterd binary to run as the trainer
+        config.executor = ExecutorKind::Thread;
         config
     }
 

@@ -97,7 +97,9 @@ impl From<ControllerError> for AppError {
             ControllerError::Store(store) => store.into(),
             ControllerError::Registry(registry) => registry.into(),
             ControllerError::Source(source) => source.into(),
-            ControllerError::StoredPipeline { .. } => AppError::new(ErrorCode::Internal, error.to_string()),
+            ControllerError::StoredPipeline { .. } | ControllerError::Logs(_) => {
+                AppError::new(ErrorCode::Internal, error.to_string())
+            }
         }
     }
 }
@@ -131,4 +133,6 @@ pub enum ServerError {
     DataDir { path: String, source: std::io::Error },
     #[error(transparent)]
     Worker(#[from] WorkerError),
+    #[error("cannot locate adapterd's own executable to run training jobs with (name one with --trainer): {0}")]
+    Trainer(std::io::Error),
 }

@@ -9,13 +9,16 @@ pub mod env_vars;
 mod error;
 pub mod events;
 mod executor;
+pub mod process_launcher;
 mod routes;
 mod startup;
 mod state;
+pub mod trainer;
 
 pub use config::ServerConfig;
 pub use error::{AppError, ServerError};
 pub use executor::ThreadExecutor;
+pub use process_launcher::ProcessLauncher;
 pub use routes::app;
 pub use startup::{RunningServer, start};
 pub use state::AppState;

@@ -7,6 +7,20 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    // `adapterd train-job DIR`: the child process the local executor runs one training job in
+    let mut args = std::env::args_os().skip(1);
+    if args.next().is_some_and(|first| first == adapterci_server::process_launcher::TRAIN_JOB_COMMAND) {
+        let filter = EnvFilter::try_from_env(env_vars::ADAPTERCI_LOG).unwrap_or_else(|_| EnvFilter::new("info"));
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+        if let Some(threads) = std::env::var(env_vars::ADAPTERCI_THREADS).ok().and_then(|t| t.parse().ok()) {
+            adapterci_engine::device::set_threads(threads);
+        }
+        let Some(dir) = args.next() else {
+            eprintln!("error: usage: adapterd train-job DIR");
+            return ExitCode::FAILURE;
+        };
+        return adapterci_server::trainer::run_job(std::path::Path::new(&dir));
+    }
     let config = ServerConfig::parse();
     let filter = EnvFilter::try_from_env(env_vars::ADAPTERCI_LOG).unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();

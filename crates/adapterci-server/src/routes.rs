@@ -26,6 +26,7 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         .route(routes::RUNS, get(runs::list))
         .route(routes::RUN, get(runs::get_one))
         .route(routes::RUN_CANCEL, post(runs::cancel))
+        .route(routes::RUN_LOGS, get(runs::logs))
         .route(routes::WEBHOOK, post(webhooks::receive))
         .route(routes::ADAPTERS, get(adapters::list))
         .route(routes::ADAPTER_VERSIONS, get(adapters::versions))

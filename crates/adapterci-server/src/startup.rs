@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 
 use crate::base_release::EngineBaseReleaseBuilder;
 use crate::events::{DeliveryPolicy, EventNotifier, PublishEvents};
-use crate::{AppState, ServerConfig, ServerError, ThreadExecutor, app};
+use crate::{AppState, ProcessLauncher, ServerConfig, ServerError, ThreadExecutor, app};
 
 /// A started adapterd.
 pub struct RunningServer {
@@ -180,6 +180,16 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             ..ControllerConfig::default()
         },
     ));
+
+    if config.executor == crate::config::ExecutorKind::Process {
+        let program = match &config.trainer {
+            Some(program) => program.clone(),
+            None => std::env::current_exe().map_err(ServerError::Trainer)?,
+        };
+        let launcher = ProcessLauncher::adapterd(program, &config.data_dir, config.threads);
+        tracing::info!(trainer = %launcher.program.display(), logs = %launcher.logs_dir.display(), "runs train in child processes");
+        controller.set_launcher(Arc::new(launcher));
+    }
 
     for (key, value) in std::env::vars() {
         if let Some(name) = key.strip_prefix(crate::env_vars::ADAPTERCI_WEBHOOK_SECRET_PREFIX) {

@@ -1,6 +1,7 @@
 //! adapterd killed with SIGKILL in the middle of a run, then started again on the same data directory: the new
 //! process takes the run over once the dead one's lease expires, completes it, and exactly one version is
-//! published. Real processes, SQLite, local files, libtorch training of a tiny model and HTTP.
+//! published; the killed adapterd's trainer child exits by itself. Real processes, SQLite, local files, libtorch
+//! training of a tiny model and HTTP.
 //!
 //! Waiting on another process cannot be made deterministic: the test polls adapterd's API with a deadline, and
 //! asserts only on states, never on how long they took.
@@ -111,6 +112,10 @@ async fn a_run_interrupted_by_kill_9_completes_after_a_restart_with_one_version(
     .await;
     first.kill().unwrap(); // SIGKILL: no shutdown, no cleanup, the lease is left behind
     first.wait().unwrap();
+    // its training ran in a child process (the default executor), which notices and exits: no orphan trains on
+    let log = std::fs::read_to_string(dir.path().join("data/logs").join(format!("{}.log", run.id))).unwrap();
+    let trainer: u32 = log.lines().find_map(|line| line.strip_prefix("trainer pid ")).unwrap().trim().parse().unwrap();
+    eventually("the orphaned trainer to exit", || async { ended(trainer).then_some(()) }).await;
 
     let (mut second, url) = start_adapterd(dir.path(), &model);
     let client = ApiClient::new(&url).unwrap();
@@ -136,4 +141,12 @@ async fn client_versions(dir: &Path, model: &Path) -> Vec<u64> {
     third.kill().unwrap();
     third.wait().unwrap();
     versions
+}
+
+/// Whether process `pid` has ended (gone, or a zombie waiting to be reaped).
+fn ended(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
 }

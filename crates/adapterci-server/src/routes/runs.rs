@@ -1,6 +1,6 @@
-//! Run endpoints: list, show and cancel.
+//! Run endpoints: list, show, cancel and the training log.
 
-use adapterci_api::{RunInfo, RunListQuery};
+use adapterci_api::{RunInfo, RunListQuery, RunLogsQuery, RunLogsResponse};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 
@@ -36,4 +36,32 @@ pub(super) async fn get_one(State(state): State<AppState>, Path(id): Path<String
 pub(super) async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<RunInfo>, AppError> {
     let run = state.controller.cancel(&id).await?;
     Ok(Json(run_info(run)))
+}
+
+/// The run's captured training log from `offset` on (404 when no log was captured: the run has not trained yet,
+/// or trained inside adapterd with the thread executor).
+pub(super) async fn logs(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<RunLogsQuery>,
+) -> Result<Json<RunLogsResponse>, AppError> {
+    let offset = query.offset.unwrap_or(0);
+    // read the state first: a run seen ended has its whole log on disk by now
+    let run = state
+        .controller
+        .ports()
+        .store
+        .get_run(&id)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("run {id:?} does not exist")))?;
+    let chunk = state.controller.run_logs(&id, offset).await?.ok_or_else(|| {
+        AppError::not_found(format!(
+            "run {id:?} has no captured log (it has not started training, or trained inside adapterd)"
+        ))
+    })?;
+    Ok(Json(RunLogsResponse {
+        text: String::from_utf8_lossy(&chunk.bytes).into_owned(),
+        next_offset: chunk.next_offset,
+        complete: run.state.is_terminal(),
+    }))
 }

@@ -1,0 +1,271 @@
+//! The local process executor with real child processes: adapterd's own `train-job` mode trains the tiny model
+//! and hands back the adapter with its progress; a trainer that crashes fails the job naming its exit status,
+//! with its stderr in the run's log; dropping a launch (what a cancel does) kills the child. Through adapterd
+//! over HTTP: a run trains in a child process and its log is served; a cancel stops the child; a trainer that
+//! cannot run puts its exit status on the run.
+//!
+//! Waiting on other processes cannot be made deterministic: the tests poll for explicit conditions with a
+//! generous deadline and assert states, never durations.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use adapterci_api::{ApiClient, ApplyPipelineRequest, RunState};
+use adapterci_core::Digest;
+use adapterci_core::launcher::TrainingLauncher;
+use adapterci_core::training::{LoraSpec, ProgressSink, StepProgress, TrainJob, TrainSpec, TrainingFailure};
+use adapterci_server::config::ExecutorKind;
+use adapterci_server::{ProcessLauncher, ServerConfig};
+
+const DEADLINE: Duration = Duration::from_secs(240);
+const POLL: Duration = Duration::from_millis(100);
+
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(started.elapsed() < DEADLINE, "gave up waiting for {what}");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+fn dataset() -> Vec<u8> {
+    (0..10)
+        .map(|i| format!("{{\"prompt\": \"question {i}\", \"completion\": \"yes\"}}\n"))
+        .collect::<String>()
+        .into_bytes()
+}
+
+fn tiny_job(dir: &Path, steps: usize) -> TrainJob {
+    let model = dir.join("tiny.gguf");
+    adapterci_engine::tiny::write_tiny_model(&model, 3).unwrap();
+    let dataset = dataset();
+    TrainJob {
+        base_model_digest: Digest::of(&std::fs::read(&model).unwrap()),
+        base_model_path: model,
+        dataset_digest: Digest::of(&dataset),
+        dataset,
+        lora: LoraSpec { rank: 2, alpha: 4.0, ..LoraSpec::default() },
+        train: TrainSpec {
+            steps,
+            batch_size: 2,
+            max_seq_len: 32,
+            eval_fraction: 0.2,
+            max_eval_examples: 1,
+            max_new_tokens: 2,
+            ..TrainSpec::default()
+        },
+        initial_adapter: None,
+    }
+}
+
+fn launcher(dir: &Path, program: &str, args: &[&str]) -> ProcessLauncher {
+    ProcessLauncher {
+        program: PathBuf::from(program),
+        args: args.iter().map(|arg| arg.to_string()).collect(),
+        env: vec![("ADAPTERCI_THREADS".to_string(), "1".to_string())],
+        work_dir: dir.join("jobs"),
+        logs_dir: dir.join("logs"),
+    }
+}
+
+#[derive(Default)]
+struct CountingProgress(AtomicUsize);
+
+impl ProgressSink for CountingProgress {
+    fn on_step(&self, _: &StepProgress) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+    fn on_message(&self, _: &str) {}
+}
+
+async fn log_text(launcher: &ProcessLauncher, run: &str) -> String {
+    let chunk = launcher.logs(run, 0).await.unwrap().expect("a log");
+    String::from_utf8(chunk.bytes).unwrap()
+}
+
+/// Whether process `pid` has ended (gone, or a zombie waiting to be reaped).
+fn ended(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adapterd_trains_a_job_in_a_child_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let launcher = launcher(dir.path(), env!("CARGO_BIN_EXE_adapterd"), &["train-job"]);
+    let progress = Arc::new(CountingProgress::default());
+    let output = launcher.launch("run-1", tiny_job(dir.path(), 3), progress.clone()).await.unwrap();
+    assert!(!output.adapter_safetensors.is_empty());
+    assert_eq!(output.adapter_config.rank, 2);
+    assert!(output.metrics.contains_key("eval_loss"), "{:?}", output.metrics);
+    assert_eq!(progress.0.load(Ordering::SeqCst), 3, "every step's progress came back");
+    let log = log_text(&launcher, "run-1").await;
+    assert!(log.contains("training on") && log.contains("adapter written"), "{log}");
+    assert!(log.contains("trainer process exited with status 0"), "{log}");
+    assert!(!dir.path().join("jobs/run-1").exists(), "the job directory is removed");
+    let tail = launcher.logs("run-1", log.len() as u64 - 10).await.unwrap().unwrap();
+    assert_eq!(tail.bytes.len(), 10);
+    assert_eq!(tail.next_offset, log.len() as u64);
+    assert!(launcher.logs("never-ran", 0).await.unwrap().is_none());
+    assert!(launcher.logs("../escape", 0).await.is_err(), "a run id is a plain name");
+}
+
+#[tokio::test]
+async fn a_crashed_trainer_fails_the_job_with_its_exit_status_and_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let crash = launcher(dir.path(), "/bin/sh", &["-c", "echo 'loading the model' >&2; exit 3", "sh"]);
+    let failure = crash.launch("run-2", tiny_job(dir.path(), 1), Arc::new(CountingProgress::default())).await;
+    match failure {
+        Err(TrainingFailure::Backend(message)) => {
+            assert!(message.contains("the trainer process exited with status 3"), "{message}")
+        }
+        other => panic!("expected a backend failure, got {other:?}"),
+    }
+    let log = log_text(&crash, "run-2").await;
+    assert!(log.contains("loading the model") && log.contains("exited with status 3"), "{log}");
+
+    let killed = launcher(dir.path(), "/bin/sh", &["-c", "kill -9 $$", "sh"]);
+    let failure = killed.launch("run-3", tiny_job(dir.path(), 1), Arc::new(CountingProgress::default())).await;
+    assert!(
+        matches!(&failure, Err(TrainingFailure::Backend(message)) if message.contains("was killed by signal 9")),
+        "{failure:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_launch_kills_the_child() {
+    let dir = tempfile::tempdir().unwrap();
+    let sleeper =
+        Arc::new(launcher(dir.path(), "/bin/sh", &["-c", "echo $$ > \"$1/../sleeper.pid\"; exec sleep 600", "sh"]));
+    let job = tiny_job(dir.path(), 1);
+    let task = {
+        let sleeper = sleeper.clone();
+        tokio::spawn(async move { sleeper.launch("run-4", job, Arc::new(CountingProgress::default())).await })
+    };
+    let pid_file = dir.path().join("jobs/sleeper.pid");
+    let pid: u32 = eventually("the child to start", || async {
+        std::fs::read_to_string(&pid_file).ok().and_then(|pid| pid.trim().parse().ok())
+    })
+    .await;
+    assert!(!ended(pid), "the child runs");
+    task.abort();
+    let _ = task.await;
+    eventually("the child to be killed", || async { ended(pid).then_some(()) }).await;
+    let log = log_text(&sleeper, "run-4").await;
+    assert!(log.contains(&format!("trainer process {pid} stopped")), "{log}");
+}
+
+fn pipeline(steps: usize) -> String {
+    format!(
+        "version: v1
+name: child
+base:
+  model: tiny
+dataset:
+  location: datasets/child/train.jsonl
+triggers:
+  - kind: manual
+training:
+  lora:
+    rank: 2
+    alpha: 4
+  steps: {steps}
+  batch_size: 2
+  max_seq_len: 32
+  eval_fraction: 0.2
+  max_eval_examples: 1
+  max_new_tokens: 2
+publish:
+  adapter: child
+"
+    )
+}
+
+async fn start(dir: &Path, trainer: &str, steps: usize) -> (adapterci_server::RunningServer, ApiClient) {
+    let model = dir.join("tiny.gguf");
+    adapterci_engine::tiny::write_tiny_model(&model, 3).unwrap();
+    let mut config = ServerConfig::embedded(dir.join("data"), model.clone());
+    config.models = vec![("tiny".to_string(), model)];
+    config.no_worker = true;
+    config.refresh_secs = 0;
+    config.tick_ms = 100;
+    config.threads = 1;
+    config.executor = ExecutorKind::Process;
+    config.trainer = Some(PathBuf::from(trainer));
+    let server = adapterci_server::start(config).await.expect("adapterd starts");
+    let client = ApiClient::new(&server.url()).unwrap();
+    client.apply_pipeline(&ApplyPipelineRequest { file: None, yaml: pipeline(steps) }).await.unwrap();
+    client.push_dataset("datasets/child/train.jsonl", dataset()).await.unwrap();
+    (server, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adapterd_runs_train_in_child_processes_with_logs_and_cancel() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, client) = start(dir.path(), env!("CARGO_BIN_EXE_adapterd"), 3).await;
+
+    let run = client.trigger_pipeline("child").await.unwrap();
+    let done = eventually("the run to end", || async {
+        client.get_run(&run.id).await.ok().filter(|info| info.state.is_terminal())
+    })
+    .await;
+    assert_eq!(done.state, RunState::Succeeded, "{done:#?}");
+    let logs = client.run_logs(&run.id, 0).await.unwrap();
+    assert!(logs.complete);
+    assert!(logs.text.contains("training on") && logs.text.contains("exited with status 0"), "{}", logs.text);
+    let again = client.run_logs(&run.id, logs.next_offset).await.unwrap();
+    assert_eq!((again.text.as_str(), again.next_offset), ("", logs.next_offset), "nothing after the end");
+
+    // a long run, cancelled while its child trains: the child is killed
+    let long = pipeline(100_000);
+    client.apply_pipeline(&ApplyPipelineRequest { file: None, yaml: long }).await.unwrap();
+    let run = client.trigger_pipeline("child").await.unwrap();
+    let pid: u32 = eventually("the child to train", || async {
+        let logs = client.run_logs(&run.id, 0).await.ok()?;
+        let pid = logs.text.lines().find_map(|line| line.strip_prefix("trainer pid "))?.trim().parse().ok()?;
+        logs.text.contains("step ").then_some(pid)
+    })
+    .await;
+    assert!(!ended(pid));
+    let cancelled = client.cancel_run(&run.id).await.unwrap();
+    assert!(matches!(cancelled.state, RunState::Cancelled | RunState::Running), "{cancelled:#?}");
+    eventually("the child to be killed", || async { ended(pid).then_some(()) }).await;
+    let info = eventually("the run to be cancelled", || async {
+        client.get_run(&run.id).await.ok().filter(|info| info.state.is_terminal())
+    })
+    .await;
+    assert_eq!(info.state, RunState::Cancelled, "{info:#?}");
+    let logs = client.run_logs(&run.id, 0).await.unwrap();
+    assert!(logs.text.contains(&format!("trainer process {pid} stopped")), "{}", logs.text);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trainer_that_fails_to_run_puts_its_exit_status_on_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    // `/bin/false train-job DIR` exits with status 1 at once, as a trainer that crashes on start
+    let (server, client) = start(dir.path(), "/bin/false", 1).await;
+    let run = client.trigger_pipeline("child").await.unwrap();
+    let info = eventually("the first attempt to fail", || async {
+        client.get_run(&run.id).await.ok().filter(|info| info.error.as_deref().is_some_and(|e| e.contains("trainer")))
+    })
+    .await;
+    let error = info.error.unwrap();
+    assert!(error.contains("the trainer process exited with status 1"), "{error}");
+    let logs = client.run_logs(&run.id, 0).await.unwrap();
+    assert!(logs.text.contains("trainer process exited with status 1"), "{}", logs.text);
+    server.shutdown().await;
+}
