@@ -19,7 +19,6 @@ use std::time::Instant;
 
 use adapterci_core::training::{AdapterConfig, LoraTarget, ProgressSink, StepProgress, TrainSpec};
 use adapterci_engine::calibrate::TeacherTextSpec;
-use adapterci_engine::dataset::{Example, parse_jsonl, tokenize_records};
 use adapterci_engine::device::DeviceChoice;
 use adapterci_engine::eval::{evaluate, pad_token_id};
 use adapterci_engine::lora::LoraWeights;
@@ -39,6 +38,10 @@ const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 /// The demo pipeline's gates (pipelines/ticket-format.yaml).
 const GATE_EXACT_MATCH: f64 = 0.8;
 const GATE_EVAL_LOSS: f64 = 1.0;
+
+#[path = "support/data.rs"]
+mod data;
+use data::load_examples;
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse(&[])?;
@@ -221,12 +224,6 @@ fn main() -> anyhow::Result<()> {
     println!("{md}");
     log(&format!("done in {:.0}s", started.elapsed().as_secs_f64()));
     Ok(())
-}
-
-fn load_examples(path: &str, model: &BaseModel, max_seq_len: usize) -> anyhow::Result<Vec<Example>> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {path}"))?;
-    let dataset = parse_jsonl(&bytes)?;
-    Ok(tokenize_records(&dataset.records, model.tokenizer(), max_seq_len)?)
 }
 
 /// Training progress is not printed: each budget's result is.

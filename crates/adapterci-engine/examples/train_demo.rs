@@ -16,7 +16,6 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use adapterci_core::training::{AdapterConfig, LoraTarget, ProgressSink, StepProgress, TrainSpec};
-use adapterci_engine::dataset::{Example, parse_jsonl, tokenize_records};
 use adapterci_engine::device::DeviceChoice;
 use adapterci_engine::eval::{EvalOutcome, evaluate, pad_token_id};
 use adapterci_engine::lora::LoraWeights;
@@ -94,12 +93,6 @@ fn parse_targets(list: &str) -> anyhow::Result<Vec<LoraTarget>> {
         .collect()
 }
 
-fn load(path: &str, model: &BaseModel, max_seq_len: usize) -> anyhow::Result<Vec<Example>> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {path}"))?;
-    let dataset = parse_jsonl(&bytes)?;
-    Ok(tokenize_records(&dataset.records, model.tokenizer(), max_seq_len)?)
-}
-
 /// Prints every tenth step.
 struct PrintEveryTenSteps;
 
@@ -126,14 +119,18 @@ fn report(label: &str, outcome: &EvalOutcome, seconds: f64) {
     );
 }
 
+#[path = "support/data.rs"]
+mod data;
+use data::load_examples;
+
 fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     tch::set_num_threads(args.threads);
     let started = Instant::now();
     let model = BaseModel::load(&args.model, DeviceChoice::Cpu)?;
     eprintln!("loaded {} in {:.1} s", args.model.display(), started.elapsed().as_secs_f64());
-    let train = load(&format!("{DATA_DIR}/train.jsonl"), &model, args.spec.max_seq_len)?;
-    let holdout = load(&format!("{DATA_DIR}/holdout.jsonl"), &model, args.spec.max_seq_len)?;
+    let train = load_examples(&format!("{DATA_DIR}/train.jsonl"), &model, args.spec.max_seq_len)?;
+    let holdout = load_examples(&format!("{DATA_DIR}/holdout.jsonl"), &model, args.spec.max_seq_len)?;
     let num_layers = model.config().num_layers;
     let layers: Vec<usize> =
         (num_layers - args.last_layers.unwrap_or(num_layers).min(num_layers)..num_layers).collect();
