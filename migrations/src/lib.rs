@@ -13,6 +13,7 @@ mod m20261126_000101_create_adapter_channels;
 mod m20261126_000102_create_registry_gc_guard;
 mod m20261126_000201_create_run_schedules;
 mod m20261126_000202_create_webhook_deliveries;
+mod m20261126_000301_create_run_step_metrics;
 mod m20261126_000401_create_registry_event_attempts;
 
 pub use sea_orm_migration::{MigrationStatus, MigratorTrait};
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000102_create_registry_gc_guard::Migration),
             Box::new(m20261126_000201_create_run_schedules::Migration),
             Box::new(m20261126_000202_create_webhook_deliveries::Migration),
+            Box::new(m20261126_000301_create_run_step_metrics::Migration),
             Box::new(m20261126_000401_create_registry_event_attempts::Migration),
         ]
     }

@@ -1,6 +1,7 @@
 //! [`ApiClient`]: one async method per adapterd endpoint, over reqwest.
 
 mod registry;
+mod run_metrics;
 
 use std::error::Error as _;
 use std::time::Duration;

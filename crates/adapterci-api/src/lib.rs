@@ -17,6 +17,7 @@ pub mod error;
 pub mod inference;
 pub mod pipelines;
 pub mod routes;
+pub mod run_metrics;
 pub mod runs;
 pub mod system;
 pub mod webhooks;
@@ -34,6 +35,7 @@ pub use inference::{
     Stop, Usage,
 };
 pub use pipelines::{ApplyOutcome, ApplyPipelineRequest, ApplyPipelineResponse, PipelineDetail, PipelineInfo};
+pub use run_metrics::{RunMetricsResponse, StepMetricInfo, StepMetricsSource};
 pub use runs::{
     EvalSample, GateReport, GateResult, PublishedInfo, RunInfo, RunListQuery, RunLogsQuery, RunLogsResponse,
     RunProgress, RunReport, RunState,

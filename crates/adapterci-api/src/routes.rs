@@ -10,6 +10,8 @@ pub const RUN: &str = "/api/v1/runs/{id}";
 pub const RUN_CANCEL: &str = "/api/v1/runs/{id}/cancel";
 /// A run's captured training log from `?offset=` on (runs trained in child processes).
 pub const RUN_LOGS: &str = "/api/v1/runs/{id}/logs";
+/// Per-step training metrics of a run.
+pub const RUN_METRICS: &str = "/api/v1/runs/{id}/metrics";
 /// Webhook deliveries for the pipelines whose `webhook` trigger names the secret `name`.
 pub const WEBHOOK: &str = "/api/v1/webhooks/{name}";
 pub const ADAPTERS: &str = "/api/v1/adapters";

@@ -227,3 +227,16 @@ fn errors() {
         assert_eq!(body.error.code, ErrorCode::Other("quota_exceeded".into()));
     });
 }
+
+#[test]
+fn run_metrics() {
+    check("run_metrics.json", |metrics: RunMetricsResponse| {
+        assert_eq!((metrics.run_id.as_str(), metrics.source), ("r-0192", StepMetricsSource::Steps));
+        assert_eq!(metrics.steps[0].tokens_per_second(), Some(256.0));
+        assert_eq!((metrics.steps[1].loss, metrics.steps[1].tokens_per_second()), (None, None));
+    });
+    check("run_metrics_report.json", |metrics: RunMetricsResponse| {
+        assert_eq!(metrics.source, StepMetricsSource::Report);
+        assert_eq!(metrics.steps[0].learning_rate, None);
+    });
+}

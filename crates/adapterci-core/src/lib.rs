@@ -15,6 +15,7 @@ pub mod manifest;
 pub mod names;
 pub mod ports;
 pub mod run;
+pub mod run_metrics;
 pub mod scheduling;
 pub mod training;
 

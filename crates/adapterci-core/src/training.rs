@@ -293,6 +293,12 @@ pub struct StepProgress {
     pub loss: f64,
     pub learning_rate: f64,
     pub tokens_per_second: f64,
+    /// Real tokens the step trained on.
+    #[serde(default)]
+    pub tokens: usize,
+    /// Wall time of the step.
+    #[serde(default)]
+    pub seconds: f64,
 }
 
 /// Receives progress from a training backend. Implementations must be cheap: the backend calls them inline.

@@ -512,6 +512,8 @@ pub fn train_lora_with(
             loss: loss_value,
             learning_rate,
             tokens_per_second: tokens as f64 / seconds.max(1e-9),
+            tokens,
+            seconds,
         });
         if let Some(settings) = &options.checkpoint
             && (step + 1) % settings.every_steps.max(1) == 0

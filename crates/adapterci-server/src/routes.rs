@@ -6,6 +6,7 @@ mod convert;
 mod datasets;
 mod inference;
 mod pipelines;
+mod run_metrics;
 mod runs;
 mod webhooks;
 
@@ -26,6 +27,7 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         .route(routes::RUNS, get(runs::list))
         .route(routes::RUN, get(runs::get_one))
         .route(routes::RUN_CANCEL, post(runs::cancel))
+        .route(routes::RUN_METRICS, get(run_metrics::get))
         .route(routes::RUN_LOGS, get(runs::logs))
         .route(routes::WEBHOOK, post(webhooks::receive))
         .route(routes::ADAPTERS, get(adapters::list))

@@ -142,6 +142,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let store = Arc::new(
         SeaStore::connect(&database_url).await.map_err(|source| ServerError::Store { url: database_url, source })?,
     );
+    let run_metrics: Arc<dyn adapterci_core::run_metrics::RunMetricsStore> = store.clone();
     let open = |url: String| open_object_store(&url).map_err(|source| ServerError::ObjectStore { url, source });
     let registry = Arc::new(ObjectStoreRegistry::new(open(config.registry_url())?, store.clone()));
     let event_log: Arc<dyn adapterci_core::events::EventDeliveryLog> = store.clone();
@@ -248,7 +249,13 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     if let (Some(worker), true) = (&worker, config.refresh_secs > 0) {
         tasks.push(tokio::spawn(worker.clone().run_refresh_loop(shutdown_receiver.clone())));
     }
-    let state = AppState { controller, worker, registry: Some(admin_registry), events: Some(events) };
+    let state = AppState {
+        controller,
+        worker,
+        registry: Some(admin_registry),
+        run_metrics: Some(run_metrics),
+        events: Some(events),
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Listen { addr: config.listen.to_string(), source })?;

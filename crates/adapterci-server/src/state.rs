@@ -15,4 +15,6 @@ pub struct AppState {
     pub registry: Option<Arc<adapterci_registry::ObjectStoreRegistry>>,
     /// Outbound registry events (webhooks on publish, promote, rollback).
     pub events: Option<Arc<crate::events::EventNotifier>>,
+    /// Per-step training metrics of runs (`GET /api/v1/runs/{id}/metrics`); `None` serves the report's curve.
+    pub run_metrics: Option<Arc<dyn adapterci_core::run_metrics::RunMetricsStore>>,
 }

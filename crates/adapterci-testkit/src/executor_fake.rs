@@ -48,6 +48,8 @@ impl TrainingExecutor for ScriptedExecutor {
                 loss: 1.0 / step as f64,
                 learning_rate: job.train.learning_rate,
                 tokens_per_second: 100.0,
+                tokens: 100,
+                seconds: 1.0,
             });
         }
         let layers = job.lora.layers.resolve(2).map_err(TrainingFailure::InvalidInput)?;

@@ -6,6 +6,8 @@ pub mod clock;
 pub mod executor_fake;
 pub mod postgres;
 pub mod registry_conformance;
+pub mod run_metrics_conformance;
+pub mod run_metrics_fake;
 pub mod scheduling_conformance;
 pub mod scheduling_fake;
 pub mod seaweedfs;

@@ -167,6 +167,14 @@ pub enum RunsCommand {
         /// The run id
         id: String,
     },
+    /// Show a run's per-step training metrics (loss, learning rate, tokens, tokens/s)
+    Metrics {
+        /// The run id
+        id: String,
+        /// Also draw the loss curve as an SVG image into this file
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

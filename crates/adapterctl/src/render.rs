@@ -2,6 +2,7 @@
 
 pub mod adapter;
 pub mod lists;
+pub mod loss_curve;
 pub mod run;
 
 use chrono::{DateTime, Utc};
