@@ -167,6 +167,14 @@ pub enum RunsCommand {
         /// The run id
         id: String,
     },
+    /// Print a run's training log (runs trained in child processes); with -f, follow it until the run ends
+    Logs {
+        /// The run id
+        id: String,
+        /// Keep printing what the log gains until the run ends
+        #[arg(short, long)]
+        follow: bool,
+    },
     /// Show a run's per-step training metrics (loss, learning rate, tokens, tokens/s)
     Metrics {
         /// The run id
@@ -300,6 +308,9 @@ pub enum AdaptersCommand {
         /// Keep unreferenced blobs younger than this many seconds
         #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
         grace_secs: u64,
+        /// Retention: first remove each adapter's versions beyond the newest N that no channel or tag references
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        keep_last: Option<u64>,
     },
 }
 

@@ -323,3 +323,36 @@ fn describe_adapter_at_a_missing_version_exits_4_and_lists_the_versions() {
     assert_eq!(output.status.code(), Some(4));
     assert_eq!(stderr(&output), "error: adapter sql-adapter has no version 7\nhint: its versions are: 3, 1\n");
 }
+
+#[test]
+fn runs_logs_prints_the_log_and_follows_it_until_the_run_ends() {
+    let chunk = |text: &str, next: u64, complete: bool| {
+        serde_json::json!({"text": text, "next_offset": next, "complete": complete}).to_string()
+    };
+    let (server, requests) = scripted_server(vec![(200, chunk("step 1\n", 7, false))]);
+    let output = adapterctl(&server, &["runs", "logs", "r1"]);
+    assert_eq!(requests.join().unwrap()[0].line, "GET /api/v1/runs/r1/logs?offset=0 HTTP/1.1");
+    assert_eq!((output.status.code(), stdout(&output).as_str()), (Some(0), "step 1\n"), "{}", stderr(&output));
+
+    let (server, requests) = scripted_server(vec![
+        (200, chunk("step 1\n", 7, false)),
+        (200, chunk("", 7, false)),
+        (200, chunk("adapter written\n", 23, true)),
+    ]);
+    let output = adapterctl(&server, &["runs", "logs", "r1", "-f"]);
+    let lines: Vec<String> = requests.join().unwrap().into_iter().map(|request| request.line).collect();
+    assert_eq!(
+        lines,
+        [
+            "GET /api/v1/runs/r1/logs?offset=0 HTTP/1.1",
+            "GET /api/v1/runs/r1/logs?offset=7 HTTP/1.1",
+            "GET /api/v1/runs/r1/logs?offset=7 HTTP/1.1"
+        ]
+    );
+    assert_eq!((output.status.code(), stdout(&output).as_str()), (Some(0), "step 1\nadapter written\n"));
+
+    let (server, _) = scripted_server(vec![(404, fixture("error_not_found.json"))]);
+    let output = adapterctl(&server, &["runs", "logs", "42"]);
+    assert_eq!(output.status.code(), Some(4));
+    assert!(stderr(&output).contains("hint: list the runs"), "{}", stderr(&output));
+}
