@@ -65,6 +65,10 @@ pub struct CommonArgs {
     /// Palettize the tied embedding too, to 4 or 8 bits
     #[arg(long, value_parser = clap::value_parser!(u8).range(4..=8))]
     pub embedding_bits: Option<u8>,
+    /// Quantize linear inputs per token to this many bits when the release is served (recorded in it; the
+    /// recovery adapter trains with it on)
+    #[arg(long, value_parser = clap::value_parser!(u8).range(4..=8))]
+    pub activation_bits: Option<u8>,
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,
     /// CPU threads (1 behaves best when the cores are shared)

@@ -62,7 +62,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             };
             let (linear, embedding, _) = palettize_model(&base, &calibrated, &bits, &options)?;
-            let bytes = release_file(&base, options.method, linear, embedding)?;
+            let bytes = release_file(&base, &options, linear, embedding)?;
             let path = args.out.join("base.safetensors");
             write_file(&path, &bytes)?;
             let release = BaseRelease::read(&bytes, &path)?;
@@ -257,6 +257,7 @@ fn options(common: &CommonArgs, recovery: Option<&RecoveryArgs>) -> BuildOptions
         recovery,
         embedding_bits: common.embedding_bits,
         user_corpus_share,
+        activation_bits: common.activation_bits,
     }
 }
 

@@ -65,7 +65,15 @@ pub struct ReleaseManifest {
     /// sha256 over every tensor's bytes in name order (detects a flipped bit that the header cannot).
     pub payload_digest: Digest,
     pub code_version: String,
+    /// Linear inputs are quantized per token to this many bits when the release is served (symmetric absmax
+    /// integers, simulated in f32); absent: full-precision activations. Optional, so format v1 files without
+    /// it still read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation_bits: Option<u8>,
 }
+
+/// Activation bits a release may ask for.
+pub const ACTIVATION_BITS: std::ops::RangeInclusive<u8> = 4..=8;
 
 /// A decoded release: the manifest, the decoder shape, the tokenizer and the tensors.
 pub struct BaseRelease {
@@ -99,6 +107,8 @@ pub struct ReleaseContents<'a> {
     pub embedding: Option<PalettizedTensor>,
     /// The source decoder (norms, and the embedding when not palettized).
     pub source: &'a Llama,
+    /// Per-token activation bits of the linear inputs at serve time (see [`ReleaseManifest::activation_bits`]).
+    pub activation_bits: Option<u8>,
 }
 
 fn tensor_bytes_f32(t: &Tensor) -> Result<(Vec<usize>, Vec<u8>), EngineError> {
@@ -114,6 +124,7 @@ fn f16_bytes(values: &[f16]) -> Vec<u8> {
 
 /// Writes a release file's bytes.
 pub fn write_release(contents: &ReleaseContents<'_>) -> Result<Vec<u8>, EngineError> {
+    check_activation_bits(contents.activation_bits).map_err(EngineError::InvalidConfig)?;
     let ops = linear_ops(contents.config);
     if ops.len() != contents.linear.len() {
         return Err(EngineError::InvalidConfig(format!(
@@ -185,6 +196,7 @@ pub fn write_release(contents: &ReleaseContents<'_>) -> Result<Vec<u8>, EngineEr
         whole_model_bpw: stored_bits as f64 / all_params.max(1) as f64,
         payload_digest: payload_digest(tensors.iter().map(|(n, (_, _, b))| (n.as_str(), b.as_slice()))),
         code_version: env!("CARGO_PKG_VERSION").to_string(),
+        activation_bits: contents.activation_bits,
     };
     let mut metadata = std::collections::HashMap::new();
     metadata.insert(KEY_FORMAT.to_string(), RELEASE_FORMAT.to_string());
@@ -265,6 +277,7 @@ impl BaseRelease {
         };
         let manifest: ReleaseManifest =
             serde_json::from_value(parse(KEY_MANIFEST)?).map_err(|e| bad(path, format!("{KEY_MANIFEST}: {e}")))?;
+        check_activation_bits(manifest.activation_bits).map_err(|e| bad(path, format!("{KEY_MANIFEST}: {e}")))?;
         let config: LlamaConfig =
             serde_json::from_value(parse(KEY_CONFIG)?).map_err(|e| bad(path, format!("{KEY_CONFIG}: {e}")))?;
         config.validate().map_err(|e| bad(path, format!("{KEY_CONFIG}: {e}")))?;
@@ -361,7 +374,21 @@ impl BaseRelease {
                 None => Err(bad(path, format!("tensor {name:?} is missing"))),
             }
         };
-        Llama::load_with(&self.config, device, &source, false)
+        let mut llama = Llama::load_with(&self.config, device, &source, false)?;
+        llama.set_activation_bits(self.manifest.activation_bits);
+        Ok(llama)
+    }
+}
+
+/// `None`, or bits in [`ACTIVATION_BITS`].
+pub fn check_activation_bits(bits: Option<u8>) -> Result<(), String> {
+    match bits {
+        Some(b) if !ACTIVATION_BITS.contains(&b) => Err(format!(
+            "activation_bits {b} is out of range: use {} to {} (or none)",
+            ACTIVATION_BITS.start(),
+            ACTIVATION_BITS.end()
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -33,6 +33,10 @@ pub struct BuildOptions {
     /// repeated to reach it); `None`: each user sequence once, beside all of the teacher's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_corpus_share: Option<f64>,
+    /// Quantize linear inputs per token to this many bits when serving (4-8; recorded in the release, and the
+    /// recovery adapter is trained with it on); `None`: full-precision activations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation_bits: Option<u8>,
 }
 
 impl Default for BuildOptions {
@@ -45,6 +49,7 @@ impl Default for BuildOptions {
             recovery: RecoverySpec::default(),
             embedding_bits: None,
             user_corpus_share: None,
+            activation_bits: None,
         }
     }
 }
@@ -152,7 +157,9 @@ pub fn palettize_model(
     if bits.len() != ops.len() {
         return Err(EngineError::InvalidConfig(format!("{} bit choices for {} operations", bits.len(), ops.len())));
     }
+    crate::release::check_activation_bits(options.activation_bits).map_err(EngineError::InvalidConfig)?;
     let mut student = llama.shallow_copy();
+    student.set_activation_bits(options.activation_bits);
     let mut parts = Vec::with_capacity(ops.len());
     for (op, &b) in ops.iter().zip(bits) {
         let p = palettize_op(llama, Some(&calibrated.hessians), op, b, options.method)?;
@@ -186,7 +193,7 @@ pub fn build_release(
     let bits: Vec<u8> = analysis.rows.iter().map(|r| r.bits).collect();
     progress(&format!("palettizing: {:.4} bits per weight on the linear operations", analysis.achieved_bpw));
     let (linear, embedding, student) = palettize_model(base, &calibrated, &bits, options)?;
-    let release = release_file(base, options.method, linear, embedding)?;
+    let release = release_file(base, options, linear, embedding)?;
     let release_digest = Digest::of(&release);
     let seq_len = options.teacher.seq_len;
     let (train, held_out): (Vec<Vec<u32>>, Vec<Vec<u32>>) = match eval_text {
@@ -274,10 +281,11 @@ pub fn recovery_text(
     Ok(RecoveryText { sequences, user: user.len(), repeats })
 }
 
-/// The release file of `base` palettized into `linear` (in [`linear_ops`] order) and, when given, `embedding`.
+/// The release file of `base` palettized into `linear` (in [`linear_ops`] order) and, when given, `embedding`,
+/// with the method and activation bits of `options`.
 pub fn release_file(
     base: &BaseModel,
-    method: Method,
+    options: &BuildOptions,
     linear: Vec<PalettizedTensor>,
     embedding: Option<PalettizedTensor>,
 ) -> Result<Vec<u8>, EngineError> {
@@ -285,12 +293,13 @@ pub fn release_file(
     write_release(&ReleaseContents {
         source_model_digest: base.digest().clone(),
         source_model_name: base.name().to_string(),
-        method,
+        method: options.method,
         config: base.llama().config(),
         tokenizer: &tokenizer,
         linear,
         embedding,
         source: base.llama(),
+        activation_bits: options.activation_bits,
     })
 }
 

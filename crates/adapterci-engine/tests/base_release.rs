@@ -14,7 +14,7 @@ use adapterci_engine::model::BaseModel;
 use adapterci_engine::palettize::PalettizedTensor;
 use adapterci_engine::recover::{RecoverySpec, recover};
 use adapterci_engine::release::{BaseRelease, bind_recovery_adapter, check_recovery_adapter};
-use adapterci_engine::release_build::{recovery_text, release_file};
+use adapterci_engine::release_build::{BuildOptions, recovery_text, release_file};
 use adapterci_engine::tiny::write_tiny_model;
 use tch::Device;
 
@@ -156,7 +156,10 @@ fn release_bytes(f: &Fixture, bits: &[u8]) -> (Vec<u8>, Llama) {
     let teacher = f.base.llama();
     let seqs = teacher_sequences(&f.base, 8);
     let (student, parts) = palettized_student(teacher, bits, method(), &seqs);
-    (release_file(&f.base, method(), parts, None).unwrap(), student)
+    (
+        release_file(&f.base, &BuildOptions { method: method(), ..BuildOptions::default() }, parts, None).unwrap(),
+        student,
+    )
 }
 
 #[test]
@@ -301,4 +304,38 @@ fn the_user_corpus_is_repeated_to_its_share_of_the_recovery_text() {
     }
     let err = recovery_text(&f.base, &teacher, Some("too short"), 512, None).unwrap_err().to_string();
     assert!(err.contains("shorter than one 512-token sequence"), "{err}");
+}
+
+#[test]
+fn a_release_with_activation_bits_serves_with_quantized_inputs_and_refuses_bad_bits() {
+    let f = fixture();
+    let teacher = f.base.llama();
+    let seqs = teacher_sequences(&f.base, 4);
+    let ops = linear_ops(teacher.config());
+    let (_, parts) = palettized_student(teacher, &vec![4; ops.len()], method(), &seqs);
+    let options = |bits| BuildOptions { method: method(), activation_bits: bits, ..BuildOptions::default() };
+    let plain = release_file(&f.base, &options(None), parts.clone(), None).unwrap();
+    let int8 = release_file(&f.base, &options(Some(8)), parts.clone(), None).unwrap();
+    let (plain_path, int8_path) = (f.dir.join("plain.safetensors"), f.dir.join("int8.safetensors"));
+    std::fs::write(&plain_path, &plain).unwrap();
+    std::fs::write(&int8_path, &int8).unwrap();
+    let (release, _) = BaseRelease::open(&int8_path).unwrap();
+    assert_eq!(release.manifest.activation_bits, Some(8));
+    assert_eq!(BaseRelease::open(&plain_path).unwrap().0.manifest.activation_bits, None);
+    let served = BaseModel::load(&int8_path, DeviceChoice::Cpu).unwrap();
+    assert_eq!(served.llama().activation_bits(), Some(8));
+    let ids: Vec<u32> = f.base.tokenizer().encode("hello there, world", false);
+    let quantized = served.logits(&ids, None).unwrap();
+    let full = BaseModel::load(&plain_path, DeviceChoice::Cpu).unwrap().logits(&ids, None).unwrap();
+    let diff = quantized.iter().flatten().zip(full.iter().flatten()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(diff > 0.0 && diff.is_finite(), "int8 inputs change the logits a little: {diff}");
+    // out of range when writing, and in a file whose manifest was edited
+    let err = release_file(&f.base, &options(Some(3)), parts, None).unwrap_err().to_string();
+    assert!(err.contains("activation_bits 3 is out of range"), "{err}");
+    let needle = b"\\\"activation_bits\\\":8";
+    let at = int8.windows(needle.len()).position(|w| w == needle).expect("the manifest names activation_bits");
+    let mut edited = int8.clone();
+    edited[at + needle.len() - 1] = b'9';
+    let err = BaseRelease::read(&edited, &int8_path).unwrap_err().to_string();
+    assert!(err.contains("activation_bits 9 is out of range") && err.contains("int8.safetensors"), "{err}");
 }
