@@ -59,6 +59,10 @@ pub struct DeprecateResponse {
 pub struct GcBody {
     /// Unreferenced blobs younger than this are kept.
     pub grace_secs: u64,
+    /// Retention: first remove each adapter's versions beyond the newest `keep_last` that no channel or tag
+    /// references. Absent, no version is removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_last: Option<u64>,
 }
 
 /// What a garbage-collection sweep did.
@@ -72,4 +76,7 @@ pub struct GcResponse {
     pub kept_young: usize,
     /// Digests of the unreferenced blobs deleted.
     pub deleted: Vec<String>,
+    /// The versions the retention policy removed, as `name@version`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pruned: Vec<String>,
 }

@@ -14,6 +14,7 @@ pub mod launcher;
 pub mod manifest;
 pub mod names;
 pub mod ports;
+pub mod retention;
 pub mod run;
 pub mod run_metrics;
 pub mod scheduling;

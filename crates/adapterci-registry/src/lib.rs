@@ -16,6 +16,7 @@ mod gc;
 mod location;
 mod open;
 mod registry;
+mod retention;
 
 pub use blobs::DEFAULT_MULTIPART_THRESHOLD;
 pub use dataset::ObjectStoreDatasetSource;
@@ -26,5 +27,6 @@ pub use open::{
     ENV_AWS_SECRET_ACCESS_KEY, ENV_AWS_SESSION_TOKEN, open_object_store, open_object_store_with_env,
 };
 pub use registry::{ObjectStoreRegistry, parse_manifest};
+pub use retention::RetentionReport;
 
 pub use object_store;

@@ -32,6 +32,8 @@ pub struct ObjectStoreRegistry {
     blobs: BlobStore,
     index: Arc<dyn VersionIndex>,
     clock: Arc<dyn Clock>,
+    /// Prunes versions for retention policies (see `retention.rs`); `None` refuses a policy.
+    pub(crate) retention: Option<Arc<dyn adapterci_core::retention::VersionRetention>>,
 }
 
 impl std::fmt::Debug for ObjectStoreRegistry {
@@ -47,6 +49,7 @@ impl ObjectStoreRegistry {
             blobs: BlobStore { store, prefix: Path::default(), multipart_threshold: DEFAULT_MULTIPART_THRESHOLD },
             index,
             clock: Arc::new(SystemClock),
+            retention: None,
         }
     }
 

@@ -82,3 +82,41 @@ async fn publishes_racing_sweeps_lose_no_referenced_blob() {
     }
     assert_eq!(registry.list_versions(&adapter_name("raced")).await.unwrap().len(), 12);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_prunes_old_unreferenced_versions_and_the_sweep_deletes_only_their_blobs() {
+    use adapterci_core::channels::{ChannelName, ChannelStore, PromoteRequest};
+    use adapterci_core::retention::RetentionPolicy;
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}/meta.db?mode=rwc", dir.path().display());
+    let index = Arc::new(SeaStore::connect(&database).await.unwrap());
+    let store = open_object_store(&dir.path().join("blobs").display().to_string()).unwrap();
+    let registry = ObjectStoreRegistry::new(store.clone(), index.clone()).with_retention(index.clone());
+    let weights = |version: u8| format!("weights of version {version}").into_bytes();
+    for version in 1..=5u8 {
+        registry.publish(publish_request("kept", &weights(version))).await.unwrap();
+    }
+    let stable = ChannelName::new("stable").unwrap();
+    let request =
+        PromoteRequest { adapter: adapter_name("kept"), channel: stable, version: 2, allow_base_change: false };
+    index.promote(request).await.unwrap();
+
+    let policy = RetentionPolicy::keep_last(2).unwrap();
+    let report = registry.collect_garbage_with_retention(Some(policy), Duration::zero()).await.unwrap();
+    assert_eq!(report.pruned, [(adapter_name("kept"), vec![1, 3])]);
+    let gone: Vec<Digest> = [1u8, 3].iter().map(|v| Digest::of(&weights(*v))).collect();
+    for digest in &gone {
+        assert!(report.gc.deleted.contains(digest), "the weights of a pruned version are swept: {report:?}");
+        assert!(store.head(&registry.blob_location(digest)).await.is_err());
+    }
+    assert_eq!(report.gc.deleted.len(), 4, "two weights and two manifests; the shared config blob stays");
+    let left: Vec<u64> =
+        registry.list_versions(&adapter_name("kept")).await.unwrap().iter().map(|r| r.version).collect();
+    assert_eq!(left, [2, 4, 5]);
+    assert_every_version_whole(&registry).await;
+    let unable = ObjectStoreRegistry::new(store.clone(), index.clone());
+    let refused = unable.collect_garbage_with_retention(Some(policy), Duration::zero()).await.unwrap_err();
+    assert!(refused.to_string().contains("without a store that can prune versions"), "{refused}");
+    let again = registry.collect_garbage_with_retention(Some(policy), Duration::zero()).await.unwrap();
+    assert!(again.pruned.is_empty() && again.gc.deleted.is_empty(), "{again:?}");
+}

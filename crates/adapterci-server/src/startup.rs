@@ -144,7 +144,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     );
     let run_metrics: Arc<dyn adapterci_core::run_metrics::RunMetricsStore> = store.clone();
     let open = |url: String| open_object_store(&url).map_err(|source| ServerError::ObjectStore { url, source });
-    let registry = Arc::new(ObjectStoreRegistry::new(open(config.registry_url())?, store.clone()));
+    let registry =
+        Arc::new(ObjectStoreRegistry::new(open(config.registry_url())?, store.clone()).with_retention(store.clone()));
     let event_log: Arc<dyn adapterci_core::events::EventDeliveryLog> = store.clone();
     let datasets = Arc::new(ObjectStoreDatasetSource::new(open(config.datasets_url())?));
 

@@ -91,8 +91,10 @@ async fn adapterctl_manages_channels_and_versions_of_a_running_adapterd() {
     assert_eq!(adapterctl(&server, &["adapters", "channels", "support"]).await, ok);
     assert_eq!(adapterctl(&server, &["adapters", "lineage", "support@3"]).await, ok);
     assert_eq!(adapterctl(&server, &["adapters", "diff", "support@1", "@4"]).await, ok);
-    assert_eq!(adapterctl(&server, &["adapters", "gc", "--grace-secs", "0"]).await, ok);
-    for version in 1..=4 {
+    assert_eq!(adapterctl(&server, &["adapters", "gc", "--grace-secs", "0", "--keep-last", "3"]).await, ok);
+    let pruned = client.get_adapter_manifest("support", 1).await;
+    assert!(pruned.is_err(), "v1 is beyond the newest 3 and on no channel: {pruned:?}");
+    for version in 2..=4 {
         let manifest = client.get_adapter_manifest("support", version).await.expect("gc kept every version");
         let digest = manifest["files"][0]["digest"].as_str().unwrap().to_string();
         assert!(digest.starts_with("sha256:"));
@@ -105,7 +107,7 @@ async fn adapterctl_manages_channels_and_versions_of_a_running_adapterd() {
     refused(&server, &["adapters", "rollback", "support", "--channel", "nightly"], ExitStatus::NotFound, "nightly")
         .await;
     refused(&server, &["adapters", "lineage", "support@7"], ExitStatus::NotFound, "has no version 7").await;
-    refused(&server, &["adapters", "diff", "support@1", "other@2"], ExitStatus::NotFound, "other").await;
+    refused(&server, &["adapters", "diff", "support@2", "other@2"], ExitStatus::NotFound, "other").await;
     refused(&server, &["adapters", "deprecate", "support"], ExitStatus::Usage, "support@VERSION").await;
     server.shutdown().await;
 }

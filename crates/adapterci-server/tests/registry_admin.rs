@@ -115,33 +115,40 @@ async fn channels_are_promoted_rolled_back_pinned_and_refused_over_http() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn garbage_collection_over_http_deletes_only_the_orphan() {
+async fn garbage_collection_over_http_deletes_the_orphan_and_with_retention_the_pruned_versions() {
     let dir = tempfile::tempdir().unwrap();
     let (server, registry_root) = start(dir.path()).await;
     let client = ApiClient::new(&server.url()).unwrap();
-    publish(&server, 1, false).await;
+    for seed in 1..=3 {
+        publish(&server, seed, false).await;
+    }
+    client.promote("support", "stable", &promote_body(1)).await.unwrap();
     let orphan = Digest::of(b"left by a publish that crashed");
     let registry = server.state.registry.clone().expect("adapterd has its registry");
     let orphan_path = registry_root.join(registry.blob_location(&orphan).as_ref());
     std::fs::write(&orphan_path, b"left by a publish that crashed").unwrap();
 
-    let young = client.collect_garbage(3600).await.expect("gc");
+    let young = client.collect_garbage(3600, None).await.expect("gc");
     assert_eq!((young.kept_young, young.deleted.len()), (1, 0), "a young orphan is kept: {young:?}");
-    let swept = client.collect_garbage(0).await.expect("gc");
+    let swept = client.collect_garbage(0, None).await.expect("gc");
     assert_eq!(swept.deleted, [orphan.to_string()]);
     assert_eq!(swept.referenced, swept.scanned - 1, "{swept:?}");
     assert!(!orphan_path.exists());
-    let resolved = server
-        .state
-        .controller
-        .ports()
-        .registry
-        .get(&adapterci_testkit::registry_conformance::adapter_name("support"), 1)
-        .await
-        .unwrap();
-    for file in &resolved.expect("v1 is there").manifest.files {
-        server.state.controller.ports().registry.fetch_blob(&file.digest).await.expect("referenced blobs survive");
+
+    let (code, message) = refusal(client.collect_garbage(0, Some(0)).await);
+    assert_eq!(code, ErrorCode::InvalidRequest);
+    assert!(message.contains("keep_last must be at least 1"), "{message}");
+    let retained = client.collect_garbage(0, Some(1)).await.expect("gc with retention");
+    assert_eq!(retained.pruned, ["support@2"], "v3 is the newest, v1 is on stable: {retained:?}");
+    assert_eq!(retained.deleted.len(), 2, "v2's weights and manifest: {retained:?}");
+    let registry = &server.state.controller.ports().registry;
+    let name = adapterci_testkit::registry_conformance::adapter_name("support");
+    for version in [1, 3] {
+        for file in &registry.get(&name, version).await.unwrap().expect("kept").manifest.files {
+            registry.fetch_blob(&file.digest).await.expect("the blobs of kept versions survive");
+        }
     }
+    assert!(registry.get(&name, 2).await.unwrap().is_none());
     server.shutdown().await;
 }
 

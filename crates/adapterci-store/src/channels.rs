@@ -301,7 +301,11 @@ fn request_version(request: &PromoteRequest) -> i64 {
 /// statement sees the newest commits, so without it a racer could check "is the latest the same?" before a
 /// twin's commit and compute the next number after it, adding a duplicate. SQLite's `BEGIN IMMEDIATE` already
 /// serializes every writer.
-async fn lock_adapter(txn: &DatabaseTransaction, adapter: &AdapterName, context: &str) -> Result<(), AttemptError> {
+pub(crate) async fn lock_adapter(
+    txn: &DatabaseTransaction,
+    adapter: &AdapterName,
+    context: &str,
+) -> Result<(), AttemptError> {
     if txn.get_database_backend() != DatabaseBackend::Postgres {
         return Ok(());
     }

@@ -16,6 +16,7 @@ mod event_attempts;
 pub mod failpoint;
 mod gc_guard;
 mod pipelines;
+mod retention;
 mod run_metrics;
 mod runs;
 mod scheduling;

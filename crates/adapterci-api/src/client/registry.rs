@@ -43,7 +43,8 @@ impl ApiClient {
     }
 
     /// `POST /api/v1/registry/gc`.
-    pub async fn collect_garbage(&self, grace_secs: u64) -> Result<GcResponse, ApiError> {
-        self.call(Method::POST, self.url(&["api", "v1", "registry", "gc"]), Body::Json(&GcBody { grace_secs })).await
+    pub async fn collect_garbage(&self, grace_secs: u64, keep_last: Option<u64>) -> Result<GcResponse, ApiError> {
+        let body = GcBody { grace_secs, keep_last };
+        self.call(Method::POST, self.url(&["api", "v1", "registry", "gc"]), Body::Json(&body)).await
     }
 }

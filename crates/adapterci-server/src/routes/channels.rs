@@ -7,6 +7,7 @@ use adapterci_api::{
 use adapterci_core::AdapterName;
 use adapterci_core::channels::{ChannelError, ChannelName, ChannelRecord, PromoteRequest, RollbackTarget};
 use adapterci_core::events::RegistryEventKind;
+use adapterci_core::retention::RetentionPolicy;
 use axum::Json;
 use axum::extract::{Path, State};
 
@@ -138,17 +139,34 @@ pub(super) async fn collect_garbage(
         .ok()
         .and_then(chrono::Duration::try_seconds)
         .ok_or_else(|| AppError::invalid_request(format!("grace_secs {} is too large", body.grace_secs)))?;
-    let report = registry.collect_garbage(grace).await.map_err(|error| match error {
+    let policy = body
+        .keep_last
+        .map(RetentionPolicy::keep_last)
+        .transpose()
+        .map_err(|reason| AppError::invalid_request(format!("keep_last: {reason}")))?;
+    let report = registry.collect_garbage_with_retention(policy, grace).await.map_err(|error| match error {
         adapterci_core::ports::RegistryError::InvalidRequest { .. } => {
             AppError::new(ErrorCode::Conflict, error.to_string())
         }
         other => other.into(),
     })?;
-    tracing::info!(scanned = report.scanned, deleted = report.deleted.len(), "registry garbage collected");
+    let pruned: Vec<String> = report
+        .pruned
+        .iter()
+        .flat_map(|(adapter, versions)| versions.iter().map(move |version| format!("{adapter}@{version}")))
+        .collect();
+    let gc = report.gc;
+    tracing::info!(
+        scanned = gc.scanned,
+        deleted = gc.deleted.len(),
+        pruned = pruned.len(),
+        "registry garbage collected"
+    );
     Ok(Json(GcResponse {
-        scanned: report.scanned,
-        referenced: report.referenced,
-        kept_young: report.kept_young,
-        deleted: report.deleted.iter().map(ToString::to_string).collect(),
+        scanned: gc.scanned,
+        referenced: gc.referenced,
+        kept_young: gc.kept_young,
+        deleted: gc.deleted.iter().map(ToString::to_string).collect(),
+        pruned,
     }))
 }

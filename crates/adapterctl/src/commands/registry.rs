@@ -66,11 +66,16 @@ pub async fn adapters(context: &Context, command: AdaptersCommand) -> Result<Exi
             };
             context.output.data(&diff, |style| diff_table(&diff, style))?;
         }
-        AdaptersCommand::Gc { grace_secs } => {
-            let report = context.client.collect_garbage(grace_secs).await?;
+        AdaptersCommand::Gc { grace_secs, keep_last } => {
+            let report = context.client.collect_garbage(grace_secs, keep_last).await?;
             context.output.data(&report, |_| {
+                let pruned = if report.pruned.is_empty() {
+                    String::new()
+                } else {
+                    format!("removed versions {}; ", report.pruned.join(", "))
+                };
                 format!(
-                    "scanned {} blobs: {} referenced, {} unreferenced kept (younger than {grace_secs}s), {} deleted",
+                    "{pruned}scanned {} blobs: {} referenced, {} unreferenced kept (younger than {grace_secs}s), {} deleted",
                     report.scanned,
                     report.referenced,
                     report.kept_young,
