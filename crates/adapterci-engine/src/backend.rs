@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 
 use adapterci_core::training::{
-    AdapterConfig, InitialAdapterRef, LoraSpec, ProgressSink, TrainJob, TrainOutput, TrainSpec, TrainingBackend,
-    TrainingFailure,
+    AdapterConfig, BasePrecision, InitialAdapterRef, LoraSpec, ProgressSink, TrainJob, TrainOutput, TrainSpec,
+    TrainingBackend, TrainingFailure,
 };
 
 use crate::EngineError;
@@ -16,7 +16,7 @@ use crate::eval::{eval_samples, evaluate, pad_token_id};
 use crate::lora::LoraOptions;
 use crate::lora::LoraWeights;
 use crate::model::{BaseModel, LoadedAdapter};
-use crate::train::{EarlyStopping, TrainOptions, train_lora_with};
+use crate::train::{BaseCompute, EarlyStopping, TrainOptions, train_lora_with};
 
 /// `train_loss` is the mean loss of this many final steps.
 pub const TRAIN_LOSS_WINDOW: usize = 10;
@@ -228,6 +228,10 @@ pub fn train_options(spec: &TrainSpec, held_out: &[Example]) -> TrainOptions {
             min_delta: stopping.min_delta,
         }),
         packing: spec.packing.then_some(spec.max_seq_len),
+        base_compute: match spec.base_precision {
+            BasePrecision::F32 => BaseCompute::F32,
+            BasePrecision::Bf16 => BaseCompute::Bf16,
+        },
         ..TrainOptions::default()
     }
 }

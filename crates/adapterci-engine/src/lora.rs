@@ -293,6 +293,18 @@ impl LoraWeights {
         Some((low_rank * pair.scale).linear::<Tensor>(&pair.b, None))
     }
 
+    /// `base + scale * dropout(x) A^T B^T` for 2-D `x` `[N, in]` and `base` `[N, out]`, with the add fused into
+    /// the second matmul (`addmm`); `None` when the adapter does not touch `target` in `layer`.
+    pub(crate) fn add_delta(&self, layer: usize, target: LoraTarget, x: &Tensor, base: &Tensor) -> Option<Tensor> {
+        let pair = self.pairs.get(&(layer, target))?;
+        let low_rank = if self.training && self.dropout > 0.0 {
+            x.dropout(self.dropout, true).linear::<Tensor>(&pair.a, None)
+        } else {
+            x.linear::<Tensor>(&pair.a, None)
+        };
+        Some(base.addmm(&(low_rank * pair.scale), &pair.b.tr()))
+    }
+
     /// The adapter file: PEFT key names, weights in `config.dtype`, and a metadata header with
     /// `format`, `rank`, `alpha`, `targets`, `layers` and `dtype` as strings.
     pub fn to_safetensors(&self) -> Result<Vec<u8>, EngineError> {

@@ -158,3 +158,24 @@ fn the_reject_policy_names_the_over_long_record() {
     let truncate = TrainSpec { max_seq_len: 32, steps: 1, ..train_spec() };
     backend.train(&job(&base, &data, LoraSpec::default(), truncate), &Steps::default()).expect("left truncation");
 }
+
+#[test]
+fn the_spec_maps_onto_the_engines_options() {
+    use adapterci_core::training::BasePrecision;
+    use adapterci_engine::backend::train_options;
+    use adapterci_engine::train::{BaseCompute, Schedule};
+    let spec = TrainSpec {
+        base_precision: BasePrecision::Bf16,
+        packing: true,
+        max_seq_len: 96,
+        gradient_accumulation: 3,
+        lr_schedule: LrSchedule::Linear,
+        ..TrainSpec::default()
+    };
+    let options = train_options(&spec, &[]);
+    assert_eq!(options.base_compute, BaseCompute::Bf16);
+    assert_eq!((options.packing, options.gradient_accumulation, options.schedule), (Some(96), 3, Schedule::Linear));
+    assert!(options.early_stopping.is_none());
+    let default = train_options(&TrainSpec::default(), &[]);
+    assert_eq!((default.base_compute, default.packing), (BaseCompute::F32, None));
+}

@@ -330,6 +330,7 @@ fn build_training(checker: &mut Checker, training: TrainingV1) -> (LoraSpec, Tra
         early_stopping: training.early_stopping,
         truncation: training.truncation,
         packing: training.packing,
+        base_precision: training.base_precision,
     };
     crate::training_options::build_train_options(checker, options, &mut train);
     (lora, train)

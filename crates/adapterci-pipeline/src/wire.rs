@@ -193,6 +193,9 @@ pub struct TrainingV1 {
     /// each record. Default false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub packing: Option<bool>,
+    /// Precision of the frozen base weights in the training matmuls: `f32` (default) or `bf16`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_precision: Option<crate::training_options::BasePrecisionV1>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -2,7 +2,7 @@
 //! schedule, early stopping, truncation, packing): accepted forms, defaults and problems with their places.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use adapterci_core::training::{EarlyStoppingSpec, LrSchedule, TrainSpec, TruncationPolicy};
+use adapterci_core::training::{BasePrecision, EarlyStoppingSpec, LrSchedule, TrainSpec, TruncationPolicy};
 use adapterci_pipeline::{PipelineSpec, parse_pipeline};
 
 const MINIMAL: &str = "\
@@ -39,6 +39,7 @@ training:
   early_stopping: {every_steps: 5, patience: 2, min_delta: 0.01}
   truncation: reject
   packing: true
+  base_precision: bf16
 ",
     );
     assert!(spec.lora.use_rslora);
@@ -50,6 +51,7 @@ training:
     assert_eq!(spec.train.early_stopping, Some(EarlyStoppingSpec { every_steps: 5, patience: 2, min_delta: 0.01 }));
     assert_eq!(spec.train.truncation, TruncationPolicy::Reject);
     assert!(spec.train.packing);
+    assert_eq!(spec.train.base_precision, BasePrecision::Bf16);
 }
 
 #[test]

@@ -1,7 +1,10 @@
 //! The decoder's forward pass for training, with the frozen base matmuls in a chosen precision.
 //!
 //! Same computation as [`Llama::forward_hidden`] without a KV cache (it reads the same weights through the
-//! model's accessors; a test checks the f32 path equals it bit for bit). With [`BaseCompute::Bf16`] the seven
+//! model's accessors; a test checks the f32 path equals it to rounding). Because the whole graph is ours, the
+//! activations stay 2-D `[tokens, width]`, the query, key and value projections run as one matmul over their
+//! concatenated weights (and the gate and up projections as another), each LoRA update is added inside its
+//! second matmul (`addmm`), and the bf16 path casts each input once per fused matmul. With [`BaseCompute::Bf16`] the seven
 //! linear operations and the LM head multiply bf16 copies of the frozen weights by bf16-rounded activations
 //! and return f32, while norms, attention, the LoRA deltas, the loss and the optimizer stay f32: on CPUs with
 //! AVX-512 BF16 the bf16 matmuls run several times faster, and the adapter still learns in f32.
@@ -27,8 +30,12 @@ pub enum BaseCompute {
 struct LayerWeights {
     attn_norm: Tensor,
     ffn_norm: Tensor,
-    /// In `LoraTarget::ALL` order, in the compute kind.
-    linears: Vec<Tensor>,
+    /// `[q; k; v]` rows concatenated, in the compute kind.
+    qkv: Tensor,
+    o: Tensor,
+    /// `[gate; up]` rows concatenated.
+    gate_up: Tensor,
+    down: Tensor,
 }
 
 /// The weights a training forward reads, in the compute kind; borrows nothing from the model after creation
@@ -72,10 +79,18 @@ impl TrainingModel {
         let layers = (0..config.num_layers)
             .map(|i| {
                 let w = &weights[first_layer + 9 * i..first_layer + 9 * (i + 1)];
+                let weight = |target| llama.linear_weight(i, target);
+                let cat = |targets: &[LoraTarget]| {
+                    let parts: Vec<&Tensor> = targets.iter().map(|&t| weight(t)).collect();
+                    Tensor::cat(&parts, 0).to_kind(kind)
+                };
                 LayerWeights {
                     attn_norm: w[0].shallow_clone(),
                     ffn_norm: w[5].shallow_clone(),
-                    linears: LoraTarget::ALL.iter().map(|&t| in_kind(llama.linear_weight(i, t))).collect(),
+                    qkv: cat(&[LoraTarget::Q, LoraTarget::K, LoraTarget::V]),
+                    o: in_kind(weight(LoraTarget::O)),
+                    gate_up: cat(&[LoraTarget::Gate, LoraTarget::Up]),
+                    down: in_kind(weight(LoraTarget::Down)),
                 }
             })
             .collect();
@@ -100,11 +115,10 @@ impl TrainingModel {
         }
     }
 
-    fn linear(&self, index: usize, target: LoraTarget, x: &Tensor, lora: Option<&LoraWeights>) -> Tensor {
-        let slot = LoraTarget::ALL.iter().position(|&t| t == target).unwrap_or(0);
-        let base = self.matmul(x, &self.layers[index].linears[slot]);
-        match lora.and_then(|lora| lora.delta(index, target, x)) {
-            Some(delta) => base + delta,
+    /// `base` plus the adapter's update of `target` for the 2-D input `x` (or `base` alone).
+    fn with_lora(index: usize, target: LoraTarget, x: &Tensor, base: Tensor, lora: Option<&LoraWeights>) -> Tensor {
+        match lora.and_then(|lora| lora.add_delta(index, target, x, &base)) {
+            Some(sum) => sum,
             None => base,
         }
     }
@@ -138,37 +152,47 @@ impl TrainingModel {
                 (rows(&self.rope_cos), rows(&self.rope_sin))
             }
         };
-        let mut x = Tensor::embedding(&self.embedding, input_ids, -1, false, false);
+        let hidden = self.config.hidden_size as i64;
+        let ffn_width = self.config.intermediate_size as i64;
+        let mut x = Tensor::embedding(&self.embedding, input_ids, -1, false, false).view([-1, hidden]);
         for index in 0..self.layers.len() {
             let layer = &self.layers[index];
             let normed = self.rms_norm(&x, &layer.attn_norm);
-            let attention = self.attention(index, &normed, &cos, &sin, attention_mask, lora);
+            let attention = self.attention(index, &normed, (batch, seq_len), &cos, &sin, attention_mask, lora);
             x = &x + attention;
             let normed = self.rms_norm(&x, &layer.ffn_norm);
-            let gate = self.linear(index, LoraTarget::Gate, &normed, lora);
-            let up = self.linear(index, LoraTarget::Up, &normed, lora);
-            let ffn = self.linear(index, LoraTarget::Down, &(gate.silu() * up), lora);
+            let gate_up = self.matmul(&normed, &layer.gate_up);
+            let gate = Self::with_lora(index, LoraTarget::Gate, &normed, gate_up.narrow(1, 0, ffn_width), lora);
+            let up = Self::with_lora(index, LoraTarget::Up, &normed, gate_up.narrow(1, ffn_width, ffn_width), lora);
+            let activated = gate.silu() * up;
+            let ffn = Self::with_lora(index, LoraTarget::Down, &activated, self.matmul(&activated, &layer.down), lora);
             x = &x + ffn;
         }
-        self.rms_norm(&x, &self.final_norm)
+        self.rms_norm(&x, &self.final_norm).view([batch, seq_len, hidden])
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
         index: usize,
         x: &Tensor,
+        (batch, seq_len): (i64, i64),
         cos: &Tensor,
         sin: &Tensor,
         mask: Option<&Tensor>,
         lora: Option<&LoraWeights>,
     ) -> Tensor {
-        let (batch, seq_len) = (x.size()[0], x.size()[1]);
         let (heads, kv_heads) = (self.config.num_heads as i64, self.config.num_kv_heads as i64);
         let head_dim = self.config.head_dim as i64;
-        let split = |t: Tensor, n: i64| t.view([batch, seq_len, n, head_dim]).transpose(1, 2);
-        let q = split(self.linear(index, LoraTarget::Q, x, lora), heads);
-        let k = split(self.linear(index, LoraTarget::K, x, lora), kv_heads);
-        let v = split(self.linear(index, LoraTarget::V, x, lora), kv_heads);
+        let (q_width, kv_width) = (heads * head_dim, kv_heads * head_dim);
+        let qkv = self.matmul(x, &self.layers[index].qkv);
+        let project = |target, start, width, n| {
+            let sum = Self::with_lora(index, target, x, qkv.narrow(1, start, width), lora);
+            sum.view([batch, seq_len, n, head_dim]).transpose(1, 2)
+        };
+        let q = project(LoraTarget::Q, 0, q_width, heads);
+        let k = project(LoraTarget::K, q_width, kv_width, kv_heads);
+        let v = project(LoraTarget::V, q_width + kv_width, kv_width, kv_heads);
         let q = apply_rope(&q, cos, sin);
         let k = apply_rope(&k, cos, sin);
         let scale = 1.0 / (head_dim as f64).sqrt();
@@ -182,8 +206,8 @@ impl TrainingModel {
         } else {
             Tensor::scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, true, scale, true)
         };
-        let out = out.transpose(1, 2).reshape([batch, seq_len, heads * head_dim]);
-        self.linear(index, LoraTarget::O, &out, lora)
+        let out = out.transpose(1, 2).reshape([batch * seq_len, q_width]);
+        Self::with_lora(index, LoraTarget::O, &out, self.matmul(&out, &self.layers[index].o), lora)
     }
 
     /// f32 logits for hidden states `[..., hidden]`.
