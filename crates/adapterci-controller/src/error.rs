@@ -25,4 +25,10 @@ pub enum ControllerError {
     /// A run's captured log could not be read.
     #[error("reading the run's log: {0}")]
     Logs(String),
+    /// A channel change of the promotion policy was refused.
+    #[error(transparent)]
+    Channel(#[from] adapterci_core::channels::ChannelError),
+    /// The promotion policy names something that cannot be used.
+    #[error("promotion: {0}")]
+    Promotion(String),
 }

@@ -10,6 +10,7 @@ mod error;
 mod launch;
 mod models;
 mod progress;
+mod promotion;
 mod rebase;
 mod runner;
 mod schedule;

@@ -132,6 +132,7 @@ impl Controller {
         let (record, spec) = self.load_spec(&run.pipeline).await?;
         if let Some(published) = self.published_by(run, &spec.publish.adapter).await? {
             tracing::info!(run = %run.id, version = published.version, "run had published before a restart: not again");
+            self.promote_or_warn(&spec, run, &published).await;
             return Ok(Outcome::Published(published));
         }
 
@@ -249,11 +250,26 @@ impl Controller {
         };
         let version = ports.registry.publish(request).await.map_err(ControllerError::from)?;
         self.notify_published(&version);
-        Ok(Outcome::Published(PublishedRef {
+        let published = PublishedRef {
             adapter: version.name.clone(),
             version: version.version,
             manifest_digest: version.manifest_digest.clone(),
-        }))
+        };
+        self.promote_or_warn(&spec, run, &published).await;
+        Ok(Outcome::Published(published))
+    }
+
+    /// The promotion policy's first step; a refusal (a pinned channel, another base) leaves the version published
+    /// but unpromoted, and is logged.
+    async fn promote_or_warn(
+        &self,
+        spec: &adapterci_pipeline::PipelineSpec,
+        run: &RunRecord,
+        published: &PublishedRef,
+    ) {
+        if let Err(error) = self.promote_published(spec, run, published).await {
+            tracing::warn!(run = %run.id, adapter = %published.adapter, version = published.version, %error, "published but not promoted");
+        }
     }
 
     /// Runs the training job while a task copies its progress into the run's report.

@@ -173,6 +173,7 @@ impl Controller {
     pub async fn tick(&self) -> Result<(), ControllerError> {
         self.poll_watches().await?;
         while self.run_next().await?.is_some() {}
+        self.promote_due_canaries().await?;
         Ok(())
     }
 
@@ -183,12 +184,20 @@ impl Controller {
         let mut interval = tokio::time::interval(self.config.tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut executions: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+        let mut passes: u64 = 0;
         loop {
             tokio::select! {
                 _ = interval.tick() => {
                     if let Err(error) = self.poll_watches().await {
                         tracing::warn!(%error, "controller watch pass failed");
                     }
+                    // canaries wait minutes: checking them every tenth pass is plenty
+                    if passes.is_multiple_of(10)
+                        && let Err(error) = self.promote_due_canaries().await
+                    {
+                        tracing::warn!(%error, "canary promotion pass failed");
+                    }
+                    passes += 1;
                     executions.retain(|execution| !execution.is_finished());
                     while executions.len() < self.config.scheduling.limits.global {
                         match self.claim().await {

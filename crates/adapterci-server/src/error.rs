@@ -97,9 +97,10 @@ impl From<ControllerError> for AppError {
             ControllerError::Store(store) => store.into(),
             ControllerError::Registry(registry) => registry.into(),
             ControllerError::Source(source) => source.into(),
-            ControllerError::StoredPipeline { .. } | ControllerError::Logs(_) => {
-                AppError::new(ErrorCode::Internal, error.to_string())
-            }
+            ControllerError::StoredPipeline { .. }
+            | ControllerError::Logs(_)
+            | ControllerError::Channel(_)
+            | ControllerError::Promotion(_) => AppError::new(ErrorCode::Internal, error.to_string()),
         }
     }
 }
