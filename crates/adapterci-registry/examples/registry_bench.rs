@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use adapterci_core::ports::{AdapterIndex, AdapterRegistry};
-use adapterci_registry::object_store::{ObjectStoreExt, PutPayload};
+use adapterci_registry::object_store::{self, ObjectStore, ObjectStoreExt, PutPayload};
 use adapterci_registry::{ObjectStoreRegistry, open_object_store, open_object_store_with_env};
 use adapterci_store::SeaStore;
 use adapterci_testkit::postgres::PostgresServer;
@@ -30,9 +30,12 @@ fn ms(duration: Duration) -> String {
     format!("{:.1} ms", duration.as_secs_f64() * 1000.0)
 }
 
-/// Publishes then pulls (manifest + every blob, verified) a distinct 10 MB adapter `ROUNDS` times.
-async fn publish_and_pull(label: &str, registry: &ObjectStoreRegistry) {
+/// Publishes then pulls (manifest + every blob, verified) a distinct 10 MB adapter `ROUNDS` times, and as the
+/// peer puts and gets the same bytes with plain `object_store` calls on the same store (no digest, manifest,
+/// index or publish guard: what a hand-rolled "copy the file to the bucket" would cost).
+async fn publish_and_pull(label: &str, registry: &ObjectStoreRegistry, raw: &Arc<dyn ObjectStore>) {
     let (mut publishes, mut pulls) = (Vec::new(), Vec::new());
+    let (mut puts, mut gets) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
         let weights: Vec<u8> =
             (0..ADAPTER_BYTES).map(|i| (i as u32).wrapping_mul(2_654_435_761 + round as u32) as u8).collect();
@@ -46,6 +49,15 @@ async fn publish_and_pull(label: &str, registry: &ObjectStoreRegistry) {
             registry.fetch_blob(&file.digest).await.unwrap();
         }
         pulls.push(started.elapsed());
+
+        let location: object_store::path::Path = format!("peer/round-{round}").into();
+        let started = Instant::now();
+        raw.put(&location, PutPayload::from(weights.clone())).await.unwrap();
+        puts.push(started.elapsed());
+        let started = Instant::now();
+        let read = raw.get(&location).await.unwrap().bytes().await.unwrap();
+        gets.push(started.elapsed());
+        assert_eq!(read.len(), ADAPTER_BYTES);
     }
     println!(
         "{label}: 10 MB adapter, median of {ROUNDS}: publish {}, pull {} (min publish {}, min pull {})",
@@ -53,6 +65,17 @@ async fn publish_and_pull(label: &str, registry: &ObjectStoreRegistry) {
         ms(median(pulls.clone())),
         ms(*publishes.iter().min().unwrap()),
         ms(*pulls.iter().min().unwrap())
+    );
+    let ratio = |ours: &[Duration], peer: &[Duration]| {
+        median(ours.to_vec()).as_secs_f64() / median(peer.to_vec()).as_secs_f64()
+    };
+    println!(
+        "{label}: peer (plain object_store put/get of the same 10 MB), median of {ROUNDS}: put {}, get {}; \
+         ratio ours/peer: publish/put {:.2}, pull/get {:.2}",
+        ms(median(puts.clone())),
+        ms(median(gets.clone())),
+        ratio(&publishes, &puts),
+        ratio(&pulls, &gets)
     );
 }
 
@@ -68,7 +91,7 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = SeaStore::connect(&format!("sqlite://{}/meta.db?mode=rwc", dir.path().display())).await.unwrap();
     let local = open_object_store(&dir.path().join("blobs").display().to_string()).unwrap();
-    publish_and_pull("local files + SQLite", &ObjectStoreRegistry::new(local, Arc::new(sqlite))).await;
+    publish_and_pull("local files + SQLite", &ObjectStoreRegistry::new(local.clone(), Arc::new(sqlite)), &local).await;
 
     // SeaweedFS S3 + PostgreSQL.
     let postgres = tokio::task::spawn_blocking(PostgresServer::start).await.unwrap().expect("PostgreSQL");
@@ -82,7 +105,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let pg = Arc::new(SeaStore::connect(&postgres.create_database().unwrap()).await.unwrap());
-    publish_and_pull("SeaweedFS S3 + PostgreSQL", &ObjectStoreRegistry::new(s3, pg.clone())).await;
+    publish_and_pull("SeaweedFS S3 + PostgreSQL", &ObjectStoreRegistry::new(s3.clone(), pg.clone()), &s3).await;
 
     // 10,000 versions of one adapter on PostgreSQL.
     let name = adapter_name("many");
