@@ -219,12 +219,14 @@ pub async fn db(context: &Context, command: DbCommand) -> Result<ExitStatus, Cli
     let output = tokio::process::Command::new(&tool)
         .arg(action)
         .env(crate::env_vars::ADAPTERCI_DATABASE_URL, &args.database)
-        .stderr(std::process::Stdio::inherit())
         .output()
         .await
         .map_err(|err| CliError::new(format!("cannot run {}: {err}", tool.display())))?;
     if !output.status.success() {
-        return Err(CliError::new(format!("{DB_TOOL} {action} failed (its error is above)")));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let reason = stderr.trim().trim_start_matches("error: ");
+        let reason = if reason.is_empty() { "it printed no reason" } else { reason };
+        return Err(CliError::new(format!("{DB_TOOL} {action} failed: {reason}")));
     }
     let report: DbReport = serde_json::from_slice(&output.stdout)
         .map_err(|err| CliError::new(format!("{DB_TOOL} printed something that is not its report: {err}")))?;
