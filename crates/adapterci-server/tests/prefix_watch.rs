@@ -6,6 +6,9 @@
 //! adapterd runs on real time here, so the test waits by polling the API for an explicit condition with a
 //! generous deadline; it asserts states, never durations. "No further run can come" is itself a condition: the
 //! watcher's stored digest equals the digest of the final data, so a later poll sees nothing new.
+//!
+//! The same on an S3 prefix: the adapterd binary (its default process executor training in child processes)
+//! with its dataset store on a real SeaweedFS bucket, skipped with a notice where SeaweedFS is not installed.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
@@ -136,4 +139,83 @@ async fn uploads_to_a_watched_prefix_start_one_run_per_burst() {
     let versions = client.list_adapter_versions("burst").await.unwrap();
     assert_eq!(versions.len(), 1);
     server.shutdown().await;
+}
+
+/// A child process killed when the test ends, passed or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A free port on 127.0.0.1 (bound, read, released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_to_a_watched_s3_prefix_start_one_run_per_burst() {
+    use adapterci_testkit::seaweedfs::{BUCKET, SeaweedServer};
+    if !SeaweedServer::available() {
+        eprintln!("skipped: SeaweedFS is not installed (scripts/install_seaweedfs.sh)");
+        return;
+    }
+    let seaweed = tokio::task::spawn_blocking(SeaweedServer::start).await.unwrap().expect("start SeaweedFS");
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny.gguf");
+    adapterci_engine::tiny::write_tiny_model(&model, 3).unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let adapterd = std::process::Command::new(env!("CARGO_BIN_EXE_adapterd"))
+        .arg(format!("--listen=127.0.0.1:{port}"))
+        .arg(format!("--data-dir={}", data.display()))
+        .arg(format!("--model=tiny={}", model.display()))
+        .arg(format!("--datasets-url=s3://{BUCKET}/watched"))
+        .args(["--no-worker", "--tick-ms=100", "--debounce-ms=8000", "--threads=1", "--base-watch-ms=0"])
+        .envs(seaweed.env())
+        .env_remove("ADAPTERCI_DATABASE_URL")
+        .env_remove("ADAPTERCI_REGISTRY_URL")
+        .env_remove("ADAPTERCI_DATASETS_URL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("adapterd starts");
+    let adapterd = KillOnDrop(adapterd);
+    let client = ApiClient::new(&format!("http://127.0.0.1:{port}")).unwrap();
+    eventually("adapterd to answer", || async { client.health().await.ok() }).await;
+    client.apply_pipeline(&ApplyPipelineRequest { file: None, yaml: pipeline("burst") }).await.unwrap();
+    let mut burst = String::new();
+    for upload in 0..20 {
+        let part: String = (upload * 2..upload * 2 + 2).map(line).collect();
+        client
+            .push_dataset(&format!("datasets/burst/part-{upload:02}.jsonl"), part.clone().into_bytes())
+            .await
+            .unwrap();
+        burst.push_str(&part);
+    }
+    let digest = Digest::of(burst.as_bytes());
+    // the watcher's state, read from adapterd's SQLite database beside it
+    let store = adapterci_store::SeaStore::connect_without_migrating(&format!(
+        "sqlite://{}?mode=rw",
+        data.join("adapterci.db").display()
+    ))
+    .await
+    .unwrap();
+    let name = PipelineName::new("burst").unwrap();
+    let runs = eventually("the watcher to see all 20 objects and the run to end", || async {
+        let seen = adapterci_core::ports::WatchStore::get_watch(&store, &name, "datasets/burst/").await.ok()??;
+        let runs = runs_of(&client, "burst").await;
+        (seen.digest == digest && !runs.is_empty() && runs.iter().all(|run| run.state.is_terminal())).then_some(runs)
+    })
+    .await;
+    drop(adapterd);
+    assert_eq!(runs.len(), 1, "20 uploads inside the debounce window start exactly one run: {runs:#?}");
+    assert_eq!(runs[0].state, RunState::Succeeded, "{:#?}", runs[0]);
+    assert_eq!(runs[0].dataset_digest.as_deref(), Some(digest.to_string().as_str()));
+    // the run trained in a child process, whose log adapterd kept
+    let log = std::fs::read_to_string(data.join("logs").join(format!("{}.log", runs[0].id))).unwrap();
+    assert!(log.contains("trainer process exited with status 0"), "{log}");
 }
