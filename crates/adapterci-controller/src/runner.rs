@@ -202,7 +202,12 @@ impl Controller {
             initial_adapter: initial,
         };
         let report = RunReport { initial_adapter: Some(initial_adapter.clone()), ..RunReport::default() };
-        let output = self.train_with_progress(run, job, report.clone(), spec.resources.timeout).await?;
+        let resources = adapterci_core::launcher::LaunchResources {
+            cpus: spec.resources.cpus,
+            memory_bytes: spec.resources.memory_bytes,
+            gpus: spec.resources.gpus,
+        };
+        let output = self.train_with_progress(run, job, report.clone(), resources, spec.resources.timeout).await?;
 
         self.set_stage(run, RunStage::Eval).await?;
         let gates = evaluate_gates(&spec.gates, &output.metrics);
@@ -278,6 +283,7 @@ impl Controller {
         run: &RunRecord,
         job: TrainJob,
         report: RunReport,
+        resources: adapterci_core::launcher::LaunchResources,
         timeout: Option<Duration>,
     ) -> Result<adapterci_core::training::TrainOutput, RunFailure> {
         let (progress, changes) = RunProgress::new();
@@ -292,7 +298,7 @@ impl Controller {
         ));
         let execution = async {
             match self.launcher() {
-                Some(launcher) => launcher.launch(&run.id, job, progress.clone()).await,
+                Some(launcher) => launcher.launch(&run.id, job, &resources, progress.clone()).await,
                 None => self.ports().executor.execute(job, progress.clone()).await,
             }
         };

@@ -17,6 +17,14 @@ pub struct LogChunk {
     pub next_offset: u64,
 }
 
+/// What a launched job may use (the pipeline's `resources`); `None` leaves the launcher's default.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LaunchResources {
+    pub cpus: Option<f64>,
+    pub memory_bytes: Option<u64>,
+    pub gpus: u32,
+}
+
 /// Launches training jobs away from the controller and keeps their logs.
 #[async_trait]
 pub trait TrainingLauncher: Send + Sync {
@@ -26,6 +34,7 @@ pub trait TrainingLauncher: Send + Sync {
         &self,
         run_id: &str,
         job: TrainJob,
+        resources: &LaunchResources,
         progress: Arc<dyn ProgressSink>,
     ) -> Result<TrainOutput, TrainingFailure>;
 

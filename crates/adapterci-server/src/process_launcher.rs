@@ -13,7 +13,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 
 use adapterci_core::Digest;
-use adapterci_core::launcher::{LogChunk, TrainingLauncher};
+use adapterci_core::launcher::{LaunchResources, LogChunk, TrainingLauncher};
 use adapterci_core::training::{
     AdapterConfig, EvalSample, InitialAdapter, InitialAdapterRef, LoraSpec, ProgressSink, StepProgress, TrainJob,
     TrainOutput, TrainSpec, TrainingFailure,
@@ -193,6 +193,7 @@ impl TrainingLauncher for ProcessLauncher {
         &self,
         run_id: &str,
         job: TrainJob,
+        resources: &LaunchResources,
         progress: Arc<dyn ProgressSink>,
     ) -> Result<TrainOutput, TrainingFailure> {
         let log_path = self.log_path(run_id).map_err(TrainingFailure::Backend)?;
@@ -203,6 +204,17 @@ impl TrainingLauncher for ProcessLauncher {
         write_job(&dir, &job).await?;
         append_log(&log_path, &format!("--- {} training started in a child process", chrono::Utc::now().to_rfc3339()))
             .await;
+        let mut env = self.env.clone();
+        if let Some(cpus) = resources.cpus {
+            // libtorch threads: the pipeline's CPUs, rounded up (at least one)
+            let threads = (cpus.ceil() as usize).max(1);
+            env.retain(|(key, _)| key != crate::env_vars::ADAPTERCI_THREADS);
+            env.push((crate::env_vars::ADAPTERCI_THREADS.to_string(), threads.to_string()));
+            append_log(&log_path, &format!("--- resources.cpus {cpus}: {threads} training threads")).await;
+        }
+        if resources.memory_bytes.is_some() {
+            append_log(&log_path, "--- resources.memory is not enforced by the local process executor").await;
+        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -211,7 +223,7 @@ impl TrainingLauncher for ProcessLauncher {
         let mut child = tokio::process::Command::new(&self.program)
             .args(&self.args)
             .arg(&dir)
-            .envs(self.env.iter().map(|(key, value)| (key.as_str(), value.as_str())))
+            .envs(env.iter().map(|(key, value)| (key.as_str(), value.as_str())))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))

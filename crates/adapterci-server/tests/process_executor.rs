@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use adapterci_api::{ApiClient, ApplyPipelineRequest, RunState};
 use adapterci_core::Digest;
-use adapterci_core::launcher::TrainingLauncher;
+use adapterci_core::launcher::{LaunchResources, TrainingLauncher};
 use adapterci_core::training::{LoraSpec, ProgressSink, StepProgress, TrainJob, TrainSpec, TrainingFailure};
 use adapterci_server::config::ExecutorKind;
 use adapterci_server::{ProcessLauncher, ServerConfig};
@@ -107,7 +107,8 @@ async fn adapterd_trains_a_job_in_a_child_process() {
     let dir = tempfile::tempdir().unwrap();
     let launcher = launcher(dir.path(), env!("CARGO_BIN_EXE_adapterd"), &["train-job"]);
     let progress = Arc::new(CountingProgress::default());
-    let output = launcher.launch("run-1", tiny_job(dir.path(), 3), progress.clone()).await.unwrap();
+    let output =
+        launcher.launch("run-1", tiny_job(dir.path(), 3), &LaunchResources::default(), progress.clone()).await.unwrap();
     assert!(!output.adapter_safetensors.is_empty());
     assert_eq!(output.adapter_config.rank, 2);
     assert!(output.metrics.contains_key("eval_loss"), "{:?}", output.metrics);
@@ -127,7 +128,9 @@ async fn adapterd_trains_a_job_in_a_child_process() {
 async fn a_crashed_trainer_fails_the_job_with_its_exit_status_and_its_log() {
     let dir = tempfile::tempdir().unwrap();
     let crash = launcher(dir.path(), "/bin/sh", &["-c", "echo 'loading the model' >&2; exit 3", "sh"]);
-    let failure = crash.launch("run-2", tiny_job(dir.path(), 1), Arc::new(CountingProgress::default())).await;
+    let failure = crash
+        .launch("run-2", tiny_job(dir.path(), 1), &LaunchResources::default(), Arc::new(CountingProgress::default()))
+        .await;
     match failure {
         Err(TrainingFailure::Backend(message)) => {
             assert!(message.contains("the trainer process exited with status 3"), "{message}")
@@ -137,8 +140,18 @@ async fn a_crashed_trainer_fails_the_job_with_its_exit_status_and_its_log() {
     let log = log_text(&crash, "run-2").await;
     assert!(log.contains("loading the model") && log.contains("exited with status 3"), "{log}");
 
+    // the pipeline's resources.cpus become the trainer's thread count, rounded up
+    let threads = launcher(dir.path(), "/bin/sh", &["-c", "echo threads=$ADAPTERCI_THREADS >&2; exit 1", "sh"]);
+    let resources = LaunchResources { cpus: Some(2.5), ..LaunchResources::default() };
+    let progress = Arc::new(CountingProgress::default());
+    assert!(threads.launch("run-5", tiny_job(dir.path(), 1), &resources, progress).await.is_err());
+    let log = log_text(&threads, "run-5").await;
+    assert!(log.contains("threads=3"), "{log}");
+
     let killed = launcher(dir.path(), "/bin/sh", &["-c", "kill -9 $$", "sh"]);
-    let failure = killed.launch("run-3", tiny_job(dir.path(), 1), Arc::new(CountingProgress::default())).await;
+    let failure = killed
+        .launch("run-3", tiny_job(dir.path(), 1), &LaunchResources::default(), Arc::new(CountingProgress::default()))
+        .await;
     assert!(
         matches!(&failure, Err(TrainingFailure::Backend(message)) if message.contains("was killed by signal 9")),
         "{failure:?}"
@@ -153,7 +166,9 @@ async fn dropping_a_launch_kills_the_child() {
     let job = tiny_job(dir.path(), 1);
     let task = {
         let sleeper = sleeper.clone();
-        tokio::spawn(async move { sleeper.launch("run-4", job, Arc::new(CountingProgress::default())).await })
+        tokio::spawn(async move {
+            sleeper.launch("run-4", job, &LaunchResources::default(), Arc::new(CountingProgress::default())).await
+        })
     };
     let pid_file = dir.path().join("jobs/sleeper.pid");
     let pid: u32 = eventually("the child to start", || async {
