@@ -54,6 +54,24 @@ pub struct DeprecateResponse {
     pub deprecated: bool,
 }
 
+/// One attempt to deliver an outbound registry event (`GET /api/v1/registry/events`, newest first).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventAttemptInfo {
+    pub event_id: String,
+    /// `published`, `promoted` or `rolled_back`.
+    pub kind: String,
+    pub endpoint: String,
+    /// 1 for the first try.
+    pub attempt: u32,
+    /// The HTTP status the endpoint answered, if it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    pub delivered: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
 /// Body of `POST /api/v1/registry/gc`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GcBody {

@@ -24,7 +24,8 @@ pub mod webhooks;
 
 pub use adapters::{AdapterInfo, AdapterVersionInfo};
 pub use channels::{
-    ChannelInfo, DeprecateBody, DeprecateResponse, GcBody, GcResponse, PinBody, PromoteBody, RollbackBody,
+    ChannelInfo, DeprecateBody, DeprecateResponse, EventAttemptInfo, GcBody, GcResponse, PinBody, PromoteBody,
+    RollbackBody,
 };
 pub use client::ApiClient;
 pub use datasets::DatasetPushResponse;

@@ -24,6 +24,8 @@ pub const ADAPTER_CHANNEL_ROLLBACK: &str = "/api/v1/adapters/{name}/channels/{ch
 pub const ADAPTER_CHANNEL_PIN: &str = "/api/v1/adapters/{name}/channels/{channel}/pin";
 /// Mark and sweep of unreferenced registry blobs.
 pub const REGISTRY_GC: &str = "/api/v1/registry/gc";
+/// The newest outbound event delivery attempts (`?limit=N`).
+pub const REGISTRY_EVENTS: &str = "/api/v1/registry/events";
 /// The location is the rest of the path and may contain `/`.
 pub const DATASET: &str = "/api/v1/datasets/{*location}";
 pub const COMPLETIONS: &str = "/v1/completions";

@@ -106,6 +106,11 @@ impl EventNotifier {
         self
     }
 
+    /// Where every delivery attempt is recorded.
+    pub fn log(&self) -> &Arc<dyn EventDeliveryLog> {
+        &self.log
+    }
+
     pub fn add_subscriber(&self, subscriber: EventSubscriber) {
         if let Ok(mut subscribers) = self.subscribers.write() {
             subscribers.push(subscriber);

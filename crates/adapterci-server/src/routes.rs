@@ -39,6 +39,7 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         .route(routes::ADAPTER_CHANNEL_ROLLBACK, post(channels::rollback))
         .route(routes::ADAPTER_CHANNEL_PIN, post(channels::pin))
         .route(routes::REGISTRY_GC, post(channels::collect_garbage))
+        .route(routes::REGISTRY_EVENTS, get(channels::event_attempts))
         .route(routes::DATASET, put(datasets::push))
         .route(routes::COMPLETIONS, post(inference::completions))
         .route(routes::CHAT_COMPLETIONS, post(inference::chat_completions))

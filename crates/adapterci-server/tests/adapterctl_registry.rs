@@ -89,6 +89,7 @@ async fn adapterctl_manages_channels_and_versions_of_a_running_adapterd() {
     assert_eq!(stable(&client).await, (4, false), "the base changes only when asked");
 
     assert_eq!(adapterctl(&server, &["adapters", "channels", "support"]).await, ok);
+    assert_eq!(adapterctl(&server, &["adapters", "events", "--limit", "5"]).await, ok);
     assert_eq!(adapterctl(&server, &["adapters", "lineage", "support@3"]).await, ok);
     assert_eq!(adapterctl(&server, &["adapters", "diff", "support@1", "@4"]).await, ok);
     assert_eq!(adapterctl(&server, &["adapters", "gc", "--grace-secs", "0", "--keep-last", "3"]).await, ok);

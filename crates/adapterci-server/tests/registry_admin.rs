@@ -206,5 +206,19 @@ async fn promote_and_rollback_over_http_send_signed_events_to_subscribers() {
             ("promoted", RegistryEventKind::Promoted, 2)
         ]
     );
+    // Each attempt is logged once the receiver has answered: poll the log (a bounded number of requests).
+    let mut logged = Vec::new();
+    for _ in 0..10_000 {
+        logged = client.list_event_attempts(10).await.unwrap();
+        if logged.len() == 3 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(logged.len(), 3, "{logged:?}");
+    assert!(logged.iter().all(|a| a.delivered && a.status == Some(204) && a.attempt == 1), "{logged:?}");
+    let mut kinds: Vec<_> = logged.iter().map(|a| a.kind.as_str()).collect();
+    kinds.sort_unstable();
+    assert_eq!(kinds, ["promoted", "promoted", "rolled_back"]);
     server.shutdown().await;
 }

@@ -303,6 +303,12 @@ pub enum AdaptersCommand {
         #[arg(value_name = "B")]
         b: String,
     },
+    /// List the newest outbound event deliveries (webhooks on publish, promote, rollback) and their outcome
+    Events {
+        /// At most this many attempts
+        #[arg(long, value_name = "N", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+    },
     /// Delete registry blobs that no version references (mark and sweep; a publish in progress is safe)
     Gc {
         /// Keep unreferenced blobs younger than this many seconds

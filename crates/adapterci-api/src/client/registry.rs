@@ -4,7 +4,10 @@ use reqwest::Method;
 
 use super::{ApiClient, Body};
 use crate::error::ApiError;
-use crate::{ChannelInfo, DeprecateBody, DeprecateResponse, GcBody, GcResponse, PinBody, PromoteBody, RollbackBody};
+use crate::{
+    ChannelInfo, DeprecateBody, DeprecateResponse, EventAttemptInfo, GcBody, GcResponse, PinBody, PromoteBody,
+    RollbackBody,
+};
 
 impl ApiClient {
     /// `GET /api/v1/adapters/{name}/channels`.
@@ -40,6 +43,13 @@ impl ApiClient {
         let version = version.to_string();
         let url = self.url(&["api", "v1", "adapters", adapter, "versions", &version, "deprecate"]);
         self.call(Method::POST, url, Body::Json(&DeprecateBody { deprecated })).await
+    }
+
+    /// `GET /api/v1/registry/events?limit=N`: the newest delivery attempts first.
+    pub async fn list_event_attempts(&self, limit: u32) -> Result<Vec<EventAttemptInfo>, ApiError> {
+        let mut url = self.url(&["api", "v1", "registry", "events"]);
+        url.query_pairs_mut().append_pair("limit", &limit.to_string());
+        self.call(Method::GET, url, Body::<()>::None).await
     }
 
     /// `POST /api/v1/registry/gc`.

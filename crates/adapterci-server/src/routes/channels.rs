@@ -2,7 +2,8 @@
 //! garbage collection of unreferenced blobs. Each channel change is one transaction of the metadata store.
 
 use adapterci_api::{
-    ChannelInfo, DeprecateBody, DeprecateResponse, ErrorCode, GcBody, GcResponse, PinBody, PromoteBody, RollbackBody,
+    ChannelInfo, DeprecateBody, DeprecateResponse, ErrorCode, EventAttemptInfo, GcBody, GcResponse, PinBody,
+    PromoteBody, RollbackBody,
 };
 use adapterci_core::AdapterName;
 use adapterci_core::channels::{ChannelError, ChannelName, ChannelRecord, PromoteRequest, RollbackTarget};
@@ -126,6 +127,41 @@ pub(super) async fn deprecate(
     let version = version_number(&version)?;
     state.controller.ports().store.set_deprecated(&adapter, version, body.deprecated).await?;
     Ok(Json(DeprecateResponse { adapter: adapter.to_string(), version, deprecated: body.deprecated }))
+}
+
+/// `?limit=N` of `GET /api/v1/registry/events`.
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct EventsQuery {
+    limit: Option<u32>,
+}
+
+/// The most attempts one listing returns.
+const MAX_EVENT_ATTEMPTS: u32 = 1000;
+
+pub(super) async fn event_attempts(
+    State(state): State<AppState>,
+    axum::extract::Query(query): axum::extract::Query<EventsQuery>,
+) -> Result<Json<Vec<EventAttemptInfo>>, AppError> {
+    let Some(events) = state.events.as_ref() else {
+        return Ok(Json(Vec::new()));
+    };
+    let limit = query.limit.unwrap_or(50).clamp(1, MAX_EVENT_ATTEMPTS);
+    let attempts = events.log().recent_attempts(u64::from(limit)).await?;
+    Ok(Json(
+        attempts
+            .into_iter()
+            .map(|attempt| EventAttemptInfo {
+                event_id: attempt.event_id,
+                kind: attempt.kind.as_str().to_string(),
+                endpoint: attempt.endpoint,
+                attempt: attempt.attempt,
+                status: attempt.status,
+                delivered: attempt.delivered,
+                error: attempt.error,
+                at: attempt.at,
+            })
+            .collect(),
+    ))
 }
 
 pub(super) async fn collect_garbage(

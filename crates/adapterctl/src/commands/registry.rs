@@ -66,6 +66,10 @@ pub async fn adapters(context: &Context, command: AdaptersCommand) -> Result<Exi
             };
             context.output.data(&diff, |style| diff_table(&diff, style))?;
         }
+        AdaptersCommand::Events { limit } => {
+            let attempts = context.client.list_event_attempts(limit).await?;
+            context.output.data(&attempts, |style| events_table(&attempts, style))?;
+        }
         AdaptersCommand::Gc { grace_secs, keep_last } => {
             let report = context.client.collect_garbage(grace_secs, keep_last).await?;
             context.output.data(&report, |_| {
@@ -115,6 +119,30 @@ pub fn channels_table(channels: &[ChannelInfo], style: Style) -> String {
         })
         .collect();
     table(&["channel", "version", "pinned", "base", "updated"], rows, style)
+}
+
+/// The table of `adapters events`, newest first.
+pub fn events_table(attempts: &[adapterci_api::EventAttemptInfo], style: Style) -> String {
+    let rows = attempts
+        .iter()
+        .map(|attempt| {
+            let outcome = match (&attempt.error, attempt.delivered) {
+                (_, true) => Cell::painted("delivered", crate::output::Paint::Green),
+                (Some(error), false) => Cell::painted(error.as_str(), crate::output::Paint::Red),
+                (None, false) => Cell::painted("failed", crate::output::Paint::Red),
+            };
+            vec![
+                Cell::from(timestamp(&attempt.at)),
+                Cell::from(attempt.kind.as_str()),
+                Cell::from(attempt.event_id.as_str()),
+                Cell::from(attempt.endpoint.as_str()),
+                Cell::from(attempt.attempt.to_string()),
+                Cell::from(attempt.status.map_or_else(|| "-".to_string(), |status| status.to_string())),
+                outcome,
+            ]
+        })
+        .collect();
+    table(&["at", "event", "id", "endpoint", "attempt", "status", "outcome"], rows, style)
 }
 
 /// `B` of `adapters diff`: `NAME@VERSION`, `NAME`, or `@VERSION` for another version of `A`'s adapter.
@@ -251,4 +279,32 @@ pub fn db_table(report: &DbReport, style: Style) -> String {
         })
         .collect();
     table(&["migration", "state"], rows, style)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn event_attempts_show_their_outcome() {
+        let attempt = |number: u32, status: Option<u16>, error: Option<&str>| adapterci_api::EventAttemptInfo {
+            event_id: "e1".to_string(),
+            kind: "promoted".to_string(),
+            endpoint: "http://hooks/x".to_string(),
+            attempt: number,
+            status,
+            delivered: error.is_none(),
+            error: error.map(ToString::to_string),
+            at: chrono::Utc.with_ymd_and_hms(2026, 11, 26, 10, 0, 0).unwrap(),
+        };
+        let text = events_table(
+            &[attempt(2, Some(204), None), attempt(1, None, Some("connection refused"))],
+            Style { color: false },
+        );
+        let lines: Vec<Vec<&str>> = text.lines().map(|line| line.split_whitespace().collect()).collect();
+        assert_eq!(lines[0], ["AT", "EVENT", "ID", "ENDPOINT", "ATTEMPT", "STATUS", "OUTCOME"]);
+        assert_eq!(lines[1][3..], ["promoted", "e1", "http://hooks/x", "2", "204", "delivered"]);
+        assert_eq!(lines[2][7..], ["-", "connection", "refused"]);
+    }
 }
