@@ -7,6 +7,9 @@
 //! for it ended (released, or refused by the release's own gate), so a build that broke is tried again at the
 //! next pass rather than forgotten.
 //!
+//! The digest each model was last rebased for is kept in `<releases dir>/rebased.json`, so a model replaced while
+//! adapterd was stopped is rebased at its next start.
+//!
 //! Releases are found where the engine's release builder writes them: `<releases dir>/<release digest hex>/`
 //! holding `base.safetensors` and `recovery.safetensors`. A retrain queued by a rebase trains on that release
 //! and starts from its recovery adapter.
@@ -31,6 +34,20 @@ pub const RELEASE_RECOVERY_FILE: &str = "recovery.safetensors";
 /// with the same size and time, so its stamp is not trusted and the next pass hashes it again ("racy" files,
 /// as git calls them).
 const RACY_WINDOW: Duration = Duration::from_secs(2);
+
+/// The file below the releases directory that keeps the digest each model was last rebased for.
+pub const REBASED_FILE: &str = "rebased.json";
+
+/// The recorded digests; an unreadable file counts as none (every model then counts as rebased).
+fn read_rebased(path: &Path) -> BTreeMap<String, Digest> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|error| {
+            tracing::warn!(path = %path.display(), %error, "unreadable record of rebased base models: ignored");
+            BTreeMap::new()
+        }),
+        Err(_) => BTreeMap::new(),
+    }
+}
 
 /// What the file looked like when it was last hashed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,15 +90,41 @@ pub struct WatchedBaseModels {
 }
 
 impl WatchedBaseModels {
-    /// `models` with the digests computed at start-up; releases are looked up below `releases_dir`.
+    /// `models` with the digests computed at start-up; releases are looked up below `releases_dir`, where the
+    /// digest each model was last rebased for is kept (`rebased.json`), so that a model replaced while no
+    /// controller ran is rebased at the next start. A model seen for the first time counts as rebased.
     pub async fn new(models: impl IntoIterator<Item = ResolvedBase>, releases_dir: Option<PathBuf>) -> Self {
+        let recorded = match &releases_dir {
+            Some(dir) => read_rebased(&dir.join(REBASED_FILE)),
+            None => BTreeMap::new(),
+        };
         let mut entries = BTreeMap::new();
         for base in models {
             let stamp = trusted(stamp(&base.path).await);
-            let rebased = base.digest.clone();
+            let rebased = recorded.get(&base.name).cloned().unwrap_or_else(|| base.digest.clone());
+            if rebased != base.digest {
+                tracing::info!(model = %base.name, from = %rebased, to = %base.digest, "base model changed while stopped");
+            }
             entries.insert(base.name.clone(), Entry { base, stamp, rebased });
         }
-        WatchedBaseModels { entries: RwLock::new(entries), releases_dir }
+        let catalog = WatchedBaseModels { entries: RwLock::new(entries), releases_dir };
+        catalog.save_rebased();
+        catalog
+    }
+
+    /// Writes the rebased digests (a new file renamed over the old); failures are logged, not fatal.
+    fn save_rebased(&self) {
+        let Some(dir) = &self.releases_dir else { return };
+        let rebased: BTreeMap<String, Digest> =
+            self.snapshot().into_iter().map(|entry| (entry.base.name, entry.rebased)).collect();
+        let path = dir.join(REBASED_FILE);
+        let staging = dir.join(format!("{REBASED_FILE}.tmp"));
+        let written = std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::write(&staging, serde_json::to_vec_pretty(&rebased).unwrap_or_default()))
+            .and_then(|()| std::fs::rename(&staging, &path));
+        if let Err(error) = written {
+            tracing::warn!(path = %path.display(), %error, "cannot record the rebased base models");
+        }
     }
 
     fn snapshot(&self) -> Vec<Entry> {
@@ -132,6 +175,7 @@ impl WatchedBaseModels {
         {
             entry.rebased = digest.clone();
         }
+        self.save_rebased();
     }
 }
 

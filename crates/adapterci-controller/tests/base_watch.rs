@@ -144,4 +144,23 @@ async fn a_changed_base_model_file_is_rebased_once_onto_its_release() {
             matches!(&lineage.initial_adapter, InitialAdapterRef::RecoveryAdapter { base_release, .. } if *base_release == release)
         );
     }
+
+    // adapterd stops, the model is replaced, adapterd starts again (hashing the file it finds): the change made
+    // while stopped is rebased at the next pass
+    drop(controller);
+    install(&model, b"tiny v3");
+    let restarted_base = ResolvedBase {
+        name: "tiny".into(),
+        path: model.clone(),
+        digest: Digest::of(b"tiny v3"),
+        recovery_adapter: None,
+    };
+    let restarted = WatchedBaseModels::new([restarted_base], Some(releases.clone())).await;
+    assert_eq!(restarted.refresh().await, vec![("tiny".to_string(), Digest::of(b"tiny v3"))]);
+    // a first start knows nothing to rebase
+    let fresh = tempfile::tempdir().unwrap();
+    let first_start =
+        ResolvedBase { name: "tiny".into(), path: model, digest: Digest::of(b"tiny v3"), recovery_adapter: None };
+    let first = WatchedBaseModels::new([first_start], Some(fresh.path().join("releases"))).await;
+    assert!(first.refresh().await.is_empty());
 }

@@ -115,7 +115,8 @@ async fn one_base_model_change_gives_one_release_and_three_adapters_retrained_on
     })
     .await;
 
-    let bundles: Vec<_> = std::fs::read_dir(&releases).unwrap().map(|entry| entry.unwrap().path()).collect();
+    let bundles: Vec<_> =
+        std::fs::read_dir(&releases).unwrap().map(|entry| entry.unwrap().path()).filter(|path| path.is_dir()).collect();
     assert_eq!(bundles.len(), 1, "exactly one base release: {bundles:?}");
     let bundle = &bundles[0];
     let release = Digest::of(&std::fs::read(bundle.join(RELEASE_WEIGHTS_FILE)).unwrap());
