@@ -233,7 +233,7 @@ impl TrainingLauncher for ProcessLauncher {
         let pid = child.id();
         tracing::info!(run = run_id, pid, program = %self.program.display(), "trainer process started");
         // dropped before the child ended (cancel, timeout, lost lease): the child is killed with the future
-        let mut stopped = StopNote { log: log_path.clone(), pid, armed: true };
+        let mut stopped = StopNote { log: log_path.clone(), job_dir: dir.clone(), pid, armed: true };
         // kept open while the child runs: the child exits when it closes (this process died)
         let stdin = child.stdin.take();
         if let Some(stdout) = child.stdout.take() {
@@ -283,9 +283,10 @@ impl TrainingLauncher for ProcessLauncher {
     }
 }
 
-/// Notes in the run's log that its trainer was stopped, when dropped while armed.
+/// Notes in the run's log that its trainer was stopped, and removes the job directory, when dropped while armed.
 struct StopNote {
     log: PathBuf,
+    job_dir: PathBuf,
     pid: Option<u32>,
     armed: bool,
 }
@@ -303,6 +304,8 @@ impl Drop for StopNote {
         if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(&self.log) {
             let _ = std::io::Write::write_all(&mut file, line.as_bytes());
         }
+        // the job's copy of the dataset goes too (the child, killed right after, no longer needs it)
+        let _ = std::fs::remove_dir_all(&self.job_dir);
     }
 }
 

@@ -181,6 +181,7 @@ async fn dropping_a_launch_kills_the_child() {
     eventually("the child to be killed", || async { ended(pid).then_some(()) }).await;
     let log = log_text(&sleeper, "run-4").await;
     assert!(log.contains(&format!("trainer process {pid} stopped")), "{log}");
+    assert!(!dir.path().join("jobs/run-4").exists(), "the stopped job's directory is removed");
 }
 
 fn pipeline(steps: usize) -> String {
