@@ -20,7 +20,7 @@ mod watch;
 mod webhook_trigger;
 pub mod webhooks;
 
-pub use base_watch::{RELEASE_RECOVERY_FILE, RELEASE_WEIGHTS_FILE, WatchedBaseModels};
+pub use base_watch::{REBASED_FILE, RELEASE_RECOVERY_FILE, RELEASE_WEIGHTS_FILE, WatchedBaseModels};
 pub use error::ControllerError;
 pub use models::{BaseModels, ResolvedBase, StaticBaseModels};
 pub use rebase::RebaseOutcome;

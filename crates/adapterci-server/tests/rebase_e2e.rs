@@ -2,14 +2,15 @@
 //! (`EngineBaseReleaseBuilder`: palettize, recovery adapter, perplexity gate) on the tiny model with tiny
 //! budgets: three pipelines on one base, a new model file installed under the catalog's path, and the watcher
 //! builds exactly one base release and retrains the three adapters on it, from its recovery adapter, each
-//! bound to the release in its lineage. SQLite, local files, libtorch on the CPU, the API over HTTP.
+//! bound to the release in its lineage; with a gate no release passes, nothing is retrained or published.
+//! SQLite, local files, libtorch on the CPU, the API over HTTP.
 //!
 //! adapterd runs on real time, so the test polls the API for explicit conditions with a generous deadline and
 //! asserts states, never durations.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use adapterci_api::{ApiClient, ApplyPipelineRequest, RunInfo, RunListQuery, RunState};
@@ -21,7 +22,7 @@ use adapterci_engine::allocate::Method;
 use adapterci_engine::calibrate::TeacherTextSpec;
 use adapterci_engine::recover::RecoverySpec;
 use adapterci_engine::release_build::BuildOptions;
-use adapterci_server::ServerConfig;
+use adapterci_server::{RunningServer, ServerConfig};
 
 const DEADLINE: Duration = Duration::from_secs(300);
 const POLL: Duration = Duration::from_millis(200);
@@ -76,21 +77,20 @@ fn install_model(path: &Path, seed: u64) {
     std::fs::rename(&staging, path).unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_base_model_change_gives_one_release_and_three_adapters_retrained_on_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("tiny.gguf");
+/// adapterd on the tiny model with three pipelines on it, a dataset each, and the base-release gate at
+/// `max_ratio`; returns the server, its client, the model's path and the releases folder.
+async fn start(dir: &Path, max_ratio: f64) -> (RunningServer, ApiClient, PathBuf, PathBuf) {
+    let model = dir.join("tiny.gguf");
     install_model(&model, 3);
-    let mut config = ServerConfig::embedded(dir.path().join("data"), model.clone());
+    let mut config = ServerConfig::embedded(dir.join("data"), model.clone());
     config.models = vec![("tiny".to_string(), model.clone())];
     config.no_worker = true;
     config.refresh_secs = 0;
     config.tick_ms = 100;
     config.base_watch_ms = 200;
     config.threads = 1;
-    // the tiny model's random weights: the gate is opened wide, the budgets are the smallest that exercise
-    // every step (calibration, allocation, palettization, recovery)
-    config.base_release_max_perplexity_ratio = 100.0;
+    // the smallest budgets that exercise every step (calibration, allocation, palettization, recovery)
+    config.base_release_max_perplexity_ratio = max_ratio;
     config.base_release_options = Some(BuildOptions {
         method: Method { group_rows: 8, group_rows_2bit: 4, ..Method::default() },
         teacher: TeacherTextSpec { sequences: 20, seq_len: 24, batch: 10, temperature: 1.0, seed: 1 },
@@ -106,6 +106,13 @@ async fn one_base_model_change_gives_one_release_and_three_adapters_retrained_on
         client.apply_pipeline(&ApplyPipelineRequest { file: None, yaml: pipeline(name) }).await.unwrap();
         client.push_dataset(&format!("datasets/{name}/train.jsonl"), dataset.clone().into_bytes()).await.unwrap();
     }
+    (server, client, model, releases)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_base_model_change_gives_one_release_and_three_adapters_retrained_on_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, client, model, releases) = start(dir.path(), 100.0).await;
 
     install_model(&model, 7);
     let new_digest = Digest::of(&std::fs::read(&model).unwrap());
@@ -145,5 +152,24 @@ async fn one_base_model_change_gives_one_release_and_three_adapters_retrained_on
             run.pipeline
         );
     }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_that_fails_its_gate_retrains_and_publishes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // a gate no release passes: the recovered perplexity at most half the source model's
+    let (server, client, model, releases) = start(dir.path(), 0.5).await;
+    install_model(&model, 7);
+    let new_digest = Digest::of(&std::fs::read(&model).unwrap());
+    // the watcher records a finished rebase (released or refused by its gate) in rebased.json
+    eventually("the rebase to finish", || async {
+        let recorded = std::fs::read_to_string(releases.join(adapterci_controller::REBASED_FILE)).ok()?;
+        recorded.contains(&new_digest.to_string()).then_some(())
+    })
+    .await;
+    let runs = client.list_runs(&RunListQuery { pipeline: None, limit: Some(100) }).await.unwrap();
+    assert!(runs.is_empty(), "no pipeline is retrained on a release that failed its gate: {runs:#?}");
+    assert!(client.list_adapters().await.unwrap().is_empty(), "nothing published");
     server.shutdown().await;
 }
