@@ -24,6 +24,7 @@ use crate::convert::{channel_event, channel_record, to_stored_count, version_bin
 use crate::entity::adapter_versions;
 use crate::entity::{adapter_channel_events as events, adapter_channels as channels, adapter_tags as tags};
 use crate::error::{AttemptError, attempt_err, backend, retrying};
+use crate::retention::pointer_race;
 
 /// A channel change that failed for good, or a race to retry.
 enum ChangeError {
@@ -115,10 +116,11 @@ async fn move_channel(
         updated_at: Set(now),
     };
     if current.is_some() {
-        channels::Entity::update(row.clone()).exec(txn).await.map_err(attempt_err(context))?;
+        channels::Entity::update(row.clone()).exec(txn).await.map_err(pointer_race(context))?;
     } else {
         // A concurrent creator of the same channel makes this a unique-key race: retried.
-        channels::Entity::insert(row.clone()).exec_without_returning(txn).await.map_err(attempt_err(context))?;
+        // A version pruned after it was read makes the foreign key fail: retried, the promote then finds it gone.
+        channels::Entity::insert(row.clone()).exec_without_returning(txn).await.map_err(pointer_race(context))?;
     }
     let event = events::ActiveModel {
         adapter: Set(adapter.to_string()),

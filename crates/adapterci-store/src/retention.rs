@@ -16,6 +16,18 @@ use crate::channels::lock_adapter;
 use crate::entity::{adapter_channels as channels, adapter_tags as tags, adapter_versions};
 use crate::error::{AttemptError, attempt_err, retrying};
 
+/// Like `attempt_err`, and a foreign-key violation is a race too: a channel or tag took a version between the
+/// read and the write (a racing promote of a version being pruned); the next attempt sees it.
+pub(crate) fn pointer_race(context: &str) -> impl FnOnce(sea_orm::DbErr) -> AttemptError + '_ {
+    move |err| {
+        if matches!(err.sql_err(), Some(sea_orm::SqlErr::ForeignKeyConstraintViolation(_))) {
+            AttemptError::Retry(format!("{context}: {err}"))
+        } else {
+            attempt_err(context)(err)
+        }
+    }
+}
+
 impl SeaStore {
     async fn try_prune(&self, adapter: &AdapterName, policy: RetentionPolicy) -> Result<Vec<u64>, AttemptError> {
         let context = format!("pruning old versions of adapter {adapter}");
@@ -58,7 +70,7 @@ impl SeaStore {
                 .filter(adapter_versions::Column::Version.is_in(doomed.clone()))
                 .exec(&txn)
                 .await
-                .map_err(attempt_err(&context))?;
+                .map_err(pointer_race(&context))?;
         }
         txn.commit().await.map_err(attempt_err(&context))?;
         Ok(doomed.into_iter().filter_map(|version| u64::try_from(version).ok()).collect())

@@ -82,3 +82,69 @@ async fn postgres_retention_conforms() {
     let server = tokio::task::spawn_blocking(PostgresServer::start).await.unwrap().expect("start PostgreSQL");
     conforms(SeaStore::connect(&server.create_database().unwrap()).await.unwrap()).await;
 }
+
+/// Promotes of old versions to new channels race pruning passes: whatever wins, no channel points at a pruned
+/// version, and every promote either succeeded or was refused because its version is gone.
+async fn promotes_race_pruning(store: SeaStore) {
+    let store = std::sync::Arc::new(store);
+    for index in 1..=12 {
+        record(&store, &format!("content {index}")).await;
+    }
+    let policy = RetentionPolicy::keep_last(1).unwrap();
+    let mut tasks = Vec::new();
+    for version in 1..=8u64 {
+        let promoter = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let channel = ChannelName::new(format!("c{version}")).unwrap();
+            let request = PromoteRequest { adapter: name(), channel, version, allow_base_change: false };
+            match promoter.promote(request).await {
+                Ok(_) => true,
+                Err(adapterci_core::channels::ChannelError::NoSuchVersion { .. }) => false,
+                Err(other) => panic!("promote of v{version}: {other}"),
+            }
+        }));
+        let pruner = store.clone();
+        tasks.push(tokio::spawn(async move {
+            pruner.prune_versions(&name(), policy).await.expect("a prune never fails on a race");
+            false
+        }));
+    }
+    let mut promoted = 0;
+    for task in tasks {
+        promoted += usize::from(task.await.unwrap());
+    }
+    let kept = versions(&store).await;
+    let channels = store.list_channels(&name()).await.unwrap();
+    assert_eq!(channels.len(), promoted, "every successful promote left its channel");
+    for channel in &channels {
+        assert!(
+            kept.contains(&channel.version),
+            "{} points at pruned v{}: kept {kept:?}",
+            channel.channel,
+            channel.version
+        );
+    }
+    store.prune_versions(&name(), policy).await.unwrap();
+    let mut expected: Vec<u64> = channels.iter().map(|channel| channel.version).chain([12]).collect();
+    expected.sort_unstable();
+    assert_eq!(versions(&store).await, expected, "after a last pass exactly the referenced and the newest stay");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_promotes_race_pruning() {
+    let dir = tempfile::tempdir().unwrap();
+    promotes_race_pruning(
+        SeaStore::connect(&format!("sqlite://{}/m.db?mode=rwc", dir.path().display())).await.unwrap(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_promotes_race_pruning() {
+    if !PostgresServer::available() {
+        eprintln!("skipped: PostgreSQL binaries are not installed");
+        return;
+    }
+    let server = tokio::task::spawn_blocking(PostgresServer::start).await.unwrap().expect("start PostgreSQL");
+    promotes_race_pruning(SeaStore::connect(&server.create_database().unwrap()).await.unwrap()).await;
+}
