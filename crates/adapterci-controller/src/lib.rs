@@ -16,6 +16,7 @@ mod runner;
 mod schedule;
 mod service;
 mod specs;
+mod step_metrics;
 mod watch;
 mod webhook_trigger;
 pub mod webhooks;

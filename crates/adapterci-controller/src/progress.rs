@@ -3,6 +3,7 @@
 
 use std::sync::Mutex;
 
+use adapterci_core::run_metrics::StepMetric;
 use adapterci_core::training::{ProgressSink, StepProgress};
 use tokio::sync::watch;
 
@@ -21,16 +22,26 @@ pub(crate) struct ProgressSnapshot {
 pub(crate) struct RunProgress {
     state: Mutex<ProgressSnapshot>,
     sender: watch::Sender<u64>,
+    /// Steps reported and not yet stored as step metrics.
+    unstored: Mutex<Vec<StepMetric>>,
 }
 
 impl RunProgress {
     pub fn new() -> (RunProgress, watch::Receiver<u64>) {
         let (sender, receiver) = watch::channel(0);
-        (RunProgress { state: Mutex::new(ProgressSnapshot::default()), sender }, receiver)
+        (
+            RunProgress { state: Mutex::new(ProgressSnapshot::default()), sender, unstored: Mutex::new(Vec::new()) },
+            receiver,
+        )
     }
 
     pub fn snapshot(&self) -> ProgressSnapshot {
         self.state.lock().map(|state| state.clone()).unwrap_or_default()
+    }
+
+    /// The steps reported since the last call.
+    pub fn take_steps(&self) -> Vec<StepMetric> {
+        self.unstored.lock().map(|mut steps| std::mem::take(&mut *steps)).unwrap_or_default()
     }
 
     fn update(&self, change: impl FnOnce(&mut ProgressSnapshot)) {
@@ -44,6 +55,9 @@ impl RunProgress {
 impl ProgressSink for RunProgress {
     fn on_step(&self, progress: &StepProgress) {
         tracing::debug!(step = progress.step, total = progress.total_steps, loss = progress.loss, "training step");
+        if let Ok(mut steps) = self.unstored.lock() {
+            steps.push(StepMetric::from_progress(progress));
+        }
         self.update(|state| {
             state.loss_curve.push((progress.step, progress.loss));
             state.latest = Some(progress.clone());

@@ -288,8 +288,10 @@ impl Controller {
     ) -> Result<adapterci_core::training::TrainOutput, RunFailure> {
         let (progress, changes) = RunProgress::new();
         let progress = Arc::new(progress);
+        let metrics = self.run_metrics();
         let writer = tokio::spawn(write_progress(
             self.ports().store.clone(),
+            metrics.clone(),
             run.id.clone(),
             progress.clone(),
             changes,
@@ -308,6 +310,8 @@ impl Controller {
             None => Ok(execution.await),
         };
         writer.abort();
+        // the steps after the writer's last pass
+        crate::step_metrics::flush_steps(metrics.as_ref(), &run.id, &progress).await;
         result?.map_err(RunFailure::Training)
     }
 
@@ -333,6 +337,7 @@ impl Controller {
 /// Copies progress snapshots into the run's report until aborted, at most once per `interval`.
 async fn write_progress(
     store: Arc<dyn adapterci_core::ports::MetadataStore>,
+    metrics: Option<Arc<dyn adapterci_core::run_metrics::RunMetricsStore>>,
     run_id: String,
     progress: Arc<RunProgress>,
     mut changes: watch::Receiver<u64>,
@@ -344,6 +349,7 @@ async fn write_progress(
         if let Err(error) = store.update_run(&run_id, RunPatch { report: Some(json), ..RunPatch::default() }).await {
             tracing::warn!(run = %run_id, %error, "cannot store training progress");
         }
+        crate::step_metrics::flush_steps(metrics.as_ref(), &run_id, &progress).await;
         tokio::time::sleep(interval).await;
     }
 }

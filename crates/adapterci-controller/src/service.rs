@@ -96,6 +96,8 @@ pub struct Controller {
     pub(crate) webhook_secrets: WebhookSecrets,
     /// Where training runs when not through `ports.executor` (a child process per run, with its log).
     pub(crate) launcher: Mutex<Option<Arc<dyn adapterci_core::launcher::TrainingLauncher>>>,
+    /// Where each training step's metrics are stored, when set.
+    pub(crate) run_metrics: Mutex<Option<Arc<dyn adapterci_core::run_metrics::RunMetricsStore>>>,
 }
 
 impl Controller {
@@ -110,6 +112,7 @@ impl Controller {
             specs: SpecCache::default(),
             webhook_secrets: WebhookSecrets::default(),
             launcher: Mutex::new(None),
+            run_metrics: Mutex::new(None),
         }
     }
 

@@ -284,3 +284,20 @@ async fn on_a_base_release_the_task_adapter_starts_from_its_recovery_adapter() {
     assert_eq!(manifest.lineage.initial_adapter, expected);
     assert_eq!(manifest.lineage.base_release_digest, Some(Digest::of(b"release")));
 }
+
+#[tokio::test]
+async fn every_training_step_is_stored_as_a_step_metric_when_a_store_is_set() {
+    let h = harness();
+    let metrics = Arc::new(adapterci_testkit::run_metrics_fake::InMemoryRunMetrics::new());
+    h.controller.set_run_metrics(metrics.clone());
+    h.controller.apply(PIPELINE, None).await.unwrap();
+    h.upload("good\ngood\n").await;
+    h.poll().await;
+    let run = h.run_next().await.expect("a queued run");
+    assert_eq!(run.state, RunState::Succeeded, "{run:#?}");
+    // the scripted executor reports three steps with loss 1/step, 100 tokens in 1 s each
+    let steps = adapterci_core::run_metrics::RunMetricsStore::step_metrics(metrics.as_ref(), &run.id).await.unwrap();
+    let seen: Vec<(u64, f64, u64)> = steps.iter().map(|s| (s.step, s.loss, s.tokens)).collect();
+    assert_eq!(seen, vec![(1, 1.0, 100), (2, 0.5, 100), (3, 1.0 / 3.0, 100)]);
+    assert!(steps.iter().all(|s| s.tokens_per_second() == 100.0));
+}

@@ -182,6 +182,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             ..ControllerConfig::default()
         },
     ));
+    controller.set_run_metrics(run_metrics.clone());
 
     if config.executor == crate::config::ExecutorKind::Process {
         let program = match &config.trainer {
