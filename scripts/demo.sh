@@ -83,6 +83,9 @@ n = len(records)
 print(f"exact match on these {n} held-out prompts: base {hits['base']}/{n}, adapter {hits['adapter']}/{n}")
 PY
 
+say "training curve of run $run_id (every step, stored by adapterd; chart: $data/loss_curve.svg)"
+ctl runs metrics "$run_id" --svg "$data/loss_curve.svg"
+
 say "gate report of run $run_id"
 ctl describe run "$run_id"
 say "done: the adapter was trained, gated, published and served"
