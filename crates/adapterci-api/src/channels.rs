@@ -58,7 +58,7 @@ pub struct DeprecateResponse {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventAttemptInfo {
     pub event_id: String,
-    /// `published`, `promoted` or `rolled_back`.
+    /// `published`, `promoted`, `rolled_back` or `gate_failed`.
     pub kind: String,
     pub endpoint: String,
     /// 1 for the first try.

@@ -223,6 +223,7 @@ impl Controller {
             .map_err(ControllerError::from)?;
         if !gates.passed {
             tracing::info!(run = %run.id, "gates failed: nothing published");
+            self.notify_gates_failed(&run.id, &spec.publish.adapter, &gates);
             return Ok(Outcome::Rejected);
         }
 

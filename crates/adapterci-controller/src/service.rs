@@ -60,6 +60,14 @@ impl Default for ControllerConfig {
 /// Told about every published version (the embedded worker uses it to pull at once instead of at its next poll).
 pub trait PublishListener: Send + Sync {
     fn published(&self, version: &AdapterVersionRecord);
+    /// A run of the pipeline publishing `adapter` failed its eval gates (nothing was published).
+    fn gates_failed(
+        &self,
+        _run_id: &str,
+        _adapter: &adapterci_core::AdapterName,
+        _gates: &adapterci_core::gate::GateReport,
+    ) {
+    }
 }
 
 /// What `apply` did to a pipeline.
@@ -134,6 +142,18 @@ impl Controller {
         let listeners = self.listeners.lock().map(|listeners| listeners.clone()).unwrap_or_default();
         for listener in listeners {
             listener.published(version);
+        }
+    }
+
+    pub(crate) fn notify_gates_failed(
+        &self,
+        run_id: &str,
+        adapter: &adapterci_core::AdapterName,
+        gates: &adapterci_core::gate::GateReport,
+    ) {
+        let listeners = self.listeners.lock().map(|listeners| listeners.clone()).unwrap_or_default();
+        for listener in listeners {
+            listener.gates_failed(run_id, adapter, gates);
         }
     }
 

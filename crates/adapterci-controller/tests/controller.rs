@@ -301,3 +301,33 @@ async fn every_training_step_is_stored_as_a_step_metric_when_a_store_is_set() {
     assert_eq!(seen, vec![(1, 1.0, 100), (2, 0.5, 100), (3, 1.0 / 3.0, 100)]);
     assert!(steps.iter().all(|s| s.tokens_per_second() == 100.0));
 }
+
+/// Records the gate failures the controller reports to its listeners.
+#[derive(Default)]
+struct GateFailures(std::sync::Mutex<Vec<(String, String, Vec<String>)>>);
+
+impl adapterci_controller::PublishListener for GateFailures {
+    fn published(&self, _: &adapterci_core::ports::AdapterVersionRecord) {}
+    fn gates_failed(&self, run_id: &str, adapter: &AdapterName, gates: &adapterci_core::gate::GateReport) {
+        let failed = gates.results.iter().filter(|g| !g.passed).map(|g| g.metric.clone()).collect();
+        self.0.lock().unwrap().push((run_id.to_string(), adapter.to_string(), failed));
+    }
+}
+
+#[tokio::test]
+async fn listeners_hear_of_a_run_whose_gates_fail_and_of_no_run_that_passes() {
+    let h = harness();
+    let failures = Arc::new(GateFailures::default());
+    h.controller.add_publish_listener(failures.clone());
+    h.controller.apply(PIPELINE, None).await.unwrap();
+    h.upload("good\ngood\n").await;
+    h.poll().await;
+    assert_eq!(h.run_next().await.unwrap().state, RunState::Succeeded);
+    assert!(failures.0.lock().unwrap().is_empty());
+    h.upload("bad\nbad\nbad\n").await;
+    h.poll().await;
+    let run = h.run_next().await.unwrap();
+    assert_eq!(run.state, RunState::Rejected);
+    let heard = failures.0.lock().unwrap().clone();
+    assert_eq!(heard, vec![(run.id, "demo-adapter".to_string(), vec!["exact_match".to_string()])]);
+}

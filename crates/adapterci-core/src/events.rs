@@ -15,6 +15,8 @@ pub enum RegistryEventKind {
     Published,
     Promoted,
     RolledBack,
+    /// A run's eval gates failed: nothing was published (`version` is 0, `run_id` and `failed_gates` say which).
+    GateFailed,
 }
 
 impl RegistryEventKind {
@@ -23,6 +25,7 @@ impl RegistryEventKind {
             RegistryEventKind::Published => "published",
             RegistryEventKind::Promoted => "promoted",
             RegistryEventKind::RolledBack => "rolled_back",
+            RegistryEventKind::GateFailed => "gate_failed",
         }
     }
 }
@@ -41,6 +44,12 @@ pub struct RegistryEvent {
     /// The version's manifest digest, for publications.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest_digest: Option<String>,
+    /// The run, for gate failures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// Why each failed gate failed, for gate failures.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_gates: Vec<String>,
     pub at: DateTime<Utc>,
 }
 

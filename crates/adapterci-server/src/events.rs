@@ -14,7 +14,7 @@ use async_trait::async_trait;
 
 /// The header carrying the body's HMAC-SHA256 signature.
 pub const SIGNATURE_HEADER: &str = "X-Adapterci-Signature-256";
-/// The header naming the event kind (`published`, `promoted`, `rolled_back`).
+/// The header naming the event kind (`published`, `promoted`, `rolled_back`, `gate_failed`).
 pub const EVENT_HEADER: &str = "X-Adapterci-Event";
 /// The header carrying the event id (the same on every retry).
 pub const EVENT_ID_HEADER: &str = "X-Adapterci-Event-Id";
@@ -130,6 +130,8 @@ impl EventNotifier {
             version,
             channel: None,
             manifest_digest: None,
+            run_id: None,
+            failed_gates: Vec::new(),
             at: self.clock.now(),
         }
     }
@@ -230,13 +232,26 @@ pub fn subscribers_from_env() -> Vec<EventSubscriber> {
         .collect()
 }
 
-/// Sends a `published` event for every version the controller publishes.
+/// Sends a `published` event for every version the controller publishes, and a `gate_failed` event for every
+/// run whose gates fail.
 pub struct PublishEvents(pub Arc<EventNotifier>);
 
 impl adapterci_controller::PublishListener for PublishEvents {
     fn published(&self, version: &AdapterVersionRecord) {
         let mut event = self.0.event(RegistryEventKind::Published, version.name.as_str(), version.version);
         event.manifest_digest = Some(version.manifest_digest.to_string());
+        self.0.notify(event);
+    }
+
+    fn gates_failed(
+        &self,
+        run_id: &str,
+        adapter: &adapterci_core::AdapterName,
+        gates: &adapterci_core::gate::GateReport,
+    ) {
+        let mut event = self.0.event(RegistryEventKind::GateFailed, adapter.as_str(), 0);
+        event.run_id = Some(run_id.to_string());
+        event.failed_gates = gates.results.iter().filter(|g| !g.passed).map(|g| g.reason.clone()).collect();
         self.0.notify(event);
     }
 }

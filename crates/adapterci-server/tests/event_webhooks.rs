@@ -173,3 +173,30 @@ async fn notify_reaches_every_subscriber_in_the_background() {
     assert_eq!(retried.signature, sign_sha256(b"second", &[&retried.body]), "each subscriber has its own secret");
     assert_eq!(retried.event_id, event.id);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_gates_fail_sends_a_signed_gate_failed_event_naming_the_run_and_the_failed_gates() {
+    use adapterci_controller::PublishListener;
+    use adapterci_core::gate::{GateReport, GateResult};
+    let setup = setup(3).await;
+    let (url, mut requests) = receiver(0).await;
+    setup.notifier.add_subscriber(EventSubscriber { url, secret: SECRET.to_vec() });
+    let gate = |metric: &str, passed: bool| GateResult {
+        metric: metric.to_string(),
+        value: Some(0.5),
+        min: Some(0.8),
+        max: None,
+        passed,
+        reason: format!("{metric} 0.5 {} 0.8", if passed { ">=" } else { "<" }),
+    };
+    let report = GateReport { passed: false, results: vec![gate("exact_match", false), gate("eval_loss", true)] };
+    let adapter = adapterci_core::AdapterName::new("support").unwrap();
+    adapterci_server::events::PublishEvents(setup.notifier.clone()).gates_failed("run-42", &adapter, &report);
+    let got = next(&mut requests).await;
+    assert_eq!(got.event, "gate_failed");
+    assert_eq!(got.signature, sign_sha256(SECRET, &[&got.body]));
+    let event: RegistryEvent = serde_json::from_slice(&got.body).unwrap();
+    assert_eq!((event.kind, event.adapter.as_str(), event.version), (RegistryEventKind::GateFailed, "support", 0));
+    assert_eq!(event.run_id.as_deref(), Some("run-42"));
+    assert_eq!(event.failed_gates, vec!["exact_match 0.5 < 0.8".to_string()], "only the failed gate");
+}

@@ -40,6 +40,7 @@ fn kind_of(text: &str) -> Result<RegistryEventKind, StoreError> {
         "published" => Ok(RegistryEventKind::Published),
         "promoted" => Ok(RegistryEventKind::Promoted),
         "rolled_back" => Ok(RegistryEventKind::RolledBack),
+        "gate_failed" => Ok(RegistryEventKind::GateFailed),
         other => Err(StoreError::Backend(format!("unknown event kind {other:?} in registry_event_attempts"))),
     }
 }

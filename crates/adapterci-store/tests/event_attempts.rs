@@ -30,6 +30,17 @@ async fn conforms(store: SeaStore) {
     let recent: Vec<_> = log.recent_attempts(2).await.unwrap().into_iter().map(|a| (a.event_id, a.attempt)).collect();
     assert_eq!(recent, [("e1".to_string(), 2), ("e2".to_string(), 1)]);
     assert!(log.attempts_of("absent").await.unwrap().is_empty());
+    // every kind reads back as itself
+    for kind in [
+        RegistryEventKind::Published,
+        RegistryEventKind::Promoted,
+        RegistryEventKind::RolledBack,
+        RegistryEventKind::GateFailed,
+    ] {
+        let event = format!("kind-{}", kind.as_str());
+        log.record_attempt(EventAttempt { kind, ..attempt(&event, 1, Some(204), true) }).await.unwrap();
+        assert_eq!(log.attempts_of(&event).await.unwrap()[0].kind, kind);
+    }
 }
 
 #[tokio::test]
