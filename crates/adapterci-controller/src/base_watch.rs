@@ -25,10 +25,7 @@ use adapterci_pipeline::BaseModelRef;
 
 use crate::{BaseModels, Controller, ControllerError, RebaseOutcome, ResolvedBase};
 
-/// File name of a release's weights inside its directory.
-pub const RELEASE_WEIGHTS_FILE: &str = "base.safetensors";
-/// File name of a release's recovery adapter inside its directory.
-pub const RELEASE_RECOVERY_FILE: &str = "recovery.safetensors";
+pub use adapterci_core::base_release::{RELEASE_RECOVERY_FILE, RELEASE_WEIGHTS_FILE};
 
 /// File times are only as fine as the kernel's clock tick: a file modified this recently may change again
 /// with the same size and time, so its stamp is not trusted and the next pass hashes it again ("racy" files,

@@ -8,6 +8,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::Digest;
 
+/// File name of a release's weights inside its directory (`<releases dir>/<release digest hex>/`).
+pub const RELEASE_WEIGHTS_FILE: &str = "base.safetensors";
+/// File name of a release's recovery adapter inside its directory.
+pub const RELEASE_RECOVERY_FILE: &str = "recovery.safetensors";
+
+/// The weights file of release `digest` below `releases_dir`.
+pub fn release_weights_path(releases_dir: &std::path::Path, digest: &Digest) -> std::path::PathBuf {
+    releases_dir.join(digest.hex()).join(RELEASE_WEIGHTS_FILE)
+}
+
 /// The base model a release is built from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BaseReleaseRequest {

@@ -216,6 +216,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                     device: DeviceChoice::Auto,
                     adapter_cache_bytes: config.adapter_cache_mib << 20,
                     refresh_interval: Duration::from_secs(config.refresh_secs.max(1)),
+                    releases_dir: Some(config.releases_dir()),
                 },
                 registry,
             )

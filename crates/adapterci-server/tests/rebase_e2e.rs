@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use adapterci_api::{ApiClient, ApplyPipelineRequest, RunInfo, RunListQuery, RunState};
+use adapterci_api::{ApiClient, ApplyPipelineRequest, CompletionRequest, RunInfo, RunListQuery, RunState};
 use adapterci_controller::{RELEASE_RECOVERY_FILE, RELEASE_WEIGHTS_FILE};
 use adapterci_core::Digest;
 use adapterci_core::manifest::AdapterManifest;
@@ -78,13 +78,13 @@ fn install_model(path: &Path, seed: u64) {
 }
 
 /// adapterd on the tiny model with three pipelines on it, a dataset each, and the base-release gate at
-/// `max_ratio`; returns the server, its client, the model's path and the releases folder.
-async fn start(dir: &Path, max_ratio: f64) -> (RunningServer, ApiClient, PathBuf, PathBuf) {
+/// `max_ratio`, with the embedded worker when `worker`; returns the server, its client, the model's path and the releases folder.
+async fn start(dir: &Path, max_ratio: f64, worker: bool) -> (RunningServer, ApiClient, PathBuf, PathBuf) {
     let model = dir.join("tiny.gguf");
     install_model(&model, 3);
     let mut config = ServerConfig::embedded(dir.join("data"), model.clone());
     config.models = vec![("tiny".to_string(), model.clone())];
-    config.no_worker = true;
+    config.no_worker = !worker;
     config.refresh_secs = 0;
     config.tick_ms = 100;
     config.base_watch_ms = 200;
@@ -112,7 +112,7 @@ async fn start(dir: &Path, max_ratio: f64) -> (RunningServer, ApiClient, PathBuf
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_base_model_change_gives_one_release_and_three_adapters_retrained_on_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, client, model, releases) = start(dir.path(), 100.0).await;
+    let (server, client, model, releases) = start(dir.path(), 100.0, true).await;
 
     install_model(&model, 7);
     let new_digest = Digest::of(&std::fs::read(&model).unwrap());
@@ -152,6 +152,20 @@ async fn one_base_model_change_gives_one_release_and_three_adapters_retrained_on
             run.pipeline
         );
     }
+    // the worker (still on the model it started with) serves the retrained adapters on the release
+    let served = eventually("the worker to serve the three retrained adapters", || async {
+        let models = client.list_models().await.unwrap().data;
+        let on_release: Vec<String> = models
+            .iter()
+            .filter(|m| m.adapterci.base_model_digest == release.to_string() && m.adapterci.version.is_some())
+            .map(|m| m.id.clone())
+            .collect();
+        (on_release.len() == 3).then_some(on_release)
+    })
+    .await;
+    let answer = client.completion(&CompletionRequest::new(served[0].clone(), "question 3")).await.unwrap();
+    assert_eq!(answer.adapterci.base_model_digest, release.to_string(), "answered on the release");
+    assert!(answer.usage.completion_tokens >= 1);
     server.shutdown().await;
 }
 
@@ -159,7 +173,7 @@ async fn one_base_model_change_gives_one_release_and_three_adapters_retrained_on
 async fn a_release_that_fails_its_gate_retrains_and_publishes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     // a gate no release passes: the recovered perplexity at most half the source model's
-    let (server, client, model, releases) = start(dir.path(), 0.5).await;
+    let (server, client, model, releases) = start(dir.path(), 0.5, false).await;
     install_model(&model, 7);
     let new_digest = Digest::of(&std::fs::read(&model).unwrap());
     // the watcher records a finished rebase (released or refused by its gate) in rebased.json

@@ -1,6 +1,7 @@
 //! The thread that owns the base model and the adapter cache. Requests arrive over a channel and are served one
 //! at a time; replies go back on oneshot channels so async callers never block.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::mpsc;
 
@@ -15,10 +16,23 @@ use crate::WorkerError;
 use crate::cache::{AdapterCache, Sized_};
 use crate::worker::{CompletionOutput, Prompt};
 
-impl Sized_ for LoadedAdapter {
+/// A loaded adapter and the base model it runs on.
+pub(crate) struct BoundAdapter {
+    base: Digest,
+    adapter: LoadedAdapter,
+}
+
+impl Sized_ for BoundAdapter {
     fn size_bytes(&self) -> usize {
-        LoadedAdapter::size_bytes(self)
+        self.adapter.size_bytes()
     }
+}
+
+/// A base model other than the worker's own that an adapter runs on: a base release, by digest and file.
+#[derive(Clone, Debug)]
+pub(crate) struct OtherBase {
+    pub digest: Digest,
+    pub path: PathBuf,
 }
 
 /// Why a generation request could not be served.
@@ -37,7 +51,7 @@ pub(crate) struct GenerateRequest {
 }
 
 pub(crate) enum Command {
-    Load { digest: Digest, weights: Bytes, reply: oneshot::Sender<Result<(), String>> },
+    Load { digest: Digest, weights: Bytes, base: Option<OtherBase>, reply: oneshot::Sender<Result<(), String>> },
     Generate { request: GenerateRequest, reply: oneshot::Sender<Result<CompletionOutput, GenerateError>> },
 }
 
@@ -75,16 +89,17 @@ impl EngineHandle {
                     }
                 };
                 let _ = ready_sender.send(Ok(model.digest().clone()));
-                serve(model, AdapterCache::new(cache_budget_bytes), receiver);
+                serve(model, device, AdapterCache::new(cache_budget_bytes), receiver);
             })
             .map_err(|error| WorkerError::Engine(format!("cannot start the engine thread: {error}")))?;
         let digest = ready.await.map_err(|_| WorkerError::EngineStopped)?.map_err(WorkerError::Engine)?;
         Ok(EngineHandle { sender, base: BaseInfo { digest, name: model_name } })
     }
 
-    pub async fn load(&self, digest: Digest, weights: Bytes) -> Result<(), WorkerError> {
+    /// Loads the adapter `digest` on the worker's base, or on `base` (loaded on first use) when given.
+    pub async fn load(&self, digest: Digest, weights: Bytes, base: Option<OtherBase>) -> Result<(), WorkerError> {
         let (reply, response) = oneshot::channel();
-        self.sender.send(Command::Load { digest, weights, reply }).map_err(|_| WorkerError::EngineStopped)?;
+        self.sender.send(Command::Load { digest, weights, base, reply }).map_err(|_| WorkerError::EngineStopped)?;
         response.await.map_err(|_| WorkerError::EngineStopped)?.map_err(WorkerError::Engine)
     }
 
@@ -98,14 +113,21 @@ impl EngineHandle {
     }
 }
 
-fn serve(model: BaseModel, mut cache: AdapterCache<LoadedAdapter>, receiver: mpsc::Receiver<Command>) {
+fn serve(
+    model: BaseModel,
+    device: DeviceChoice,
+    mut cache: AdapterCache<BoundAdapter>,
+    receiver: mpsc::Receiver<Command>,
+) {
+    let primary = model.digest().clone();
+    let mut bases: HashMap<Digest, BaseModel> = HashMap::from([(primary.clone(), model)]);
     for command in receiver {
         match command {
-            Command::Load { digest, weights, reply } => {
+            Command::Load { digest, weights, base, reply } => {
                 let result = if cache.contains(&digest) {
                     Ok(())
                 } else {
-                    model.load_adapter(&weights).map_err(|error| error.to_string()).map(|adapter| {
+                    load_bound(&mut bases, &primary, device, base, &weights).map(|adapter| {
                         for evicted in cache.insert(digest.clone(), adapter) {
                             tracing::info!(adapter = %evicted, "adapter evicted from the cache");
                         }
@@ -115,22 +137,57 @@ fn serve(model: BaseModel, mut cache: AdapterCache<LoadedAdapter>, receiver: mps
                 let _ = reply.send(result);
             }
             Command::Generate { request, reply } => {
-                let _ = reply.send(generate(&model, &mut cache, request));
+                let _ = reply.send(generate(&bases, &primary, &mut cache, request));
             }
         }
     }
     tracing::info!("engine thread stopped");
 }
 
+/// Loads `weights` on the worker's base, or on `other` (its file loaded once and checked against its digest).
+fn load_bound(
+    bases: &mut HashMap<Digest, BaseModel>,
+    primary: &Digest,
+    device: DeviceChoice,
+    other: Option<OtherBase>,
+    weights: &[u8],
+) -> Result<BoundAdapter, String> {
+    let base = match other {
+        None => primary.clone(),
+        Some(OtherBase { digest, path }) => {
+            if !bases.contains_key(&digest) {
+                let model = BaseModel::load(&path, device).map_err(|error| error.to_string())?;
+                if model.digest() != &digest {
+                    return Err(format!(
+                        "{} has digest {}, not the {digest} the adapter is bound to",
+                        path.display(),
+                        model.digest()
+                    ));
+                }
+                tracing::info!(base = %digest, path = %path.display(), "base release loaded");
+                bases.insert(digest.clone(), model);
+            }
+            digest
+        }
+    };
+    let model = bases.get(&base).ok_or_else(|| format!("base {base} is not loaded"))?;
+    let adapter = model.load_adapter(weights).map_err(|error| error.to_string())?;
+    Ok(BoundAdapter { base, adapter })
+}
+
 fn generate(
-    model: &BaseModel,
-    cache: &mut AdapterCache<LoadedAdapter>,
+    bases: &HashMap<Digest, BaseModel>,
+    primary: &Digest,
+    cache: &mut AdapterCache<BoundAdapter>,
     request: GenerateRequest,
 ) -> Result<CompletionOutput, GenerateError> {
-    let adapter = match &request.adapter {
+    let bound = match &request.adapter {
         None => None,
         Some(digest) => Some(cache.get(digest).ok_or(GenerateError::AdapterNotLoaded)?),
     };
+    let base = bound.map_or(primary, |b| &b.base);
+    let model = bases.get(base).ok_or_else(|| GenerateError::Engine(format!("base {base} is not loaded")))?;
+    let adapter = bound.map(|b| &b.adapter);
     let tokenizer = model.tokenizer();
     let text = match &request.prompt {
         Prompt::Text(text) => text.clone(),

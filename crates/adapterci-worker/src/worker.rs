@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{Mutex, watch};
 
 use crate::WorkerError;
-use crate::engine_thread::{EngineHandle, GenerateError, GenerateRequest};
+use crate::engine_thread::{EngineHandle, GenerateError, GenerateRequest, OtherBase};
 
 /// The `model` name that selects the base model without an adapter.
 pub const BASE_MODEL_ALIAS: &str = "base";
@@ -30,6 +30,10 @@ pub struct WorkerConfig {
     pub adapter_cache_bytes: usize,
     /// How often every adapter is checked for a newer version.
     pub refresh_interval: Duration,
+    /// Where base releases live (`<dir>/<release digest hex>/base.safetensors`, as adapterd's base-model watcher
+    /// writes them): an adapter bound to one of them is served on that release, loaded on first use. `None`:
+    /// only adapters bound to `model_path` are served.
+    pub releases_dir: Option<PathBuf>,
 }
 
 /// What a prompt is.
@@ -163,23 +167,30 @@ impl Worker {
         Ok(Some(served))
     }
 
+    /// Where an adapter bound to `digest` runs: `Some(None)` on the worker's own base, `Some(Some(release))` on a
+    /// base release found in `releases_dir`, `None` when the worker has no such base.
+    fn base_of(&self, digest: &Digest) -> Option<Option<OtherBase>> {
+        if digest == &self.engine.base.digest {
+            return Some(None);
+        }
+        let path = adapterci_core::base_release::release_weights_path(self.config.releases_dir.as_ref()?, digest);
+        path.is_file().then(|| Some(OtherBase { digest: digest.clone(), path }))
+    }
+
     /// Verifies the base binding, fetches the weights (digest-verified by the registry) and loads them.
     async fn pull(&self, resolved: ResolvedVersion) -> Result<ServedAdapter, WorkerError> {
         let ResolvedVersion { record, manifest } = resolved;
-        let base = &self.engine.base.digest;
-        if &manifest.lineage.base_model_digest != base {
-            return Err(WorkerError::BaseMismatch {
-                adapter: record.name.to_string(),
-                version: record.version,
-                expected: manifest.lineage.base_model_digest.clone(),
-                actual: base.clone(),
-            });
-        }
+        let base = self.base_of(&manifest.lineage.base_model_digest).ok_or_else(|| WorkerError::BaseMismatch {
+            adapter: record.name.to_string(),
+            version: record.version,
+            expected: manifest.lineage.base_model_digest.clone(),
+            actual: self.engine.base.digest.clone(),
+        })?;
         let weights = manifest.file(ADAPTER_WEIGHTS_FILE).ok_or_else(|| {
             WorkerError::Engine(format!("manifest {} lists no {ADAPTER_WEIGHTS_FILE}", record.manifest_digest))
         })?;
         let bytes = self.registry.fetch_blob(&weights.digest).await?;
-        self.engine.load(record.manifest_digest.clone(), bytes).await?;
+        self.engine.load(record.manifest_digest.clone(), bytes, base).await?;
         Ok(ServedAdapter {
             name: record.name.clone(),
             version: record.version,
@@ -231,7 +242,8 @@ impl Worker {
                 // Evicted from the cache since it was pulled: load it again, by digest, and retry once.
                 if let Some(served) = &adapter {
                     let bytes = self.registry.fetch_blob(&served.weights_digest).await?;
-                    self.engine.load(served.manifest_digest.clone(), bytes).await?;
+                    let base = self.base_of(&served.base_model_digest).flatten();
+                    self.engine.load(served.manifest_digest.clone(), bytes, base).await?;
                 }
                 self.engine.generate(request()).await?
             }

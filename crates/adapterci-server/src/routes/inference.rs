@@ -40,7 +40,11 @@ fn info(worker: &Worker, output: &CompletionOutput) -> (Usage, InferenceInfo, Fi
     let info = InferenceInfo {
         adapter_version: output.adapter.as_ref().map(|adapter| adapter.version),
         manifest_digest: output.adapter.as_ref().map(|adapter| adapter.manifest_digest.to_string()),
-        base_model_digest: worker.base_digest().to_string(),
+        // the base that answered: an adapter's own (a base release for one retrained on it), else the worker's
+        base_model_digest: output
+            .adapter
+            .as_ref()
+            .map_or_else(|| worker.base_digest().to_string(), |adapter| adapter.base_model_digest.to_string()),
         time_to_first_token_ms: output.time_to_first_token_ms,
         decode_tokens_per_second: output.decode_tokens_per_second,
     };
