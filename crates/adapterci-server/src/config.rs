@@ -75,6 +75,10 @@ pub struct ServerConfig {
     /// model's, or nothing is retrained on it.
     #[arg(long, default_value_t = 1.5)]
     pub base_release_max_perplexity_ratio: f64,
+    /// The recovery adapter of a base release trains for at most this many minutes (its schedule fitted to the
+    /// budget), or its step budget, whichever ends first.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
+    pub base_release_minutes: u64,
     /// Calibration and recovery budgets of base releases (embedding only; the engine's defaults otherwise).
     #[arg(skip)]
     pub base_release_options: Option<adapterci_engine::release_build::BuildOptions>,

@@ -237,7 +237,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         let builder = EngineBaseReleaseBuilder {
             models: model_paths,
             dir: config.releases_dir(),
-            options: config.base_release_options.clone().unwrap_or_default(),
+            options: {
+                let mut options = config.base_release_options.clone().unwrap_or_default();
+                options.recovery.max_seconds = Some(config.base_release_minutes as f64 * 60.0);
+                options
+            },
             max_perplexity_ratio: config.base_release_max_perplexity_ratio,
             device: DeviceChoice::Auto,
         };
