@@ -331,3 +331,41 @@ async fn listeners_hear_of_a_run_whose_gates_fail_and_of_no_run_that_passes() {
     let heard = failures.0.lock().unwrap().clone();
     assert_eq!(heard, vec![(run.id, "demo-adapter".to_string(), vec!["exact_match".to_string()])]);
 }
+
+#[tokio::test]
+async fn a_local_directory_location_is_watched_and_trained_on_like_a_prefix() {
+    let h = harness();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("orders");
+    let location = format!("file://{}/", data.display());
+    h.controller.apply(&PIPELINE.replace("datasets/demo/train.jsonl", &location), None).await.unwrap();
+    // nothing there yet: no run
+    assert_eq!(h.poll().await, 0);
+    std::fs::create_dir_all(data.join("2026")).unwrap();
+    std::fs::write(data.join("a.jsonl"), "good\n").unwrap();
+    std::fs::write(data.join("2026/b.jsonl"), "good").unwrap();
+    assert_eq!(h.poll().await, 1, "the new files start one run");
+    let run = h.run_next().await.expect("a queued run");
+    assert_eq!(run.state, RunState::Succeeded, "{run:#?}");
+    // every file below the directory, in path order, joined into whole lines
+    assert_eq!(h.executor.jobs().last().unwrap().dataset, b"good\ngood\n".to_vec());
+    // the same bytes written again start nothing; a new file does
+    std::fs::write(data.join("a.jsonl"), "good\n").unwrap();
+    assert_eq!(h.poll().await, 0, "a rewrite without a change");
+    std::fs::write(data.join("c.jsonl"), "bad\n").unwrap();
+    assert_eq!(h.poll().await, 1);
+}
+
+#[tokio::test]
+async fn a_missing_local_file_fails_the_run_naming_it() {
+    let h = harness();
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.jsonl");
+    let pipeline = PIPELINE.replace("datasets/demo/train.jsonl", &format!("file://{}", missing.display()));
+    h.controller.apply(&pipeline, None).await.unwrap();
+    h.controller.trigger(&demo(), Trigger::Manual).await.unwrap();
+    let run = h.run_next().await.unwrap();
+    assert_eq!(run.state, RunState::Failed);
+    let error = run.error.unwrap_or_default();
+    assert!(error.contains(&format!("file://{}", missing.display())), "{error}");
+}

@@ -25,4 +25,5 @@ pub use spec::{
     BaseModelRef, DEFAULT_CHANNEL, DEFAULT_WATCH_INTERVAL, DatasetRef, MIN_WATCH_INTERVAL, PipelineSpec, PromotionSpec,
     PublishSpec, ResourcesSpec, TriggerSpec, WebhookFormat, default_triggers,
 };
+pub use validate::LOCAL_SCHEME;
 pub use wire::{SUPPORTED_VERSIONS, VersionedPipeline};

@@ -141,8 +141,22 @@ fn build_dataset(checker: &mut Checker, dataset: Option<DatasetV1>) -> Option<Da
     let dataset = checker.required(dataset, "dataset", what)?;
     let location =
         checker.required(dataset.location, "dataset.location", "the dataset's key in the dataset object store")?;
-    // a trailing '/' makes the location a prefix; what precedes it follows the rules of a key
-    match location_problem(location.strip_suffix('/').unwrap_or(&location)) {
+    // a trailing '/' makes the location a prefix; what precedes it follows the rules of a key. `file:///...` names
+    // a file (or, with the '/', a directory) on adapterd's machine instead of a key in the dataset store.
+    let key = match location.strip_prefix(LOCAL_SCHEME) {
+        Some(path) => match path.strip_prefix('/') {
+            Some(relative) => relative,
+            None => {
+                checker.report(
+                    "dataset.location",
+                    format!("invalid location {location:?}: a file:// location must be an absolute path, like file:///data/train.jsonl"),
+                );
+                return None;
+            }
+        },
+        None => &location,
+    };
+    match location_problem(key.strip_suffix('/').unwrap_or(key)) {
         Some(reason) => {
             checker.report("dataset.location", format!("invalid location {location:?}: {reason}"));
             None
@@ -150,6 +164,9 @@ fn build_dataset(checker: &mut Checker, dataset: Option<DatasetV1>) -> Option<Da
         None => Some(DatasetRef { location }),
     }
 }
+
+/// The scheme of dataset locations on adapterd's local file system (`file:///abs/path`).
+pub const LOCAL_SCHEME: &str = "file://";
 
 /// Why `location` is not a safe object-store key, if it is not.
 fn location_problem(location: &str) -> Option<&'static str> {
