@@ -72,6 +72,14 @@ pub enum Command {
     /// The metadata database: apply pending migrations or show which are applied (runs the adapterci-db tool)
     #[command(subcommand)]
     Db(DbCommand),
+    /// Print a run's training log; with -f, follow it until the run ends (the same as `runs logs`)
+    Logs {
+        /// The run id
+        id: String,
+        /// Keep printing what the log gains until the run ends
+        #[arg(short, long)]
+        follow: bool,
+    },
 }
 
 #[derive(Debug, Args)]

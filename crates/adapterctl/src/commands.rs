@@ -43,7 +43,9 @@ pub async fn run(cli: Cli, output: Output) -> Result<ExitStatus, CliError> {
         Command::Trigger(args) => runs::trigger(&context, &args).await,
         Command::Runs(RunsCommand::Wait { id }) => runs::wait(&context, &id).await,
         Command::Runs(RunsCommand::Cancel { id }) => runs::cancel(&context, &id).await,
-        Command::Runs(RunsCommand::Logs { id, follow }) => run_logs::logs(&context, &id, follow).await,
+        Command::Runs(RunsCommand::Logs { id, follow }) | Command::Logs { id, follow } => {
+            run_logs::logs(&context, &id, follow).await
+        }
         Command::Runs(RunsCommand::Metrics { id, svg }) => run_metrics::metrics(&context, &id, svg.as_deref()).await,
         Command::Dataset(DatasetCommand::Push { file, location }) => dataset::push(&context, &file, &location).await,
         Command::Generate(args) => generate::generate(&context, &args).await,

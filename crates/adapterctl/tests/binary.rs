@@ -351,6 +351,12 @@ fn runs_logs_prints_the_log_and_follows_it_until_the_run_ends() {
     );
     assert_eq!((output.status.code(), stdout(&output).as_str()), (Some(0), "step 1\nadapter written\n"));
 
+    // `adapterctl logs` is the same command
+    let (server, requests) = scripted_server(vec![(200, chunk("step 1\n", 7, true))]);
+    let output = adapterctl(&server, &["logs", "-f", "r1"]);
+    assert_eq!(requests.join().unwrap()[0].line, "GET /api/v1/runs/r1/logs?offset=0 HTTP/1.1");
+    assert_eq!((output.status.code(), stdout(&output).as_str()), (Some(0), "step 1\n"), "{}", stderr(&output));
+
     let (server, _) = scripted_server(vec![(404, fixture("error_not_found.json"))]);
     let output = adapterctl(&server, &["runs", "logs", "42"]);
     assert_eq!(output.status.code(), Some(4));
