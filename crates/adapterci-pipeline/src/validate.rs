@@ -414,6 +414,15 @@ fn build_layers(checker: &mut Checker, layers: LayersV1) -> LayerSelection {
             }
             LayerSelection::LastN(count)
         }
+        LayersV1::Range(first, last) => {
+            if first > last {
+                checker.report(
+                    "training.lora.layers.range",
+                    format!("[{first}, {last}]: the first layer must not come after the last"),
+                );
+            }
+            LayerSelection::List((first..=last).collect())
+        }
         LayersV1::List(list) => {
             if list.is_empty() {
                 checker.report("training.lora.layers", "must list at least one layer index (or say `all`)");

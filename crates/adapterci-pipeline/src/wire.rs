@@ -242,12 +242,15 @@ pub enum LoraTargetV1 {
     Down,
 }
 
-/// `all`, a list of layer indices like `[0, 5, 6]`, or the last N layers as `{last: 8}`.
+/// `all`, a list of layer indices like `[0, 5, 6]`, the last N layers as `{last: 8}`, or an inclusive range of
+/// layers as `{range: [4, 11]}`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LayersV1 {
     All,
     List(Vec<usize>),
     Last(usize),
+    /// First and last layer, both included.
+    Range(usize, usize),
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -316,7 +319,7 @@ pub struct ResourcesV1 {
     pub timeout: Option<String>,
 }
 
-const LAYERS_EXPECTED: &str = "`all`, a list of layer indices such as [0, 5, 6], or {last: N}";
+const LAYERS_EXPECTED: &str = "`all`, a list of layer indices such as [0, 5, 6], {last: N} or {range: [FIRST, LAST]}";
 
 impl<'de> Deserialize<'de> for LayersV1 {
     // A visitor rather than `#[serde(untagged)]`: untagged enums answer every mistake with "did not match any
@@ -351,17 +354,21 @@ impl<'de> Visitor<'de> for LayersVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<LayersV1, A::Error> {
-        let mut last = None;
-        while let Some(key) = map.next_key::<String>()? {
-            if key != "last" {
-                return Err(de::Error::unknown_field(&key, &["last"]));
+        let Some(key) = map.next_key::<String>()? else {
+            return Err(de::Error::missing_field("last"));
+        };
+        let layers = match key.as_str() {
+            "last" => LayersV1::Last(map.next_value::<usize>()?),
+            "range" => {
+                let [first, last] = map.next_value::<[usize; 2]>()?;
+                LayersV1::Range(first, last)
             }
-            if last.is_some() {
-                return Err(de::Error::duplicate_field("last"));
-            }
-            last = Some(map.next_value::<usize>()?);
+            other => return Err(de::Error::unknown_field(other, &["last", "range"])),
+        };
+        if let Some(extra) = map.next_key::<String>()? {
+            return Err(de::Error::custom(format!("`{extra}` next to `{key}`: give one of last or range")));
         }
-        last.map(LayersV1::Last).ok_or_else(|| de::Error::missing_field("last"))
+        Ok(layers)
     }
 }
 
@@ -376,6 +383,11 @@ impl Serialize for LayersV1 {
                 map.serialize_entry("last", count)?;
                 map.end()
             }
+            LayersV1::Range(first, last) => {
+                let mut map = serializer.serialize_map(Some(1))?;
+                map.serialize_entry("range", &[first, last])?;
+                map.end()
+            }
         }
     }
 }
@@ -388,7 +400,8 @@ impl JsonSchema for LayersV1 {
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
             "description": "Which decoder layers carry the adapter: `all`, a list of layer indices such as \
-                [0, 5, 6], or the last N layers as {last: N}.",
+                [0, 5, 6], the last N layers as {last: N}, or the layers FIRST to LAST included as \
+                {range: [FIRST, LAST]}.",
             "oneOf": [
                 { "const": "all" },
                 {
@@ -401,6 +414,19 @@ impl JsonSchema for LayersV1 {
                     "type": "object",
                     "properties": { "last": { "type": "integer", "minimum": 1 } },
                     "required": ["last"],
+                    "additionalProperties": false
+                },
+                {
+                    "type": "object",
+                    "properties": {
+                        "range": {
+                            "type": "array",
+                            "items": { "type": "integer", "minimum": 0 },
+                            "minItems": 2,
+                            "maxItems": 2
+                        }
+                    },
+                    "required": ["range"],
                     "additionalProperties": false
                 }
             ]

@@ -55,6 +55,13 @@ fn accepted_forms_become_runtime_values() {
     assert_eq!(spec.lora.targets, [LoraTarget::Down, LoraTarget::Q]);
     assert_eq!((spec.publish.adapter.as_str(), spec.publish.channel.as_str()), ("other-name", "canary"));
 
+    let spec = parse_ok(&format!("{MINIMAL}training: {{lora: {{layers: {{range: [26, 29]}}}}}}\n"));
+    assert_eq!(spec.lora.layers, LayerSelection::List(vec![26, 27, 28, 29]), "a range includes both ends");
+    let err = parse_pipeline(&format!("{MINIMAL}training: {{lora: {{layers: {{range: [1, 2], last: 3}}}}}}\n"), None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("give one of last or range"), "{err}");
+
     let spec = parse_ok(&format!("{MINIMAL}training: {{lora: {{layers: [3, 1]}}, learning_rate: 1e-3}}\n"));
     assert_eq!(spec.lora.layers, LayerSelection::List(vec![3, 1]));
     assert_eq!(spec.train.learning_rate, 1e-3);
@@ -109,7 +116,7 @@ fn structural_problems_come_from_serde_with_their_place() {
     check_problems(
         "training: {lora: {layers: some}}\n",
         &["5:27: training.lora.layers: invalid value: string \"some\", expected `all`, a list of layer indices such \
-         as [0, 5, 6], or {last: N}"],
+         as [0, 5, 6], {last: N} or {range: [FIRST, LAST]}"],
     );
     check_problems("name: again\n", &["5:1: duplicate field `name`"]);
 }
