@@ -10,9 +10,9 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use adapterci_api::{ApiClient, ApplyPipelineRequest, RunInfo, RunState};
+use adapterci_testkit::eventually::eventually;
 
 const PIPELINE: &str = r#"version: v1
 name: crash
@@ -42,9 +42,6 @@ publish:
   adapter: crash
 "#;
 
-const DEADLINE: Duration = Duration::from_secs(300);
-const POLL: Duration = Duration::from_millis(100);
-
 /// A free port on 127.0.0.1 (bound, read, released).
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -65,22 +62,6 @@ fn start_adapterd(dir: &Path, model: &Path) -> (Child, String) {
         .spawn()
         .expect("adapterd starts");
     (child, format!("http://127.0.0.1:{port}"))
-}
-
-/// Polls `check` until it gives a value or the deadline passes.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let started = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(started.elapsed() < DEADLINE, "gave up waiting for {what}");
-        tokio::time::sleep(POLL).await;
-    }
 }
 
 async fn run_state(client: &ApiClient, id: &str) -> Option<RunInfo> {

@@ -12,14 +12,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
-use std::time::{Duration, Instant};
-
 use adapterci_api::{ApiClient, ApplyPipelineRequest, RunInfo, RunListQuery, RunState};
 use adapterci_core::{Digest, PipelineName};
 use adapterci_server::{RunningServer, ServerConfig};
-
-const DEADLINE: Duration = Duration::from_secs(240);
-const POLL: Duration = Duration::from_millis(100);
+use adapterci_testkit::eventually::eventually;
 
 fn pipeline(name: &str) -> String {
     format!(
@@ -51,21 +47,6 @@ publish:
 
 fn line(i: usize) -> String {
     format!("{{\"prompt\": \"question {i}\", \"completion\": \"yes\"}}\n")
-}
-
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let started = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(started.elapsed() < DEADLINE, "gave up waiting for {what}");
-        tokio::time::sleep(POLL).await;
-    }
 }
 
 async fn runs_of(client: &ApiClient, pipeline: &str) -> Vec<RunInfo> {

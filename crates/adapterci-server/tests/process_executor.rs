@@ -12,7 +12,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
 use adapterci_api::{ApiClient, ApplyPipelineRequest, RunState};
 use adapterci_core::Digest;
@@ -20,24 +19,7 @@ use adapterci_core::launcher::{LaunchResources, TrainingLauncher};
 use adapterci_core::training::{LoraSpec, ProgressSink, StepProgress, TrainJob, TrainSpec, TrainingFailure};
 use adapterci_server::config::ExecutorKind;
 use adapterci_server::{ProcessLauncher, ServerConfig};
-
-const DEADLINE: Duration = Duration::from_secs(240);
-const POLL: Duration = Duration::from_millis(100);
-
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let started = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(started.elapsed() < DEADLINE, "gave up waiting for {what}");
-        tokio::time::sleep(POLL).await;
-    }
-}
+use adapterci_testkit::eventually::eventually;
 
 fn dataset() -> Vec<u8> {
     (0..10)

@@ -11,7 +11,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use adapterci_api::{ApiClient, ApplyPipelineRequest, CompletionRequest, RunInfo, RunListQuery, RunState};
 use adapterci_controller::{RELEASE_RECOVERY_FILE, RELEASE_WEIGHTS_FILE};
@@ -23,9 +22,8 @@ use adapterci_engine::calibrate::TeacherTextSpec;
 use adapterci_engine::recover::RecoverySpec;
 use adapterci_engine::release_build::BuildOptions;
 use adapterci_server::{RunningServer, ServerConfig};
+use adapterci_testkit::eventually::eventually;
 
-const DEADLINE: Duration = Duration::from_secs(300);
-const POLL: Duration = Duration::from_millis(200);
 const PIPELINES: [&str; 3] = ["alpha", "beta", "gamma"];
 
 fn pipeline(name: &str) -> String {
@@ -53,21 +51,6 @@ publish:
   adapter: {name}
 "
     )
-}
-
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let started = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(started.elapsed() < DEADLINE, "gave up waiting for {what}");
-        tokio::time::sleep(POLL).await;
-    }
 }
 
 /// A new model file renamed over the catalog's path, as an installer would.

@@ -3,6 +3,7 @@
 
 pub mod channel_conformance;
 pub mod clock;
+pub mod eventually;
 pub mod executor_fake;
 pub mod postgres;
 pub mod registry_conformance;
