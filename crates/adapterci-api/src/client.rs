@@ -147,6 +147,14 @@ impl ApiClient {
         self.call(Method::GET, url, Body::<()>::None).await
     }
 
+    /// `GET /api/v1/adapters/{name}/versions/{version}/peft/{file}`: one file of the version as Hugging Face PEFT
+    /// saves adapters (`adapter_config.json` or `adapter_model.safetensors`).
+    pub async fn adapter_peft_file(&self, name: &str, version: u64, file: &str) -> Result<Vec<u8>, ApiError> {
+        let version = version.to_string();
+        let url = self.url(&["api", "v1", "adapters", name, "versions", &version, "peft", file]);
+        self.call_bytes(Method::GET, url, Body::<()>::None, "application/octet-stream").await
+    }
+
     /// `PUT /api/v1/datasets/{location}` with the file's bytes. `location` may contain `/`.
     pub async fn push_dataset(&self, location: &str, bytes: Vec<u8>) -> Result<DatasetPushResponse, ApiError> {
         let mut segments = vec!["api", "v1", "datasets"];
@@ -175,7 +183,23 @@ impl ApiClient {
         url: Url,
         body: Body<'_, B>,
     ) -> Result<T, ApiError> {
-        let mut request = self.http.request(method.clone(), url.clone()).header("accept", "application/json");
+        let bytes = self.call_bytes(method.clone(), url.clone(), body, "application/json").await?;
+        serde_json::from_slice(&bytes).map_err(|err| ApiError::Decode {
+            method: method.to_string(),
+            url: url.to_string(),
+            reason: err.to_string(),
+        })
+    }
+
+    /// The response body of a successful request, undecoded.
+    async fn call_bytes<B: Serialize>(
+        &self,
+        method: Method,
+        url: Url,
+        body: Body<'_, B>,
+        accept: &str,
+    ) -> Result<Vec<u8>, ApiError> {
+        let mut request = self.http.request(method.clone(), url.clone()).header("accept", accept);
         request = match body {
             Body::None => request,
             Body::Json(value) => request.json(value),
@@ -192,11 +216,7 @@ impl ApiClient {
                 error: decode_error_body(status, &bytes),
             });
         }
-        serde_json::from_slice(&bytes).map_err(|err| ApiError::Decode {
-            method: method.to_string(),
-            url: url.to_string(),
-            reason: err.to_string(),
-        })
+        Ok(bytes.to_vec())
     }
 
     fn transport_error(&self, method: &Method, url: &Url, err: &reqwest::Error) -> ApiError {

@@ -112,3 +112,58 @@ async fn adapterctl_manages_channels_and_versions_of_a_running_adapterd() {
     refused(&server, &["adapters", "deprecate", "support"], ExitStatus::Usage, "support@VERSION").await;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adapterctl_exports_a_version_for_peft_and_the_engine_reads_it_back() {
+    use adapterci_core::training::{AdapterConfig, LoraTarget};
+    use adapterci_engine::lora::LoraWeights;
+    use adapterci_engine::lora::peft::{import_peft, read_peft_dir};
+    use adapterci_engine::model::BaseModel;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let model_path = dir.path().join("tiny.gguf");
+    let base = BaseModel::load(&model_path, adapterci_engine::device::DeviceChoice::Cpu).unwrap();
+    let config = AdapterConfig {
+        rank: 4,
+        alpha: 8.0,
+        targets: vec![LoraTarget::Q, LoraTarget::Down],
+        layers: vec![0, 1],
+        dtype: "f32".to_string(),
+    };
+    let cpu = adapterci_engine::device::DeviceChoice::Cpu.resolve().unwrap();
+    let lora = LoraWeights::init_standard(&config, 0.0, base.config(), 5, cpu).unwrap();
+    let weights = lora.to_safetensors().unwrap();
+    let mut request = publish_request("support", &weights);
+    request.adapter = config.clone();
+    request.lineage.base_model_name = "tiny".to_string();
+    request.lineage.base_model_digest = base.digest().clone();
+    let registry = &server.state.controller.ports().registry;
+    registry.publish(request).await.unwrap();
+    // a version bound to a base adapterd does not have
+    let mut other = publish_request("support", b"other weights");
+    other.lineage.base_model_name = "tiny".to_string();
+    registry.publish(other).await.unwrap();
+
+    let out = dir.path().join("peft");
+    let out_arg = out.display().to_string();
+    adapterctl(&server, &["adapters", "export", "support@1", "--out", &out_arg]).await.unwrap();
+    let files = read_peft_dir(&out).unwrap();
+    let peft_config: serde_json::Value = serde_json::from_str(&files.config_json).unwrap();
+    assert_eq!((peft_config["r"].as_u64(), peft_config["lora_alpha"].as_u64()), (Some(4), Some(8)));
+    assert_eq!(peft_config["target_modules"], serde_json::json!(["down_proj", "q_proj"]));
+    let imported = import_peft(&files, base.config(), cpu).unwrap();
+    assert_eq!(imported.config().rank, 4);
+    assert_eq!(imported.to_safetensors().unwrap().len(), weights.len(), "the same tensors come back");
+
+    refused(&server, &["adapters", "export", "support@9", "--out", &out_arg], ExitStatus::NotFound, "no version 9")
+        .await;
+    refused(
+        &server,
+        &["adapters", "export", "support@2", "--out", &out_arg],
+        ExitStatus::Failure,
+        "not in adapterd's catalog",
+    )
+    .await;
+    server.shutdown().await;
+}

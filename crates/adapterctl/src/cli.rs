@@ -311,6 +311,16 @@ pub enum AdaptersCommand {
         #[arg(value_name = "B")]
         b: String,
     },
+    /// Write a version as Hugging Face PEFT saves adapters (adapter_config.json and adapter_model.safetensors, PEFT's
+    /// key names), ready for `PeftModel.from_pretrained(base, DIR)`
+    Export {
+        /// The adapter, optionally with a version (the latest by default)
+        #[arg(value_name = "NAME[@VERSION]")]
+        adapter: AdapterRef,
+        /// The folder to write the two files into (created if missing)
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
     /// List the newest outbound event deliveries (webhooks on publish, promote, rollback) and their outcome
     Events {
         /// At most this many attempts

@@ -16,6 +16,17 @@ use crate::render::{Cell, short_digest, table, timestamp};
 pub use diff::{FieldChange, VersionDiff, diff_manifests, diff_table};
 pub use lineage::{LineageView, ParentVersion, lineage_tree};
 
+/// The files of a PEFT adapter folder, as adapterd exports them.
+const PEFT_FILES: [&str; 2] = ["adapter_config.json", "adapter_model.safetensors"];
+
+/// What `adapters export` wrote.
+#[derive(Debug, Serialize)]
+struct ExportReport {
+    adapter: String,
+    version: u64,
+    files: Vec<String>,
+}
+
 const LIST_HINT: &str = "list the adapters with `adapterctl get adapters`";
 
 /// Runs one `adapters ...` command.
@@ -49,6 +60,24 @@ pub async fn adapters(context: &Context, command: AdaptersCommand) -> Result<Exi
             let answer = context.client.deprecate(&adapter.name, version, !undo).await.map_err(not_found_hint)?;
             let state = if answer.deprecated { "deprecated" } else { "no longer deprecated" };
             context.output.data(&answer, |_| format!("{}@{} is {state}", answer.adapter, answer.version))?;
+        }
+        AdaptersCommand::Export { adapter, out } => {
+            let version = resolve_version(context, &adapter).await?;
+            std::fs::create_dir_all(&out)
+                .map_err(|error| CliError::new(format!("cannot create {}: {error}", out.display())))?;
+            let mut written = Vec::new();
+            for file in PEFT_FILES {
+                let bytes =
+                    context.client.adapter_peft_file(&adapter.name, version, file).await.map_err(not_found_hint)?;
+                let path = out.join(file);
+                std::fs::write(&path, &bytes)
+                    .map_err(|error| CliError::new(format!("cannot write {}: {error}", path.display())))?;
+                written.push(path.display().to_string());
+            }
+            let report = ExportReport { adapter: adapter.name.clone(), version, files: written };
+            context.output.data(&report, |_| {
+                format!("{}@{} exported for PEFT: {}", report.adapter, report.version, report.files.join(", "))
+            })?;
         }
         AdaptersCommand::Lineage { adapter } => {
             let view = lineage_view(context, &adapter).await?;
