@@ -155,6 +155,16 @@ impl ApiClient {
         self.call_bytes(Method::GET, url, Body::<()>::None, "application/octet-stream").await
     }
 
+    /// `POST /api/v1/adapters/{name}/peft`: publishes a PEFT adapter folder as a new version of `name`.
+    pub async fn import_peft(
+        &self,
+        name: &str,
+        request: &crate::PeftImportRequest,
+    ) -> Result<AdapterVersionInfo, ApiError> {
+        let url = self.url(&["api", "v1", "adapters", name, "peft"]);
+        self.call(Method::POST, url, Body::Json(request)).await
+    }
+
     /// `PUT /api/v1/datasets/{location}` with the file's bytes. `location` may contain `/`.
     pub async fn push_dataset(&self, location: &str, bytes: Vec<u8>) -> Result<DatasetPushResponse, ApiError> {
         let mut segments = vec!["api", "v1", "datasets"];

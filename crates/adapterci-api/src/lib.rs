@@ -15,6 +15,7 @@ pub mod client;
 pub mod datasets;
 pub mod error;
 pub mod inference;
+pub mod peft;
 pub mod pipelines;
 pub mod routes;
 pub mod run_metrics;
@@ -35,6 +36,7 @@ pub use inference::{
     CompletionRequest, CompletionResponse, FinishReason, InferenceInfo, ModelDetails, ModelInfo, ModelKind, ModelList,
     Stop, Usage,
 };
+pub use peft::PeftImportRequest;
 pub use pipelines::{ApplyOutcome, ApplyPipelineRequest, ApplyPipelineResponse, PipelineDetail, PipelineInfo};
 pub use run_metrics::{RunMetricsResponse, StepMetricInfo, StepMetricsSource};
 pub use runs::{

@@ -18,6 +18,8 @@ pub const ADAPTERS: &str = "/api/v1/adapters";
 pub const ADAPTER_VERSIONS: &str = "/api/v1/adapters/{name}/versions";
 pub const ADAPTER_VERSION: &str = "/api/v1/adapters/{name}/versions/{version}";
 /// One file of a version exported for Hugging Face PEFT: `adapter_config.json` or `adapter_model.safetensors`.
+/// A PEFT adapter folder published as a new version (`POST`, body `PeftImportRequest`).
+pub const ADAPTER_PEFT_IMPORT: &str = "/api/v1/adapters/{name}/peft";
 pub const ADAPTER_VERSION_PEFT: &str = "/api/v1/adapters/{name}/versions/{version}/peft/{file}";
 pub const ADAPTER_VERSION_DEPRECATE: &str = "/api/v1/adapters/{name}/versions/{version}/deprecate";
 pub const ADAPTER_CHANNELS: &str = "/api/v1/adapters/{name}/channels";

@@ -244,6 +244,8 @@ pub enum InitialAdapterRef {
     StandardInit,
     /// The accuracy-recovery adapter of a base release.
     RecoveryAdapter { base_release: Digest, adapter: Digest },
+    /// Not trained here: imported from another tool's files (`format`, such as `peft`).
+    Imported { format: String },
 }
 
 /// An adapter's weights to start from, with their identity.

@@ -36,6 +36,7 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         .route(routes::ADAPTER_VERSION, get(adapters::manifest))
         .route(routes::ADAPTER_VERSION_DEPRECATE, post(channels::deprecate))
         .route(routes::ADAPTER_VERSION_PEFT, get(peft::export))
+        .route(routes::ADAPTER_PEFT_IMPORT, post(peft::import))
         .route(routes::ADAPTER_CHANNELS, get(channels::list))
         .route(routes::ADAPTER_CHANNEL_PROMOTE, post(channels::promote))
         .route(routes::ADAPTER_CHANNEL_ROLLBACK, post(channels::rollback))

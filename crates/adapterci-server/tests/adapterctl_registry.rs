@@ -114,7 +114,7 @@ async fn adapterctl_manages_channels_and_versions_of_a_running_adapterd() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn adapterctl_exports_a_version_for_peft_and_the_engine_reads_it_back() {
+async fn adapterctl_exports_a_version_for_peft_and_imports_a_peft_folder_as_a_new_version() {
     use adapterci_core::training::{AdapterConfig, LoraTarget};
     use adapterci_engine::lora::LoraWeights;
     use adapterci_engine::lora::peft::{import_peft, read_peft_dir};
@@ -155,6 +155,36 @@ async fn adapterctl_exports_a_version_for_peft_and_the_engine_reads_it_back() {
     let imported = import_peft(&files, base.config(), cpu).unwrap();
     assert_eq!(imported.config().rank, 4);
     assert_eq!(imported.to_safetensors().unwrap().len(), weights.len(), "the same tensors come back");
+
+    // the folder imported back is a new adapter whose own export is the same PEFT adapter
+    adapterctl(&server, &["adapters", "import", &out_arg, "--name", "support-copy", "--base", "tiny"]).await.unwrap();
+    let copy_name = adapterci_core::AdapterName::new("support-copy").unwrap();
+    let copy = server.state.controller.ports().registry.latest(&copy_name).await.unwrap().expect("imported");
+    assert_eq!(copy.manifest.lineage.base_model_digest, *base.digest());
+    assert_eq!(
+        copy.manifest.lineage.initial_adapter,
+        adapterci_core::training::InitialAdapterRef::Imported { format: "peft".to_string() }
+    );
+    let again = dir.path().join("again");
+    let again_arg = again.display().to_string();
+    adapterctl(&server, &["adapters", "export", "support-copy@1", "--out", &again_arg]).await.unwrap();
+    assert_eq!(read_peft_dir(&again).unwrap(), files, "export -> import -> export is the identity");
+    // a folder PEFT wrote for something we do not compute is refused by name; a broken config by its file
+    let mut dora: serde_json::Value = peft_config.clone();
+    dora["use_dora"] = serde_json::json!(true);
+    std::fs::write(again.join("adapter_config.json"), serde_json::to_vec(&dora).unwrap()).unwrap();
+    refused(&server, &["adapters", "import", &again_arg, "--name", "x", "--base", "tiny"], ExitStatus::Failure, "dora")
+        .await;
+    std::fs::write(again.join("adapter_config.json"), b"{not json").unwrap();
+    refused(
+        &server,
+        &["adapters", "import", &again_arg, "--name", "x", "--base", "tiny"],
+        ExitStatus::Failure,
+        "not JSON",
+    )
+    .await;
+    refused(&server, &["adapters", "import", &out_arg, "--name", "x", "--base", "nope"], ExitStatus::NotFound, "nope")
+        .await;
 
     refused(&server, &["adapters", "export", "support@9", "--out", &out_arg], ExitStatus::NotFound, "no version 9")
         .await;

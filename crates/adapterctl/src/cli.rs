@@ -321,6 +321,19 @@ pub enum AdaptersCommand {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
+    /// Publish a Hugging Face PEFT adapter folder (adapter_config.json + adapter_model.safetensors) as the next
+    /// version of an adapter, bound to a model of adapterd's catalog
+    Import {
+        /// The PEFT adapter folder
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// The adapter to publish it as
+        #[arg(long)]
+        name: String,
+        /// The catalog model it was trained on
+        #[arg(long, value_name = "MODEL")]
+        base: String,
+    },
     /// List the newest outbound event deliveries (webhooks on publish, promote, rollback) and their outcome
     Events {
         /// At most this many attempts

@@ -4,7 +4,7 @@
 mod diff;
 mod lineage;
 
-use adapterci_api::{ChannelInfo, PromoteBody, RollbackBody};
+use adapterci_api::{ChannelInfo, PeftImportRequest, PromoteBody, RollbackBody};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::{AdapterRef, AdaptersCommand, DbCommand};
@@ -78,6 +78,21 @@ pub async fn adapters(context: &Context, command: AdaptersCommand) -> Result<Exi
             context.output.data(&report, |_| {
                 format!("{}@{} exported for PEFT: {}", report.adapter, report.version, report.files.join(", "))
             })?;
+        }
+        AdaptersCommand::Import { dir, name, base } => {
+            let read = |file: &str| {
+                let path = dir.join(file);
+                std::fs::read(&path).map_err(|error| CliError::new(format!("cannot read {}: {error}", path.display())))
+            };
+            let config = read(PEFT_FILES[0])?;
+            let adapter_config = serde_json::from_slice(&config)
+                .map_err(|error| CliError::new(format!("{}: not JSON: {error}", dir.join(PEFT_FILES[0]).display())))?;
+            let request =
+                PeftImportRequest { base, adapter_config, adapter_model_hex: hex::encode(read(PEFT_FILES[1])?) };
+            let info = context.client.import_peft(&name, &request).await?;
+            context
+                .output
+                .data(&info, |_| format!("published {}@{} from {}", info.name, info.version, dir.display()))?;
         }
         AdaptersCommand::Lineage { adapter } => {
             let view = lineage_view(context, &adapter).await?;
