@@ -210,7 +210,17 @@ impl Controller {
         let output = self.train_with_progress(run, job, report.clone(), resources, spec.resources.timeout).await?;
 
         self.set_stage(run, RunStage::Eval).await?;
-        let gates = evaluate_gates(&spec.gates, &output.metrics);
+        let mut gates = evaluate_gates(&spec.gates, &output.metrics);
+        if !spec.regression_gates.is_empty() {
+            let reference = self.served_metrics(&spec.publish.adapter, &spec.publish.channel).await?;
+            let regression = adapterci_core::gate::regression::evaluate_regression_gates(
+                &spec.regression_gates,
+                &output.metrics,
+                reference.as_ref(),
+            );
+            gates.passed &= regression.passed;
+            gates.results.extend(regression.results);
+        }
         let mut report = report;
         report.metrics = Some(output.metrics.clone());
         report.gates = Some(gates.clone());
@@ -276,6 +286,19 @@ impl Controller {
         if let Err(error) = self.promote_published(spec, run, published).await {
             tracing::warn!(run = %run.id, adapter = %published.adapter, version = published.version, %error, "published but not promoted");
         }
+    }
+
+    /// The eval metrics of the version `channel` of `adapter` serves now; `None` when it serves none (or the
+    /// version has no eval report): regression gates then have nothing to regress from.
+    async fn served_metrics(
+        &self,
+        adapter: &adapterci_core::AdapterName,
+        channel: &str,
+    ) -> Result<Option<adapterci_core::training::Metrics>, ControllerError> {
+        let Ok(channel) = adapterci_core::channels::ChannelName::new(channel) else { return Ok(None) };
+        let Some(pointer) = self.ports().store.get_channel(adapter, &channel).await? else { return Ok(None) };
+        let served = self.ports().registry.get(adapter, pointer.version).await.map_err(ControllerError::from)?;
+        Ok(served.and_then(|version| version.manifest.eval).map(|eval| eval.metrics))
     }
 
     /// Runs the training job while a task copies its progress into the run's report.

@@ -369,3 +369,28 @@ async fn a_missing_local_file_fails_the_run_naming_it() {
     let error = run.error.unwrap_or_default();
     assert!(error.contains(&format!("file://{}", missing.display())), "{error}");
 }
+
+#[tokio::test]
+async fn a_regression_gate_holds_a_candidate_to_the_version_served_on_the_channel() {
+    let h = harness();
+    let pipeline = PIPELINE.replace("      min: 0.5", "      max_regression: 0.1");
+    h.controller.apply(&pipeline, None).await.unwrap();
+    // nothing served yet: the gate passes and says so
+    h.upload("good\ngood\n").await;
+    h.poll().await;
+    let run = h.run_next().await.unwrap();
+    assert_eq!(run.state, RunState::Succeeded, "{run:#?}");
+    // exact match 0.667 against the served 1.0: more than 0.1 worse
+    h.upload("good\ngood\nbad\n").await;
+    h.poll().await;
+    let run = h.run_next().await.unwrap();
+    assert_eq!(run.state, RunState::Rejected, "{run:#?}");
+    let report = run.report.unwrap();
+    assert_eq!(report["gates"]["results"][0]["metric"], "exact_match");
+    assert_eq!(report["gates"]["results"][0]["min"], 0.9, "held to the served 1.0 minus 0.1");
+    // 0.9 is within the tolerance
+    h.upload("good\ngood\ngood\ngood\ngood\ngood\ngood\ngood\ngood\nbad\n").await;
+    h.poll().await;
+    assert_eq!(h.run_next().await.unwrap().state, RunState::Succeeded);
+    assert_eq!(h.versions().await, vec![1, 2]);
+}

@@ -30,6 +30,8 @@ pub struct PipelineSpec {
     pub train: TrainSpec,
     /// Checked in order after training; the adapter is published only if all pass. May be empty.
     pub gates: Vec<GateSpec>,
+    /// "No regression beyond a tolerance" gates, against the version served on `publish.channel`. May be empty.
+    pub regression_gates: Vec<adapterci_core::gate::regression::RegressionGateSpec>,
     pub publish: PublishSpec,
     pub resources: ResourcesSpec,
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use adapterci_core::CoreError;
 use adapterci_core::gate::GateSpec;
+use adapterci_core::gate::regression::{Direction, RegressionGateSpec};
 use adapterci_core::names::{AdapterName, PipelineName};
 use adapterci_core::training::{LayerSelection, LoraSpec, LoraTarget, TrainSpec};
 
@@ -91,13 +92,25 @@ impl PipelineV1 {
         let dataset = build_dataset(&mut checker, self.dataset);
         let triggers = build_triggers(&mut checker, self.triggers);
         let (lora, train) = build_training(&mut checker, self.training.unwrap_or_default());
-        let gates = build_gates(&mut checker, self.eval.unwrap_or_default());
+        let (gates, regression_gates) = build_gates(&mut checker, self.eval.unwrap_or_default());
         let publish = build_publish(&mut checker, self.publish.unwrap_or_default(), name.as_ref());
         let resources = build_resources(&mut checker, self.resources.unwrap_or_default());
         match (name, base, dataset, publish) {
             (Some(name), Some(base), Some(dataset), Some(publish)) if checker.problems.is_empty() => {
                 let description = self.description;
-                Ok(PipelineSpec { name, description, base, dataset, triggers, lora, train, gates, publish, resources })
+                Ok(PipelineSpec {
+                    name,
+                    description,
+                    base,
+                    dataset,
+                    triggers,
+                    lora,
+                    train,
+                    gates,
+                    regression_gates,
+                    publish,
+                    resources,
+                })
             }
             _ => Err(checker.problems),
         }
@@ -438,7 +451,7 @@ fn build_layers(checker: &mut Checker, layers: LayersV1) -> LayerSelection {
     }
 }
 
-fn build_gates(checker: &mut Checker, eval: EvalV1) -> Vec<GateSpec> {
+fn build_gates(checker: &mut Checker, eval: EvalV1) -> (Vec<GateSpec>, Vec<RegressionGateSpec>) {
     let gates = eval.gates.unwrap_or_default();
     for (position, gate) in gates.iter().enumerate() {
         let path = format!("eval.gates[{position}]");
@@ -450,15 +463,35 @@ fn build_gates(checker: &mut Checker, eval: EvalV1) -> Vec<GateSpec> {
                 checker.report(&format!("{path}.{bound}"), "must be a finite number");
             }
         }
-        match (gate.min, gate.max) {
-            (None, None) => checker.report(&path, "needs `min`, `max` or both"),
-            (Some(min), Some(max)) if min > max => {
+        if let Some(tolerance) = gate.max_regression
+            && !(tolerance.is_finite() && tolerance >= 0.0)
+        {
+            checker.report(&format!("{path}.max_regression"), format!("must be a number >= 0, got {tolerance}"));
+        }
+        match (gate.min, gate.max, gate.max_regression) {
+            (None, None, None) => checker.report(&path, "needs `min`, `max`, `max_regression` or several"),
+            (Some(min), Some(max), _) if min > max => {
                 checker.report(&format!("{path}.min"), format!("min {min} is greater than max {max}"));
             }
             _ => {}
         }
     }
-    gates.into_iter().map(|gate| GateSpec { metric: gate.metric, min: gate.min, max: gate.max }).collect()
+    let regression = gates
+        .iter()
+        .filter_map(|gate| {
+            gate.max_regression.map(|tolerance| RegressionGateSpec {
+                metric: gate.metric.clone(),
+                direction: Direction::for_metric(&gate.metric),
+                tolerance,
+            })
+        })
+        .collect();
+    let absolute = gates
+        .into_iter()
+        .filter(|gate| gate.min.is_some() || gate.max.is_some())
+        .map(|gate| GateSpec { metric: gate.metric, min: gate.min, max: gate.max })
+        .collect();
+    (absolute, regression)
 }
 
 fn build_publish(checker: &mut Checker, publish: PublishV1, name: Option<&PipelineName>) -> Option<PublishSpec> {

@@ -271,6 +271,12 @@ pub struct GateV1 {
     pub min: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max: Option<f64>,
+    /// No regression beyond this much (absolute, >= 0) against the version now served on the publish channel:
+    /// losses, perplexities and KL may rise by at most this, other metrics fall by at most this. Passes when
+    /// nothing is served yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub max_regression: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
