@@ -37,6 +37,14 @@ impl std::fmt::Debug for BaseModel {
     }
 }
 
+/// The decoder shape of a model file, GGUF or base release, without loading its weights onto a device.
+pub fn model_config(path: &Path) -> Result<LlamaConfig, EngineError> {
+    if is_release_path(path)? {
+        return Ok(BaseRelease::open(path)?.0.config);
+    }
+    LlamaConfig::from_gguf(&GgufFile::open(path)?)
+}
+
 impl BaseModel {
     /// Reads a `llama` GGUF: config, f32 weights on `device`, tokenizer from its metadata, sha256 of the file.
     ///

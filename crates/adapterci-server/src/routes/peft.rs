@@ -11,10 +11,10 @@ use adapterci_core::manifest::ADAPTER_WEIGHTS_FILE;
 use adapterci_core::manifest::Lineage;
 use adapterci_core::ports::PublishRequest;
 use adapterci_core::training::InitialAdapterRef;
-use adapterci_engine::config::LlamaConfig;
 use adapterci_engine::device::DeviceChoice;
 use adapterci_engine::lora::LoraWeights;
 use adapterci_engine::lora::peft::{PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE, PeftFiles, export_peft, import_peft};
+use adapterci_engine::model::model_config;
 use adapterci_pipeline::BaseModelRef;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -58,7 +58,7 @@ pub(super) async fn export(
     let bytes = ports.registry.fetch_blob(&weights.digest).await?;
     let base_name = lineage.base_model_name.clone();
     let files = tokio::task::spawn_blocking(move || -> Result<_, String> {
-        let config = model_config(&base_path)?;
+        let config = model_config(&base_path).map_err(|e| e.to_string())?;
         let cpu = DeviceChoice::Cpu.resolve().map_err(|e| e.to_string())?;
         let lora = LoraWeights::from_safetensors(&bytes, &config, cpu).map_err(|e| e.to_string())?;
         export_peft(&lora, &config, &base_name).map_err(|e| e.to_string())
@@ -90,7 +90,7 @@ pub(super) async fn import(
         .map_err(|error| AppError::invalid_request(format!("adapter_config: {error}")))?;
     let base_path = base.path.clone();
     let (weights, adapter, config_json) = tokio::task::spawn_blocking(move || -> Result<_, String> {
-        let config = model_config(&base_path)?;
+        let config = model_config(&base_path).map_err(|e| e.to_string())?;
         let cpu = DeviceChoice::Cpu.resolve().map_err(|e| e.to_string())?;
         let files = PeftFiles { config_json, safetensors };
         let lora = import_peft(&files, &config, cpu).map_err(|e| e.to_string())?;
@@ -129,14 +129,4 @@ fn base_unknown(name: &AdapterName, version: u64, reason: &str) -> AppError {
         ErrorCode::Conflict,
         format!("{name}@{version}: the base model it was trained on is not in adapterd's catalog ({reason})"),
     )
-}
-
-/// The decoder shape of a base model file (GGUF or base release).
-fn model_config(path: &std::path::Path) -> Result<LlamaConfig, String> {
-    if adapterci_engine::release::is_release_path(path).map_err(|e| e.to_string())? {
-        let (release, _) = adapterci_engine::release::BaseRelease::open(path).map_err(|e| e.to_string())?;
-        return Ok(release.config);
-    }
-    let gguf = adapterci_engine::gguf::GgufFile::open(path).map_err(|e| e.to_string())?;
-    LlamaConfig::from_gguf(&gguf).map_err(|e| e.to_string())
 }
