@@ -2,31 +2,19 @@
 //! staying frozen, and the same seed giving the same adapter bytes.
 
 use adapterci_core::training::{AdapterConfig, LoraTarget, NoProgress, ProgressSink, StepProgress, TrainSpec};
+use adapterci_engine::Tokenizer;
 use adapterci_engine::dataset::{Example, parse_jsonl, split_train_eval, tokenize_records};
-use adapterci_engine::gguf::GgufFile;
 use adapterci_engine::llama::Llama;
 use adapterci_engine::lora::LoraWeights;
-use adapterci_engine::tiny::write_tiny_model;
 use adapterci_engine::train::{Batch, TrainReport, learning_rate_at, train_lora};
-use adapterci_engine::{LlamaConfig, Tokenizer};
 use std::sync::Mutex;
 use tch::{Device, Tensor};
 
-struct Tiny {
-    llama: Llama,
-    tokenizer: Tokenizer,
-    _dir: tempfile::TempDir,
-}
+mod support;
+use support::Tiny;
 
 fn tiny() -> Tiny {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("tiny.gguf");
-    write_tiny_model(&path, 3).expect("write tiny model");
-    let file = GgufFile::open(&path).expect("open tiny model");
-    let config = LlamaConfig::from_gguf(&file).expect("config");
-    let llama = Llama::load(&file, &config, Device::Cpu).expect("load tiny model");
-    let tokenizer = Tokenizer::from_gguf(&file).expect("tokenizer");
-    Tiny { llama, tokenizer, _dir: dir }
+    support::tiny(3)
 }
 
 /// A task a tiny model can learn: answer with the word the prompt names, in one of a few phrasings.

@@ -3,30 +3,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use adapterci_core::training::{AdapterConfig, LoraTarget, NoProgress, TrainSpec};
+use adapterci_engine::Tokenizer;
 use adapterci_engine::dataset::{Example, parse_jsonl, tokenize_records};
-use adapterci_engine::gguf::GgufFile;
 use adapterci_engine::llama::Llama;
 use adapterci_engine::lora::LoraWeights;
-use adapterci_engine::tiny::write_tiny_model;
 use adapterci_engine::train::{BaseCompute, Batch, TrainOptions, TrainingModel, train_lora_with};
-use adapterci_engine::{LlamaConfig, Tokenizer};
 use tch::Device;
 
-struct Tiny {
-    llama: Llama,
-    tokenizer: Tokenizer,
-    _dir: tempfile::TempDir,
-}
+mod support;
+use support::Tiny;
 
 fn tiny() -> Tiny {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("tiny.gguf");
-    write_tiny_model(&path, 5).expect("write tiny model");
-    let file = GgufFile::open(&path).expect("open tiny model");
-    let config = LlamaConfig::from_gguf(&file).expect("config");
-    let llama = Llama::load(&file, &config, Device::Cpu).expect("load tiny model");
-    let tokenizer = Tokenizer::from_gguf(&file).expect("tokenizer");
-    Tiny { llama, tokenizer, _dir: dir }
+    support::tiny(5)
 }
 
 fn examples(tokenizer: &Tokenizer) -> Vec<Example> {

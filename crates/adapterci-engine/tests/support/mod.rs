@@ -1,0 +1,28 @@
+//! Shared by the engine's training tests: a random-weight tiny model of SmolLM2's architecture, loaded on the
+//! CPU with its tokenizer.
+
+#![allow(dead_code, clippy::expect_used)] // each test file uses part of it; a failed expect is a failed test
+
+use adapterci_engine::gguf::GgufFile;
+use adapterci_engine::llama::Llama;
+use adapterci_engine::tiny::write_tiny_model;
+use adapterci_engine::{LlamaConfig, Tokenizer};
+use tch::Device;
+
+pub struct Tiny {
+    pub llama: Llama,
+    pub tokenizer: Tokenizer,
+    _dir: tempfile::TempDir,
+}
+
+/// The tiny model written with `seed`.
+pub fn tiny(seed: u64) -> Tiny {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("tiny.gguf");
+    write_tiny_model(&path, seed).expect("write tiny model");
+    let file = GgufFile::open(&path).expect("open tiny model");
+    let config = LlamaConfig::from_gguf(&file).expect("config");
+    let llama = Llama::load(&file, &config, Device::Cpu).expect("load tiny model");
+    let tokenizer = Tokenizer::from_gguf(&file).expect("tokenizer");
+    Tiny { llama, tokenizer, _dir: dir }
+}
