@@ -26,13 +26,7 @@ pub(super) async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<RunMetricsResponse>, AppError> {
-    let run = state
-        .controller
-        .ports()
-        .store
-        .get_run(&id)
-        .await?
-        .ok_or_else(|| AppError::not_found(format!("run {id:?} does not exist")))?;
+    let run = super::runs::stored_run(&state, &id).await?;
     let steps = match &state.run_metrics {
         Some(store) => store.step_metrics(&id).await?,
         None => Vec::new(),

@@ -21,14 +21,19 @@ pub(super) async fn list(
     Ok(Json(runs.into_iter().map(run_info).collect()))
 }
 
-pub(super) async fn get_one(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<RunInfo>, AppError> {
-    let run = state
+/// The stored run `id`, or 404 naming it.
+pub(super) async fn stored_run(state: &AppState, id: &str) -> Result<adapterci_core::run::RunRecord, AppError> {
+    state
         .controller
         .ports()
         .store
-        .get_run(&id)
+        .get_run(id)
         .await?
-        .ok_or_else(|| AppError::not_found(format!("run {id:?} does not exist")))?;
+        .ok_or_else(|| AppError::not_found(format!("run {id:?} does not exist")))
+}
+
+pub(super) async fn get_one(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<RunInfo>, AppError> {
+    let run = stored_run(&state, &id).await?;
     Ok(Json(run_info(run)))
 }
 
@@ -47,13 +52,7 @@ pub(super) async fn logs(
 ) -> Result<Json<RunLogsResponse>, AppError> {
     let offset = query.offset.unwrap_or(0);
     // read the state first: a run seen ended has its whole log on disk by now
-    let run = state
-        .controller
-        .ports()
-        .store
-        .get_run(&id)
-        .await?
-        .ok_or_else(|| AppError::not_found(format!("run {id:?} does not exist")))?;
+    let run = stored_run(&state, &id).await?;
     let chunk = state.controller.run_logs(&id, offset).await?.ok_or_else(|| {
         AppError::not_found(format!(
             "run {id:?} has no captured log (it has not started training, or trained inside adapterd)"
