@@ -480,7 +480,7 @@ struct LayerContext<'a> {
 }
 
 /// Symmetric per-token (last axis) quantization to `bits`-bit integers and back.
-fn fake_quantize_per_token(x: &Tensor, bits: u8) -> Tensor {
+pub(crate) fn fake_quantize_per_token(x: &Tensor, bits: u8) -> Tensor {
     let levels = f64::from((1u32 << (bits.clamp(2, 16) - 1)) - 1);
     let scale = x.abs().amax([-1], true).clamp_min(1e-8) / levels;
     (x / &scale).round().clamp(-levels, levels) * scale

@@ -377,13 +377,19 @@ impl AdamW {
 }
 
 /// What a checkpoint must agree with to be resumed: the settings that decide the run's path and the adapter's
-/// tensor shapes.
-fn fingerprint(spec: &TrainSpec, options: &TrainOptions, examples: usize, parameters: &[Tensor]) -> String {
+/// tensor shapes (and the base's activation bits, named only when set so older checkpoints still resume).
+fn fingerprint(
+    spec: &TrainSpec,
+    options: &TrainOptions,
+    examples: usize,
+    parameters: &[Tensor],
+    activation_bits: Option<u8>,
+) -> String {
     let shapes: Vec<Vec<i64>> = parameters.iter().map(Tensor::size).collect();
     let shapes_digest = shapes.iter().flatten().fold(0u64, |h, &d| h.wrapping_mul(31).wrapping_add(d as u64));
     format!(
         "steps={} batch={} lr={} wd={} seed={} accumulation={} schedule={:?} base={:?} examples={examples} \
-         tensors={} shapes={shapes_digest:x}{}",
+         tensors={} shapes={shapes_digest:x}{}{}",
         spec.steps,
         spec.batch_size,
         spec.learning_rate,
@@ -393,11 +399,14 @@ fn fingerprint(spec: &TrainSpec, options: &TrainOptions, examples: usize, parame
         options.schedule,
         options.base_compute,
         parameters.len(),
-        options.packing.map(|row| format!(" packing={row}")).unwrap_or_default()
+        options.packing.map(|row| format!(" packing={row}")).unwrap_or_default(),
+        activation_bits.map(|bits| format!(" activation_bits={bits}")).unwrap_or_default()
     )
 }
 
-/// Trains `lora` on `examples` for `spec.steps` steps, reporting every step to `progress`.
+/// Trains `lora` on `examples` for `spec.steps` steps, reporting every step to `progress`. When `llama` has
+/// activation bits (a base release that records them), training sees the same per-token quantized linear
+/// inputs as serving ([`TrainingModel`]).
 pub fn train_lora(
     llama: &Llama,
     lora: &mut LoraWeights,
@@ -439,7 +448,7 @@ pub fn train_lora_with(
         validation_curve: Vec::new(),
         stopped_early_at: None,
     };
-    let fingerprint = fingerprint(spec, options, examples.len(), &optimizer.parameters);
+    let fingerprint = fingerprint(spec, options, examples.len(), &optimizer.parameters, model.activation_bits());
     let mut start_step = 0;
     if let Some(settings) = &options.checkpoint
         && let Some(saved) = Checkpoint::load(&settings.dir, llama.device())?

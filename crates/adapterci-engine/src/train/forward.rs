@@ -8,13 +8,22 @@
 //! linear operations and the LM head multiply bf16 copies of the frozen weights by bf16-rounded activations
 //! and return f32, while norms, attention, the LoRA deltas, the loss and the optimizer stay f32: on CPUs with
 //! AVX-512 BF16 the bf16 matmuls run several times faster, and the adapter still learns in f32.
+//!
+//! When the model has activation bits (a base release with `activation_bits`, see
+//! [`Llama::set_activation_bits`]), every linear input is fake-quantized per token exactly where
+//! [`Llama::forward`] does it, with the same function: the input of each of the seven linear operations (once
+//! per fused q/k/v and gate/up matmul, which share their input), seen by both the frozen base matmul and the
+//! LoRA update; not the LM head. So a task adapter trains on the activations it is served with. The rounding
+//! has a zero derivative, so the quantized input is formed as `q + (x - x.detach())`: its value is exactly `q`,
+//! and its gradient with respect to `x` is the identity (a straight-through estimator), which lets the loss
+//! reach the earlier layers' adapters through the linear operations and not only through the residual stream.
 
 use adapterci_core::training::LoraTarget;
 use tch::{Kind, Tensor};
 
 use crate::EngineError;
 use crate::config::LlamaConfig;
-use crate::llama::{Llama, apply_rope, rope_tables};
+use crate::llama::{Llama, apply_rope, fake_quantize_per_token, rope_tables};
 use crate::lora::LoraWeights;
 
 /// Precision of the frozen base weights in training matmuls.
@@ -49,11 +58,16 @@ pub struct TrainingModel {
     layers: Vec<LayerWeights>,
     rope_cos: Tensor,
     rope_sin: Tensor,
+    /// The model's [`Llama::activation_bits`]: linear inputs are fake-quantized per token to this many bits.
+    activation_bits: Option<u8>,
 }
 
 impl std::fmt::Debug for TrainingModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TrainingModel").field("kind", &self.kind).finish()
+        f.debug_struct("TrainingModel")
+            .field("kind", &self.kind)
+            .field("activation_bits", &self.activation_bits)
+            .finish()
     }
 }
 
@@ -103,8 +117,25 @@ impl TrainingModel {
             layers,
             rope_cos,
             rope_sin,
+            activation_bits: llama.activation_bits(),
             config,
         })
+    }
+
+    /// The per-token activation bits of the linear inputs, taken from the model at construction.
+    pub fn activation_bits(&self) -> Option<u8> {
+        self.activation_bits
+    }
+
+    /// The input of a linear operation as the base matmul and the LoRA update see it: `x` itself, or with
+    /// activation bits `x` fake-quantized per token by [`Llama`]'s own function, with a straight-through
+    /// gradient (see the module docs).
+    fn linear_input(&self, x: &Tensor) -> Tensor {
+        let Some(bits) = self.activation_bits else {
+            return x.shallow_clone();
+        };
+        let quantized = tch::no_grad(|| fake_quantize_per_token(x, bits));
+        if x.requires_grad() { quantized + (x - x.detach()) } else { quantized }
     }
 
     fn matmul(&self, x: &Tensor, weight: &Tensor) -> Tensor {
@@ -160,11 +191,11 @@ impl TrainingModel {
             let normed = self.rms_norm(&x, &layer.attn_norm);
             let attention = self.attention(index, &normed, (batch, seq_len), &cos, &sin, attention_mask, lora);
             x = &x + attention;
-            let normed = self.rms_norm(&x, &layer.ffn_norm);
+            let normed = self.linear_input(&self.rms_norm(&x, &layer.ffn_norm));
             let gate_up = self.matmul(&normed, &layer.gate_up);
             let gate = Self::with_lora(index, LoraTarget::Gate, &normed, gate_up.narrow(1, 0, ffn_width), lora);
             let up = Self::with_lora(index, LoraTarget::Up, &normed, gate_up.narrow(1, ffn_width, ffn_width), lora);
-            let activated = gate.silu() * up;
+            let activated = self.linear_input(&(gate.silu() * up));
             let ffn = Self::with_lora(index, LoraTarget::Down, &activated, self.matmul(&activated, &layer.down), lora);
             x = &x + ffn;
         }
@@ -185,6 +216,7 @@ impl TrainingModel {
         let (heads, kv_heads) = (self.config.num_heads as i64, self.config.num_kv_heads as i64);
         let head_dim = self.config.head_dim as i64;
         let (q_width, kv_width) = (heads * head_dim, kv_heads * head_dim);
+        let x = &self.linear_input(x);
         let qkv = self.matmul(x, &self.layers[index].qkv);
         let project = |target, start, width, n| {
             let sum = Self::with_lora(index, target, x, qkv.narrow(1, start, width), lora);
@@ -206,7 +238,7 @@ impl TrainingModel {
         } else {
             Tensor::scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, true, scale, true)
         };
-        let out = out.transpose(1, 2).reshape([batch * seq_len, q_width]);
+        let out = self.linear_input(&out.transpose(1, 2).reshape([batch * seq_len, q_width]));
         Self::with_lora(index, LoraTarget::O, &out, self.matmul(&out, &self.layers[index].o), lora)
     }
 
