@@ -227,6 +227,7 @@ fn options(common: &CommonArgs, recovery: Option<&RecoveryArgs>) -> BuildOptions
         row_scale: true,
         weighted: !common.naive,
         compensate: !common.naive,
+        refit_rounds: if common.naive { 0 } else { Method::default().refit_rounds },
     };
     let defaults = RecoverySpec::default();
     let user_corpus_share = recovery.and_then(|r| r.corpus_share);

@@ -239,7 +239,7 @@ fn main() -> anyhow::Result<()> {
     log(&format!("uncompressed: ppl {:.2} ce {:.4}", base_agreement.perplexity, base_ce));
     let mut rows = vec![row("uncompressed (dequantized Q4_1, f32)", 32.0, 32.0, &base_agreement, base_ce, json!({}))];
 
-    let naive = Method { group_rows: 16, group_rows_2bit: 16, row_scale: true, weighted: false, compensate: false };
+    let naive = Method { group_rows: 16, group_rows_2bit: 16, weighted: false, compensate: false, ..Method::default() };
     let mut other_palettes: BTreeMap<String, Palettes> = BTreeMap::new();
     let mut variants = vec![
         Variant {

@@ -1,43 +1,62 @@
-//! Probe: output-space reconstruction error of a few real operations under several 2-bit palette layouts.
+//! Probe: output-space reconstruction error of a few real operations under several palette layouts and methods
+//! (nearest entry, GPTQ, GPTQ with least-squares table/scale refit rounds), on teacher-text calibration
+//! statistics and on held-out statistics (natural text the calibration did not see).
+//!
+//! `cargo run --release -p adapterci-engine --example palette_probe`
 use adapterci_engine::allocate::linear_ops;
-use adapterci_engine::calibrate::{TeacherTextSpec, collect_hessians, prompt_ids, teacher_text};
+use adapterci_engine::calibrate::{TeacherTextSpec, chunk_tokens, collect_hessians, prompt_ids, teacher_text};
 use adapterci_engine::device::DeviceChoice;
 use adapterci_engine::model::BaseModel;
 use adapterci_engine::palettize::{Calibration, PaletteSpec, palettize, reconstruction_error};
 
 fn main() -> anyhow::Result<()> {
-    adapterci_engine::device::set_threads(1);
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    let base = BaseModel::load(std::path::Path::new(path), DeviceChoice::Cpu)?;
+    adapterci_engine::device::set_threads(2);
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let path = format!("{root}/.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let base = BaseModel::load(std::path::Path::new(&path), DeviceChoice::Cpu)?;
     let t = base.llama();
     let prompts = prompt_ids(base.tokenizer(), None)?;
     let seqs = teacher_text(
         t,
         &prompts,
-        &TeacherTextSpec { sequences: 16, seq_len: 64, batch: 16, temperature: 1.0, seed: 1 },
+        &TeacherTextSpec { sequences: 32, seq_len: 128, batch: 16, temperature: 1.0, seed: 1 },
         &mut |_, _| {},
     )?;
     let h = collect_hessians(t, &seqs, 4)?;
+    let held_text = std::fs::read_to_string(format!("{root}/scripts/oracles/data/natural_english.txt"))?;
+    let held = collect_hessians(t, &chunk_tokens(base.tokenizer(), &held_text, 256), 4)?;
+    // `zcat scripts/bench/data/public_domain_prose.txt.gz > /tmp/prose.txt` (or PROSE=FILE)
+    let prose = std::fs::read_to_string(std::env::var("PROSE").unwrap_or_else(|_| "/tmp/prose.txt".into()))?;
+    let prose_seqs: Vec<Vec<u32>> =
+        chunk_tokens(base.tokenizer(), &prose, 128).into_iter().step_by(7).take(32).collect();
+    let prose_h = collect_hessians(t, &prose_seqs, 4)?;
     let ops = linear_ops(t.config());
     for &i in &[3usize, 7 * 10 + 1, 7 * 15 + 4, 7 * 20 + 6, 7 * 29 + 2] {
         let op = ops[i];
         let w = t.linear_weight(op.layer, op.target);
         let hs = h.get(op.layer, op.target);
-        let mut line = format!("{:<24}", op.name());
-        for (label, spec, weighted, comp) in [
-            ("G8s nearest", PaletteSpec { bits: 2, group_rows: 8, row_scale: true }, false, false),
-            ("G8s gptq", PaletteSpec { bits: 2, group_rows: 8, row_scale: true }, true, true),
-            ("G1 gptq", PaletteSpec { bits: 2, group_rows: 1, row_scale: false }, true, true),
-            ("G1s gptq", PaletteSpec { bits: 2, group_rows: 1, row_scale: true }, true, true),
-            ("G1 gptq unweighted", PaletteSpec { bits: 2, group_rows: 1, row_scale: false }, false, true),
-            ("4b G8s gptq", PaletteSpec { bits: 4, group_rows: 8, row_scale: true }, true, true),
-            ("4b G32s gptq", PaletteSpec { bits: 4, group_rows: 32, row_scale: true }, true, true),
+        let hh = held.get(op.layer, op.target);
+        println!("{}", op.name());
+        let mixed = hs.zip(prose_h.get(op.layer, op.target)).map(|(a, b)| a + b);
+        for (label, spec) in [
+            ("2b G8s", PaletteSpec { bits: 2, group_rows: 8, row_scale: true }),
+            ("4b G32s", PaletteSpec { bits: 4, group_rows: 32, row_scale: true }),
         ] {
-            let p = palettize(w, spec, Calibration { hessian: hs, weighted, compensate: comp })?;
-            let e = reconstruction_error(w, &p.dequantize(tch::Device::Cpu), hs);
-            line.push_str(&format!(" | {label} {e:.4} ({:.3}b)", spec.bits_per_weight(op.rows, op.cols)));
+            let mut line = format!("  {label} ({:.3}b)", spec.bits_per_weight(op.rows, op.cols));
+            for (method, compensate, refit_rounds, hs_used) in [
+                ("nearest", false, 0, hs),
+                ("gptq", true, 0, hs),
+                ("gptq+refit3", true, 3, hs),
+                ("+prose H: gptq+refit3", true, 3, mixed.as_ref()),
+            ] {
+                let calibration = Calibration { hessian: hs_used, weighted: true, compensate, refit_rounds };
+                let p = palettize(w, spec, calibration)?;
+                let approx = p.dequantize(tch::Device::Cpu);
+                let (calib, held) = (reconstruction_error(w, &approx, hs), reconstruction_error(w, &approx, hh));
+                line.push_str(&format!(" | {method} {calib:.4} / held {held:.4}"));
+            }
+            println!("{line}");
         }
-        println!("{line}");
     }
     Ok(())
 }

@@ -14,8 +14,11 @@ use crate::dataset::SeededRng;
 use crate::llama::Llama;
 use crate::palettize::{Calibration, PaletteSpec, PalettizedTensor, palettize};
 
+mod sequential;
 #[cfg(test)]
 mod tests;
+
+pub use sequential::palettize_sequential;
 
 /// One linear operation of the decoder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,13 +83,24 @@ pub struct Method {
     pub weighted: bool,
     /// GPTQ error compensation (needs calibration).
     pub compensate: bool,
+    /// Rounds of least-squares refitting of tables and row scales after the assignment (needs calibration; see
+    /// [`Calibration::refit_rounds`]).
+    #[serde(default)]
+    pub refit_rounds: usize,
 }
 
 impl Default for Method {
     fn default() -> Self {
         // measured on SmolLM2-135M (examples/palette_probe.rs): with GPTQ, 32-row tables at 4 bits reconstruct
         // as well as 8-row ones for fewer bits; at 2 bits, 8-row tables with row scales
-        Method { group_rows: 32, group_rows_2bit: 8, row_scale: true, weighted: true, compensate: true }
+        Method {
+            group_rows: 32,
+            group_rows_2bit: 8,
+            row_scale: true,
+            weighted: true,
+            compensate: true,
+            refit_rounds: 0,
+        }
     }
 }
 
@@ -107,6 +121,9 @@ impl Method {
         if self.compensate {
             parts.push("GPTQ compensation".into());
         }
+        if self.refit_rounds > 0 {
+            parts.push(format!("{} table refit rounds", self.refit_rounds));
+        }
         parts.join(", ")
     }
 }
@@ -119,8 +136,23 @@ pub fn palettize_op(
     bits: u8,
     method: Method,
 ) -> Result<PalettizedTensor, EngineError> {
-    let hessian = hessians.and_then(|h| h.get(op.layer, op.target));
-    let calibration = Calibration { hessian, weighted: method.weighted, compensate: method.compensate };
+    palettize_op_with(llama, hessians.and_then(|h| h.get(op.layer, op.target)), op, bits, method)
+}
+
+/// [`palettize_op`] with the input statistics `hessian` of this operation given directly.
+pub fn palettize_op_with(
+    llama: &Llama,
+    hessian: Option<&Tensor>,
+    op: &LinearOp,
+    bits: u8,
+    method: Method,
+) -> Result<PalettizedTensor, EngineError> {
+    let calibration = Calibration {
+        hessian,
+        weighted: method.weighted,
+        compensate: method.compensate,
+        refit_rounds: method.refit_rounds,
+    };
     palettize(llama.linear_weight(op.layer, op.target), method.spec(bits), calibration)
 }
 

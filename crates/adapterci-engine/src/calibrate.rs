@@ -124,7 +124,7 @@ impl std::fmt::Debug for Hessians {
 }
 
 /// The operation whose input `target` shares.
-fn input_owner(target: LoraTarget) -> LoraTarget {
+pub(crate) fn input_owner(target: LoraTarget) -> LoraTarget {
     match target {
         LoraTarget::K | LoraTarget::V => LoraTarget::Q,
         LoraTarget::Up => LoraTarget::Gate,

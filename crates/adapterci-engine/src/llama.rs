@@ -341,7 +341,7 @@ impl Llama {
         let cos = self.rope_cos.narrow(0, start_pos as i64, seq_len);
         let sin = self.rope_sin.narrow(0, start_pos as i64, seq_len);
         let mask = attention_mask(start_pos, seq_len as usize, self.device);
-        let mut x = Tensor::embedding(&self.embedding, input_ids, -1, false, false);
+        let mut x = self.embed(input_ids);
         for (index, layer) in self.layers.iter().enumerate() {
             let context = LayerContext { index, start_pos, cos: &cos, sin: &sin, mask: mask.as_ref(), lora, observer };
             x = self.layer_forward(layer, &x, &context, cache.as_deref_mut());
@@ -350,6 +350,22 @@ impl Llama {
             cache.set_len(start_pos + seq_len as usize);
         }
         self.rms_norm(&x, &self.final_norm)
+    }
+
+    /// The token embeddings `[B, T, hidden]` of `[B, T]` ids: the input of layer 0.
+    pub fn embed(&self, input_ids: &Tensor) -> Tensor {
+        Tensor::embedding(&self.embedding, input_ids, -1, false, false)
+    }
+
+    /// Layer `index` alone on its input `x` (`[B, T, hidden]` at positions `0..T`, causal, no cache or adapter),
+    /// showing its linear inputs to `observer`: layer-by-layer calibration. Panics when `index` is not a layer
+    /// or `T` exceeds the context length (callers pass their own model's shapes).
+    pub fn layer_observed(&self, index: usize, x: &Tensor, observer: Option<LinearObserver<'_>>) -> Tensor {
+        let seq_len = x.size()[1];
+        let cos = self.rope_cos.narrow(0, 0, seq_len);
+        let sin = self.rope_sin.narrow(0, 0, seq_len);
+        let context = LayerContext { index, start_pos: 0, cos: &cos, sin: &sin, mask: None, lora: None, observer };
+        self.layer_forward(&self.layers[index], x, &context, None)
     }
 
     /// Logits for hidden states `[..., hidden]`.
@@ -479,11 +495,16 @@ struct LayerContext<'a> {
     observer: Option<LinearObserver<'a>>,
 }
 
-/// Symmetric per-token (last axis) quantization to `bits`-bit integers and back.
+/// Symmetric per-token (last axis) quantization to `bits`-bit integers and back. When `x` carries a gradient the
+/// rounding is passed straight through (the value is the quantized one, the gradient that of the identity):
+/// rounding's own gradient is zero, which would cut every adapter's gradient through the linear inputs.
 pub(crate) fn fake_quantize_per_token(x: &Tensor, bits: u8) -> Tensor {
     let levels = f64::from((1u32 << (bits.clamp(2, 16) - 1)) - 1);
-    let scale = x.abs().amax([-1], true).clamp_min(1e-8) / levels;
-    (x / &scale).round().clamp(-levels, levels) * scale
+    let quantized = tch::no_grad(|| {
+        let scale = x.abs().amax([-1], true).clamp_min(1e-8) / levels;
+        (x / &scale).round().clamp(-levels, levels) * scale
+    });
+    if x.requires_grad() { quantized + (x - x.detach()) } else { quantized }
 }
 
 /// For queries at `[start, start + t)` over keys `[0, start + t)`: `None` when SDPA's own causal mask (aligned

@@ -71,6 +71,11 @@ pub struct Calibration<'a> {
     pub weighted: bool,
     /// Assign indices with GPTQ error compensation (needs the Hessian).
     pub compensate: bool,
+    /// Rounds of refitting after the assignment (needs the Hessian): with the indices fixed, solve each group's
+    /// table entries and then each row's scale for the least output error `tr((W − Ŵ) H (W − Ŵ)ᵀ)` (a small
+    /// least-squares problem per group), then assign the indices again onto the refitted tables. The best round
+    /// (by the same error) is kept, so more rounds never do worse than none.
+    pub refit_rounds: usize,
 }
 
 /// A palettized `[rows, cols]` matrix.
@@ -204,10 +209,38 @@ pub fn palettize(
         let tables = group_tables(&normalized, spec, importance.as_ref());
         let group_of_row =
             Tensor::arange(rows as i64, (Kind::Int64, device)).floor_divide_scalar(spec.group_rows as i64);
-        let row_tables = tables.index_select(0, &group_of_row);
-        let indices = match (&hessian, calibration.compensate) {
-            (Some(h), true) => gptq_assign(&normalized, &row_tables, h),
-            _ => nearest(&normalized, &row_tables),
+        let assign = |normalized: &Tensor, tables: &Tensor| {
+            let row_tables = tables.index_select(0, &group_of_row);
+            match (&hessian, calibration.compensate) {
+                (Some(h), true) => gptq_assign(normalized, &row_tables, h),
+                _ => nearest(normalized, &row_tables),
+            }
+        };
+        let indices = assign(&normalized, &tables);
+        let (tables, indices, scales) = match &hessian {
+            Some(h) if calibration.refit_rounds > 0 => {
+                let mut best = Fit { tables, indices, scales };
+                let mut best_error = best.output_error(&w, &group_of_row, h);
+                let mut current = best.shallow_clone();
+                for _ in 0..calibration.refit_rounds {
+                    current = current.refit(&w, &group_of_row, h);
+                    let normalized = match &current.scales {
+                        Some(s) => &w / s,
+                        None => w.shallow_clone(),
+                    };
+                    let refitted_error = current.output_error(&w, &group_of_row, h);
+                    if refitted_error < best_error {
+                        (best, best_error) = (current.shallow_clone(), refitted_error);
+                    }
+                    current.indices = assign(&normalized, &current.tables);
+                    let error = current.output_error(&w, &group_of_row, h);
+                    if error < best_error {
+                        (best, best_error) = (current.shallow_clone(), error);
+                    }
+                }
+                (best.tables, best.indices, best.scales)
+            }
+            _ => (tables, indices, scales),
         };
         let flat: Vec<u8> = Vec::<i64>::try_from(indices.to_device(Device::Cpu).reshape([-1]))
             .map_err(EngineError::from)?
@@ -230,6 +263,94 @@ pub fn palettize(
             scales,
         })
     })
+}
+
+/// A matrix's palettization in the making: sorted fp16 tables `[groups, k]`, indices `[rows, cols]` and fp16 row
+/// scales `[rows, 1]` (all f32 / int64 on the weight's device).
+struct Fit {
+    tables: Tensor,
+    indices: Tensor,
+    scales: Option<Tensor>,
+}
+
+impl Fit {
+    fn shallow_clone(&self) -> Fit {
+        Fit {
+            tables: self.tables.shallow_clone(),
+            indices: self.indices.shallow_clone(),
+            scales: self.scales.as_ref().map(Tensor::shallow_clone),
+        }
+    }
+
+    /// The table values each weight points at, before the row scale: `[rows, cols]`.
+    fn values(&self, group_of_row: &Tensor) -> Tensor {
+        self.tables.index_select(0, group_of_row).gather(1, &self.indices, false)
+    }
+
+    fn dequantize(&self, group_of_row: &Tensor) -> Tensor {
+        let values = self.values(group_of_row);
+        match &self.scales {
+            Some(s) => values * s,
+            None => values,
+        }
+    }
+
+    /// `tr((W − Ŵ) H (W − Ŵ)ᵀ)`.
+    fn output_error(&self, w: &Tensor, group_of_row: &Tensor, h: &Tensor) -> f64 {
+        let e = w - self.dequantize(group_of_row);
+        (e.matmul(h) * &e).sum(Kind::Float).double_value(&[])
+    }
+
+    /// With the indices fixed: each group's table by least squares on the output error, rounded to fp16 and
+    /// re-sorted (indices remapped), then each row's scale likewise.
+    fn refit(&self, w: &Tensor, group_of_row: &Tensor, h: &Tensor) -> Fit {
+        let rows = w.size()[0];
+        let (groups, k) = (self.tables.size()[0], self.tables.size()[1]);
+        let device = w.device();
+        let ones;
+        let scales = match &self.scales {
+            Some(s) => s,
+            None => {
+                ones = Tensor::ones([rows, 1], (Kind::Float, device));
+                &ones
+            }
+        };
+        // row r approximates w_r ≈ s_r O_r t, with O_r the one-hot [cols, k] of its indices: the normal equations
+        // of each group are (Σ s_r² O_rᵀ H O_r) t = Σ s_r O_rᵀ H w_r
+        let one_hot = self.indices.one_hot(k).to_kind(Kind::Float);
+        let weight_sq = scales.square().reshape([rows, 1, 1]);
+        let gram = one_hot.transpose(1, 2).matmul(&h.matmul(&one_hot)) * weight_sq;
+        let hw = w.matmul(h) * scales;
+        let rhs = one_hot.transpose(1, 2).matmul(&hw.unsqueeze(2)).squeeze_dim(2);
+        let a = Tensor::zeros([groups, k, k], (Kind::Float, device)).index_add(0, group_of_row, &gram);
+        let b = Tensor::zeros([groups, k], (Kind::Float, device)).index_add(0, group_of_row, &rhs);
+        // a ridge toward the old entries keeps an unused entry where it was and the solve well posed
+        let ridge = (a.diagonal(0, 1, 2).mean_dim([1].as_slice(), true, Kind::Float) * 1e-6).clamp_min(1e-12);
+        let eye = Tensor::eye(k, (Kind::Float, device)).unsqueeze(0);
+        let lhs = &a + &eye * ridge.unsqueeze(2);
+        let rhs = &b + &self.tables * &ridge;
+        let solved = match Tensor::f_linalg_solve(&lhs, &rhs.unsqueeze(2), true) {
+            Ok(t) => t.squeeze_dim(2),
+            Err(_) => return self.shallow_clone(),
+        };
+        let finite = solved.isfinite().all().int64_value(&[]) == 1;
+        let tables = if finite { solved.to_kind(Kind::Half).to_kind(Kind::Float) } else { self.tables.shallow_clone() };
+        let (tables, order) = tables.sort(1, false);
+        let remap = order.argsort(1, false).index_select(0, group_of_row);
+        let indices = remap.gather(1, &self.indices, false);
+        let mut fit = Fit { tables, indices, scales: self.scales.as_ref().map(Tensor::shallow_clone) };
+        if self.scales.is_some() {
+            // s_r = (w_rᵀ H q_r) / (q_rᵀ H q_r) with q_r the row's table values
+            let q = fit.values(group_of_row);
+            let hq = q.matmul(h);
+            let num = (w * &hq).sum_dim_intlist([1].as_slice(), true, Kind::Float);
+            let den = (&q * &hq).sum_dim_intlist([1].as_slice(), true, Kind::Float);
+            let fitted = (&num / den.clamp_min(1e-30)).to_kind(Kind::Half).to_kind(Kind::Float);
+            let usable = den.gt(0.0).logical_and(&fitted.gt(0.0)).logical_and(&fitted.isfinite());
+            fit.scales = Some(fitted.where_self(&usable, scales));
+        }
+        fit
+    }
 }
 
 /// One sorted, fp16-rounded table per group of rows: weighted 1-D k-means (Lloyd) from quantile seeds.

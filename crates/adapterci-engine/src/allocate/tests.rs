@@ -98,3 +98,69 @@ fn impossible_targets_are_refused() {
     let err = allocate_bits(&ops, &[1.0], method, 3.5).unwrap_err();
     assert!(err.to_string().contains("sensitivities"), "{err}");
 }
+
+/// Random token rows of the tiny model's vocabulary.
+fn token_rows(rows: usize, len: usize, seed: u64) -> Vec<Vec<u32>> {
+    let mut rng = SeededRng::new(seed);
+    (0..rows).map(|_| (0..len).map(|_| 3 + rng.below(250) as u32).collect()).collect()
+}
+
+#[test]
+fn sequential_palettization_builds_every_operation_and_tracks_the_teacher() {
+    let tiny = crate::llama::tests::tiny_model(21);
+    let teacher = &tiny.llama;
+    let ops = linear_ops(teacher.config());
+    let method = Method { group_rows: 4, group_rows_2bit: 4, refit_rounds: 2, ..Method::default() };
+    let bits: Vec<u8> = (0..ops.len()).map(|i| if i % 3 == 0 { 2 } else { 4 }).collect();
+    let calibration = token_rows(48, 32, 5);
+    let (parts, student) = palettize_sequential(teacher, &ops, &bits, method, &calibration, 4, &mut |_, _| {}).unwrap();
+    assert_eq!(parts.len(), ops.len());
+    for ((op, p), &b) in ops.iter().zip(&parts).zip(&bits) {
+        assert_eq!((p.rows, p.cols, p.spec), (op.rows, op.cols, method.spec(b)), "{}", op.name());
+        p.validate().unwrap();
+        // the decoder returned is exactly the parts
+        assert!(student.linear_weight(op.layer, op.target).equal(&p.dequantize(tch::Device::Cpu)), "{}", op.name());
+    }
+    // and it is a palettization of the teacher: closer to it than the same bits with nearest-entry tables, and
+    // than the same method with every operation's statistics taken on the uncompressed model
+    let held = token_rows(4, 24, 6);
+    let kl = |model: &Llama| {
+        tch::no_grad(|| {
+            let ids = crate::calibrate::batch_tensor(&held, teacher.device()).unwrap();
+            let vocab = teacher.config().vocab_size as i64;
+            let t = teacher.forward(&ids, 0, None, None).reshape([-1, vocab]);
+            let s = model.forward(&ids, 0, None, None).reshape([-1, vocab]);
+            kl_per_position(&t, &s).mean(Kind::Float).double_value(&[])
+        })
+    };
+    let naive = Method { weighted: false, compensate: false, refit_rounds: 0, ..method };
+    let mut plain = teacher.shallow_copy();
+    for (op, &b) in ops.iter().zip(&bits) {
+        let p = palettize_op(teacher, None, op, b, naive).unwrap();
+        plain.set_linear_weight(op.layer, op.target, p.dequantize(tch::Device::Cpu)).unwrap();
+    }
+    // the same method on statistics of the uncompressed model's inputs
+    let hessians = crate::calibrate::collect_hessians(teacher, &calibration, 4).unwrap();
+    let mut one_shot = teacher.shallow_copy();
+    for (op, &b) in ops.iter().zip(&bits) {
+        let p = palettize_op(teacher, Some(&hessians), op, b, method).unwrap();
+        one_shot.set_linear_weight(op.layer, op.target, p.dequantize(tch::Device::Cpu)).unwrap();
+    }
+    let one_shot_kl = kl(&one_shot);
+    let (sequential_kl, plain_kl) = (kl(&student), kl(&plain));
+    assert!(sequential_kl > 0.0 && sequential_kl < plain_kl, "sequential {sequential_kl} vs nearest {plain_kl}");
+    assert!(sequential_kl < one_shot_kl, "sequential {sequential_kl} vs one-shot statistics {one_shot_kl}");
+}
+
+#[test]
+fn sequential_palettization_refuses_mismatched_inputs() {
+    let tiny = crate::llama::tests::tiny_model(22);
+    let ops = linear_ops(tiny.llama.config());
+    let method = Method::default();
+    let err =
+        palettize_sequential(&tiny.llama, &ops, &[4], method, &token_rows(2, 8, 1), 2, &mut |_, _| {}).unwrap_err();
+    assert!(err.to_string().contains("bit choices"), "{err}");
+    let bits = vec![4u8; ops.len()];
+    let err = palettize_sequential(&tiny.llama, &ops, &bits, method, &[], 2, &mut |_, _| {}).unwrap_err();
+    assert!(err.to_string().contains("calibration"), "{err}");
+}

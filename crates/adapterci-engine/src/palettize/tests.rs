@@ -81,8 +81,12 @@ fn error_compensation_lowers_the_output_error() {
     let h = x.transpose(0, 1).matmul(&x);
     let w = random_matrix(32, 48, 5);
     let spec = PaletteSpec::new(2, 8);
-    let plain = palettize(&w, spec, Calibration { hessian: Some(&h), weighted: false, compensate: false }).unwrap();
-    let gptq = palettize(&w, spec, Calibration { hessian: Some(&h), weighted: true, compensate: true }).unwrap();
+    let plain =
+        palettize(&w, spec, Calibration { hessian: Some(&h), weighted: false, compensate: false, refit_rounds: 0 })
+            .unwrap();
+    let gptq =
+        palettize(&w, spec, Calibration { hessian: Some(&h), weighted: true, compensate: true, refit_rounds: 0 })
+            .unwrap();
     let e_plain = reconstruction_error(&w, &plain.dequantize(Device::Cpu), Some(&h));
     let e_gptq = reconstruction_error(&w, &gptq.dequantize(Device::Cpu), Some(&h));
     assert!(e_gptq < e_plain * 0.9, "compensated {e_gptq} vs nearest {e_plain}");
@@ -96,10 +100,55 @@ fn bad_specs_and_shapes_are_refused() {
     let err = palettize(&w, PaletteSpec::new(4, 0), Calibration::default()).unwrap_err();
     assert!(err.to_string().contains("group_rows"), "{err}");
     let h = Tensor::eye(5, (Kind::Float, Device::Cpu));
-    let calibration = Calibration { hessian: Some(&h), weighted: true, compensate: true };
+    let calibration = Calibration { hessian: Some(&h), weighted: true, compensate: true, refit_rounds: 0 };
     let err = palettize(&w, PaletteSpec::new(4, 2), calibration).unwrap_err();
     assert!(err.to_string().contains("hessian"), "{err}");
     let mut p = palettize(&w, PaletteSpec::new(4, 2), Calibration::default()).unwrap();
     p.indices.pop();
     assert!(p.validate().unwrap_err().contains("indices"));
+}
+
+/// Correlated calibration inputs `X = Z M` and their `XᵀX`.
+fn correlated_hessian(cols: i64, seed: i64) -> Tensor {
+    tch::manual_seed(seed);
+    let z = Tensor::randn([512, cols], (Kind::Float, Device::Cpu));
+    let mix =
+        Tensor::randn([cols, cols], (Kind::Float, Device::Cpu)) * 0.3 + Tensor::eye(cols, (Kind::Float, Device::Cpu));
+    let x = z.matmul(&mix);
+    x.transpose(0, 1).matmul(&x)
+}
+
+#[test]
+fn refitting_tables_and_scales_lowers_the_output_error_and_keeps_the_format() {
+    let h = correlated_hessian(48, 7);
+    // 30 rows in groups of 8: the last group is partial
+    let w = random_matrix(30, 48, 8);
+    for bits in [2u8, 4] {
+        let spec = PaletteSpec::new(bits, 8);
+        let calibration =
+            |refit_rounds| Calibration { hessian: Some(&h), weighted: true, compensate: true, refit_rounds };
+        let gptq = palettize(&w, spec, calibration(0)).unwrap();
+        let refit = palettize(&w, spec, calibration(3)).unwrap();
+        refit.validate().unwrap();
+        let e_gptq = reconstruction_error(&w, &gptq.dequantize(Device::Cpu), Some(&h));
+        let e_refit = reconstruction_error(&w, &refit.dequantize(Device::Cpu), Some(&h));
+        assert!(e_refit < e_gptq * 0.98, "{bits} bits: refit {e_refit} vs GPTQ {e_gptq}");
+        assert_eq!(refit.storage_bits(), gptq.storage_bits(), "refitting changes no bits");
+        for g in 0..refit.groups() {
+            let table = &refit.lut[g * spec.entries()..(g + 1) * spec.entries()];
+            assert!(table.windows(2).all(|w| w[0] <= w[1]), "{bits} bits: group {g} table not sorted");
+        }
+        // the stored parts are what was measured: the file round trip reproduces the refitted matrix exactly
+        let again = PalettizedTensor { indices: pack_indices(&refit.unpacked_indices(), bits), ..refit.clone() };
+        assert!(again.dequantize(Device::Cpu).equal(&refit.dequantize(Device::Cpu)));
+    }
+}
+
+#[test]
+fn refitting_without_statistics_is_a_no_op() {
+    let w = random_matrix(16, 32, 9);
+    let spec = PaletteSpec::new(2, 4);
+    let plain = palettize(&w, spec, Calibration::default()).unwrap();
+    let asked = palettize(&w, spec, Calibration { refit_rounds: 2, ..Calibration::default() }).unwrap();
+    assert_eq!(plain, asked);
 }

@@ -134,8 +134,7 @@ impl TrainingModel {
         let Some(bits) = self.activation_bits else {
             return x.shallow_clone();
         };
-        let quantized = tch::no_grad(|| fake_quantize_per_token(x, bits));
-        if x.requires_grad() { quantized + (x - x.detach()) } else { quantized }
+        fake_quantize_per_token(x, bits)
     }
 
     fn matmul(&self, x: &Tensor, weight: &Tensor) -> Tensor {

@@ -1,0 +1,130 @@
+//! Ablation of the palettization method at a fixed bit allocation: the sensitive 2/4 mix (sensitivities
+//! measured once with the default method) palettized with each method variant, scored against the uncompressed
+//! model on held-out natural text (perplexity, mean CE, top-1 agreement; no recovery adapter). The variants:
+//! GPTQ onto k-means tables; plus least-squares refitting of tables and row scales; plus calibration statistics
+//! over the user corpus beside the teacher text.
+//!
+//! ```text
+//! zcat scripts/bench/data/public_domain_prose.txt.gz > /tmp/prose.txt
+//! cargo run --release -p adapterci-engine --example palette_ablation -- --user-corpus /tmp/prose.txt \
+//!     [--teacher-seqs 256] [--seq-len 128] [--calib-seqs 64] [--sens-seqs 2] [--refit-rounds 3] [--device cpu|cuda]
+//! ```
+use std::time::Instant;
+
+use adapterci_engine::allocate::{
+    Method, allocate_bits, average_bpw, linear_ops, palettize_op, palettize_sequential, sensitivities_of,
+};
+use adapterci_engine::calibrate::{TeacherTextSpec, chunk_tokens, collect_hessians, compare, prompt_ids, teacher_text};
+use adapterci_engine::device::DeviceChoice;
+use adapterci_engine::model::BaseModel;
+use anyhow::Context;
+use tch::Device;
+
+#[path = "support/cli.rs"]
+mod cli;
+use cli::{Args, log};
+
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse(&[])?;
+    let threads: usize = args.num("threads", 2)?;
+    adapterci_engine::device::set_threads(threads);
+    let device = match args.get("device", "cpu").as_str() {
+        "cuda" => DeviceChoice::Cuda(0),
+        _ => DeviceChoice::Cpu,
+    };
+    let model = args.get("model", &format!("{ROOT}/.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"));
+    let base = BaseModel::load(std::path::Path::new(&model), device)?;
+    let teacher = base.llama();
+    let seq_len: usize = args.num("seq-len", 128)?;
+    let batch = if teacher.device() == Device::Cpu { 2 } else { 12 };
+    let eval_path = args.get("eval-text", &format!("{ROOT}/scripts/oracles/data/natural_english.txt"));
+    let eval_text = std::fs::read_to_string(&eval_path).with_context(|| format!("reading {eval_path}"))?;
+    let eval = chunk_tokens(base.tokenizer(), &eval_text, 256);
+
+    let t0 = Instant::now();
+    let spec = TeacherTextSpec {
+        sequences: args.num("teacher-seqs", 256)?,
+        seq_len,
+        batch: args.num("teacher-batch", 16)?,
+        temperature: 1.0,
+        seed: 11,
+    };
+    let sequences = teacher_text(teacher, &prompt_ids(base.tokenizer(), None)?, &spec, &mut |_, _| {})?;
+    log(&format!("teacher text: {} x {seq_len} tokens in {:.0}s", sequences.len(), t0.elapsed().as_secs_f64()));
+    let calib_count: usize = args.num("calib-seqs", (sequences.len() / 4).clamp(1, 256))?;
+    let calib = &sequences[..calib_count.min(sequences.len())];
+    let teacher_h = collect_hessians(teacher, calib, batch)?;
+    let mixed: Option<Vec<Vec<u32>>> = match args.values.get("user-corpus") {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+            let chunks = chunk_tokens(base.tokenizer(), &text, seq_len);
+            let step = (chunks.len() / calib.len().max(1)).max(1);
+            let user: Vec<Vec<u32>> = chunks.into_iter().step_by(step).take(calib.len()).collect();
+            log(&format!("user corpus: {} sequences beside {} teacher sequences", user.len(), calib.len()));
+            Some([calib.to_vec(), user].concat())
+        }
+        None => None,
+    };
+    let user_h = match &mixed {
+        Some(seqs) => Some(collect_hessians(teacher, seqs, batch)?),
+        None => None,
+    };
+    let ops = linear_ops(teacher.config());
+    let default = Method::default();
+    let refit: usize = args.num("refit-rounds", 3)?;
+    let two_bit: Vec<tch::Tensor> = ops
+        .iter()
+        .map(|op| Ok(palettize_op(teacher, Some(&teacher_h), op, 2, default)?.dequantize(teacher.device())))
+        .collect::<anyhow::Result<_>>()?;
+    let sens_seqs = &sequences[..args.num::<usize>("sens-seqs", 2)?.clamp(1, sequences.len())];
+    let sensitivities = sensitivities_of(teacher, &ops, &two_bit, sens_seqs, batch, &mut |_, _| {})?;
+    let bits = allocate_bits(&ops, &sensitivities, default, 3.5)?;
+    let uncompressed = compare(teacher, teacher, None, &eval, batch)?;
+    log(&format!("uncompressed: ppl {:.2}, ce {:.4}", uncompressed.perplexity, uncompressed.cross_entropy));
+    println!("| method | linear bpw | perplexity | vs uncompressed | mean CE | top-1 agreement |");
+    println!("|---|---|---|---|---|---|");
+    let refitted = Method { refit_rounds: refit, ..default };
+    // (label, method, statistics from the uncompressed model, or sequences for layer-by-layer statistics)
+    let mut variants = vec![
+        ("GPTQ onto k-means tables (teacher-text statistics)", default, Some(&teacher_h), None),
+        ("+ table/scale refit", refitted, Some(&teacher_h), None),
+        ("+ table/scale refit, sequential statistics", refitted, None, Some(calib)),
+    ];
+    if let (Some(h), Some(seqs)) = (&user_h, &mixed) {
+        variants.push(("GPTQ, statistics over teacher text + user corpus", default, Some(h), None));
+        variants.push(("+ table/scale refit, teacher text + user corpus", refitted, Some(h), None));
+        variants.push(("+ table/scale refit, sequential, teacher text + user corpus", refitted, None, Some(seqs)));
+    }
+    let only: Option<usize> = args.values.get("only").map(|v| v.parse()).transpose()?;
+    for (index, (label, method, hessians, sequential)) in variants.into_iter().enumerate() {
+        if only.is_some_and(|o| o != index) {
+            continue;
+        }
+        let t0 = Instant::now();
+        let student = match (hessians, sequential) {
+            (Some(hessians), _) => {
+                let mut student = teacher.shallow_copy();
+                for (op, &b) in ops.iter().zip(&bits) {
+                    let p = palettize_op(teacher, Some(hessians), op, b, method)?;
+                    student.set_linear_weight(op.layer, op.target, p.dequantize(teacher.device()))?;
+                }
+                student
+            }
+            (None, Some(seqs)) => palettize_sequential(teacher, &ops, &bits, method, seqs, batch, &mut |_, _| {})?.1,
+            (None, None) => continue,
+        };
+        let a = compare(teacher, &student, None, &eval, batch)?;
+        log(&format!("{label}: ppl {:.2} ({:.0}s)", a.perplexity, t0.elapsed().as_secs_f64()));
+        println!(
+            "| {label} | {:.3} | {:.2} | {:+.1}% | {:.4} | {:.3} |",
+            average_bpw(&ops, &bits, method),
+            a.perplexity,
+            (a.perplexity / uncompressed.perplexity - 1.0) * 100.0,
+            a.cross_entropy,
+            a.top1_agreement
+        );
+    }
+    Ok(())
+}
