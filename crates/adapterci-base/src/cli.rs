@@ -50,9 +50,20 @@ pub struct CommonArgs {
     /// Rows sharing one lookup table at 2 bits
     #[arg(long, default_value_t = 8)]
     pub group_rows_2bit: usize,
-    /// Plain k-means and nearest-entry indices (no activation weighting, no GPTQ compensation)
+    /// Plain k-means and nearest-entry indices (no activation weighting, no GPTQ compensation, no refit)
     #[arg(long)]
     pub naive: bool,
+    /// Rounds of least-squares refitting of the tables and row scales after GPTQ (0: none)
+    #[arg(long, default_value_t = adapterci_engine::allocate::Method::default().refit_rounds)]
+    pub refit_rounds: usize,
+    /// Take every operation's input statistics at once on the uncompressed model instead of layer by layer
+    /// on the partly palettized one (faster, less accurate)
+    #[arg(long)]
+    pub one_shot: bool,
+    /// Your own text (natural text of your domain): the input statistics are taken on it beside the
+    /// teacher's text, and the recovery adapter trains on it too
+    #[arg(long, value_name = "FILE")]
+    pub corpus: Option<PathBuf>,
     /// Teacher-written calibration sequences
     #[arg(long, default_value_t = 256)]
     pub teacher_seqs: usize,
@@ -115,9 +126,6 @@ pub struct RecoveryArgs {
     pub batch: usize,
     #[arg(long, default_value_t = 1e-3)]
     pub learning_rate: f64,
-    /// Text added to the teacher's for recovery (your own corpus)
-    #[arg(long, value_name = "FILE")]
-    pub corpus: Option<PathBuf>,
     /// Share of the recovery sequences drawn from --corpus (it is repeated to reach it); default: each
     /// corpus sequence once
     #[arg(long, value_name = "FRACTION", requires = "corpus")]

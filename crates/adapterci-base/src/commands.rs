@@ -26,7 +26,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Analyze(args) => {
             let base = load_base(&args.common.model, args.common.device, args.common.threads)?;
             let options = options(&args.common, None);
-            let calibrated = calibrate(&base, &options, &mut note)?;
+            let corpus = read(&args.common.corpus)?;
+            let calibrated = calibrate(&base, &options, corpus.as_deref(), &mut note)?;
             let analysis = analyze(&base, &calibrated, &options, &mut note)?;
             write_analysis(&args.out, &analysis)?;
             print!("{}", analysis.to_table());
@@ -36,7 +37,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Palettize(args) => {
             let base = load_base(&args.common.model, args.common.device, args.common.threads)?;
             let options = options(&args.common, None);
-            let calibrated = calibrate(&base, &options, &mut note)?;
+            let corpus = read(&args.common.corpus)?;
+            let calibrated = calibrate(&base, &options, corpus.as_deref(), &mut note)?;
             let ops = linear_ops(base.config());
             let bits: Vec<u8> = match (&args.analysis, args.uniform_bits) {
                 (_, Some(b)) => vec![b; ops.len()],
@@ -82,8 +84,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             check_source(&release, &base, &args.release)?;
             let student = release.to_llama(base.llama().device(), &args.release)?;
             let options = options(&args.common, Some(&args.recovery));
-            let calibrated = calibrate(&base, &options, &mut note)?;
-            let corpus = read(&args.recovery.corpus)?;
+            let corpus = read(&args.common.corpus)?;
+            let calibrated = calibrate(&base, &options, corpus.as_deref(), &mut note)?;
             let sequences = recovery_text(
                 &base,
                 &calibrated.sequences,
@@ -157,7 +159,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Release(args) => {
             let base = load_base(&args.common.model, args.common.device, args.common.threads)?;
             let options = options(&args.common, Some(&args.recovery));
-            let (eval_text, corpus) = (read(&args.eval_text)?, read(&args.recovery.corpus)?);
+            let (eval_text, corpus) = (read(&args.eval_text)?, read(&args.common.corpus)?);
             let bar = progress_bar(options.recovery.steps);
             let built = build_release(&base, &options, eval_text.as_deref(), corpus.as_deref(), &mut note, &mut |p| {
                 tick(&bar, p)
@@ -227,7 +229,8 @@ fn options(common: &CommonArgs, recovery: Option<&RecoveryArgs>) -> BuildOptions
         row_scale: true,
         weighted: !common.naive,
         compensate: !common.naive,
-        refit_rounds: if common.naive { 0 } else { Method::default().refit_rounds },
+        refit_rounds: if common.naive { 0 } else { common.refit_rounds },
+        sequential: !common.naive && !common.one_shot,
     };
     let defaults = RecoverySpec::default();
     let user_corpus_share = recovery.and_then(|r| r.corpus_share);

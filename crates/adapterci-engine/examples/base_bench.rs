@@ -9,8 +9,12 @@
 //!     [--teacher-seqs 256] [--seq-len 128] [--recovery-steps 150] [--recovery-batch 4] \
 //!     [--recovery-minutes 8] [--target-bpw 3.5] [--group-rows 32] [--group-rows-2bit 8] [--sens-seqs N]
 //!     [--quick | --only-sensitive] [--model tiny] [--teacher-batch 128] [--recovery-lr 1e-3]
-//!     [--corpora teacher|user|both] [--user-share 0.5]
+//!     [--corpora teacher|user|both] [--user-share 0.5] [--refit-rounds N] [--one-shot]
 //! ```
+//! The palettization is the product's default method (layer-by-layer statistics, GPTQ onto activation-weighted
+//! k-means tables, least-squares refit of tables and scales; `--refit-rounds`, `--one-shot` change it); its
+//! statistics are taken on a quarter of the teacher text plus as many sequences of the user corpus when given.
+//! The sensitivities are measured on one-shot, unrefitted 2-bit palettizations (as `analyze` does).
 //! `--corpora` picks which recovery adapters the sensitive mix gets (teacher text only, teacher text + user
 //! corpus, or both, one after the other); `--user-share` is the fraction of recovery sequences drawn from the
 //! user corpus (default: in proportion to its size).
@@ -23,7 +27,7 @@ use std::time::Instant;
 
 use adapterci_engine::allocate::{
     BitAnalysis, LinearOp, Method, allocate_bits, arbitrary_bits, average_bpw, linear_ops, palettize_op,
-    sensitivities_of,
+    palettize_sequential, sensitivities_of,
 };
 use adapterci_engine::calibrate::{
     Agreement, TeacherTextSpec, chunk_tokens, collect_hessians, compare, prompt_ids, teacher_text,
@@ -114,7 +118,7 @@ fn row(
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse(&["quick", "tiny", "only-sensitive"])?;
+    let args = Args::parse(&["quick", "tiny", "only-sensitive", "one-shot"])?;
     let out = PathBuf::from(args.get("out", "target/base-bench"));
     std::fs::create_dir_all(&out)?;
     let threads: usize = args.num("threads", 2)?;
@@ -182,12 +186,27 @@ fn main() -> anyhow::Result<()> {
 
     // calibration: Hessians on a quarter of the teacher text, sensitivities on 8 sequences of it
     let calib_count = (sequences.len() / 4).clamp(8, 256);
+    let mut calibration = sequences[..calib_count].to_vec();
+    if let Some(user) = &user_corpus {
+        let chunks = chunk_tokens(tokenizer, user, seq_len);
+        let step = (chunks.len() / calib_count).max(1);
+        calibration.extend(chunks.into_iter().step_by(step).take(calib_count));
+    }
     let t0 = Instant::now();
-    let hessians = collect_hessians(teacher, &sequences[..calib_count], eval_batch)?;
+    let hessians = collect_hessians(teacher, &calibration, eval_batch)?;
     log(&format!("hessians from {} tokens in {:.1}s", hessians.tokens, t0.elapsed().as_secs_f64()));
     let ops = linear_ops(teacher.config());
-    let method = Method { group_rows, group_rows_2bit, ..Method::default() };
-    let palettes = Palettes::make(teacher, &hessians, &ops, method, &[2, 4])?;
+    let method = Method {
+        group_rows,
+        group_rows_2bit,
+        refit_rounds: args.num("refit-rounds", Method::default().refit_rounds)?,
+        sequential: !args.values.contains_key("one-shot"),
+        ..Method::default()
+    };
+    // one-shot, unrefitted palettizations at 2 and 4 bits: the sensitivities (and the arbitrary and uniform rows
+    // when the method is the same)
+    let one_shot = Method { refit_rounds: 0, sequential: false, ..method };
+    let palettes = Palettes::make(teacher, &hessians, &ops, one_shot, &[2, 4])?;
     let t0 = Instant::now();
     let sens_count: usize = args.num("sens-seqs", if teacher.device() == Device::Cpu { 2 } else { 16 })?;
     let sens_seqs = &sequences[..sens_count.clamp(1, sequences.len())];
@@ -264,16 +283,33 @@ fn main() -> anyhow::Result<()> {
             bits: vec![4; ops.len()],
             method: naive,
         });
+        if one_shot != method {
+            variants.push(Variant {
+                name: "ablation: mixed 2/4 sensitivity, one-shot statistics, no refit".into(),
+                bits: sensitive_bits.clone(),
+                method: one_shot,
+            });
+        }
         variants.push(Variant {
             name: "ablation: mixed 2/4 sensitivity, no GPTQ".into(),
             bits: sensitive_bits.clone(),
-            method: Method { compensate: false, ..method },
+            method: Method { compensate: false, ..one_shot },
         });
     }
     let mut recoveries: Vec<(String, RecoveryReport)> = Vec::new();
+    let mut sensitive_student: Option<Llama> = None;
     for (index, v) in variants.iter().enumerate() {
         let t0 = Instant::now();
-        let student = if v.method == method {
+        let student = if v.method.sequential {
+            let mut last = Instant::now();
+            palettize_sequential(teacher, &ops, &v.bits, v.method, &calibration, eval_batch, &mut |d, t| {
+                if last.elapsed().as_secs_f64() > 5.0 || d == t {
+                    eprint!("\r  palettizing layer by layer {d}/{t}   ");
+                    last = Instant::now();
+                }
+            })?
+            .1
+        } else if v.method == one_shot {
             palettes.student(teacher, &ops, &v.bits)?
         } else {
             let key = v.method.label();
@@ -295,6 +331,9 @@ fn main() -> anyhow::Result<()> {
             t0.elapsed().as_secs_f64()
         ));
         rows.push(row(&v.name, bpw, whole(bpw, 16.0), &a, base_ce, json!({"method": v.method.label()})));
+        if index == 0 {
+            sensitive_student = Some(student.shallow_copy());
+        }
         let is_ablation = v.name.starts_with("ablation");
         if is_ablation {
             continue;
@@ -366,7 +405,7 @@ fn main() -> anyhow::Result<()> {
 
     // options: palettized embedding and int8 activations, measured on the sensitive mix (no recovery)
     if !quick && !only_sensitive {
-        let sensitive = palettes.student(teacher, &ops, &sensitive_bits)?;
+        let sensitive = sensitive_student.context("the sensitive mix was not built")?;
         let bpw = average_bpw(&ops, &sensitive_bits, method);
         for embed_bits in [8u8, 4] {
             let mut student = sensitive.shallow_copy();
@@ -397,7 +436,7 @@ fn main() -> anyhow::Result<()> {
         "rows": rows,
         "setup": {
             "model": model_path, "eval_text": eval_path, "eval_chunks": eval.len(), "device": format!("{:?}", teacher.device()),
-            "threads": threads, "teacher_sequences": sequences.len(), "seq_len": seq_len, "calibration_sequences": calib_count,
+            "threads": threads, "teacher_sequences": sequences.len(), "seq_len": seq_len, "calibration_sequences": calibration.len(),
             "target_bpw": target_bpw, "method": method.label(), "recovery": recovery,
             "seconds": started.elapsed().as_secs_f64(),
         },

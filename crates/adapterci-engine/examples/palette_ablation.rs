@@ -8,6 +8,12 @@
 //! zcat scripts/bench/data/public_domain_prose.txt.gz > /tmp/prose.txt
 //! cargo run --release -p adapterci-engine --example palette_ablation -- --user-corpus /tmp/prose.txt \
 //!     [--teacher-seqs 256] [--seq-len 128] [--calib-seqs 64] [--sens-seqs 2] [--refit-rounds 3] [--device cpu|cuda]
+//!     [--only 0,2,5] [--recovery-minutes M [--recover 0,5] --recovery-batch 4 --recovery-lr 1e-3]
+//! ```
+//! With `--recovery-minutes`, each variant also gets a recovery adapter trained on the teacher text for that
+//! long (same seed, same text, the step budget fitted to the time), scored the same way: does a better
+//! palettization stay better after recovery?
+//! ```text
 //! ```
 use std::time::Instant;
 
@@ -17,6 +23,7 @@ use adapterci_engine::allocate::{
 use adapterci_engine::calibrate::{TeacherTextSpec, chunk_tokens, collect_hessians, compare, prompt_ids, teacher_text};
 use adapterci_engine::device::DeviceChoice;
 use adapterci_engine::model::BaseModel;
+use adapterci_engine::recover::{RecoverySpec, recover};
 use anyhow::Context;
 use tch::Device;
 
@@ -71,6 +78,9 @@ fn main() -> anyhow::Result<()> {
         Some(seqs) => Some(collect_hessians(teacher, seqs, batch)?),
         None => None,
     };
+    // the control for the user corpus: as many statistics tokens, all teacher text
+    let doubled = &sequences[..(2 * calib.len()).min(sequences.len())];
+    let doubled_h = collect_hessians(teacher, doubled, batch)?;
     let ops = linear_ops(teacher.config());
     let default = Method::default();
     let refit: usize = args.num("refit-rounds", 3)?;
@@ -83,8 +93,16 @@ fn main() -> anyhow::Result<()> {
     let bits = allocate_bits(&ops, &sensitivities, default, 3.5)?;
     let uncompressed = compare(teacher, teacher, None, &eval, batch)?;
     log(&format!("uncompressed: ppl {:.2}, ce {:.4}", uncompressed.perplexity, uncompressed.cross_entropy));
-    println!("| method | linear bpw | perplexity | vs uncompressed | mean CE | top-1 agreement |");
-    println!("|---|---|---|---|---|---|");
+    let recovery_minutes: Option<f64> = args.values.get("recovery-minutes").map(|v| v.parse()).transpose()?;
+    let recovery = RecoverySpec {
+        steps: 100_000,
+        max_seconds: recovery_minutes.map(|m| m * 60.0),
+        batch: args.num("recovery-batch", 4)?,
+        learning_rate: args.num("recovery-lr", 1e-3)?,
+        ..RecoverySpec::default()
+    };
+    println!("| method | linear bpw | perplexity | vs uncompressed | mean CE | top-1 agreement | recovery fraction |");
+    println!("|---|---|---|---|---|---|---|");
     let refitted = Method { refit_rounds: refit, ..default };
     // (label, method, statistics from the uncompressed model, or sequences for layer-by-layer statistics)
     let mut variants = vec![
@@ -97,9 +115,19 @@ fn main() -> anyhow::Result<()> {
         variants.push(("+ table/scale refit, teacher text + user corpus", refitted, Some(h), None));
         variants.push(("+ table/scale refit, sequential, teacher text + user corpus", refitted, None, Some(seqs)));
     }
-    let only: Option<usize> = args.values.get("only").map(|v| v.parse()).transpose()?;
+    variants.push(("GPTQ, statistics over twice the teacher text (control)", default, Some(&doubled_h), None));
+    // --only 2,5: just those variants (0-based, in the order above); --recover 0,5: recovery for those only
+    let list = |name: &str| -> anyhow::Result<Option<Vec<usize>>> {
+        match args.values.get(name) {
+            Some(v) => {
+                Ok(Some(v.split(',').map(|i| i.trim().parse()).collect::<Result<_, _>>().context(name.to_string())?))
+            }
+            None => Ok(None),
+        }
+    };
+    let (only, recover_only) = (list("only")?, list("recover")?);
     for (index, (label, method, hessians, sequential)) in variants.into_iter().enumerate() {
-        if only.is_some_and(|o| o != index) {
+        if only.as_ref().is_some_and(|o| !o.contains(&index)) {
             continue;
         }
         let t0 = Instant::now();
@@ -117,14 +145,36 @@ fn main() -> anyhow::Result<()> {
         };
         let a = compare(teacher, &student, None, &eval, batch)?;
         log(&format!("{label}: ppl {:.2} ({:.0}s)", a.perplexity, t0.elapsed().as_secs_f64()));
-        println!(
-            "| {label} | {:.3} | {:.2} | {:+.1}% | {:.4} | {:.3} |",
-            average_bpw(&ops, &bits, method),
-            a.perplexity,
-            (a.perplexity / uncompressed.perplexity - 1.0) * 100.0,
-            a.cross_entropy,
-            a.top1_agreement
-        );
+        let bpw = average_bpw(&ops, &bits, method);
+        let line = |label: &str, r: &adapterci_engine::calibrate::Agreement, fraction: &str| {
+            println!(
+                "| {label} | {bpw:.3} | {:.2} | {:+.1}% | {:.4} | {:.3} | {fraction} |",
+                r.perplexity,
+                (r.perplexity / uncompressed.perplexity - 1.0) * 100.0,
+                r.cross_entropy,
+                r.top1_agreement
+            )
+        };
+        line(label, &a, "");
+        if recovery_minutes.is_some() && recover_only.as_ref().is_none_or(|o| o.contains(&index)) {
+            let t0 = Instant::now();
+            let (lora, report) = recover(teacher, &student, &sequences, &recovery, &mut |_| {})?;
+            let r = compare(teacher, &student, Some(&lora), &eval, batch)?;
+            let fraction = (a.cross_entropy - r.cross_entropy) / (a.cross_entropy - uncompressed.cross_entropy);
+            log(&format!(
+                "{label} + recovery: ppl {:.2}, {} steps, KL {:.4} -> {:.4} ({:.0}s)",
+                r.perplexity,
+                report.steps,
+                report.kl_curve.first().map_or(f64::NAN, |p| p.1),
+                report.kl_curve.last().map_or(f64::NAN, |p| p.1),
+                t0.elapsed().as_secs_f64()
+            ));
+            line(
+                &format!("{label} + recovery ({} steps of {})", report.steps, recovery.batch),
+                &r,
+                &format!("{fraction:.3}"),
+            );
+        }
     }
     Ok(())
 }

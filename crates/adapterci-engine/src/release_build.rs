@@ -6,7 +6,9 @@ use adapterci_core::Digest;
 use serde::{Deserialize, Serialize};
 
 use crate::EngineError;
-use crate::allocate::{BitAnalysis, LinearOp, Method, allocate_bits, linear_ops, measure_sensitivities, palettize_op};
+use crate::allocate::{
+    BitAnalysis, LinearOp, Method, allocate_bits, linear_ops, measure_sensitivities, palettize_op, palettize_sequential,
+};
 use crate::calibrate::{
     Agreement, Hessians, TeacherTextSpec, chunk_tokens, collect_hessians, compare, prompt_ids, teacher_text,
 };
@@ -54,9 +56,11 @@ impl Default for BuildOptions {
     }
 }
 
-/// Calibration state shared by the steps: the teacher's text and the linear inputs' statistics.
+/// Calibration state shared by the steps: the teacher's text, the sequences the statistics are taken on (a
+/// quarter of the teacher's text, and the user corpus when there is one) and the linear inputs' statistics.
 pub struct Calibrated {
     pub sequences: Vec<Vec<u32>>,
+    pub calibration: Vec<Vec<u32>>,
     pub hessians: Hessians,
 }
 
@@ -94,10 +98,13 @@ pub struct BuiltRelease {
     pub report: BuildReport,
 }
 
-/// Writes teacher text and collects the linear inputs' statistics on it.
+/// Writes teacher text and collects the linear inputs' statistics on a quarter of it and, when given, on as many
+/// sequences of `user_corpus` (natural text of the user's domain: the palettization then also fits the inputs
+/// the model sees there, not only on its own writing).
 pub fn calibrate(
     base: &BaseModel,
     options: &BuildOptions,
+    user_corpus: Option<&str>,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Calibrated, EngineError> {
     let prompts = prompt_ids(base.tokenizer(), None)?;
@@ -109,9 +116,19 @@ pub fn calibrate(
         }
     })?;
     let count = (sequences.len() / 4).clamp(1, 256);
-    let hessians = collect_hessians(base.llama(), &sequences[..count], 4)?;
-    progress(&format!("calibration: input statistics over {} tokens", hessians.tokens));
-    Ok(Calibrated { sequences, hessians })
+    let mut calibration = sequences[..count].to_vec();
+    if let Some(corpus) = user_corpus {
+        let user = chunk_tokens(base.tokenizer(), corpus, options.teacher.seq_len);
+        let step = (user.len() / count).max(1);
+        calibration.extend(user.into_iter().step_by(step).take(count));
+    }
+    let hessians = collect_hessians(base.llama(), &calibration, 4)?;
+    progress(&format!(
+        "calibration: input statistics over {} tokens ({} sequences of the user corpus)",
+        hessians.tokens,
+        calibration.len() - count
+    ));
+    Ok(Calibrated { sequences, calibration, hessians })
 }
 
 /// Every operation's sensitivity and the allocation that meets `options.target_bpw`.
@@ -160,12 +177,23 @@ pub fn palettize_model(
     crate::release::check_activation_bits(options.activation_bits).map_err(EngineError::InvalidConfig)?;
     let mut student = llama.shallow_copy();
     student.set_activation_bits(options.activation_bits);
-    let mut parts = Vec::with_capacity(ops.len());
-    for (op, &b) in ops.iter().zip(bits) {
-        let p = palettize_op(llama, Some(&calibrated.hessians), op, b, options.method)?;
-        student.set_linear_weight(op.layer, op.target, p.dequantize(llama.device()))?;
-        parts.push(p);
-    }
+    let parts = if options.method.sequential {
+        let (parts, palettized) =
+            palettize_sequential(llama, &ops, bits, options.method, &calibrated.calibration, 4, &mut |_, _| {})?;
+        for op in &ops {
+            let weight = palettized.linear_weight(op.layer, op.target).shallow_clone();
+            student.set_linear_weight(op.layer, op.target, weight)?;
+        }
+        parts
+    } else {
+        let mut parts = Vec::with_capacity(ops.len());
+        for (op, &b) in ops.iter().zip(bits) {
+            let p = palettize_op(llama, Some(&calibrated.hessians), op, b, options.method)?;
+            student.set_linear_weight(op.layer, op.target, p.dequantize(llama.device()))?;
+            parts.push(p);
+        }
+        parts
+    };
     let embedding = match options.embedding_bits {
         Some(bits) => {
             let spec = PaletteSpec { bits, group_rows: 64, row_scale: true };
@@ -188,7 +216,7 @@ pub fn build_release(
     progress: &mut dyn FnMut(&str),
     recovery_progress: &mut dyn FnMut(&RecoveryProgress),
 ) -> Result<BuiltRelease, EngineError> {
-    let calibrated = calibrate(base, options, progress)?;
+    let calibrated = calibrate(base, options, user_corpus, progress)?;
     let analysis = analyze(base, &calibrated, options, progress)?;
     let bits: Vec<u8> = analysis.rows.iter().map(|r| r.bits).collect();
     progress(&format!("palettizing: {:.4} bits per weight on the linear operations", analysis.achieved_bpw));

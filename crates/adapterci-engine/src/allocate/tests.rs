@@ -133,7 +133,7 @@ fn sequential_palettization_builds_every_operation_and_tracks_the_teacher() {
             kl_per_position(&t, &s).mean(Kind::Float).double_value(&[])
         })
     };
-    let naive = Method { weighted: false, compensate: false, refit_rounds: 0, ..method };
+    let naive = Method { weighted: false, compensate: false, refit_rounds: 0, sequential: false, ..method };
     let mut plain = teacher.shallow_copy();
     for (op, &b) in ops.iter().zip(&bits) {
         let p = palettize_op(teacher, None, op, b, naive).unwrap();
