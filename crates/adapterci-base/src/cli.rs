@@ -56,10 +56,10 @@ pub struct CommonArgs {
     /// Rounds of least-squares refitting of the tables and row scales after GPTQ (0: none)
     #[arg(long, default_value_t = adapterci_engine::allocate::Method::default().refit_rounds)]
     pub refit_rounds: usize,
-    /// Take every operation's input statistics at once on the uncompressed model instead of layer by layer
-    /// on the partly palettized one (faster, less accurate)
+    /// Take each operation's input statistics layer by layer on the partly palettized model instead of all at
+    /// once on the uncompressed one (slower; measured no better on SmolLM2-135M)
     #[arg(long)]
-    pub one_shot: bool,
+    pub sequential: bool,
     /// Your own text (natural text of your domain): the input statistics are taken on it beside the
     /// teacher's text, and the recovery adapter trains on it too
     #[arg(long, value_name = "FILE")]

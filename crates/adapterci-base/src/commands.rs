@@ -230,7 +230,7 @@ fn options(common: &CommonArgs, recovery: Option<&RecoveryArgs>) -> BuildOptions
         weighted: !common.naive,
         compensate: !common.naive,
         refit_rounds: if common.naive { 0 } else { common.refit_rounds },
-        sequential: !common.naive && !common.one_shot,
+        sequential: !common.naive && common.sequential,
     };
     let defaults = RecoverySpec::default();
     let user_corpus_share = recovery.and_then(|r| r.corpus_share);

@@ -9,10 +9,10 @@
 //!     [--teacher-seqs 256] [--seq-len 128] [--recovery-steps 150] [--recovery-batch 4] \
 //!     [--recovery-minutes 8] [--target-bpw 3.5] [--group-rows 32] [--group-rows-2bit 8] [--sens-seqs N]
 //!     [--quick | --only-sensitive] [--model tiny] [--teacher-batch 128] [--recovery-lr 1e-3]
-//!     [--corpora teacher|user|both] [--user-share 0.5] [--refit-rounds N] [--one-shot]
+//!     [--corpora teacher|user|both] [--user-share 0.5] [--refit-rounds N] [--sequential]
 //! ```
-//! The palettization is the product's default method (layer-by-layer statistics, GPTQ onto activation-weighted
-//! k-means tables, least-squares refit of tables and scales; `--refit-rounds`, `--one-shot` change it); its
+//! The palettization is the product's default method (GPTQ onto activation-weighted k-means tables,
+//! least-squares refit of tables and scales; `--refit-rounds`, `--sequential` change it); its
 //! statistics are taken on a quarter of the teacher text plus as many sequences of the user corpus when given.
 //! The sensitivities are measured on one-shot, unrefitted 2-bit palettizations (as `analyze` does).
 //! `--corpora` picks which recovery adapters the sensitive mix gets (teacher text only, teacher text + user
@@ -118,7 +118,7 @@ fn row(
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse(&["quick", "tiny", "only-sensitive", "one-shot"])?;
+    let args = Args::parse(&["quick", "tiny", "only-sensitive", "sequential"])?;
     let out = PathBuf::from(args.get("out", "target/base-bench"));
     std::fs::create_dir_all(&out)?;
     let threads: usize = args.num("threads", 2)?;
@@ -200,7 +200,7 @@ fn main() -> anyhow::Result<()> {
         group_rows,
         group_rows_2bit,
         refit_rounds: args.num("refit-rounds", Method::default().refit_rounds)?,
-        sequential: !args.values.contains_key("one-shot"),
+        sequential: args.values.contains_key("sequential"),
         ..Method::default()
     };
     // one-shot, unrefitted palettizations at 2 and 4 bits: the sensitivities (and the arbitrary and uniform rows
