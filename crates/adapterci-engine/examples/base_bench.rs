@@ -13,7 +13,8 @@
 //! ```
 //! The palettization is the product's default method (GPTQ onto activation-weighted k-means tables,
 //! least-squares refit of tables and scales; `--refit-rounds`, `--sequential` change it); its
-//! statistics are taken on a quarter of the teacher text plus as many sequences of the user corpus when given.
+//! statistics are taken on a quarter of the teacher text plus as many sequences of the user corpus when given
+//! (not with `--corpora teacher`, which keeps user text out of everything).
 //! The sensitivities are measured on one-shot, unrefitted 2-bit palettizations (as `analyze` does).
 //! `--corpora` picks which recovery adapters the sensitive mix gets (teacher text only, teacher text + user
 //! corpus, or both, one after the other); `--user-share` is the fraction of recovery sequences drawn from the
@@ -187,7 +188,8 @@ fn main() -> anyhow::Result<()> {
     // calibration: Hessians on a quarter of the teacher text, sensitivities on 8 sequences of it
     let calib_count = (sequences.len() / 4).clamp(8, 256);
     let mut calibration = sequences[..calib_count].to_vec();
-    if let Some(user) = &user_corpus {
+    // `--corpora teacher`: no user text anywhere, the statistics included
+    if let Some(user) = user_corpus.as_ref().filter(|_| args.get("corpora", "both") != "teacher") {
         let chunks = chunk_tokens(tokenizer, user, seq_len);
         let step = (chunks.len() / calib_count).max(1);
         calibration.extend(chunks.into_iter().step_by(step).take(calib_count));
