@@ -16,6 +16,7 @@ use adapterci_engine::train::{BaseCompute, Batch, TrainingModel, train_lora};
 use tch::{Device, Tensor};
 
 mod support;
+use support::learnable_jsonl;
 
 /// A rank-4 adapter on every linear operation with B drawn nonzero, so every update counts in the forward
 /// and A gets a gradient too.
@@ -126,21 +127,6 @@ fn one_step_at_4_bits_gives_finite_nonzero_gradients_and_8_bits_passes_them_stra
         let similarity = cosine(q, full);
         assert!(similarity > 0.99, "8-bit gradient of adapter tensor {index}: cosine {similarity} to unquantized");
     }
-}
-
-/// A task a tiny model can learn: answer with the word the prompt names (as in train_lora.rs).
-fn learnable_jsonl() -> String {
-    let words = ["red", "blue", "green", "apple", "bread", "cheese", "rain", "sun", "park", "shop", "gold", "tea"];
-    let phrasings = ["say {}", "repeat {}", "the word is {}", "echo {} please"];
-    let mut lines = String::new();
-    for (i, word) in words.iter().enumerate() {
-        for (j, phrasing) in phrasings.iter().enumerate() {
-            let prompt = phrasing.replace("{}", word);
-            let completion = if (i + j) % 2 == 0 { format!("{word}!") } else { format!("{word}.") };
-            lines.push_str(&format!("{{\"prompt\": \"{prompt}\", \"completion\": \"{completion}\"}}\n"));
-        }
-    }
-    lines
 }
 
 #[test]

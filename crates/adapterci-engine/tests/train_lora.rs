@@ -11,25 +11,10 @@ use std::sync::Mutex;
 use tch::{Device, Tensor};
 
 mod support;
-use support::Tiny;
+use support::{Tiny, learnable_jsonl};
 
 fn tiny() -> Tiny {
     support::tiny(3)
-}
-
-/// A task a tiny model can learn: answer with the word the prompt names, in one of a few phrasings.
-pub fn learnable_jsonl() -> String {
-    let words = ["red", "blue", "green", "apple", "bread", "cheese", "rain", "sun", "park", "shop", "gold", "tea"];
-    let phrasings = ["say {}", "repeat {}", "the word is {}", "echo {} please"];
-    let mut lines = String::new();
-    for (i, word) in words.iter().enumerate() {
-        for (j, phrasing) in phrasings.iter().enumerate() {
-            let prompt = phrasing.replace("{}", word);
-            let completion = if (i + j) % 2 == 0 { format!("{word}!") } else { format!("{word}.") };
-            lines.push_str(&format!("{{\"prompt\": \"{prompt}\", \"completion\": \"{completion}\"}}\n"));
-        }
-    }
-    lines
 }
 
 fn examples(tokenizer: &Tokenizer) -> (Vec<Example>, Vec<Example>) {

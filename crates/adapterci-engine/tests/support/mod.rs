@@ -26,3 +26,18 @@ pub fn tiny(seed: u64) -> Tiny {
     let tokenizer = Tokenizer::from_gguf(&file).expect("tokenizer");
     Tiny { llama, tokenizer, _dir: dir }
 }
+
+/// A task a tiny model can learn: answer with the word the prompt names, in one of a few phrasings.
+pub fn learnable_jsonl() -> String {
+    let words = ["red", "blue", "green", "apple", "bread", "cheese", "rain", "sun", "park", "shop", "gold", "tea"];
+    let phrasings = ["say {}", "repeat {}", "the word is {}", "echo {} please"];
+    let mut lines = String::new();
+    for (i, word) in words.iter().enumerate() {
+        for (j, phrasing) in phrasings.iter().enumerate() {
+            let prompt = phrasing.replace("{}", word);
+            let completion = if (i + j) % 2 == 0 { format!("{word}!") } else { format!("{word}.") };
+            lines.push_str(&format!("{{\"prompt\": \"{prompt}\", \"completion\": \"{completion}\"}}\n"));
+        }
+    }
+    lines
+}
