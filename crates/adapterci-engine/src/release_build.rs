@@ -119,6 +119,12 @@ pub fn calibrate(
     let mut calibration = sequences[..count].to_vec();
     if let Some(corpus) = user_corpus {
         let user = chunk_tokens(base.tokenizer(), corpus, options.teacher.seq_len);
+        if user.is_empty() {
+            return Err(EngineError::InvalidConfig(format!(
+                "the user corpus is shorter than one {}-token sequence",
+                options.teacher.seq_len
+            )));
+        }
         let step = (user.len() / count).max(1);
         calibration.extend(user.into_iter().step_by(step).take(count));
     }

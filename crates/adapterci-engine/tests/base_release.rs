@@ -6,15 +6,16 @@
 use std::path::PathBuf;
 
 use adapterci_core::Digest;
+use adapterci_core::training::LoraTarget;
 use adapterci_engine::allocate::{Method, allocate_bits, average_bpw, linear_ops, measure_sensitivities, palettize_op};
-use adapterci_engine::calibrate::{TeacherTextSpec, collect_hessians, compare, prompt_ids, teacher_text};
+use adapterci_engine::calibrate::{TeacherTextSpec, chunk_tokens, collect_hessians, compare, prompt_ids, teacher_text};
 use adapterci_engine::device::DeviceChoice;
 use adapterci_engine::llama::Llama;
 use adapterci_engine::model::BaseModel;
 use adapterci_engine::palettize::PalettizedTensor;
 use adapterci_engine::recover::{RecoverySpec, recover};
 use adapterci_engine::release::{BaseRelease, bind_recovery_adapter, check_recovery_adapter};
-use adapterci_engine::release_build::{BuildOptions, recovery_text, release_file};
+use adapterci_engine::release_build::{BuildOptions, calibrate, recovery_text, release_file};
 use adapterci_engine::tiny::write_tiny_model;
 use tch::Device;
 
@@ -304,6 +305,28 @@ fn the_user_corpus_is_repeated_to_its_share_of_the_recovery_text() {
     }
     let err = recovery_text(&f.base, &teacher, Some("too short"), 512, None).unwrap_err().to_string();
     assert!(err.contains("shorter than one 512-token sequence"), "{err}");
+}
+
+#[test]
+fn the_calibration_statistics_take_in_the_user_corpus() {
+    let f = fixture();
+    let options = BuildOptions {
+        teacher: TeacherTextSpec { sequences: 16, seq_len: 24, batch: 8, temperature: 1.0, seed: 3 },
+        ..BuildOptions::default()
+    };
+    let alone = calibrate(&f.base, &options, None, &mut |_| {}).unwrap();
+    // a quarter of the teacher's 16 sequences
+    assert_eq!((alone.calibration.len(), alone.hessians.tokens), (4, 4 * 24));
+    let corpus = "The keeper wound the clock on Sundays and wrote the weather in the log. ".repeat(40);
+    let with = calibrate(&f.base, &options, Some(&corpus), &mut |_| {}).unwrap();
+    assert_eq!(with.sequences, alone.sequences, "the teacher's text does not depend on the corpus");
+    assert_eq!((with.calibration.len(), with.hessians.tokens), (8, 8 * 24));
+    let chunks = chunk_tokens(f.base.tokenizer(), &corpus, 24);
+    assert!(with.calibration[4..].iter().all(|s| chunks.contains(s)), "the added sequences come from the corpus");
+    let (a, b) = (alone.hessians.get(0, LoraTarget::Q).unwrap(), with.hessians.get(0, LoraTarget::Q).unwrap());
+    assert!(!a.allclose(b, 1e-3, 1e-3, false), "the statistics changed");
+    let err = calibrate(&f.base, &options, Some("too short"), &mut |_| {}).err().unwrap().to_string();
+    assert!(err.contains("shorter than one 24-token sequence"), "{err}");
 }
 
 #[test]
