@@ -74,7 +74,7 @@ pub struct Calibration<'a> {
     /// Rounds of refitting after the assignment (needs the Hessian): with the indices fixed, solve each group's
     /// table entries and then each row's scale for the least output error `tr((W − Ŵ) H (W − Ŵ)ᵀ)` (a small
     /// least-squares problem per group), then assign the indices again onto the refitted tables. The best round
-    /// (by the same error) is kept, so more rounds never do worse than none.
+    /// (by the same error) is kept, so more rounds never do worse than none. Applies to 2- and 4-bit tables.
     pub refit_rounds: usize,
 }
 
@@ -218,7 +218,8 @@ pub fn palettize(
         };
         let indices = assign(&normalized, &tables);
         let (tables, indices, scales) = match &hessian {
-            Some(h) if calibration.refit_rounds > 0 => {
+            // 8-bit tables (256 entries) lose little and would make the per-row one-hot products 16x larger
+            Some(h) if calibration.refit_rounds > 0 && spec.bits <= 4 => {
                 let mut best = Fit { tables, indices, scales };
                 let mut best_error = best.output_error(&w, &group_of_row, h);
                 let mut current = best.shallow_clone();
