@@ -38,7 +38,7 @@ use adapterci_engine::llama::Llama;
 use adapterci_engine::model::BaseModel;
 use adapterci_engine::palettize::{Calibration, PaletteSpec, palettize};
 use adapterci_engine::recover::{RecoveryReport, RecoverySpec, recover};
-use adapterci_engine::release_build::recovery_text;
+use adapterci_engine::release_build::{calibration_sequences, recovery_text};
 use anyhow::{Context, bail};
 use serde_json::json;
 use tch::Device;
@@ -187,13 +187,9 @@ fn main() -> anyhow::Result<()> {
 
     // calibration: Hessians on a quarter of the teacher text, sensitivities on 8 sequences of it
     let calib_count = (sequences.len() / 4).clamp(8, 256);
-    let mut calibration = sequences[..calib_count].to_vec();
     // `--corpora teacher`: no user text anywhere, the statistics included
-    if let Some(user) = user_corpus.as_ref().filter(|_| args.get("corpora", "both") != "teacher") {
-        let chunks = chunk_tokens(tokenizer, user, seq_len);
-        let step = (chunks.len() / calib_count).max(1);
-        calibration.extend(chunks.into_iter().step_by(step).take(calib_count));
-    }
+    let statistics_corpus = user_corpus.as_deref().filter(|_| args.get("corpora", "both") != "teacher");
+    let calibration = calibration_sequences(&base, &sequences[..calib_count], statistics_corpus, seq_len)?;
     let t0 = Instant::now();
     let hessians = collect_hessians(teacher, &calibration, eval_batch)?;
     log(&format!("hessians from {} tokens in {:.1}s", hessians.tokens, t0.elapsed().as_secs_f64()));

@@ -24,6 +24,7 @@ use adapterci_engine::calibrate::{TeacherTextSpec, chunk_tokens, collect_hessian
 use adapterci_engine::device::DeviceChoice;
 use adapterci_engine::model::BaseModel;
 use adapterci_engine::recover::{RecoverySpec, recover};
+use adapterci_engine::release_build::calibration_sequences;
 use anyhow::Context;
 use tch::Device;
 
@@ -66,11 +67,13 @@ fn main() -> anyhow::Result<()> {
     let mixed: Option<Vec<Vec<u32>>> = match args.values.get("user-corpus") {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
-            let chunks = chunk_tokens(base.tokenizer(), &text, seq_len);
-            let step = (chunks.len() / calib.len().max(1)).max(1);
-            let user: Vec<Vec<u32>> = chunks.into_iter().step_by(step).take(calib.len()).collect();
-            log(&format!("user corpus: {} sequences beside {} teacher sequences", user.len(), calib.len()));
-            Some([calib.to_vec(), user].concat())
+            let mixed = calibration_sequences(&base, calib, Some(&text), seq_len)?;
+            log(&format!(
+                "user corpus: {} sequences beside {} teacher sequences",
+                mixed.len() - calib.len(),
+                calib.len()
+            ));
+            Some(mixed)
         }
         None => None,
     };

@@ -116,18 +116,7 @@ pub fn calibrate(
         }
     })?;
     let count = (sequences.len() / 4).clamp(1, 256);
-    let mut calibration = sequences[..count].to_vec();
-    if let Some(corpus) = user_corpus {
-        let user = chunk_tokens(base.tokenizer(), corpus, options.teacher.seq_len);
-        if user.is_empty() {
-            return Err(EngineError::InvalidConfig(format!(
-                "the user corpus is shorter than one {}-token sequence",
-                options.teacher.seq_len
-            )));
-        }
-        let step = (user.len() / count).max(1);
-        calibration.extend(user.into_iter().step_by(step).take(count));
-    }
+    let calibration = calibration_sequences(base, &sequences[..count], user_corpus, options.teacher.seq_len)?;
     let hessians = collect_hessians(base.llama(), &calibration, 4)?;
     progress(&format!(
         "calibration: input statistics over {} tokens ({} sequences of the user corpus)",
@@ -135,6 +124,28 @@ pub fn calibrate(
         calibration.len() - count
     ));
     Ok(Calibrated { sequences, calibration, hessians })
+}
+
+/// The sequences the input statistics are taken on: `teacher` and, when given, as many `seq_len`-token
+/// sequences of `user_corpus`, evenly spread over it.
+pub fn calibration_sequences(
+    base: &BaseModel,
+    teacher: &[Vec<u32>],
+    user_corpus: Option<&str>,
+    seq_len: usize,
+) -> Result<Vec<Vec<u32>>, EngineError> {
+    let mut calibration = teacher.to_vec();
+    if let Some(corpus) = user_corpus {
+        let user = chunk_tokens(base.tokenizer(), corpus, seq_len);
+        if user.is_empty() {
+            return Err(EngineError::InvalidConfig(format!(
+                "the user corpus is shorter than one {seq_len}-token sequence"
+            )));
+        }
+        let step = (user.len() / teacher.len().max(1)).max(1);
+        calibration.extend(user.into_iter().step_by(step).take(teacher.len()));
+    }
+    Ok(calibration)
 }
 
 /// Every operation's sensitivity and the allocation that meets `options.target_bpw`.

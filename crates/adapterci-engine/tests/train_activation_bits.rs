@@ -16,7 +16,7 @@ use adapterci_engine::train::{BaseCompute, Batch, TrainingModel, train_lora};
 use tch::{Device, Tensor};
 
 mod support;
-use support::learnable_jsonl;
+use support::{adapter, learnable_jsonl};
 
 /// A rank-4 adapter on every linear operation with B drawn nonzero, so every update counts in the forward
 /// and A gets a gradient too.
@@ -157,14 +157,7 @@ fn a_release_with_activation_bits_trains_task_adapters_on_quantized_inputs_and_l
     let batch = Batch::new(&refs, 0, Device::Cpu);
     // the served (Llama::forward, 4-bit inputs) loss before and after
     let served_loss = |lora: &LoraWeights| tch::no_grad(|| batch.loss(base.llama(), Some(lora)).double_value(&[]));
-    let config = AdapterConfig {
-        rank: 8,
-        alpha: 16.0,
-        targets: LoraTarget::ALL.to_vec(),
-        layers: vec![0, 1],
-        dtype: "f32".into(),
-    };
-    let mut lora = LoraWeights::init_standard(&config, 0.0, base.config(), 7, Device::Cpu).unwrap();
+    let mut lora = adapter(base.llama(), 7);
     let before = served_loss(&lora);
     let training_before = tch::no_grad(|| batch.loss_with(&model, Some(&lora)).double_value(&[]));
     assert!((before - training_before).abs() < 1e-4, "served {before} vs training {training_before} loss");

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use tch::{Device, Tensor};
 
 mod support;
-use support::{Tiny, learnable_jsonl};
+use support::{Tiny, adapter, learnable_jsonl};
 
 fn tiny() -> Tiny {
     support::tiny(3)
@@ -22,17 +22,6 @@ fn examples(tokenizer: &Tokenizer) -> (Vec<Example>, Vec<Example>) {
     let all = tokenize_records(&dataset.records, tokenizer, 64).expect("fits");
     let (train, eval) = split_train_eval(all.len(), 0.25, 1);
     (train.iter().map(|&i| all[i].clone()).collect(), eval.iter().map(|&i| all[i].clone()).collect())
-}
-
-fn adapter(llama: &Llama, seed: u64) -> LoraWeights {
-    let config = AdapterConfig {
-        rank: 8,
-        alpha: 16.0,
-        targets: LoraTarget::ALL.to_vec(),
-        layers: vec![0, 1],
-        dtype: "f32".into(),
-    };
-    LoraWeights::init_standard(&config, 0.0, llama.config(), seed, llama.device()).expect("init adapter")
 }
 
 fn spec(steps: usize, seed: u64) -> TrainSpec {

@@ -3,8 +3,10 @@
 
 #![allow(dead_code, clippy::expect_used)] // each test file uses part of it; a failed expect is a failed test
 
+use adapterci_core::training::{AdapterConfig, LoraTarget};
 use adapterci_engine::gguf::GgufFile;
 use adapterci_engine::llama::Llama;
+use adapterci_engine::lora::LoraWeights;
 use adapterci_engine::tiny::write_tiny_model;
 use adapterci_engine::{LlamaConfig, Tokenizer};
 use tch::Device;
@@ -40,4 +42,16 @@ pub fn learnable_jsonl() -> String {
         }
     }
     lines
+}
+
+/// A fresh rank-8 adapter (standard init) on every target of the tiny model's two layers.
+pub fn adapter(llama: &Llama, seed: u64) -> LoraWeights {
+    let config = AdapterConfig {
+        rank: 8,
+        alpha: 16.0,
+        targets: LoraTarget::ALL.to_vec(),
+        layers: vec![0, 1],
+        dtype: "f32".into(),
+    };
+    LoraWeights::init_standard(&config, 0.0, llama.config(), seed, llama.device()).expect("init adapter")
 }
