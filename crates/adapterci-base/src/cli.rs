@@ -135,6 +135,10 @@ pub struct RecoveryArgs {
     pub checkpoint_every: usize,
     #[arg(long, value_name = "DIR")]
     pub checkpoint_dir: Option<PathBuf>,
+    /// Train the palettes' table entries and row scales with the adapter at this peak learning rate (same
+    /// bits; `recover` then also writes the release with the trained tables as base.safetensors)
+    #[arg(long, value_name = "RATE")]
+    pub palette_learning_rate: Option<f64>,
 }
 
 #[derive(Debug, Args)]

@@ -11,7 +11,7 @@ use adapterci_engine::allocate::{BitAnalysis, Method, linear_ops};
 use adapterci_engine::calibrate::{TeacherTextSpec, chunk_tokens, compare};
 use adapterci_engine::device::{DeviceChoice, set_threads};
 use adapterci_engine::model::BaseModel;
-use adapterci_engine::recover::{RecoveryProgress, RecoverySpec, recover};
+use adapterci_engine::recover::{RecoveryProgress, RecoverySpec, recover_palettized};
 use adapterci_engine::release::{BaseRelease, bind_recovery_adapter, check_recovery_adapter};
 use adapterci_engine::release_build::{
     BuildOptions, analyze, build_release, calibrate, palettize_model, recovery_text, release_file,
@@ -94,11 +94,29 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 options.user_corpus_share,
             )?
             .sequences;
+            let parts = release.linear_parts(&args.release)?;
             let bar = progress_bar(options.recovery.steps);
-            let (lora, report) =
-                recover(base.llama(), &student, &sequences, &options.recovery, &mut |p| tick(&bar, p))?;
+            let done = recover_palettized(base.llama(), &student, &parts, &sequences, &options.recovery, &mut |p| {
+                tick(&bar, p)
+            })?;
             bar.finish();
-            let bytes = bind_recovery_adapter(&lora.to_safetensors()?, &release_digest)?;
+            let report = done.report;
+            // trained palettes make a new release (same bits, new tables and scales); the adapter is bound to it
+            let release_digest = if options.recovery.palette_learning_rate.is_some() {
+                let kept = BuildOptions {
+                    method: release.manifest.method,
+                    activation_bits: release.manifest.activation_bits,
+                    ..options.clone()
+                };
+                let bytes = release_file(&base, &kept, done.palettes, release.embedding_part().cloned())?;
+                let path = args.out.join("base.safetensors");
+                write_file(&path, &bytes)?;
+                println!("{}: the release with the trained tables and row scales", path.display());
+                Digest::of(&bytes)
+            } else {
+                release_digest
+            };
+            let bytes = bind_recovery_adapter(&done.lora.to_safetensors()?, &release_digest)?;
             write_file(&args.out.join("recovery.safetensors"), &bytes)?;
             write_file(&args.out.join("recovery.json"), &serde_json::to_vec_pretty(&report)?)?;
             println!(
@@ -242,6 +260,7 @@ fn options(common: &CommonArgs, recovery: Option<&RecoveryArgs>) -> BuildOptions
             learning_rate: r.learning_rate,
             checkpoint_every: if r.checkpoint_dir.is_some() { r.checkpoint_every } else { 0 },
             checkpoint_dir: r.checkpoint_dir.clone(),
+            palette_learning_rate: r.palette_learning_rate,
             seed: common.seed,
             ..defaults
         },

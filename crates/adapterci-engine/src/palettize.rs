@@ -17,6 +17,9 @@ use crate::EngineError;
 
 #[cfg(test)]
 mod tests;
+mod trainable;
+
+pub use trainable::TrainablePalettes;
 
 /// How one matrix is palettized.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,23 +133,35 @@ impl PalettizedTensor {
 
     /// The f32 matrix `[rows, cols]` on `device`: `lut[group(row)][index] * scale[row]`.
     pub fn dequantize(&self, device: Device) -> Tensor {
-        let entries = self.spec.entries() as i64;
-        let lut: Vec<f32> = self.lut.iter().map(|v| v.to_f32()).collect();
-        let lut = Tensor::from_slice(&lut).reshape([self.groups() as i64, entries]).to_device(device);
-        let idx: Vec<i64> = self.unpacked_indices().into_iter().map(i64::from).collect();
-        let idx = Tensor::from_slice(&idx).reshape([self.rows as i64, self.cols as i64]).to_device(device);
-        let group_of_row =
-            Tensor::arange(self.rows as i64, (Kind::Int64, device)).floor_divide_scalar(self.spec.group_rows as i64);
-        let row_tables = lut.index_select(0, &group_of_row);
-        let values = row_tables.gather(1, &idx, false);
-        match &self.scales {
-            Some(scales) => {
-                let scales: Vec<f32> = scales.iter().map(|v| v.to_f32()).collect();
-                values * Tensor::from_slice(&scales).to_device(device).unsqueeze(1)
-            }
-            None => values,
-        }
+        self.fit(device).dequantize(&group_of_row(self.rows, self.spec, device))
     }
+
+    /// The parts as tensors on `device`: tables `[groups, k]` and scales `[rows, 1]` in f32, indices `[rows,
+    /// cols]` int64.
+    fn fit(&self, device: Device) -> Fit {
+        let f32s = |values: &[f16]| -> Vec<f32> { values.iter().map(|v| v.to_f32()).collect() };
+        let tables = Tensor::from_slice(&f32s(&self.lut))
+            .reshape([self.groups() as i64, self.spec.entries() as i64])
+            .to_device(device);
+        let indices = Tensor::from_slice(&self.unpacked_indices())
+            .reshape([self.rows as i64, self.cols as i64])
+            .to_device(device)
+            .to_kind(Kind::Int64);
+        let scales = self.scales.as_ref().map(|s| Tensor::from_slice(&f32s(s)).unsqueeze(1).to_device(device));
+        Fit { tables, indices, scales }
+    }
+}
+
+/// Each group's table sorted ascending (stable: a sorted table stays as it is) and the indices remapped to it.
+fn sorted_tables(tables: &Tensor, indices: &Tensor, group_of_row: &Tensor) -> (Tensor, Tensor) {
+    let (sorted, order) = tables.sort_stable(true, 1, false);
+    let remap = order.argsort(1, false).index_select(0, group_of_row);
+    (sorted, remap.gather(1, indices, false))
+}
+
+/// The table (group) of each row, `[rows]` int64.
+fn group_of_row(rows: usize, spec: PaletteSpec, device: Device) -> Tensor {
+    Tensor::arange(rows as i64, (Kind::Int64, device)).floor_divide_scalar(spec.group_rows as i64)
 }
 
 /// Bytes of `count` packed `bits`-bit indices.
@@ -207,8 +222,7 @@ pub fn palettize(
             _ => None,
         };
         let tables = group_tables(&normalized, spec, importance.as_ref());
-        let group_of_row =
-            Tensor::arange(rows as i64, (Kind::Int64, device)).floor_divide_scalar(spec.group_rows as i64);
+        let group_of_row = group_of_row(rows, spec, device);
         let assign = |normalized: &Tensor, tables: &Tensor| {
             let row_tables = tables.index_select(0, &group_of_row);
             match (&hessian, calibration.compensate) {
@@ -243,26 +257,7 @@ pub fn palettize(
             }
             _ => (tables, indices, scales),
         };
-        let flat: Vec<u8> = Vec::<i64>::try_from(indices.to_device(Device::Cpu).reshape([-1]))
-            .map_err(EngineError::from)?
-            .into_iter()
-            .map(|i| i as u8)
-            .collect();
-        let lut: Vec<f32> = Vec::<f32>::try_from(tables.to_device(Device::Cpu).reshape([-1]))?;
-        let scales = match scales {
-            Some(s) => Some(
-                Vec::<f32>::try_from(s.to_device(Device::Cpu).reshape([-1]))?.into_iter().map(f16::from_f32).collect(),
-            ),
-            None => None,
-        };
-        Ok(PalettizedTensor {
-            rows,
-            cols,
-            spec,
-            lut: lut.into_iter().map(f16::from_f32).collect(),
-            indices: pack_indices(&flat, spec.bits),
-            scales,
-        })
+        Fit { tables, indices, scales }.into_palettized(rows, cols, spec)
     })
 }
 
@@ -275,6 +270,30 @@ struct Fit {
 }
 
 impl Fit {
+    /// The stored form: entries and scales rounded to fp16, each group's table sorted (its indices remapped).
+    fn into_palettized(self, rows: usize, cols: usize, spec: PaletteSpec) -> Result<PalettizedTensor, EngineError> {
+        let device = self.tables.device();
+        let rounded = self.tables.to_kind(Kind::Half).to_kind(Kind::Float);
+        let (tables, indices) = sorted_tables(&rounded, &self.indices, &group_of_row(rows, spec, device));
+        let flat: Vec<u8> = Vec::<i64>::try_from(indices.to_device(Device::Cpu).reshape([-1]))
+            .map_err(EngineError::from)?
+            .into_iter()
+            .map(|i| i as u8)
+            .collect();
+        let halves = |t: &Tensor| -> Result<Vec<f16>, EngineError> {
+            let values = Vec::<f32>::try_from(t.to_device(Device::Cpu).to_kind(Kind::Float).reshape([-1]))?;
+            Ok(values.into_iter().map(f16::from_f32).collect())
+        };
+        Ok(PalettizedTensor {
+            rows,
+            cols,
+            spec,
+            lut: halves(&tables)?,
+            indices: pack_indices(&flat, spec.bits),
+            scales: self.scales.as_ref().map(halves).transpose()?,
+        })
+    }
+
     fn shallow_clone(&self) -> Fit {
         Fit {
             tables: self.tables.shallow_clone(),
@@ -336,9 +355,7 @@ impl Fit {
         };
         let finite = solved.isfinite().all().int64_value(&[]) == 1;
         let tables = if finite { solved.to_kind(Kind::Half).to_kind(Kind::Float) } else { self.tables.shallow_clone() };
-        let (tables, order) = tables.sort(1, false);
-        let remap = order.argsort(1, false).index_select(0, group_of_row);
-        let indices = remap.gather(1, &self.indices, false);
+        let (tables, indices) = sorted_tables(&tables, &self.indices, group_of_row);
         let mut fit = Fit { tables, indices, scales: self.scales.as_ref().map(Tensor::shallow_clone) };
         if self.scales.is_some() {
             // s_r = (w_rᵀ H q_r) / (q_rᵀ H q_r) with q_r the row's table values

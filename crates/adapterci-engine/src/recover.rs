@@ -8,13 +8,15 @@ use std::time::Instant;
 
 use adapterci_core::training::{AdapterConfig, LoraTarget};
 use serde::{Deserialize, Serialize};
-use tch::{Device, Kind};
+use tch::{Device, Kind, Tensor};
 
 use crate::EngineError;
+use crate::allocate::linear_ops;
 use crate::calibrate::{batch_tensor, kl_per_position};
 use crate::dataset::SeededRng;
 use crate::llama::Llama;
 use crate::lora::LoraWeights;
+use crate::palettize::{PalettizedTensor, TrainablePalettes};
 use crate::train::{AdamW, learning_rate_at};
 
 /// How the recovery adapter is trained.
@@ -33,6 +35,11 @@ pub struct RecoverySpec {
     /// Write a checkpoint every this many steps (0: never) into `checkpoint_dir`.
     pub checkpoint_every: usize,
     pub checkpoint_dir: Option<PathBuf>,
+    /// Train the palettized operations' table entries and row scales together with the adapter, at this peak
+    /// learning rate (the indices stay fixed; see [`recover_palettized`]); `None`: the compressed base stays
+    /// frozen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub palette_learning_rate: Option<f64>,
 }
 
 impl Default for RecoverySpec {
@@ -47,6 +54,7 @@ impl Default for RecoverySpec {
             seed: 7,
             checkpoint_every: 0,
             checkpoint_dir: None,
+            palette_learning_rate: None,
         }
     }
 }
@@ -82,6 +90,7 @@ const PACE_STEPS: usize = 10;
 const WARMUP_STEPS: usize = 3;
 const CHECKPOINT_ADAPTER: &str = "recovery-checkpoint.safetensors";
 const CHECKPOINT_STATE: &str = "recovery-checkpoint.json";
+const CHECKPOINT_PALETTES: &str = "recovery-palettes.safetensors";
 
 #[derive(Serialize, Deserialize)]
 struct CheckpointState {
@@ -101,7 +110,7 @@ pub fn recovery_config(student: &Llama, spec: &RecoverySpec) -> AdapterConfig {
     }
 }
 
-/// Trains a recovery adapter for `student` towards `teacher` on `sequences` (equal lengths).
+/// Trains a recovery adapter for `student` towards `teacher` on `sequences` (equal lengths), the base frozen.
 pub fn recover(
     teacher: &Llama,
     student: &Llama,
@@ -109,18 +118,81 @@ pub fn recover(
     spec: &RecoverySpec,
     progress: &mut dyn FnMut(&RecoveryProgress),
 ) -> Result<(LoraWeights, RecoveryReport), EngineError> {
+    if spec.palette_learning_rate.is_some() {
+        return Err(EngineError::InvalidConfig(
+            "training the palettes needs the palettized operations: use recover_palettized".into(),
+        ));
+    }
+    let (lora, _, report) = train(teacher, student, None, sequences, spec, progress)?;
+    Ok((lora, report))
+}
+
+/// A recovery of a palettized base.
+pub struct Recovered {
+    pub lora: LoraWeights,
+    /// The palettized operations as they are now (trained when the spec trains the palettes), in
+    /// [`linear_ops`] order: the release is written from these.
+    pub palettes: Vec<PalettizedTensor>,
+    /// `student` with the operations' weights from `palettes` (as served).
+    pub student: Llama,
+    pub report: RecoveryReport,
+}
+
+/// Like [`recover`], for a `student` whose linear operations are `palettes` (in [`linear_ops`] order): with
+/// `spec.palette_learning_rate`, their table entries and row scales train together with the adapter (the
+/// indices stay fixed, so the bits are the same), and the trained ones come back, rounded to fp16 as stored.
+pub fn recover_palettized(
+    teacher: &Llama,
+    student: &Llama,
+    palettes: &[PalettizedTensor],
+    sequences: &[Vec<u32>],
+    spec: &RecoverySpec,
+    progress: &mut dyn FnMut(&RecoveryProgress),
+) -> Result<Recovered, EngineError> {
+    let mut trainable = match spec.palette_learning_rate {
+        Some(rate) if !(rate.is_finite() && rate > 0.0) => {
+            return Err(EngineError::InvalidConfig(format!("palette learning rate {rate}: use a positive number")));
+        }
+        Some(_) => Some(TrainablePalettes::new(&linear_ops(student.config()), palettes, student.device())?),
+        None => None,
+    };
+    let (lora, trained, report) = train(teacher, student, trainable.as_mut(), sequences, spec, progress)?;
+    let palettes = match trained {
+        Some(t) => t.to_parts()?,
+        None => palettes.to_vec(),
+    };
+    let mut served = student.shallow_copy();
+    if spec.palette_learning_rate.is_some() {
+        for (op, part) in linear_ops(student.config()).iter().zip(&palettes) {
+            served.set_linear_weight(op.layer, op.target, part.dequantize(student.device()))?;
+        }
+    }
+    Ok(Recovered { lora, palettes, student: served, report })
+}
+
+fn train<'p>(
+    teacher: &Llama,
+    student: &Llama,
+    mut palettes: Option<&'p mut TrainablePalettes>,
+    sequences: &[Vec<u32>],
+    spec: &RecoverySpec,
+    progress: &mut dyn FnMut(&RecoveryProgress),
+) -> Result<(LoraWeights, Option<&'p mut TrainablePalettes>, RecoveryReport), EngineError> {
     if sequences.is_empty() || spec.steps == 0 || spec.batch == 0 {
         return Err(EngineError::InvalidConfig("recovery needs sequences, steps >= 1 and batch >= 1".into()));
     }
     let device = student.device();
     let config = recovery_config(student, spec);
-    let (mut lora, mut start, mut kl_curve) = match resume(spec, student)? {
+    let (mut lora, mut start, mut kl_curve) = match resume(spec, student, palettes.as_deref_mut())? {
         Some((lora, state)) => (lora, state.step, state.kl_curve),
         None => (LoraWeights::init_standard(&config, 0.0, student.config(), spec.seed, device)?, 0, Vec::new()),
     };
     let resumed_from = (start > 0).then_some(start);
     lora.set_training(true);
     let mut optimizer = AdamW::new(lora.trainable_parameters(), 0.0);
+    // the palettes get their own optimizer: their own learning rate and gradient clipping
+    let mut palette_optimizer = palettes.as_ref().map(|p| AdamW::new(p.parameters(), 0.0));
+    let mut trained = student.shallow_copy();
     let mut order: Vec<usize> = (0..sequences.len()).collect();
     let mut rng = SeededRng::new(spec.seed ^ 0xC0FF_EE00);
     rng.shuffle(&mut order);
@@ -152,7 +224,10 @@ pub fn recover(
         let teacher_logits = tch::no_grad(|| {
             teacher.forward(&ids.to_device(teacher.device()), 0, None, None).reshape([-1, vocab]).to_device(device)
         });
-        let student_logits = student.forward(&ids, 0, None, Some(&lora)).reshape([-1, vocab]);
+        if let Some(p) = &palettes {
+            p.apply(&mut trained)?;
+        }
+        let student_logits = trained.forward(&ids, 0, None, Some(&lora)).reshape([-1, vocab]);
         let loss = kl_per_position(&teacher_logits, &student_logits).mean(Kind::Float);
         loss.f_backward()?;
         let kl = loss.double_value(&[]);
@@ -161,6 +236,9 @@ pub fn recover(
         }
         let learning_rate = learning_rate_at(start, total_steps, spec.learning_rate);
         optimizer.step(learning_rate);
+        if let (Some(o), Some(rate)) = (&mut palette_optimizer, spec.palette_learning_rate) {
+            o.step(learning_rate_at(start, total_steps, rate));
+        }
         start += 1;
         kl_curve.push((start, kl));
         let elapsed = started.elapsed().as_secs_f64();
@@ -177,7 +255,7 @@ pub fn recover(
             total_steps = spec.steps.min(fit.max(start));
         }
         if spec.checkpoint_every > 0 && start % spec.checkpoint_every == 0 && start < total_steps {
-            write_checkpoint(spec, &lora, start, &kl_curve)?;
+            write_checkpoint(spec, &lora, palettes.as_deref(), start, &kl_curve)?;
         }
         if spec.max_seconds.is_some_and(|limit| elapsed >= limit) && start < total_steps {
             stopped_by_time = true;
@@ -194,12 +272,13 @@ pub fn recover(
         resumed_from,
         device: format!("{device:?}"),
     };
-    Ok((lora, report))
+    Ok((lora, palettes, report))
 }
 
 fn write_checkpoint(
     spec: &RecoverySpec,
     lora: &LoraWeights,
+    palettes: Option<&TrainablePalettes>,
     step: usize,
     curve: &[(usize, f64)],
 ) -> Result<(), EngineError> {
@@ -207,6 +286,13 @@ fn write_checkpoint(
     std::fs::create_dir_all(dir).map_err(|source| EngineError::Io { path: dir.clone(), source })?;
     let bytes = lora.to_safetensors()?;
     write_atomic(&dir.join(CHECKPOINT_ADAPTER), &bytes)?;
+    if let Some(p) = palettes {
+        let path = dir.join(CHECKPOINT_PALETTES);
+        let tmp = path.with_extension("tmp");
+        Tensor::write_safetensors(&p.state(), &tmp)
+            .map_err(|e| EngineError::Training(format!("{}: {e}", tmp.display())))?;
+        std::fs::rename(&tmp, &path).map_err(|source| EngineError::Io { path: path.clone(), source })?;
+    }
     let state = CheckpointState { step, kl_curve: curve.to_vec(), spec: spec.clone() };
     let json = serde_json::to_vec_pretty(&state).map_err(|e| EngineError::Training(e.to_string()))?;
     write_atomic(&dir.join(CHECKPOINT_STATE), &json)
@@ -218,8 +304,13 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), EngineError> {
     std::fs::rename(&tmp, path).map_err(|source| EngineError::Io { path: path.to_path_buf(), source })
 }
 
-/// The checkpoint in `spec.checkpoint_dir`, when there is one for the same spec (steps aside).
-fn resume(spec: &RecoverySpec, student: &Llama) -> Result<Option<(LoraWeights, CheckpointState)>, EngineError> {
+/// The checkpoint in `spec.checkpoint_dir`, when there is one for the same spec (steps aside); loads the trained
+/// palettes into `palettes` when they train.
+fn resume(
+    spec: &RecoverySpec,
+    student: &Llama,
+    palettes: Option<&mut TrainablePalettes>,
+) -> Result<Option<(LoraWeights, CheckpointState)>, EngineError> {
     let Some(dir) = &spec.checkpoint_dir else { return Ok(None) };
     let state_path = dir.join(CHECKPOINT_STATE);
     let Ok(json) = std::fs::read(&state_path) else { return Ok(None) };
@@ -236,6 +327,12 @@ fn resume(spec: &RecoverySpec, student: &Llama) -> Result<Option<(LoraWeights, C
     let bytes =
         std::fs::read(&adapter_path).map_err(|source| EngineError::Io { path: adapter_path.clone(), source })?;
     let lora = LoraWeights::from_safetensors(&bytes, student.config(), student.device())?;
+    if let Some(p) = palettes {
+        let path = dir.join(CHECKPOINT_PALETTES);
+        let named = Tensor::read_safetensors(&path)
+            .map_err(|e| EngineError::Training(format!("{}: unreadable palette checkpoint: {e}", path.display())))?;
+        p.load_state(&named).map_err(|e| EngineError::Training(format!("{}: {e}", path.display())))?;
+    }
     Ok(Some((lora, state)))
 }
 

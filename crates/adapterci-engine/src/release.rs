@@ -358,6 +358,22 @@ impl BaseRelease {
         self.palettized.get(name)
     }
 
+    /// Every linear operation's palettization, in [`linear_ops`] order (a release stores them all).
+    pub fn linear_parts(&self, path: &Path) -> Result<Vec<PalettizedTensor>, EngineError> {
+        linear_ops(&self.config)
+            .iter()
+            .map(|op| {
+                let name = op.name();
+                self.palettized.get(&name).cloned().ok_or_else(|| bad(path, format!("{name} is not palettized")))
+            })
+            .collect()
+    }
+
+    /// The palettized embedding, when the release palettizes it.
+    pub fn embedding_part(&self) -> Option<&PalettizedTensor> {
+        self.palettized.get(EMBEDDING)
+    }
+
     /// The decoder with every palettized matrix dequantized to f32 at load.
     pub fn to_llama(&self, device: Device, path: &Path) -> Result<Llama, EngineError> {
         let source = |name: &str, shape: &[usize]| -> Result<Tensor, EngineError> {

@@ -15,7 +15,7 @@ use crate::calibrate::{
 use crate::llama::Llama;
 use crate::model::BaseModel;
 use crate::palettize::{Calibration, PaletteSpec, PalettizedTensor, palettize};
-use crate::recover::{RecoveryProgress, RecoveryReport, RecoverySpec, recover};
+use crate::recover::{RecoveryProgress, RecoveryReport, RecoverySpec, recover_palettized};
 use crate::release::{ReleaseContents, bind_recovery_adapter, write_release};
 use crate::tokenizer::TokenizerSpec;
 
@@ -79,7 +79,8 @@ pub struct BuildReport {
     pub options: BuildOptions,
     pub linear_bpw: f64,
     pub whole_model_bpw: f64,
-    /// The palettized base against the source, without and with the recovery adapter, on held-out text when
+    /// The palettized base against the source, as palettized (before recovery) and as released with its
+    /// recovery adapter (with the trained tables and scales when the palettes trained), on held-out text when
     /// given (else on teacher text the recovery did not train on).
     pub palettized: Agreement,
     pub recovered: Agreement,
@@ -238,8 +239,6 @@ pub fn build_release(
     let bits: Vec<u8> = analysis.rows.iter().map(|r| r.bits).collect();
     progress(&format!("palettizing: {:.4} bits per weight on the linear operations", analysis.achieved_bpw));
     let (linear, embedding, student) = palettize_model(base, &calibrated, &bits, options)?;
-    let release = release_file(base, options, linear, embedding)?;
-    let release_digest = Digest::of(&release);
     let seq_len = options.teacher.seq_len;
     let (train, held_out): (Vec<Vec<u32>>, Vec<Vec<u32>>) = match eval_text {
         Some(text) => (calibrated.sequences.clone(), chunk_tokens(base.tokenizer(), text, 256)),
@@ -257,12 +256,15 @@ pub fn build_release(
     }
     let train = text.sequences;
     progress(&format!("recovery: rank {} on every linear operation, {} sequences", options.recovery.rank, train.len()));
-    let (lora, recovery) = recover(base.llama(), &student, &train, &options.recovery, recovery_progress)?;
-    let recovery_adapter = bind_recovery_adapter(&lora.to_safetensors()?, &release_digest)?;
     let llama = base.llama();
+    let done = recover_palettized(llama, &student, &linear, &train, &options.recovery, recovery_progress)?;
+    // the release is written after recovery: with trained palettes, its tables and scales are the trained ones
+    let release = release_file(base, options, done.palettes, embedding)?;
+    let release_digest = Digest::of(&release);
+    let recovery_adapter = bind_recovery_adapter(&done.lora.to_safetensors()?, &release_digest)?;
     let uncompressed = compare(llama, llama, None, &held_out, 2)?;
     let palettized = compare(llama, &student, None, &held_out, 2)?;
-    let recovered = compare(llama, &student, Some(&lora), &held_out, 2)?;
+    let recovered = compare(llama, &done.student, Some(&done.lora), &held_out, 2)?;
     let gap = palettized.cross_entropy - uncompressed.cross_entropy;
     let report = BuildReport {
         source_model_digest: base.digest().clone(),
@@ -279,7 +281,7 @@ pub fn build_release(
         } else {
             (palettized.cross_entropy - recovered.cross_entropy) / gap
         },
-        recovery,
+        recovery: done.report,
         analysis,
     };
     Ok(BuiltRelease { release, recovery_adapter, report })

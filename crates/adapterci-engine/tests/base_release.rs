@@ -1,6 +1,7 @@
 //! Base releases on the tiny model: calibration, sensitivity allocation, recovery training that lowers the KL
-//! divergence, the release file round trip (bits exact), a release that loads and serves like a GGUF, and the
-//! refusals: corrupt files, recovery adapters for another release.
+//! divergence (also with the palettes' tables and scales training beside the adapter), the release file round trip
+//! (bits exact), a release that loads and serves like a GGUF, and the refusals: corrupt files, recovery adapters
+//! for another release.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
@@ -12,8 +13,8 @@ use adapterci_engine::calibrate::{TeacherTextSpec, chunk_tokens, collect_hessian
 use adapterci_engine::device::DeviceChoice;
 use adapterci_engine::llama::Llama;
 use adapterci_engine::model::BaseModel;
-use adapterci_engine::palettize::PalettizedTensor;
-use adapterci_engine::recover::{RecoverySpec, recover};
+use adapterci_engine::palettize::{PalettizedTensor, TrainablePalettes};
+use adapterci_engine::recover::{RecoverySpec, recover, recover_palettized};
 use adapterci_engine::release::{BaseRelease, bind_recovery_adapter, check_recovery_adapter};
 use adapterci_engine::release_build::{BuildOptions, calibrate, recovery_text, release_file};
 use adapterci_engine::tiny::write_tiny_model;
@@ -361,4 +362,135 @@ fn a_release_with_activation_bits_serves_with_quantized_inputs_and_refuses_bad_b
     edited[at + needle.len() - 1] = b'9';
     let err = BaseRelease::read(&edited, &int8_path).unwrap_err().to_string();
     assert!(err.contains("activation_bits 9 is out of range") && err.contains("int8.safetensors"), "{err}");
+}
+
+#[test]
+fn trainable_palettes_start_at_the_release_and_store_back_exactly() {
+    let f = fixture();
+    let teacher = f.base.llama();
+    let seqs = teacher_sequences(&f.base, 4);
+    let ops = linear_ops(teacher.config());
+    let bits: Vec<u8> = (0..ops.len()).map(|i| if i % 3 == 0 { 2 } else { 4 }).collect();
+    let (student, parts) = palettized_student(teacher, &bits, method(), &seqs);
+    let trainable = TrainablePalettes::new(&ops, &parts, Device::Cpu).unwrap();
+    assert_eq!(trainable.to_parts().unwrap(), parts, "untrained, the stored form is the release's, bit for bit");
+    let mut applied = teacher.shallow_copy();
+    trainable.apply(&mut applied).unwrap();
+    for op in &ops {
+        let diff =
+            (applied.linear_weight(op.layer, op.target) - student.linear_weight(op.layer, op.target)).abs().max();
+        assert_eq!(diff.double_value(&[]), 0.0, "{}", op.name());
+        assert!(applied.linear_weight(op.layer, op.target).requires_grad(), "{} trains", op.name());
+    }
+    // refusals: a missing operation, a part of the wrong shape
+    let err = TrainablePalettes::new(&ops, &parts[1..], Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains(&format!("{} palettized operations for {} linear operations", ops.len() - 1, ops.len())));
+    let mut swapped = parts.clone();
+    swapped.swap(0, 4); // q and gate differ in shape
+    let err = TrainablePalettes::new(&ops, &swapped, Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains(&ops[0].name()) && err.contains("palettized"), "{err}");
+}
+
+#[test]
+fn recovery_that_trains_the_palettes_ends_closer_and_its_release_serves_what_was_scored() {
+    let f = fixture();
+    let teacher = f.base.llama();
+    let seqs = teacher_sequences(&f.base, 16);
+    let ops = linear_ops(teacher.config());
+    let bits: Vec<u8> = (0..ops.len()).map(|i| if i % 2 == 0 { 2 } else { 4 }).collect();
+    let (student, parts) = palettized_student(teacher, &bits, method(), &seqs);
+    let frozen = RecoverySpec { steps: 30, batch: 4, learning_rate: 5e-3, ..RecoverySpec::default() };
+    let trained = RecoverySpec { palette_learning_rate: Some(1e-3), ..frozen.clone() };
+    let (lora, _) = recover(teacher, &student, &seqs, &frozen, &mut |_| {}).unwrap();
+    let lora_only = compare(teacher, &student, Some(&lora), &seqs, 4).unwrap();
+    let done = recover_palettized(teacher, &student, &parts, &seqs, &trained, &mut |_| {}).unwrap();
+    let both = compare(teacher, &done.student, Some(&done.lora), &seqs, 4).unwrap();
+    assert!(
+        both.kl_divergence < lora_only.kl_divergence,
+        "KL with trained palettes {} vs adapter alone {}",
+        both.kl_divergence,
+        lora_only.kl_divergence
+    );
+    // the same bits, new tables (sorted) and scales
+    assert_eq!(done.palettes.len(), parts.len());
+    let mut changed = 0;
+    for (new, old) in done.palettes.iter().zip(&parts) {
+        assert_eq!((new.spec, new.storage_bits()), (old.spec, old.storage_bits()));
+        new.validate().unwrap();
+        let k = new.spec.entries();
+        assert!(new.lut.chunks(k).all(|t| t.windows(2).all(|w| w[0] <= w[1])), "tables stay sorted");
+        changed += usize::from(new.lut != old.lut || new.scales != old.scales);
+    }
+    assert_eq!(changed, parts.len(), "every operation's tables or scales moved");
+    // the returned student is the trained palettes, dequantized
+    for (op, p) in ops.iter().zip(&done.palettes) {
+        let diff = (p.dequantize(Device::Cpu) - done.student.linear_weight(op.layer, op.target)).abs().max();
+        assert_eq!(diff.double_value(&[]), 0.0, "{}", op.name());
+    }
+    // a release written from them serves the scored model (norms and embedding as f16 aside)
+    let options = BuildOptions { method: method(), ..BuildOptions::default() };
+    let path = f.dir.join("trained.safetensors");
+    std::fs::write(&path, release_file(&f.base, &options, done.palettes.clone(), None).unwrap()).unwrap();
+    let served = BaseModel::load(&path, DeviceChoice::Cpu).unwrap();
+    let ids: Vec<u32> = f.base.tokenizer().encode("hello there, world", false);
+    let want = {
+        let t = tch::Tensor::from_slice(&ids.iter().map(|&i| i64::from(i)).collect::<Vec<_>>()).unsqueeze(0);
+        Vec::<Vec<f32>>::try_from(tch::no_grad(|| done.student.forward(&t, 0, None, None)).squeeze_dim(0)).unwrap()
+    };
+    let got = served.logits(&ids, None).unwrap();
+    let max_diff = got.iter().flatten().zip(want.iter().flatten()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(max_diff < 1e-2, "max logit difference {max_diff}");
+    // refusals: recover() cannot train palettes it does not have; a rate must be positive
+    let err = recover(teacher, &student, &seqs, &trained, &mut |_| {}).unwrap_err().to_string();
+    assert!(err.contains("recover_palettized"), "{err}");
+    for rate in [0.0, -1e-3, f64::NAN] {
+        let bad = RecoverySpec { palette_learning_rate: Some(rate), ..frozen.clone() };
+        let err = recover_palettized(teacher, &student, &parts, &seqs, &bad, &mut |_| {}).err().unwrap().to_string();
+        assert!(err.contains("palette learning rate"), "{err}");
+    }
+    // without a palette rate the palettes come back as they were
+    let same = recover_palettized(teacher, &student, &parts, &seqs, &RecoverySpec { steps: 1, ..frozen }, &mut |_| {});
+    assert_eq!(same.unwrap().palettes, parts);
+}
+
+#[test]
+fn recovery_with_trained_palettes_resumes_them_from_its_checkpoint() {
+    let f = fixture();
+    let teacher = f.base.llama();
+    let seqs = teacher_sequences(&f.base, 8);
+    let ops = linear_ops(teacher.config());
+    let (student, parts) = palettized_student(teacher, &vec![4; ops.len()], method(), &seqs);
+    let dir = f.dir.join("ckpt-palettes");
+    let spec = RecoverySpec {
+        steps: 12,
+        batch: 2,
+        checkpoint_every: 4,
+        checkpoint_dir: Some(dir.clone()),
+        palette_learning_rate: Some(1e-3),
+        ..RecoverySpec::default()
+    };
+    let kill_at = |step: usize| {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            recover_palettized(teacher, &student, &parts, &seqs, &spec, &mut |p| {
+                if p.step == step {
+                    panic!("simulated kill");
+                }
+            })
+        }));
+    };
+    kill_at(9);
+    // the checkpoint of step 8 holds trained tables: a resumed run starts from them
+    let saved = tch::Tensor::read_safetensors(dir.join("recovery-palettes.safetensors")).unwrap();
+    let lut = &saved.iter().find(|(n, _)| *n == format!("{}.lut", ops[0].name())).unwrap().1;
+    let start = TrainablePalettes::new(&ops, &parts, Device::Cpu).unwrap().state();
+    assert!(!lut.allclose(&start[0].1, 0.0, 0.0, false), "the checkpoint carries the trained tables");
+    let done = recover_palettized(teacher, &student, &parts, &seqs, &spec, &mut |_| {}).unwrap();
+    assert_eq!(done.report.resumed_from, Some(8));
+    assert_eq!(done.report.steps, 12);
+    // a checkpoint without its palettes is refused by name, not silently restarted
+    std::fs::remove_dir_all(&dir).unwrap();
+    kill_at(5);
+    std::fs::remove_file(dir.join("recovery-palettes.safetensors")).unwrap();
+    let err = recover_palettized(teacher, &student, &parts, &seqs, &spec, &mut |_| {}).err().unwrap().to_string();
+    assert!(err.contains("recovery-palettes.safetensors") && err.contains("palette checkpoint"), "{err}");
 }
