@@ -9,7 +9,7 @@
 //!     [--teacher-seqs 256] [--seq-len 128] [--recovery-steps 150] [--recovery-batch 4] \
 //!     [--recovery-minutes 8] [--target-bpw 3.5] [--group-rows 32] [--group-rows-2bit 8] [--sens-seqs N]
 //!     [--quick | --only-sensitive] [--model tiny] [--teacher-batch 128] [--recovery-lr 1e-3]
-//!     [--corpora teacher|user|both] [--user-share 0.5] [--refit-rounds N] [--sequential]
+//!     [--corpora teacher|user|both] [--user-share 0.5] [--refit-rounds N] [--sequential] [--palette-lr R|none]
 //! ```
 //! The palettization is the product's default method (GPTQ onto activation-weighted k-means tables,
 //! least-squares refit of tables and scales; `--refit-rounds`, `--sequential` change it); its
@@ -19,6 +19,8 @@
 //! `--corpora` picks which recovery adapters the sensitive mix gets (teacher text only, teacher text + user
 //! corpus, or both, one after the other); `--user-share` is the fraction of recovery sequences drawn from the
 //! user corpus (default: in proportion to its size).
+//! `--palette-lr` trains the palettes' table entries and row scales beside each recovery adapter at that peak
+//! learning rate (`none`: frozen; default: the product's, `RecoverySpec::default()`).
 //! Runs on CUDA when `--device cuda` (the same code); `--quick` scores fewer variants.
 
 use std::collections::BTreeMap;
@@ -36,8 +38,8 @@ use adapterci_engine::calibrate::{
 use adapterci_engine::device::DeviceChoice;
 use adapterci_engine::llama::Llama;
 use adapterci_engine::model::BaseModel;
-use adapterci_engine::palettize::{Calibration, PaletteSpec, palettize};
-use adapterci_engine::recover::{RecoveryReport, RecoverySpec, recover};
+use adapterci_engine::palettize::{Calibration, PaletteSpec, PalettizedTensor, palettize};
+use adapterci_engine::recover::{RecoveryReport, RecoverySpec, recover_palettized};
 use adapterci_engine::release_build::{calibration_sequences, recovery_text};
 use anyhow::{Context, bail};
 use serde_json::json;
@@ -55,9 +57,9 @@ struct Variant {
     method: Method,
 }
 
-/// Dequantized palettizations per (operation, bits) for one method, made once and shared by the variants.
+/// Palettizations per (operation, bits) for one method, made once and shared by the variants.
 struct Palettes {
-    by_bits: BTreeMap<u8, Vec<tch::Tensor>>,
+    by_bits: BTreeMap<u8, Vec<PalettizedTensor>>,
 }
 
 impl Palettes {
@@ -71,9 +73,9 @@ impl Palettes {
         let mut by_bits = BTreeMap::new();
         for &b in bits {
             let t0 = Instant::now();
-            let weights = ops
+            let parts = ops
                 .iter()
-                .map(|op| Ok(palettize_op(teacher, Some(hessians), op, b, method)?.dequantize(teacher.device())))
+                .map(|op| Ok(palettize_op(teacher, Some(hessians), op, b, method)?))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             log(&format!(
                 "palettized {} operations at {b} bits ({}) in {:.1}s",
@@ -81,19 +83,27 @@ impl Palettes {
                 method.label(),
                 t0.elapsed().as_secs_f64()
             ));
-            by_bits.insert(b, weights);
+            by_bits.insert(b, parts);
         }
         Ok(Palettes { by_bits })
     }
 
-    fn student(&self, teacher: &Llama, ops: &[LinearOp], bits: &[u8]) -> anyhow::Result<Llama> {
-        let mut student = teacher.shallow_copy();
-        for (i, (op, b)) in ops.iter().zip(bits).enumerate() {
-            let weights = self.by_bits.get(b).with_context(|| format!("no {b}-bit palettization made"))?;
-            student.set_linear_weight(op.layer, op.target, weights[i].shallow_clone())?;
-        }
-        Ok(student)
+    /// Every operation's palettization at its bits.
+    fn parts(&self, bits: &[u8]) -> anyhow::Result<Vec<PalettizedTensor>> {
+        bits.iter()
+            .enumerate()
+            .map(|(i, b)| Ok(self.by_bits.get(b).with_context(|| format!("no {b}-bit palettization made"))?[i].clone()))
+            .collect()
     }
+}
+
+/// `teacher` with its linear operations replaced by `parts` (in [`linear_ops`] order).
+fn student_of(teacher: &Llama, ops: &[LinearOp], parts: &[PalettizedTensor]) -> anyhow::Result<Llama> {
+    let mut student = teacher.shallow_copy();
+    for (op, p) in ops.iter().zip(parts) {
+        student.set_linear_weight(op.layer, op.target, p.dequantize(teacher.device()))?;
+    }
+    Ok(student)
 }
 
 fn row(
@@ -151,6 +161,11 @@ fn main() -> anyhow::Result<()> {
         batch: args.num("recovery-batch", 4)?,
         max_seconds: Some(args.num::<f64>("recovery-minutes", 8.0)? * 60.0),
         learning_rate: args.num("recovery-lr", 1e-3)?,
+        palette_learning_rate: match args.values.get("palette-lr").map(String::as_str) {
+            None => RecoverySpec::default().palette_learning_rate,
+            Some("none") => None,
+            Some(rate) => Some(rate.parse().with_context(|| format!("--palette-lr {rate:?}: a number or none"))?),
+        },
         ..RecoverySpec::default()
     };
     let started = Instant::now();
@@ -208,7 +223,8 @@ fn main() -> anyhow::Result<()> {
     let t0 = Instant::now();
     let sens_count: usize = args.num("sens-seqs", if teacher.device() == Device::Cpu { 2 } else { 16 })?;
     let sens_seqs = &sequences[..sens_count.clamp(1, sequences.len())];
-    let sensitivities = sensitivities_of(teacher, &ops, &palettes.by_bits[&2], sens_seqs, eval_batch, &mut |d, t| {
+    let two_bit: Vec<tch::Tensor> = palettes.by_bits[&2].iter().map(|p| p.dequantize(teacher.device())).collect();
+    let sensitivities = sensitivities_of(teacher, &ops, &two_bit, sens_seqs, eval_batch, &mut |d, t| {
         eprint!("\r  sensitivity {d}/{t}");
     })?;
     eprintln!();
@@ -298,7 +314,7 @@ fn main() -> anyhow::Result<()> {
     let mut sensitive_student: Option<Llama> = None;
     for (index, v) in variants.iter().enumerate() {
         let t0 = Instant::now();
-        let student = if v.method.sequential {
+        let parts = if v.method.sequential {
             let mut last = Instant::now();
             palettize_sequential(teacher, &ops, &v.bits, v.method, &calibration, eval_batch, &mut |d, t| {
                 if last.elapsed().as_secs_f64() > 5.0 || d == t {
@@ -306,9 +322,9 @@ fn main() -> anyhow::Result<()> {
                     last = Instant::now();
                 }
             })?
-            .1
+            .0
         } else if v.method == one_shot {
-            palettes.student(teacher, &ops, &v.bits)?
+            palettes.parts(&v.bits)?
         } else {
             let key = v.method.label();
             if !other_palettes.contains_key(&key) {
@@ -317,8 +333,9 @@ fn main() -> anyhow::Result<()> {
                 wanted.dedup();
                 other_palettes.insert(key.clone(), Palettes::make(teacher, &hessians, &ops, v.method, &wanted)?);
             }
-            other_palettes[&key].student(teacher, &ops, &v.bits)?
+            other_palettes[&key].parts(&v.bits)?
         };
+        let student = student_of(teacher, &ops, &parts)?;
         let bpw = average_bpw(&ops, &v.bits, v.method);
         let a = compare(teacher, &student, None, &eval, eval_batch)?;
         log(&format!(
@@ -358,7 +375,7 @@ fn main() -> anyhow::Result<()> {
         for (label, data) in corpora {
             let t0 = Instant::now();
             let mut last_print = Instant::now();
-            let (lora, report) = recover(teacher, &student, &data, &recovery, &mut |p| {
+            let done = recover_palettized(teacher, &student, &parts, &data, &recovery, &mut |p| {
                 if last_print.elapsed().as_secs_f64() > 5.0 || p.step == p.total_steps {
                     eprint!(
                         "\r  recovery step {}/{} KL {:.4} lr {:.2e} {:.0}s   ",
@@ -368,7 +385,8 @@ fn main() -> anyhow::Result<()> {
                 }
             })?;
             eprintln!();
-            let r = compare(teacher, &student, Some(&lora), &eval, eval_batch)?;
+            let (lora, report) = (done.lora, done.report);
+            let r = compare(teacher, &done.student, Some(&lora), &eval, eval_batch)?;
             let fraction = (a.cross_entropy - r.cross_entropy) / (a.cross_entropy - base_ce);
             let adapter_bits = 16.0 * lora.num_parameters() as f64;
             let name = format!("{} + recovery adapter ({label})", v.name);
