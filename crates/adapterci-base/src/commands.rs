@@ -96,9 +96,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             .sequences;
             let parts = release.linear_parts(&args.release)?;
             let bar = progress_bar(options.recovery.steps);
-            let done = recover_palettized(base.llama(), &student, &parts, &sequences, &options.recovery, &mut |p| {
-                tick(&bar, p)
-            })?;
+            let done = recover_palettized(
+                base.llama(),
+                &student,
+                &parts,
+                Some(&calibrated.hessians),
+                &sequences,
+                &options.recovery,
+                &mut |p| tick(&bar, p),
+            )?;
             bar.finish();
             let report = done.report;
             // trained palettes make a new release (same bits, new tables and scales); the adapter is bound to it

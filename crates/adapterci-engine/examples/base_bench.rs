@@ -375,7 +375,7 @@ fn main() -> anyhow::Result<()> {
         for (label, data) in corpora {
             let t0 = Instant::now();
             let mut last_print = Instant::now();
-            let done = recover_palettized(teacher, &student, &parts, &data, &recovery, &mut |p| {
+            let done = recover_palettized(teacher, &student, &parts, Some(&hessians), &data, &recovery, &mut |p| {
                 if last_print.elapsed().as_secs_f64() > 5.0 || p.step == p.total_steps {
                     eprint!(
                         "\r  recovery step {}/{} KL {:.4} lr {:.2e} {:.0}s   ",

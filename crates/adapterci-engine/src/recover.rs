@@ -12,12 +12,15 @@ use tch::{Device, Kind, Tensor};
 
 use crate::EngineError;
 use crate::allocate::linear_ops;
-use crate::calibrate::{batch_tensor, kl_per_position};
+use crate::calibrate::{Hessians, batch_tensor, kl_per_position};
 use crate::dataset::SeededRng;
 use crate::llama::Llama;
 use crate::lora::LoraWeights;
 use crate::palettize::{PalettizedTensor, TrainablePalettes};
 use crate::train::{AdamW, learning_rate_at};
+
+mod init;
+pub use init::calibrated_init;
 
 /// How the recovery adapter is trained.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -40,6 +43,10 @@ pub struct RecoverySpec {
     /// frozen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub palette_learning_rate: Option<f64>,
+    /// Start each LoRA pair at its operation's best rank-r correction of the palettization error under the
+    /// calibration statistics ([`calibrated_init`]) instead of at zero; needs the statistics.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub calibrated_init: bool,
 }
 
 impl Default for RecoverySpec {
@@ -55,6 +62,7 @@ impl Default for RecoverySpec {
             checkpoint_every: 0,
             checkpoint_dir: None,
             palette_learning_rate: None,
+            calibrated_init: false,
         }
     }
 }
@@ -123,8 +131,7 @@ pub fn recover(
             "training the palettes needs the palettized operations: use recover_palettized".into(),
         ));
     }
-    let (lora, _, report) = train(teacher, student, None, sequences, spec, progress)?;
-    Ok((lora, report))
+    train(teacher, student, None, None, sequences, spec, progress)
 }
 
 /// A recovery of a palettized base.
@@ -141,10 +148,13 @@ pub struct Recovered {
 /// Like [`recover`], for a `student` whose linear operations are `palettes` (in [`linear_ops`] order): with
 /// `spec.palette_learning_rate`, their table entries and row scales train together with the adapter (the
 /// indices stay fixed, so the bits are the same), and the trained ones come back, rounded to fp16 as stored.
+/// `hessians` (the calibration statistics) are needed for `spec.calibrated_init`.
+#[allow(clippy::too_many_arguments)]
 pub fn recover_palettized(
     teacher: &Llama,
     student: &Llama,
     palettes: &[PalettizedTensor],
+    hessians: Option<&Hessians>,
     sequences: &[Vec<u32>],
     spec: &RecoverySpec,
     progress: &mut dyn FnMut(&RecoveryProgress),
@@ -156,8 +166,8 @@ pub fn recover_palettized(
         Some(_) => Some(TrainablePalettes::new(&linear_ops(student.config()), palettes, student.device())?),
         None => None,
     };
-    let (lora, trained, report) = train(teacher, student, trainable.as_mut(), sequences, spec, progress)?;
-    let palettes = match trained {
+    let (lora, report) = train(teacher, student, trainable.as_mut(), hessians, sequences, spec, progress)?;
+    let palettes = match trainable {
         Some(t) => t.to_parts()?,
         None => palettes.to_vec(),
     };
@@ -170,22 +180,35 @@ pub fn recover_palettized(
     Ok(Recovered { lora, palettes, student: served, report })
 }
 
-fn train<'p>(
+/// The training loop; `palettes`, when given, train too (in place).
+fn train(
     teacher: &Llama,
     student: &Llama,
-    mut palettes: Option<&'p mut TrainablePalettes>,
+    mut palettes: Option<&mut TrainablePalettes>,
+    hessians: Option<&Hessians>,
     sequences: &[Vec<u32>],
     spec: &RecoverySpec,
     progress: &mut dyn FnMut(&RecoveryProgress),
-) -> Result<(LoraWeights, Option<&'p mut TrainablePalettes>, RecoveryReport), EngineError> {
+) -> Result<(LoraWeights, RecoveryReport), EngineError> {
     if sequences.is_empty() || spec.steps == 0 || spec.batch == 0 {
         return Err(EngineError::InvalidConfig("recovery needs sequences, steps >= 1 and batch >= 1".into()));
+    }
+    if spec.calibrated_init && hessians.is_none() {
+        return Err(EngineError::InvalidConfig(
+            "a calibrated recovery init needs the calibration statistics (recover_palettized with hessians)".into(),
+        ));
     }
     let device = student.device();
     let config = recovery_config(student, spec);
     let (mut lora, mut start, mut kl_curve) = match resume(spec, student, palettes.as_deref_mut())? {
         Some((lora, state)) => (lora, state.step, state.kl_curve),
-        None => (LoraWeights::init_standard(&config, 0.0, student.config(), spec.seed, device)?, 0, Vec::new()),
+        None => {
+            let lora = match hessians.filter(|_| spec.calibrated_init) {
+                Some(h) => calibrated_init(&config, teacher, student, h)?,
+                None => LoraWeights::init_standard(&config, 0.0, student.config(), spec.seed, device)?,
+            };
+            (lora, 0, Vec::new())
+        }
     };
     let resumed_from = (start > 0).then_some(start);
     lora.set_training(true);
@@ -272,7 +295,7 @@ fn train<'p>(
         resumed_from,
         device: format!("{device:?}"),
     };
-    Ok((lora, palettes, report))
+    Ok((lora, report))
 }
 
 fn write_checkpoint(

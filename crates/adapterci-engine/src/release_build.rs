@@ -257,7 +257,15 @@ pub fn build_release(
     let train = text.sequences;
     progress(&format!("recovery: rank {} on every linear operation, {} sequences", options.recovery.rank, train.len()));
     let llama = base.llama();
-    let done = recover_palettized(llama, &student, &linear, &train, &options.recovery, recovery_progress)?;
+    let done = recover_palettized(
+        llama,
+        &student,
+        &linear,
+        Some(&calibrated.hessians),
+        &train,
+        &options.recovery,
+        recovery_progress,
+    )?;
     // the release is written after recovery: with trained palettes, its tables and scales are the trained ones
     let release = release_file(base, options, done.palettes, embedding)?;
     let release_digest = Digest::of(&release);

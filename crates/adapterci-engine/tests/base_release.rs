@@ -14,7 +14,7 @@ use adapterci_engine::device::DeviceChoice;
 use adapterci_engine::llama::Llama;
 use adapterci_engine::model::BaseModel;
 use adapterci_engine::palettize::{PalettizedTensor, TrainablePalettes};
-use adapterci_engine::recover::{RecoverySpec, recover, recover_palettized};
+use adapterci_engine::recover::{RecoverySpec, calibrated_init, recover, recover_palettized, recovery_config};
 use adapterci_engine::release::{BaseRelease, bind_recovery_adapter, check_recovery_adapter};
 use adapterci_engine::release_build::{BuildOptions, calibrate, recovery_text, release_file};
 use adapterci_engine::tiny::write_tiny_model;
@@ -403,7 +403,7 @@ fn recovery_that_trains_the_palettes_ends_closer_and_its_release_serves_what_was
     let trained = RecoverySpec { palette_learning_rate: Some(1e-3), ..frozen.clone() };
     let (lora, _) = recover(teacher, &student, &seqs, &frozen, &mut |_| {}).unwrap();
     let lora_only = compare(teacher, &student, Some(&lora), &seqs, 4).unwrap();
-    let done = recover_palettized(teacher, &student, &parts, &seqs, &trained, &mut |_| {}).unwrap();
+    let done = recover_palettized(teacher, &student, &parts, None, &seqs, &trained, &mut |_| {}).unwrap();
     let both = compare(teacher, &done.student, Some(&done.lora), &seqs, 4).unwrap();
     assert!(
         both.kl_divergence < lora_only.kl_divergence,
@@ -445,11 +445,13 @@ fn recovery_that_trains_the_palettes_ends_closer_and_its_release_serves_what_was
     assert!(err.contains("recover_palettized"), "{err}");
     for rate in [0.0, -1e-3, f64::NAN] {
         let bad = RecoverySpec { palette_learning_rate: Some(rate), ..frozen.clone() };
-        let err = recover_palettized(teacher, &student, &parts, &seqs, &bad, &mut |_| {}).err().unwrap().to_string();
+        let err =
+            recover_palettized(teacher, &student, &parts, None, &seqs, &bad, &mut |_| {}).err().unwrap().to_string();
         assert!(err.contains("palette learning rate"), "{err}");
     }
     // without a palette rate the palettes come back as they were
-    let same = recover_palettized(teacher, &student, &parts, &seqs, &RecoverySpec { steps: 1, ..frozen }, &mut |_| {});
+    let same =
+        recover_palettized(teacher, &student, &parts, None, &seqs, &RecoverySpec { steps: 1, ..frozen }, &mut |_| {});
     assert_eq!(same.unwrap().palettes, parts);
 }
 
@@ -471,7 +473,7 @@ fn recovery_with_trained_palettes_resumes_them_from_its_checkpoint() {
     };
     let kill_at = |step: usize| {
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            recover_palettized(teacher, &student, &parts, &seqs, &spec, &mut |p| {
+            recover_palettized(teacher, &student, &parts, None, &seqs, &spec, &mut |p| {
                 if p.step == step {
                     panic!("simulated kill");
                 }
@@ -484,13 +486,57 @@ fn recovery_with_trained_palettes_resumes_them_from_its_checkpoint() {
     let lut = &saved.iter().find(|(n, _)| *n == format!("{}.lut", ops[0].name())).unwrap().1;
     let start = TrainablePalettes::new(&ops, &parts, Device::Cpu).unwrap().state();
     assert!(!lut.allclose(&start[0].1, 0.0, 0.0, false), "the checkpoint carries the trained tables");
-    let done = recover_palettized(teacher, &student, &parts, &seqs, &spec, &mut |_| {}).unwrap();
+    let done = recover_palettized(teacher, &student, &parts, None, &seqs, &spec, &mut |_| {}).unwrap();
     assert_eq!(done.report.resumed_from, Some(8));
     assert_eq!(done.report.steps, 12);
     // a checkpoint without its palettes is refused by name, not silently restarted
     std::fs::remove_dir_all(&dir).unwrap();
     kill_at(5);
     std::fs::remove_file(dir.join("recovery-palettes.safetensors")).unwrap();
-    let err = recover_palettized(teacher, &student, &parts, &seqs, &spec, &mut |_| {}).err().unwrap().to_string();
+    let err = recover_palettized(teacher, &student, &parts, None, &seqs, &spec, &mut |_| {}).err().unwrap().to_string();
     assert!(err.contains("recovery-palettes.safetensors") && err.contains("palette checkpoint"), "{err}");
+}
+
+#[test]
+fn a_calibrated_start_corrects_part_of_the_palettization_error_before_any_step() {
+    let f = fixture();
+    let teacher = f.base.llama();
+    let seqs = teacher_sequences(&f.base, 16);
+    let ops = linear_ops(teacher.config());
+    let (student, parts) = palettized_student(teacher, &vec![2; ops.len()], method(), &seqs);
+    let hessians = collect_hessians(teacher, &seqs, 4).unwrap();
+    let spec = RecoverySpec { steps: 1, batch: 4, calibrated_init: true, ..RecoverySpec::default() };
+    let config = recovery_config(&student, &spec);
+    let init = calibrated_init(&config, teacher, &student, &hessians).unwrap();
+    // every pair is a rank-16 correction that lowers its operation's output error on the calibration inputs
+    for op in &ops {
+        let (a, b) = init.get(op.layer, op.target).unwrap();
+        assert_eq!((a.size(), b.size()), (vec![16, op.cols as i64], vec![op.rows as i64, 16]));
+        let h = hessians.get(op.layer, op.target).unwrap();
+        let error = teacher.linear_weight(op.layer, op.target) - student.linear_weight(op.layer, op.target);
+        let output_error = |e: &tch::Tensor| (e.matmul(h) * e).sum(tch::Kind::Double).double_value(&[]);
+        let corrected = &error - b.matmul(a) * init.scale();
+        let (before, after) = (output_error(&error), output_error(&corrected));
+        assert!(after < 0.9 * before, "{}: output error {before} -> {after}", op.name());
+    }
+    let before = compare(teacher, &student, None, &seqs, 4).unwrap();
+    let started = compare(teacher, &student, Some(&init), &seqs, 4).unwrap();
+    assert!(
+        started.kl_divergence < 0.9 * before.kl_divergence,
+        "KL {} -> {} from the start alone",
+        before.kl_divergence,
+        started.kl_divergence
+    );
+    // the recovery starts there: its first batch's KL is below a standard start's
+    let first_kl = |spec: &RecoverySpec| {
+        let done = recover_palettized(teacher, &student, &parts, Some(&hessians), &seqs, spec, &mut |_| {}).unwrap();
+        done.report.kl_curve[0].1
+    };
+    let standard = RecoverySpec { calibrated_init: false, ..spec.clone() };
+    assert!(first_kl(&spec) < first_kl(&standard), "{} vs {}", first_kl(&spec), first_kl(&standard));
+    // without the statistics it is refused by name
+    let err = recover(teacher, &student, &seqs, &spec, &mut |_| {}).unwrap_err().to_string();
+    assert!(err.contains("calibration statistics"), "{err}");
+    let err = recover_palettized(teacher, &student, &parts, None, &seqs, &spec, &mut |_| {}).err().unwrap();
+    assert!(err.to_string().contains("calibration statistics"), "{err}");
 }

@@ -1,0 +1,91 @@
+//! A calibrated start for the recovery adapter: each LoRA pair begins as the best rank-r correction of its
+//! operation's palettization error under the calibration statistics, instead of zero (as CLoQ does for
+//! quantized LLMs; LoftQ without the statistics). With `E = W − Ŵ` (uncompressed minus palettized) and
+//! `H = XᵀX` over calibration inputs, `min ‖(E − s·B·A) Xᵀ‖` over rank-r `B·A` is solved in closed form: with
+//! `S = H^{1/2}` (eigendecomposition, damped), the top-r SVD `U Σ Vᵀ` of `E S` gives `s·B·A = U Σ Vᵀ S⁻¹`,
+//! split as `B = U Σ^{1/2} / √s`, `A = Σ^{1/2} Vᵀ S⁻¹ / √s` so both factors train at similar scales.
+
+use std::collections::BTreeMap;
+
+use adapterci_core::training::AdapterConfig;
+use tch::{Kind, Tensor};
+
+use crate::EngineError;
+use crate::calibrate::Hessians;
+use crate::llama::Llama;
+use crate::lora::{LoraOptions, LoraWeights};
+
+/// Eigenvalues below this share of the mean are raised to it (as GPTQ damps its Hessian), which bounds how
+/// much `S⁻¹` can amplify directions the calibration text barely reached.
+const DAMPING: f64 = 0.01;
+
+/// The recovery adapter of shape `config` started at each operation's calibrated rank-r correction of
+/// `teacher − student`; both factors require gradients.
+pub fn calibrated_init(
+    config: &AdapterConfig,
+    teacher: &Llama,
+    student: &Llama,
+    hessians: &Hessians,
+) -> Result<LoraWeights, EngineError> {
+    let options = LoraOptions::default();
+    let scale = options.scale(config.rank, config.alpha);
+    let mut pairs = BTreeMap::new();
+    // q/k/v and gate/up read the same input: one square root of its statistics serves them all
+    let mut roots: BTreeMap<usize, (Tensor, Tensor)> = BTreeMap::new();
+    tch::no_grad(|| -> Result<(), EngineError> {
+        for &layer in &config.layers {
+            for &target in &config.targets {
+                let h = hessians.get(layer, target).ok_or_else(|| {
+                    EngineError::InvalidConfig(format!(
+                        "calibrated recovery init: no input statistics for layer {layer} {}",
+                        target.as_str()
+                    ))
+                })?;
+                let device = student.device();
+                let error = teacher.linear_weight(layer, target).to_device(device)
+                    - student.linear_weight(layer, target).to_kind(Kind::Float);
+                let (s, s_inv) = match roots.entry(h.data_ptr() as usize) {
+                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        e.insert(damped_square_root(&h.to_kind(Kind::Float).to_device(device))?)
+                    }
+                };
+                let (a, b) = low_rank_correction(&error, s, s_inv, config.rank, scale)?;
+                pairs.insert((layer, target), (a.set_requires_grad(true), b.set_requires_grad(true)));
+            }
+        }
+        Ok(())
+    })?;
+    LoraWeights::from_pairs(config.clone(), options, pairs, teacher.config())
+}
+
+/// `(S, S⁻¹)` with `S = H^{1/2}`, eigenvalues floored at [`DAMPING`] of their mean.
+fn damped_square_root(h: &Tensor) -> Result<(Tensor, Tensor), EngineError> {
+    let (values, vectors) = h.f_linalg_eigh("L")?;
+    let floor = (values.mean(Kind::Float) * DAMPING).clamp_min(1e-12);
+    let root = values.maximum(&floor).sqrt();
+    let s = (&vectors * root.unsqueeze(0)).matmul(&vectors.tr());
+    let s_inv = (&vectors * root.reciprocal().unsqueeze(0)).matmul(&vectors.tr());
+    Ok((s, s_inv))
+}
+
+/// `(A [r, in], B [out, r])` with `scale·B·A` the rank-`rank` minimizer of `‖(error − scale·B·A) S‖`.
+fn low_rank_correction(
+    error: &Tensor,
+    s: &Tensor,
+    s_inv: &Tensor,
+    rank: usize,
+    scale: f64,
+) -> Result<(Tensor, Tensor), EngineError> {
+    let (u, sigma, v) = error.matmul(s).f_svd(true, true)?;
+    let vh = v.tr();
+    let r = (rank as i64).min(sigma.size()[0]);
+    let root_sigma = (sigma.narrow(0, 0, r) / scale).sqrt();
+    let b = u.narrow(1, 0, r) * root_sigma.unsqueeze(0);
+    let a = (vh.narrow(0, 0, r) * root_sigma.unsqueeze(1)).matmul(s_inv);
+    let finite = a.isfinite().all().int64_value(&[]) == 1 && b.isfinite().all().int64_value(&[]) == 1;
+    if !finite {
+        return Err(EngineError::Training("calibrated recovery init: the correction is not finite".into()));
+    }
+    Ok((a.contiguous(), b.contiguous()))
+}
