@@ -139,6 +139,10 @@ pub struct RecoveryArgs {
     /// bits; `recover` then also writes the release with the trained tables as base.safetensors)
     #[arg(long, value_name = "RATE")]
     pub palette_learning_rate: Option<f64>,
+    /// Start the recovery adapter at zero (LoRA's standard start) instead of at each operation's best low-rank
+    /// correction of its palettization error under the calibration statistics
+    #[arg(long)]
+    pub zero_init: bool,
 }
 
 #[derive(Debug, Args)]

@@ -256,7 +256,7 @@ fn options(common: &CommonArgs, recovery: Option<&RecoveryArgs>) -> BuildOptions
         refit_rounds: if common.naive { 0 } else { common.refit_rounds },
         sequential: !common.naive && common.sequential,
     };
-    let defaults = RecoverySpec::default();
+    let defaults = BuildOptions::default().recovery;
     let user_corpus_share = recovery.and_then(|r| r.corpus_share);
     let recovery = match recovery {
         Some(r) => RecoverySpec {
@@ -267,6 +267,7 @@ fn options(common: &CommonArgs, recovery: Option<&RecoveryArgs>) -> BuildOptions
             checkpoint_every: if r.checkpoint_dir.is_some() { r.checkpoint_every } else { 0 },
             checkpoint_dir: r.checkpoint_dir.clone(),
             palette_learning_rate: r.palette_learning_rate,
+            calibrated_init: !r.zero_init,
             seed: common.seed,
             ..defaults
         },

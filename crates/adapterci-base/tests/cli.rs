@@ -112,6 +112,46 @@ fn step_by_step_commands_and_their_refusals() {
         with(vec!["recover"], &["--model", m, "--release", release.to_str().unwrap(), "--out", o, "--steps", "3"]);
     assert!(output.status.success(), "{}", text(&output));
     assert!(out.join("recovery.safetensors").is_file());
+    // with trained palettes, recover writes the retrained release too, and binds its adapter to it
+    let out_c = dir.path().join("c");
+    let c = out_c.to_str().unwrap();
+    let recover_c = |rate: &str| {
+        let release = release.to_str().unwrap();
+        with(
+            vec!["recover"],
+            &["--model", m, "--release", release, "--out", c, "--steps", "3", "--palette-learning-rate", rate],
+        )
+    };
+    let output = recover_c("1e-3");
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(text(&output).contains("the release with the trained tables and row scales"), "{}", text(&output));
+    let retrained = std::fs::read(out_c.join("base.safetensors")).unwrap();
+    assert_ne!(retrained, std::fs::read(&release).unwrap(), "new tables and scales");
+    let eval_text = dir.path().join("eval.txt");
+    std::fs::write(&eval_text, "a b c d e f g ".repeat(200)).unwrap();
+    let evaluate = |release: &Path, recovery: &Path| {
+        base(&[
+            "evaluate",
+            "--model",
+            m,
+            "--release",
+            release.to_str().unwrap(),
+            "--recovery",
+            recovery.to_str().unwrap(),
+            "--text",
+            eval_text.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ])
+    };
+    let output = evaluate(&out_c.join("base.safetensors"), &out_c.join("recovery.safetensors"));
+    assert!(output.status.success(), "{}", text(&output));
+    let output = evaluate(&release, &out_c.join("recovery.safetensors"));
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output).contains("was trained for base release"), "{}", text(&output));
+    let output = recover_c("0");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output).contains("palette learning rate 0"), "{}", text(&output));
 
     // a release of another source model is refused by recover
     let output = with(
@@ -124,21 +164,7 @@ fn step_by_step_commands_and_their_refusals() {
     let out_b = dir.path().join("b");
     let output = with(vec!["palettize"], &["--model", m, "--out", out_b.to_str().unwrap(), "--uniform-bits", "4"]);
     assert!(output.status.success(), "{}", text(&output));
-    let eval_text = dir.path().join("eval.txt");
-    std::fs::write(&eval_text, "a b c d e f g ".repeat(200)).unwrap();
-    let output = base(&[
-        "evaluate",
-        "--model",
-        m,
-        "--release",
-        out_b.join("base.safetensors").to_str().unwrap(),
-        "--recovery",
-        out.join("recovery.safetensors").to_str().unwrap(),
-        "--text",
-        eval_text.to_str().unwrap(),
-        "--device",
-        "cpu",
-    ]);
+    let output = evaluate(&out_b.join("base.safetensors"), &out.join("recovery.safetensors"));
     assert_eq!(output.status.code(), Some(1));
     assert!(text(&output).contains("was trained for base release"), "{}", text(&output));
     // a corrupt release is refused with the file named

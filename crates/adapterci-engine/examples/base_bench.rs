@@ -10,6 +10,7 @@
 //!     [--recovery-minutes 8] [--target-bpw 3.5] [--group-rows 32] [--group-rows-2bit 8] [--sens-seqs N]
 //!     [--quick | --only-sensitive] [--model tiny] [--teacher-batch 128] [--recovery-lr 1e-3]
 //!     [--corpora teacher|user|both] [--user-share 0.5] [--refit-rounds N] [--sequential] [--palette-lr R|none]
+//!     [--zero-init]
 //! ```
 //! The palettization is the product's default method (GPTQ onto activation-weighted k-means tables,
 //! least-squares refit of tables and scales; `--refit-rounds`, `--sequential` change it); its
@@ -20,7 +21,8 @@
 //! corpus, or both, one after the other); `--user-share` is the fraction of recovery sequences drawn from the
 //! user corpus (default: in proportion to its size).
 //! `--palette-lr` trains the palettes' table entries and row scales beside each recovery adapter at that peak
-//! learning rate (`none`: frozen; default: the product's, `RecoverySpec::default()`).
+//! learning rate (`none`: frozen; default: the product's, `BuildOptions::default().recovery`). Each recovery
+//! adapter starts at its calibrated low-rank correction (the product's default), or at zero with `--zero-init`.
 //! Runs on CUDA when `--device cuda` (the same code); `--quick` scores fewer variants.
 
 use std::collections::BTreeMap;
@@ -40,7 +42,7 @@ use adapterci_engine::llama::Llama;
 use adapterci_engine::model::BaseModel;
 use adapterci_engine::palettize::{Calibration, PaletteSpec, PalettizedTensor, palettize};
 use adapterci_engine::recover::{RecoveryReport, RecoverySpec, recover_palettized};
-use adapterci_engine::release_build::{calibration_sequences, recovery_text};
+use adapterci_engine::release_build::{BuildOptions, calibration_sequences, recovery_text};
 use anyhow::{Context, bail};
 use serde_json::json;
 use tch::Device;
@@ -129,7 +131,7 @@ fn row(
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse(&["quick", "tiny", "only-sensitive", "sequential"])?;
+    let args = Args::parse(&["quick", "tiny", "only-sensitive", "sequential", "zero-init"])?;
     let out = PathBuf::from(args.get("out", "target/base-bench"));
     std::fs::create_dir_all(&out)?;
     let threads: usize = args.num("threads", 2)?;
@@ -162,11 +164,12 @@ fn main() -> anyhow::Result<()> {
         max_seconds: Some(args.num::<f64>("recovery-minutes", 8.0)? * 60.0),
         learning_rate: args.num("recovery-lr", 1e-3)?,
         palette_learning_rate: match args.values.get("palette-lr").map(String::as_str) {
-            None => RecoverySpec::default().palette_learning_rate,
+            None => BuildOptions::default().recovery.palette_learning_rate,
             Some("none") => None,
             Some(rate) => Some(rate.parse().with_context(|| format!("--palette-lr {rate:?}: a number or none"))?),
         },
-        ..RecoverySpec::default()
+        calibrated_init: !args.values.contains_key("zero-init"),
+        ..BuildOptions::default().recovery
     };
     let started = Instant::now();
     log(&format!("loading {model_path} on {device:?}, {threads} threads"));

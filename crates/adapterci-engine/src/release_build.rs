@@ -48,7 +48,8 @@ impl Default for BuildOptions {
             method: Method::default(),
             teacher: TeacherTextSpec { sequences: 256, seq_len: 128, batch: 16, temperature: 1.0, seed: 11 },
             sensitivity_sequences: 2,
-            recovery: RecoverySpec::default(),
+            // a build has the calibration statistics: the adapter starts at its calibrated correction
+            recovery: RecoverySpec { calibrated_init: true, ..RecoverySpec::default() },
             embedding_bits: None,
             user_corpus_share: None,
             activation_bits: None,

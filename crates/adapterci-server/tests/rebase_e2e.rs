@@ -77,7 +77,7 @@ async fn start(dir: &Path, max_ratio: f64, worker: bool) -> (RunningServer, ApiC
     config.base_release_options = Some(BuildOptions {
         method: Method { group_rows: 8, group_rows_2bit: 4, ..Method::default() },
         teacher: TeacherTextSpec { sequences: 20, seq_len: 24, batch: 10, temperature: 1.0, seed: 1 },
-        recovery: RecoverySpec { steps: 4, batch: 2, ..RecoverySpec::default() },
+        recovery: RecoverySpec { steps: 4, batch: 2, ..BuildOptions::default().recovery },
         ..BuildOptions::default()
     });
     let releases = config.releases_dir();
