@@ -519,6 +519,20 @@ fn a_calibrated_start_corrects_part_of_the_palettization_error_before_any_step()
         let (before, after) = (output_error(&error), output_error(&corrected));
         assert!(after < 0.9 * before, "{}: output error {before} -> {after}", op.name());
     }
+    // A's rows and B's columns start at equal norms, whatever the statistics' scale (twice the text: twice XᵀX)
+    let doubled: Vec<Vec<u32>> = seqs.iter().chain(&seqs).cloned().collect();
+    let twice = calibrated_init(&config, teacher, &student, &collect_hessians(teacher, &doubled, 4).unwrap()).unwrap();
+    for op in &ops {
+        let (a, b) = init.get(op.layer, op.target).unwrap();
+        let rows = a.norm_scalaropt_dim(2, [1].as_slice(), false);
+        let cols = b.norm_scalaropt_dim(2, [0].as_slice(), false);
+        assert!(rows.allclose(&cols, 1e-4, 1e-6, false), "{}: {rows} vs {cols}", op.name());
+        // (each component's sign is the SVD's choice: compare the norms and the product)
+        let (a2, b2) = twice.get(op.layer, op.target).unwrap();
+        let rows2 = a2.norm_scalaropt_dim(2, [1].as_slice(), false);
+        assert!(rows.allclose(&rows2, 1e-3, 1e-6, false), "{}: {rows} vs {rows2}", op.name());
+        assert!(b.matmul(a).allclose(&b2.matmul(a2), 1e-3, 1e-6, false), "{}", op.name());
+    }
     let before = compare(teacher, &student, None, &seqs, 4).unwrap();
     let started = compare(teacher, &student, Some(&init), &seqs, 4).unwrap();
     assert!(
