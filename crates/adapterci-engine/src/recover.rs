@@ -198,6 +198,8 @@ fn train(
             "a calibrated recovery init needs the calibration statistics (recover_palettized with hessians)".into(),
         ));
     }
+    // the time budget counts from here: a calibrated start's decompositions are part of it
+    let started = Instant::now();
     let device = student.device();
     let config = recovery_config(student, spec);
     let (mut lora, mut start, mut kl_curve) = match resume(spec, student, palettes.as_deref_mut())? {
@@ -220,7 +222,6 @@ fn train(
     let mut rng = SeededRng::new(spec.seed ^ 0xC0FF_EE00);
     rng.shuffle(&mut order);
     let mut cursor = start * spec.batch % sequences.len().max(1);
-    let started = Instant::now();
     let vocab = student.config().vocab_size as i64;
     let mut tokens = 0;
     let mut stopped_by_time = false;
