@@ -129,24 +129,17 @@ fn step_by_step_commands_and_their_refusals() {
     assert_ne!(retrained, std::fs::read(&release).unwrap(), "new tables and scales");
     let eval_text = dir.path().join("eval.txt");
     std::fs::write(&eval_text, "a b c d e f g ".repeat(200)).unwrap();
-    let evaluate = |release: &Path, recovery: &Path| {
-        base(&[
-            "evaluate",
-            "--model",
-            m,
-            "--release",
-            release.to_str().unwrap(),
-            "--recovery",
-            recovery.to_str().unwrap(),
-            "--text",
-            eval_text.to_str().unwrap(),
-            "--device",
-            "cpu",
-        ])
+    let evaluate = |release: &Path, recovery: Option<&Path>| {
+        let mut args = vec!["evaluate", "--model", m, "--release", release.to_str().unwrap()];
+        args.extend(["--text", eval_text.to_str().unwrap(), "--device", "cpu"]);
+        if let Some(recovery) = recovery {
+            args.extend(["--recovery", recovery.to_str().unwrap()]);
+        }
+        base(&args)
     };
-    let output = evaluate(&out_c.join("base.safetensors"), &out_c.join("recovery.safetensors"));
+    let output = evaluate(&out_c.join("base.safetensors"), Some(&out_c.join("recovery.safetensors")));
     assert!(output.status.success(), "{}", text(&output));
-    let output = evaluate(&release, &out_c.join("recovery.safetensors"));
+    let output = evaluate(&release, Some(&out_c.join("recovery.safetensors")));
     assert_eq!(output.status.code(), Some(1));
     assert!(text(&output).contains("was trained for base release"), "{}", text(&output));
     let output = recover_c("0");
@@ -164,7 +157,7 @@ fn step_by_step_commands_and_their_refusals() {
     let out_b = dir.path().join("b");
     let output = with(vec!["palettize"], &["--model", m, "--out", out_b.to_str().unwrap(), "--uniform-bits", "4"]);
     assert!(output.status.success(), "{}", text(&output));
-    let output = evaluate(&out_b.join("base.safetensors"), &out.join("recovery.safetensors"));
+    let output = evaluate(&out_b.join("base.safetensors"), Some(&out.join("recovery.safetensors")));
     assert_eq!(output.status.code(), Some(1));
     assert!(text(&output).contains("was trained for base release"), "{}", text(&output));
     // a corrupt release is refused with the file named
@@ -173,17 +166,7 @@ fn step_by_step_commands_and_their_refusals() {
     bytes[at] ^= 1;
     let corrupt = dir.path().join("corrupt.safetensors");
     std::fs::write(&corrupt, bytes).unwrap();
-    let output = base(&[
-        "evaluate",
-        "--model",
-        m,
-        "--release",
-        corrupt.to_str().unwrap(),
-        "--text",
-        eval_text.to_str().unwrap(),
-        "--device",
-        "cpu",
-    ]);
+    let output = evaluate(&corrupt, None);
     assert_eq!(output.status.code(), Some(1));
     assert!(text(&output).contains("corrupt.safetensors") && text(&output).contains("corrupt"), "{}", text(&output));
     // an analysis of another model shape, and a missing model
