@@ -33,10 +33,11 @@ pub fn calibrated_init(
     let options = LoraOptions::default();
     let scale = options.scale(config.rank, config.alpha);
     let mut pairs = BTreeMap::new();
-    // q/k/v and gate/up read the same input: one square root of its statistics serves them all
-    let mut roots: BTreeMap<usize, (Tensor, Tensor)> = BTreeMap::new();
     tch::no_grad(|| -> Result<(), EngineError> {
         for &layer in &config.layers {
+            // q/k/v and gate/up read the same input: one square root of its statistics serves them all (kept
+            // for one layer at a time)
+            let mut roots: BTreeMap<usize, (Tensor, Tensor)> = BTreeMap::new();
             for &target in &config.targets {
                 let h = hessians.get(layer, target).ok_or_else(|| {
                     EngineError::InvalidConfig(format!(
