@@ -1,14 +1,14 @@
 //! LoRA training on a tiny random model: the schedule, loss going down on held-out records, the base weights
 //! staying frozen, and the same seed giving the same adapter bytes.
 
-use adapterci_core::training::{AdapterConfig, LoraTarget, NoProgress, ProgressSink, StepProgress, TrainSpec};
+use adapterci_core::training::{NoProgress, ProgressSink, StepProgress, TrainSpec};
 use adapterci_engine::Tokenizer;
 use adapterci_engine::dataset::{Example, parse_jsonl, split_train_eval, tokenize_records};
 use adapterci_engine::llama::Llama;
 use adapterci_engine::lora::LoraWeights;
 use adapterci_engine::train::{Batch, TrainReport, learning_rate_at, train_lora};
 use std::sync::Mutex;
-use tch::{Device, Tensor};
+use tch::Tensor;
 
 mod support;
 use support::{Tiny, adapter, learnable_jsonl};
@@ -113,14 +113,7 @@ fn training_refuses_an_empty_example_list() {
 fn the_training_forward_equals_the_model_in_f32_and_stays_close_in_bf16() {
     use adapterci_engine::train::{BaseCompute, TrainingModel};
     let tiny = tiny();
-    let config = AdapterConfig {
-        rank: 4,
-        alpha: 8.0,
-        targets: LoraTarget::ALL.to_vec(),
-        layers: vec![0, 1],
-        dtype: "f32".into(),
-    };
-    let lora = LoraWeights::init_standard(&config, 0.0, tiny.llama.config(), 9, Device::Cpu).expect("init");
+    let lora = support::lora(&tiny.llama, 4, 0.0, 9);
     // B is zero after init: give it values so the deltas count.
     tch::manual_seed(4);
     for mut b in lora.trainable_parameters().into_iter().skip(1).step_by(2) {

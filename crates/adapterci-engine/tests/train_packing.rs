@@ -2,7 +2,7 @@
 //! (positions restart and attention stays inside each example), and a packed run trains.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use adapterci_core::training::{AdapterConfig, LoraTarget, NoProgress, TrainSpec};
+use adapterci_core::training::{NoProgress, TrainSpec};
 use adapterci_engine::Tokenizer;
 use adapterci_engine::dataset::{Example, parse_jsonl, tokenize_records};
 use adapterci_engine::llama::Llama;
@@ -29,14 +29,7 @@ fn examples(tokenizer: &Tokenizer) -> Vec<Example> {
 }
 
 fn adapter(llama: &Llama) -> LoraWeights {
-    let config = AdapterConfig {
-        rank: 4,
-        alpha: 8.0,
-        targets: LoraTarget::ALL.to_vec(),
-        layers: vec![0, 1],
-        dtype: "f32".into(),
-    };
-    LoraWeights::init_standard(&config, 0.0, llama.config(), 1, llama.device()).expect("init adapter")
+    support::lora(llama, 4, 0.0, 1)
 }
 
 #[test]

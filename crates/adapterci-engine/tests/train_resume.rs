@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 
-use adapterci_core::training::{AdapterConfig, LoraTarget, NoProgress, ProgressSink, StepProgress, TrainSpec};
+use adapterci_core::training::{NoProgress, ProgressSink, StepProgress, TrainSpec};
 use adapterci_engine::LlamaConfig;
 use adapterci_engine::dataset::Example;
 use adapterci_engine::gguf::GgufFile;
@@ -18,6 +18,8 @@ use adapterci_engine::train::{
     train_lora_with, validation_loss,
 };
 use tch::Device;
+
+mod support;
 
 const CHILD_ENV: &str = "ADAPTERCI_TEST_RESUME_CHILD_DIR";
 const STEPS: usize = 12;
@@ -47,14 +49,7 @@ fn examples() -> Vec<Example> {
 }
 
 fn fresh_lora(llama: &Llama, dropout: f64) -> LoraWeights {
-    let config = AdapterConfig {
-        rank: 4,
-        alpha: 8.0,
-        targets: LoraTarget::ALL.to_vec(),
-        layers: vec![0, 1],
-        dtype: "f32".into(),
-    };
-    LoraWeights::init_standard(&config, dropout, llama.config(), 3, Device::Cpu).unwrap()
+    support::lora(llama, 4, dropout, 3)
 }
 
 fn spec(batch_size: usize) -> TrainSpec {

@@ -46,12 +46,17 @@ pub fn learnable_jsonl() -> String {
 
 /// A fresh rank-8 adapter (standard init) on every target of the tiny model's two layers.
 pub fn adapter(llama: &Llama, seed: u64) -> LoraWeights {
+    lora(llama, 8, 0.0, seed)
+}
+
+/// A fresh adapter of `rank` (alpha `2 * rank`, f32, standard init) on every target of the tiny model's two layers.
+pub fn lora(llama: &Llama, rank: usize, dropout: f64, seed: u64) -> LoraWeights {
     let config = AdapterConfig {
-        rank: 8,
-        alpha: 16.0,
+        rank,
+        alpha: 2.0 * rank as f64,
         targets: LoraTarget::ALL.to_vec(),
         layers: vec![0, 1],
         dtype: "f32".into(),
     };
-    LoraWeights::init_standard(&config, 0.0, llama.config(), seed, llama.device()).expect("init adapter")
+    LoraWeights::init_standard(&config, dropout, llama.config(), seed, llama.device()).expect("init adapter")
 }
