@@ -25,13 +25,17 @@ struct TrainableOp {
 }
 
 impl TrainableOp {
-    fn weight(&self) -> Tensor {
-        let values =
-            self.tables.index_select(0, &self.group_of_row).gather(1, &self.indices.to_kind(Kind::Int64), false);
-        match &self.scales {
-            Some((scales, factors)) => values * (scales * factors),
-            None => values,
+    /// The current parts (the tables and scale factors still carrying their gradients).
+    fn fit(&self) -> Fit {
+        Fit {
+            tables: self.tables.shallow_clone(),
+            indices: self.indices.to_kind(Kind::Int64),
+            scales: self.scales.as_ref().map(|(scales, factors)| scales * factors),
         }
+    }
+
+    fn weight(&self) -> Tensor {
+        self.fit().dequantize(&self.group_of_row)
     }
 
     fn names(&self) -> (String, String) {
@@ -111,19 +115,7 @@ impl TrainablePalettes {
 
     /// The stored form of the trained palettizations (fp16 entries and scales, sorted tables), in `ops` order.
     pub fn to_parts(&self) -> Result<Vec<PalettizedTensor>, EngineError> {
-        tch::no_grad(|| {
-            self.ops
-                .iter()
-                .map(|op| {
-                    let fit = Fit {
-                        tables: op.tables.detach(),
-                        indices: op.indices.to_kind(Kind::Int64),
-                        scales: op.scales.as_ref().map(|(s, f)| (s * f).detach()),
-                    };
-                    fit.into_palettized(op.op.rows, op.op.cols, op.spec)
-                })
-                .collect()
-        })
+        tch::no_grad(|| self.ops.iter().map(|op| op.fit().into_palettized(op.op.rows, op.op.cols, op.spec)).collect())
     }
 
     /// The trained tensors by name (for a checkpoint).
