@@ -180,6 +180,14 @@ pub fn recover_palettized(
     Ok(Recovered { lora, palettes, student: served, report })
 }
 
+/// The schedule's length under a time budget: the `done` steps plus as many as the time left (`limit - elapsed`
+/// seconds) allows at `seconds_per_step`, at most `max_steps` and never fewer than `done`.
+fn steps_within(done: usize, elapsed: f64, limit: f64, seconds_per_step: f64, max_steps: usize) -> usize {
+    let more = (limit - elapsed).max(0.0) / seconds_per_step.max(1e-9);
+    // `as` saturates: an unmeasurably fast pace fits max_steps
+    max_steps.min(done.saturating_add(more as usize))
+}
+
 /// The training loop; `palettes`, when given, train too (in place).
 fn train(
     teacher: &Llama,
@@ -270,13 +278,14 @@ fn train(
         if start - first_step == WARMUP_STEPS {
             pace_from = elapsed;
         }
+        let timed = (start - first_step).saturating_sub(WARMUP_STEPS);
         if let Some(limit) = spec.max_seconds
-            && start - first_step == WARMUP_STEPS + PACE_STEPS
+            && timed >= PACE_STEPS
+            && timed % PACE_STEPS == 0
         {
-            // the first steps pay for kernel selection and allocation: time the ones after them
-            let per_step = (elapsed - pace_from) / PACE_STEPS as f64;
-            let fit = start + ((limit - elapsed).max(0.0) / per_step.max(1e-9)) as usize;
-            total_steps = spec.steps.min(fit.max(start));
+            // the first steps pay for kernel selection and allocation: time the ones after them, and refit the
+            // schedule every PACE_STEPS steps (a device shared with other work changes pace as it goes)
+            total_steps = steps_within(start, elapsed, limit, (elapsed - pace_from) / timed as f64, spec.steps);
         }
         if spec.checkpoint_every > 0 && start % spec.checkpoint_every == 0 && start < total_steps {
             write_checkpoint(spec, &lora, palettes.as_deref(), start, &kl_curve)?;
@@ -363,4 +372,21 @@ fn resume(
 /// The device a recovery should use: CUDA when present.
 pub fn preferred_device() -> Device {
     Device::cuda_if_available()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::steps_within;
+
+    #[test]
+    fn the_schedule_follows_the_pace_within_the_budget() {
+        // 100 s left at 0.5 s/step: 200 more
+        assert_eq!(steps_within(20, 20.0, 120.0, 0.5, 100_000), 220);
+        // the pace halves (a neighbour on the device): the schedule shrinks to what still fits
+        assert_eq!(steps_within(120, 70.0, 120.0, 1.0, 100_000), 170);
+        // capped by the step budget, and never below the steps done when time is up or over
+        assert_eq!(steps_within(20, 20.0, 120.0, 0.01, 500), 500);
+        assert_eq!(steps_within(300, 130.0, 120.0, 0.5, 100_000), 300);
+        assert_eq!(steps_within(5, 1.0, 120.0, 0.0, 1000), 1000);
+    }
 }
