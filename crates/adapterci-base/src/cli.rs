@@ -70,6 +70,13 @@ pub struct CommonArgs {
     /// Tokens per calibration sequence
     #[arg(long, default_value_t = 128)]
     pub seq_len: usize,
+    /// Teacher sequences sampled together (default: 16 on the CPU, 256 on CUDA)
+    #[arg(long)]
+    pub teacher_batch: Option<usize>,
+    /// Keep the teacher text in this directory and reuse it in later runs with the same model and teacher
+    /// options (`palettize` then `recover` write it once)
+    #[arg(long, value_name = "DIR")]
+    pub teacher_cache: Option<PathBuf>,
     /// Calibration sequences the sensitivities are measured on
     #[arg(long, default_value_t = 2)]
     pub sens_seqs: usize,

@@ -25,7 +25,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Analyze(args) => {
             let base = load_base(&args.common.model, args.common.device, args.common.threads)?;
-            let options = options(&args.common, None);
+            let options = options(&args.common, None, &base);
             let corpus = read(&args.common.corpus)?;
             let calibrated = calibrate(&base, &options, corpus.as_deref(), &mut note)?;
             let analysis = analyze(&base, &calibrated, &options, &mut note)?;
@@ -36,7 +36,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Palettize(args) => {
             let base = load_base(&args.common.model, args.common.device, args.common.threads)?;
-            let options = options(&args.common, None);
+            let options = options(&args.common, None, &base);
             let corpus = read(&args.common.corpus)?;
             let calibrated = calibrate(&base, &options, corpus.as_deref(), &mut note)?;
             let ops = linear_ops(base.config());
@@ -83,7 +83,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let (release, release_digest) = BaseRelease::open(&args.release)?;
             check_source(&release, &base, &args.release)?;
             let student = release.to_llama(base.llama().device(), &args.release)?;
-            let options = options(&args.common, Some(&args.recovery));
+            let options = options(&args.common, Some(&args.recovery), &base);
             let corpus = read(&args.common.corpus)?;
             let calibrated = calibrate(&base, &options, corpus.as_deref(), &mut note)?;
             let sequences = recovery_text(
@@ -182,7 +182,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Release(args) => {
             let base = load_base(&args.common.model, args.common.device, args.common.threads)?;
-            let options = options(&args.common, Some(&args.recovery));
+            let options = options(&args.common, Some(&args.recovery), &base);
             let (eval_text, corpus) = (read(&args.eval_text)?, read(&args.common.corpus)?);
             let bar = progress_bar(options.recovery.steps);
             let built = build_release(&base, &options, eval_text.as_deref(), corpus.as_deref(), &mut note, &mut |p| {
@@ -246,7 +246,7 @@ fn load_base(model: &Path, device: DeviceArg, threads: usize) -> anyhow::Result<
     Ok(base)
 }
 
-fn options(common: &CommonArgs, recovery: Option<&RecoveryArgs>) -> BuildOptions {
+fn options(common: &CommonArgs, recovery: Option<&RecoveryArgs>, base: &BaseModel) -> BuildOptions {
     let method = Method {
         group_rows: common.group_rows,
         group_rows_2bit: common.group_rows_2bit,
@@ -279,7 +279,7 @@ fn options(common: &CommonArgs, recovery: Option<&RecoveryArgs>) -> BuildOptions
         teacher: TeacherTextSpec {
             sequences: common.teacher_seqs,
             seq_len: common.seq_len,
-            batch: 16,
+            batch: common.teacher_batch.unwrap_or(if base.is_cuda() { 256 } else { 16 }),
             temperature: 1.0,
             seed: common.seed,
         },
@@ -288,6 +288,7 @@ fn options(common: &CommonArgs, recovery: Option<&RecoveryArgs>) -> BuildOptions
         embedding_bits: common.embedding_bits,
         user_corpus_share,
         activation_bits: common.activation_bits,
+        teacher_cache: common.teacher_cache.clone(),
     }
 }
 

@@ -105,12 +105,19 @@ fn step_by_step_commands_and_their_refusals() {
     assert!(output.status.success(), "{}", text(&output));
     assert!(text(&output).contains("total (linear)"));
     let analysis = out.join("analysis.json");
-    let output = with(vec!["palettize"], &["--model", m, "--out", o, "--analysis", analysis.to_str().unwrap()]);
+    // palettize writes the teacher text into the cache, recover reads it back
+    let cache = dir.path().join("teacher-cache");
+    let cache = ["--teacher-cache", cache.to_str().unwrap()];
+    let analysis = ["--analysis", analysis.to_str().unwrap()];
+    let output = with(vec!["palettize"], &[&["--model", m, "--out", o][..], &analysis, &cache].concat());
     assert!(output.status.success(), "{}", text(&output));
+    assert!(!text(&output).contains("sequences from"), "{}", text(&output));
     let release = out.join("base.safetensors");
+    let r = release.to_str().unwrap();
     let output =
-        with(vec!["recover"], &["--model", m, "--release", release.to_str().unwrap(), "--out", o, "--steps", "3"]);
+        with(vec!["recover"], &[&["--model", m, "--release", r, "--out", o, "--steps", "3"][..], &cache].concat());
     assert!(output.status.success(), "{}", text(&output));
+    assert!(text(&output).contains("teacher text: 16 sequences from"), "{}", text(&output));
     assert!(out.join("recovery.safetensors").is_file());
     // with trained palettes, recover writes the retrained release too, and binds its adapter to it
     let out_c = dir.path().join("c");

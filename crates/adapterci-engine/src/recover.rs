@@ -331,7 +331,7 @@ fn write_checkpoint(
     write_atomic(&dir.join(CHECKPOINT_STATE), &json)
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), EngineError> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), EngineError> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes).map_err(|source| EngineError::Io { path: tmp.clone(), source })?;
     std::fs::rename(&tmp, path).map_err(|source| EngineError::Io { path: path.to_path_buf(), source })

@@ -2,6 +2,8 @@
 //! allocation, palettization, the recovery adapter (bound to the release), and the evaluation report. The
 //! `adapterci-base` tool and the base-release pipeline stage both call [`analyze`] and [`build_release`].
 
+use std::path::{Path, PathBuf};
+
 use adapterci_core::Digest;
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +41,10 @@ pub struct BuildOptions {
     /// recovery adapter is trained with it on); `None`: full-precision activations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub activation_bits: Option<u8>,
+    /// A directory where teacher text is kept between runs (keyed by the source model's digest and the teacher
+    /// spec): `palettize` and `recover` then write it once. Where, not what: not part of the recorded options.
+    #[serde(skip)]
+    pub teacher_cache: Option<PathBuf>,
 }
 
 impl Default for BuildOptions {
@@ -53,6 +59,7 @@ impl Default for BuildOptions {
             embedding_bits: None,
             user_corpus_share: None,
             activation_bits: None,
+            teacher_cache: None,
         }
     }
 }
@@ -109,14 +116,7 @@ pub fn calibrate(
     user_corpus: Option<&str>,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Calibrated, EngineError> {
-    let prompts = prompt_ids(base.tokenizer(), None)?;
-    let mut last = 0;
-    let sequences = teacher_text(base.llama(), &prompts, &options.teacher, &mut |done, total| {
-        if done * 10 / total.max(1) > last {
-            last = done * 10 / total.max(1);
-            progress(&format!("teacher text: {done}/{total} sequences"));
-        }
-    })?;
+    let sequences = cached_teacher_text(base, &options.teacher, options.teacher_cache.as_deref(), progress)?;
     let count = (sequences.len() / 4).clamp(1, 256);
     let calibration = calibration_sequences(base, &sequences[..count], user_corpus, options.teacher.seq_len)?;
     let hessians = collect_hessians(base.llama(), &calibration, 4)?;
@@ -126,6 +126,85 @@ pub fn calibrate(
         calibration.len() - count
     ));
     Ok(Calibrated { sequences, calibration, hessians })
+}
+
+/// Teacher text as [`teacher_text`] writes it for `spec`, read from `cache` when a run wrote it there for the same
+/// source model and spec, else written (and stored there when `cache` is given). A cache file that does not read
+/// back as that text is noted and written again.
+pub fn cached_teacher_text(
+    base: &BaseModel,
+    spec: &TeacherTextSpec,
+    cache: Option<&Path>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<Vec<u32>>, EngineError> {
+    let path = cache.map(|dir| {
+        dir.join(format!(
+            "teacher-{}-{}x{}-b{}-t{}-s{}.json",
+            &base.digest().hex()[..16],
+            spec.sequences,
+            spec.seq_len,
+            spec.batch,
+            spec.temperature,
+            spec.seed
+        ))
+    });
+    if let Some(path) = path.as_ref().filter(|p| p.exists()) {
+        match read_teacher_cache(path, base.digest(), spec, base.config().vocab_size) {
+            Ok(sequences) => {
+                progress(&format!("teacher text: {} sequences from {}", sequences.len(), path.display()));
+                return Ok(sequences);
+            }
+            Err(why) => progress(&format!("teacher text: ignoring {} ({why}); writing it again", path.display())),
+        }
+    }
+    let prompts = prompt_ids(base.tokenizer(), None)?;
+    let mut last = 0;
+    let sequences = teacher_text(base.llama(), &prompts, spec, &mut |done, total| {
+        if done * 10 / total.max(1) > last {
+            last = done * 10 / total.max(1);
+            progress(&format!("teacher text: {done}/{total} sequences"));
+        }
+    })?;
+    if let Some(path) = &path {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|source| EngineError::Io { path: dir.to_path_buf(), source })?;
+        let file = TeacherCache { model_digest: base.digest().clone(), spec: spec.clone(), sequences };
+        let json = serde_json::to_vec(&file).map_err(|e| EngineError::InvalidConfig(e.to_string()))?;
+        crate::recover::write_atomic(path, &json)?;
+        return Ok(file.sequences);
+    }
+    Ok(sequences)
+}
+
+#[derive(Serialize, Deserialize)]
+struct TeacherCache {
+    model_digest: Digest,
+    spec: TeacherTextSpec,
+    sequences: Vec<Vec<u32>>,
+}
+
+/// The cached text at `path`, when it is the text of `spec` from the model with `digest`.
+fn read_teacher_cache(
+    path: &Path,
+    digest: &Digest,
+    spec: &TeacherTextSpec,
+    vocab_size: usize,
+) -> Result<Vec<Vec<u32>>, String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let file: TeacherCache = serde_json::from_slice(&bytes).map_err(|e| format!("not a teacher-text cache: {e}"))?;
+    if &file.model_digest != digest {
+        return Err(format!("written by model {}", file.model_digest));
+    }
+    if &file.spec != spec {
+        return Err("written for another teacher spec".into());
+    }
+    if file.sequences.len() != spec.sequences || file.sequences.iter().any(|s| s.len() != spec.seq_len) {
+        return Err(format!("not {} sequences of {} tokens", spec.sequences, spec.seq_len));
+    }
+    if let Some(t) = file.sequences.iter().flatten().find(|&&t| t as usize >= vocab_size) {
+        return Err(format!("token id {t} is outside the model's {vocab_size}-token vocabulary"));
+    }
+    Ok(file.sequences)
 }
 
 /// The sequences the input statistics are taken on: `teacher` and, when given, as many `seq_len`-token

@@ -16,7 +16,7 @@ use adapterci_engine::model::BaseModel;
 use adapterci_engine::palettize::{PalettizedTensor, TrainablePalettes};
 use adapterci_engine::recover::{RecoverySpec, calibrated_init, recover, recover_palettized, recovery_config};
 use adapterci_engine::release::{BaseRelease, bind_recovery_adapter, check_recovery_adapter};
-use adapterci_engine::release_build::{BuildOptions, calibrate, recovery_text, release_file};
+use adapterci_engine::release_build::{BuildOptions, cached_teacher_text, calibrate, recovery_text, release_file};
 use adapterci_engine::tiny::write_tiny_model;
 use tch::Device;
 
@@ -328,6 +328,62 @@ fn the_calibration_statistics_take_in_the_user_corpus() {
     assert!(!a.allclose(b, 1e-3, 1e-3, false), "the statistics changed");
     let err = calibrate(&f.base, &options, Some("too short"), &mut |_| {}).err().unwrap().to_string();
     assert!(err.contains("shorter than one 24-token sequence"), "{err}");
+}
+
+#[test]
+fn teacher_text_is_kept_per_model_and_spec_and_a_bad_cache_file_is_written_again() {
+    let f = fixture();
+    let cache = f.dir.join("teacher-cache");
+    let spec = TeacherTextSpec { sequences: 6, seq_len: 20, batch: 4, temperature: 1.0, seed: 5 };
+    let run = |spec: &TeacherTextSpec| {
+        let mut notes = Vec::new();
+        let text = cached_teacher_text(&f.base, spec, Some(&cache), &mut |n| notes.push(n.to_string())).unwrap();
+        (text, notes.join("\n"))
+    };
+    let (written, notes) = run(&spec);
+    assert!(!notes.contains("from"), "{notes}");
+    assert_eq!(written, cached_teacher_text(&f.base, &spec, None, &mut |_| {}).unwrap(), "the same text as uncached");
+    let files: Vec<PathBuf> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 1);
+    let file = &files[0];
+    let vocab = f.base.config().vocab_size as u32;
+
+    // the second run reads the file: an edit to it shows up in what it returns
+    let json = std::fs::read_to_string(file).unwrap();
+    let edited = json.replacen(&format!("[{},", written[0][0]), &format!("[{},", (written[0][0] + 1) % vocab), 1);
+    assert_ne!(edited, json);
+    std::fs::write(file, &edited).unwrap();
+    let (read, notes) = run(&spec);
+    assert!(notes.contains("teacher text: 6 sequences from"), "{notes}");
+    assert_eq!(read[0][0], (written[0][0] + 1) % vocab);
+    assert_eq!(read[1..], written[1..]);
+
+    // another spec is another file
+    let other = TeacherTextSpec { seed: 6, ..spec.clone() };
+    let (other_text, notes) = run(&other);
+    assert!(!notes.contains("from"), "{notes}");
+    assert_ne!(other_text, written);
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 2);
+
+    // a truncated file, a file of another spec under this spec's name and out-of-vocabulary ids are noted and
+    // written again
+    let truncated = json[..json.len() / 2].to_string();
+    let foreign = std::fs::read_to_string(
+        cache.join(std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path()).find(|p| p != file).unwrap()),
+    )
+    .unwrap();
+    let out_of_vocab = json.replacen(&format!("[{},", written[0][0]), &format!("[{vocab},"), 1);
+    for (bad, why) in [
+        (truncated, "not a teacher-text cache"),
+        (foreign, "another teacher spec"),
+        (out_of_vocab, "outside the model's"),
+    ] {
+        std::fs::write(file, bad).unwrap();
+        let (again, notes) = run(&spec);
+        assert!(notes.contains("ignoring") && notes.contains(why), "{notes}");
+        assert_eq!(again, written);
+        assert_eq!(std::fs::read_to_string(file).unwrap(), json, "the file is written again");
+    }
 }
 
 #[test]
