@@ -95,7 +95,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             )?
             .sequences;
             let parts = release.linear_parts(&args.release)?;
-            let bar = progress_bar(options.recovery.steps);
+            let mut progress = Progress::new(options.recovery.steps);
             let done = recover_palettized(
                 base.llama(),
                 &student,
@@ -103,9 +103,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(&calibrated.hessians),
                 &sequences,
                 &options.recovery,
-                &mut |p| tick(&bar, p),
+                &mut |p| progress.tick(p),
             )?;
-            bar.finish();
+            progress.bar.finish();
             let report = done.report;
             // trained palettes make a new release (same bits, new tables and scales); the adapter is bound to it
             let release_digest = if options.recovery.palette_learning_rate.is_some() {
@@ -184,11 +184,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let base = load_base(&args.common.model, args.common.device, args.common.threads)?;
             let options = options(&args.common, Some(&args.recovery), &base);
             let (eval_text, corpus) = (read(&args.eval_text)?, read(&args.common.corpus)?);
-            let bar = progress_bar(options.recovery.steps);
+            let mut progress = Progress::new(options.recovery.steps);
             let built = build_release(&base, &options, eval_text.as_deref(), corpus.as_deref(), &mut note, &mut |p| {
-                tick(&bar, p)
+                progress.tick(p)
             })?;
-            bar.finish();
+            progress.bar.finish();
             std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
             write_file(&args.out.join("base.safetensors"), &built.release)?;
             write_file(&args.out.join("recovery.safetensors"), &built.recovery_adapter)?;
@@ -217,18 +217,35 @@ fn note(message: &str) {
     eprintln!("{message}");
 }
 
-fn progress_bar(steps: usize) -> ProgressBar {
-    let bar = ProgressBar::new(steps as u64);
-    if let Ok(style) = ProgressStyle::with_template("recovery [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})") {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar
+/// Recovery progress: a bar on a terminal; a plain line every 15 seconds (and at the end) when stderr is a log.
+struct Progress {
+    bar: ProgressBar,
+    last_line: Option<f64>,
 }
 
-fn tick(bar: &ProgressBar, p: &RecoveryProgress) {
-    bar.set_length(p.total_steps as u64);
-    bar.set_position(p.step as u64);
-    bar.set_message(format!("KL {:.4} lr {:.1e}", p.kl, p.learning_rate));
+impl Progress {
+    fn new(steps: usize) -> Progress {
+        let bar = ProgressBar::new(steps as u64);
+        if let Ok(style) = ProgressStyle::with_template("recovery [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})")
+        {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        Progress { bar, last_line: None }
+    }
+
+    fn tick(&mut self, p: &RecoveryProgress) {
+        self.bar.set_length(p.total_steps as u64);
+        self.bar.set_position(p.step as u64);
+        self.bar.set_message(format!("KL {:.4} lr {:.1e}", p.kl, p.learning_rate));
+        let due = self.last_line.is_none_or(|t| p.elapsed_seconds - t >= 15.0) || p.step == p.total_steps;
+        if self.bar.is_hidden() && due {
+            eprintln!(
+                "recovery step {}/{} KL {:.4} lr {:.2e} {:.0}s",
+                p.step, p.total_steps, p.kl, p.learning_rate, p.elapsed_seconds
+            );
+            self.last_line = Some(p.elapsed_seconds);
+        }
+    }
 }
 
 fn load_base(model: &Path, device: DeviceArg, threads: usize) -> anyhow::Result<BaseModel> {

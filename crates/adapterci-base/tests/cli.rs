@@ -118,6 +118,8 @@ fn step_by_step_commands_and_their_refusals() {
         with(vec!["recover"], &[&["--model", m, "--release", r, "--out", o, "--steps", "3"][..], &cache].concat());
     assert!(output.status.success(), "{}", text(&output));
     assert!(text(&output).contains("teacher text: 16 sequences from"), "{}", text(&output));
+    // stderr is not a terminal: progress comes as plain lines, the last one at the last step
+    assert!(text(&output).contains("recovery step 3/3 KL"), "{}", text(&output));
     assert!(out.join("recovery.safetensors").is_file());
     // with trained palettes, recover writes the retrained release too, and binds its adapter to it
     let out_c = dir.path().join("c");
