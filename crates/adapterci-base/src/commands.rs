@@ -69,7 +69,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             write_file(&path, &bytes)?;
             let release = BaseRelease::read(&bytes, &path)?;
             println!(
-                "{}: {:.4} bits per weight on the linear operations, {:.4} on the whole model, {} bytes, sha256 {}",
+                "{}: {:.4} bits per weight on the linear operations, {:.4} on the whole model, {} bytes, {}",
                 path.display(),
                 release.manifest.linear_bpw,
                 release.manifest.whole_model_bpw,

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Issue 3's targets measured on the product path: the `adapterci-base` commands a user runs, not the benchmark
+# harness. One palettized release (3.5 bpw, statistics on teacher text + the user corpus), then two recovery
+# adapters for it trained side by side (teacher-written text only; teacher text + the user corpus, half the
+# sequences each), each scored with `adapterci-base evaluate` on held-out natural text no step saw.
+#
+#   scripts/bench/base_release_path.sh [palettize|recover|all]      (default: all)
+#
+# The phases can run in separate processes (a device lent in calls of 10 minutes): `palettize` writes
+# $WORK/release/base.safetensors and the teacher-text cache, `recover` reads both. Settings come from the
+# environment (default in brackets):
+#   BIN           adapterci-base binary [target/release/adapterci-base, built with cargo when absent]
+#   MODEL         the source GGUF [.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf]
+#   WORK          releases, adapters, cache [target/bench/release-path];  OUT: logs and table.md [$WORK]
+#   CORPUS        the user corpus [public-domain prose, scripts/bench/data/]
+#   EVAL          held-out text [scripts/oracles/data/natural_english.txt]
+#   DEVICE        auto|cpu|cuda [auto];  THREADS per process [1]
+#   TEACHER_SEQS [256]  SEQ_LEN [128]  SENS_SEQS [2]  MINUTES per recovery [4]
+#   BATCH, LR     recovery steps [4 and 1e-3 on the CPU; 48 and 1.5e-3 on CUDA]
+# Results: $OUT/table.md, and each command's log beside it.
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$repo"
+phase=${1:-all}
+case $phase in palettize | recover | all) ;; *)
+  echo "usage: $0 [palettize|recover|all]" >&2
+  exit 2
+  ;;
+esac
+WORK=${WORK:-$repo/target/bench/release-path}
+OUT=${OUT:-$WORK}
+MODEL=${MODEL:-$repo/.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf}
+EVAL=${EVAL:-$repo/scripts/oracles/data/natural_english.txt}
+DEVICE=${DEVICE:-auto} THREADS=${THREADS:-1}
+TEACHER_SEQS=${TEACHER_SEQS:-256} SEQ_LEN=${SEQ_LEN:-128} SENS_SEQS=${SENS_SEQS:-2} MINUTES=${MINUTES:-4}
+cuda=false
+if [[ $DEVICE == cuda ]] || { [[ $DEVICE == auto ]] && command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; }; then
+  cuda=true
+fi
+if $cuda; then BATCH=${BATCH:-48} LR=${LR:-1.5e-3}; else BATCH=${BATCH:-4} LR=${LR:-1e-3}; fi
+mkdir -p "$WORK" "$OUT"
+if [[ -z ${CORPUS:-} ]]; then
+  CORPUS=$WORK/user_corpus.txt
+  zcat scripts/bench/data/public_domain_prose.txt.gz >"$CORPUS"
+fi
+if [[ -z ${BIN:-} ]]; then
+  BIN=$repo/target/release/adapterci-base
+  if [[ ! -x $BIN ]]; then
+    [[ -f $MODEL ]] || source scripts/bootstrap.sh >/dev/null
+    cargo build --quiet --release -p adapterci-base
+  fi
+fi
+export OMP_WAIT_POLICY=PASSIVE
+common=(--model "$MODEL" --device "$DEVICE" --threads "$THREADS" --teacher-seqs "$TEACHER_SEQS" --seq-len "$SEQ_LEN"
+  --teacher-cache "$WORK/teacher-cache")
+release=$WORK/release/base.safetensors
+
+if [[ $phase != recover ]]; then
+  echo "[$(date +%T)] palettize: $TEACHER_SEQS x $SEQ_LEN teacher tokens, statistics with the user corpus" >&2
+  "$BIN" palettize "${common[@]}" --sens-seqs "$SENS_SEQS" --corpus "$CORPUS" --out "$WORK/release" \
+    >"$OUT/palettize.log" 2>&1 || { tail -20 "$OUT/palettize.log" >&2; exit 1; }
+  tail -1 "$OUT/palettize.log" >&2
+  "$BIN" evaluate --model "$MODEL" --release "$release" --text "$EVAL" --device "$DEVICE" --threads "$THREADS" \
+    | tee "$OUT/evaluate-release.txt" >&2
+fi
+
+if [[ $phase != palettize ]]; then
+  [[ -f $release ]] || { echo "no release at $release: run the palettize phase first" >&2; exit 1; }
+  recovery=(--steps 100000 --minutes "$MINUTES" --batch "$BATCH" --learning-rate "$LR")
+  echo "[$(date +%T)] recover: two adapters side by side, $MINUTES min each, batch $BATCH x $SEQ_LEN, lr $LR" >&2
+  "$BIN" recover "${common[@]}" --release "$release" --out "$WORK/teacher" "${recovery[@]}" \
+    >"$OUT/recover-teacher.log" 2>&1 &
+  teacher=$!
+  "$BIN" recover "${common[@]}" --release "$release" --out "$WORK/corpus" "${recovery[@]}" --corpus "$CORPUS" \
+    --corpus-share 0.5 >"$OUT/recover-corpus.log" 2>&1 &
+  corpus=$!
+  status=0
+  wait $teacher || status=$?
+  wait $corpus || status=$?
+  if [[ $status != 0 ]]; then
+    tail -5 "$OUT/recover-teacher.log" "$OUT/recover-corpus.log" >&2
+    exit 1
+  fi
+  for which in teacher corpus; do
+    tail -1 "$OUT/recover-$which.log" >&2
+    "$BIN" evaluate --model "$MODEL" --release "$release" --recovery "$WORK/$which/recovery.safetensors" \
+      --text "$EVAL" --device "$DEVICE" --threads "$THREADS" >"$OUT/evaluate-$which.txt"
+  done
+  python3 - "$OUT" "$WORK" <<'PY'
+import json, pathlib, re, sys
+out, work = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+def rows(path):
+    got, bpw = {}, None
+    for line in path.read_text().splitlines():
+        parts = re.split(r"\s{2,}", line.strip())
+        if len(parts) == 5 and parts[0] != "model":
+            got[parts[0]] = [float(x) for x in parts[1:]]
+        m = re.search(r"linear ([\d.]+) bpw, whole model ([\d.]+) bpw", line)
+        if m:
+            bpw = (float(m.group(1)), float(m.group(2)))
+    return got, bpw
+lines = ["| model | linear bpw | whole-model bpw | perplexity | vs uncompressed | mean CE | top-1 agreement | recovery fraction | steps |",
+         "|---|---|---|---|---|---|---|---|---|"]
+for i, (which, label) in enumerate([("teacher", "teacher text only"), ("corpus", "teacher text + user corpus")]):
+    got, (lbpw, wbpw) = rows(out / f"evaluate-{which}.txt")
+    unc, pal, rec = got["uncompressed"], got["palettized"], got["palettized + recovery adapter"]
+    report = json.loads((work / which / "recovery.json").read_text())
+    fraction = (pal[1] - rec[1]) / (pal[1] - unc[1])
+    fmt = lambda name, b1, b2, r, frac="", steps="": lines.append(
+        f"| {name} | {b1} | {b2} | {r[0]:.2f} | {100 * (r[0] / unc[0] - 1):+.1f}% | {r[1]:.4f} | {r[2]:.3f} | {frac} | {steps} |")
+    if i == 0:
+        fmt("uncompressed", 32, 32, unc)
+        fmt("palettized release", f"{lbpw:.4f}", f"{wbpw:.4f}", pal)
+    fmt(f"+ recovery adapter ({label})", f"{lbpw:.4f}", f"{wbpw:.4f}", rec, f"{fraction:.3f}",
+        f"{report['steps']} in {report['seconds']:.0f} s on {report['device']}")
+(out / "table.md").write_text("\n".join(lines) + "\n")
+print("\n".join(lines))
+PY
+fi
