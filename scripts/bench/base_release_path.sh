@@ -17,6 +17,9 @@
 #   DEVICE        auto|cpu|cuda [auto];  THREADS per process [1]
 #   TEACHER_SEQS [256]  SEQ_LEN [128]  SENS_SEQS [2]  MINUTES per recovery [4]
 #   BATCH, LR     recovery steps [4 and 1e-3 on the CPU; 48 and 1.5e-3 on CUDA]
+#   PALETTE_LR    when set, a third adapter beside them: teacher text + user corpus with the palettes' tables
+#                 and row scales trained at this rate (its retrained release is scored with it)
+#   TF32          1: recovery matmuls on CUDA in TF32 (TORCH_ALLOW_TF32_CUBLAS_OVERRIDE; evaluation stays f32) [1]
 # Results: $OUT/table.md, and each command's log beside it.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -67,23 +70,32 @@ fi
 if [[ $phase != palettize ]]; then
   [[ -f $release ]] || { echo "no release at $release: run the palettize phase first" >&2; exit 1; }
   recovery=(--steps 100000 --minutes "$MINUTES" --batch "$BATCH" --learning-rate "$LR")
-  echo "[$(date +%T)] recover: two adapters side by side, $MINUTES min each, batch $BATCH x $SEQ_LEN, lr $LR" >&2
-  "$BIN" recover "${common[@]}" --release "$release" --out "$WORK/teacher" "${recovery[@]}" \
-    >"$OUT/recover-teacher.log" 2>&1 &
-  teacher=$!
-  "$BIN" recover "${common[@]}" --release "$release" --out "$WORK/corpus" "${recovery[@]}" --corpus "$CORPUS" \
-    --corpus-share 0.5 >"$OUT/recover-corpus.log" 2>&1 &
-  corpus=$!
+  variants=(teacher corpus)
+  [[ -n ${PALETTE_LR:-} ]] && variants+=(palettes)
+  tf32=0
+  $cuda && [[ ${TF32:-1} == 1 ]] && tf32=1
+  echo "[$(date +%T)] recover: ${variants[*]} side by side, $MINUTES min each, batch $BATCH x $SEQ_LEN, lr $LR, tf32 $tf32" >&2
+  pids=()
+  for which in "${variants[@]}"; do
+    extra=()
+    [[ $which != teacher ]] && extra=(--corpus "$CORPUS" --corpus-share 0.5)
+    [[ $which == palettes ]] && extra+=(--palette-learning-rate "$PALETTE_LR")
+    TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=$tf32 "$BIN" recover "${common[@]}" --release "$release" --out "$WORK/$which" \
+      "${recovery[@]}" "${extra[@]}" >"$OUT/recover-$which.log" 2>&1 &
+    pids+=($!)
+  done
   status=0
-  wait $teacher || status=$?
-  wait $corpus || status=$?
+  for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
   if [[ $status != 0 ]]; then
-    tail -5 "$OUT/recover-teacher.log" "$OUT/recover-corpus.log" >&2
+    for which in "${variants[@]}"; do tail -5 "$OUT/recover-$which.log" >&2; done
     exit 1
   fi
-  for which in teacher corpus; do
+  for which in "${variants[@]}"; do
     tail -1 "$OUT/recover-$which.log" >&2
-    "$BIN" evaluate --model "$MODEL" --release "$release" --recovery "$WORK/$which/recovery.safetensors" \
+    scored=$release
+    # trained palettes make a new release, and the adapter is bound to it
+    [[ $which == palettes ]] && scored=$WORK/palettes/base.safetensors
+    "$BIN" evaluate --model "$MODEL" --release "$scored" --recovery "$WORK/$which/recovery.safetensors" \
       --text "$EVAL" --device "$DEVICE" --threads "$THREADS" >"$OUT/evaluate-$which.txt"
   done
   python3 - "$OUT" "$WORK" <<'PY'
@@ -101,16 +113,22 @@ def rows(path):
     return got, bpw
 lines = ["| model | linear bpw | whole-model bpw | perplexity | vs uncompressed | mean CE | top-1 agreement | recovery fraction | steps |",
          "|---|---|---|---|---|---|---|---|---|"]
-for i, (which, label) in enumerate([("teacher", "teacher text only"), ("corpus", "teacher text + user corpus")]):
+variants = [("teacher", "teacher text only"), ("corpus", "teacher text + user corpus"),
+            ("palettes", "teacher text + user corpus, palettes trained")]
+for i, (which, label) in enumerate(v for v in variants if (out / f"evaluate-{v[0]}.txt").exists()):
     got, (lbpw, wbpw) = rows(out / f"evaluate-{which}.txt")
     unc, pal, rec = got["uncompressed"], got["palettized"], got["palettized + recovery adapter"]
     report = json.loads((work / which / "recovery.json").read_text())
-    fraction = (pal[1] - rec[1]) / (pal[1] - unc[1])
+    if i == 0:
+        start = pal  # the release as palettized: every fraction is measured from it
+    fraction = (start[1] - rec[1]) / (start[1] - unc[1])
     fmt = lambda name, b1, b2, r, frac="", steps="": lines.append(
         f"| {name} | {b1} | {b2} | {r[0]:.2f} | {100 * (r[0] / unc[0] - 1):+.1f}% | {r[1]:.4f} | {r[2]:.3f} | {frac} | {steps} |")
     if i == 0:
         fmt("uncompressed", 32, 32, unc)
         fmt("palettized release", f"{lbpw:.4f}", f"{wbpw:.4f}", pal)
+    if which == "palettes":
+        fmt("its retrained release alone", f"{lbpw:.4f}", f"{wbpw:.4f}", pal)
     fmt(f"+ recovery adapter ({label})", f"{lbpw:.4f}", f"{wbpw:.4f}", rec, f"{fraction:.3f}",
         f"{report['steps']} in {report['seconds']:.0f} s on {report['device']}")
 (out / "table.md").write_text("\n".join(lines) + "\n")
