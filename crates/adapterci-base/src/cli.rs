@@ -56,6 +56,11 @@ pub struct CommonArgs {
     /// Rounds of least-squares refitting of the tables and row scales after GPTQ (0: none)
     #[arg(long, default_value_t = adapterci_engine::allocate::Method::default().refit_rounds)]
     pub refit_rounds: usize,
+    /// Rounds of palettizing jointly with the recovery adapter's calibrated start (LoftQ's alternation under
+    /// the statistics): the release alone moves further from the source, the release with its adapter's start
+    /// closer (0: off)
+    #[arg(long, default_value_t = 0)]
+    pub low_rank_rounds: usize,
     /// Take each operation's input statistics layer by layer on the partly palettized model instead of all at
     /// once on the uncompressed one (slower; measured no better on SmolLM2-135M)
     #[arg(long)]

@@ -272,6 +272,7 @@ fn options(common: &CommonArgs, recovery: Option<&RecoveryArgs>, base: &BaseMode
         compensate: !common.naive,
         refit_rounds: if common.naive { 0 } else { common.refit_rounds },
         sequential: !common.naive && common.sequential,
+        low_rank_rounds: if common.naive { 0 } else { common.low_rank_rounds },
     };
     let defaults = BuildOptions::default().recovery;
     let user_corpus_share = recovery.and_then(|r| r.corpus_share);

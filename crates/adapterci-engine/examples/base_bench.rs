@@ -221,7 +221,7 @@ fn main() -> anyhow::Result<()> {
     };
     // one-shot, unrefitted palettizations at 2 and 4 bits: the sensitivities (and the arbitrary and uniform rows
     // when the method is the same)
-    let one_shot = Method { refit_rounds: 0, sequential: false, ..method };
+    let one_shot = Method { refit_rounds: 0, sequential: false, low_rank_rounds: 0, ..method };
     let palettes = Palettes::make(teacher, &hessians, &ops, one_shot, &[2, 4])?;
     let t0 = Instant::now();
     let sens_count: usize = args.num("sens-seqs", if teacher.device() == Device::Cpu { 2 } else { 16 })?;

@@ -91,6 +91,19 @@ pub struct Method {
     /// palettized ([`palettize_sequential`]) instead of all at once on the uncompressed model.
     #[serde(default)]
     pub sequential: bool,
+    /// Rounds of palettizing jointly with the recovery adapter's calibrated start (LoftQ's alternation under the
+    /// statistics): the palettization of `W − L`, with `L` the best rank-[`JOINT_RANK`] correction of the
+    /// previous round's error, keeping the round with the least error left after its correction. The release
+    /// alone is then further from `W`, and closer together with its recovery adapter's start. 0: off.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub low_rank_rounds: usize,
+}
+
+/// The rank the joint palettization corrects with: the recovery adapter's ([`crate::recover::RecoverySpec`]).
+pub const JOINT_RANK: usize = 16;
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Default for Method {
@@ -107,6 +120,7 @@ impl Default for Method {
             compensate: true,
             refit_rounds: 3,
             sequential: false,
+            low_rank_rounds: 0,
         }
     }
 }
@@ -133,6 +147,9 @@ impl Method {
         }
         if self.sequential {
             parts.push("sequential statistics".into());
+        }
+        if self.low_rank_rounds > 0 {
+            parts.push(format!("{} rounds jointly with a rank-{JOINT_RANK} correction", self.low_rank_rounds));
         }
         parts.join(", ")
     }
@@ -163,7 +180,52 @@ pub fn palettize_op_with(
         compensate: method.compensate,
         refit_rounds: method.refit_rounds,
     };
-    palettize(llama.linear_weight(op.layer, op.target), method.spec(bits), calibration)
+    let weight = llama.linear_weight(op.layer, op.target);
+    let first = palettize(weight, method.spec(bits), calibration)?;
+    match hessian.filter(|_| method.low_rank_rounds > 0) {
+        Some(h) => jointly_with_low_rank(weight, h, first, method.low_rank_rounds, &mut |target| {
+            palettize(target, method.spec(bits), calibration)
+        }),
+        None => Ok(first),
+    }
+}
+
+/// LoftQ's alternation under the statistics `h`: from `first` (the palettization of `weight`), `rounds` times
+/// palettize `weight − L` with `L` the best rank-[`JOINT_RANK`] correction of the last round's error; returns
+/// the round whose error after its correction, `tr((W − Ŵ − L) H (W − Ŵ − L)ᵀ)`, is least.
+fn jointly_with_low_rank(
+    weight: &Tensor,
+    h: &Tensor,
+    first: PalettizedTensor,
+    rounds: usize,
+    palettize: &mut dyn FnMut(&Tensor) -> Result<PalettizedTensor, EngineError>,
+) -> Result<PalettizedTensor, EngineError> {
+    tch::no_grad(|| {
+        let device = weight.device();
+        let w = weight.to_kind(Kind::Float);
+        let h = h.to_kind(Kind::Float).to_device(device);
+        let (s, s_inv) = crate::recover::damped_square_root(&h)?;
+        let corrected = |p: &PalettizedTensor| -> Result<(f64, Tensor), EngineError> {
+            let error = &w - p.dequantize(device);
+            let correction = crate::recover::best_low_rank(&error, &s, &s_inv, JOINT_RANK)?;
+            let left = error - &correction;
+            Ok(((left.matmul(&h) * &left).sum(Kind::Float).double_value(&[]), correction))
+        };
+        let (mut best_error, mut correction) = corrected(&first)?;
+        let mut best = first;
+        for _ in 0..rounds {
+            let candidate = palettize(&(&w - &correction))?;
+            let (error, next) = corrected(&candidate)?;
+            if !error.is_finite() {
+                break;
+            }
+            if error < best_error {
+                (best, best_error) = (candidate, error);
+            }
+            correction = next;
+        }
+        Ok(best)
+    })
 }
 
 /// Average bits per weight over `ops` with `bits[i]` each (tables and scales counted).
@@ -187,7 +249,7 @@ pub fn measure_sensitivities(
     batch: usize,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<f64>, EngineError> {
-    let method = Method { refit_rounds: 0, sequential: false, ..method };
+    let method = Method { refit_rounds: 0, sequential: false, low_rank_rounds: 0, ..method };
     let two_bit = ops
         .iter()
         .map(|op| Ok(palettize_op(teacher, Some(hessians), op, 2, method)?.dequantize(teacher.device())))

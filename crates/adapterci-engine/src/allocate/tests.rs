@@ -164,3 +164,49 @@ fn sequential_palettization_refuses_mismatched_inputs() {
     let err = palettize_sequential(&tiny.llama, &ops, &bits, method, &[], 2, &mut |_, _| {}).unwrap_err();
     assert!(err.to_string().contains("calibration"), "{err}");
 }
+
+#[test]
+fn palettizing_jointly_with_the_low_rank_start_leaves_less_error_after_the_correction() {
+    let tiny = crate::llama::tests::tiny_model(23);
+    let teacher = &tiny.llama;
+    let ops = linear_ops(teacher.config());
+    let hessians = crate::calibrate::collect_hessians(teacher, &token_rows(48, 32, 7), 4).unwrap();
+    let method = Method { group_rows: 4, group_rows_2bit: 4, ..Method::default() };
+    let joint = Method { low_rank_rounds: 2, ..method };
+    let mut improved = 0;
+    let checked = 14;
+    for (i, op) in ops.iter().enumerate().take(checked) {
+        let bits = if i % 2 == 0 { 2 } else { 4 };
+        let plain = palettize_op(teacher, Some(&hessians), op, bits, method).unwrap();
+        let together = palettize_op(teacher, Some(&hessians), op, bits, joint).unwrap();
+        together.validate().unwrap();
+        assert_eq!((together.rows, together.cols, together.spec), (plain.rows, plain.cols, plain.spec));
+        // the error left after each one's best rank-16 correction under the statistics
+        let w = teacher.linear_weight(op.layer, op.target).to_kind(Kind::Float);
+        let h = hessians.get(op.layer, op.target).unwrap().to_kind(Kind::Float);
+        let (s, s_inv) = crate::recover::damped_square_root(&h).unwrap();
+        let left = |p: &PalettizedTensor| {
+            let error = &w - p.dequantize(tch::Device::Cpu);
+            let left = &error - crate::recover::best_low_rank(&error, &s, &s_inv, JOINT_RANK).unwrap();
+            (left.matmul(&h) * &left).sum(Kind::Float).double_value(&[])
+        };
+        let (plain_left, together_left) = (left(&plain), left(&together));
+        assert!(together_left <= plain_left * (1.0 + 1e-6), "{}: {together_left} vs {plain_left}", op.name());
+        if together_left < 0.99 * plain_left {
+            improved += 1;
+        }
+    }
+    assert!(improved * 2 >= checked, "only {improved} of {checked} operations improved");
+    // without statistics there is nothing to correct under: the option changes nothing
+    let (a, b) = (
+        palettize_op(teacher, None, &ops[0], 2, joint).unwrap(),
+        palettize_op(teacher, None, &ops[0], 2, method).unwrap(),
+    );
+    assert_eq!((a.lut, a.indices, a.scales), (b.lut, b.indices, b.scales));
+    assert!(joint.label().contains("2 rounds jointly with a rank-16 correction"), "{}", joint.label());
+    // releases made without it record the method as before (the field is left out)
+    let recorded = serde_json::to_value(method).unwrap();
+    assert!(recorded.get("low_rank_rounds").is_none(), "{recorded}");
+    let read: Method = serde_json::from_value(recorded).unwrap();
+    assert_eq!(read, method);
+}

@@ -64,13 +64,27 @@ pub fn calibrated_init(
 }
 
 /// `(S, S⁻¹)` with `S = H^{1/2}`, eigenvalues floored at [`DAMPING`] of their mean.
-fn damped_square_root(h: &Tensor) -> Result<(Tensor, Tensor), EngineError> {
+pub(crate) fn damped_square_root(h: &Tensor) -> Result<(Tensor, Tensor), EngineError> {
     let (values, vectors) = h.f_linalg_eigh("L")?;
     let floor = (values.mean(Kind::Float) * DAMPING).clamp_min(1e-12);
     let root = values.maximum(&floor).sqrt();
     let s = (&vectors * root.unsqueeze(0)).matmul(&vectors.tr());
     let s_inv = (&vectors * root.reciprocal().unsqueeze(0)).matmul(&vectors.tr());
     Ok((s, s_inv))
+}
+
+/// The rank-`rank` minimizer of `‖(error − C) S‖` as its terms: `(U [out, r], σ [r], W [r, in])` with
+/// `C = U diag(σ) W` (`W = Vᵀ S⁻¹`, from the SVD `U Σ Vᵀ` of `error · S`).
+fn top_terms(error: &Tensor, s: &Tensor, s_inv: &Tensor, rank: usize) -> Result<(Tensor, Tensor, Tensor), EngineError> {
+    let (u, sigma, v) = error.matmul(s).f_svd(true, true)?;
+    let r = (rank as i64).min(sigma.size()[0]);
+    Ok((u.narrow(1, 0, r), sigma.narrow(0, 0, r), v.tr().narrow(0, 0, r).matmul(s_inv)))
+}
+
+/// The best rank-`rank` correction `C` of `error` under the statistics: `min ‖(error − C) S‖` (`[out, in]`).
+pub(crate) fn best_low_rank(error: &Tensor, s: &Tensor, s_inv: &Tensor, rank: usize) -> Result<Tensor, EngineError> {
+    let (u, sigma, w) = top_terms(error, s, s_inv, rank)?;
+    Ok((u * sigma.unsqueeze(0)).matmul(&w))
 }
 
 /// `(A [r, in], B [out, r])` with `scale·B·A` the rank-`rank` minimizer of `‖(error − scale·B·A) S‖`.
@@ -81,14 +95,11 @@ fn low_rank_correction(
     rank: usize,
     scale: f64,
 ) -> Result<(Tensor, Tensor), EngineError> {
-    let (u, sigma, v) = error.matmul(s).f_svd(true, true)?;
-    let vh = v.tr();
-    let r = (rank as i64).min(sigma.size()[0]);
-    let w = vh.narrow(0, 0, r).matmul(s_inv);
+    let (u, sigma, w) = top_terms(error, s, s_inv, rank)?;
     let norms = w.norm_scalaropt_dim(2, [1].as_slice(), true).clamp_min(1e-30);
-    let size = (sigma.narrow(0, 0, r).unsqueeze(1) * &norms / scale).sqrt();
+    let size = (sigma.unsqueeze(1) * &norms / scale).sqrt();
     let a = &w / &norms * &size;
-    let b = u.narrow(1, 0, r) * size.squeeze_dim(1).unsqueeze(0);
+    let b = u * size.squeeze_dim(1).unsqueeze(0);
     let finite = a.isfinite().all().int64_value(&[]) == 1 && b.isfinite().all().int64_value(&[]) == 1;
     if !finite {
         return Err(EngineError::Training("calibrated recovery init: the correction is not finite".into()));

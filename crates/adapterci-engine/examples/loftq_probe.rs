@@ -1,0 +1,64 @@
+//! Probe: does alternating the palettization with the rank-16 correction (LoftQ's alternation, under the
+//! calibration statistics as the calibrated start does) lower the joint output error `‖(W − Q − L) X‖`?
+//! Q_0 = palettize(W); L_t = best rank-16 correction of W − Q_t under H; Q_{t+1} = palettize(W − L_t).
+//!
+//! `cargo run --release -p adapterci-engine --example loftq_probe`
+use adapterci_engine::allocate::{Method, linear_ops};
+use adapterci_engine::calibrate::{TeacherTextSpec, collect_hessians, prompt_ids, teacher_text};
+use adapterci_engine::device::DeviceChoice;
+use adapterci_engine::model::BaseModel;
+use adapterci_engine::palettize::{Calibration, palettize};
+use tch::{Kind, Tensor};
+
+fn error(e: &Tensor, h: &Tensor) -> f64 {
+    (e.matmul(h) * e).sum(Kind::Float).double_value(&[])
+}
+
+fn main() -> anyhow::Result<()> {
+    adapterci_engine::device::set_threads(2);
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let path = format!("{root}/.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let base = BaseModel::load(std::path::Path::new(&path), DeviceChoice::Cpu)?;
+    let t = base.llama();
+    let prompts = prompt_ids(base.tokenizer(), None)?;
+    let spec = TeacherTextSpec { sequences: 32, seq_len: 128, batch: 16, temperature: 1.0, seed: 1 };
+    let seqs = teacher_text(t, &prompts, &spec, &mut |_, _| {})?;
+    let hs = collect_hessians(t, &seqs, 4)?;
+    let ops = linear_ops(t.config());
+    let method = Method::default();
+    let rounds: usize = std::env::var("ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(2);
+    for &i in &[3usize, 7 * 10 + 1, 7 * 15, 7 * 20 + 2, 7 * 29 + 2] {
+        let op = ops[i];
+        let w = t.linear_weight(op.layer, op.target).to_kind(Kind::Float);
+        let h = hs.get(op.layer, op.target).unwrap().to_kind(Kind::Float);
+        let (values, vectors) = h.linalg_eigh("L");
+        let floor = (values.mean(Kind::Float) * 0.01).clamp_min(1e-12);
+        let root = values.maximum(&floor).sqrt();
+        let s = (&vectors * root.unsqueeze(0)).matmul(&vectors.tr());
+        let s_inv = (&vectors * root.reciprocal().unsqueeze(0)).matmul(&vectors.tr());
+        let low_rank = |e: &Tensor| {
+            let (u, sigma, v) = e.matmul(&s).svd(true, true);
+            (u.narrow(1, 0, 16) * sigma.narrow(0, 0, 16).unsqueeze(0)).matmul(&v.tr().narrow(0, 0, 16)).matmul(&s_inv)
+        };
+        let total = error(&w, &h);
+        for bits in [2u8, 4] {
+            let calibration =
+                Calibration { hessian: Some(&h), weighted: true, compensate: true, refit_rounds: method.refit_rounds };
+            let mut q = palettize(&w, method.spec(bits), calibration)?.dequantize(w.device());
+            let mut line = format!("{:<22} {bits} bits:", op.name());
+            for round in 0..=rounds {
+                let l = low_rank(&(&w - &q));
+                line += &format!(
+                    "  t{round} quant {:.5} joint {:.5}",
+                    error(&(&w - &q), &h) / total,
+                    error(&(&w - &q - &l), &h) / total
+                );
+                if round < rounds {
+                    q = palettize(&(&w - &l), method.spec(bits), calibration)?.dequantize(w.device());
+                }
+            }
+            println!("{line}");
+        }
+    }
+    Ok(())
+}
