@@ -11,19 +11,17 @@
 //! cargo run --release -p adapterci-engine --example recovery_ablation -- --release R/base.safetensors \
 //!     [--variants frozen,palettes:1e-3,calibrated,calibrated+palettes:1e-3] [--steps 60] [--minutes M] \
 //!     [--model M.gguf] [--user-corpus F] [--teacher-seqs 256] [--batch 4] [--lr 1e-3] [--device cpu|cuda] \
-//!     [--threads 2] [--eval-text F]
+//!     [--threads 2] [--eval-text F] [--teacher-cache DIR]
 //! ```
 use std::path::Path;
 use std::time::Instant;
 
-use adapterci_engine::calibrate::{
-    Agreement, TeacherTextSpec, chunk_tokens, collect_hessians, compare, prompt_ids, teacher_text,
-};
+use adapterci_engine::calibrate::{Agreement, TeacherTextSpec, chunk_tokens, collect_hessians, compare};
 use adapterci_engine::device::DeviceChoice;
 use adapterci_engine::model::BaseModel;
 use adapterci_engine::recover::{RecoverySpec, calibrated_init, recover_palettized, recovery_config};
 use adapterci_engine::release::BaseRelease;
-use adapterci_engine::release_build::calibration_sequences;
+use adapterci_engine::release_build::{cached_teacher_text, calibration_sequences};
 use anyhow::{Context, bail};
 use tch::Device;
 
@@ -61,7 +59,8 @@ fn main() -> anyhow::Result<()> {
         temperature: 1.0,
         seed: 11,
     };
-    let sequences = teacher_text(teacher, &prompt_ids(base.tokenizer(), None)?, &spec, &mut |_, _| {})?;
+    let cache = args.values.get("teacher-cache").map(Path::new);
+    let sequences = cached_teacher_text(&base, &spec, cache, &mut |note| log(note))?;
     log(&format!("teacher text: {} sequences in {:.0}s", sequences.len(), t0.elapsed().as_secs_f64()));
     let corpus = match args.values.get("user-corpus") {
         Some(path) => Some(std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?),
