@@ -19,6 +19,7 @@
 #   BATCH, LR     recovery steps [4 and 1e-3 on the CPU; 48 and 1.5e-3 on CUDA]
 #   PALETTE_LR    when set, a third adapter beside them: teacher text + user corpus with the palettes' tables
 #                 and row scales trained at this rate (its retrained release is scored with it)
+#   PALETTIZE_ARGS  extra `adapterci-base palettize` flags, e.g. "--low-rank-rounds 1" []
 #   TF32          1: recovery matmuls on CUDA in TF32 (TORCH_ALLOW_TF32_CUBLAS_OVERRIDE; evaluation stays f32) [1]
 # Results: $OUT/table.md, and each command's log beside it.
 set -euo pipefail
@@ -60,7 +61,8 @@ release=$WORK/release/base.safetensors
 
 if [[ $phase != recover ]]; then
   echo "[$(date +%T)] palettize: $TEACHER_SEQS x $SEQ_LEN teacher tokens, statistics with the user corpus" >&2
-  "$BIN" palettize "${common[@]}" --sens-seqs "$SENS_SEQS" --corpus "$CORPUS" --out "$WORK/release" \
+  # shellcheck disable=SC2086 # PALETTIZE_ARGS is a list of flags
+  "$BIN" palettize "${common[@]}" --sens-seqs "$SENS_SEQS" --corpus "$CORPUS" --out "$WORK/release" ${PALETTIZE_ARGS:-} \
     >"$OUT/palettize.log" 2>&1 || { tail -20 "$OUT/palettize.log" >&2; exit 1; }
   tail -1 "$OUT/palettize.log" >&2
   "$BIN" evaluate --model "$MODEL" --release "$release" --text "$EVAL" --device "$DEVICE" --threads "$THREADS" \
