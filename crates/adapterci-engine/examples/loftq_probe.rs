@@ -8,6 +8,7 @@ use adapterci_engine::calibrate::{TeacherTextSpec, collect_hessians, prompt_ids,
 use adapterci_engine::device::DeviceChoice;
 use adapterci_engine::model::BaseModel;
 use adapterci_engine::palettize::{Calibration, palettize};
+use anyhow::Context;
 use tch::{Kind, Tensor};
 
 fn error(e: &Tensor, h: &Tensor) -> f64 {
@@ -30,7 +31,7 @@ fn main() -> anyhow::Result<()> {
     for &i in &[3usize, 7 * 10 + 1, 7 * 15, 7 * 20 + 2, 7 * 29 + 2] {
         let op = ops[i];
         let w = t.linear_weight(op.layer, op.target).to_kind(Kind::Float);
-        let h = hs.get(op.layer, op.target).unwrap().to_kind(Kind::Float);
+        let h = hs.get(op.layer, op.target).context("no statistics")?.to_kind(Kind::Float);
         let (values, vectors) = h.linalg_eigh("L");
         let floor = (values.mean(Kind::Float) * 0.01).clamp_min(1e-12);
         let root = values.maximum(&floor).sqrt();
