@@ -11,7 +11,7 @@ use adapterci_engine::allocate::{BitAnalysis, Method, linear_ops};
 use adapterci_engine::calibrate::{TeacherTextSpec, chunk_tokens, compare};
 use adapterci_engine::device::{DeviceChoice, set_threads};
 use adapterci_engine::model::BaseModel;
-use adapterci_engine::recover::{RecoveryProgress, RecoverySpec, recover_palettized};
+use adapterci_engine::recover::{RecoveryProgress, RecoveryReport, RecoverySpec, recover_palettized};
 use adapterci_engine::release::{BaseRelease, bind_recovery_adapter, check_recovery_adapter};
 use adapterci_engine::release_build::{
     BuildOptions, analyze, build_release, calibrate, palettize_model, recovery_text, release_file,
@@ -134,6 +134,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 report.kl_curve.first().map_or(f64::NAN, |p| p.1),
                 report.kl_curve.last().map_or(f64::NAN, |p| p.1)
             );
+            warn_if_budget_ran_short(&report);
             Ok(())
         }
         Command::Evaluate(args) => {
@@ -189,6 +190,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 progress.tick(p)
             })?;
             progress.bar.finish();
+            warn_if_budget_ran_short(&built.report.recovery);
             std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
             write_file(&args.out.join("base.safetensors"), &built.release)?;
             write_file(&args.out.join("recovery.safetensors"), &built.recovery_adapter)?;
@@ -247,6 +249,20 @@ impl Progress {
         }
     }
 }
+
+/// A time budget that the calibrated start and the first steps used up leaves an adapter barely trained: say so.
+fn warn_if_budget_ran_short(report: &RecoveryReport) {
+    if report.stopped_by_time && report.steps < MIN_USEFUL_STEPS {
+        eprintln!(
+            "warning: the time budget ended after {} recovery step(s) ({:.0} s, the calibrated start included); \
+             give --minutes more time, or a --steps budget",
+            report.steps, report.seconds
+        );
+    }
+}
+
+/// Fewer recovery steps than this under a time budget get a warning.
+const MIN_USEFUL_STEPS: usize = 10;
 
 fn load_base(model: &Path, device: DeviceArg, threads: usize) -> anyhow::Result<BaseModel> {
     if !model.is_file() {

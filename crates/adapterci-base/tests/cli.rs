@@ -120,6 +120,17 @@ fn step_by_step_commands_and_their_refusals() {
     assert!(text(&output).contains("teacher text: 16 sequences from"), "{}", text(&output));
     // stderr is not a terminal: progress comes as plain lines, the last one at the last step
     assert!(text(&output).contains("recovery step 3/3 KL"), "{}", text(&output));
+    assert!(!text(&output).contains("warning: the time budget"), "{}", text(&output));
+    // a time budget spent before training got going is reported, and still writes the adapter
+    let short = dir.path().join("short");
+    let s = short.to_str().unwrap();
+    let output = with(
+        vec!["recover"],
+        &[&["--model", m, "--release", r, "--out", s, "--minutes", "0.00001"][..], &cache].concat(),
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(text(&output).contains("warning: the time budget ended after 1 recovery step(s)"), "{}", text(&output));
+    assert!(short.join("recovery.safetensors").is_file());
     assert!(out.join("recovery.safetensors").is_file());
     // with trained palettes, recover writes the retrained release too, and binds its adapter to it
     let out_c = dir.path().join("c");
