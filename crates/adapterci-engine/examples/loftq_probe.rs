@@ -4,27 +4,20 @@
 //!
 //! `cargo run --release -p adapterci-engine --example loftq_probe`
 use adapterci_engine::allocate::{Method, linear_ops};
-use adapterci_engine::calibrate::{TeacherTextSpec, collect_hessians, prompt_ids, teacher_text};
-use adapterci_engine::device::DeviceChoice;
-use adapterci_engine::model::BaseModel;
 use adapterci_engine::palettize::{Calibration, palettize};
 use anyhow::Context;
 use tch::{Kind, Tensor};
+
+#[path = "support/probe.rs"]
+mod probe;
 
 fn error(e: &Tensor, h: &Tensor) -> f64 {
     (e.matmul(h) * e).sum(Kind::Float).double_value(&[])
 }
 
 fn main() -> anyhow::Result<()> {
-    adapterci_engine::device::set_threads(2);
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
-    let path = format!("{root}/.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    let base = BaseModel::load(std::path::Path::new(&path), DeviceChoice::Cpu)?;
+    let (base, hs) = probe::model_and_statistics()?;
     let t = base.llama();
-    let prompts = prompt_ids(base.tokenizer(), None)?;
-    let spec = TeacherTextSpec { sequences: 32, seq_len: 128, batch: 16, temperature: 1.0, seed: 1 };
-    let seqs = teacher_text(t, &prompts, &spec, &mut |_, _| {})?;
-    let hs = collect_hessians(t, &seqs, 4)?;
     let ops = linear_ops(t.config());
     let method = Method::default();
     let rounds: usize = std::env::var("ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(2);

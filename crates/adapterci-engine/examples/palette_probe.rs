@@ -4,25 +4,16 @@
 //!
 //! `cargo run --release -p adapterci-engine --example palette_probe`
 use adapterci_engine::allocate::linear_ops;
-use adapterci_engine::calibrate::{TeacherTextSpec, chunk_tokens, collect_hessians, prompt_ids, teacher_text};
-use adapterci_engine::device::DeviceChoice;
-use adapterci_engine::model::BaseModel;
+use adapterci_engine::calibrate::{chunk_tokens, collect_hessians};
 use adapterci_engine::palettize::{Calibration, PaletteSpec, palettize, reconstruction_error};
 
+#[path = "support/probe.rs"]
+mod probe;
+
 fn main() -> anyhow::Result<()> {
-    adapterci_engine::device::set_threads(2);
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
-    let path = format!("{root}/.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    let base = BaseModel::load(std::path::Path::new(&path), DeviceChoice::Cpu)?;
+    let (base, h) = probe::model_and_statistics()?;
     let t = base.llama();
-    let prompts = prompt_ids(base.tokenizer(), None)?;
-    let seqs = teacher_text(
-        t,
-        &prompts,
-        &TeacherTextSpec { sequences: 32, seq_len: 128, batch: 16, temperature: 1.0, seed: 1 },
-        &mut |_, _| {},
-    )?;
-    let h = collect_hessians(t, &seqs, 4)?;
+    let root = probe::ROOT;
     let held_text = std::fs::read_to_string(format!("{root}/scripts/oracles/data/natural_english.txt"))?;
     let held = collect_hessians(t, &chunk_tokens(base.tokenizer(), &held_text, 256), 4)?;
     // `zcat scripts/bench/data/public_domain_prose.txt.gz > /tmp/prose.txt` (or PROSE=FILE)
