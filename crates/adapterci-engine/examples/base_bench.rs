@@ -222,7 +222,10 @@ fn main() -> anyhow::Result<()> {
     // one-shot, unrefitted palettizations at 2 and 4 bits: the sensitivities (and the arbitrary and uniform rows
     // when the method is the same)
     let one_shot = Method { refit_rounds: 0, sequential: false, low_rank_rounds: 0, ..method };
-    let palettes = Palettes::make(teacher, &hessians, &ops, one_shot, &[2, 4])?;
+    let only_sensitive = args.values.contains_key("only-sensitive");
+    // the sensitivities need every operation at 2 bits; the arbitrary and uniform rows at 4 too
+    let one_shot_bits: &[u8] = if only_sensitive { &[2] } else { &[2, 4] };
+    let palettes = Palettes::make(teacher, &hessians, &ops, one_shot, one_shot_bits)?;
     let t0 = Instant::now();
     let sens_count: usize = args.num("sens-seqs", if teacher.device() == Device::Cpu { 2 } else { 16 })?;
     let sens_seqs = &sequences[..sens_count.clamp(1, sequences.len())];
@@ -290,7 +293,6 @@ fn main() -> anyhow::Result<()> {
         },
         Variant { name: "ours uniform 4-bit".into(), bits: vec![4; ops.len()], method },
     ];
-    let only_sensitive = args.values.contains_key("only-sensitive");
     if only_sensitive {
         variants.truncate(1);
     }
@@ -328,6 +330,21 @@ fn main() -> anyhow::Result<()> {
             .0
         } else if v.method == one_shot {
             palettes.parts(&v.bits)?
+        } else if variants.len() == 1 {
+            // one variant (`--only-sensitive`): each operation at its own bits only, not every operation at both
+            let t0 = Instant::now();
+            let parts = ops
+                .iter()
+                .zip(&v.bits)
+                .map(|(op, &b)| Ok(palettize_op(teacher, Some(&hessians), op, b, v.method)?))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            log(&format!(
+                "palettized {} operations ({}) in {:.1}s",
+                ops.len(),
+                v.method.label(),
+                t0.elapsed().as_secs_f64()
+            ));
+            parts
         } else {
             let key = v.method.label();
             if !other_palettes.contains_key(&key) {
