@@ -11,7 +11,7 @@
 //! cargo run --release -p adapterci-engine --example recovery_ablation -- --release R/base.safetensors \
 //!     [--variants frozen,palettes:1e-3,calibrated,calibrated+palettes:1e-3] [--steps 60] [--minutes M] \
 //!     [--model M.gguf] [--user-corpus F] [--teacher-seqs 256] [--batch 4] [--lr 1e-3] [--device cpu|cuda] \
-//!     [--threads 2] [--eval-text F] [--teacher-cache DIR]
+//!     [--threads 2] [--eval-text F] [--teacher-cache DIR] [--seed N]
 //! ```
 use std::path::Path;
 use std::time::Instant;
@@ -110,6 +110,8 @@ fn main() -> anyhow::Result<()> {
             learning_rate: args.num("lr", 1e-3)?,
             palette_learning_rate,
             calibrated_init: calibrated,
+            // the order the sequences are drawn in (and a zero start's A)
+            seed: args.num("seed", RecoverySpec::default().seed)?,
             ..RecoverySpec::default()
         };
         if calibrated {
