@@ -3,8 +3,9 @@
 //! Q_0 = palettize(W); L_t = best rank-16 correction of W − Q_t under H; Q_{t+1} = palettize(W − L_t).
 //!
 //! `cargo run --release -p adapterci-engine --example loftq_probe`
-use adapterci_engine::allocate::{Method, linear_ops};
+use adapterci_engine::allocate::{JOINT_RANK, Method, linear_ops};
 use adapterci_engine::palettize::{Calibration, palettize};
+use adapterci_engine::recover::{best_low_rank, damped_square_root};
 use anyhow::Context;
 use tch::{Kind, Tensor};
 
@@ -25,15 +26,8 @@ fn main() -> anyhow::Result<()> {
         let op = ops[i];
         let w = t.linear_weight(op.layer, op.target).to_kind(Kind::Float);
         let h = hs.get(op.layer, op.target).context("no statistics")?.to_kind(Kind::Float);
-        let (values, vectors) = h.linalg_eigh("L");
-        let floor = (values.mean(Kind::Float) * 0.01).clamp_min(1e-12);
-        let root = values.maximum(&floor).sqrt();
-        let s = (&vectors * root.unsqueeze(0)).matmul(&vectors.tr());
-        let s_inv = (&vectors * root.reciprocal().unsqueeze(0)).matmul(&vectors.tr());
-        let low_rank = |e: &Tensor| {
-            let (u, sigma, v) = e.matmul(&s).svd(true, true);
-            (u.narrow(1, 0, 16) * sigma.narrow(0, 0, 16).unsqueeze(0)).matmul(&v.tr().narrow(0, 0, 16)).matmul(&s_inv)
-        };
+        let (s, s_inv) = damped_square_root(&h)?;
+        let low_rank = |e: &Tensor| best_low_rank(e, &s, &s_inv, JOINT_RANK);
         let total = error(&w, &h);
         for bits in [2u8, 4] {
             let calibration =
@@ -41,7 +35,7 @@ fn main() -> anyhow::Result<()> {
             let mut q = palettize(&w, method.spec(bits), calibration)?.dequantize(w.device());
             let mut line = format!("{:<22} {bits} bits:", op.name());
             for round in 0..=rounds {
-                let l = low_rank(&(&w - &q));
+                let l = low_rank(&(&w - &q))?;
                 line += &format!(
                     "  t{round} quant {:.5} joint {:.5}",
                     error(&(&w - &q), &h) / total,

@@ -21,7 +21,7 @@ use crate::train::{AdamW, learning_rate_at};
 
 mod init;
 pub use init::calibrated_init;
-pub(crate) use init::{best_low_rank, damped_square_root};
+pub use init::{best_low_rank, damped_square_root};
 
 /// How the recovery adapter is trained.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

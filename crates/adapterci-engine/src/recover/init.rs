@@ -64,7 +64,7 @@ pub fn calibrated_init(
 }
 
 /// `(S, S⁻¹)` with `S = H^{1/2}`, eigenvalues floored at [`DAMPING`] of their mean.
-pub(crate) fn damped_square_root(h: &Tensor) -> Result<(Tensor, Tensor), EngineError> {
+pub fn damped_square_root(h: &Tensor) -> Result<(Tensor, Tensor), EngineError> {
     let (values, vectors) = h.f_linalg_eigh("L")?;
     let floor = (values.mean(Kind::Float) * DAMPING).clamp_min(1e-12);
     let root = values.maximum(&floor).sqrt();
@@ -82,7 +82,7 @@ fn top_terms(error: &Tensor, s: &Tensor, s_inv: &Tensor, rank: usize) -> Result<
 }
 
 /// The best rank-`rank` correction `C` of `error` under the statistics: `min ‖(error − C) S‖` (`[out, in]`).
-pub(crate) fn best_low_rank(error: &Tensor, s: &Tensor, s_inv: &Tensor, rank: usize) -> Result<Tensor, EngineError> {
+pub fn best_low_rank(error: &Tensor, s: &Tensor, s_inv: &Tensor, rank: usize) -> Result<Tensor, EngineError> {
     let (u, sigma, w) = top_terms(error, s, s_inv, rank)?;
     Ok((u * sigma.unsqueeze(0)).matmul(&w))
 }
