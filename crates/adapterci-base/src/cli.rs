@@ -35,6 +35,15 @@ pub enum DeviceArg {
     Cuda,
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum SensitivityArg {
+    /// The KL divergence with the operation alone at 2 bits
+    TwoBit,
+    /// The same with the recovery adapter's calibrated start for that operation added: what the recovery is
+    /// left to train away
+    Corrected,
+}
+
 /// Options of the calibration and the palettization, shared by every command.
 #[derive(Debug, Args)]
 pub struct CommonArgs {
@@ -85,6 +94,9 @@ pub struct CommonArgs {
     /// Calibration sequences the sensitivities are measured on
     #[arg(long, default_value_t = 2)]
     pub sens_seqs: usize,
+    /// What an operation's sensitivity measures when the bits are allocated
+    #[arg(long, value_enum, default_value_t = SensitivityArg::TwoBit)]
+    pub sensitivity: SensitivityArg,
     /// Palettize the tied embedding too, to 4 or 8 bits
     #[arg(long, value_parser = clap::value_parser!(u8).range(4..=8))]
     pub embedding_bits: Option<u8>,

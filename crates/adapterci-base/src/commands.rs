@@ -7,7 +7,7 @@ use adapterci_core::manifest::Lineage;
 use adapterci_core::ports::{AdapterRegistry, PublishRequest};
 use adapterci_core::training::InitialAdapterRef;
 use adapterci_core::{AdapterName, Digest};
-use adapterci_engine::allocate::{BitAnalysis, Method, linear_ops};
+use adapterci_engine::allocate::{BitAnalysis, Method, Sensitivity, linear_ops};
 use adapterci_engine::calibrate::{TeacherTextSpec, chunk_tokens, compare};
 use adapterci_engine::device::{DeviceChoice, set_threads};
 use adapterci_engine::model::BaseModel;
@@ -19,7 +19,7 @@ use adapterci_engine::release_build::{
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cli::{Cli, Command, CommonArgs, DeviceArg, RecoveryArgs};
+use crate::cli::{Cli, Command, CommonArgs, DeviceArg, RecoveryArgs, SensitivityArg};
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -318,6 +318,10 @@ fn options(common: &CommonArgs, recovery: Option<&RecoveryArgs>, base: &BaseMode
             seed: common.seed,
         },
         sensitivity_sequences: common.sens_seqs,
+        sensitivity: match common.sensitivity {
+            SensitivityArg::TwoBit => Sensitivity::TwoBit,
+            SensitivityArg::Corrected => Sensitivity::Corrected,
+        },
         recovery,
         embedding_bits: common.embedding_bits,
         user_corpus_share,

@@ -236,24 +236,81 @@ pub fn average_bpw(ops: &[LinearOp], bits: &[u8], method: Method) -> f64 {
     stored as f64 / params.max(1) as f64
 }
 
+/// What an operation's sensitivity measures: the KL divergence to the uncompressed model with that operation
+/// alone at 2 bits, as palettized or together with the recovery adapter's calibrated start for it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Sensitivity {
+    /// The operation at 2 bits.
+    #[default]
+    TwoBit,
+    /// The operation at 2 bits plus the best low-rank correction of its error under the calibration statistics
+    /// (the recovery adapter's calibrated start, at its rank): what is left for the recovery to train away.
+    /// Operations whose 2-bit error is mostly low-rank then rank as cheap.
+    Corrected,
+}
+
+impl Sensitivity {
+    pub fn is_default(&self) -> bool {
+        *self == Sensitivity::default()
+    }
+
+    /// A phrase for reports.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Sensitivity::TwoBit => "KL with the operation alone at 2 bits",
+            Sensitivity::Corrected => "KL with the operation alone at 2 bits plus its calibrated low-rank correction",
+        }
+    }
+}
+
 /// The sensitivity of every operation: mean KL(teacher ‖ model with only that operation at 2 bits) per
-/// position on `calibration` sequences. `progress(done, total)` after each operation. The 2-bit weights are
+/// position on `calibration` sequences; with `correction_rank`, the 2-bit weight plus its best correction of that
+/// rank ([`Sensitivity::Corrected`]). `progress(done, total)` after each operation. The 2-bit weights are
 /// `method`'s one-shot palettization without refitting: a ranking, which the refit (a few percent on every
 /// operation) barely moves, at a fraction of the cost.
+#[allow(clippy::too_many_arguments)]
 pub fn measure_sensitivities(
     teacher: &Llama,
     hessians: &Hessians,
     ops: &[LinearOp],
     method: Method,
+    correction_rank: Option<usize>,
     calibration: &[Vec<u32>],
     batch: usize,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<f64>, EngineError> {
     let method = Method { refit_rounds: 0, sequential: false, low_rank_rounds: 0, ..method };
-    let two_bit = ops
-        .iter()
-        .map(|op| Ok(palettize_op(teacher, Some(hessians), op, 2, method)?.dequantize(teacher.device())))
-        .collect::<Result<Vec<_>, EngineError>>()?;
+    let device = teacher.device();
+    // q/k/v and gate/up read the same input: one square root of its statistics serves them (kept per layer)
+    let mut roots: std::collections::BTreeMap<usize, (Tensor, Tensor)> = Default::default();
+    let mut layer = usize::MAX;
+    let mut two_bit = Vec::with_capacity(ops.len());
+    for op in ops {
+        let low = palettize_op(teacher, Some(hessians), op, 2, method)?.dequantize(device);
+        let Some(rank) = correction_rank else {
+            two_bit.push(low);
+            continue;
+        };
+        let h = hessians.get(op.layer, op.target).ok_or_else(|| {
+            EngineError::InvalidConfig(format!("no input statistics for {} to correct its sensitivity", op.name()))
+        })?;
+        if op.layer != layer {
+            roots.clear();
+            layer = op.layer;
+        }
+        let corrected = tch::no_grad(|| -> Result<Tensor, EngineError> {
+            let (s, s_inv) = match roots.entry(h.data_ptr() as usize) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(crate::recover::damped_square_root(&h.to_kind(Kind::Float).to_device(device))?)
+                }
+            };
+            let error = teacher.linear_weight(op.layer, op.target).to_kind(Kind::Float) - &low;
+            Ok(&low + crate::recover::best_low_rank(&error, s, s_inv, rank)?)
+        })?;
+        two_bit.push(corrected);
+    }
     sensitivities_of(teacher, ops, &two_bit, calibration, batch, progress)
 }
 
@@ -404,7 +461,7 @@ pub struct OpRow {
     pub params: usize,
     pub bits: u8,
     pub bytes: u64,
-    /// KL divergence (nats per token) when this operation alone is at 2 bits.
+    /// KL divergence (nats per token) when this operation alone is at 2 bits (see [`BitAnalysis::sensitivity`]).
     pub sensitivity: f64,
     /// Estimated share of decode time: decode reads every weight once per token, so bytes over all bytes read
     /// per token (linear operations and the LM head).
@@ -424,6 +481,9 @@ pub struct BitAnalysis {
     pub lm_head_bytes: u64,
     /// Sum of the sensitivities of the operations at 2 bits.
     pub chosen_sensitivity: f64,
+    /// What the sensitivities measure.
+    #[serde(default, skip_serializing_if = "Sensitivity::is_default")]
+    pub sensitivity: Sensitivity,
 }
 
 impl BitAnalysis {
@@ -463,6 +523,7 @@ impl BitAnalysis {
             total_bytes,
             lm_head_bytes,
             chosen_sensitivity,
+            sensitivity: Sensitivity::default(),
         }
     }
 
@@ -502,6 +563,7 @@ impl BitAnalysis {
             self.target_bpw,
             self.method.label()
         ));
+        out.push_str(&format!("sensitivity: {} (nats per token)\n", self.sensitivity.label()));
         out
     }
 

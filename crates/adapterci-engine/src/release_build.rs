@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::EngineError;
 use crate::allocate::{
-    BitAnalysis, LinearOp, Method, allocate_bits, linear_ops, measure_sensitivities, palettize_op, palettize_sequential,
+    BitAnalysis, LinearOp, Method, Sensitivity, allocate_bits, linear_ops, measure_sensitivities, palettize_op,
+    palettize_sequential,
 };
 use crate::calibrate::{
     Agreement, Hessians, TeacherTextSpec, chunk_tokens, collect_hessians, compare, prompt_ids, teacher_text,
@@ -30,6 +31,9 @@ pub struct BuildOptions {
     pub teacher: TeacherTextSpec,
     /// Teacher sequences the sensitivities are measured on.
     pub sensitivity_sequences: usize,
+    /// What the sensitivities measure (the operation at 2 bits, or with its recovery adapter's calibrated start).
+    #[serde(default, skip_serializing_if = "Sensitivity::is_default")]
+    pub sensitivity: Sensitivity,
     pub recovery: RecoverySpec,
     /// Palettize the tied embedding to this many bits (4 or 8); `None` stores it as fp16.
     pub embedding_bits: Option<u8>,
@@ -54,6 +58,7 @@ impl Default for BuildOptions {
             method: Method::default(),
             teacher: TeacherTextSpec { sequences: 256, seq_len: 128, batch: 16, temperature: 1.0, seed: 11 },
             sensitivity_sequences: 2,
+            sensitivity: Sensitivity::default(),
             // a build has the calibration statistics: the adapter starts at its calibrated correction
             recovery: RecoverySpec { calibrated_init: true, ..RecoverySpec::default() },
             embedding_bits: None,
@@ -245,6 +250,7 @@ pub fn analyze(
         &calibrated.hessians,
         &ops,
         options.method,
+        (options.sensitivity == Sensitivity::Corrected).then_some(options.recovery.rank),
         &calibrated.sequences[..count],
         2,
         &mut |done, total| {
@@ -256,7 +262,8 @@ pub fn analyze(
     )?;
     let bits = allocate_bits(&ops, &sensitivities, options.method, options.target_bpw)?;
     let lm_head_bytes = (llama.config().vocab_size * llama.config().hidden_size * 2) as u64;
-    Ok(BitAnalysis::new(&ops, &bits, &sensitivities, options.method, options.target_bpw, lm_head_bytes))
+    let analysis = BitAnalysis::new(&ops, &bits, &sensitivities, options.method, options.target_bpw, lm_head_bytes);
+    Ok(BitAnalysis { sensitivity: options.sensitivity, ..analysis })
 }
 
 /// Palettizes every operation with the bits of `analysis` (in [`linear_ops`] order) and the embedding when

@@ -80,7 +80,7 @@ fn sensitivity_allocation_meets_the_target_and_beats_the_reverse_order() {
     let hessians = collect_hessians(teacher, &seqs, 4).unwrap();
     let ops = linear_ops(teacher.config());
     let m = method();
-    let s = measure_sensitivities(teacher, &hessians, &ops, m, &seqs[..2], 2, &mut |_, _| {}).unwrap();
+    let s = measure_sensitivities(teacher, &hessians, &ops, m, None, &seqs[..2], 2, &mut |_, _| {}).unwrap();
     assert_eq!(s.len(), ops.len());
     assert!(s.iter().all(|v| v.is_finite() && *v >= 0.0), "{s:?}");
     let bits = allocate_bits(&ops, &s, m, 3.5).unwrap();
@@ -91,6 +91,30 @@ fn sensitivity_allocation_meets_the_target_and_beats_the_reverse_order() {
     let worst = allocate_bits(&ops, &inverted, m, 3.5).unwrap();
     let cost = |b: &[u8]| b.iter().zip(&s).filter(|(b, _)| **b == 2).map(|(_, v)| v).sum::<f64>();
     assert!(cost(&bits) < cost(&worst), "{} vs {}", cost(&bits), cost(&worst));
+}
+
+#[test]
+fn corrected_sensitivities_measure_what_the_low_rank_correction_leaves() {
+    let f = fixture();
+    let teacher = f.base.llama();
+    let seqs = teacher_sequences(&f.base, 8);
+    let hessians = collect_hessians(teacher, &seqs, 4).unwrap();
+    let ops = linear_ops(teacher.config());
+    let m = method();
+    let measure = |rank: Option<usize>| {
+        measure_sensitivities(teacher, &hessians, &ops, m, rank, &seqs[..2], 2, &mut |_, _| {}).unwrap()
+    };
+    let plain = measure(None);
+    let corrected = measure(Some(4));
+    assert!(corrected.iter().all(|v| v.is_finite() && *v >= 0.0), "{corrected:?}");
+    // a rank-4 correction of each 2-bit error leaves less: lower on (nearly) every operation and in sum
+    let lower = plain.iter().zip(&corrected).filter(|(p, c)| c < p).count();
+    assert!(lower * 10 >= ops.len() * 9, "lower on {lower} of {} operations", ops.len());
+    assert!(corrected.iter().sum::<f64>() < 0.8 * plain.iter().sum::<f64>(), "{corrected:?} vs {plain:?}");
+    // at full rank (the tiny model's width) the correction restores each operation exactly
+    let full = measure(Some(teacher.config().hidden_size));
+    let (most, least) = (full.iter().copied().fold(0.0, f64::max), plain.iter().copied().fold(f64::MAX, f64::min));
+    assert!(most < 1e-4 && most < least / 100.0, "full-rank corrections leave {most}, the least plain one is {least}");
 }
 
 #[test]
@@ -115,6 +139,20 @@ fn recovery_training_lowers_the_kl_divergence_to_the_teacher() {
         after.kl_divergence
     );
     assert!(after.top1_agreement >= before.top1_agreement);
+}
+
+#[test]
+fn a_bad_b_rate_ratio_is_refused_by_name() {
+    let f = fixture();
+    let teacher = f.base.llama();
+    let seqs = teacher_sequences(&f.base, 4);
+    let ops = linear_ops(teacher.config());
+    let (student, _) = palettized_student(teacher, &vec![4; ops.len()], method(), &seqs);
+    for bad in [0.0, -2.0, f64::NAN, f64::INFINITY] {
+        let spec = RecoverySpec { steps: 2, batch: 2, b_rate_ratio: bad, ..RecoverySpec::default() };
+        let err = recover(teacher, &student, &seqs, &spec, &mut |_| {}).unwrap_err().to_string();
+        assert!(err.contains("b_rate_ratio") && err.contains("positive"), "{err}");
+    }
 }
 
 #[test]
