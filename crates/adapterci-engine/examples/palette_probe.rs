@@ -16,8 +16,7 @@ fn main() -> anyhow::Result<()> {
     let root = probe::ROOT;
     let held_text = std::fs::read_to_string(format!("{root}/scripts/oracles/data/natural_english.txt"))?;
     let held = collect_hessians(t, &chunk_tokens(base.tokenizer(), &held_text, 256), 4)?;
-    // `zcat scripts/bench/data/public_domain_prose.txt.gz > /tmp/prose.txt` (or PROSE=FILE)
-    let prose = std::fs::read_to_string(std::env::var("PROSE").unwrap_or_else(|_| "/tmp/prose.txt".into()))?;
+    let prose = probe::prose()?;
     let prose_seqs: Vec<Vec<u32>> =
         chunk_tokens(base.tokenizer(), &prose, 128).into_iter().step_by(7).take(32).collect();
     let prose_h = collect_hessians(t, &prose_seqs, 4)?;

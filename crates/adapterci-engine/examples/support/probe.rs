@@ -17,3 +17,16 @@ pub fn model_and_statistics() -> anyhow::Result<(BaseModel, Hessians)> {
     let hessians = collect_hessians(base.llama(), &seqs, 4)?;
     Ok((base, hessians))
 }
+
+/// The public-domain prose corpus (`$PROSE` when set, else the repository's gzipped copy, read through `zcat`).
+#[allow(dead_code)] // not every probe reads it
+pub fn prose() -> anyhow::Result<String> {
+    use anyhow::Context;
+    if let Ok(path) = std::env::var("PROSE") {
+        return std::fs::read_to_string(&path).with_context(|| format!("PROSE={path}"));
+    }
+    let gz = format!("{ROOT}/scripts/bench/data/public_domain_prose.txt.gz");
+    let out = std::process::Command::new("zcat").arg(&gz).output().with_context(|| format!("zcat {gz}"))?;
+    anyhow::ensure!(out.status.success(), "zcat {gz}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).with_context(|| format!("{gz} is not UTF-8 text"))
+}
