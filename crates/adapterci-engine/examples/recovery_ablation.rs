@@ -9,8 +9,7 @@
 //!
 //! ```text
 //! cargo run --release -p adapterci-engine --example recovery_ablation -- --release R/base.safetensors \
-//!     [--variants frozen,palettes:1e-3,calibrated,calibrated+palettes:1e-3,calibrated+b-ratio:4] \
-//!     [--steps 60] [--minutes M] \
+//!     [--variants frozen,palettes:1e-3,calibrated,calibrated+palettes:1e-3] [--steps 60] [--minutes M] \
 //!     [--model M.gguf] [--user-corpus F] [--teacher-seqs 256] [--batch 4] [--lr 1e-3] [--device cpu|cuda] \
 //!     [--threads 2] [--eval-text F] [--teacher-cache DIR] [--seed N]
 //! ```
@@ -94,7 +93,6 @@ fn main() -> anyhow::Result<()> {
         let variant = variant.trim();
         let mut palette_learning_rate = None;
         let mut calibrated = false;
-        let mut b_rate_ratio = 1.0;
         for part in variant.split('+') {
             match part.split_once(':') {
                 None if part == "frozen" => {}
@@ -102,10 +100,7 @@ fn main() -> anyhow::Result<()> {
                 Some(("palettes", r)) => {
                     palette_learning_rate = Some(r.parse::<f64>().with_context(|| format!("--variants: {r:?}"))?)
                 }
-                Some(("b-ratio", r)) => {
-                    b_rate_ratio = r.parse::<f64>().with_context(|| format!("--variants: {r:?}"))?
-                }
-                _ => bail!("--variants: {part:?} is not frozen, calibrated, palettes:RATE or b-ratio:R"),
+                _ => bail!("--variants: {part:?} is not frozen, calibrated or palettes:RATE"),
             }
         }
         let recovery = RecoverySpec {
@@ -115,7 +110,6 @@ fn main() -> anyhow::Result<()> {
             learning_rate: args.num("lr", 1e-3)?,
             palette_learning_rate,
             calibrated_init: calibrated,
-            b_rate_ratio,
             // the order the sequences are drawn in (and a zero start's A)
             seed: args.num("seed", RecoverySpec::default().seed)?,
             ..RecoverySpec::default()

@@ -48,17 +48,6 @@ pub struct RecoverySpec {
     /// calibration statistics ([`calibrated_init`]) instead of at zero; needs the statistics.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub calibrated_init: bool,
-    /// B's learning rate over A's (LoRA+, Hayou et al. 2024: the output factor learns faster); 1: the same.
-    #[serde(default = "one", skip_serializing_if = "is_one")]
-    pub b_rate_ratio: f64,
-}
-
-fn one() -> f64 {
-    1.0
-}
-
-fn is_one(x: &f64) -> bool {
-    *x == 1.0
 }
 
 impl Default for RecoverySpec {
@@ -75,7 +64,6 @@ impl Default for RecoverySpec {
             checkpoint_dir: None,
             palette_learning_rate: None,
             calibrated_init: false,
-            b_rate_ratio: 1.0,
         }
     }
 }
@@ -214,12 +202,6 @@ fn train(
     if sequences.is_empty() || spec.steps == 0 || spec.batch == 0 {
         return Err(EngineError::InvalidConfig("recovery needs sequences, steps >= 1 and batch >= 1".into()));
     }
-    if !(spec.b_rate_ratio.is_finite() && spec.b_rate_ratio > 0.0) {
-        return Err(EngineError::InvalidConfig(format!(
-            "recovery b_rate_ratio {}: use a positive number (1: B and A at the same rate)",
-            spec.b_rate_ratio
-        )));
-    }
     if spec.calibrated_init && hessians.is_none() {
         return Err(EngineError::InvalidConfig(
             "a calibrated recovery init needs the calibration statistics (recover_palettized with hessians)".into(),
@@ -241,9 +223,7 @@ fn train(
     };
     let resumed_from = (start > 0).then_some(start);
     lora.set_training(true);
-    // trainable_parameters() lists each pair as A then B
-    let mut optimizer = AdamW::new(lora.trainable_parameters(), 0.0)
-        .with_rate_scales(|i| if i % 2 == 1 { spec.b_rate_ratio } else { 1.0 });
+    let mut optimizer = AdamW::new(lora.trainable_parameters(), 0.0);
     // the palettes get their own optimizer: their own learning rate and gradient clipping
     let mut palette_optimizer = palettes.as_ref().map(|p| AdamW::new(p.parameters(), 0.0));
     let mut trained = student.shallow_copy();
@@ -397,10 +377,7 @@ pub fn preferred_device() -> Device {
 
 #[cfg(test)]
 mod tests {
-    use tch::{Kind, Tensor};
-
     use super::steps_within;
-    use crate::train::AdamW;
 
     #[test]
     fn the_schedule_follows_the_pace_within_the_budget() {
@@ -412,21 +389,5 @@ mod tests {
         assert_eq!(steps_within(20, 20.0, 120.0, 0.01, 500), 500);
         assert_eq!(steps_within(300, 130.0, 120.0, 0.5, 100_000), 300);
         assert_eq!(steps_within(5, 1.0, 120.0, 0.0, 1000), 1000);
-    }
-
-    #[test]
-    fn the_b_factor_steps_at_its_ratio_of_the_learning_rate() {
-        // Adam's first step moves every element by the learning rate (the gradient over its own magnitude):
-        // with the scales of a ratio of 4, the second ("B") parameter moves 4 times as far
-        let a = Tensor::zeros([3], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
-        let b = Tensor::zeros([3], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
-        let mut optimizer =
-            AdamW::new(vec![a.shallow_clone(), b.shallow_clone()], 0.0).with_rate_scales(|i| [1.0, 4.0][i]);
-        ((&a + &b) * Tensor::from_slice(&[0.5f32, -0.5, 0.1])).sum(Kind::Float).backward();
-        optimizer.step(1e-2);
-        let moved = |t: &Tensor| Vec::<f32>::try_from(t.detach().abs()).unwrap();
-        for (x, y) in moved(&a).iter().zip(moved(&b)) {
-            assert!((x - 1e-2).abs() < 1e-5 && (y - 4e-2).abs() < 1e-5, "A moved {x}, B {y}");
-        }
     }
 }

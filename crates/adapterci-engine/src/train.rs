@@ -284,8 +284,6 @@ pub(crate) struct AdamW {
     second_moments: Vec<Tensor>,
     weight_decay: f64,
     steps_taken: i32,
-    /// Each parameter's learning rate over the step's (1 unless set by [`AdamW::with_rate_scales`]).
-    rate_scales: Vec<f64>,
 }
 
 impl AdamW {
@@ -293,14 +291,7 @@ impl AdamW {
         let zeros = |p: &Tensor| p.zeros_like().set_requires_grad(false);
         let first_moments = parameters.iter().map(zeros).collect();
         let second_moments = parameters.iter().map(zeros).collect();
-        let rate_scales = vec![1.0; parameters.len()];
-        AdamW { parameters, first_moments, second_moments, weight_decay, steps_taken: 0, rate_scales }
-    }
-
-    /// Parameter `i` steps at `scale(i)` times the learning rate (LoRA+: B faster than A).
-    pub(crate) fn with_rate_scales(mut self, scale: impl Fn(usize) -> f64) -> Self {
-        self.rate_scales = (0..self.parameters.len()).map(scale).collect();
-        self
+        AdamW { parameters, first_moments, second_moments, weight_decay, steps_taken: 0 }
     }
 
     fn checkpoint(&self, step: usize, report: &TrainReport, fingerprint: &str) -> Checkpoint {
@@ -363,18 +354,12 @@ impl AdamW {
                 Tensor::stack(&squares, 0).sum(Kind::Float).sqrt().double_value(&[])
             };
             let clip = if norm > MAX_GRAD_NORM { MAX_GRAD_NORM / (norm + 1e-6) } else { 1.0 };
-            for ((((parameter, grad), m), v), scale) in self
-                .parameters
-                .iter_mut()
-                .zip(&grads)
-                .zip(&mut self.first_moments)
-                .zip(&mut self.second_moments)
-                .zip(&self.rate_scales)
+            for (((parameter, grad), m), v) in
+                self.parameters.iter_mut().zip(&grads).zip(&mut self.first_moments).zip(&mut self.second_moments)
             {
                 if !grad.defined() {
                     continue;
                 }
-                let learning_rate = learning_rate * scale;
                 let grad = if clip < 1.0 { grad * clip } else { grad.shallow_clone() };
                 let _ = m.lerp_(&grad, 1.0 - ADAM_BETA1);
                 let _ = v.g_mul_scalar_(ADAM_BETA2);
