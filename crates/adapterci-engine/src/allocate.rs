@@ -281,37 +281,41 @@ pub fn measure_sensitivities(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<f64>, EngineError> {
     let method = Method { refit_rounds: 0, sequential: false, low_rank_rounds: 0, ..method };
-    let device = teacher.device();
-    // q/k/v and gate/up read the same input: one square root of its statistics serves them (kept per layer)
-    let mut roots: std::collections::BTreeMap<usize, (Tensor, Tensor)> = Default::default();
-    let mut layer = usize::MAX;
-    let mut two_bit = Vec::with_capacity(ops.len());
-    for op in ops {
-        let low = palettize_op(teacher, Some(hessians), op, 2, method)?.dequantize(device);
-        let Some(rank) = correction_rank else {
-            two_bit.push(low);
-            continue;
-        };
-        let h = hessians.get(op.layer, op.target).ok_or_else(|| {
-            EngineError::InvalidConfig(format!("no input statistics for {} to correct its sensitivity", op.name()))
-        })?;
-        if op.layer != layer {
-            roots.clear();
-            layer = op.layer;
-        }
-        let corrected = tch::no_grad(|| -> Result<Tensor, EngineError> {
-            let (s, s_inv) = match roots.entry(h.data_ptr() as usize) {
-                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::btree_map::Entry::Vacant(e) => {
-                    e.insert(crate::recover::damped_square_root(&h.to_kind(Kind::Float).to_device(device))?)
-                }
-            };
-            let error = teacher.linear_weight(op.layer, op.target).to_kind(Kind::Float) - &low;
-            Ok(&low + crate::recover::best_low_rank(&error, s, s_inv, rank)?)
-        })?;
-        two_bit.push(corrected);
-    }
+    let two_bit = ops
+        .iter()
+        .map(|op| Ok(palettize_op(teacher, Some(hessians), op, 2, method)?.dequantize(teacher.device())))
+        .collect::<Result<Vec<_>, EngineError>>()?;
+    let two_bit = match correction_rank {
+        Some(rank) => with_low_rank_corrections(teacher, hessians, ops, two_bit, rank)?,
+        None => two_bit,
+    };
     sensitivities_of(teacher, ops, &two_bit, calibration, batch, progress)
+}
+
+/// Each `approximations[i]` (of `ops[i]`'s weight) plus its best rank-`rank` correction under the statistics: the
+/// weights the recovery adapter's calibrated start serves ([`crate::recover::calibrated_init`]).
+pub fn with_low_rank_corrections(
+    teacher: &Llama,
+    hessians: &Hessians,
+    ops: &[LinearOp],
+    approximations: Vec<Tensor>,
+    rank: usize,
+) -> Result<Vec<Tensor>, EngineError> {
+    let device = teacher.device();
+    let mut roots = crate::recover::SquareRoots::default();
+    tch::no_grad(|| {
+        ops.iter()
+            .zip(approximations)
+            .map(|(op, approximation)| {
+                let h = hessians.get(op.layer, op.target).ok_or_else(|| {
+                    EngineError::InvalidConfig(format!("no input statistics for {} to correct", op.name()))
+                })?;
+                let (s, s_inv) = roots.of(op.layer, h, device)?;
+                let error = teacher.linear_weight(op.layer, op.target).to_kind(Kind::Float) - &approximation;
+                Ok(approximation + crate::recover::best_low_rank(&error, s, s_inv, rank)?)
+            })
+            .collect()
+    })
 }
 
 /// [`measure_sensitivities`] with every operation's 2-bit weight already made (`low_bit[i]` for `ops[i]`).

@@ -20,6 +20,7 @@ use crate::palettize::{PalettizedTensor, TrainablePalettes};
 use crate::train::{AdamW, learning_rate_at};
 
 mod init;
+pub(crate) use init::SquareRoots;
 pub use init::calibrated_init;
 pub use init::{best_low_rank, damped_square_root};
 
