@@ -10,13 +10,14 @@
 //!     [--recovery-minutes 8] [--target-bpw 3.5] [--group-rows 32] [--group-rows-2bit 8] [--sens-seqs N]
 //!     [--quick | --only-sensitive] [--model tiny] [--teacher-batch 128] [--recovery-lr 1e-3]
 //!     [--corpora teacher|user|both] [--user-share 0.5] [--refit-rounds N] [--sequential] [--palette-lr R|none]
-//!     [--zero-init]
+//!     [--zero-init] [--sensitivity two-bit|corrected]
 //! ```
 //! The palettization is the product's default method (GPTQ onto activation-weighted k-means tables,
 //! least-squares refit of tables and scales; `--refit-rounds`, `--sequential` change it); its
 //! statistics are taken on a quarter of the teacher text plus as many sequences of the user corpus when given
 //! (not with `--corpora teacher`, which keeps user text out of everything).
-//! The sensitivities are measured on one-shot, unrefitted 2-bit palettizations (as `analyze` does).
+//! The sensitivities are measured on one-shot, unrefitted 2-bit palettizations (as `analyze` does), with each
+//! one's calibrated low-rank correction added under `--sensitivity corrected` (default: the product's).
 //! `--corpora` picks which recovery adapters the sensitive mix gets (teacher text only, teacher text + user
 //! corpus, or both, one after the other); `--user-share` is the fraction of recovery sequences drawn from the
 //! user corpus (default: in proportion to its size).
@@ -31,8 +32,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use adapterci_engine::allocate::{
-    BitAnalysis, LinearOp, Method, allocate_bits, arbitrary_bits, average_bpw, linear_ops, palettize_op,
-    palettize_sequential, sensitivities_of,
+    BitAnalysis, LinearOp, Method, Sensitivity, allocate_bits, arbitrary_bits, average_bpw, linear_ops, palettize_op,
+    palettize_sequential, sensitivities_of, with_low_rank_corrections,
 };
 use adapterci_engine::calibrate::{
     Agreement, TeacherTextSpec, chunk_tokens, collect_hessians, compare, prompt_ids, teacher_text,
@@ -230,6 +231,16 @@ fn main() -> anyhow::Result<()> {
     let sens_count: usize = args.num("sens-seqs", if teacher.device() == Device::Cpu { 2 } else { 16 })?;
     let sens_seqs = &sequences[..sens_count.clamp(1, sequences.len())];
     let two_bit: Vec<tch::Tensor> = palettes.by_bits[&2].iter().map(|p| p.dequantize(teacher.device())).collect();
+    let sensitivity = match args.values.get("sensitivity").map(String::as_str) {
+        None => BuildOptions::default().sensitivity,
+        Some("two-bit") => Sensitivity::TwoBit,
+        Some("corrected") => Sensitivity::Corrected,
+        Some(other) => bail!("--sensitivity {other:?}: use two-bit or corrected"),
+    };
+    let two_bit = match sensitivity {
+        Sensitivity::Corrected => with_low_rank_corrections(teacher, &hessians, &ops, two_bit, recovery.rank)?,
+        Sensitivity::TwoBit => two_bit,
+    };
     let sensitivities = sensitivities_of(teacher, &ops, &two_bit, sens_seqs, eval_batch, &mut |d, t| {
         eprint!("\r  sensitivity {d}/{t}");
     })?;
@@ -248,7 +259,10 @@ fn main() -> anyhow::Result<()> {
     let sensitive_bits = allocate_bits(&ops, &sensitivities, method, target_bpw)?;
     let arbitrary = arbitrary_bits(&ops, method, target_bpw, 2026)?;
     let lm_head_bytes = (embed_params * 2) as u64;
-    let analysis = BitAnalysis::new(&ops, &sensitive_bits, &sensitivities, method, target_bpw, lm_head_bytes);
+    let analysis = BitAnalysis {
+        sensitivity,
+        ..BitAnalysis::new(&ops, &sensitive_bits, &sensitivities, method, target_bpw, lm_head_bytes)
+    };
     std::fs::write(out.join("analysis.json"), serde_json::to_vec_pretty(&analysis)?)?;
     std::fs::write(out.join("analysis.svg"), analysis.to_svg())?;
     std::fs::write(out.join("analysis.txt"), analysis.to_table())?;
