@@ -95,7 +95,7 @@ pub struct CommonArgs {
     #[arg(long, default_value_t = 2)]
     pub sens_seqs: usize,
     /// What an operation's sensitivity measures when the bits are allocated
-    #[arg(long, value_enum, default_value_t = SensitivityArg::TwoBit)]
+    #[arg(long, value_enum, default_value_t = SensitivityArg::Corrected)]
     pub sensitivity: SensitivityArg,
     /// Palettize the tied embedding too, to 4 or 8 bits
     #[arg(long, value_parser = clap::value_parser!(u8).range(4..=8))]

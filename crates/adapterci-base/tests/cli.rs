@@ -47,6 +47,10 @@ fn a_release_is_built_written_and_published_with_its_lineage() {
     let linear = report["linear_bpw"].as_f64().unwrap();
     assert!((linear - 3.5).abs() <= 0.05, "linear bpw {linear}");
     assert_eq!(report["recovery"]["steps"].as_u64(), Some(6));
+    // the allocation ranked the operations by what the recovery adapter's start leaves, and says so
+    assert_eq!(report["analysis"]["sensitivity"].as_str(), Some("corrected"));
+    let table = std::fs::read_to_string(out.join("analysis.txt")).unwrap();
+    assert!(table.contains("plus its calibrated low-rank correction"), "{table}");
     // the registry holds the bundle with its lineage: blobs under the data dir, a manifest naming the release
     let registry = data.join("registry");
     assert!(registry.is_dir());

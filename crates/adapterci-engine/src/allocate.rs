@@ -1,6 +1,7 @@
 //! Per-operation bit allocation in the spirit of Talaria: measure each linear operation's sensitivity (the
-//! KL divergence to the uncompressed model on calibration text when that operation alone drops to 2 bits), its
-//! bytes and its estimated share of decode time, then choose 2 or 4 bits per operation so that the average
+//! KL divergence to the uncompressed model on calibration text when that operation alone drops to 2 bits, and
+//! in builds with the recovery adapter's calibrated low-rank correction of that drop added: [`Sensitivity`]),
+//! its bytes and its estimated share of decode time, then choose 2 or 4 bits per operation so that the average
 //! bits per weight (tables and scales counted) meets a target at the least total sensitivity.
 
 use adapterci_core::training::LoraTarget;
@@ -237,7 +238,9 @@ pub fn average_bpw(ops: &[LinearOp], bits: &[u8], method: Method) -> f64 {
 }
 
 /// What an operation's sensitivity measures: the KL divergence to the uncompressed model with that operation
-/// alone at 2 bits, as palettized or together with the recovery adapter's calibrated start for it.
+/// alone at 2 bits, as palettized or together with the recovery adapter's calibrated start for it. The default
+/// (what a record without the field measured) is the plain one; builds use the corrected one
+/// ([`crate::release_build::BuildOptions`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Sensitivity {
