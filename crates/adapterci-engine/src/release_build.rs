@@ -41,7 +41,8 @@ pub struct BuildOptions {
     /// Palettize the tied embedding to this many bits (4 or 8); `None` stores it as fp16.
     pub embedding_bits: Option<u8>,
     /// The share of recovery sequences drawn from the user corpus, when one is given (its sequences are
-    /// repeated to reach it); `None`: each user sequence once, beside all of the teacher's.
+    /// repeated to reach it, or an evenly spaced part of them taken); `None`: each user sequence once, beside all
+    /// of the teacher's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_corpus_share: Option<f64>,
     /// Quantize linear inputs per token to this many bits when serving (4-8; recorded in the release, and the
@@ -394,8 +395,9 @@ pub struct RecoveryText {
     pub repeats: usize,
 }
 
-/// The teacher's sequences plus, when given, `user_corpus` cut into `seq_len`-token sequences, repeated so that
-/// they make up about `share` of the whole (each once when `share` is `None`).
+/// The teacher's sequences plus, when given, `user_corpus` cut into `seq_len`-token sequences so that they make up
+/// about `share` of the whole: repeated when the corpus is smaller than that, an evenly spaced part of it when
+/// larger (each once when `share` is `None`).
 pub fn recovery_text(
     base: &BaseModel,
     teacher: &[Vec<u32>],
@@ -411,14 +413,22 @@ pub fn recovery_text(
             "the user corpus is shorter than one {seq_len}-token sequence"
         )));
     }
-    let repeats = match share {
-        None => 1,
-        Some(s) if (0.0..1.0).contains(&s) => {
-            ((s / (1.0 - s)) * teacher.len() as f64 / user.len() as f64).round().max(1.0) as usize
-        }
+    let wanted = match share {
+        None => user.len() as f64,
+        Some(s) if (0.0..1.0).contains(&s) => s / (1.0 - s) * teacher.len() as f64,
         Some(s) => {
             return Err(EngineError::InvalidConfig(format!("user corpus share {s}: use a fraction in [0, 1)")));
         }
+    };
+    // more of the corpus than the share asks for: an evenly spaced part of it, once; less: whole repeats
+    let (user, repeats) = if wanted < user.len() as f64 {
+        let take = wanted.round() as usize;
+        let part: Vec<Vec<u32>> = (0..take).map(|i| user[i * user.len() / take.max(1)].clone()).collect();
+        let repeats = usize::from(take > 0);
+        (part, repeats)
+    } else {
+        let repeats = (wanted / user.len() as f64).round().max(1.0) as usize;
+        (user, repeats)
     };
     for _ in 0..repeats {
         sequences.extend(user.iter().cloned());

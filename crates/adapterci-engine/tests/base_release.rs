@@ -309,7 +309,7 @@ fn release_format_v1_fixture_still_reads() {
 }
 
 #[test]
-fn the_user_corpus_is_repeated_to_its_share_of_the_recovery_text() {
+fn the_user_corpus_makes_up_its_share_of_the_recovery_text() {
     let f = fixture();
     let teacher = teacher_sequences(&f.base, 12);
     let corpus = "The keeper wound the clock on Sundays and wrote the weather in the log. ".repeat(40);
@@ -324,6 +324,14 @@ fn the_user_corpus_is_repeated_to_its_share_of_the_recovery_text() {
     let wanted = 36.0 / once.user as f64;
     assert_eq!(share.repeats, wanted.round().max(1.0) as usize);
     assert_eq!(share.sequences.len(), 12 + share.user * share.repeats);
+    // a share that needs less than the corpus takes an evenly spaced part of it, once: 4 of 12 + 4 is 1/4
+    assert!(once.user > 8, "the test corpus must be larger than the share asks for");
+    let part = recovery_text(&f.base, &teacher, Some(&corpus), 16, Some(0.25)).unwrap();
+    assert_eq!((part.user, part.repeats, part.sequences.len()), (4, 1, 16));
+    assert!(part.sequences[12..].iter().all(|s| once.sequences[12..].contains(s)));
+    assert_ne!(part.sequences[12..], once.sequences[12..16], "spread over the corpus, not its start");
+    let zero = recovery_text(&f.base, &teacher, Some(&corpus), 16, Some(0.0)).unwrap();
+    assert_eq!((zero.user, zero.sequences.len()), (0, 12), "a share of 0 trains on the teacher's text alone");
     for bad in [1.0, -0.1, f64::NAN] {
         let err = recovery_text(&f.base, &teacher, Some(&corpus), 16, Some(bad)).unwrap_err().to_string();
         assert!(err.contains("user corpus share"), "{err}");
