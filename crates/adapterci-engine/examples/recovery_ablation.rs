@@ -11,7 +11,7 @@
 //! cargo run --release -p adapterci-engine --example recovery_ablation -- --release R/base.safetensors \
 //!     [--variants frozen,palettes:1e-3,calibrated,calibrated+palettes:1e-3] [--steps 60] [--minutes M] \
 //!     [--model M.gguf] [--user-corpus F] [--teacher-seqs 256] [--batch 4] [--lr 1e-3] [--device cpu|cuda] \
-//!     [--threads 2] [--eval-text F] [--teacher-cache DIR] [--seed N]
+//!     [--threads 2] [--eval-text F] [--teacher-cache DIR] [--seed N] [--corpus-share S]
 //! ```
 use std::path::Path;
 use std::time::Instant;
@@ -21,7 +21,7 @@ use adapterci_engine::device::DeviceChoice;
 use adapterci_engine::model::BaseModel;
 use adapterci_engine::recover::{RecoverySpec, calibrated_init, recover_palettized, recovery_config};
 use adapterci_engine::release::BaseRelease;
-use adapterci_engine::release_build::{cached_teacher_text, calibration_sequences};
+use adapterci_engine::release_build::{cached_teacher_text, calibration_sequences, recovery_text};
 use anyhow::{Context, bail};
 use tch::Device;
 
@@ -65,6 +65,18 @@ fn main() -> anyhow::Result<()> {
     let corpus = match args.values.get("user-corpus") {
         Some(path) => Some(std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?),
         None => None,
+    };
+    // the recovery trains on the teacher's text, plus the user corpus at this share when given (as `recover
+    // --corpus-share` does); the statistics take the corpus in either way
+    let train = match args.values.get("corpus-share") {
+        Some(share) => {
+            let share: f64 = share.parse().with_context(|| format!("--corpus-share {share:?}"))?;
+            let corpus = corpus.as_deref().context("--corpus-share needs --user-corpus")?;
+            let text = recovery_text(&base, &sequences, Some(corpus), 128, Some(share))?;
+            log(&format!("recovery text: {} teacher + {} corpus sequences", sequences.len(), text.user * text.repeats));
+            text.sequences
+        }
+        None => sequences.clone(),
     };
     let quarter = &sequences[..(sequences.len() / 4).max(1)];
     let calibration = calibration_sequences(&base, quarter, corpus.as_deref(), 128)?;
@@ -123,7 +135,7 @@ fn main() -> anyhow::Result<()> {
             line("calibrated start, before any step", &a, &format!("{:.3}", fraction(&a)), "0", &seconds);
         }
         let t0 = Instant::now();
-        let done = recover_palettized(teacher, &student, &parts, Some(&hessians), &sequences, &recovery, &mut |_| {})?;
+        let done = recover_palettized(teacher, &student, &parts, Some(&hessians), &train, &recovery, &mut |_| {})?;
         let seconds = t0.elapsed().as_secs_f64();
         let r = compare(teacher, &done.student, Some(&done.lora), &eval, batch)?;
         log(&format!(
