@@ -8,7 +8,9 @@ use std::path::PathBuf;
 
 use adapterci_core::Digest;
 use adapterci_core::training::LoraTarget;
-use adapterci_engine::allocate::{Method, allocate_bits, average_bpw, linear_ops, measure_sensitivities, palettize_op};
+use adapterci_engine::allocate::{
+    LinearOp, Method, allocate_bits, average_bpw, linear_ops, measure_sensitivities, palettize_op,
+};
 use adapterci_engine::calibrate::{TeacherTextSpec, chunk_tokens, collect_hessians, compare, prompt_ids, teacher_text};
 use adapterci_engine::device::DeviceChoice;
 use adapterci_engine::llama::Llama;
@@ -72,47 +74,52 @@ fn teacher_text_has_the_requested_shape_and_is_seeded() {
     assert_eq!(a, b, "the same seed writes the same text");
 }
 
-#[test]
-fn sensitivity_allocation_meets_the_target_and_beats_the_reverse_order() {
-    let f = fixture();
+/// The tiny model's operations and their sensitivities on 2 of 8 teacher sequences (statistics on all 8), once
+/// per correction rank in `ranks` (`None`: the plain 2-bit sensitivity).
+fn measured_sensitivities(f: &Fixture, ranks: &[Option<usize>]) -> (Vec<LinearOp>, Vec<Vec<f64>>) {
     let teacher = f.base.llama();
     let seqs = teacher_sequences(&f.base, 8);
     let hessians = collect_hessians(teacher, &seqs, 4).unwrap();
     let ops = linear_ops(teacher.config());
-    let m = method();
-    let s = measure_sensitivities(teacher, &hessians, &ops, m, None, &seqs[..2], 2, &mut |_, _| {}).unwrap();
+    let measured = ranks
+        .iter()
+        .map(|&rank| {
+            measure_sensitivities(teacher, &hessians, &ops, method(), rank, &seqs[..2], 2, &mut |_, _| {}).unwrap()
+        })
+        .collect();
+    (ops, measured)
+}
+
+#[test]
+fn sensitivity_allocation_meets_the_target_and_beats_the_reverse_order() {
+    let f = fixture();
+    let (ops, measured) = measured_sensitivities(&f, &[None]);
+    let (m, s) = (method(), &measured[0]);
     assert_eq!(s.len(), ops.len());
     assert!(s.iter().all(|v| v.is_finite() && *v >= 0.0), "{s:?}");
-    let bits = allocate_bits(&ops, &s, m, 3.5).unwrap();
+    let bits = allocate_bits(&ops, s, m, 3.5).unwrap();
     let achieved = average_bpw(&ops, &bits, m);
     assert!((achieved - 3.5).abs() <= 0.05, "achieved {achieved}");
     // the allocation's 2-bit set costs less measured sensitivity than the most sensitive choice at the same bits
     let inverted: Vec<f64> = s.iter().map(|v| -v).collect();
     let worst = allocate_bits(&ops, &inverted, m, 3.5).unwrap();
-    let cost = |b: &[u8]| b.iter().zip(&s).filter(|(b, _)| **b == 2).map(|(_, v)| v).sum::<f64>();
+    let cost = |b: &[u8]| b.iter().zip(s).filter(|(b, _)| **b == 2).map(|(_, v)| v).sum::<f64>();
     assert!(cost(&bits) < cost(&worst), "{} vs {}", cost(&bits), cost(&worst));
 }
 
 #[test]
 fn corrected_sensitivities_measure_what_the_low_rank_correction_leaves() {
     let f = fixture();
-    let teacher = f.base.llama();
-    let seqs = teacher_sequences(&f.base, 8);
-    let hessians = collect_hessians(teacher, &seqs, 4).unwrap();
-    let ops = linear_ops(teacher.config());
-    let m = method();
-    let measure = |rank: Option<usize>| {
-        measure_sensitivities(teacher, &hessians, &ops, m, rank, &seqs[..2], 2, &mut |_, _| {}).unwrap()
-    };
-    let plain = measure(None);
-    let corrected = measure(Some(4));
+    // plain, corrected at rank 4, and corrected at full rank (the tiny model's width)
+    let width = f.base.llama().config().hidden_size;
+    let (ops, measured) = measured_sensitivities(&f, &[None, Some(4), Some(width)]);
+    let (plain, corrected, full) = (&measured[0], &measured[1], &measured[2]);
     assert!(corrected.iter().all(|v| v.is_finite() && *v >= 0.0), "{corrected:?}");
     // a rank-4 correction of each 2-bit error leaves less: lower on (nearly) every operation and in sum
-    let lower = plain.iter().zip(&corrected).filter(|(p, c)| c < p).count();
+    let lower = plain.iter().zip(corrected).filter(|(p, c)| c < p).count();
     assert!(lower * 10 >= ops.len() * 9, "lower on {lower} of {} operations", ops.len());
     assert!(corrected.iter().sum::<f64>() < 0.8 * plain.iter().sum::<f64>(), "{corrected:?} vs {plain:?}");
-    // at full rank (the tiny model's width) the correction restores each operation exactly
-    let full = measure(Some(teacher.config().hidden_size));
+    // at full rank the correction restores each operation exactly
     let (most, least) = (full.iter().copied().fold(0.0, f64::max), plain.iter().copied().fold(f64::MAX, f64::min));
     assert!(most < 1e-4 && most < least / 100.0, "full-rank corrections leave {most}, the least plain one is {least}");
 }
