@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use adapterci_core::training::BasePrecision;
+use adapterci_engine::allocate::Sensitivity;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Build base releases: palettized base models with their accuracy-recovery adapters.
@@ -33,15 +35,6 @@ pub enum DeviceArg {
     Auto,
     Cpu,
     Cuda,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum SensitivityArg {
-    /// The KL divergence with the operation alone at 2 bits
-    TwoBit,
-    /// The same with the recovery adapter's calibrated start for that operation added: what the recovery is
-    /// left to train away
-    Corrected,
 }
 
 /// Options of the calibration and the palettization, shared by every command.
@@ -94,9 +87,11 @@ pub struct CommonArgs {
     /// Calibration sequences the sensitivities are measured on
     #[arg(long, default_value_t = 2)]
     pub sens_seqs: usize,
-    /// What an operation's sensitivity measures when the bits are allocated
-    #[arg(long, value_enum, default_value_t = SensitivityArg::Corrected)]
-    pub sensitivity: SensitivityArg,
+    /// What an operation's sensitivity measures when the bits are allocated: the KL divergence with the
+    /// operation alone at 2 bits (two-bit), or the same with the recovery adapter's calibrated start for that
+    /// operation added, what the recovery is left to train away (corrected)
+    #[arg(long, default_value = "corrected", value_parser = by_name::<Sensitivity>(&["two-bit", "corrected"]))]
+    pub sensitivity: Sensitivity,
     /// Palettize the tied embedding too, to 4 or 8 bits
     #[arg(long, value_parser = clap::value_parser!(u8).range(4..=8))]
     pub embedding_bits: Option<u8>,
@@ -167,6 +162,21 @@ pub struct RecoveryArgs {
     /// correction of its palettization error under the calibration statistics
     #[arg(long)]
     pub zero_init: bool,
+    /// Precision of both models' frozen matmuls in recovery training (the adapter, norms, attention, the KL and
+    /// the optimizer stay f32): default bf16 on a CPU with AVX-512 BF16, where a step runs ~1.6x faster at the
+    /// same recovery, else f32
+    #[arg(long, value_parser = by_name::<BasePrecision>(&["f32", "bf16"]))]
+    pub precision: Option<BasePrecision>,
+}
+
+/// A parser for a value spelled by its serde name, as in the config files and the reports (one spelling
+/// everywhere), which lists `names` in the help and in its error.
+fn by_name<T>(names: &'static [&'static str]) -> impl clap::builder::TypedValueParser<Value = T>
+where
+    T: serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    clap::builder::PossibleValuesParser::new(names)
+        .try_map(|name| serde_json::from_value::<T>(serde_json::Value::String(name)).map_err(|e| e.to_string()))
 }
 
 #[derive(Debug, Args)]

@@ -11,7 +11,7 @@ use adapterci_engine::allocate::{BitAnalysis, Method, Sensitivity, linear_ops};
 use adapterci_engine::calibrate::{TeacherTextSpec, chunk_tokens, compare};
 use adapterci_engine::device::{DeviceChoice, set_threads};
 use adapterci_engine::model::BaseModel;
-use adapterci_engine::recover::{RecoveryProgress, RecoveryReport, RecoverySpec, recover_palettized};
+use adapterci_engine::recover::{RecoveryProgress, RecoveryReport, RecoverySpec, preferred_precision, recover_palettized};
 use adapterci_engine::release::{BaseRelease, bind_recovery_adapter, check_recovery_adapter};
 use adapterci_engine::release_build::{
     BuildOptions, analyze, build_release, calibrate, palettize_model, recovery_text, release_file,
@@ -19,7 +19,7 @@ use adapterci_engine::release_build::{
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cli::{Cli, Command, CommonArgs, DeviceArg, RecoveryArgs, SensitivityArg};
+use crate::cli::{Cli, Command, CommonArgs, DeviceArg, RecoveryArgs};
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -302,6 +302,7 @@ fn options(common: &CommonArgs, recovery: Option<&RecoveryArgs>, base: &BaseMode
             checkpoint_dir: r.checkpoint_dir.clone(),
             palette_learning_rate: r.palette_learning_rate,
             calibrated_init: !r.zero_init,
+            base_precision: r.precision.unwrap_or_else(|| preferred_precision(base.llama().device())),
             seed: common.seed,
             ..defaults
         },
@@ -318,10 +319,7 @@ fn options(common: &CommonArgs, recovery: Option<&RecoveryArgs>, base: &BaseMode
             seed: common.seed,
         },
         sensitivity_sequences: common.sens_seqs,
-        sensitivity: match common.sensitivity {
-            SensitivityArg::TwoBit => Sensitivity::TwoBit,
-            SensitivityArg::Corrected => Sensitivity::Corrected,
-        },
+        sensitivity: common.sensitivity,
         recovery,
         embedding_bits: common.embedding_bits,
         user_corpus_share,

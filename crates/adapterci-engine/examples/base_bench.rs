@@ -231,12 +231,7 @@ fn main() -> anyhow::Result<()> {
     let sens_count: usize = args.num("sens-seqs", if teacher.device() == Device::Cpu { 2 } else { 16 })?;
     let sens_seqs = &sequences[..sens_count.clamp(1, sequences.len())];
     let two_bit: Vec<tch::Tensor> = palettes.by_bits[&2].iter().map(|p| p.dequantize(teacher.device())).collect();
-    let sensitivity = match args.values.get("sensitivity").map(String::as_str) {
-        None => BuildOptions::default().sensitivity,
-        Some("two-bit") => Sensitivity::TwoBit,
-        Some("corrected") => Sensitivity::Corrected,
-        Some(other) => bail!("--sensitivity {other:?}: use two-bit or corrected"),
-    };
+    let sensitivity = args.named("sensitivity", BuildOptions::default().sensitivity)?;
     let two_bit = match sensitivity {
         Sensitivity::Corrected => with_low_rank_corrections(teacher, &hessians, &ops, two_bit, recovery.rank)?,
         Sensitivity::TwoBit => two_bit,

@@ -12,10 +12,12 @@
 //!     [--variants frozen,palettes:1e-3,calibrated,calibrated+palettes:1e-3] [--steps 60] [--minutes M] \
 //!     [--model M.gguf] [--user-corpus F] [--teacher-seqs 256] [--batch 4] [--lr 1e-3] [--device cpu|cuda] \
 //!     [--threads 2] [--eval-text F] [--teacher-cache DIR] [--seed N] [--corpus-share S]
+//!     [--precision f32|bf16]
 //! ```
 use std::path::Path;
 use std::time::Instant;
 
+use adapterci_core::training::BasePrecision;
 use adapterci_engine::calibrate::{Agreement, TeacherTextSpec, chunk_tokens, collect_hessians, compare};
 use adapterci_engine::device::DeviceChoice;
 use adapterci_engine::model::BaseModel;
@@ -98,6 +100,7 @@ fn main() -> anyhow::Result<()> {
         )
     };
     let minutes: Option<f64> = args.values.get("minutes").map(|v| v.parse()).transpose()?;
+    let base_precision = args.named("precision", BasePrecision::F32)?;
     println!("| recovery | perplexity | vs uncompressed | mean CE | top-1 | recovery fraction | steps | seconds |");
     println!("|---|---|---|---|---|---|---|---|");
     line("(none: the palettized base)", &palettized, "", "", "");
@@ -122,6 +125,7 @@ fn main() -> anyhow::Result<()> {
             learning_rate: args.num("lr", 1e-3)?,
             palette_learning_rate,
             calibrated_init: calibrated,
+            base_precision,
             // the order the sequences are drawn in (and a zero start's A)
             seed: args.num("seed", RecoverySpec::default().seed)?,
             ..RecoverySpec::default()

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 
 use adapterci_core::training::{
-    AdapterConfig, BasePrecision, InitialAdapterRef, LoraSpec, ProgressSink, TrainJob, TrainOutput, TrainSpec,
+    AdapterConfig, InitialAdapterRef, LoraSpec, ProgressSink, TrainJob, TrainOutput, TrainSpec,
     TrainingBackend, TrainingFailure,
 };
 
@@ -228,10 +228,7 @@ pub fn train_options(spec: &TrainSpec, held_out: &[Example]) -> TrainOptions {
             min_delta: stopping.min_delta,
         }),
         packing: spec.packing.then_some(spec.max_seq_len),
-        base_compute: match spec.base_precision {
-            BasePrecision::F32 => BaseCompute::F32,
-            BasePrecision::Bf16 => BaseCompute::Bf16,
-        },
+        base_compute: BaseCompute::from(spec.base_precision),
         ..TrainOptions::default()
     }
 }

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use adapterci_core::Digest;
-use adapterci_core::training::LoraTarget;
+use adapterci_core::training::{BasePrecision, LoraTarget};
 use adapterci_engine::allocate::{
     LinearOp, Method, allocate_bits, average_bpw, linear_ops, measure_sensitivities, palettize_op,
 };
@@ -146,6 +146,38 @@ fn recovery_training_lowers_the_kl_divergence_to_the_teacher() {
         after.kl_divergence
     );
     assert!(after.top1_agreement >= before.top1_agreement);
+}
+
+#[test]
+fn recovery_with_bf16_matmuls_starts_where_f32_does_and_lowers_the_kl_as_far() {
+    let f = fixture();
+    let teacher = f.base.llama();
+    let seqs = teacher_sequences(&f.base, 16);
+    let ops = linear_ops(teacher.config());
+    let (student, _) = palettized_student(teacher, &vec![2; ops.len()], method(), &seqs);
+    let before = compare(teacher, &student, None, &seqs, 4).unwrap();
+    let f32_spec = RecoverySpec { steps: 40, batch: 4, learning_rate: 5e-3, ..RecoverySpec::default() };
+    let bf16_spec = RecoverySpec { base_precision: BasePrecision::Bf16, ..f32_spec.clone() };
+    let (f32_lora, f32_report) = recover(teacher, &student, &seqs, &f32_spec, &mut |_| {}).unwrap();
+    let (bf16_lora, bf16_report) = recover(teacher, &student, &seqs, &bf16_spec, &mut |_| {}).unwrap();
+    // the same first batch from the same (zero) adapter: only the matmuls' rounding differs
+    let (first_f32, first_bf16) = (f32_report.kl_curve[0].1, bf16_report.kl_curve[0].1);
+    assert!((first_bf16 - first_f32).abs() < 0.05 * first_f32, "first-step KL {first_f32} (f32) vs {first_bf16} (bf16)");
+    // scored in f32 as served, the bf16-trained adapter recovers as far as the f32-trained one
+    let after_f32 = compare(teacher, &student, Some(&f32_lora), &seqs, 4).unwrap();
+    let after_bf16 = compare(teacher, &student, Some(&bf16_lora), &seqs, 4).unwrap();
+    assert!(
+        after_bf16.kl_divergence < 0.8 * before.kl_divergence,
+        "KL {} -> {} after bf16 recovery",
+        before.kl_divergence,
+        after_bf16.kl_divergence
+    );
+    assert!(
+        after_bf16.kl_divergence < 1.1 * after_f32.kl_divergence,
+        "after recovery: KL {} (bf16) vs {} (f32)",
+        after_bf16.kl_divergence,
+        after_f32.kl_divergence
+    );
 }
 
 #[test]

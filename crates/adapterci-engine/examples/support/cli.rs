@@ -38,6 +38,17 @@ impl Args {
     }
 }
 
+impl Args {
+    /// A value spelled by its serde name (as in the config files and the reports), or `default`.
+    #[allow(dead_code)] // not every example that shares this file has such a flag
+    pub fn named<T: serde::de::DeserializeOwned>(&self, name: &str, default: T) -> anyhow::Result<T> {
+        match self.values.get(name) {
+            Some(v) => serde_json::from_value(serde_json::Value::String(v.clone())).with_context(|| format!("--{name}")),
+            None => Ok(default),
+        }
+    }
+}
+
 /// A line on stderr with the UTC time of day.
 pub fn log(message: &str) {
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);

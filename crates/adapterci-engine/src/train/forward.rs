@@ -18,7 +18,7 @@
 //! and its gradient with respect to `x` is the identity (a straight-through estimator), which lets the loss
 //! reach the earlier layers' adapters through the linear operations and not only through the residual stream.
 
-use adapterci_core::training::LoraTarget;
+use adapterci_core::training::{BasePrecision, LoraTarget};
 use tch::{Kind, Tensor};
 
 use crate::EngineError;
@@ -34,6 +34,15 @@ pub enum BaseCompute {
     F32,
     /// bf16 copies of the linear and LM-head weights (activations rounded to bf16 at those matmuls).
     Bf16,
+}
+
+impl From<BasePrecision> for BaseCompute {
+    fn from(precision: BasePrecision) -> Self {
+        match precision {
+            BasePrecision::F32 => BaseCompute::F32,
+            BasePrecision::Bf16 => BaseCompute::Bf16,
+        }
+    }
 }
 
 struct LayerWeights {
