@@ -355,8 +355,9 @@ pub fn sensitivities_of(
 }
 
 /// 2 or 4 bits per operation with the least total sensitivity at 2 bits such that the average bits per weight
-/// lies in `[target_bpw - 0.05, target_bpw]` (or as close to the target as the operations allow): an exact 0/1
-/// knapsack over the bits each operation saves, in steps of 1e-4 bits per weight.
+/// lies in `[target_bpw - 0.05, target_bpw]` (or as close below the target as the operations allow; never above
+/// it unless even every operation at 2 bits is): a 0/1 knapsack over the bits each operation saves, in steps of
+/// 1e-4 bits per weight, with each candidate's exact average checked against the target.
 pub fn allocate_bits(
     ops: &[LinearOp],
     sensitivities: &[f64],
@@ -403,20 +404,33 @@ pub fn allocate_bits(
     let low = (need / UNIT).ceil() as usize;
     let high = ((need + 0.05) / UNIT).floor() as usize;
     let reachable = |s: usize| best.get(s).is_some_and(|c| c.is_finite());
-    let pick = (low..=high.min(capacity))
-        .filter(|&s| reachable(s))
-        .min_by(|&a, &b| best[a].total_cmp(&best[b]))
-        .or_else(|| (low..=capacity).find(|&s| reachable(s)))
-        .or_else(|| (0..low.min(capacity + 1)).rev().find(|&s| reachable(s)));
-    let mut bits = all_four;
-    let Some(mut s) = pick else { return Ok(bits) };
-    for i in (0..ops.len()).rev() {
-        if s > 0 && taken[i][s] {
-            bits[i] = 2;
-            s -= saved[i];
+    let bits_saving = |mut s: usize| {
+        let mut bits = all_four.clone();
+        for i in (0..ops.len()).rev() {
+            if s > 0 && taken[i][s] {
+                bits[i] = 2;
+                s -= saved[i];
+            }
         }
+        bits
+    };
+    // Each operation's saving is rounded to the unit, so a sum at `need` can still land a few thousandths of a
+    // bit above the target: of the savings in the window, least sensitivity first, take the first whose exact
+    // average meets the target.
+    let mut window: Vec<usize> = (low..=high.min(capacity)).filter(|&s| reachable(s)).collect();
+    window.sort_by(|&a, &b| best[a].total_cmp(&best[b]));
+    let within = window.iter().map(|&s| bits_saving(s)).find(|bits| average_bpw(ops, bits, method) <= target_bpw);
+    if let Some(bits) = within {
+        return Ok(bits);
     }
-    Ok(bits)
+    let pick = (low..=capacity)
+        .filter(|&s| reachable(s))
+        .find(|&s| average_bpw(ops, &bits_saving(s), method) <= target_bpw)
+        .or_else(|| (0..low.min(capacity + 1)).rev().find(|&s| reachable(s)));
+    Ok(match pick {
+        Some(s) => bits_saving(s),
+        None => all_four,
+    })
 }
 
 fn check_target(ops: &[LinearOp], method: Method, target_bpw: f64) -> Result<(), EngineError> {

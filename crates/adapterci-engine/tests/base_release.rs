@@ -99,7 +99,7 @@ fn sensitivity_allocation_meets_the_target_and_beats_the_reverse_order() {
     assert!(s.iter().all(|v| v.is_finite() && *v >= 0.0), "{s:?}");
     let bits = allocate_bits(&ops, s, m, 3.5).unwrap();
     let achieved = average_bpw(&ops, &bits, m);
-    assert!((achieved - 3.5).abs() <= 0.05, "achieved {achieved}");
+    assert!(achieved <= 3.5 && achieved >= 3.45, "achieved {achieved}");
     // the allocation's 2-bit set costs less measured sensitivity than the most sensitive choice at the same bits
     let inverted: Vec<f64> = s.iter().map(|v| -v).collect();
     let worst = allocate_bits(&ops, &inverted, m, 3.5).unwrap();
