@@ -175,6 +175,7 @@ fn by_name<T>(names: &'static [&'static str]) -> impl clap::builder::TypedValueP
 where
     T: serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
 {
+    use clap::builder::TypedValueParser;
     clap::builder::PossibleValuesParser::new(names)
         .try_map(|name| serde_json::from_value::<T>(serde_json::Value::String(name)).map_err(|e| e.to_string()))
 }

@@ -7,7 +7,7 @@ use adapterci_core::manifest::Lineage;
 use adapterci_core::ports::{AdapterRegistry, PublishRequest};
 use adapterci_core::training::InitialAdapterRef;
 use adapterci_core::{AdapterName, Digest};
-use adapterci_engine::allocate::{BitAnalysis, Method, Sensitivity, linear_ops};
+use adapterci_engine::allocate::{BitAnalysis, Method, linear_ops};
 use adapterci_engine::calibrate::{TeacherTextSpec, chunk_tokens, compare};
 use adapterci_engine::device::{DeviceChoice, set_threads};
 use adapterci_engine::model::BaseModel;
@@ -126,11 +126,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             write_file(&args.out.join("recovery.safetensors"), &bytes)?;
             write_file(&args.out.join("recovery.json"), &serde_json::to_vec_pretty(&report)?)?;
             println!(
-                "{}: {} steps in {:.0}s on {}, KL {:.4} -> {:.4}",
+                "{}: {} steps in {:.0}s on {} ({} matmuls), KL {:.4} -> {:.4}",
                 args.out.join("recovery.safetensors").display(),
                 report.steps,
                 report.seconds,
                 report.device,
+                report.base_precision.name(),
                 report.kl_curve.first().map_or(f64::NAN, |p| p.1),
                 report.kl_curve.last().map_or(f64::NAN, |p| p.1)
             );

@@ -163,6 +163,16 @@ pub enum BasePrecision {
     Bf16,
 }
 
+impl BasePrecision {
+    /// The name as spelled in pipelines, reports and flags.
+    pub fn name(self) -> &'static str {
+        match self {
+            BasePrecision::F32 => "f32",
+            BasePrecision::Bf16 => "bf16",
+        }
+    }
+}
+
 /// Stop training when the validation loss (on the held-out records) has not improved by `min_delta` for
 /// `patience` evaluations in a row, keeping the best adapter seen.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -359,6 +369,13 @@ pub type Metrics = BTreeMap<String, f64>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_precision_prints_the_name_it_is_written_as() {
+        for precision in [BasePrecision::F32, BasePrecision::Bf16] {
+            assert_eq!(serde_json::to_value(precision).unwrap(), serde_json::json!(precision.name()));
+        }
+    }
 
     #[test]
     fn layer_selection_resolves_and_checks_range() {

@@ -92,6 +92,9 @@ pub struct RecoveryReport {
     /// The step a checkpoint resumed from.
     pub resumed_from: Option<usize>,
     pub device: String,
+    /// The precision of the frozen matmuls it trained with (reports written before the field: f32).
+    #[serde(default)]
+    pub base_precision: BasePrecision,
 }
 
 /// One step's progress.
@@ -329,6 +332,7 @@ fn train(
         stopped_by_time,
         resumed_from,
         device: format!("{device:?}"),
+        base_precision: spec.base_precision,
     };
     Ok((lora, report))
 }
