@@ -13,6 +13,8 @@
 #   MODEL         the source GGUF [.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf]
 #   WORK          releases, adapters, cache [target/bench/release-path];  OUT: logs and table.md [$WORK]
 #   CORPUS        the user corpus [public-domain prose, scripts/bench/data/]
+#   CORPUS_SHARE  share of the second adapter's recovery sequences drawn from the corpus [0.5]
+#   PRECISION     f32|bf16: the recovery's frozen matmuls [the tool's default: bf16 on a CPU with AVX-512 BF16]
 #   EVAL          held-out text [scripts/oracles/data/natural_english.txt]
 #   DEVICE        auto|cpu|cuda [auto];  THREADS per process [1]
 #   TEACHER_SEQS [256]  SEQ_LEN [128]  SENS_SEQS [2]  MINUTES per recovery [4]
@@ -80,7 +82,8 @@ if [[ $phase != palettize ]]; then
   pids=()
   for which in "${variants[@]}"; do
     extra=()
-    [[ $which != teacher ]] && extra=(--corpus "$CORPUS" --corpus-share 0.5)
+    [[ $which != teacher ]] && extra=(--corpus "$CORPUS" --corpus-share "${CORPUS_SHARE:-0.5}")
+    [[ -n ${PRECISION:-} ]] && extra+=(--precision "$PRECISION")
     [[ $which == palettes ]] && extra+=(--palette-learning-rate "$PALETTE_LR")
     TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=$tf32 "$BIN" recover "${common[@]}" --release "$release" --out "$WORK/$which" \
       "${recovery[@]}" "${extra[@]}" >"$OUT/recover-$which.log" 2>&1 &

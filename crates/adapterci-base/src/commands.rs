@@ -11,7 +11,9 @@ use adapterci_engine::allocate::{BitAnalysis, Method, linear_ops};
 use adapterci_engine::calibrate::{TeacherTextSpec, chunk_tokens, compare};
 use adapterci_engine::device::{DeviceChoice, set_threads};
 use adapterci_engine::model::BaseModel;
-use adapterci_engine::recover::{RecoveryProgress, RecoveryReport, RecoverySpec, preferred_precision, recover_palettized};
+use adapterci_engine::recover::{
+    RecoveryProgress, RecoveryReport, RecoverySpec, preferred_precision, recover_palettized,
+};
 use adapterci_engine::release::{BaseRelease, bind_recovery_adapter, check_recovery_adapter};
 use adapterci_engine::release_build::{
     BuildOptions, analyze, build_release, calibrate, palettize_model, recovery_text, release_file,

@@ -125,16 +125,31 @@ fn step_by_step_commands_and_their_refusals() {
     // stderr is not a terminal: progress comes as plain lines, the last one at the last step
     assert!(text(&output).contains("recovery step 3/3 KL"), "{}", text(&output));
     assert!(!text(&output).contains("warning: the time budget"), "{}", text(&output));
+    // the precision this machine's default chose is recorded and printed
+    let precision = |dir: &Path| {
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("recovery.json")).unwrap()).unwrap();
+        report["base_precision"].as_str().unwrap().to_string()
+    };
+    let chosen = precision(&out);
+    assert!(chosen == "f32" || chosen == "bf16", "{chosen}");
+    assert!(text(&output).contains(&format!("({chosen} matmuls)")), "{}", text(&output));
+    // an unknown precision is refused, naming the ones there are
+    let output = with(vec!["recover"], &["--model", m, "--release", r, "--out", o, "--precision", "fp8"]);
+    assert!(!output.status.success());
+    assert!(text(&output).contains("fp8") && text(&output).contains("f32, bf16"), "{}", text(&output));
     // a time budget spent before training got going is reported, and still writes the adapter
     let short = dir.path().join("short");
     let s = short.to_str().unwrap();
     let output = with(
         vec!["recover"],
-        &[&["--model", m, "--release", r, "--out", s, "--minutes", "0.00001"][..], &cache].concat(),
+        &[&["--model", m, "--release", r, "--out", s, "--minutes", "0.00001", "--precision", "f32"][..], &cache]
+            .concat(),
     );
     assert!(output.status.success(), "{}", text(&output));
     assert!(text(&output).contains("warning: the time budget ended after 1 recovery step(s)"), "{}", text(&output));
     assert!(short.join("recovery.safetensors").is_file());
+    assert_eq!(precision(&short), "f32");
     assert!(out.join("recovery.safetensors").is_file());
     // with trained palettes, recover writes the retrained release too, and binds its adapter to it
     let out_c = dir.path().join("c");

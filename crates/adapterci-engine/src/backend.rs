@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 
 use adapterci_core::training::{
-    AdapterConfig, InitialAdapterRef, LoraSpec, ProgressSink, TrainJob, TrainOutput, TrainSpec,
-    TrainingBackend, TrainingFailure,
+    AdapterConfig, InitialAdapterRef, LoraSpec, ProgressSink, TrainJob, TrainOutput, TrainSpec, TrainingBackend,
+    TrainingFailure,
 };
 
 use crate::EngineError;

@@ -50,8 +50,8 @@ pub struct RecoverySpec {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub calibrated_init: bool,
     /// Precision of the frozen matmuls of both models (the student's palettized base and the teacher) in the
-    /// training forward passes: bf16 runs them several times faster on CPUs with AVX-512 BF16 and on GPUs; the
-    /// adapter, norms, attention, the KL and the optimizer stay f32 either way.
+    /// training forward passes; the adapter, norms, attention, the KL and the optimizer stay f32 either way.
+    /// [`preferred_precision`] says which pays on a device.
     #[serde(default, skip_serializing_if = "is_f32")]
     pub base_precision: BasePrecision,
 }
@@ -434,6 +434,17 @@ mod tests {
         json["base_precision"] = "fp8".into();
         let err = serde_json::from_value::<RecoverySpec>(json).unwrap_err().to_string();
         assert!(err.contains("fp8"), "{err}");
+    }
+
+    #[test]
+    fn bf16_is_the_default_only_where_it_was_measured_to_pay() {
+        // GPUs: not measured, f32
+        assert_eq!(super::preferred_precision(tch::Device::Cuda(0)), BasePrecision::F32);
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(
+            super::preferred_precision(tch::Device::Cpu) == BasePrecision::Bf16,
+            std::arch::is_x86_feature_detected!("avx512bf16")
+        );
     }
 
     #[test]

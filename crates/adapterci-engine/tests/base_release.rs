@@ -99,7 +99,7 @@ fn sensitivity_allocation_meets_the_target_and_beats_the_reverse_order() {
     assert!(s.iter().all(|v| v.is_finite() && *v >= 0.0), "{s:?}");
     let bits = allocate_bits(&ops, s, m, 3.5).unwrap();
     let achieved = average_bpw(&ops, &bits, m);
-    assert!(achieved <= 3.5 && achieved >= 3.45, "achieved {achieved}");
+    assert!((3.45..=3.5).contains(&achieved), "achieved {achieved}");
     // the allocation's 2-bit set costs less measured sensitivity than the most sensitive choice at the same bits
     let inverted: Vec<f64> = s.iter().map(|v| -v).collect();
     let worst = allocate_bits(&ops, &inverted, m, 3.5).unwrap();
@@ -162,7 +162,10 @@ fn recovery_with_bf16_matmuls_starts_where_f32_does_and_lowers_the_kl_as_far() {
     let (bf16_lora, bf16_report) = recover(teacher, &student, &seqs, &bf16_spec, &mut |_| {}).unwrap();
     // the same first batch from the same (zero) adapter: only the matmuls' rounding differs
     let (first_f32, first_bf16) = (f32_report.kl_curve[0].1, bf16_report.kl_curve[0].1);
-    assert!((first_bf16 - first_f32).abs() < 0.05 * first_f32, "first-step KL {first_f32} (f32) vs {first_bf16} (bf16)");
+    assert!(
+        (first_bf16 - first_f32).abs() < 0.05 * first_f32,
+        "first-step KL {first_f32} (f32) vs {first_bf16} (bf16)"
+    );
     // scored in f32 as served, the bf16-trained adapter recovers as far as the f32-trained one
     let after_f32 = compare(teacher, &student, Some(&f32_lora), &seqs, 4).unwrap();
     let after_bf16 = compare(teacher, &student, Some(&bf16_lora), &seqs, 4).unwrap();

@@ -43,7 +43,9 @@ impl Args {
     #[allow(dead_code)] // not every example that shares this file has such a flag
     pub fn named<T: serde::de::DeserializeOwned>(&self, name: &str, default: T) -> anyhow::Result<T> {
         match self.values.get(name) {
-            Some(v) => serde_json::from_value(serde_json::Value::String(v.clone())).with_context(|| format!("--{name}")),
+            Some(v) => {
+                serde_json::from_value(serde_json::Value::String(v.clone())).with_context(|| format!("--{name}"))
+            }
             None => Ok(default),
         }
     }

@@ -33,7 +33,7 @@ fn allocation_meets_the_target_within_five_hundredths() {
     for target in [2.6, 3.0, 3.25, 3.5, 3.8] {
         let bits = allocate_bits(&ops, &s, method, target).unwrap();
         let achieved = average_bpw(&ops, &bits, method);
-        assert!(achieved <= target && achieved >= target - 0.05, "target {target}: achieved {achieved}");
+        assert!((target - 0.05..=target).contains(&achieved), "target {target}: achieved {achieved}");
         let arbitrary = arbitrary_bits(&ops, method, target, 1).unwrap();
         let achieved = average_bpw(&ops, &arbitrary, method);
         assert!((achieved - target).abs() <= 0.05, "arbitrary, target {target}: achieved {achieved}");
@@ -47,7 +47,7 @@ fn the_tiny_model_allocation_meets_its_target_too() {
     let s = sensitivities(ops.len());
     let bits = allocate_bits(&ops, &s, method, 3.5).unwrap();
     let achieved = average_bpw(&ops, &bits, method);
-    assert!(achieved <= 3.5 && achieved >= 3.45, "achieved {achieved}");
+    assert!((3.45..=3.5).contains(&achieved), "achieved {achieved}");
 }
 
 #[test]
