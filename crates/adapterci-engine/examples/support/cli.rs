@@ -36,9 +36,7 @@ impl Args {
             None => Ok(default),
         }
     }
-}
 
-impl Args {
     /// A value spelled by its serde name (as in the config files and the reports), or `default`.
     #[allow(dead_code)] // not every example that shares this file has such a flag
     pub fn named<T: serde::de::DeserializeOwned>(&self, name: &str, default: T) -> anyhow::Result<T> {
