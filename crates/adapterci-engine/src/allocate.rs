@@ -415,22 +415,15 @@ pub fn allocate_bits(
         bits
     };
     // Each operation's saving is rounded to the unit, so a sum at `need` can still land a few thousandths of a
-    // bit above the target: of the savings in the window, least sensitivity first, take the first whose exact
-    // average meets the target.
+    // bit above the target: take the first candidate whose exact average meets it, the savings in the window
+    // least sensitivity first, then the larger ones; failing all, the largest saving below the window.
     let mut window: Vec<usize> = (low..=high.min(capacity)).filter(|&s| reachable(s)).collect();
     window.sort_by(|&a, &b| best[a].total_cmp(&best[b]));
-    let within = window.iter().map(|&s| bits_saving(s)).find(|bits| average_bpw(ops, bits, method) <= target_bpw);
-    if let Some(bits) = within {
-        return Ok(bits);
-    }
-    let pick = (low..=capacity)
-        .filter(|&s| reachable(s))
-        .find(|&s| average_bpw(ops, &bits_saving(s), method) <= target_bpw)
-        .or_else(|| (0..low.min(capacity + 1)).rev().find(|&s| reachable(s)));
-    Ok(match pick {
-        Some(s) => bits_saving(s),
-        None => all_four,
-    })
+    let larger = (high.min(capacity) + 1..=capacity).filter(|&s| reachable(s));
+    let meeting = window.into_iter().chain(larger).map(bits_saving).find(|b| average_bpw(ops, b, method) <= target_bpw);
+    Ok(meeting
+        .or_else(|| (0..low.min(capacity + 1)).rev().find(|&s| reachable(s)).map(bits_saving))
+        .unwrap_or(all_four))
 }
 
 fn check_target(ops: &[LinearOp], method: Method, target_bpw: f64) -> Result<(), EngineError> {
