@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use adapterci_core::training::BasePrecision;
-use adapterci_engine::allocate::Sensitivity;
+use adapterci_engine::allocate::{Method, Sensitivity};
+use adapterci_engine::palettize::Rotation;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Build base releases: palettized base models with their accuracy-recovery adapters.
@@ -56,13 +57,19 @@ pub struct CommonArgs {
     #[arg(long)]
     pub naive: bool,
     /// Rounds of least-squares refitting of the tables and row scales after GPTQ (0: none)
-    #[arg(long, default_value_t = adapterci_engine::allocate::Method::default().refit_rounds)]
+    #[arg(long, default_value_t = Method::default().refit_rounds)]
     pub refit_rounds: usize,
     /// Rounds of palettizing jointly with the recovery adapter's calibrated start (LoftQ's alternation under
     /// the statistics): the release alone moves further from the source, the release with its adapter's start
     /// closer (0: off)
     #[arg(long, default_value_t = 0)]
     pub low_rank_rounds: usize,
+    /// Palettize each operation with its input channels rotated (random signs from this seed, then a DCT) and
+    /// serve it rotated back: spreads large weights and loud channels over all columns; "off" palettizes the
+    /// weights as they are
+    #[arg(long, value_name = "SEED|off", default_value_t = RotationArg(Method::default().rotation),
+          value_parser = rotation_arg)]
+    pub rotation: RotationArg,
     /// Take each operation's input statistics layer by layer on the partly palettized model instead of all at
     /// once on the uncompressed one (slower; measured no better on SmolLM2-135M)
     #[arg(long)]
@@ -106,6 +113,29 @@ pub struct CommonArgs {
     pub threads: usize,
     #[arg(long, default_value_t = 11)]
     pub seed: u64,
+}
+
+/// `--rotation`: a seed, or none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RotationArg(pub Option<Rotation>);
+
+impl std::fmt::Display for RotationArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(r) => write!(f, "{}", r.seed),
+            None => f.write_str("off"),
+        }
+    }
+}
+
+fn rotation_arg(value: &str) -> Result<RotationArg, String> {
+    match value {
+        "off" => Ok(RotationArg(None)),
+        seed => seed
+            .parse::<u64>()
+            .map(|seed| RotationArg(Some(Rotation { seed })))
+            .map_err(|_| format!("{seed:?} is neither a seed (an unsigned integer) nor \"off\"")),
+    }
 }
 
 #[derive(Debug, Args)]

@@ -292,6 +292,7 @@ fn options(common: &CommonArgs, recovery: Option<&RecoveryArgs>, base: &BaseMode
         refit_rounds: if common.naive { 0 } else { common.refit_rounds },
         sequential: !common.naive && common.sequential,
         low_rank_rounds: if common.naive { 0 } else { common.low_rank_rounds },
+        rotation: if common.naive { None } else { common.rotation.0 },
     };
     let defaults = BuildOptions::default().recovery;
     let user_corpus_share = recovery.and_then(|r| r.corpus_share);

@@ -454,7 +454,7 @@ fn main() -> anyhow::Result<()> {
         let bpw = average_bpw(&ops, &sensitive_bits, method);
         for embed_bits in [8u8, 4] {
             let mut student = sensitive.shallow_copy();
-            let spec = PaletteSpec { bits: embed_bits, group_rows: 64, row_scale: true };
+            let spec = PaletteSpec { bits: embed_bits, group_rows: 64, row_scale: true, rotation: None };
             let p = palettize(teacher.embedding_weight(), spec, Calibration::default())?;
             student.set_embedding(p.dequantize(teacher.device()))?;
             let a = compare(teacher, &student, None, &eval, eval_batch)?;

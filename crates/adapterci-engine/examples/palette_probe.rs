@@ -29,8 +29,8 @@ fn main() -> anyhow::Result<()> {
         println!("{}", op.name());
         let mixed = hs.zip(prose_h.get(op.layer, op.target)).map(|(a, b)| a + b);
         for (label, spec) in [
-            ("2b G8s", PaletteSpec { bits: 2, group_rows: 8, row_scale: true }),
-            ("4b G32s", PaletteSpec { bits: 4, group_rows: 32, row_scale: true }),
+            ("2b G8s", PaletteSpec { bits: 2, group_rows: 8, row_scale: true, rotation: None }),
+            ("4b G32s", PaletteSpec { bits: 4, group_rows: 32, row_scale: true, rotation: None }),
         ] {
             let mut line = format!("  {label} ({:.3}b)", spec.bits_per_weight(op.rows, op.cols));
             for (method, compensate, refit_rounds, hs_used) in [

@@ -13,7 +13,7 @@ use crate::calibrate::{Hessians, batch_tensor, kl_per_position};
 use crate::config::LlamaConfig;
 use crate::dataset::SeededRng;
 use crate::llama::Llama;
-use crate::palettize::{Calibration, PaletteSpec, PalettizedTensor, palettize};
+use crate::palettize::{Calibration, PaletteSpec, PalettizedTensor, Rotation, palettize};
 
 mod sequential;
 #[cfg(test)]
@@ -98,6 +98,10 @@ pub struct Method {
     /// alone is then further from `W`, and closer together with its recovery adapter's start. 0: off.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub low_rank_rounds: usize,
+    /// Palettize every operation rotated ([`Rotation`]: `W Q` under `Qᵀ H Q`, served as `P(W Q) Qᵀ`). Absent in
+    /// methods written before it existed, which were not rotated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<Rotation>,
 }
 
 /// The rank the joint palettization corrects with: the recovery adapter's ([`crate::recover::RecoverySpec`]).
@@ -122,6 +126,7 @@ impl Default for Method {
             refit_rounds: 3,
             sequential: false,
             low_rank_rounds: 0,
+            rotation: None,
         }
     }
 }
@@ -129,7 +134,7 @@ impl Default for Method {
 impl Method {
     pub fn spec(&self, bits: u8) -> PaletteSpec {
         let group_rows = if bits <= 2 { self.group_rows_2bit } else { self.group_rows };
-        PaletteSpec { bits, group_rows, row_scale: self.row_scale }
+        PaletteSpec { bits, group_rows, row_scale: self.row_scale, rotation: self.rotation }
     }
 
     pub fn label(&self) -> String {
@@ -151,6 +156,9 @@ impl Method {
         }
         if self.low_rank_rounds > 0 {
             parts.push(format!("{} rounds jointly with a rank-{JOINT_RANK} correction", self.low_rank_rounds));
+        }
+        if let Some(r) = self.rotation {
+            parts.push(format!("input channels rotated (seed {})", r.seed));
         }
         parts.join(", ")
     }

@@ -15,10 +15,12 @@ use tch::{Device, Kind, Tensor};
 
 use crate::EngineError;
 
+pub mod rotation;
 #[cfg(test)]
 mod tests;
 mod trainable;
 
+pub use rotation::Rotation;
 pub use trainable::TrainablePalettes;
 
 /// How one matrix is palettized.
@@ -30,11 +32,15 @@ pub struct PaletteSpec {
     pub group_rows: usize,
     /// Divide each row by its largest magnitude before clustering, and store that scale (fp16) per row.
     pub row_scale: bool,
+    /// Palettize `W Q` instead of `W` and serve `P(W Q) Qᵀ` ([`Rotation`]; no bits: only its seed is stored).
+    /// Absent in releases written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<Rotation>,
 }
 
 impl PaletteSpec {
     pub fn new(bits: u8, group_rows: usize) -> PaletteSpec {
-        PaletteSpec { bits, group_rows, row_scale: true }
+        PaletteSpec { bits, group_rows, row_scale: true, rotation: None }
     }
 
     pub fn validate(&self) -> Result<(), EngineError> {
@@ -58,6 +64,17 @@ impl PaletteSpec {
         let table_bits = groups * self.entries() as u64 * 16;
         let scale_bits = if self.row_scale { rows as u64 * 16 } else { 0 };
         index_bits + table_bits + scale_bits
+    }
+
+    /// `values Qᵀ` when rotated (the served weight from the palettized `values`, `[rows, cols]`), else `values`.
+    pub fn unrotate(&self, values: Tensor) -> Tensor {
+        match &self.rotation {
+            Some(r) => {
+                let cols = values.size()[1] as usize;
+                values.matmul(&r.unrotation(cols, values.device()))
+            }
+            None => values,
+        }
     }
 
     /// [`PaletteSpec::storage_bits`] per weight.
@@ -131,9 +148,9 @@ impl PalettizedTensor {
         unpack_indices(&self.indices, self.rows * self.cols, self.spec.bits)
     }
 
-    /// The f32 matrix `[rows, cols]` on `device`: `lut[group(row)][index] * scale[row]`.
+    /// The f32 matrix `[rows, cols]` on `device`: `lut[group(row)][index] * scale[row]`, times `Qᵀ` when rotated.
     pub fn dequantize(&self, device: Device) -> Tensor {
-        self.fit(device).dequantize(&group_of_row(self.rows, self.spec, device))
+        self.spec.unrotate(self.fit(device).dequantize(&group_of_row(self.rows, self.spec, device)))
     }
 
     /// The parts as tensors on `device`: tables `[groups, k]` and scales `[rows, 1]` in f32, indices `[rows,
@@ -209,14 +226,17 @@ pub fn palettize(
     }
     tch::no_grad(|| {
         let device = weight.device();
-        let w = weight.to_kind(Kind::Float);
+        let (w, rotated_hessian) = match &spec.rotation {
+            Some(r) => rotation::rotate(weight, calibration.hessian, r),
+            None => (weight.to_kind(Kind::Float), None),
+        };
         let (normalized, scales) = if spec.row_scale {
             let scales = w.abs().amax([1], true).clamp_min(1e-8).to_kind(Kind::Half).to_kind(Kind::Float);
             (&w / &scales, Some(scales))
         } else {
             (w.shallow_clone(), None)
         };
-        let hessian = calibration.hessian.map(|h| h.to_kind(Kind::Float).to_device(device));
+        let hessian = rotated_hessian.or_else(|| calibration.hessian.map(|h| h.to_kind(Kind::Float).to_device(device)));
         let importance = match (&hessian, calibration.weighted) {
             (Some(h), true) => Some(h.diagonal(0, 0, 1).clamp_min(0.0) + 1e-8),
             _ => None,

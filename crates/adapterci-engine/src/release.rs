@@ -10,7 +10,10 @@
 //! `adapterci.manifest` ([`ReleaseManifest`] as JSON: the source model's digest, bits per operation, group
 //! size, table layout, bits-per-weight accounting, the digest of every tensor's bytes), `adapterci.config`
 //! (the decoder shape) and `adapterci.tokenizer` (the tokenizer, so a release serves without its source GGUF).
-//! Format version 1 is frozen by `tests/fixtures/base_release_v1.safetensors`.
+//! Format version 2 adds one thing: a palettized tensor's spec may name a [`crate::palettize::Rotation`] (its
+//! served weight is the dequantized one times `Qᵀ`). A release with no rotated tensor is written as version 1,
+//! byte for byte as before, and a reader that only knows version 1 refuses a rotated one rather than serving it
+//! unrotated. Format version 1 is frozen by `tests/fixtures/base_release_v1.safetensors`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -29,7 +32,10 @@ use crate::palettize::{PaletteSpec, PalettizedTensor};
 use crate::tokenizer::TokenizerSpec;
 
 pub const RELEASE_FORMAT: &str = "base-release";
-pub const RELEASE_FORMAT_VERSION: u32 = 1;
+/// The newest format version this build writes and reads.
+pub const RELEASE_FORMAT_VERSION: u32 = 2;
+/// The first format version whose tensors may be rotated.
+const ROTATION_SINCE: u32 = 2;
 const KEY_FORMAT: &str = "adapterci.format";
 const KEY_VERSION: &str = "adapterci.format_version";
 const KEY_MANIFEST: &str = "adapterci.manifest";
@@ -184,8 +190,9 @@ pub fn write_release(contents: &ReleaseContents<'_>) -> Result<Vec<u8>, EngineEr
         all_params += shape.iter().product::<usize>() as u64;
         tensors.insert(name, (Dtype::F32, shape, bytes));
     }
+    let format_version = if palettized.iter().any(|t| t.spec.rotation.is_some()) { ROTATION_SINCE } else { 1 };
     let manifest = ReleaseManifest {
-        format_version: RELEASE_FORMAT_VERSION,
+        format_version,
         source_model_digest: contents.source_model_digest.clone(),
         source_model_name: contents.source_model_name.clone(),
         method: contents.method,
@@ -200,7 +207,7 @@ pub fn write_release(contents: &ReleaseContents<'_>) -> Result<Vec<u8>, EngineEr
     };
     let mut metadata = std::collections::HashMap::new();
     metadata.insert(KEY_FORMAT.to_string(), RELEASE_FORMAT.to_string());
-    metadata.insert(KEY_VERSION.to_string(), RELEASE_FORMAT_VERSION.to_string());
+    metadata.insert(KEY_VERSION.to_string(), format_version.to_string());
     metadata.insert(KEY_MANIFEST.to_string(), to_json(&manifest)?);
     metadata.insert(KEY_CONFIG.to_string(), to_json(contents.config)?);
     metadata.insert(KEY_TOKENIZER.to_string(), to_json(contents.tokenizer)?);
@@ -266,18 +273,40 @@ impl BaseRelease {
             return Err(bad(path, format!("{KEY_FORMAT} is {:?}, not {RELEASE_FORMAT:?}", get(KEY_FORMAT)?)));
         }
         let version = get(KEY_VERSION)?;
-        if version.parse::<u32>().ok() != Some(RELEASE_FORMAT_VERSION) {
-            return Err(bad(
-                path,
-                format!("format version {version:?} is not supported (this build reads {RELEASE_FORMAT_VERSION})"),
-            ));
-        }
+        let format_version = match version.parse::<u32>() {
+            Ok(v) if (1..=RELEASE_FORMAT_VERSION).contains(&v) => v,
+            _ => {
+                return Err(bad(
+                    path,
+                    format!(
+                        "format version {version:?} is not supported (this build reads 1 to {RELEASE_FORMAT_VERSION})"
+                    ),
+                ));
+            }
+        };
         let parse = |key: &str| -> Result<serde_json::Value, EngineError> {
             serde_json::from_str(get(key)?).map_err(|e| bad(path, format!("{key}: {e}")))
         };
         let manifest: ReleaseManifest =
             serde_json::from_value(parse(KEY_MANIFEST)?).map_err(|e| bad(path, format!("{KEY_MANIFEST}: {e}")))?;
         check_activation_bits(manifest.activation_bits).map_err(|e| bad(path, format!("{KEY_MANIFEST}: {e}")))?;
+        if manifest.format_version != format_version {
+            return Err(bad(
+                path,
+                format!(
+                    "{KEY_MANIFEST}: format_version {} but {KEY_VERSION} is {format_version}",
+                    manifest.format_version
+                ),
+            ));
+        }
+        if let Some(t) = manifest.palettized.iter().find(|t| t.spec.rotation.is_some())
+            && format_version < ROTATION_SINCE
+        {
+            return Err(bad(
+                path,
+                format!("{KEY_MANIFEST}: {} is rotated, which format version {format_version} cannot say", t.name),
+            ));
+        }
         let config: LlamaConfig =
             serde_json::from_value(parse(KEY_CONFIG)?).map_err(|e| bad(path, format!("{KEY_CONFIG}: {e}")))?;
         config.validate().map_err(|e| bad(path, format!("{KEY_CONFIG}: {e}")))?;

@@ -305,7 +305,7 @@ pub fn palettize_model(
     };
     let embedding = match options.embedding_bits {
         Some(bits) => {
-            let spec = PaletteSpec { bits, group_rows: 64, row_scale: true };
+            let spec = PaletteSpec { bits, group_rows: 64, row_scale: true, rotation: None };
             let p = palettize(llama.embedding_weight(), spec, Calibration::default())?;
             student.set_embedding(p.dequantize(llama.device()))?;
             Some(p)

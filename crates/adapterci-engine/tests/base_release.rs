@@ -15,7 +15,7 @@ use adapterci_engine::calibrate::{TeacherTextSpec, chunk_tokens, collect_hessian
 use adapterci_engine::device::DeviceChoice;
 use adapterci_engine::llama::Llama;
 use adapterci_engine::model::BaseModel;
-use adapterci_engine::palettize::{PalettizedTensor, TrainablePalettes};
+use adapterci_engine::palettize::{PalettizedTensor, Rotation, TrainablePalettes};
 use adapterci_engine::recover::{RecoverySpec, calibrated_init, recover, recover_palettized, recovery_config};
 use adapterci_engine::release::{BaseRelease, bind_recovery_adapter, check_recovery_adapter};
 use adapterci_engine::release_build::{BuildOptions, cached_teacher_text, calibrate, recovery_text, release_file};
@@ -206,13 +206,14 @@ fn recovery_resumes_from_its_checkpoint() {
 }
 
 fn release_bytes(f: &Fixture, bits: &[u8]) -> (Vec<u8>, Llama) {
+    release_bytes_with(f, bits, method())
+}
+
+fn release_bytes_with(f: &Fixture, bits: &[u8], method: Method) -> (Vec<u8>, Llama) {
     let teacher = f.base.llama();
     let seqs = teacher_sequences(&f.base, 8);
-    let (student, parts) = palettized_student(teacher, bits, method(), &seqs);
-    (
-        release_file(&f.base, &BuildOptions { method: method(), ..BuildOptions::default() }, parts, None).unwrap(),
-        student,
-    )
+    let (student, parts) = palettized_student(teacher, bits, method, &seqs);
+    (release_file(&f.base, &BuildOptions { method, ..BuildOptions::default() }, parts, None).unwrap(), student)
 }
 
 #[test]
@@ -297,18 +298,17 @@ fn a_recovery_adapter_for_another_release_is_refused() {
     assert_eq!(loaded.config().rank, 16);
 }
 
-/// Release format v1 is frozen: the committed file (made by this test with `ADAPTERCI_UPDATE_FIXTURES=1`)
-/// must keep reading, with the same manifest and the same dequantized weights.
-#[test]
-fn release_format_v1_fixture_still_reads() {
+/// A frozen release format: the committed file (made by this test with `ADAPTERCI_UPDATE_FIXTURES=1`) must keep
+/// reading, with the same manifest and the same dequantized weights, and still load as a servable model.
+fn frozen_release_still_reads(version: u32, method: Method) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let path = dir.join("base_release_v1.safetensors");
-    let expected_path = dir.join("base_release_v1.expected.json");
+    let path = dir.join(format!("base_release_v{version}.safetensors"));
+    let expected_path = dir.join(format!("base_release_v{version}.expected.json"));
     if std::env::var_os("ADAPTERCI_UPDATE_FIXTURES").is_some() {
         let f = fixture();
         let ops = linear_ops(f.base.llama().config());
         let bits: Vec<u8> = (0..ops.len()).map(|i| if i % 2 == 0 { 2 } else { 4 }).collect();
-        let (bytes, _) = release_bytes(&f, &bits);
+        let (bytes, _) = release_bytes_with(&f, &bits, method);
         std::fs::write(&path, &bytes).unwrap();
         let (release, _) = BaseRelease::open(&path).unwrap();
         let sums: Vec<(String, f64)> = ops
@@ -323,16 +323,83 @@ fn release_format_v1_fixture_still_reads() {
     }
     let (release, _) = BaseRelease::open(&path).unwrap();
     let expected: serde_json::Value = serde_json::from_slice(&std::fs::read(&expected_path).unwrap()).unwrap();
-    assert_eq!(release.manifest.format_version, 1);
+    assert_eq!(release.manifest.format_version, version);
+    assert_eq!(release.manifest.method.rotation, method.rotation);
     assert_eq!(release.manifest.linear_bpw, expected["linear_bpw"].as_f64().unwrap());
     for pair in expected["abs_sums"].as_array().unwrap() {
         let name = pair[0].as_str().unwrap();
-        let w = release.palettized(name).unwrap().dequantize(Device::Cpu);
-        assert_eq!(w.abs().sum(tch::Kind::Double).double_value(&[]), pair[1].as_f64().unwrap(), "{name}");
+        let got = release.palettized(name).unwrap().dequantize(Device::Cpu).abs().sum(tch::Kind::Double);
+        let (got, want) = (got.double_value(&[]), pair[1].as_f64().unwrap());
+        // table lookups are exact; the rotation back is a matmul, whose last bits depend on the CPU's kernels
+        let tolerance = if method.rotation.is_some() { 1e-6 * want } else { 0.0 };
+        assert!((got - want).abs() <= tolerance, "{name}: {got} vs {want}");
     }
-    // and it still loads as a servable model
     let model = BaseModel::load(&path, DeviceChoice::Cpu).unwrap();
     assert!(model.name().contains("base release"));
+}
+
+#[test]
+fn release_format_v1_fixture_still_reads() {
+    frozen_release_still_reads(1, Method { rotation: None, ..method() });
+}
+
+/// Version 2 is v1 with rotated operations; its fixture also freezes the matrix a rotation's seed stands for.
+#[test]
+fn release_format_v2_fixture_still_reads() {
+    frozen_release_still_reads(2, Method { rotation: Some(Rotation { seed: 5 }), ..method() });
+}
+
+#[test]
+fn a_rotated_release_serves_rotated_back_and_a_reader_cannot_take_it_for_v1() {
+    let f = fixture();
+    let ops = linear_ops(f.base.llama().config());
+    let bits: Vec<u8> = (0..ops.len()).map(|i| if i % 3 == 0 { 2 } else { 4 }).collect();
+    let rotated = Method { rotation: Some(Rotation { seed: 5 }), ..method() };
+    let (bytes, student) = release_bytes_with(&f, &bits, rotated);
+    let path = f.dir.join("rotated.safetensors");
+    std::fs::write(&path, &bytes).unwrap();
+    let (release, _) = BaseRelease::open(&path).unwrap();
+    assert_eq!(release.manifest.format_version, 2);
+    assert_eq!(release.manifest.linear_bpw, average_bpw(&ops, &bits, method()), "a rotation costs no bits");
+    for op in &ops {
+        let p = release.palettized(&op.name()).unwrap();
+        assert_eq!(p.spec.rotation, Some(Rotation { seed: 5 }), "{}", op.name());
+        let diff = (p.dequantize(Device::Cpu) - student.linear_weight(op.layer, op.target)).abs().max();
+        assert_eq!(diff.double_value(&[]), 0.0, "{}", op.name());
+    }
+    // an unrotated release is still written as version 1
+    let (plain, _) = release_bytes_with(&f, &bits, method());
+    assert_eq!(BaseRelease::read(&plain, &path).unwrap().manifest.format_version, 1);
+    // the header says 1 (what a v1-only reader checks) while the manifest rotates
+    let edit = |bytes: &[u8], from: &[u8], to: &[u8]| -> Vec<u8> {
+        let at = bytes.windows(from.len()).position(|w| w == from).expect("the header has it");
+        let mut edited = bytes.to_vec();
+        edited[at..at + to.len()].copy_from_slice(to);
+        edited
+    };
+    let header_v1 = edit(&bytes, br#""adapterci.format_version":"2""#, br#""adapterci.format_version":"1""#);
+    let err = BaseRelease::read(&header_v1, &path).unwrap_err().to_string();
+    assert!(err.contains("format_version 2 but adapterci.format_version is 1"), "{err}");
+    let both_v1 = edit(&header_v1, br#"\"format_version\":2"#, br#"\"format_version\":1"#);
+    let err = BaseRelease::read(&both_v1, &path).unwrap_err().to_string();
+    assert!(
+        err.contains("is rotated, which format version 1 cannot say") && err.contains("rotated.safetensors"),
+        "{err}"
+    );
+    let future = edit(&bytes, br#""adapterci.format_version":"2""#, br#""adapterci.format_version":"3""#);
+    let err = BaseRelease::read(&future, &path).unwrap_err().to_string();
+    assert!(err.contains(r#"format version "3" is not supported"#), "{err}");
+    // it serves: the release scores the same logits as the palettized student
+    let served = BaseModel::load(&path, DeviceChoice::Cpu).unwrap();
+    let ids: Vec<u32> = f.base.tokenizer().encode("hello there, world", false);
+    let want = {
+        let t = tch::Tensor::from_slice(&ids.iter().map(|&i| i64::from(i)).collect::<Vec<_>>()).unsqueeze(0);
+        tch::no_grad(|| student.forward(&t, 0, None, None))
+    };
+    let want: Vec<Vec<f32>> = Vec::<Vec<f32>>::try_from(want.squeeze_dim(0)).unwrap();
+    let got = served.logits(&ids, None).unwrap();
+    let max_diff = got.iter().flatten().zip(want.iter().flatten()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(max_diff < 1e-2, "max logit difference {max_diff}");
 }
 
 #[test]
@@ -486,17 +553,21 @@ fn trainable_palettes_start_at_the_release_and_store_back_exactly() {
     let seqs = teacher_sequences(&f.base, 4);
     let ops = linear_ops(teacher.config());
     let bits: Vec<u8> = (0..ops.len()).map(|i| if i % 3 == 0 { 2 } else { 4 }).collect();
-    let (student, parts) = palettized_student(teacher, &bits, method(), &seqs);
-    let trainable = TrainablePalettes::new(&ops, &parts, Device::Cpu).unwrap();
-    assert_eq!(trainable.to_parts().unwrap(), parts, "untrained, the stored form is the release's, bit for bit");
-    let mut applied = teacher.shallow_copy();
-    trainable.apply(&mut applied).unwrap();
-    for op in &ops {
-        let diff =
-            (applied.linear_weight(op.layer, op.target) - student.linear_weight(op.layer, op.target)).abs().max();
-        assert_eq!(diff.double_value(&[]), 0.0, "{}", op.name());
-        assert!(applied.linear_weight(op.layer, op.target).requires_grad(), "{} trains", op.name());
+    // rotated too: the trained weight is served rotated back like the release's
+    for method in [method(), Method { rotation: Some(Rotation { seed: 2 }), ..method() }] {
+        let (student, parts) = palettized_student(teacher, &bits, method, &seqs);
+        let trainable = TrainablePalettes::new(&ops, &parts, Device::Cpu).unwrap();
+        assert_eq!(trainable.to_parts().unwrap(), parts, "untrained, the stored form is the release's, bit for bit");
+        let mut applied = teacher.shallow_copy();
+        trainable.apply(&mut applied).unwrap();
+        for op in &ops {
+            let diff =
+                (applied.linear_weight(op.layer, op.target) - student.linear_weight(op.layer, op.target)).abs().max();
+            assert_eq!(diff.double_value(&[]), 0.0, "{} ({})", op.name(), method.label());
+            assert!(applied.linear_weight(op.layer, op.target).requires_grad(), "{} trains", op.name());
+        }
     }
+    let (_, parts) = palettized_student(teacher, &bits, method(), &seqs);
     // refusals: a missing operation, a part of the wrong shape
     let err = TrainablePalettes::new(&ops, &parts[1..], Device::Cpu).unwrap_err().to_string();
     assert!(err.contains(&format!("{} palettized operations for {} linear operations", ops.len() - 1, ops.len())));

@@ -47,7 +47,7 @@ fn bits_per_weight_counts_indices_tables_and_scales() {
     // 64 rows x 100 cols: 4 tables of 16 fp16 entries, 64 fp16 scales
     let bits = spec.storage_bits(64, 100);
     assert_eq!(bits, 64 * 100 * 4 + 4 * 16 * 16 + 64 * 16);
-    let two = PaletteSpec { bits: 2, group_rows: 3, row_scale: false };
+    let two = PaletteSpec { bits: 2, group_rows: 3, row_scale: false, rotation: None };
     // 10 rows -> 4 groups (the last one partial)
     assert_eq!(two.storage_bits(10, 10), 10 * 10 * 2 + 4 * 4 * 16);
     let p = palettize(&random_matrix(10, 10, 2), two, Calibration::default()).unwrap();
@@ -151,4 +151,78 @@ fn refitting_without_statistics_is_a_no_op() {
     let plain = palettize(&w, spec, Calibration::default()).unwrap();
     let asked = palettize(&w, spec, Calibration { refit_rounds: 2, ..Calibration::default() }).unwrap();
     assert_eq!(plain, asked);
+}
+
+#[test]
+fn rotations_are_orthogonal_and_the_same_for_the_same_seed_and_size() {
+    for n in [1usize, 7, 64, 96] {
+        let q = Rotation { seed: 3 }.matrix(n, Device::Cpu);
+        let off = (q.matmul(&q.transpose(0, 1)) - Tensor::eye(n as i64, (Kind::Float, Device::Cpu))).abs().max();
+        assert!(off.double_value(&[]) < 1e-5, "n {n}: Q Qᵀ is off the identity by {off}");
+        assert!(q.equal(&Rotation { seed: 3 }.matrix(n, Device::Cpu)), "n {n}: built again, the same");
+    }
+    // another seed flips other rows' signs of the same transform
+    let (a, b) = (Rotation { seed: 3 }.matrix(64, Device::Cpu), Rotation { seed: 4 }.matrix(64, Device::Cpu));
+    assert!(!a.equal(&b));
+    assert!(a.abs().equal(&b.abs()));
+    // only the seed is stored, so the matrix a seed means is frozen: these entries must never change
+    let q = Vec::<f32>::try_from(Rotation { seed: 3 }.matrix(4, Device::Cpu).reshape([-1])).unwrap();
+    let frozen: Vec<f32> = vec![
+        0.5,
+        0.6532815,
+        0.5,
+        0.27059805,
+        -0.5,
+        -0.27059805,
+        0.5,
+        0.6532815,
+        -0.5,
+        0.27059805,
+        0.5,
+        -0.6532815,
+        0.5,
+        -0.6532815,
+        0.5,
+        -0.27059805,
+    ];
+    assert_eq!(q, frozen);
+}
+
+#[test]
+fn a_rotated_palettization_is_served_rotated_back_and_fits_loud_channels_better() {
+    // a few loud input channels in the calibration inputs and a few large weights in those columns: what a
+    // 4-entry table handles worst
+    tch::manual_seed(10);
+    let gain = Tensor::ones([64], (Kind::Float, Device::Cpu));
+    let _ = gain.narrow(0, 0, 4).fill_(6.0);
+    let x = Tensor::randn([512, 64], (Kind::Float, Device::Cpu)) * &gain;
+    let h = x.transpose(0, 1).matmul(&x);
+    let w = random_matrix(32, 64, 11);
+    let _ = w.narrow(1, 60, 4).g_mul_scalar_(5.0);
+    let calibration = Calibration { hessian: Some(&h), weighted: true, compensate: true, refit_rounds: 1 };
+    let plain_spec = PaletteSpec::new(2, 8);
+    let rotated_spec = PaletteSpec { rotation: Some(Rotation { seed: 1 }), ..plain_spec };
+    let plain = palettize(&w, plain_spec, calibration).unwrap();
+    let rotated = palettize(&w, rotated_spec, calibration).unwrap();
+    rotated.validate().unwrap();
+    assert_eq!(rotated.storage_bits(), plain.storage_bits(), "a rotation costs no bits");
+    // served: the stored tables and indices dequantized, times Qᵀ
+    let stored = PalettizedTensor { spec: plain_spec, ..rotated.clone() }.dequantize(Device::Cpu);
+    let q = Rotation { seed: 1 }.matrix(64, Device::Cpu);
+    assert!(rotated.dequantize(Device::Cpu).equal(&stored.matmul(&q.transpose(0, 1))));
+    let e_plain = reconstruction_error(&w, &plain.dequantize(Device::Cpu), Some(&h));
+    let e_rotated = reconstruction_error(&w, &rotated.dequantize(Device::Cpu), Some(&h));
+    assert!(e_rotated < e_plain * 0.8, "rotated {e_rotated} vs plain {e_plain}");
+}
+
+#[test]
+fn a_spec_without_a_rotation_is_written_as_before() {
+    let json = serde_json::to_string(&PaletteSpec::new(4, 32)).unwrap();
+    assert_eq!(json, r#"{"bits":4,"group_rows":32,"row_scale":true}"#);
+    let read: PaletteSpec = serde_json::from_str(&json).unwrap();
+    assert_eq!(read.rotation, None);
+    let rotated = PaletteSpec { rotation: Some(Rotation { seed: 9 }), ..PaletteSpec::new(2, 8) };
+    let json = serde_json::to_string(&rotated).unwrap();
+    assert!(json.contains(r#""rotation":{"seed":9}"#), "{json}");
+    assert_eq!(serde_json::from_str::<PaletteSpec>(&json).unwrap(), rotated);
 }

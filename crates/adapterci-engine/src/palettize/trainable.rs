@@ -22,6 +22,8 @@ struct TrainableOp {
     /// `[rows, cols]` u8 (widened to int64 when used).
     indices: Tensor,
     group_of_row: Tensor,
+    /// `Qᵀ` `[cols, cols]` when the operation is palettized rotated.
+    unrotate: Option<Tensor>,
 }
 
 impl TrainableOp {
@@ -35,7 +37,11 @@ impl TrainableOp {
     }
 
     fn weight(&self) -> Tensor {
-        self.fit().dequantize(&self.group_of_row)
+        let values = self.fit().dequantize(&self.group_of_row);
+        match &self.unrotate {
+            Some(qt) => values.matmul(qt),
+            None => values,
+        }
     }
 
     fn names(&self) -> (String, String) {
@@ -89,6 +95,7 @@ impl TrainablePalettes {
                 }),
                 indices: indices.to_kind(Kind::Uint8),
                 group_of_row: group_of_row(part.rows, part.spec, device),
+                unrotate: part.spec.rotation.map(|r| r.unrotation(part.cols, device)),
             });
         }
         Ok(TrainablePalettes { ops: trainable })
