@@ -2,7 +2,8 @@
 //! calibration statistics as the calibrated start does) lower the joint output error `‖(W − Q − L) X‖`?
 //! Q_0 = palettize(W); L_t = best rank-16 correction of W − Q_t under H; Q_{t+1} = palettize(W − L_t).
 //!
-//! `cargo run --release -p adapterci-engine --example loftq_probe`
+//! `[ROUNDS=2] [ROTATION=off] cargo run --release -p adapterci-engine --example loftq_probe` (`ROTATION=off`:
+//! palettize the weights unrotated)
 use adapterci_engine::allocate::{JOINT_RANK, Method, linear_ops};
 use adapterci_engine::palettize::{Calibration, palettize};
 use adapterci_engine::recover::{best_low_rank, damped_square_root};
@@ -20,7 +21,8 @@ fn main() -> anyhow::Result<()> {
     let (base, hs) = probe::model_and_statistics()?;
     let t = base.llama();
     let ops = linear_ops(t.config());
-    let method = Method::default();
+    let rotation = if std::env::var("ROTATION").as_deref() == Ok("off") { None } else { Method::default().rotation };
+    let method = Method { rotation, ..Method::default() };
     let rounds: usize = std::env::var("ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(2);
     for &i in &[3usize, 7 * 10 + 1, 7 * 15, 7 * 20 + 2, 7 * 29 + 2] {
         let op = ops[i];

@@ -1,5 +1,9 @@
-//! Probe: does an orthogonal rotation of the input channels (incoherence processing, as QuIP/QuaRot) lower the
-//! output error of palettizing a few real operations? Palettizes `W Q` under `Qᵀ H Q` and measures `W − P(WQ) Qᵀ`.
+//! Probe: does an orthogonal rotation of the input channels (incoherence processing, as in QuIP# and QuaRot) lower
+//! the output error of palettizing a few real operations? Palettizes `W Q` under `Qᵀ H Q` (statistics over
+//! teacher text + prose, as the product takes them) and measures `W − P(W Q) Qᵀ` on those statistics and on
+//! held-out ones, for no rotation, a Haar-random orthogonal `Q`, and the product's seeded signs + DCT.
+//!
+//! `cargo run --release -p adapterci-engine --example rotation_probe`
 use adapterci_engine::allocate::linear_ops;
 use adapterci_engine::calibrate::{chunk_tokens, collect_hessians};
 use adapterci_engine::palettize::Rotation;
@@ -21,11 +25,12 @@ fn main() -> anyhow::Result<()> {
     let prose_h = collect_hessians(t, &prose_seqs, 4)?;
     let ops = linear_ops(t.config());
     tch::manual_seed(5);
-    for &i in &[3usize, 7 * 10 + 1, 7 * 15 + 4, 7 * 20 + 6, 7 * 29 + 2, 7 * 5 + 0, 7 * 25 + 5] {
+    for &i in &[3usize, 7 * 10 + 1, 7 * 15 + 4, 7 * 20 + 6, 7 * 29 + 2, 7 * 5, 7 * 25 + 5] {
         let op = ops[i];
         let w = t.linear_weight(op.layer, op.target).to_kind(Kind::Float);
         let hh = held.get(op.layer, op.target);
-        let mixed = h.get(op.layer, op.target).zip(prose_h.get(op.layer, op.target)).map(|(a, b)| a + b).unwrap();
+        let mixed = h.get(op.layer, op.target).zip(prose_h.get(op.layer, op.target)).map(|(a, b)| a + b);
+        let mixed = anyhow::Context::context(mixed, "statistics for every operation")?;
         let n = op.cols as i64;
         let g = Tensor::randn([n, n], (Kind::Double, tch::Device::Cpu));
         let (haar, _) = Tensor::linalg_qr(&g, "reduced");

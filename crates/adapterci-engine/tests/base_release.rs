@@ -368,7 +368,7 @@ fn a_rotated_release_serves_rotated_back_and_a_reader_cannot_take_it_for_v1() {
         assert_eq!(diff.double_value(&[]), 0.0, "{}", op.name());
     }
     // an unrotated release is still written as version 1
-    let (plain, _) = release_bytes_with(&f, &bits, method());
+    let (plain, _) = release_bytes_with(&f, &bits, Method { rotation: None, ..method() });
     assert_eq!(BaseRelease::read(&plain, &path).unwrap().manifest.format_version, 1);
     // the header says 1 (what a v1-only reader checks) while the manifest rotates
     let edit = |bytes: &[u8], from: &[u8], to: &[u8]| -> Vec<u8> {

@@ -110,7 +110,9 @@ fn sequential_palettization_builds_every_operation_and_tracks_the_teacher() {
     let tiny = crate::llama::tests::tiny_model(21);
     let teacher = &tiny.llama;
     let ops = linear_ops(teacher.config());
-    let method = Method { group_rows: 4, group_rows_2bit: 4, refit_rounds: 2, ..Method::default() };
+    // unrotated: rotated, the sequential statistics measure no better than the one-shot ones on this model (as
+    // unrotated on SmolLM2-135M, where the option stays off)
+    let method = Method { group_rows: 4, group_rows_2bit: 4, refit_rounds: 2, rotation: None, ..Method::default() };
     let bits: Vec<u8> = (0..ops.len()).map(|i| if i % 3 == 0 { 2 } else { 4 }).collect();
     let calibration = token_rows(48, 32, 5);
     let (parts, student) = palettize_sequential(teacher, &ops, &bits, method, &calibration, 4, &mut |_, _| {}).unwrap();
