@@ -287,7 +287,14 @@ fn main() -> anyhow::Result<()> {
     log(&format!("uncompressed: ppl {:.2} ce {:.4}", base_agreement.perplexity, base_ce));
     let mut rows = vec![row("uncompressed (dequantized Q4_1, f32)", 32.0, 32.0, &base_agreement, base_ce, json!({}))];
 
-    let naive = Method { group_rows: 16, group_rows_2bit: 16, weighted: false, compensate: false, ..Method::default() };
+    let naive = Method {
+        group_rows: 16,
+        group_rows_2bit: 16,
+        weighted: false,
+        compensate: false,
+        rotation: None,
+        ..Method::default()
+    };
     let mut other_palettes: BTreeMap<String, Palettes> = BTreeMap::new();
     let mut variants = vec![
         Variant {
@@ -316,6 +323,13 @@ fn main() -> anyhow::Result<()> {
                 name: "ablation: mixed 2/4 sensitivity, one-shot statistics, no refit".into(),
                 bits: sensitive_bits.clone(),
                 method: one_shot,
+            });
+        }
+        if method.rotation.is_some() {
+            variants.push(Variant {
+                name: "ablation: mixed 2/4 sensitivity, same bits, unrotated".into(),
+                bits: sensitive_bits.clone(),
+                method: Method { rotation: None, ..method },
             });
         }
         variants.push(Variant {
