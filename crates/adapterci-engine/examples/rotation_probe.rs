@@ -5,7 +5,6 @@
 //!
 //! `cargo run --release -p adapterci-engine --example rotation_probe`
 use adapterci_engine::allocate::linear_ops;
-use adapterci_engine::calibrate::{chunk_tokens, collect_hessians};
 use adapterci_engine::palettize::Rotation;
 use adapterci_engine::palettize::{Calibration, PaletteSpec, palettize, reconstruction_error};
 use tch::{Kind, Tensor};
@@ -14,15 +13,8 @@ use tch::{Kind, Tensor};
 mod probe;
 
 fn main() -> anyhow::Result<()> {
-    let (base, h) = probe::model_and_statistics()?;
+    let probe::ProbeStatistics { base, teacher: h, held, prose: prose_h } = probe::model_and_three_statistics()?;
     let t = base.llama();
-    let root = probe::ROOT;
-    let held_text = std::fs::read_to_string(format!("{root}/scripts/oracles/data/natural_english.txt"))?;
-    let held = collect_hessians(t, &chunk_tokens(base.tokenizer(), &held_text, 256), 4)?;
-    let prose = probe::prose()?;
-    let prose_seqs: Vec<Vec<u32>> =
-        chunk_tokens(base.tokenizer(), &prose, 128).into_iter().step_by(7).take(32).collect();
-    let prose_h = collect_hessians(t, &prose_seqs, 4)?;
     let ops = linear_ops(t.config());
     tch::manual_seed(5);
     for &i in &[3usize, 7 * 10 + 1, 7 * 15 + 4, 7 * 20 + 6, 7 * 29 + 2, 7 * 5, 7 * 25 + 5] {

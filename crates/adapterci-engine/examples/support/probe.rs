@@ -30,3 +30,25 @@ pub fn prose() -> anyhow::Result<String> {
     anyhow::ensure!(out.status.success(), "zcat {gz}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).with_context(|| format!("{gz} is not UTF-8 text"))
 }
+
+/// The model, its teacher-text statistics, and two more: on held-out natural text (the eval text, 256-token
+/// chunks) and on 32 sequences of 128 tokens of the prose corpus.
+#[allow(dead_code)] // not every probe uses them
+pub struct ProbeStatistics {
+    pub base: BaseModel,
+    pub teacher: Hessians,
+    pub held: Hessians,
+    pub prose: Hessians,
+}
+
+#[allow(dead_code)]
+pub fn model_and_three_statistics() -> anyhow::Result<ProbeStatistics> {
+    use adapterci_engine::calibrate::chunk_tokens;
+    let (base, teacher) = model_and_statistics()?;
+    let held_text = std::fs::read_to_string(format!("{ROOT}/scripts/oracles/data/natural_english.txt"))?;
+    let held = collect_hessians(base.llama(), &chunk_tokens(base.tokenizer(), &held_text, 256), 4)?;
+    let prose_seqs: Vec<Vec<u32>> =
+        chunk_tokens(base.tokenizer(), &prose()?, 128).into_iter().step_by(7).take(32).collect();
+    let prose = collect_hessians(base.llama(), &prose_seqs, 4)?;
+    Ok(ProbeStatistics { base, teacher, held, prose })
+}
