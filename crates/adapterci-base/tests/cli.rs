@@ -118,6 +118,10 @@ fn step_by_step_commands_and_their_refusals() {
     assert!(!text(&output).contains("sequences from"), "{}", text(&output));
     let release = out.join("base.safetensors");
     let r = release.to_str().unwrap();
+    // palettized rotated by default: a format-2 release that names its rotation
+    let manifest = |path: &Path| adapterci_engine::release::BaseRelease::open(path).unwrap().0.manifest;
+    let written = manifest(&release);
+    assert_eq!((written.format_version, written.method.rotation.map(|r| r.seed)), (2, Some(1)));
     let output =
         with(vec!["recover"], &[&["--model", m, "--release", r, "--out", o, "--steps", "3"][..], &cache].concat());
     assert!(output.status.success(), "{}", text(&output));
@@ -194,8 +198,14 @@ fn step_by_step_commands_and_their_refusals() {
     assert!(text(&output).contains("was made from source model"), "{}", text(&output));
     // a recovery adapter of another release is refused by evaluate
     let out_b = dir.path().join("b");
-    let output = with(vec!["palettize"], &["--model", m, "--out", out_b.to_str().unwrap(), "--uniform-bits", "4"]);
+    let b = out_b.to_str().unwrap();
+    let output = with(vec!["palettize"], &["--model", m, "--out", b, "--uniform-bits", "4", "--rotation", "off"]);
     assert!(output.status.success(), "{}", text(&output));
+    let unrotated = manifest(&out_b.join("base.safetensors"));
+    assert_eq!((unrotated.format_version, unrotated.method.rotation), (1, None));
+    let output = with(vec!["palettize"], &["--model", m, "--out", b, "--rotation", "sideways"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output).contains(r#""sideways" is neither a seed"#), "{}", text(&output));
     let output = evaluate(&out_b.join("base.safetensors"), Some(&out.join("recovery.safetensors")));
     assert_eq!(output.status.code(), Some(1));
     assert!(text(&output).contains("was trained for base release"), "{}", text(&output));
