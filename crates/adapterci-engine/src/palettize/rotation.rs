@@ -5,8 +5,8 @@
 //!
 //! `Q = diag(s) C`: random signs `s` from a seed (our own generator, so that every machine and device builds the
 //! same matrix) and `C` the orthonormal DCT-II, which exists for every size. On SmolLM2-135M
-//! (`examples/rotation_probe.rs`) it lowers the output error as much as a Haar-random orthogonal matrix or a
-//! randomized Hadamard one. Only the seed is stored: no bits.
+//! (`examples/rotation_probe.rs`) it lowers the output error as much as a Haar-random orthogonal matrix (and, in
+//! an earlier version of that probe, as a randomized Hadamard one). Only the seed is stored: no bits.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
