@@ -5,9 +5,11 @@
 //! the entries train as they are (row-normalized, within [-1, 1]); the scales through a factor that starts at 1,
 //! so one learning rate moves both by similar relative amounts.
 
+use std::collections::HashMap;
+
 use tch::{Device, Kind, Tensor};
 
-use super::{Fit, PalettizedTensor, group_of_row};
+use super::{Fit, PalettizedTensor, Rotation, group_of_row};
 use crate::EngineError;
 use crate::allocate::LinearOp;
 use crate::llama::Llama;
@@ -72,6 +74,8 @@ impl TrainablePalettes {
             )));
         }
         let mut trainable = Vec::with_capacity(ops.len());
+        // one `Qᵀ` per seed and width, shared by the operations that use it (210 copies would hold ~0.5 GB)
+        let mut unrotations: HashMap<(Rotation, usize), Tensor> = HashMap::new();
         for (op, part) in ops.iter().zip(parts) {
             if [part.rows, part.cols] != [op.rows, op.cols] {
                 return Err(EngineError::InvalidConfig(format!(
@@ -95,7 +99,9 @@ impl TrainablePalettes {
                 }),
                 indices: indices.to_kind(Kind::Uint8),
                 group_of_row: group_of_row(part.rows, part.spec, device),
-                unrotate: part.spec.rotation.map(|r| r.unrotation(part.cols, device)),
+                unrotate: part.spec.rotation.map(|r| {
+                    unrotations.entry((r, part.cols)).or_insert_with(|| r.unrotation(part.cols, device)).shallow_clone()
+                }),
             });
         }
         Ok(TrainablePalettes { ops: trainable })
