@@ -236,6 +236,11 @@ pub struct EvaluateArgs {
     /// Held-out text to score on (256-token chunks)
     #[arg(long, value_name = "FILE")]
     pub text: PathBuf,
+    /// Also write the scored token chunks and the source model's top-1 id at each position here (JSON
+    /// `{"chunks", "teacher_top1"}`), for scoring other quantizers on the same tokens
+    /// (`scripts/bench/llama_cpp_quants.py --tokens`)
+    #[arg(long, value_name = "FILE")]
+    pub tokens_out: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,
     #[arg(long, default_value_t = 1)]

@@ -8,7 +8,7 @@ use adapterci_core::ports::{AdapterRegistry, PublishRequest};
 use adapterci_core::training::InitialAdapterRef;
 use adapterci_core::{AdapterName, Digest};
 use adapterci_engine::allocate::{BitAnalysis, Method, linear_ops};
-use adapterci_engine::calibrate::{TeacherTextSpec, chunk_tokens, compare};
+use adapterci_engine::calibrate::{TeacherTextSpec, chunk_tokens, compare, top1_ids};
 use adapterci_engine::device::{DeviceChoice, set_threads};
 use adapterci_engine::model::BaseModel;
 use adapterci_engine::recover::{
@@ -160,6 +160,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 bail!("{}: shorter than one 256-token chunk", args.text.display());
             }
             let llama = base.llama();
+            if let Some(path) = &args.tokens_out {
+                let top1 = top1_ids(llama, &chunks)?;
+                let json = serde_json::json!({ "chunks": chunks, "teacher_top1": top1 });
+                write_file(path, &serde_json::to_vec(&json)?)?;
+            }
             let rows = [
                 ("uncompressed", compare(llama, llama, None, &chunks, 2)?),
                 ("palettized", compare(llama, &student, None, &chunks, 2)?),

@@ -76,9 +76,28 @@ fn a_release_is_built_written_and_published_with_its_lineage() {
         eval_text.to_str().unwrap(),
         "--device",
         "cpu",
+        "--tokens-out",
+        dir.path().join("peers/eval_tokens.json").to_str().unwrap(),
     ]);
     assert!(output.status.success(), "{}", text(&output));
     assert!(text(&output).contains("palettized + recovery adapter"), "{}", text(&output));
+    // the scored tokens and the source model's top-1 at each position, for the llama.cpp peers
+    let tokens: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("peers/eval_tokens.json")).unwrap()).unwrap();
+    let (chunks, top1) = (tokens["chunks"].as_array().unwrap(), tokens["teacher_top1"].as_array().unwrap());
+    let positions: usize = text(&output)
+        .lines()
+        .find_map(|l| l.split_once(" positions;").map(|(n, _)| n.trim().parse().unwrap()))
+        .expect("a positions line");
+    assert!(!chunks.is_empty());
+    assert_eq!(positions, chunks.len() * 255, "each 256-token chunk scores 255 next tokens");
+    assert_eq!(chunks.len(), top1.len());
+    let vocab = adapterci_engine::tokenizer::TINY_VOCAB_SIZE as u64;
+    for (chunk, ids) in chunks.iter().zip(top1) {
+        let (chunk, ids) = (chunk.as_array().unwrap(), ids.as_array().unwrap());
+        assert_eq!((chunk.len(), ids.len()), (256, 256));
+        assert!(ids.iter().all(|id| id.as_u64().is_some_and(|id| id < vocab)), "{ids:?}");
+    }
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

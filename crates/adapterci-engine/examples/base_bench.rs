@@ -271,15 +271,7 @@ fn main() -> anyhow::Result<()> {
     ));
 
     // teacher tokens for the peer script
-    let mut top1 = Vec::new();
-    tch::no_grad(|| -> anyhow::Result<()> {
-        for chunk in &eval {
-            let ids = adapterci_engine::calibrate::batch_tensor(std::slice::from_ref(chunk), teacher.device())?;
-            let logits = teacher.forward(&ids, 0, None, None);
-            top1.push(Vec::<i64>::try_from(logits.argmax(-1, false).reshape([-1]).to_device(Device::Cpu))?);
-        }
-        Ok(())
-    })?;
+    let top1 = adapterci_engine::calibrate::top1_ids(teacher, &eval)?;
     std::fs::write(out.join("eval_tokens.json"), serde_json::to_vec(&json!({"chunks": eval, "teacher_top1": top1}))?)?;
 
     let base_agreement = compare(teacher, teacher, None, &eval, eval_batch)?;

@@ -202,6 +202,21 @@ pub(crate) fn kl_per_position(teacher_logits: &Tensor, student_logits: &Tensor) 
     (t.exp() * (&t - s)).sum_dim_intlist([-1].as_slice(), false, Kind::Float)
 }
 
+/// `model`'s top-1 next-token id at every position of each sequence: what another implementation's outputs on the
+/// same tokens (llama.cpp's quantizations, say) are scored against for top-1 agreement.
+pub fn top1_ids(model: &Llama, sequences: &[Vec<u32>]) -> Result<Vec<Vec<i64>>, EngineError> {
+    tch::no_grad(|| {
+        sequences
+            .iter()
+            .map(|sequence| {
+                let ids = batch_tensor(std::slice::from_ref(sequence), model.device())?;
+                let logits = model.forward(&ids, 0, None, None);
+                Ok(Vec::<i64>::try_from(logits.argmax(-1, false).reshape([-1]).to_device(Device::Cpu))?)
+            })
+            .collect()
+    })
+}
+
 /// Scores `student` (with `lora` when given) against `teacher` on `sequences`, `batch` rows at a time.
 pub fn compare(
     teacher: &Llama,
