@@ -4,20 +4,25 @@
 # adapters for it trained side by side (teacher-written text only; teacher text + the user corpus, half the
 # sequences each), each scored with `adapterci-base evaluate` on held-out natural text no step saw.
 #
-#   scripts/bench/base_release_path.sh [palettize|recover|all]      (default: all)
+#   scripts/bench/base_release_path.sh [palettize|recover|peers|all]      (default: all)
+#
+#   scripts/bench/base_release_path.sh peers     llama.cpp's Q8_0/Q5_0/Q4_0/IQ4_NL from the same GGUF, on the CPU
 #
 # The phases can run in separate processes (a device lent in calls of 10 minutes): `palettize` writes
-# $WORK/release/base.safetensors and the teacher-text cache, `recover` reads both. Settings come from the
-# environment (default in brackets):
+# $WORK/release/base.safetensors, the teacher-text cache and the scored eval tokens, `recover` reads them.
+# `peers` (part of `all`) scores llama.cpp's requantizations of the same GGUF on exactly those eval tokens, with
+# llama-cpp-python in .venv-peers (installed when missing: builds llama.cpp, ~5 min); on a machine where it
+# cannot be installed (a device), run it afterwards here with the same OUT. Settings come from the environment
+# (default in brackets):
 #   BIN           adapterci-base binary [target/release/adapterci-base, built with cargo when absent]
 #   MODEL         the source GGUF [.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf]
 #   WORK          releases, adapters, cache [target/bench/release-path];  OUT: logs and table.md [$WORK]
 #   CORPUS        the user corpus [all the public-domain prose in scripts/bench/data/, ~7.8 MB]
-#   CORPUS_SHARE  share of the second adapter's recovery sequences drawn from the corpus [0.5]
+#   CORPUS_SHARE  share of the second adapter's recovery sequences drawn from the corpus [0.9]
 #   PRECISION     f32|bf16: the recovery's frozen matmuls [the tool's default: bf16 on a CPU with AVX-512 BF16]
 #   EVAL          held-out text [scripts/oracles/data/natural_english.txt]
-#   DEVICE        auto|cpu|cuda [auto];  THREADS per process [1]
-#   TEACHER_SEQS [256]  SEQ_LEN [128]  SENS_SEQS [2]  MINUTES per recovery [4]
+#   DEVICE        auto|cpu|cuda [auto];  THREADS per process [1 on the CPU; 6 on CUDA]
+#   TEACHER_SEQS [256; 2048 on CUDA]  SEQ_LEN [128; 256]  SENS_SEQS [2; 8]  MINUTES per recovery [4; 8.5]
 #   BATCH, LR     recovery steps [4 and 1e-3 on the CPU; 48 and 1.5e-3 on CUDA]
 #   PALETTE_LR    when set, a third adapter beside them: teacher text + user corpus with the palettes' tables
 #                 and row scales trained at this rate (its retrained release is scored with it)
@@ -28,8 +33,8 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$repo"
 phase=${1:-all}
-case $phase in palettize | recover | all) ;; *)
-  echo "usage: $0 [palettize|recover|all]" >&2
+case $phase in palettize | recover | peers | all) ;; *)
+  echo "usage: $0 [palettize|recover|peers|all]" >&2
   exit 2
   ;;
 esac
@@ -37,13 +42,18 @@ WORK=${WORK:-$repo/target/bench/release-path}
 OUT=${OUT:-$WORK}
 MODEL=${MODEL:-$repo/.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf}
 EVAL=${EVAL:-$repo/scripts/oracles/data/natural_english.txt}
-DEVICE=${DEVICE:-auto} THREADS=${THREADS:-1}
-TEACHER_SEQS=${TEACHER_SEQS:-256} SEQ_LEN=${SEQ_LEN:-128} SENS_SEQS=${SENS_SEQS:-2} MINUTES=${MINUTES:-4}
+DEVICE=${DEVICE:-auto}
 cuda=false
 if [[ $DEVICE == cuda ]] || { [[ $DEVICE == auto ]] && command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; }; then
   cuda=true
 fi
-if $cuda; then BATCH=${BATCH:-48} LR=${LR:-1.5e-3}; else BATCH=${BATCH:-4} LR=${LR:-1e-3}; fi
+if $cuda; then # the settings of the H200 run in docs/benchmarks.md (2026-11-27 19:58 UTC)
+  THREADS=${THREADS:-6} TEACHER_SEQS=${TEACHER_SEQS:-2048} SEQ_LEN=${SEQ_LEN:-256} SENS_SEQS=${SENS_SEQS:-8}
+  MINUTES=${MINUTES:-8.5} BATCH=${BATCH:-48} LR=${LR:-1.5e-3}
+else
+  THREADS=${THREADS:-1} TEACHER_SEQS=${TEACHER_SEQS:-256} SEQ_LEN=${SEQ_LEN:-128} SENS_SEQS=${SENS_SEQS:-2}
+  MINUTES=${MINUTES:-4} BATCH=${BATCH:-4} LR=${LR:-1e-3}
+fi
 mkdir -p "$WORK" "$OUT"
 if [[ -z ${CORPUS:-} ]]; then
   CORPUS=$WORK/user_corpus.txt
@@ -61,17 +71,17 @@ common=(--model "$MODEL" --device "$DEVICE" --threads "$THREADS" --teacher-seqs 
   --teacher-cache "$WORK/teacher-cache")
 release=$WORK/release/base.safetensors
 
-if [[ $phase != recover ]]; then
+if [[ $phase == palettize || $phase == all ]]; then
   echo "[$(date +%T)] palettize: $TEACHER_SEQS x $SEQ_LEN teacher tokens, statistics with the user corpus" >&2
   # shellcheck disable=SC2086 # PALETTIZE_ARGS is a list of flags
   "$BIN" palettize "${common[@]}" --sens-seqs "$SENS_SEQS" --corpus "$CORPUS" --out "$WORK/release" ${PALETTIZE_ARGS:-} \
     >"$OUT/palettize.log" 2>&1 || { tail -20 "$OUT/palettize.log" >&2; exit 1; }
   tail -1 "$OUT/palettize.log" >&2
   "$BIN" evaluate --model "$MODEL" --release "$release" --text "$EVAL" --device "$DEVICE" --threads "$THREADS" \
-    | tee "$OUT/evaluate-release.txt" >&2
+    --tokens-out "$OUT/eval_tokens.json" | tee "$OUT/evaluate-release.txt" >&2
 fi
 
-if [[ $phase != palettize ]]; then
+if [[ $phase == recover || $phase == all ]]; then
   [[ -f $release ]] || { echo "no release at $release: run the palettize phase first" >&2; exit 1; }
   recovery=(--steps 100000 --minutes "$MINUTES" --batch "$BATCH" --learning-rate "$LR")
   variants=(teacher corpus)
@@ -82,7 +92,7 @@ if [[ $phase != palettize ]]; then
   pids=()
   for which in "${variants[@]}"; do
     extra=()
-    [[ $which != teacher ]] && extra=(--corpus "$CORPUS" --corpus-share "${CORPUS_SHARE:-0.5}")
+    [[ $which != teacher ]] && extra=(--corpus "$CORPUS" --corpus-share "${CORPUS_SHARE:-0.9}")
     [[ -n ${PRECISION:-} ]] && extra+=(--precision "$PRECISION")
     [[ $which == palettes ]] && extra+=(--palette-learning-rate "$PALETTE_LR")
     TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=$tf32 "$BIN" recover "${common[@]}" --release "$release" --out "$WORK/$which" \
@@ -103,6 +113,23 @@ if [[ $phase != palettize ]]; then
     "$BIN" evaluate --model "$MODEL" --release "$scored" --recovery "$WORK/$which/recovery.safetensors" \
       --text "$EVAL" --device "$DEVICE" --threads "$THREADS" >"$OUT/evaluate-$which.txt"
   done
+fi
+
+if [[ $phase == peers || $phase == all ]]; then
+  [[ -f $OUT/eval_tokens.json ]] || { echo "no $OUT/eval_tokens.json: run the palettize phase first" >&2; exit 1; }
+  venv=${PEER_VENV:-$repo/.venv-peers}
+  if ! "$venv/bin/python" -c 'import llama_cpp, numpy' 2>/dev/null; then
+    echo "installing the peer (llama-cpp-python 0.3.36, builds llama.cpp: ~5 min) into $venv" >&2
+    [[ -x "$venv/bin/python" ]] || python3 -m venv "$venv"
+    CMAKE_BUILD_PARALLEL_LEVEL=2 "$venv/bin/pip" install --quiet numpy llama-cpp-python==0.3.36
+  fi
+  echo "[$(date +%T)] peers: llama.cpp requantizations of $MODEL on the same eval tokens (CPU)" >&2
+  "$venv/bin/python" scripts/bench/llama_cpp_quants.py --model "$MODEL" --tokens "$OUT/eval_tokens.json" \
+    --out "$OUT/peers.json" --workdir "$WORK/llama-cpp-quants" --threads 2 >"$OUT/peers.log" 2>&1 \
+    || { tail -20 "$OUT/peers.log" >&2; exit 1; }
+fi
+
+if [[ $phase != palettize && -f $OUT/evaluate-release.txt ]]; then
   python3 - "$OUT" "$WORK" <<'PY'
 import json, pathlib, re, sys
 out, work = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
@@ -118,24 +145,34 @@ def rows(path):
     return got, bpw
 lines = ["| model | linear bpw | whole-model bpw | perplexity | vs uncompressed | mean CE | top-1 agreement | recovery fraction | steps |",
          "|---|---|---|---|---|---|---|---|---|"]
+got, (lbpw, wbpw) = rows(out / "evaluate-release.txt")
+unc, start = got["uncompressed"], got["palettized"]  # every fraction is measured from the release as palettized
+def fmt(name, b1, b2, r, frac="", steps=""):
+    lines.append(f"| {name} | {b1} | {b2} | {r[0]:.2f} | {100 * (r[0] / unc[0] - 1):+.1f}% | {r[1]:.4f} | {r[2]:.3f} | {frac} | {steps} |")
+fmt("uncompressed", 32, 32, unc)
+fmt("palettized release", f"{lbpw:.4f}", f"{wbpw:.4f}", start)
 variants = [("teacher", "teacher text only"), ("corpus", "teacher text + user corpus"),
             ("palettes", "teacher text + user corpus, palettes trained")]
-for i, (which, label) in enumerate(v for v in variants if (out / f"evaluate-{v[0]}.txt").exists()):
-    got, (lbpw, wbpw) = rows(out / f"evaluate-{which}.txt")
-    unc, pal, rec = got["uncompressed"], got["palettized"], got["palettized + recovery adapter"]
-    report = json.loads((work / which / "recovery.json").read_text())
-    if i == 0:
-        start = pal  # the release as palettized: every fraction is measured from it
-    fraction = (start[1] - rec[1]) / (start[1] - unc[1])
-    fmt = lambda name, b1, b2, r, frac="", steps="": lines.append(
-        f"| {name} | {b1} | {b2} | {r[0]:.2f} | {100 * (r[0] / unc[0] - 1):+.1f}% | {r[1]:.4f} | {r[2]:.3f} | {frac} | {steps} |")
-    if i == 0:
-        fmt("uncompressed", 32, 32, unc)
-        fmt("palettized release", f"{lbpw:.4f}", f"{wbpw:.4f}", pal)
+for which, label in variants:
+    if not (out / f"evaluate-{which}.txt").exists():
+        continue
+    got, _ = rows(out / f"evaluate-{which}.txt")
+    rec = got["palettized + recovery adapter"]
     if which == "palettes":
-        fmt("its retrained release alone", f"{lbpw:.4f}", f"{wbpw:.4f}", pal)
-    fmt(f"+ recovery adapter ({label})", f"{lbpw:.4f}", f"{wbpw:.4f}", rec, f"{fraction:.3f}",
-        f"{report['steps']} in {report['seconds']:.0f} s on {report['device']}")
+        fmt("its retrained release alone", f"{lbpw:.4f}", f"{wbpw:.4f}", got["palettized"])
+    report = work / which / "recovery.json"
+    steps = ""
+    if report.exists():
+        report = json.loads(report.read_text())
+        steps = f"{report['steps']} in {report['seconds']:.0f} s on {report['device']}"
+    fmt(f"+ recovery adapter ({label})", f"{lbpw:.4f}", f"{wbpw:.4f}", rec,
+        f"{(start[1] - rec[1]) / (start[1] - unc[1]):.3f}", steps)
+if (out / "peers.json").exists():
+    peers = json.loads((out / "peers.json").read_text())
+    params = 134515008  # SmolLM2-135M: linear 106,168,320 + embedding 28,311,552 + norms 35,136
+    for r in peers["rows"]:
+        fmt(f"{r['variant']}, CPU", r["linear_bpw"], f"{8 * r['file_bytes'] / params:.3f}",
+            [r["perplexity"], r["cross_entropy"], r["top1_agreement"]])
 (out / "table.md").write_text("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Device call 2 (carry ["device-bin/b"]): join the model, palettize on CUDA (the product path), score the release
+# and write the eval tokens for the peers.
+set -euo pipefail
+export LD_LIBRARY_PATH=$(python3 -c 'import torch,os;print(os.path.dirname(torch.__file__))')/lib
+S=/tmp/stage
+cat "$S/model.part1" device-bin/b/model.part2 > "$S/model.gguf"
+echo "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53  $S/model.gguf" | sha256sum -c
+mkdir -p "$OUT/p"
+start=$(date +%s)
+set +e
+( tail -n +1 -F "$OUT/p/palettize.log" 2>/dev/null | while IFS= read -r l; do echo "+$(( $(date +%s) - start ))s $l"; done > "$OUT/p/timeline.txt" ) &
+tl=$!
+BIN=$S/adapterci-base MODEL=$S/model.gguf WORK=/tmp/rp OUT=$OUT/p DEVICE=${DEVICE:-cuda} THREADS=${THREADS:-12} \
+  TEACHER_SEQS=${TEACHER_SEQS:-2048} SEQ_LEN=256 SENS_SEQS=${SENS_SEQS:-8} PALETTIZE_ARGS="${PALETTIZE_ARGS:-}" \
+  bash scripts/bench/base_release_path.sh palettize
+rc=$?
+sleep 1; kill $tl 2>/dev/null; pkill -f "tail -n +1 -F" 2>/dev/null
+cp /tmp/rp/release/analysis.txt "$OUT/p/" 2>/dev/null
+cp "$OUT/p/evaluate-release.txt" /tmp/rp/ 2>/dev/null  # for call 3's table
+echo "palettize phase rc=$rc in $(( $(date +%s) - start )) s"
+cat "$OUT/p/timeline.txt" | tail -40
+exit $rc
