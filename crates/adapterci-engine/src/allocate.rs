@@ -115,15 +115,17 @@ impl Default for Method {
     fn default() -> Self {
         // measured on SmolLM2-135M (examples/palette_probe.rs): with GPTQ, 32-row tables at 4 bits reconstruct
         // as well as 8-row ones for fewer bits; at 2 bits, 8-row tables with row scales. Three refit rounds took
-        // the sensitive 3.5-bpw mix from perplexity 47.87 to 45.47 (examples/palette_ablation.rs); sequential
-        // statistics did not pay (see allocate/sequential.rs)
+        // the unrotated sensitive 3.5-bpw mix from perplexity 47.87 to 45.47 (examples/palette_ablation.rs), but
+        // once rotated they no longer pay: 38.79 without, 39.26 with, for 31% more build time; the H200 release
+        // that met issue 3's target was built without them (docs/benchmarks.md). Sequential statistics did not
+        // pay (see allocate/sequential.rs)
         Method {
             group_rows: 32,
             group_rows_2bit: 8,
             row_scale: true,
             weighted: true,
             compensate: true,
-            refit_rounds: 3,
+            refit_rounds: 0,
             sequential: false,
             low_rank_rounds: 0,
             // the sensitive 3.5-bpw mix of SmolLM2-135M palettized with the product's statistics: perplexity 46.89
