@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""The llama.cpp peer rows of the base-release benchmark (scripts/bench/base_quality.sh).
+"""The llama.cpp peer rows of the base-release benchmarks (scripts/bench/base_quality.sh, base_release_path.sh).
 
 Requantizes the source GGUF to Q8_0, Q5_0, Q4_0 and IQ4_NL with llama.cpp (requantization allowed), then scores
 each, and the source itself, on exactly the held-out token chunks our benchmark scored (eval_tokens.json from
-examples/base_bench.rs): mean next-token cross-entropy, perplexity, and top-1 agreement with the uncompressed
+examples/base_bench.rs or `adapterci-base evaluate --tokens-out`): mean next-token cross-entropy, perplexity, and top-1 agreement with the uncompressed
 model (the teacher's argmax per position, computed by our engine in f32 on the dequantized GGUF).
 
     .venv-peers/bin/python scripts/bench/llama_cpp_quants.py --model M.gguf --tokens eval_tokens.json --out peers.json
@@ -50,7 +50,7 @@ def score(llama_cpp, path, chunks, teacher_top1, threads):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True)
-    parser.add_argument("--tokens", required=True, help="eval_tokens.json written by examples/base_bench.rs")
+    parser.add_argument("--tokens", required=True, help="eval_tokens.json written by examples/base_bench.rs or adapterci-base evaluate --tokens-out")
     parser.add_argument("--out", required=True)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workdir", default=None, help="where the quantized files go (default: next to --out)")
