@@ -19,9 +19,22 @@ struct Graph {
     members: Vec<String>,
 }
 
+/// The host's target triple (`rustc -vV`): the graph is resolved for it alone, so `--offline` needs only the
+/// packages a build here downloaded, not those of other platforms (a fresh cargo home lacks them).
+fn host_triple() -> String {
+    let output = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+        .arg("-vV")
+        .output()
+        .expect("rustc -vV runs");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|line| line.strip_prefix("host: ").map(str::to_string))
+        .expect("rustc -vV names the host")
+}
+
 fn graph() -> Graph {
     let output = Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--offline"])
+        .args(["metadata", "--format-version", "1", "--offline", "--filter-platform", &host_triple()])
         .current_dir(workspace_root())
         .output()
         .expect("cargo metadata runs");
