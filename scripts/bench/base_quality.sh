@@ -19,15 +19,10 @@ minutes=${1:-4}
 teacher_seqs=${2:-256}
 seq_len=${3:-128}
 out=${BENCH_OUT:-$repo/target/bench/base-quality}
-venv=${PEER_VENV:-$repo/.venv-peers}
 model=${ADAPTERCI_BASE_MODEL:-$repo/.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf}
 
 source scripts/bootstrap.sh >/dev/null
-if ! "$venv/bin/python" -c 'import llama_cpp, numpy' 2>/dev/null; then
-  echo "installing the peer (llama-cpp-python 0.3.36, builds llama.cpp: ~5 min) into $venv" >&2
-  [[ -x "$venv/bin/python" ]] || python3 -m venv "$venv"
-  CMAKE_BUILD_PARALLEL_LEVEL=2 "$venv/bin/pip" install --quiet numpy llama-cpp-python==0.3.36
-fi
+venv=$(scripts/bench/peer_venv.sh)
 mkdir -p "$out"
 corpus=$out/user_corpus.txt
 zcat scripts/bench/data/public_domain_prose.txt.gz > "$corpus"

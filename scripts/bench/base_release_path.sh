@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Issue 3's targets measured on the product path: the `adapterci-base` commands a user runs, not the benchmark
 # harness. One palettized release (3.5 bpw, statistics on teacher text + the user corpus), then two recovery
-# adapters for it trained side by side (teacher-written text only; teacher text + the user corpus, half the
-# sequences each), each scored with `adapterci-base evaluate` on held-out natural text no step saw.
+# adapters for it trained side by side (teacher-written text only; teacher text + the user corpus, CORPUS_SHARE
+# of the sequences from it), each scored with `adapterci-base evaluate` on held-out natural text no step saw.
 #
 #   scripts/bench/base_release_path.sh [palettize|recover|peers|all]      (default: all)
 #
@@ -117,12 +117,7 @@ fi
 
 if [[ $phase == peers || $phase == all ]]; then
   [[ -f $OUT/eval_tokens.json ]] || { echo "no $OUT/eval_tokens.json: run the palettize phase first" >&2; exit 1; }
-  venv=${PEER_VENV:-$repo/.venv-peers}
-  if ! "$venv/bin/python" -c 'import llama_cpp, numpy' 2>/dev/null; then
-    echo "installing the peer (llama-cpp-python 0.3.36, builds llama.cpp: ~5 min) into $venv" >&2
-    [[ -x "$venv/bin/python" ]] || python3 -m venv "$venv"
-    CMAKE_BUILD_PARALLEL_LEVEL=2 "$venv/bin/pip" install --quiet numpy llama-cpp-python==0.3.36
-  fi
+  venv=$(scripts/bench/peer_venv.sh)
   echo "[$(date +%T)] peers: llama.cpp requantizations of $MODEL on the same eval tokens (CPU)" >&2
   "$venv/bin/python" scripts/bench/llama_cpp_quants.py --model "$MODEL" --tokens "$OUT/eval_tokens.json" \
     --out "$OUT/peers.json" --workdir "$WORK/llama-cpp-quants" --threads 2 >"$OUT/peers.log" 2>&1 \
