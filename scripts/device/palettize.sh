@@ -11,8 +11,8 @@ start=$(date +%s)
 set +e
 ( tail -n +1 -F "$OUT/p/palettize.log" 2>/dev/null | while IFS= read -r l; do echo "+$(( $(date +%s) - start ))s $l"; done > "$OUT/p/timeline.txt" ) &
 tl=$!
+# the other settings are base_release_path.sh's CUDA defaults; one process here, so twice its threads
 BIN=$S/adapterci-base MODEL=$S/model.gguf WORK=/tmp/rp OUT=$OUT/p DEVICE=${DEVICE:-cuda} THREADS=${THREADS:-12} \
-  TEACHER_SEQS=${TEACHER_SEQS:-2048} SEQ_LEN=256 SENS_SEQS=${SENS_SEQS:-8} PALETTIZE_ARGS="${PALETTIZE_ARGS:-}" \
   bash scripts/bench/base_release_path.sh palettize
 rc=$?
 sleep 1; kill $tl 2>/dev/null; pkill -f "tail -n +1 -F" 2>/dev/null

@@ -10,8 +10,8 @@ cp /tmp/rp/evaluate-release.txt "$OUT/r/" 2>/dev/null || true
 start=$(date +%s)
 set +e
 for w in teacher corpus; do ( tail -n +1 -F "$OUT/r/recover-$w.log" 2>/dev/null | while IFS= read -r l; do echo "+$(( $(date +%s) - start ))s $l"; done > "$OUT/r/timeline-$w.txt" ) & done
-BIN=$S/adapterci-base MODEL=$S/model.gguf WORK=/tmp/rp OUT=$OUT/r DEVICE=${DEVICE:-cuda} THREADS=${THREADS:-6} \
-  TEACHER_SEQS=${TEACHER_SEQS:-2048} SEQ_LEN=256 MINUTES=${MINUTES:?} CORPUS_SHARE=${CORPUS_SHARE:-0.9} \
+# the other settings are base_release_path.sh's CUDA defaults (the teacher-text cache needs palettize's)
+BIN=$S/adapterci-base MODEL=$S/model.gguf WORK=/tmp/rp OUT=$OUT/r DEVICE=${DEVICE:-cuda} MINUTES=${MINUTES:?} \
   bash scripts/bench/base_release_path.sh recover
 rc=$?
 sleep 1; pkill -f "tail -n +1 -F" 2>/dev/null
