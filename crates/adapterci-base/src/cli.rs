@@ -197,6 +197,14 @@ pub struct RecoveryArgs {
     /// same recovery, else f32
     #[arg(long, value_parser = by_name::<BasePrecision>(&["f32", "bf16"]))]
     pub precision: Option<BasePrecision>,
+    /// Hold this many sequences of the teacher text and of --corpus out of training (at most a tenth of
+    /// each) and score the adapter on them against the uncompressed model (KL, cross-entropy, top-1): the
+    /// gap to the training batches' KL says whether more steps or more distinct text would help; 0: none
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub validation_seqs: usize,
+    /// Score the held-out sequences every N steps (and before the first and after the last); 0: only then
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub validate_every: usize,
 }
 
 /// A parser for a value spelled by its serde name, as in the config files and the reports (one spelling

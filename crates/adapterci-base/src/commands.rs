@@ -12,7 +12,7 @@ use adapterci_engine::calibrate::{TeacherTextSpec, chunk_tokens, compare, top1_i
 use adapterci_engine::device::{DeviceChoice, set_threads};
 use adapterci_engine::model::BaseModel;
 use adapterci_engine::recover::{
-    RecoveryProgress, RecoveryReport, RecoverySpec, preferred_precision, recover_palettized,
+    RecoveryProgress, RecoveryReport, RecoverySpec, ValidationPoint, preferred_precision, recover_palettized,
 };
 use adapterci_engine::release::{BaseRelease, bind_recovery_adapter, check_recovery_adapter};
 use adapterci_engine::release_build::{
@@ -88,14 +88,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let options = options(&args.common, Some(&args.recovery), &base);
             let corpus = read(&args.common.corpus)?;
             let calibrated = calibrate(&base, &options, corpus.as_deref(), &mut note)?;
-            let sequences = recovery_text(
+            let text = recovery_text(
                 &base,
                 &calibrated.sequences,
                 corpus.as_deref(),
                 options.teacher.seq_len,
                 options.user_corpus_share,
-            )?
-            .sequences;
+                options.recovery.validation_sequences,
+            )?;
+            note(&text.describe(options.teacher.seq_len));
             let parts = release.linear_parts(&args.release)?;
             let mut progress = Progress::new(options.recovery.steps);
             let done = recover_palettized(
@@ -103,7 +104,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 &student,
                 &parts,
                 Some(&calibrated.hessians),
-                &sequences,
+                &text,
                 &options.recovery,
                 &mut |p| progress.tick(p),
             )?;
@@ -137,6 +138,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 report.kl_curve.first().map_or(f64::NAN, |p| p.1),
                 report.kl_curve.last().map_or(f64::NAN, |p| p.1)
             );
+            for point in report.final_validation() {
+                println!("  held-out {}", describe_validation(point));
+            }
             warn_if_budget_ran_short(&report);
             Ok(())
         }
@@ -213,6 +217,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 "  uncompressed perplexity {:.2}, palettized {:.2}, with recovery adapter {:.2} (recovery fraction {:.3})",
                 r.uncompressed.perplexity, r.palettized.perplexity, r.recovered.perplexity, r.recovery_fraction
             );
+            for point in r.recovery.final_validation() {
+                println!("  held-out {}", describe_validation(point));
+            }
             println!("  written to {}", args.out.display());
             if let Some(name) = &args.publish {
                 let version = publish(&args, name, &base, &built)?;
@@ -231,6 +238,9 @@ fn note(message: &str) {
 struct Progress {
     bar: ProgressBar,
     last_line: Option<f64>,
+    /// The step the last plain line was about (validations before the first step and after the last arrive as
+    /// progress of their own: no step line for them).
+    last_step: usize,
 }
 
 impl Progress {
@@ -240,22 +250,32 @@ impl Progress {
         {
             bar.set_style(style.progress_chars("=> "));
         }
-        Progress { bar, last_line: None }
+        Progress { bar, last_line: None, last_step: 0 }
     }
 
     fn tick(&mut self, p: &RecoveryProgress) {
+        for point in &p.validation {
+            let line = format!("recovery validation at step {}: {}", point.step, describe_validation(point));
+            // a hidden bar prints nothing
+            if self.bar.is_hidden() { eprintln!("{line}") } else { self.bar.println(line) }
+        }
         self.bar.set_length(p.total_steps as u64);
         self.bar.set_position(p.step as u64);
         self.bar.set_message(format!("KL {:.4} lr {:.1e}", p.kl, p.learning_rate));
         let due = self.last_line.is_none_or(|t| p.elapsed_seconds - t >= 15.0) || p.step == p.total_steps;
-        if self.bar.is_hidden() && due {
+        if self.bar.is_hidden() && due && p.step > self.last_step {
             eprintln!(
                 "recovery step {}/{} KL {:.4} lr {:.2e} {:.0}s",
                 p.step, p.total_steps, p.kl, p.learning_rate, p.elapsed_seconds
             );
             self.last_line = Some(p.elapsed_seconds);
+            self.last_step = p.step;
         }
     }
+}
+
+fn describe_validation(point: &ValidationPoint) -> String {
+    format!("{}: KL {:.4}, CE {:.4}, top-1 {:.3}", point.set, point.kl, point.cross_entropy, point.top1_agreement)
 }
 
 /// A time budget that the calibrated start and the first steps used up leaves an adapter barely trained: say so.
@@ -313,6 +333,8 @@ fn options(common: &CommonArgs, recovery: Option<&RecoveryArgs>, base: &BaseMode
             calibrated_init: !r.zero_init,
             base_precision: r.precision.unwrap_or_else(|| preferred_precision(base.llama().device())),
             seed: common.seed,
+            validation_sequences: r.validation_seqs,
+            validate_every: r.validate_every,
             ..defaults
         },
         None => defaults,

@@ -147,6 +147,19 @@ fn step_by_step_commands_and_their_refusals() {
     assert!(text(&output).contains("teacher text: 16 sequences from"), "{}", text(&output));
     // stderr is not a terminal: progress comes as plain lines, the last one at the last step
     assert!(text(&output).contains("recovery step 3/3 KL"), "{}", text(&output));
+    // one of the 16 teacher sequences is held out and scored before the first step and after the last
+    for line in [
+        "1 held out of the teacher text for validation",
+        "recovery validation at step 0: teacher text: KL",
+        "recovery validation at step 3: teacher text: KL",
+        "held-out teacher text: KL",
+    ] {
+        assert!(text(&output).contains(line), "{line}: {}", text(&output));
+    }
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("recovery.json")).unwrap()).unwrap();
+    let steps: Vec<u64> =
+        report["validation"].as_array().unwrap().iter().map(|p| p["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, [0, 3]);
     assert!(!text(&output).contains("warning: the time budget"), "{}", text(&output));
     // the precision this machine's default chose is recorded and printed
     let precision = |dir: &Path| {
@@ -161,6 +174,10 @@ fn step_by_step_commands_and_their_refusals() {
     let output = with(vec!["recover"], &["--model", m, "--release", r, "--out", o, "--precision", "fp8"]);
     assert!(!output.status.success());
     assert!(text(&output).contains("fp8") && text(&output).contains("f32, bf16"), "{}", text(&output));
+    // so is a count that is not one
+    let output = with(vec!["recover"], &["--model", m, "--release", r, "--out", o, "--validation-seqs", "some"]);
+    assert!(!output.status.success());
+    assert!(text(&output).contains("--validation-seqs"), "{}", text(&output));
     // a time budget spent before training got going is reported, and still writes the adapter
     let short = dir.path().join("short");
     let s = short.to_str().unwrap();

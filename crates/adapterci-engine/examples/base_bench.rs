@@ -42,7 +42,7 @@ use adapterci_engine::device::DeviceChoice;
 use adapterci_engine::llama::Llama;
 use adapterci_engine::model::BaseModel;
 use adapterci_engine::palettize::{Calibration, PaletteSpec, PalettizedTensor, palettize};
-use adapterci_engine::recover::{RecoveryReport, RecoverySpec, recover_palettized};
+use adapterci_engine::recover::{RecoveryReport, RecoverySpec, RecoveryText, recover_palettized};
 use adapterci_engine::release_build::{BuildOptions, calibration_sequences, recovery_text};
 use anyhow::{Context, bail};
 use serde_json::json;
@@ -389,28 +389,27 @@ fn main() -> anyhow::Result<()> {
             continue;
         }
         let which = args.get("corpora", "both");
-        let mut corpora: Vec<(&str, Vec<Vec<u32>>)> = Vec::new();
+        let mut corpora: Vec<(&str, RecoveryText)> = Vec::new();
+        let held = recovery.validation_sequences;
         if index > 0 || which != "user" || user_corpus.is_none() {
-            corpora.push(("teacher text", sequences.clone()));
+            corpora.push(("teacher text", recovery_text(&base, &sequences, None, seq_len, None, held)?));
         }
         if index == 0
             && which != "teacher"
             && let Some(user) = &user_corpus
         {
             let share: Option<f64> = args.values.get("user-share").map(|v| v.parse()).transpose()?;
-            let text = recovery_text(&base, &sequences, Some(user), seq_len, share)?;
-            log(&format!(
-                "recovery text: {} teacher sequences + {} user-corpus sequences x {}",
-                sequences.len(),
-                text.user,
-                text.repeats
-            ));
-            corpora.push(("teacher text + user corpus", text.sequences));
+            let text = recovery_text(&base, &sequences, Some(user), seq_len, share, held)?;
+            log(&text.describe(seq_len));
+            corpora.push(("teacher text + user corpus", text));
         }
         for (label, data) in corpora {
             let t0 = Instant::now();
             let mut last_print = Instant::now();
             let done = recover_palettized(teacher, &student, &parts, Some(&hessians), &data, &recovery, &mut |p| {
+                for point in &p.validation {
+                    eprint!("\n  validation at step {}: {} KL {:.4}", point.step, point.set, point.kl);
+                }
                 if last_print.elapsed().as_secs_f64() > 5.0 || p.step == p.total_steps {
                     eprint!(
                         "\r  recovery step {}/{} KL {:.4} lr {:.2e} {:.0}s   ",

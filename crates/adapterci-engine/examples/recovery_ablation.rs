@@ -12,8 +12,10 @@
 //!     [--variants frozen,palettes:1e-3,calibrated,calibrated+palettes:1e-3] [--steps 60] [--minutes M] \
 //!     [--model M.gguf] [--user-corpus F] [--teacher-seqs 256] [--batch 4] [--lr 1e-3] [--device cpu|cuda] \
 //!     [--threads 2] [--eval-text F] [--teacher-cache DIR] [--seed N] [--corpus-share S]
-//!     [--precision f32|bf16]
+//!     [--precision f32|bf16] [--validation 16] [--validate-every 50]
 //! ```
+//! `--validation N` holds N sequences of each source out of training and logs their KL to the teacher as it
+//! trains (the training batches' KL beside it says how well the recovery transfers).
 use std::path::Path;
 use std::time::Instant;
 
@@ -70,16 +72,17 @@ fn main() -> anyhow::Result<()> {
     };
     // the recovery trains on the teacher's text, plus the user corpus at this share when given (as `recover
     // --corpus-share` does); the statistics take the corpus in either way
+    // sequences of each source held out of training and scored as it goes (--validation 0: none)
+    let held: usize = args.num("validation", RecoverySpec::default().validation_sequences)?;
     let train = match args.values.get("corpus-share") {
         Some(share) => {
             let share: f64 = share.parse().with_context(|| format!("--corpus-share {share:?}"))?;
             let corpus = corpus.as_deref().context("--corpus-share needs --user-corpus")?;
-            let text = recovery_text(&base, &sequences, Some(corpus), 128, Some(share))?;
-            log(&format!("recovery text: {} teacher + {} corpus sequences", sequences.len(), text.user * text.repeats));
-            text.sequences
+            recovery_text(&base, &sequences, Some(corpus), 128, Some(share), held)?
         }
-        None => sequences.clone(),
+        None => recovery_text(&base, &sequences, None, 128, None, held)?,
     };
+    log(&train.describe(128));
     let quarter = &sequences[..(sequences.len() / 4).max(1)];
     let calibration = calibration_sequences(&base, quarter, corpus.as_deref(), 128)?;
     let hessians = collect_hessians(teacher, &calibration, batch)?;
@@ -128,6 +131,8 @@ fn main() -> anyhow::Result<()> {
             base_precision,
             // the order the sequences are drawn in (and a zero start's A)
             seed: args.num("seed", RecoverySpec::default().seed)?,
+            validation_sequences: held,
+            validate_every: args.num("validate-every", RecoverySpec::default().validate_every)?,
             ..RecoverySpec::default()
         };
         if calibrated {
@@ -139,7 +144,22 @@ fn main() -> anyhow::Result<()> {
             line("calibrated start, before any step", &a, &format!("{:.3}", fraction(&a)), "0", &seconds);
         }
         let t0 = Instant::now();
-        let done = recover_palettized(teacher, &student, &parts, Some(&hessians), &train, &recovery, &mut |_| {})?;
+        // the training batches' mean KL since the last validation, beside the held-out sets'
+        let (mut kl_sum, mut kl_steps) = (0.0, 0usize);
+        let done = recover_palettized(teacher, &student, &parts, Some(&hessians), &train, &recovery, &mut |p| {
+            (kl_sum, kl_steps) = (kl_sum + p.kl, kl_steps + 1);
+            if p.validation.is_empty() {
+                return;
+            }
+            let recent = kl_sum / kl_steps.max(1) as f64;
+            for point in &p.validation {
+                log(&format!(
+                    "  step {}: held-out {} KL {:.4} (training batches since the last: {recent:.4})",
+                    point.step, point.set, point.kl
+                ));
+            }
+            (kl_sum, kl_steps) = (0.0, 0);
+        })?;
         let seconds = t0.elapsed().as_secs_f64();
         let r = compare(teacher, &done.student, Some(&done.lora), &eval, batch)?;
         log(&format!(

@@ -20,9 +20,11 @@ use crate::palettize::{PalettizedTensor, TrainablePalettes};
 use crate::train::{AdamW, BaseCompute, TrainingModel, learning_rate_at};
 
 mod init;
+mod validation;
 pub(crate) use init::SquareRoots;
 pub use init::calibrated_init;
 pub use init::{best_low_rank, damped_square_root};
+pub use validation::{ValidationPoint, ValidationSet, hold_out};
 
 /// How the recovery adapter is trained.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -54,6 +56,19 @@ pub struct RecoverySpec {
     /// [`preferred_precision`] says which pays on a device.
     #[serde(default, skip_serializing_if = "is_f32")]
     pub base_precision: BasePrecision,
+    /// Sequences of each source of the training text (the teacher's, the user corpus's) held out of training
+    /// and scored against the teacher ([`hold_out`]: at most a tenth of a source); 0 holds out none (and is
+    /// what a record written before the field means).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub validation_sequences: usize,
+    /// Score the held-out sets every this many steps (and before the first step and after the last); 0: only
+    /// before and after.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub validate_every: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn is_f32(precision: &BasePrecision) -> bool {
@@ -75,6 +90,8 @@ impl Default for RecoverySpec {
             palette_learning_rate: None,
             calibrated_init: false,
             base_precision: BasePrecision::F32,
+            validation_sequences: 16,
+            validate_every: 50,
         }
     }
 }
@@ -95,16 +112,61 @@ pub struct RecoveryReport {
     /// The precision of the frozen matmuls it trained with (reports written before the field: f32).
     #[serde(default)]
     pub base_precision: BasePrecision,
+    /// The held-out sets' scores, in step order (none when nothing was held out).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub validation: Vec<ValidationPoint>,
+}
+
+impl RecoveryReport {
+    /// The last score of each held-out set.
+    pub fn final_validation(&self) -> Vec<&ValidationPoint> {
+        let last = self.validation.last().map_or(0, |p| p.step);
+        self.validation.iter().filter(|p| p.step == last).collect()
+    }
 }
 
 /// One step's progress.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct RecoveryProgress {
     pub step: usize,
     pub total_steps: usize,
     pub kl: f64,
     pub learning_rate: f64,
     pub elapsed_seconds: f64,
+    /// The held-out sets' scores when this step validated (else empty). The scores before the first step and
+    /// after the last come in progress of their own, with the step count of that point (`kl` NaN before the
+    /// first step).
+    pub validation: Vec<ValidationPoint>,
+}
+
+/// What a recovery trains on, and the held-out text it is validated on.
+#[derive(Clone, Debug, Default)]
+pub struct RecoveryText {
+    pub sequences: Vec<Vec<u32>>,
+    /// Sequences of the user corpus (each repeated `repeats` times in `sequences`).
+    pub user: usize,
+    pub repeats: usize,
+    /// Held out of `sequences`, scored every [`RecoverySpec::validate_every`] steps.
+    pub validation: Vec<ValidationSet>,
+}
+
+impl RecoveryText {
+    /// `sequences` to train on, nothing held out.
+    pub fn plain(sequences: Vec<Vec<u32>>) -> RecoveryText {
+        RecoveryText { sequences, ..RecoveryText::default() }
+    }
+
+    /// One line on what it holds, for progress output.
+    pub fn describe(&self, seq_len: usize) -> String {
+        let mut line = format!("recovery text: {} sequences of {seq_len} tokens", self.sequences.len());
+        if self.user > 0 {
+            line += &format!(" ({} of the user corpus, {} times)", self.user, self.repeats);
+        }
+        for set in &self.validation {
+            line += &format!("; {} held out of the {} for validation", set.sequences.len(), set.name);
+        }
+        line
+    }
 }
 
 /// Steps timed before a time budget sets the schedule's length.
@@ -146,7 +208,7 @@ pub fn recover(
             "training the palettes needs the palettized operations: use recover_palettized".into(),
         ));
     }
-    train(teacher, student, None, None, sequences, spec, progress)
+    train(teacher, student, None, None, sequences, &[], spec, progress)
 }
 
 /// A recovery of a palettized base.
@@ -163,14 +225,14 @@ pub struct Recovered {
 /// Like [`recover`], for a `student` whose linear operations are `palettes` (in [`linear_ops`] order): with
 /// `spec.palette_learning_rate`, their table entries and row scales train together with the adapter (the
 /// indices stay fixed, so the bits are the same), and the trained ones come back, rounded to fp16 as stored.
-/// `hessians` (the calibration statistics) are needed for `spec.calibrated_init`.
-#[allow(clippy::too_many_arguments)]
+/// `hessians` (the calibration statistics) are needed for `spec.calibrated_init`. `text.validation` is scored
+/// as training goes ([`RecoveryReport::validation`]).
 pub fn recover_palettized(
     teacher: &Llama,
     student: &Llama,
     palettes: &[PalettizedTensor],
     hessians: Option<&Hessians>,
-    sequences: &[Vec<u32>],
+    text: &RecoveryText,
     spec: &RecoverySpec,
     progress: &mut dyn FnMut(&RecoveryProgress),
 ) -> Result<Recovered, EngineError> {
@@ -181,7 +243,8 @@ pub fn recover_palettized(
         Some(_) => Some(TrainablePalettes::new(&linear_ops(student.config()), palettes, student.device())?),
         None => None,
     };
-    let (lora, report) = train(teacher, student, trainable.as_mut(), hessians, sequences, spec, progress)?;
+    let (lora, report) =
+        train(teacher, student, trainable.as_mut(), hessians, &text.sequences, &text.validation, spec, progress)?;
     let palettes = match trainable {
         Some(t) => t.to_parts()?,
         None => palettes.to_vec(),
@@ -203,13 +266,16 @@ fn steps_within(done: usize, elapsed: f64, limit: f64, seconds_per_step: f64, ma
     max_steps.min(done.saturating_add(more as usize))
 }
 
-/// The training loop; `palettes`, when given, train too (in place).
+/// The training loop; `palettes`, when given, train too (in place); `validation` is scored before the first
+/// step, every `spec.validate_every` steps and after the last.
+#[allow(clippy::too_many_arguments)]
 fn train(
     teacher: &Llama,
     student: &Llama,
     mut palettes: Option<&mut TrainablePalettes>,
     hessians: Option<&Hessians>,
     sequences: &[Vec<u32>],
+    validation: &[ValidationSet],
     spec: &RecoverySpec,
     progress: &mut dyn FnMut(&RecoveryProgress),
 ) -> Result<(LoraWeights, RecoveryReport), EngineError> {
@@ -264,6 +330,38 @@ fn train(
     };
     let first_step = start;
     let mut pace_from = 0.0;
+    // scores the held-out sets as the student is now (the palettes, when they train, applied first)
+    let validate_now = |lora: &mut LoraWeights,
+                        trained: &mut Llama,
+                        palettes: Option<&TrainablePalettes>,
+                        step: usize|
+     -> Result<Vec<ValidationPoint>, EngineError> {
+        if validation.iter().all(|set| set.sequences.is_empty()) {
+            return Ok(Vec::new());
+        }
+        if let Some(p) = palettes {
+            p.apply(trained)?;
+        }
+        lora.set_training(false);
+        let points = validation::validate(teacher, trained, lora, validation, step);
+        lora.set_training(true);
+        points
+    };
+    let mut validation_curve = validate_now(&mut lora, &mut trained, palettes.as_deref(), start)?;
+    if !validation_curve.is_empty() {
+        // the start's scores, before any step (no batch KL yet)
+        let elapsed_seconds = started.elapsed().as_secs_f64();
+        let validation = validation_curve.clone();
+        let learning_rate = 0.0;
+        progress(&RecoveryProgress {
+            step: start,
+            total_steps,
+            kl: f64::NAN,
+            learning_rate,
+            elapsed_seconds,
+            validation,
+        });
+    }
     while start < total_steps {
         let rows: Vec<Vec<u32>> = (0..spec.batch)
             .map(|_| {
@@ -301,8 +399,21 @@ fn train(
         }
         start += 1;
         kl_curve.push((start, kl));
+        let points = if spec.validate_every > 0 && start % spec.validate_every == 0 && start < total_steps {
+            validate_now(&mut lora, &mut trained, palettes.as_deref(), start)?
+        } else {
+            Vec::new()
+        };
+        validation_curve.extend(points.iter().cloned());
         let elapsed = started.elapsed().as_secs_f64();
-        progress(&RecoveryProgress { step: start, total_steps, kl, learning_rate, elapsed_seconds: elapsed });
+        progress(&RecoveryProgress {
+            step: start,
+            total_steps,
+            kl,
+            learning_rate,
+            elapsed_seconds: elapsed,
+            validation: points,
+        });
         if start - first_step == WARMUP_STEPS {
             pace_from = elapsed;
         }
@@ -323,6 +434,20 @@ fn train(
             break;
         }
     }
+    if validation_curve.last().is_some_and(|p| p.step < start) {
+        let points = validate_now(&mut lora, &mut trained, palettes.as_deref(), start)?;
+        validation_curve.extend(points.iter().cloned());
+        let (kl, learning_rate) = kl_curve.last().map_or((f64::NAN, 0.0), |&(_, kl)| (kl, 0.0));
+        let elapsed_seconds = started.elapsed().as_secs_f64();
+        progress(&RecoveryProgress {
+            step: start,
+            total_steps: start,
+            kl,
+            learning_rate,
+            elapsed_seconds,
+            validation: points,
+        });
+    }
     lora.set_training(false);
     let report = RecoveryReport {
         steps: start,
@@ -333,6 +458,7 @@ fn train(
         resumed_from,
         device: format!("{device:?}"),
         base_precision: spec.base_precision,
+        validation: validation_curve,
     };
     Ok((lora, report))
 }
@@ -378,7 +504,13 @@ fn resume(
     let Ok(json) = std::fs::read(&state_path) else { return Ok(None) };
     let state: CheckpointState = serde_json::from_slice(&json)
         .map_err(|e| EngineError::Training(format!("{}: unreadable recovery checkpoint: {e}", state_path.display())))?;
-    let same = RecoverySpec { steps: spec.steps, max_seconds: spec.max_seconds, ..state.spec.clone() } == *spec;
+    // the budget and how often to validate do not change what a step trains
+    let same = RecoverySpec {
+        steps: spec.steps,
+        max_seconds: spec.max_seconds,
+        validate_every: spec.validate_every,
+        ..state.spec.clone()
+    } == *spec;
     if !same {
         return Err(EngineError::Training(format!(
             "{}: the checkpoint was written for a different recovery spec; remove it or use another directory",

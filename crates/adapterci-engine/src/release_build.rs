@@ -18,7 +18,8 @@ use crate::calibrate::{
 use crate::llama::Llama;
 use crate::model::BaseModel;
 use crate::palettize::{Calibration, PaletteSpec, PalettizedTensor, palettize};
-use crate::recover::{RecoveryProgress, RecoveryReport, RecoverySpec, recover_palettized};
+pub use crate::recover::RecoveryText;
+use crate::recover::{RecoveryProgress, RecoveryReport, RecoverySpec, ValidationSet, hold_out, recover_palettized};
 use crate::release::{ReleaseContents, bind_recovery_adapter, write_release};
 use crate::tokenizer::TokenizerSpec;
 
@@ -341,19 +342,27 @@ pub fn build_release(
     if held_out.is_empty() {
         return Err(EngineError::InvalidConfig("the evaluation text is shorter than one 256-token chunk".into()));
     }
-    let text = recovery_text(base, &train, user_corpus, seq_len, options.user_corpus_share)?;
-    if text.user > 0 {
-        progress(&format!("user corpus: {} sequences of {seq_len} tokens, {} times", text.user, text.repeats));
-    }
-    let train = text.sequences;
-    progress(&format!("recovery: rank {} on every linear operation, {} sequences", options.recovery.rank, train.len()));
+    let text = recovery_text(
+        base,
+        &train,
+        user_corpus,
+        seq_len,
+        options.user_corpus_share,
+        options.recovery.validation_sequences,
+    )?;
+    progress(&text.describe(seq_len));
+    progress(&format!(
+        "recovery: rank {} on every linear operation, {} sequences",
+        options.recovery.rank,
+        text.sequences.len()
+    ));
     let llama = base.llama();
     let done = recover_palettized(
         llama,
         &student,
         &linear,
         Some(&calibrated.hessians),
-        &train,
+        &text,
         &options.recovery,
         recovery_progress,
     )?;
@@ -386,36 +395,40 @@ pub fn build_release(
     Ok(BuiltRelease { release, recovery_adapter, report })
 }
 
-/// The text a recovery adapter is trained on.
-#[derive(Clone, Debug)]
-pub struct RecoveryText {
-    pub sequences: Vec<Vec<u32>>,
-    /// Sequences of the user corpus (each repeated `repeats` times in `sequences`).
-    pub user: usize,
-    pub repeats: usize,
-}
-
 /// The teacher's sequences plus, when given, `user_corpus` cut into `seq_len`-token sequences so that they make up
 /// about `share` of the whole: repeated when the corpus is smaller than that, an evenly spaced part of it when
-/// larger (each once when `share` is `None`).
+/// larger (each once when `share` is `None`). Up to `held_out` sequences of each source ([`hold_out`]) are kept
+/// out of training as its validation sets, "teacher text" and "user corpus".
 pub fn recovery_text(
     base: &BaseModel,
     teacher: &[Vec<u32>],
     user_corpus: Option<&str>,
     seq_len: usize,
     share: Option<f64>,
+    held_out: usize,
 ) -> Result<RecoveryText, EngineError> {
-    let mut sequences = teacher.to_vec();
-    let Some(corpus) = user_corpus else { return Ok(RecoveryText { sequences, user: 0, repeats: 0 }) };
+    let (teacher, teacher_held) = hold_out(teacher.to_vec(), held_out);
+    let mut validation = Vec::new();
+    if !teacher_held.is_empty() {
+        validation.push(ValidationSet { name: "teacher text".into(), sequences: teacher_held });
+    }
+    let mut sequences = teacher;
+    let Some(corpus) = user_corpus else {
+        return Ok(RecoveryText { sequences, user: 0, repeats: 0, validation });
+    };
     let user = chunk_tokens(base.tokenizer(), corpus, seq_len);
     if user.is_empty() {
         return Err(EngineError::InvalidConfig(format!(
             "the user corpus is shorter than one {seq_len}-token sequence"
         )));
     }
+    let (user, user_held) = hold_out(user, held_out);
+    if !user_held.is_empty() {
+        validation.push(ValidationSet { name: "user corpus".into(), sequences: user_held });
+    }
     let wanted = match share {
         None => user.len() as f64,
-        Some(s) if (0.0..1.0).contains(&s) => s / (1.0 - s) * teacher.len() as f64,
+        Some(s) if (0.0..1.0).contains(&s) => s / (1.0 - s) * sequences.len() as f64,
         Some(s) => {
             return Err(EngineError::InvalidConfig(format!("user corpus share {s}: use a fraction in [0, 1)")));
         }
@@ -433,7 +446,7 @@ pub fn recovery_text(
     for _ in 0..repeats {
         sequences.extend(user.iter().cloned());
     }
-    Ok(RecoveryText { sequences, user: user.len(), repeats })
+    Ok(RecoveryText { sequences, user: user.len(), repeats, validation })
 }
 
 /// The release file of `base` palettized into `linear` (in [`linear_ops`] order) and, when given, `embedding`,

@@ -16,7 +16,9 @@ use adapterci_engine::device::DeviceChoice;
 use adapterci_engine::llama::Llama;
 use adapterci_engine::model::BaseModel;
 use adapterci_engine::palettize::{PalettizedTensor, Rotation, TrainablePalettes};
-use adapterci_engine::recover::{RecoverySpec, calibrated_init, recover, recover_palettized, recovery_config};
+use adapterci_engine::recover::{
+    RecoverySpec, RecoveryText, calibrated_init, hold_out, recover, recover_palettized, recovery_config,
+};
 use adapterci_engine::release::{BaseRelease, bind_recovery_adapter, check_recovery_adapter};
 use adapterci_engine::release_build::{BuildOptions, cached_teacher_text, calibrate, recovery_text, release_file};
 use adapterci_engine::tiny::write_tiny_model;
@@ -407,31 +409,100 @@ fn the_user_corpus_makes_up_its_share_of_the_recovery_text() {
     let f = fixture();
     let teacher = teacher_sequences(&f.base, 12);
     let corpus = "The keeper wound the clock on Sundays and wrote the weather in the log. ".repeat(40);
-    let none = recovery_text(&f.base, &teacher, None, 16, Some(0.5)).unwrap();
+    let none = recovery_text(&f.base, &teacher, None, 16, Some(0.5), 0).unwrap();
     assert_eq!((none.sequences.len(), none.user, none.repeats), (12, 0, 0));
-    let once = recovery_text(&f.base, &teacher, Some(&corpus), 16, None).unwrap();
+    let once = recovery_text(&f.base, &teacher, Some(&corpus), 16, None, 0).unwrap();
     assert!(once.user > 0);
     assert_eq!((once.sequences.len(), once.repeats), (12 + once.user, 1));
     assert!(once.sequences[12..].iter().all(|s| s.len() == 16));
     // a share of 0.75 of 12 teacher sequences asks for ~36 user sequences: whole repeats of the corpus
-    let share = recovery_text(&f.base, &teacher, Some(&corpus), 16, Some(0.75)).unwrap();
+    let share = recovery_text(&f.base, &teacher, Some(&corpus), 16, Some(0.75), 0).unwrap();
     let wanted = 36.0 / once.user as f64;
     assert_eq!(share.repeats, wanted.round().max(1.0) as usize);
     assert_eq!(share.sequences.len(), 12 + share.user * share.repeats);
     // a share that needs less than the corpus takes an evenly spaced part of it, once: 4 of 12 + 4 is 1/4
     assert!(once.user > 8, "the test corpus must be larger than the share asks for");
-    let part = recovery_text(&f.base, &teacher, Some(&corpus), 16, Some(0.25)).unwrap();
+    let part = recovery_text(&f.base, &teacher, Some(&corpus), 16, Some(0.25), 0).unwrap();
     assert_eq!((part.user, part.repeats, part.sequences.len()), (4, 1, 16));
     assert!(part.sequences[12..].iter().all(|s| once.sequences[12..].contains(s)));
     assert_ne!(part.sequences[12..], once.sequences[12..16], "spread over the corpus, not its start");
-    let zero = recovery_text(&f.base, &teacher, Some(&corpus), 16, Some(0.0)).unwrap();
+    let zero = recovery_text(&f.base, &teacher, Some(&corpus), 16, Some(0.0), 0).unwrap();
     assert_eq!((zero.user, zero.sequences.len()), (0, 12), "a share of 0 trains on the teacher's text alone");
     for bad in [1.0, -0.1, f64::NAN] {
-        let err = recovery_text(&f.base, &teacher, Some(&corpus), 16, Some(bad)).unwrap_err().to_string();
+        let err = recovery_text(&f.base, &teacher, Some(&corpus), 16, Some(bad), 0).unwrap_err().to_string();
         assert!(err.contains("user corpus share"), "{err}");
     }
-    let err = recovery_text(&f.base, &teacher, Some("too short"), 512, None).unwrap_err().to_string();
+    let err = recovery_text(&f.base, &teacher, Some("too short"), 512, None, 0).unwrap_err().to_string();
     assert!(err.contains("shorter than one 512-token sequence"), "{err}");
+}
+
+#[test]
+fn validation_sequences_are_held_out_of_each_source_of_the_recovery_text() {
+    let f = fixture();
+    let teacher = teacher_sequences(&f.base, 40);
+    let corpus: String =
+        (0..120).map(|i| format!("Entry {i}: the keeper logged wind, rain and {} ships. ", i % 7)).collect();
+    let all_user = chunk_tokens(f.base.tokenizer(), &corpus, 24);
+    assert!(all_user.len() >= 30, "{} corpus sequences", all_user.len());
+    let text = recovery_text(&f.base, &teacher, Some(&corpus), 24, None, 3).unwrap();
+    let names: Vec<&str> = text.validation.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["teacher text", "user corpus"]);
+    let (held_teacher, held_user) = (&text.validation[0].sequences, &text.validation[1].sequences);
+    assert_eq!((held_teacher.len(), held_user.len()), (3, 3));
+    // what is held out is not trained on, and nothing else is lost
+    assert!(held_teacher.iter().chain(held_user).all(|s| !text.sequences.contains(s)));
+    assert_eq!(text.sequences.len(), 37 + all_user.len() - 3);
+    assert_eq!(text.user, all_user.len() - 3);
+    assert!(held_user.iter().all(|s| all_user.contains(s)) && held_teacher.iter().all(|s| teacher.contains(s)));
+    // the share is taken of the teacher text that trains
+    let share = recovery_text(&f.base, &teacher, Some(&corpus), 24, Some(0.25), 3).unwrap();
+    assert_eq!(share.user, 12, "a quarter: 12 beside the 37 teacher sequences left");
+    // a source too small to spare a tenth holds nothing out (and gets no set)
+    let small = recovery_text(&f.base, &teacher[..9], None, 24, None, 3).unwrap();
+    assert!(small.validation.is_empty());
+    assert_eq!(small.sequences.len(), 9);
+    assert!(text.describe(24).contains("3 held out of the user corpus"), "{}", text.describe(24));
+    assert_eq!(hold_out(teacher.clone(), 0).0, teacher);
+}
+
+#[test]
+fn recovery_scores_its_held_out_sets_as_it_trains_and_they_improve() {
+    let f = fixture();
+    let teacher = f.base.llama();
+    let seqs = teacher_sequences(&f.base, 40);
+    let ops = linear_ops(teacher.config());
+    let (student, parts) = palettized_student(teacher, &vec![2; ops.len()], method(), &seqs);
+    let text = recovery_text(&f.base, &seqs, None, 24, None, 4).unwrap();
+    assert_eq!(text.validation[0].sequences.len(), 4);
+    let spec = RecoverySpec { steps: 30, batch: 4, learning_rate: 5e-3, validate_every: 10, ..RecoverySpec::default() };
+    let mut reported = Vec::new();
+    let done = recover_palettized(teacher, &student, &parts, None, &text, &spec, &mut |p| {
+        reported.extend(p.validation.iter().map(|v| (p.step, v.step)));
+    })
+    .unwrap();
+    let curve = &done.report.validation;
+    // before the first step, every 10 steps, and after the last (30 is both: scored once)
+    assert_eq!(curve.iter().map(|p| p.step).collect::<Vec<_>>(), [0, 10, 20, 30]);
+    assert!(curve.iter().all(|p| p.set == "teacher text"));
+    assert_eq!(reported, [(0, 0), (10, 10), (20, 20), (30, 30)], "progress carries each validation");
+    // the start is the palettized base as it is; the end is what the adapter serves
+    let start = compare(teacher, &student, None, &text.validation[0].sequences, 4).unwrap();
+    assert!((curve[0].kl - start.kl_divergence).abs() < 1e-6 * start.kl_divergence.max(1.0));
+    let end = compare(teacher, &done.student, Some(&done.lora), &text.validation[0].sequences, 4).unwrap();
+    assert!((curve[3].kl - end.kl_divergence).abs() < 1e-6 * end.kl_divergence.max(1.0));
+    assert!(curve[3].kl < 0.9 * curve[0].kl, "held-out KL {} -> {}", curve[0].kl, curve[3].kl);
+    assert_eq!(done.report.final_validation().len(), 1);
+    // a report keeps its curve, and one written before validation existed still reads
+    let json = serde_json::to_value(&done.report).unwrap();
+    assert_eq!(json["validation"].as_array().map(Vec::len), Some(4));
+    let mut old = json.clone();
+    old.as_object_mut().unwrap().remove("validation");
+    let read: adapterci_engine::recover::RecoveryReport = serde_json::from_value(old).unwrap();
+    assert!(read.validation.is_empty());
+    // a budget that ends between validations still scores the end
+    let spec = RecoverySpec { steps: 7, ..spec };
+    let done = recover_palettized(teacher, &student, &parts, None, &text, &spec, &mut |_| {}).unwrap();
+    assert_eq!(done.report.validation.iter().map(|p| p.step).collect::<Vec<_>>(), [0, 7]);
 }
 
 #[test]
@@ -582,6 +653,7 @@ fn recovery_that_trains_the_palettes_ends_closer_and_its_release_serves_what_was
     let f = fixture();
     let teacher = f.base.llama();
     let seqs = teacher_sequences(&f.base, 16);
+    let plain = RecoveryText::plain(seqs.clone());
     let ops = linear_ops(teacher.config());
     let bits: Vec<u8> = (0..ops.len()).map(|i| if i % 2 == 0 { 2 } else { 4 }).collect();
     let (student, parts) = palettized_student(teacher, &bits, method(), &seqs);
@@ -589,7 +661,7 @@ fn recovery_that_trains_the_palettes_ends_closer_and_its_release_serves_what_was
     let trained = RecoverySpec { palette_learning_rate: Some(1e-3), ..frozen.clone() };
     let (lora, _) = recover(teacher, &student, &seqs, &frozen, &mut |_| {}).unwrap();
     let lora_only = compare(teacher, &student, Some(&lora), &seqs, 4).unwrap();
-    let done = recover_palettized(teacher, &student, &parts, None, &seqs, &trained, &mut |_| {}).unwrap();
+    let done = recover_palettized(teacher, &student, &parts, None, &plain, &trained, &mut |_| {}).unwrap();
     let both = compare(teacher, &done.student, Some(&done.lora), &seqs, 4).unwrap();
     assert!(
         both.kl_divergence < lora_only.kl_divergence,
@@ -632,12 +704,12 @@ fn recovery_that_trains_the_palettes_ends_closer_and_its_release_serves_what_was
     for rate in [0.0, -1e-3, f64::NAN] {
         let bad = RecoverySpec { palette_learning_rate: Some(rate), ..frozen.clone() };
         let err =
-            recover_palettized(teacher, &student, &parts, None, &seqs, &bad, &mut |_| {}).err().unwrap().to_string();
+            recover_palettized(teacher, &student, &parts, None, &plain, &bad, &mut |_| {}).err().unwrap().to_string();
         assert!(err.contains("palette learning rate"), "{err}");
     }
     // without a palette rate the palettes come back as they were
     let same =
-        recover_palettized(teacher, &student, &parts, None, &seqs, &RecoverySpec { steps: 1, ..frozen }, &mut |_| {});
+        recover_palettized(teacher, &student, &parts, None, &plain, &RecoverySpec { steps: 1, ..frozen }, &mut |_| {});
     assert_eq!(same.unwrap().palettes, parts);
 }
 
@@ -646,6 +718,7 @@ fn recovery_with_trained_palettes_resumes_them_from_its_checkpoint() {
     let f = fixture();
     let teacher = f.base.llama();
     let seqs = teacher_sequences(&f.base, 8);
+    let plain = RecoveryText::plain(seqs.clone());
     let ops = linear_ops(teacher.config());
     let (student, parts) = palettized_student(teacher, &vec![4; ops.len()], method(), &seqs);
     let dir = f.dir.join("ckpt-palettes");
@@ -659,7 +732,7 @@ fn recovery_with_trained_palettes_resumes_them_from_its_checkpoint() {
     };
     let kill_at = |step: usize| {
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            recover_palettized(teacher, &student, &parts, None, &seqs, &spec, &mut |p| {
+            recover_palettized(teacher, &student, &parts, None, &plain, &spec, &mut |p| {
                 if p.step == step {
                     panic!("simulated kill");
                 }
@@ -672,14 +745,15 @@ fn recovery_with_trained_palettes_resumes_them_from_its_checkpoint() {
     let lut = &saved.iter().find(|(n, _)| *n == format!("{}.lut", ops[0].name())).unwrap().1;
     let start = TrainablePalettes::new(&ops, &parts, Device::Cpu).unwrap().state();
     assert!(!lut.allclose(&start[0].1, 0.0, 0.0, false), "the checkpoint carries the trained tables");
-    let done = recover_palettized(teacher, &student, &parts, None, &seqs, &spec, &mut |_| {}).unwrap();
+    let done = recover_palettized(teacher, &student, &parts, None, &plain, &spec, &mut |_| {}).unwrap();
     assert_eq!(done.report.resumed_from, Some(8));
     assert_eq!(done.report.steps, 12);
     // a checkpoint without its palettes is refused by name, not silently restarted
     std::fs::remove_dir_all(&dir).unwrap();
     kill_at(5);
     std::fs::remove_file(dir.join("recovery-palettes.safetensors")).unwrap();
-    let err = recover_palettized(teacher, &student, &parts, None, &seqs, &spec, &mut |_| {}).err().unwrap().to_string();
+    let err =
+        recover_palettized(teacher, &student, &parts, None, &plain, &spec, &mut |_| {}).err().unwrap().to_string();
     assert!(err.contains("recovery-palettes.safetensors") && err.contains("palette checkpoint"), "{err}");
 }
 
@@ -688,6 +762,7 @@ fn a_calibrated_start_corrects_part_of_the_palettization_error_before_any_step()
     let f = fixture();
     let teacher = f.base.llama();
     let seqs = teacher_sequences(&f.base, 16);
+    let plain = RecoveryText::plain(seqs.clone());
     let ops = linear_ops(teacher.config());
     let (student, parts) = palettized_student(teacher, &vec![2; ops.len()], method(), &seqs);
     let hessians = collect_hessians(teacher, &seqs, 4).unwrap();
@@ -729,7 +804,16 @@ fn a_calibrated_start_corrects_part_of_the_palettization_error_before_any_step()
     );
     // the recovery starts there: its first batch's KL is below a standard start's
     let first_kl = |spec: &RecoverySpec| {
-        let done = recover_palettized(teacher, &student, &parts, Some(&hessians), &seqs, spec, &mut |_| {}).unwrap();
+        let done = recover_palettized(
+            teacher,
+            &student,
+            &parts,
+            Some(&hessians),
+            &RecoveryText::plain(seqs.clone()),
+            spec,
+            &mut |_| {},
+        )
+        .unwrap();
         done.report.kl_curve[0].1
     };
     let standard = RecoverySpec { calibrated_init: false, ..spec.clone() };
@@ -737,6 +821,6 @@ fn a_calibrated_start_corrects_part_of_the_palettization_error_before_any_step()
     // without the statistics it is refused by name
     let err = recover(teacher, &student, &seqs, &spec, &mut |_| {}).unwrap_err().to_string();
     assert!(err.contains("calibration statistics"), "{err}");
-    let err = recover_palettized(teacher, &student, &parts, None, &seqs, &spec, &mut |_| {}).err().unwrap();
+    let err = recover_palettized(teacher, &student, &parts, None, &plain, &spec, &mut |_| {}).err().unwrap();
     assert!(err.to_string().contains("calibration statistics"), "{err}");
 }
