@@ -182,6 +182,8 @@ struct CheckpointState {
     step: usize,
     kl_curve: Vec<(usize, f64)>,
     spec: RecoverySpec,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    validation: Vec<ValidationPoint>,
 }
 
 /// The adapter shape of a recovery adapter for `student`: every target, every layer.
@@ -291,14 +293,15 @@ fn train(
     let started = Instant::now();
     let device = student.device();
     let config = recovery_config(student, spec);
-    let (mut lora, mut start, mut kl_curve) = match resume(spec, student, palettes.as_deref_mut())? {
-        Some((lora, state)) => (lora, state.step, state.kl_curve),
+    let (mut lora, mut start, mut kl_curve, resumed_validation) = match resume(spec, student, palettes.as_deref_mut())?
+    {
+        Some((lora, state)) => (lora, state.step, state.kl_curve, state.validation),
         None => {
             let lora = match hessians.filter(|_| spec.calibrated_init) {
                 Some(h) => calibrated_init(&config, teacher, student, h)?,
                 None => LoraWeights::init_standard(&config, 0.0, student.config(), spec.seed, device)?,
             };
-            (lora, 0, Vec::new())
+            (lora, 0, Vec::new(), Vec::new())
         }
     };
     let resumed_from = (start > 0).then_some(start);
@@ -347,20 +350,18 @@ fn train(
         lora.set_training(true);
         points
     };
-    let mut validation_curve = validate_now(&mut lora, &mut trained, palettes.as_deref(), start)?;
-    if !validation_curve.is_empty() {
-        // the start's scores, before any step (no batch KL yet)
-        let elapsed_seconds = started.elapsed().as_secs_f64();
-        let validation = validation_curve.clone();
-        let learning_rate = 0.0;
-        progress(&RecoveryProgress {
-            step: start,
-            total_steps,
-            kl: f64::NAN,
-            learning_rate,
-            elapsed_seconds,
-            validation,
-        });
+    // a resumed run goes on with the curve it had; the start is scored unless the checkpoint's step was
+    let mut validation_curve = resumed_validation;
+    if validation_curve.last().is_none_or(|p| p.step < start) {
+        let validation = validate_now(&mut lora, &mut trained, palettes.as_deref(), start)?;
+        validation_curve.extend(validation.iter().cloned());
+        if !validation.is_empty() {
+            // the start's scores, before any step of this run (no batch KL yet)
+            let elapsed_seconds = started.elapsed().as_secs_f64();
+            let learning_rate = 0.0;
+            let kl = f64::NAN;
+            progress(&RecoveryProgress { step: start, total_steps, kl, learning_rate, elapsed_seconds, validation });
+        }
     }
     while start < total_steps {
         let rows: Vec<Vec<u32>> = (0..spec.batch)
@@ -427,7 +428,7 @@ fn train(
             total_steps = steps_within(start, elapsed, limit, (elapsed - pace_from) / timed as f64, spec.steps);
         }
         if spec.checkpoint_every > 0 && start % spec.checkpoint_every == 0 && start < total_steps {
-            write_checkpoint(spec, &lora, palettes.as_deref(), start, &kl_curve)?;
+            write_checkpoint(spec, &lora, palettes.as_deref(), start, &kl_curve, &validation_curve)?;
         }
         if spec.max_seconds.is_some_and(|limit| elapsed >= limit) && start < total_steps {
             stopped_by_time = true;
@@ -469,6 +470,7 @@ fn write_checkpoint(
     palettes: Option<&TrainablePalettes>,
     step: usize,
     curve: &[(usize, f64)],
+    validation: &[ValidationPoint],
 ) -> Result<(), EngineError> {
     let Some(dir) = &spec.checkpoint_dir else { return Ok(()) };
     std::fs::create_dir_all(dir).map_err(|source| EngineError::Io { path: dir.clone(), source })?;
@@ -481,7 +483,7 @@ fn write_checkpoint(
             .map_err(|e| EngineError::Training(format!("{}: {e}", tmp.display())))?;
         std::fs::rename(&tmp, &path).map_err(|source| EngineError::Io { path: path.clone(), source })?;
     }
-    let state = CheckpointState { step, kl_curve: curve.to_vec(), spec: spec.clone() };
+    let state = CheckpointState { step, kl_curve: curve.to_vec(), spec: spec.clone(), validation: validation.to_vec() };
     let json = serde_json::to_vec_pretty(&state).map_err(|e| EngineError::Training(e.to_string()))?;
     write_atomic(&dir.join(CHECKPOINT_STATE), &json)
 }

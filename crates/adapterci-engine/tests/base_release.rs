@@ -500,9 +500,24 @@ fn recovery_scores_its_held_out_sets_as_it_trains_and_they_improve() {
     let read: adapterci_engine::recover::RecoveryReport = serde_json::from_value(old).unwrap();
     assert!(read.validation.is_empty());
     // a budget that ends between validations still scores the end
-    let spec = RecoverySpec { steps: 7, ..spec };
-    let done = recover_palettized(teacher, &student, &parts, None, &text, &spec, &mut |_| {}).unwrap();
+    let short = RecoverySpec { steps: 7, ..spec.clone() };
+    let done = recover_palettized(teacher, &student, &parts, None, &text, &short, &mut |_| {}).unwrap();
     assert_eq!(done.report.validation.iter().map(|p| p.step).collect::<Vec<_>>(), [0, 7]);
+    // a run killed after a checkpoint resumes with the curve it had: each point once, the same scores
+    let dir = f.dir.join("ckpt-validation");
+    let spec = RecoverySpec { checkpoint_every: 10, checkpoint_dir: Some(dir), ..spec };
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        recover_palettized(teacher, &student, &parts, None, &text, &spec, &mut |p| {
+            if p.step == 15 {
+                panic!("simulated kill");
+            }
+        })
+    }));
+    let resumed = recover_palettized(teacher, &student, &parts, None, &text, &spec, &mut |_| {}).unwrap();
+    assert_eq!(resumed.report.resumed_from, Some(10));
+    let steps: Vec<usize> = resumed.report.validation.iter().map(|p| p.step).collect();
+    assert_eq!(steps, [0, 10, 20, 30]);
+    assert_eq!(resumed.report.validation[..2], curve[..2], "the points before the checkpoint are the ones scored then");
 }
 
 #[test]

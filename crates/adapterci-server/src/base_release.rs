@@ -48,7 +48,11 @@ impl BaseReleaseBuilder for EngineBaseReleaseBuilder {
                 None,
                 &mut |message| tracing::info!(model = %path.display(), "{message}"),
                 &mut |p| {
-                    if p.step % 25 == 0 || p.step == p.total_steps {
+                    for v in &p.validation {
+                        let (kl, cross_entropy, top1) = (v.kl, v.cross_entropy, v.top1_agreement);
+                        tracing::info!(step = v.step, set = %v.set, kl, cross_entropy, top1, "recovery validation");
+                    }
+                    if p.validation.is_empty() && (p.step % 25 == 0 || p.step == p.total_steps) {
                         tracing::info!(step = p.step, total = p.total_steps, kl = p.kl, "recovery");
                     }
                 },
