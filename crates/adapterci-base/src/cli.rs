@@ -175,8 +175,9 @@ pub struct RecoveryArgs {
     pub batch: usize,
     #[arg(long, default_value_t = 1e-3)]
     pub learning_rate: f64,
-    /// Share of the recovery sequences drawn from --corpus (repeated to reach it, or an evenly spaced part of it
-    /// when it is larger); default: each corpus sequence once
+    /// Share of the recovery sequences drawn from --corpus: all of the corpus is used, and the corpus (when
+    /// smaller) or the teacher text (when the corpus is larger) is repeated to reach it; default: each
+    /// sequence once
     #[arg(long, value_name = "FRACTION", requires = "corpus")]
     pub corpus_share: Option<f64>,
     /// Checkpoint every N steps into --checkpoint-dir; a rerun with the same options resumes from it

@@ -146,6 +146,9 @@ pub struct RecoveryText {
     /// Sequences of the user corpus (each repeated `repeats` times in `sequences`).
     pub user: usize,
     pub repeats: usize,
+    /// How many times the teacher's sequences are in `sequences` (more than once when a large corpus would
+    /// otherwise take more than its share).
+    pub teacher_repeats: usize,
     /// Held out of `sequences`, scored every [`RecoverySpec::validate_every`] steps.
     pub validation: Vec<ValidationSet>,
 }
@@ -153,14 +156,17 @@ pub struct RecoveryText {
 impl RecoveryText {
     /// `sequences` to train on, nothing held out.
     pub fn plain(sequences: Vec<Vec<u32>>) -> RecoveryText {
-        RecoveryText { sequences, ..RecoveryText::default() }
+        RecoveryText { sequences, teacher_repeats: 1, ..RecoveryText::default() }
     }
 
     /// One line on what it holds, for progress output.
     pub fn describe(&self, seq_len: usize) -> String {
         let mut line = format!("recovery text: {} sequences of {seq_len} tokens", self.sequences.len());
         if self.user > 0 {
-            line += &format!(" ({} of the user corpus, {} times)", self.user, self.repeats);
+            line += &format!(
+                " ({} of the user corpus x {}, the teacher's x {})",
+                self.user, self.repeats, self.teacher_repeats
+            );
         }
         for set in &self.validation {
             line += &format!("; {} held out of the {} for validation", set.sequences.len(), set.name);

@@ -41,9 +41,9 @@ pub struct BuildOptions {
     pub recovery: RecoverySpec,
     /// Palettize the tied embedding to this many bits (4 or 8); `None` stores it as fp16.
     pub embedding_bits: Option<u8>,
-    /// The share of recovery sequences drawn from the user corpus, when one is given (its sequences are
-    /// repeated to reach it, or an evenly spaced part of them taken); `None`: each user sequence once, beside all
-    /// of the teacher's.
+    /// The share of recovery sequences drawn from the user corpus, when one is given (all of it is used; the
+    /// corpus or the teacher's text is repeated to reach the share: [`recovery_text`]); `None`: each user
+    /// sequence once, beside all of the teacher's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_corpus_share: Option<f64>,
     /// Quantize linear inputs per token to this many bits when serving (4-8; recorded in the release, and the
@@ -395,10 +395,12 @@ pub fn build_release(
     Ok(BuiltRelease { release, recovery_adapter, report })
 }
 
-/// The teacher's sequences plus, when given, `user_corpus` cut into `seq_len`-token sequences so that they make up
-/// about `share` of the whole: repeated when the corpus is smaller than that, an evenly spaced part of it when
-/// larger (each once when `share` is `None`). Up to `held_out` sequences of each source ([`hold_out`]) are kept
-/// out of training as its validation sets, "teacher text" and "user corpus".
+/// The teacher's sequences plus, when given, `user_corpus` cut into `seq_len`-token sequences, mixed so that the
+/// corpus makes up about `share` of the whole: all of the corpus is used, and whichever side is short of its
+/// share is repeated (the corpus when it is smaller than the share asks for, the teacher's text when it is
+/// larger: distinct text is what a recovery transfers from, so none of it is left out). `None`: each sequence
+/// once; a share of 0 trains on the teacher's text alone. Up to `held_out` sequences of each source
+/// ([`hold_out`]) are kept out of training as its validation sets, "teacher text" and "user corpus".
 pub fn recovery_text(
     base: &BaseModel,
     teacher: &[Vec<u32>],
@@ -407,14 +409,18 @@ pub fn recovery_text(
     share: Option<f64>,
     held_out: usize,
 ) -> Result<RecoveryText, EngineError> {
+    if let Some(s) = share.filter(|s| !(0.0..1.0).contains(s)) {
+        return Err(EngineError::InvalidConfig(format!("user corpus share {s}: use a fraction in [0, 1)")));
+    }
     let (teacher, teacher_held) = hold_out(teacher.to_vec(), held_out);
     let mut validation = Vec::new();
     if !teacher_held.is_empty() {
         validation.push(ValidationSet { name: "teacher text".into(), sequences: teacher_held });
     }
-    let mut sequences = teacher;
-    let Some(corpus) = user_corpus else {
-        return Ok(RecoveryText { sequences, user: 0, repeats: 0, validation });
+    let plain =
+        |sequences, validation| RecoveryText { sequences, validation, teacher_repeats: 1, ..Default::default() };
+    let Some(corpus) = user_corpus.filter(|_| share != Some(0.0)) else {
+        return Ok(plain(teacher, validation));
     };
     let user = chunk_tokens(base.tokenizer(), corpus, seq_len);
     if user.is_empty() {
@@ -426,27 +432,21 @@ pub fn recovery_text(
     if !user_held.is_empty() {
         validation.push(ValidationSet { name: "user corpus".into(), sequences: user_held });
     }
-    let wanted = match share {
-        None => user.len() as f64,
-        Some(s) if (0.0..1.0).contains(&s) => s / (1.0 - s) * sequences.len() as f64,
-        Some(s) => {
-            return Err(EngineError::InvalidConfig(format!("user corpus share {s}: use a fraction in [0, 1)")));
-        }
+    // how many times each side goes in: the corpus's share of `user * u / (user * u + teacher * t)`
+    let (u, t) = (user.len() as f64, teacher.len().max(1) as f64);
+    let (user_repeats, teacher_repeats) = match share {
+        None => (1, 1),
+        Some(s) if s / (1.0 - s) * t > u => ((s / (1.0 - s) * t / u).round().max(1.0) as usize, 1),
+        Some(s) => (1, ((1.0 - s) / s * u / t).round().max(1.0) as usize),
     };
-    // more of the corpus than the share asks for: an evenly spaced part of it, once; less: whole repeats
-    let (user, repeats) = if wanted < user.len() as f64 {
-        let take = wanted.round() as usize;
-        let part: Vec<Vec<u32>> = (0..take).map(|i| user[i * user.len() / take.max(1)].clone()).collect();
-        let repeats = usize::from(take > 0);
-        (part, repeats)
-    } else {
-        let repeats = (wanted / user.len() as f64).round().max(1.0) as usize;
-        (user, repeats)
-    };
-    for _ in 0..repeats {
+    let mut sequences = Vec::with_capacity(teacher.len() * teacher_repeats + user.len() * user_repeats);
+    for _ in 0..teacher_repeats {
+        sequences.extend(teacher.iter().cloned());
+    }
+    for _ in 0..user_repeats {
         sequences.extend(user.iter().cloned());
     }
-    Ok(RecoveryText { sequences, user: user.len(), repeats, validation })
+    Ok(RecoveryText { sequences, user: user.len(), repeats: user_repeats, teacher_repeats, validation })
 }
 
 /// The release file of `base` palettized into `linear` (in [`linear_ops`] order) and, when given, `embedding`,

@@ -415,17 +415,26 @@ fn the_user_corpus_makes_up_its_share_of_the_recovery_text() {
     assert!(once.user > 0);
     assert_eq!((once.sequences.len(), once.repeats), (12 + once.user, 1));
     assert!(once.sequences[12..].iter().all(|s| s.len() == 16));
-    // a share of 0.75 of 12 teacher sequences asks for ~36 user sequences: whole repeats of the corpus
-    let share = recovery_text(&f.base, &teacher, Some(&corpus), 16, Some(0.75), 0).unwrap();
-    let wanted = 36.0 / once.user as f64;
-    assert_eq!(share.repeats, wanted.round().max(1.0) as usize);
+    // a share of 0.75 of 12 teacher sequences asks for ~36 user sequences: whole repeats of a smaller corpus
+    let small = &corpus[..corpus.len() / 10];
+    let share = recovery_text(&f.base, &teacher, Some(small), 16, Some(0.75), 0).unwrap();
+    assert!(share.user < 36, "{} sequences", share.user);
+    let wanted = 36.0 / share.user as f64;
+    assert_eq!((share.repeats, share.teacher_repeats), (wanted.round().max(1.0) as usize, 1));
+    assert!(share.repeats > 1);
     assert_eq!(share.sequences.len(), 12 + share.user * share.repeats);
-    // a share that needs less than the corpus takes an evenly spaced part of it, once: 4 of 12 + 4 is 1/4
+    // a corpus larger than its share asks for is used whole, and the teacher's text is repeated to keep its
+    // share: at 1/4, three teacher sequences per corpus sequence
     assert!(once.user > 8, "the test corpus must be larger than the share asks for");
     let part = recovery_text(&f.base, &teacher, Some(&corpus), 16, Some(0.25), 0).unwrap();
-    assert_eq!((part.user, part.repeats, part.sequences.len()), (4, 1, 16));
-    assert!(part.sequences[12..].iter().all(|s| once.sequences[12..].contains(s)));
-    assert_ne!(part.sequences[12..], once.sequences[12..16], "spread over the corpus, not its start");
+    let teacher_repeats = (3.0 * once.user as f64 / 12.0).round() as usize;
+    assert!(teacher_repeats > 1);
+    assert_eq!((part.user, part.repeats, part.teacher_repeats), (once.user, 1, teacher_repeats));
+    assert_eq!(part.sequences.len(), 12 * teacher_repeats + once.user);
+    assert_eq!(part.sequences[12 * teacher_repeats..], once.sequences[12..], "every corpus sequence, once");
+    assert!(part.sequences.chunks(12).take(teacher_repeats).all(|c| c == teacher.as_slice()));
+    let corpus_share = once.user as f64 / part.sequences.len() as f64;
+    assert!((corpus_share - 0.25).abs() < 0.05, "corpus share {corpus_share}");
     let zero = recovery_text(&f.base, &teacher, Some(&corpus), 16, Some(0.0), 0).unwrap();
     assert_eq!((zero.user, zero.sequences.len()), (0, 12), "a share of 0 trains on the teacher's text alone");
     for bad in [1.0, -0.1, f64::NAN] {
@@ -454,9 +463,11 @@ fn validation_sequences_are_held_out_of_each_source_of_the_recovery_text() {
     assert_eq!(text.sequences.len(), 37 + all_user.len() - 3);
     assert_eq!(text.user, all_user.len() - 3);
     assert!(held_user.iter().all(|s| all_user.contains(s)) && held_teacher.iter().all(|s| teacher.contains(s)));
-    // the share is taken of the teacher text that trains
-    let share = recovery_text(&f.base, &teacher, Some(&corpus), 24, Some(0.25), 3).unwrap();
-    assert_eq!(share.user, 12, "a quarter: 12 beside the 37 teacher sequences left");
+    // the share is taken of the teacher text that trains: 0.9 of 37 teacher sequences asks for 333 of the
+    // corpus's, repeats of what is left of it after the held-out three
+    let share = recovery_text(&f.base, &teacher, Some(&corpus), 24, Some(0.9), 3).unwrap();
+    let left = all_user.len() - 3;
+    assert_eq!((share.user, share.repeats, share.teacher_repeats), (left, (333.0 / left as f64).round() as usize, 1));
     // a source too small to spare a tenth holds nothing out (and gets no set)
     let small = recovery_text(&f.base, &teacher[..9], None, 24, None, 3).unwrap();
     assert!(small.validation.is_empty());
