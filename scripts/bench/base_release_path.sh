@@ -17,7 +17,7 @@
 #   BIN           adapterci-base binary [target/release/adapterci-base, built with cargo when absent]
 #   MODEL         the source GGUF [.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf]
 #   WORK          releases, adapters, cache [target/bench/release-path];  OUT: logs and table.md [$WORK]
-#   CORPUS        the user corpus [all the public-domain prose in scripts/bench/data/, ~7.8 MB]
+#   CORPUS        the user corpus [all the public-domain prose in scripts/bench/data/, ~15.7 MB]
 #   CORPUS_SHARE  share of the second adapter's recovery sequences drawn from the corpus [0.9]
 #   PRECISION     f32|bf16: the recovery's frozen matmuls [the tool's default: bf16 on a CPU with AVX-512 BF16]
 #   EVAL          held-out text [scripts/oracles/data/natural_english.txt]
@@ -57,7 +57,8 @@ fi
 mkdir -p "$WORK" "$OUT"
 if [[ -z ${CORPUS:-} ]]; then
   CORPUS=$WORK/user_corpus.txt
-  zcat scripts/bench/data/public_domain_prose.txt.gz scripts/bench/data/more_public_domain_prose.txt.gz >"$CORPUS"
+  zcat scripts/bench/data/public_domain_prose.txt.gz scripts/bench/data/more_public_domain_prose.txt.gz \
+    scripts/bench/data/twentieth_century_prose.txt.gz >"$CORPUS"
 fi
 if [[ -z ${BIN:-} ]]; then
   BIN=$repo/target/release/adapterci-base

@@ -147,14 +147,17 @@ fn main() -> anyhow::Result<()> {
         // the training batches' mean KL since the last validation, beside the held-out sets'
         let (mut kl_sum, mut kl_steps) = (0.0, 0usize);
         let done = recover_palettized(teacher, &student, &parts, Some(&hessians), &train, &recovery, &mut |p| {
-            (kl_sum, kl_steps) = (kl_sum + p.kl, kl_steps + 1);
+            // the scores before the first step come without a batch KL
+            if p.kl.is_finite() {
+                (kl_sum, kl_steps) = (kl_sum + p.kl, kl_steps + 1);
+            }
             if p.validation.is_empty() {
                 return;
             }
-            let recent = kl_sum / kl_steps.max(1) as f64;
+            let recent = if kl_steps > 0 { format!("{:.4}", kl_sum / kl_steps as f64) } else { "none yet".into() };
             for point in &p.validation {
                 log(&format!(
-                    "  step {}: held-out {} KL {:.4} (training batches since the last: {recent:.4})",
+                    "  step {}: held-out {} KL {:.4} (training batches since the last: {recent})",
                     point.step, point.set, point.kl
                 ));
             }
