@@ -108,6 +108,7 @@ if [[ $phase == recover || $phase == all ]]; then
   fi
   for which in "${variants[@]}"; do
     tail -1 "$OUT/recover-$which.log" >&2
+    cp "$WORK/$which/recovery.json" "$OUT/recovery-$which.json"
     scored=$release
     # trained palettes make a new release, and the adapter is bound to it
     [[ $which == palettes ]] && scored=$WORK/palettes/base.safetensors
@@ -147,6 +148,7 @@ def fmt(name, b1, b2, r, frac="", steps=""):
     lines.append(f"| {name} | {b1} | {b2} | {r[0]:.2f} | {100 * (r[0] / unc[0] - 1):+.1f}% | {r[1]:.4f} | {r[2]:.3f} | {frac} | {steps} |")
 fmt("uncompressed", 32, 32, unc)
 fmt("palettized release", f"{lbpw:.4f}", f"{wbpw:.4f}", start)
+transfer = []
 variants = [("teacher", "teacher text only"), ("corpus", "teacher text + user corpus"),
             ("palettes", "teacher text + user corpus, palettes trained")]
 for which, label in variants:
@@ -156,11 +158,18 @@ for which, label in variants:
     rec = got["palettized + recovery adapter"]
     if which == "palettes":
         fmt("its retrained release alone", f"{lbpw:.4f}", f"{wbpw:.4f}", got["palettized"])
-    report = work / which / "recovery.json"
+    found = [p for p in (out / f"recovery-{which}.json", work / which / "recovery.json") if p.exists()]
     steps = ""
-    if report.exists():
-        report = json.loads(report.read_text())
+    if found:
+        report = json.loads(found[0].read_text())
         steps = f"{report['steps']} in {report['seconds']:.0f} s on {report['device']}"
+        # training batches against held-out text against the eval text: memorization, or the eval's distance
+        recent = [kl for _, kl in report["kl_curve"][-50:]]
+        last = max((p["step"] for p in report.get("validation", [])), default=None)
+        held = [f"{p['set']} {p['kl']:.4f}" for p in report.get("validation", []) if p["step"] == last]
+        transfer.append(f"- {label}: KL on the training batches of the last {len(recent)} steps "
+                        f"{sum(recent) / len(recent):.4f}; held out of training: {', '.join(held) or 'none'}; "
+                        f"eval text {rec[3]:.4f}")
     fmt(f"+ recovery adapter ({label})", f"{lbpw:.4f}", f"{wbpw:.4f}", rec,
         f"{(start[1] - rec[1]) / (start[1] - unc[1]):.3f}", steps)
 if (out / "peers.json").exists():
@@ -169,6 +178,8 @@ if (out / "peers.json").exists():
     for r in peers["rows"]:
         fmt(f"{r['variant']}, CPU", r["linear_bpw"], f"{8 * r['file_bytes'] / params:.3f}",
             [r["perplexity"], r["cross_entropy"], r["top1_agreement"]])
+if transfer:
+    lines += ["", "Mean KL to the uncompressed model per position:"] + transfer
 (out / "table.md").write_text("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY
