@@ -261,7 +261,10 @@ impl Progress {
         }
         self.bar.set_length(p.total_steps as u64);
         self.bar.set_position(p.step as u64);
-        self.bar.set_message(format!("KL {:.4} lr {:.1e}", p.kl, p.learning_rate));
+        if p.kl.is_finite() {
+            // (the scores before the first step come without a batch KL)
+            self.bar.set_message(format!("KL {:.4} lr {:.1e}", p.kl, p.learning_rate));
+        }
         let due = self.last_line.is_none_or(|t| p.elapsed_seconds - t >= 15.0) || p.step == p.total_steps;
         if self.bar.is_hidden() && due && p.step > self.last_step {
             eprintln!(

@@ -432,7 +432,8 @@ pub fn recovery_text(
     if !user_held.is_empty() {
         validation.push(ValidationSet { name: "user corpus".into(), sequences: user_held });
     }
-    // how many times each side goes in: the corpus's share of `user * u / (user * u + teacher * t)`
+    // how many times each side goes in: repeats r_u, r_t with u·r_u / (u·r_u + t·r_t) about `share`, one of
+    // them 1
     let (u, t) = (user.len() as f64, teacher.len().max(1) as f64);
     let (user_repeats, teacher_repeats) = match share {
         None => (1, 1),
