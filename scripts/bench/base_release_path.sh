@@ -14,7 +14,7 @@
 # llama-cpp-python in .venv-peers (installed when missing: builds llama.cpp, ~5 min); on a machine where it
 # cannot be installed (a device), run it afterwards here with the same OUT. Settings come from the environment
 # (default in brackets):
-#   BIN           adapterci-base binary [target/release/adapterci-base, built with cargo when absent]
+#   BIN           adapterci-base binary [target/release/adapterci-base, brought up to date with cargo]
 #   MODEL         the source GGUF [.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf]
 #   WORK          releases, adapters, cache [target/bench/release-path];  OUT: logs and table.md [$WORK]
 #   CORPUS        the user corpus [all the public-domain prose in scripts/bench/data/, ~15.7 MB]
@@ -61,11 +61,10 @@ if [[ -z ${CORPUS:-} ]]; then
     scripts/bench/data/twentieth_century_prose.txt.gz >"$CORPUS"
 fi
 if [[ -z ${BIN:-} ]]; then
+  # built (or brought up to date: a stale binary would run old code) with the toolchain's environment
   BIN=$repo/target/release/adapterci-base
-  if [[ ! -x $BIN ]]; then
-    [[ -f $MODEL ]] || source scripts/bootstrap.sh >/dev/null
-    cargo build --quiet --release -p adapterci-base
-  fi
+  source scripts/bootstrap.sh >/dev/null
+  cargo build --quiet --release -p adapterci-base
 fi
 export OMP_WAIT_POLICY=PASSIVE
 common=(--model "$MODEL" --device "$DEVICE" --threads "$THREADS" --teacher-seqs "$TEACHER_SEQS" --seq-len "$SEQ_LEN"
