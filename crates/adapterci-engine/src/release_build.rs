@@ -417,10 +417,8 @@ pub fn recovery_text(
     if !teacher_held.is_empty() {
         validation.push(ValidationSet { name: "teacher text".into(), sequences: teacher_held });
     }
-    let plain =
-        |sequences, validation| RecoveryText { sequences, validation, teacher_repeats: 1, ..Default::default() };
     let Some(corpus) = user_corpus.filter(|_| share != Some(0.0)) else {
-        return Ok(plain(teacher, validation));
+        return Ok(RecoveryText { validation, ..RecoveryText::plain(teacher) });
     };
     let user = chunk_tokens(base.tokenizer(), corpus, seq_len);
     if user.is_empty() {
