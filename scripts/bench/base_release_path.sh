@@ -4,8 +4,12 @@
 # adapters for it trained side by side (teacher-written text only; teacher text + the user corpus, CORPUS_SHARE
 # of the sequences from it), each scored with `adapterci-base evaluate` on held-out natural text no step saw.
 #
-#   scripts/bench/base_release_path.sh [palettize|recover|peers|all]      (default: all)
+#   scripts/bench/base_release_path.sh [palettize|recover|controls|peers|all]      (default: all)
 #
+#   scripts/bench/base_release_path.sh controls  the releases the allocation is measured against, at the same
+#                                                settings: every operation at 4 bits, and the 3.5 bpw target met
+#                                                with an arbitrary allocation; each with its recovery adapter
+#                                                (teacher text + user corpus), the two trained side by side
 #   scripts/bench/base_release_path.sh peers     llama.cpp's Q8_0/Q5_0/Q4_0/IQ4_NL from the same GGUF, on the CPU
 #
 # The phases can run in separate processes (a device lent in calls of 10 minutes): `palettize` writes
@@ -24,17 +28,20 @@
 #   DEVICE        auto|cpu|cuda [auto];  THREADS per process [1 on the CPU; 6 on CUDA]
 #   TEACHER_SEQS [256; 2048 on CUDA]  SEQ_LEN [128; 256]  SENS_SEQS [2; 8]  MINUTES per recovery [4; 8.5]
 #   BATCH, LR     recovery steps [4 and 1e-3 on the CPU; 48 and 1.5e-3 on CUDA]
+#   STEPS         at most this many steps per recovery, within MINUTES (a budget a busy machine does not move) [100000]
+#   RECOVER_THREADS  CPU threads of each recovery process, which run side by side [THREADS]
 #   PALETTE_LR    when set, a third adapter beside them: teacher text + user corpus with the palettes' tables
 #                 and row scales trained at this rate (its retrained release is scored with it)
 #   PALETTIZE_ARGS  extra `adapterci-base palettize` flags, e.g. "--low-rank-rounds 1" []
 #   TF32          1: recovery matmuls on CUDA in TF32 (TORCH_ALLOW_TF32_CUBLAS_OVERRIDE; evaluation stays f32) [1]
+#   CONTROLS      0: `all` skips the controls phase [1];  ARBITRARY_SEED: the arbitrary allocation's seed [2026]
 # Results: $OUT/table.md, and each command's log beside it.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$repo"
 phase=${1:-all}
-case $phase in palettize | recover | peers | all) ;; *)
-  echo "usage: $0 [palettize|recover|peers|all]" >&2
+case $phase in palettize | recover | controls | peers | all) ;; *)
+  echo "usage: $0 [palettize|recover|controls|peers|all]" >&2
   exit 2
   ;;
 esac
@@ -67,53 +74,77 @@ if [[ -z ${BIN:-} ]]; then
   cargo build --quiet --release -p adapterci-base
 fi
 export OMP_WAIT_POLICY=PASSIVE
-common=(--model "$MODEL" --device "$DEVICE" --threads "$THREADS" --teacher-seqs "$TEACHER_SEQS" --seq-len "$SEQ_LEN"
+common=(--model "$MODEL" --device "$DEVICE" --teacher-seqs "$TEACHER_SEQS" --seq-len "$SEQ_LEN"
   --teacher-cache "$WORK/teacher-cache")
 release=$WORK/release/base.safetensors
+recovery=(--steps "${STEPS:-100000}" --minutes "$MINUTES" --batch "$BATCH" --learning-rate "$LR")
+tf32=0
+$cuda && [[ ${TF32:-1} == 1 ]] && tf32=1
+
+# palettize_release DIR FLAGS...: a release into $WORK/DIR with these `palettize` flags, its log in $OUT
+palettize_release() {
+  local dir=$1
+  shift
+  # shellcheck disable=SC2086 # PALETTIZE_ARGS is a list of flags
+  "$BIN" palettize "${common[@]}" --threads "$THREADS" --corpus "$CORPUS" --out "$WORK/$dir" "$@" ${PALETTIZE_ARGS:-} \
+    >"$OUT/palettize-$dir.log" 2>&1 || { tail -20 "$OUT/palettize-$dir.log" >&2; exit 1; }
+  tail -1 "$OUT/palettize-$dir.log" >&2
+}
+
+# recover_side_by_side NAME:KIND:RELEASE_DIR...: one recovery adapter per job, all trained at once, into
+# $WORK/NAME for the release in $WORK/RELEASE_DIR; KIND is teacher (teacher text only), corpus (teacher text +
+# the user corpus) or palettes (corpus, with the palettes trained). Then each is scored: $OUT/evaluate-NAME.txt.
+recover_side_by_side() {
+  local job name kind dir pids=() status=0
+  for job in "$@"; do
+    IFS=: read -r name kind dir <<<"$job"
+    [[ -f $WORK/$dir/base.safetensors ]] || { echo "no release in $WORK/$dir: palettize it first" >&2; exit 1; }
+    extra=()
+    [[ $kind != teacher ]] && extra=(--corpus "$CORPUS" --corpus-share "${CORPUS_SHARE:-0.9}")
+    [[ -n ${PRECISION:-} ]] && extra+=(--precision "$PRECISION")
+    [[ $kind == palettes ]] && extra+=(--palette-learning-rate "$PALETTE_LR")
+    TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=$tf32 "$BIN" recover "${common[@]}" --threads "${RECOVER_THREADS:-$THREADS}" \
+      --release "$WORK/$dir/base.safetensors" \
+      --out "$WORK/$name" "${recovery[@]}" "${extra[@]}" >"$OUT/recover-$name.log" 2>&1 &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
+  if [[ $status != 0 ]]; then
+    for job in "$@"; do tail -5 "$OUT/recover-${job%%:*}.log" >&2; done
+    exit 1
+  fi
+  for job in "$@"; do
+    IFS=: read -r name kind dir <<<"$job"
+    tail -1 "$OUT/recover-$name.log" >&2
+    cp "$WORK/$name/recovery.json" "$OUT/recovery-$name.json"
+    scored=$WORK/$dir/base.safetensors
+    # trained palettes make a new release, and the adapter is bound to it
+    [[ $kind == palettes ]] && scored=$WORK/$name/base.safetensors
+    "$BIN" evaluate --model "$MODEL" --release "$scored" --recovery "$WORK/$name/recovery.safetensors" \
+      --text "$EVAL" --device "$DEVICE" --threads "$THREADS" >"$OUT/evaluate-$name.txt"
+  done
+}
 
 if [[ $phase == palettize || $phase == all ]]; then
   echo "[$(date +%T)] palettize: $TEACHER_SEQS x $SEQ_LEN teacher tokens, statistics with the user corpus" >&2
-  # shellcheck disable=SC2086 # PALETTIZE_ARGS is a list of flags
-  "$BIN" palettize "${common[@]}" --sens-seqs "$SENS_SEQS" --corpus "$CORPUS" --out "$WORK/release" ${PALETTIZE_ARGS:-} \
-    >"$OUT/palettize.log" 2>&1 || { tail -20 "$OUT/palettize.log" >&2; exit 1; }
-  tail -1 "$OUT/palettize.log" >&2
+  palettize_release release --sens-seqs "$SENS_SEQS"
   "$BIN" evaluate --model "$MODEL" --release "$release" --text "$EVAL" --device "$DEVICE" --threads "$THREADS" \
     --tokens-out "$OUT/eval_tokens.json" | tee "$OUT/evaluate-release.txt" >&2
 fi
 
 if [[ $phase == recover || $phase == all ]]; then
-  [[ -f $release ]] || { echo "no release at $release: run the palettize phase first" >&2; exit 1; }
-  recovery=(--steps 100000 --minutes "$MINUTES" --batch "$BATCH" --learning-rate "$LR")
-  variants=(teacher corpus)
-  [[ -n ${PALETTE_LR:-} ]] && variants+=(palettes)
-  tf32=0
-  $cuda && [[ ${TF32:-1} == 1 ]] && tf32=1
-  echo "[$(date +%T)] recover: ${variants[*]} side by side, $MINUTES min each, batch $BATCH x $SEQ_LEN, lr $LR, tf32 $tf32" >&2
-  pids=()
-  for which in "${variants[@]}"; do
-    extra=()
-    [[ $which != teacher ]] && extra=(--corpus "$CORPUS" --corpus-share "${CORPUS_SHARE:-0.9}")
-    [[ -n ${PRECISION:-} ]] && extra+=(--precision "$PRECISION")
-    [[ $which == palettes ]] && extra+=(--palette-learning-rate "$PALETTE_LR")
-    TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=$tf32 "$BIN" recover "${common[@]}" --release "$release" --out "$WORK/$which" \
-      "${recovery[@]}" "${extra[@]}" >"$OUT/recover-$which.log" 2>&1 &
-    pids+=($!)
-  done
-  status=0
-  for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
-  if [[ $status != 0 ]]; then
-    for which in "${variants[@]}"; do tail -5 "$OUT/recover-$which.log" >&2; done
-    exit 1
-  fi
-  for which in "${variants[@]}"; do
-    tail -1 "$OUT/recover-$which.log" >&2
-    cp "$WORK/$which/recovery.json" "$OUT/recovery-$which.json"
-    scored=$release
-    # trained palettes make a new release, and the adapter is bound to it
-    [[ $which == palettes ]] && scored=$WORK/palettes/base.safetensors
-    "$BIN" evaluate --model "$MODEL" --release "$scored" --recovery "$WORK/$which/recovery.safetensors" \
-      --text "$EVAL" --device "$DEVICE" --threads "$THREADS" >"$OUT/evaluate-$which.txt"
-  done
+  jobs=(teacher:teacher:release corpus:corpus:release)
+  [[ -n ${PALETTE_LR:-} ]] && jobs+=(palettes:palettes:release)
+  echo "[$(date +%T)] recover: ${jobs[*]%%:*} side by side, $MINUTES min each, batch $BATCH x $SEQ_LEN, lr $LR, tf32 $tf32" >&2
+  recover_side_by_side "${jobs[@]}"
+fi
+
+if [[ $phase == controls || ($phase == all && ${CONTROLS:-1} == 1) ]]; then
+  echo "[$(date +%T)] controls: uniform 4 bits, and an arbitrary allocation (seed ${ARBITRARY_SEED:-2026})" >&2
+  palettize_release uniform4 --uniform-bits 4
+  palettize_release arbitrary --arbitrary-seed "${ARBITRARY_SEED:-2026}"
+  echo "[$(date +%T)] controls: their recovery adapters side by side, $MINUTES min each" >&2
+  recover_side_by_side uniform4-corpus:corpus:uniform4 arbitrary-corpus:corpus:arbitrary
 fi
 
 if [[ $phase == peers || $phase == all ]]; then
@@ -148,15 +179,22 @@ def fmt(name, b1, b2, r, frac="", steps=""):
 fmt("uncompressed", 32, 32, unc)
 fmt("palettized release", f"{lbpw:.4f}", f"{wbpw:.4f}", start)
 transfer = []
-variants = [("teacher", "teacher text only"), ("corpus", "teacher text + user corpus"),
-            ("palettes", "teacher text + user corpus, palettes trained")]
-for which, label in variants:
+# (adapter, label, the release's row when it is not the release above: its own start)
+variants = [("teacher", "teacher text only", None), ("corpus", "teacher text + user corpus", None),
+            ("palettes", "teacher text + user corpus, palettes trained", "its retrained release alone"),
+            ("uniform4-corpus", "teacher text + user corpus", "control: every operation at 4 bits"),
+            ("arbitrary-corpus", "teacher text + user corpus", "control: arbitrary allocation, same target")]
+for which, label, own in variants:
     if not (out / f"evaluate-{which}.txt").exists():
         continue
-    got, _ = rows(out / f"evaluate-{which}.txt")
+    got, bpw = rows(out / f"evaluate-{which}.txt")
     rec = got["palettized + recovery adapter"]
-    if which == "palettes":
-        fmt("its retrained release alone", f"{lbpw:.4f}", f"{wbpw:.4f}", got["palettized"])
+    if own:
+        # its own release alone; the fraction is measured from it
+        if which != "palettes":
+            lbpw, wbpw = bpw
+            start = got["palettized"]
+        fmt(own, f"{bpw[0]:.4f}", f"{bpw[1]:.4f}", got["palettized"])
     found = [p for p in (out / f"recovery-{which}.json", work / which / "recovery.json") if p.exists()]
     steps = ""
     if found:
@@ -166,7 +204,7 @@ for which, label in variants:
         recent = [kl for _, kl in report["kl_curve"][-50:]]
         last = max((p["step"] for p in report.get("validation", [])), default=None)
         held = [f"{p['set']} {p['kl']:.4f}" for p in report.get("validation", []) if p["step"] == last]
-        transfer.append(f"- {label}: KL on the training batches of the last {len(recent)} steps "
+        transfer.append(f"- {own or 'the release'}, {label}: KL on the training batches of the last {len(recent)} steps "
                         f"{sum(recent) / len(recent):.4f}; held out of training: {', '.join(held) or 'none'}; "
                         f"eval text {rec[3]:.4f}")
     fmt(f"+ recovery adapter ({label})", f"{lbpw:.4f}", f"{wbpw:.4f}", rec,

@@ -9,7 +9,7 @@ echo "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53  $S/model
 mkdir -p "$OUT/p"
 start=$(date +%s)
 set +e
-( tail -n +1 -F "$OUT/p/palettize.log" 2>/dev/null | while IFS= read -r l; do echo "+$(( $(date +%s) - start ))s $l"; done > "$OUT/p/timeline.txt" ) &
+( tail -n +1 -F "$OUT/p/palettize-release.log" 2>/dev/null | while IFS= read -r l; do echo "+$(( $(date +%s) - start ))s $l"; done > "$OUT/p/timeline.txt" ) &
 tl=$!
 # the other settings are base_release_path.sh's CUDA defaults; one process here, so twice its threads
 BIN=$S/adapterci-base MODEL=$S/model.gguf WORK=/tmp/rp OUT=$OUT/p DEVICE=${DEVICE:-cuda} THREADS=${THREADS:-12} \

@@ -154,11 +154,16 @@ pub struct PalettizeArgs {
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     /// analysis.json from `analyze` (its bits); without it the analysis runs first
-    #[arg(long, value_name = "FILE", conflicts_with = "uniform_bits")]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["uniform_bits", "arbitrary_seed"])]
     pub analysis: Option<PathBuf>,
     /// Every operation at these bits instead of an allocation
-    #[arg(long, value_parser = clap::value_parser!(u8).range(2..=8))]
+    #[arg(long, value_parser = clap::value_parser!(u8).range(2..=8), conflicts_with = "arbitrary_seed")]
     pub uniform_bits: Option<u8>,
+    /// Put operations at 2 bits in a random order drawn from this seed until --target-bpw is met, instead of
+    /// by sensitivity: the same bits, the control the sensitivity allocation is measured against (no
+    /// sensitivities are measured)
+    #[arg(long, value_name = "SEED")]
+    pub arbitrary_seed: Option<u64>,
 }
 
 /// Options of recovery training.

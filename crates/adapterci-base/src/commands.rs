@@ -7,7 +7,7 @@ use adapterci_core::manifest::Lineage;
 use adapterci_core::ports::{AdapterRegistry, PublishRequest};
 use adapterci_core::training::InitialAdapterRef;
 use adapterci_core::{AdapterName, Digest};
-use adapterci_engine::allocate::{BitAnalysis, Method, linear_ops};
+use adapterci_engine::allocate::{BitAnalysis, Method, arbitrary_bits, average_bpw, linear_ops};
 use adapterci_engine::calibrate::{TeacherTextSpec, chunk_tokens, compare, top1_ids};
 use adapterci_engine::device::{DeviceChoice, set_threads};
 use adapterci_engine::model::BaseModel;
@@ -42,9 +42,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let corpus = read(&args.common.corpus)?;
             let calibrated = calibrate(&base, &options, corpus.as_deref(), &mut note)?;
             let ops = linear_ops(base.config());
-            let bits: Vec<u8> = match (&args.analysis, args.uniform_bits) {
-                (_, Some(b)) => vec![b; ops.len()],
-                (Some(path), None) => {
+            let bits: Vec<u8> = match (&args.analysis, args.uniform_bits, args.arbitrary_seed) {
+                (_, Some(b), _) => vec![b; ops.len()],
+                (_, None, Some(seed)) => {
+                    let bits = arbitrary_bits(&ops, options.method, options.target_bpw, seed)?;
+                    note(&format!(
+                        "arbitrary allocation (seed {seed}): {} of {} operations at 2 bits, {:.4} bits per weight",
+                        bits.iter().filter(|&&b| b == 2).count(),
+                        ops.len(),
+                        average_bpw(&ops, &bits, options.method)
+                    ));
+                    bits
+                }
+                (Some(path), None, None) => {
                     let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
                     let analysis: BitAnalysis = serde_json::from_slice(&text)
                         .with_context(|| format!("{}: not an analysis.json written by `analyze`", path.display()))?;
@@ -59,7 +69,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                     analysis.rows.iter().map(|r| r.bits).collect()
                 }
-                (None, None) => {
+                (None, None, None) => {
                     let analysis = analyze(&base, &calibrated, &options, &mut note)?;
                     write_analysis(&args.out, &analysis)?;
                     analysis.rows.iter().map(|r| r.bits).collect()

@@ -239,6 +239,24 @@ fn step_by_step_commands_and_their_refusals() {
     assert!(output.status.success(), "{}", text(&output));
     let unrotated = manifest(&out_b.join("base.safetensors"));
     assert_eq!((unrotated.format_version, unrotated.method.rotation), (1, None));
+    // the arbitrary allocation (the control of the sensitivity allocation) meets the same target, and its seed
+    // decides which operations drop to 2 bits
+    let arbitrary = |seed: &str| {
+        let dir = dir.path().join(format!("arbitrary-{seed}"));
+        let output = with(vec!["palettize"], &["--model", m, "--out", dir.to_str().unwrap(), "--arbitrary-seed", seed]);
+        assert!(output.status.success(), "{}", text(&output));
+        assert!(text(&output).contains(&format!("arbitrary allocation (seed {seed})")), "{}", text(&output));
+        assert!(!dir.join("analysis.json").exists(), "no sensitivities measured, no analysis written");
+        let written = manifest(&dir.join("base.safetensors"));
+        assert!((written.linear_bpw - 3.5).abs() <= 0.05, "linear bpw {}", written.linear_bpw);
+        written.palettized.iter().map(|t| t.spec.bits).collect::<Vec<u8>>()
+    };
+    let (three, four) = (arbitrary("3"), arbitrary("4"));
+    assert!(three.contains(&2) && three.contains(&4), "{three:?}");
+    assert_ne!(three, four);
+    let output = with(vec!["palettize"], &["--model", m, "--out", b, "--arbitrary-seed", "3", "--uniform-bits", "4"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output).contains("--arbitrary-seed"), "{}", text(&output));
     let output = with(vec!["palettize"], &["--model", m, "--out", b, "--rotation", "sideways"]);
     assert_eq!(output.status.code(), Some(2));
     assert!(text(&output).contains(r#""sideways" is neither a seed"#), "{}", text(&output));

@@ -448,34 +448,20 @@ fn check_target(ops: &[LinearOp], method: Method, target_bpw: f64) -> Result<(),
     Ok(())
 }
 
-/// The same bits as [`allocate_bits`] would reach, but operations picked in a seeded random order (the
-/// baseline the sensitivity allocation must beat).
+/// An allocation at the same bits as [`allocate_bits`] reaches (the same window below the target) with the
+/// operations at 2 bits picked at random from `seed` instead of by sensitivity: the baseline the sensitivity
+/// allocation must beat. It is [`allocate_bits`] over random costs proportional to each operation's saving, so
+/// every operation is as likely to be picked per bit it saves, whatever its size.
 pub fn arbitrary_bits(ops: &[LinearOp], method: Method, target_bpw: f64, seed: u64) -> Result<Vec<u8>, EngineError> {
-    let mut order: Vec<usize> = (0..ops.len()).collect();
-    SeededRng::new(seed).shuffle(&mut order);
-    fill_to_target(ops, &order, method, target_bpw)
-}
-
-fn fill_to_target(ops: &[LinearOp], order: &[usize], method: Method, target_bpw: f64) -> Result<Vec<u8>, EngineError> {
-    check_target(ops, method, target_bpw)?;
-    let mut bits = vec![4u8; ops.len()];
-    if target_bpw >= average_bpw(ops, &bits, method) {
-        return Ok(bits);
-    }
-    for &i in order {
-        bits[i] = 2;
-        let now = average_bpw(ops, &bits, method);
-        if now <= target_bpw {
-            // take back the last step if stopping short of it lands closer to the target
-            bits[i] = 4;
-            let before = average_bpw(ops, &bits, method);
-            if before - target_bpw > target_bpw - now || before > target_bpw + 0.05 {
-                bits[i] = 2;
-            }
-            return Ok(bits);
-        }
-    }
-    Ok(bits)
+    let mut rng = SeededRng::new(seed);
+    let costs: Vec<f64> = ops
+        .iter()
+        .map(|op| {
+            let saved = method.spec(4).storage_bits(op.rows, op.cols) - method.spec(2).storage_bits(op.rows, op.cols);
+            saved as f64 * (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        })
+        .collect();
+    allocate_bits(ops, &costs, method, target_bpw)
 }
 
 /// One row of the analysis table.
