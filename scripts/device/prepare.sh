@@ -29,5 +29,6 @@ Device calls, each within 30 s of the previous one (the machine stays warm 30 s)
 Then give_back, and here: copy call 2's p/eval_tokens.json and p/evaluate-release.txt and call 3's
 r/evaluate-*.txt and r/recovery-*.json into one OUT and run `OUT=... WORK=... scripts/bench/base_release_path.sh peers` for the table.
 The controls phase (uniform 4-bit, arbitrary allocation, with their adapters) is not in these calls: they use
-the 15 minutes for the headline release; run it here on the CPU (scripts/bench/base_release_path.sh controls).
+the 15 minutes for the headline release. The controls' latest numbers are a complete CPU run of the script
+(docs/benchmarks.md, eighth session), not this device's settings.
 PLAN
