@@ -9,13 +9,13 @@ echo "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53  $S/model
 mkdir -p "$OUT/p"
 start=$(date +%s)
 set +e
-( tail -n +1 -F "$OUT/p/palettize-release.log" 2>/dev/null | while IFS= read -r l; do echo "+$(( $(date +%s) - start ))s $l"; done > "$OUT/p/timeline.txt" ) &
-tl=$!
+source scripts/device/timeline.sh
+follow "$OUT/p/palettize-release.log" "$OUT/p/timeline.txt"
 # the other settings are base_release_path.sh's CUDA defaults; one process here, so twice its threads
 BIN=$S/adapterci-base MODEL=$S/model.gguf WORK=/tmp/rp OUT=$OUT/p DEVICE=${DEVICE:-cuda} THREADS=${THREADS:-12} \
   bash scripts/bench/base_release_path.sh palettize
 rc=$?
-sleep 1; kill $tl 2>/dev/null; pkill -f "tail -n +1 -F" 2>/dev/null
+stop_following
 cp /tmp/rp/release/analysis.txt "$OUT/p/" 2>/dev/null
 cp "$OUT/p/evaluate-release.txt" /tmp/rp/ 2>/dev/null  # for call 3's table
 echo "palettize phase rc=$rc in $(( $(date +%s) - start )) s"

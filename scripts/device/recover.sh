@@ -9,12 +9,13 @@ mkdir -p "$OUT/r"
 cp /tmp/rp/evaluate-release.txt "$OUT/r/" 2>/dev/null || true
 start=$(date +%s)
 set +e
-for w in teacher corpus; do ( tail -n +1 -F "$OUT/r/recover-$w.log" 2>/dev/null | while IFS= read -r l; do echo "+$(( $(date +%s) - start ))s $l"; done > "$OUT/r/timeline-$w.txt" ) & done
+source scripts/device/timeline.sh
+for w in teacher corpus; do follow "$OUT/r/recover-$w.log" "$OUT/r/timeline-$w.txt"; done
 # the other settings are base_release_path.sh's CUDA defaults (the teacher-text cache needs palettize's)
 BIN=$S/adapterci-base MODEL=$S/model.gguf WORK=/tmp/rp OUT=$OUT/r DEVICE=${DEVICE:-cuda} MINUTES=${MINUTES:?} \
   bash scripts/bench/base_release_path.sh recover
 rc=$?
-sleep 1; pkill -f "tail -n +1 -F" 2>/dev/null
+stop_following
 for w in teacher corpus; do python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(sys.argv[2], {k: v for k, v in r.items() if not isinstance(v, (list, dict))})" /tmp/rp/$w/recovery.json $w 2>/dev/null; done
 echo "recover phase rc=$rc in $(( $(date +%s) - start )) s"
 for w in teacher corpus; do echo "== $w"; head -12 "$OUT/r/timeline-$w.txt"; tail -8 "$OUT/r/timeline-$w.txt"; done
