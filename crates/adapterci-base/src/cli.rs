@@ -159,8 +159,8 @@ pub struct PalettizeArgs {
     /// Every operation at these bits instead of an allocation
     #[arg(long, value_parser = clap::value_parser!(u8).range(2..=8), conflicts_with = "arbitrary_seed")]
     pub uniform_bits: Option<u8>,
-    /// Put operations at 2 bits in a random order drawn from this seed until --target-bpw is met, instead of
-    /// by sensitivity: the same bits, the control the sensitivity allocation is measured against (no
+    /// Pick the operations at 2 bits at random (drawn from this seed) instead of by sensitivity, meeting
+    /// --target-bpw as closely as the sensitivity allocation does: the control it is measured against (no
     /// sensitivities are measured)
     #[arg(long, value_name = "SEED")]
     pub arbitrary_seed: Option<u64>,

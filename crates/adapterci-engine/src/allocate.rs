@@ -391,13 +391,8 @@ pub fn allocate_bits(
         return Ok(all_four);
     }
     const UNIT: f64 = 1e-4;
-    let saved: Vec<usize> = ops
-        .iter()
-        .map(|op| {
-            let bits = method.spec(4).storage_bits(op.rows, op.cols) - method.spec(2).storage_bits(op.rows, op.cols);
-            (bits as f64 / params / UNIT).round() as usize
-        })
-        .collect();
+    let saved: Vec<usize> =
+        ops.iter().map(|op| (two_bit_saving(op, method) as f64 / params / UNIT).round() as usize).collect();
     let capacity: usize = saved.iter().sum();
     // best[s] = least sensitivity saving exactly s units; choice[i][s] = op i taken to reach s
     let mut best = vec![f64::INFINITY; capacity + 1];
@@ -456,12 +451,14 @@ pub fn arbitrary_bits(ops: &[LinearOp], method: Method, target_bpw: f64, seed: u
     let mut rng = SeededRng::new(seed);
     let costs: Vec<f64> = ops
         .iter()
-        .map(|op| {
-            let saved = method.spec(4).storage_bits(op.rows, op.cols) - method.spec(2).storage_bits(op.rows, op.cols);
-            saved as f64 * (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-        })
+        .map(|op| two_bit_saving(op, method) as f64 * (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64)
         .collect();
     allocate_bits(ops, &costs, method, target_bpw)
+}
+
+/// Bits of storage `op` saves at 2 bits instead of 4 (indices, tables and scales).
+fn two_bit_saving(op: &LinearOp, method: Method) -> u64 {
+    method.spec(4).storage_bits(op.rows, op.cols).saturating_sub(method.spec(2).storage_bits(op.rows, op.cols))
 }
 
 /// One row of the analysis table.
