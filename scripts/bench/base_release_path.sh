@@ -190,7 +190,8 @@ for which, label, own in variants:
     got, bpw = rows(out / f"evaluate-{which}.txt")
     rec = got["palettized + recovery adapter"]
     if own:
-        # its own release alone; the fraction is measured from it
+        # the release this adapter was trained for, alone: a control's fraction is measured from it; with trained
+        # palettes the fraction stays measured from the release above, which the palettes started from
         if which != "palettes":
             lbpw, wbpw = bpw
             start = got["palettized"]
