@@ -189,12 +189,10 @@ for which, label, own in variants:
         continue
     got, bpw = rows(out / f"evaluate-{which}.txt")
     rec = got["palettized + recovery adapter"]
+    # the fraction is measured from the release the adapter was trained for (a control's own); with trained
+    # palettes, from the release above, which the palettes started from
+    origin = got["palettized"] if own and which != "palettes" else start
     if own:
-        # the release this adapter was trained for, alone: a control's fraction is measured from it; with trained
-        # palettes the fraction stays measured from the release above, which the palettes started from
-        if which != "palettes":
-            lbpw, wbpw = bpw
-            start = got["palettized"]
         fmt(own, f"{bpw[0]:.4f}", f"{bpw[1]:.4f}", got["palettized"])
     found = [p for p in (out / f"recovery-{which}.json", work / which / "recovery.json") if p.exists()]
     steps = ""
@@ -208,8 +206,8 @@ for which, label, own in variants:
         transfer.append(f"- {own or 'the release'}, {label}: KL on the training batches of the last {len(recent)} steps "
                         f"{sum(recent) / len(recent):.4f}; held out of training: {', '.join(held) or 'none'}; "
                         f"eval text {rec[3]:.4f}")
-    fmt(f"+ recovery adapter ({label})", f"{lbpw:.4f}", f"{wbpw:.4f}", rec,
-        f"{(start[1] - rec[1]) / (start[1] - unc[1]):.3f}", steps)
+    fmt(f"+ recovery adapter ({label})", f"{bpw[0]:.4f}", f"{bpw[1]:.4f}", rec,
+        f"{(origin[1] - rec[1]) / (origin[1] - unc[1]):.3f}", steps)
 if (out / "peers.json").exists():
     peers = json.loads((out / "peers.json").read_text())
     params = 134515008  # SmolLM2-135M: linear 106,168,320 + embedding 28,311,552 + norms 35,136
