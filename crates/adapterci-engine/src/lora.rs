@@ -405,26 +405,39 @@ impl LoraWeights {
     }
 }
 
-/// The safetensors layout (8-byte header length, JSON header padded with spaces to 8 bytes, data), written
-/// here rather than by `safetensors::serialize` because that one orders the `__metadata__` keys by a
-/// `HashMap`: the same adapter must give the same bytes (and so the same digest) every time.
+/// The safetensors layout (8-byte header length, JSON header padded with spaces to 8 bytes, data) for tensors of
+/// one dtype: [`encode_safetensors_typed`].
 pub(crate) fn encode_safetensors(
     tensors: &BTreeMap<String, (Vec<usize>, Vec<u8>)>,
     dtype: Dtype,
     metadata: &BTreeMap<String, String>,
 ) -> Vec<u8> {
-    let dtype_name = match dtype {
-        Dtype::F16 => "F16",
-        Dtype::BF16 => "BF16",
-        _ => "F32",
-    };
+    encode_safetensors_typed(
+        tensors.iter().map(|(name, (shape, bytes))| (name.as_str(), dtype, shape.as_slice(), bytes.as_slice())),
+        metadata,
+    )
+}
+
+/// The safetensors layout (8-byte header length, JSON header padded with spaces to 8 bytes, data), written
+/// here rather than by `safetensors::serialize` because that one orders the `__metadata__` keys by a
+/// `HashMap`: the same adapter or release must give the same bytes (and so the same digest) every time. The data
+/// is laid out as `safetensors::serialize` lays it out (the widest dtype first, then by name), which keeps every
+/// tensor aligned to its element size.
+pub(crate) fn encode_safetensors_typed<'a>(
+    tensors: impl IntoIterator<Item = (&'a str, Dtype, &'a [usize], &'a [u8])>,
+    metadata: &BTreeMap<String, String>,
+) -> Vec<u8> {
+    let mut tensors: Vec<_> = tensors.into_iter().collect();
+    tensors
+        .sort_by(|(left, left_dtype, ..), (right, right_dtype, ..)| right_dtype.cmp(left_dtype).then(left.cmp(right)));
     let mut header = serde_json::Map::new();
     header.insert("__metadata__".into(), serde_json::json!(metadata));
     let mut offset = 0;
-    for (name, (shape, bytes)) in tensors {
-        let entry =
-            serde_json::json!({"dtype": dtype_name, "shape": shape, "data_offsets": [offset, offset + bytes.len()]});
-        header.insert(name.clone(), entry);
+    for (name, dtype, shape, bytes) in &tensors {
+        let entry = serde_json::json!({
+            "dtype": dtype.to_string(), "shape": shape, "data_offsets": [offset, offset + bytes.len()]
+        });
+        header.insert((*name).to_owned(), entry);
         offset += bytes.len();
     }
     let mut header = serde_json::Value::Object(header).to_string().into_bytes();
@@ -432,7 +445,7 @@ pub(crate) fn encode_safetensors(
     let mut out = Vec::with_capacity(8 + header.len() + offset);
     out.extend_from_slice(&(header.len() as u64).to_le_bytes());
     out.extend_from_slice(&header);
-    for (_, bytes) in tensors.values() {
+    for (_, _, _, bytes) in &tensors {
         out.extend_from_slice(bytes);
     }
     out

@@ -205,21 +205,17 @@ pub fn write_release(contents: &ReleaseContents<'_>) -> Result<Vec<u8>, EngineEr
         code_version: env!("CARGO_PKG_VERSION").to_string(),
         activation_bits: contents.activation_bits,
     };
-    let mut metadata = std::collections::HashMap::new();
-    metadata.insert(KEY_FORMAT.to_string(), RELEASE_FORMAT.to_string());
-    metadata.insert(KEY_VERSION.to_string(), format_version.to_string());
-    metadata.insert(KEY_MANIFEST.to_string(), to_json(&manifest)?);
-    metadata.insert(KEY_CONFIG.to_string(), to_json(contents.config)?);
-    metadata.insert(KEY_TOKENIZER.to_string(), to_json(contents.tokenizer)?);
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
-        .iter()
-        .map(|(name, (dtype, shape, bytes))| {
-            safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes)
-                .map(|view| (name.clone(), view))
-                .map_err(|e| EngineError::InvalidConfig(format!("{name}: {e}")))
-        })
-        .collect::<Result<_, _>>()?;
-    safetensors::serialize(views, Some(metadata)).map_err(|e| EngineError::InvalidConfig(format!("serialize: {e}")))
+    let metadata = BTreeMap::from([
+        (KEY_FORMAT.to_string(), RELEASE_FORMAT.to_string()),
+        (KEY_VERSION.to_string(), format_version.to_string()),
+        (KEY_MANIFEST.to_string(), to_json(&manifest)?),
+        (KEY_CONFIG.to_string(), to_json(contents.config)?),
+        (KEY_TOKENIZER.to_string(), to_json(contents.tokenizer)?),
+    ]);
+    Ok(crate::lora::encode_safetensors_typed(
+        tensors.iter().map(|(name, (dtype, shape, bytes))| (name.as_str(), *dtype, shape.as_slice(), bytes.as_slice())),
+        &metadata,
+    ))
 }
 
 fn to_json<T: Serialize>(value: &T) -> Result<String, EngineError> {
