@@ -6,8 +6,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use adapterci_core::base_release::{BaseReleaseBuilder, BaseReleaseError, BaseReleaseOutcome, BaseReleaseRequest};
+use adapterci_core::training::BasePrecision;
 use adapterci_engine::device::DeviceChoice;
 use adapterci_engine::model::BaseModel;
+use adapterci_engine::recover::preferred_precision;
 use adapterci_engine::release_build::{BuildOptions, build_release};
 use async_trait::async_trait;
 
@@ -23,6 +25,10 @@ pub struct EngineBaseReleaseBuilder {
     /// teacher text held out of recovery).
     pub max_perplexity_ratio: f64,
     pub device: DeviceChoice,
+    /// The recovery's frozen-matmul precision; `None`: the engine's choice for the device the model loads on
+    /// ([`preferred_precision`]: bf16 on a CPU with AVX-512 BF16, where a step runs ~1.6x faster at the same
+    /// recovered perplexity), whatever `options.recovery` says.
+    pub precision: Option<BasePrecision>,
 }
 
 #[async_trait]
@@ -41,9 +47,12 @@ impl BaseReleaseBuilder for EngineBaseReleaseBuilder {
             if base.digest() != &wanted {
                 return Err(format!("{} now has digest {}, not {wanted}", path.display(), base.digest()));
             }
+            let mut options = this.options.clone();
+            options.recovery.base_precision =
+                this.precision.unwrap_or_else(|| preferred_precision(base.llama().device()));
             let built = build_release(
                 &base,
-                &this.options,
+                &options,
                 None,
                 None,
                 &mut |message| tracing::info!(model = %path.display(), "{message}"),

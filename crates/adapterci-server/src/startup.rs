@@ -244,6 +244,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             },
             max_perplexity_ratio: config.base_release_max_perplexity_ratio,
             device: DeviceChoice::Auto,
+            // embedded options say their precision; the defaults leave it to the device
+            precision: config.base_release_options.as_ref().map(|options| options.recovery.base_precision),
         };
         tasks.push(tokio::spawn(watch_base_models(
             controller.clone(),

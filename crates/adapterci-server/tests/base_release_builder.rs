@@ -6,15 +6,24 @@ use std::collections::BTreeMap;
 
 use adapterci_core::Digest;
 use adapterci_core::base_release::{BaseReleaseBuilder, BaseReleaseOutcome, BaseReleaseRequest};
+use adapterci_core::training::BasePrecision;
 use adapterci_engine::allocate::Method;
 use adapterci_engine::calibrate::TeacherTextSpec;
 use adapterci_engine::device::DeviceChoice;
-use adapterci_engine::recover::RecoverySpec;
-use adapterci_engine::release_build::BuildOptions;
+use adapterci_engine::recover::{RecoverySpec, preferred_precision};
+use adapterci_engine::release_build::{BuildOptions, BuildReport};
 use adapterci_engine::tiny::write_tiny_model;
 use adapterci_server::base_release::EngineBaseReleaseBuilder;
 
 fn builder(dir: &std::path::Path, max_ratio: f64) -> (EngineBaseReleaseBuilder, Digest) {
+    builder_with(dir, max_ratio, None)
+}
+
+fn builder_with(
+    dir: &std::path::Path,
+    max_ratio: f64,
+    precision: Option<BasePrecision>,
+) -> (EngineBaseReleaseBuilder, Digest) {
     let model = dir.join("tiny.gguf");
     write_tiny_model(&model, 4).unwrap();
     let digest = Digest::of(&std::fs::read(&model).unwrap());
@@ -30,6 +39,7 @@ fn builder(dir: &std::path::Path, max_ratio: f64) -> (EngineBaseReleaseBuilder, 
         options,
         max_perplexity_ratio: max_ratio,
         device: DeviceChoice::Cpu,
+        precision,
     };
     (builder, digest)
 }
@@ -46,13 +56,23 @@ async fn a_release_is_written_under_its_digest_and_gated() {
     let release = std::fs::read(bundle.join("base.safetensors")).unwrap();
     assert_eq!(Digest::of(&release), release_digest);
     assert!(bundle.join("recovery.safetensors").is_file() && bundle.join("report.json").is_file());
+    // no precision asked for: the recovery ran at the engine's choice for the CPU (bf16 where it has AVX-512 BF16)
+    let report: BuildReport = serde_json::from_slice(&std::fs::read(bundle.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report.recovery.base_precision, preferred_precision(tch::Device::Cpu));
 
-    // a gate nothing can pass
-    let (closed, _) = builder(dir.path(), 0.5);
+    // a gate nothing can pass, with the other precision asked for: the same release (the same bytes, so the
+    // same bundle), its recovery at the precision asked
+    let other = match preferred_precision(tch::Device::Cpu) {
+        BasePrecision::F32 => BasePrecision::Bf16,
+        _ => BasePrecision::F32,
+    };
+    let (closed, _) = builder_with(dir.path(), 0.5, Some(other));
     match closed.build(request.clone()).await.unwrap() {
         BaseReleaseOutcome::GateFailed { reason } => assert!(reason.contains("gate: at most 0.500x"), "{reason}"),
         other => panic!("expected a gate failure, got {other:?}"),
     }
+    let report: BuildReport = serde_json::from_slice(&std::fs::read(bundle.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report.recovery.base_precision, other);
     // unknown model, and a digest the file no longer has
     let err = open_gate
         .build(BaseReleaseRequest { base_model_name: "nope".into(), base_model_digest: digest })
