@@ -4,12 +4,17 @@
 # adapters for it trained side by side (teacher-written text only; teacher text + the user corpus, CORPUS_SHARE
 # of the sequences from it), each scored with `adapterci-base evaluate` on held-out natural text no step saw.
 #
-#   scripts/bench/base_release_path.sh [palettize|recover|controls|peers|all]      (default: all)
+#   scripts/bench/base_release_path.sh [palettize|recover|controls|options|peers|all]      (default: all)
 #
 #   scripts/bench/base_release_path.sh controls  the releases the allocation is measured against, at the same
 #                                                settings: every operation at 4 bits, and the 3.5 bpw target met
 #                                                with an arbitrary allocation; each with its recovery adapter
 #                                                (teacher text + user corpus), the two trained side by side
+#   scripts/bench/base_release_path.sh options   the release's own bits palettized with each option or without
+#                                                each part of the method, every one scored as released (no
+#                                                adapter): naive k-means (no activation weighting, no GPTQ, no
+#                                                rotation), no rotation, the tied embedding at 8 and at 4 bits,
+#                                                linear inputs quantized to int8 per token
 #   scripts/bench/base_release_path.sh peers     llama.cpp's Q8_0/Q5_0/Q4_0/IQ4_NL from the same GGUF, on the CPU
 #
 # The phases can run in separate processes (a device lent in calls of 10 minutes): `palettize` writes
@@ -35,13 +40,14 @@
 #   PALETTIZE_ARGS  extra `adapterci-base palettize` flags, e.g. "--low-rank-rounds 1" []
 #   TF32          1: recovery matmuls on CUDA in TF32 (TORCH_ALLOW_TF32_CUBLAS_OVERRIDE; evaluation stays f32) [1]
 #   CONTROLS      0: `all` skips the controls phase [1];  ARBITRARY_SEED: the arbitrary allocation's seed [2026]
+#   OPTIONS       0: `all` skips the options phase [1]
 # Results: $OUT/table.md, and each command's log beside it.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$repo"
 phase=${1:-all}
-case $phase in palettize | recover | controls | peers | all) ;; *)
-  echo "usage: $0 [palettize|recover|controls|peers|all]" >&2
+case $phase in palettize | recover | controls | options | peers | all) ;; *)
+  echo "usage: $0 [palettize|recover|controls|options|peers|all]" >&2
   exit 2
   ;;
 esac
@@ -147,6 +153,20 @@ if [[ $phase == controls || ($phase == all && ${CONTROLS:-1} == 1) ]]; then
   recover_side_by_side uniform4-corpus:corpus:uniform4 arbitrary-corpus:corpus:arbitrary
 fi
 
+if [[ $phase == options || ($phase == all && ${OPTIONS:-1} == 1) ]]; then
+  analysis=$WORK/release/analysis.json
+  [[ -f $analysis ]] || { echo "no $analysis: run the palettize phase first" >&2; exit 1; }
+  echo "[$(date +%T)] options: the release's bits palettized with each option and without each part" >&2
+  for option in naive:--naive no-rotation:"--rotation off" embedding8:"--embedding-bits 8" \
+    embedding4:"--embedding-bits 4" activations8:"--activation-bits 8"; do
+    name=option-${option%%:*}
+    # shellcheck disable=SC2086 # the option's flags
+    palettize_release "$name" --analysis "$analysis" ${option#*:}
+    "$BIN" evaluate --model "$MODEL" --release "$WORK/$name/base.safetensors" --text "$EVAL" --device "$DEVICE" \
+      --threads "$THREADS" >"$OUT/evaluate-$name.txt"
+  done
+fi
+
 if [[ $phase == peers || $phase == all ]]; then
   [[ -f $OUT/eval_tokens.json ]] || { echo "no $OUT/eval_tokens.json: run the palettize phase first" >&2; exit 1; }
   venv=$(scripts/bench/peer_venv.sh)
@@ -208,6 +228,15 @@ for which, label, own in variants:
                         f"eval text {rec[3]:.4f}")
     fmt(f"+ recovery adapter ({label})", f"{bpw[0]:.4f}", f"{bpw[1]:.4f}", rec,
         f"{(origin[1] - rec[1]) / (origin[1] - unc[1]):.3f}", steps)
+# the release's bits with an option, or without a part of the method, as released (no adapter)
+for which, label in [("naive", "ablation: naive k-means (no activation weighting, no GPTQ, no rotation)"),
+                     ("no-rotation", "ablation: no rotation"),
+                     ("embedding8", "option: tied embedding palettized to 8 bits"),
+                     ("embedding4", "option: tied embedding palettized to 4 bits"),
+                     ("activations8", "option: linear inputs quantized to int8 per token")]:
+    if (out / f"evaluate-option-{which}.txt").exists():
+        got, bpw = rows(out / f"evaluate-option-{which}.txt")
+        fmt(label, f"{bpw[0]:.4f}", f"{bpw[1]:.4f}", got["palettized"])
 if (out / "peers.json").exists():
     peers = json.loads((out / "peers.json").read_text())
     params = 134515008  # SmolLM2-135M: linear 106,168,320 + embedding 28,311,552 + norms 35,136
