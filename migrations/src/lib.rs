@@ -15,6 +15,7 @@ mod m20261126_000201_create_run_schedules;
 mod m20261126_000202_create_webhook_deliveries;
 mod m20261126_000301_create_run_step_metrics;
 mod m20261126_000401_create_registry_event_attempts;
+mod m20261128_000402_create_registry_events;
 
 pub use sea_orm_migration::{MigrationStatus, MigratorTrait};
 
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000202_create_webhook_deliveries::Migration),
             Box::new(m20261126_000301_create_run_step_metrics::Migration),
             Box::new(m20261126_000401_create_registry_event_attempts::Migration),
+            Box::new(m20261128_000402_create_registry_events::Migration),
         ]
     }
 }

@@ -1,6 +1,7 @@
 //! Outbound registry events (a version published, a channel promoted or rolled back) and the port of their
-//! delivery log: every attempt to deliver an event to a subscriber's webhook is recorded, with its outcome, so
-//! an operator can see what was sent, what failed and why.
+//! delivery log: every event is stored before its first delivery attempt (an outbox, so a restart can resume
+//! it) and every attempt to deliver it to a subscriber's webhook is recorded, with its outcome, so an operator
+//! can see what was sent, what failed and why.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -70,9 +71,25 @@ pub struct EventAttempt {
     pub at: DateTime<Utc>,
 }
 
-/// The log of outbound deliveries.
+/// A stored event that is not settled yet, with the endpoints it is addressed to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingEvent {
+    pub event: RegistryEvent,
+    /// In the order they were recorded.
+    pub endpoints: Vec<String>,
+}
+
+/// The log of outbound deliveries, and the outbox of the events not yet settled.
 #[async_trait]
 pub trait EventDeliveryLog: Send + Sync {
+    /// Stores `event`, addressed to `endpoints`, before its first attempt. Recording an id that is already stored
+    /// changes nothing.
+    async fn record_event(&self, event: &RegistryEvent, endpoints: &[String]) -> Result<(), StoreError>;
+    /// The stored events not settled yet, oldest first. A stored event that cannot be read is an error naming it.
+    async fn unsettled_events(&self) -> Result<Vec<PendingEvent>, StoreError>;
+    /// Marks `event_id` as settled: every endpoint has it or was given up. Settling an id that is not stored, or is
+    /// already settled, changes nothing.
+    async fn settle_event(&self, event_id: &str) -> Result<(), StoreError>;
     async fn record_attempt(&self, attempt: EventAttempt) -> Result<(), StoreError>;
     /// The attempts for `event_id`, oldest first.
     async fn attempts_of(&self, event_id: &str) -> Result<Vec<EventAttempt>, StoreError>;

@@ -26,9 +26,9 @@ pub(crate) fn to_stored_count(what: &str, value: u64) -> Result<i64, StoreError>
 }
 
 /// Reads the columns of one row, naming it in every error.
-struct RowReader<'a> {
-    table: &'static str,
-    row: &'a str,
+pub(crate) struct RowReader<'a> {
+    pub(crate) table: &'static str,
+    pub(crate) row: &'a str,
 }
 
 impl RowReader<'_> {
@@ -57,7 +57,7 @@ impl RowReader<'_> {
         u64::try_from(value).map_err(|_| self.bad(column, format!("negative number {value}")))
     }
 
-    fn json<T: serde::de::DeserializeOwned>(&self, column: &str, value: &str) -> Result<T, StoreError> {
+    pub(crate) fn json<T: serde::de::DeserializeOwned>(&self, column: &str, value: &str) -> Result<T, StoreError> {
         serde_json::from_str(value).map_err(|err| self.bad(column, format!("invalid JSON: {err}")))
     }
 }

@@ -1,13 +1,15 @@
-//! `EventDeliveryLog` on `registry_event_attempts`: one row per attempt to deliver an outbound registry event.
+//! `EventDeliveryLog` on `registry_event_attempts` (one row per attempt to deliver an outbound registry event)
+//! and `registry_events` (the outbox: one row per event, stored before its first attempt, settled when done).
 
-use adapterci_core::events::{EventAttempt, EventDeliveryLog, RegistryEventKind};
+use adapterci_core::events::{EventAttempt, EventDeliveryLog, PendingEvent, RegistryEvent, RegistryEventKind};
 use adapterci_core::ports::StoreError;
 use async_trait::async_trait;
 use sea_orm::ActiveValue::Set;
+use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use crate::SeaStore;
-use crate::convert::to_stored_time;
+use crate::convert::{RowReader, to_stored_time};
 use crate::error::backend;
 
 pub(crate) mod attempts {
@@ -27,6 +29,30 @@ pub(crate) mod attempts {
         pub delivered: bool,
         pub error: Option<String>,
         pub at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod events {
+    //! The `registry_events` table.
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "registry_events")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub kind: String,
+        /// The event as subscribers receive it (JSON).
+        pub body: String,
+        /// The endpoints it is addressed to (a JSON array of URLs).
+        pub endpoints: String,
+        pub created_at: DateTimeUtc,
+        pub settled: bool,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -58,8 +84,54 @@ fn attempt_of(row: attempts::Model) -> Result<EventAttempt, StoreError> {
     })
 }
 
+fn pending_event(row: events::Model) -> Result<PendingEvent, StoreError> {
+    let read = RowReader { table: "registry_events", row: &row.id };
+    Ok(PendingEvent { event: read.json("body", &row.body)?, endpoints: read.json("endpoints", &row.endpoints)? })
+}
+
 #[async_trait]
 impl EventDeliveryLog for SeaStore {
+    async fn record_event(&self, event: &RegistryEvent, endpoints: &[String]) -> Result<(), StoreError> {
+        let context = format!("recording event {}", event.id);
+        let encode = |what: &str, error: serde_json::Error| StoreError::Backend(format!("{context}: {what}: {error}"));
+        let row = events::ActiveModel {
+            id: Set(event.id.clone()),
+            kind: Set(event.kind.as_str().to_string()),
+            body: Set(serde_json::to_string(event).map_err(|error| encode("encoding the event", error))?),
+            endpoints: Set(serde_json::to_string(endpoints).map_err(|error| encode("encoding its endpoints", error))?),
+            created_at: Set(to_stored_time(event.at)),
+            settled: Set(false),
+        };
+        // The same event recorded again (a retried call) keeps its first row, settled or not.
+        events::Entity::insert(row)
+            .on_conflict(OnConflict::column(events::Column::Id).do_nothing().to_owned())
+            .exec_without_returning(&self.db)
+            .await
+            .map_err(backend(context))?;
+        Ok(())
+    }
+
+    async fn unsettled_events(&self) -> Result<Vec<PendingEvent>, StoreError> {
+        let rows = events::Entity::find()
+            .filter(events::Column::Settled.eq(false))
+            .order_by_asc(events::Column::CreatedAt)
+            .order_by_asc(events::Column::Id)
+            .all(&self.db)
+            .await
+            .map_err(backend("reading the unsettled registry events"))?;
+        rows.into_iter().map(pending_event).collect()
+    }
+
+    async fn settle_event(&self, event_id: &str) -> Result<(), StoreError> {
+        events::Entity::update_many()
+            .col_expr(events::Column::Settled, Expr::value(true))
+            .filter(events::Column::Id.eq(event_id))
+            .exec(&self.db)
+            .await
+            .map_err(backend(format!("settling event {event_id}")))?;
+        Ok(())
+    }
+
     async fn record_attempt(&self, attempt: EventAttempt) -> Result<(), StoreError> {
         let context = format!("recording delivery attempt {} of event {}", attempt.attempt, attempt.event_id);
         let row = attempts::ActiveModel {

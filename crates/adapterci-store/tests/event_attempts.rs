@@ -1,8 +1,8 @@
 //! The outbound event delivery log on SQLite and a real PostgreSQL: attempts read back per event in order, and
-//! the newest first across events.
+//! the newest first across events; stored events read back unsettled, oldest first, until settled.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use adapterci_core::events::{EventAttempt, EventDeliveryLog, RegistryEventKind};
+use adapterci_core::events::{EventAttempt, EventDeliveryLog, PendingEvent, RegistryEvent, RegistryEventKind};
 use adapterci_store::SeaStore;
 use adapterci_testkit::postgres::PostgresServer;
 use chrono::{TimeZone, Utc};
@@ -20,7 +20,75 @@ fn attempt(event: &str, number: u32, status: Option<u16>, delivered: bool) -> Ev
     }
 }
 
+fn event(id: &str, minute: u32) -> RegistryEvent {
+    RegistryEvent {
+        id: id.to_string(),
+        kind: RegistryEventKind::Promoted,
+        adapter: "support".to_string(),
+        version: 3,
+        channel: Some("stable".to_string()),
+        manifest_digest: None,
+        run_id: None,
+        failed_gates: vec!["exact_match 0.5 < 0.8".to_string()],
+        at: Utc.with_ymd_and_hms(2026, 11, 28, 10, minute, 0).unwrap(),
+    }
+}
+
+fn endpoints(urls: &[&str]) -> Vec<String> {
+    urls.iter().map(|url| url.to_string()).collect()
+}
+
+async fn unsettled_ids(log: &dyn EventDeliveryLog) -> Vec<String> {
+    log.unsettled_events().await.unwrap().into_iter().map(|pending| pending.event.id).collect()
+}
+
+async fn stored_events_conform(store: &SeaStore) {
+    let log: &dyn EventDeliveryLog = store;
+    assert!(log.unsettled_events().await.unwrap().is_empty());
+    // recorded out of order: read back oldest first, whatever the ids say
+    log.record_event(&event("later", 2), &endpoints(&["http://b/hook", "http://a/hook"])).await.unwrap();
+    log.record_event(&event("sooner", 1), &endpoints(&["http://a/hook"])).await.unwrap();
+    let pending = log.unsettled_events().await.unwrap();
+    assert_eq!(
+        pending,
+        [
+            PendingEvent { event: event("sooner", 1), endpoints: endpoints(&["http://a/hook"]) },
+            PendingEvent { event: event("later", 2), endpoints: endpoints(&["http://b/hook", "http://a/hook"]) },
+        ],
+        "the body and the endpoints read back as recorded, endpoints in their order"
+    );
+    // recording the same id again (another body, other endpoints) keeps the first row
+    log.record_event(&event("later", 3), &endpoints(&["http://c/hook"])).await.unwrap();
+    let pending = log.unsettled_events().await.unwrap();
+    assert_eq!(pending.len(), 2, "{pending:?}");
+    assert_eq!(
+        pending[1],
+        PendingEvent { event: event("later", 2), endpoints: endpoints(&["http://b/hook", "http://a/hook"]) }
+    );
+
+    log.settle_event("sooner").await.unwrap();
+    assert_eq!(unsettled_ids(log).await, ["later"]);
+    log.settle_event("sooner").await.unwrap();
+    log.settle_event("never-recorded").await.unwrap();
+    log.record_event(&event("sooner", 1), &endpoints(&["http://a/hook"])).await.unwrap();
+    assert_eq!(unsettled_ids(log).await, ["later"], "recording a settled event again does not reopen it");
+
+    // a damaged row is an error that names the event, not a panic
+    store.execute_unprepared("UPDATE registry_events SET body = '{not json' WHERE id = 'later'").await.unwrap();
+    let error = log.unsettled_events().await.unwrap_err().to_string();
+    assert!(error.contains("registry_events") && error.contains("later") && error.contains("body"), "{error}");
+    store
+        .execute_unprepared("UPDATE registry_events SET body = '{}', endpoints = '[' WHERE id = 'later'")
+        .await
+        .unwrap();
+    let error = log.unsettled_events().await.unwrap_err().to_string();
+    assert!(error.contains("later"), "{error}");
+    log.settle_event("later").await.unwrap();
+    assert!(log.unsettled_events().await.unwrap().is_empty());
+}
+
 async fn conforms(store: SeaStore) {
+    stored_events_conform(&store).await;
     let log: &dyn EventDeliveryLog = &store;
     log.record_attempt(attempt("e1", 1, Some(500), false)).await.unwrap();
     log.record_attempt(attempt("e2", 1, None, false)).await.unwrap();
