@@ -3,14 +3,22 @@
 //! sha256=<hex>`, the GitHub convention), retried with capped exponential backoff, and every attempt recorded in
 //! the store's [`EventDeliveryLog`]. Delivery runs on spawned tasks: a slow subscriber never delays the request
 //! that caused the event.
+//!
+//! Delivery survives a restart: the event is stored with the endpoints it is addressed to (`registry_events`, an
+//! outbox) before its first attempt and settled once every endpoint has it or was given up. At start adapterd
+//! calls [`EventNotifier::resume_pending`], which continues every unsettled event where its recorded attempts
+//! stopped. Delivery is at least once: a receiver drops a duplicate by its event id.
 
-use std::sync::{Arc, RwLock};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use adapterci_controller::webhooks::sign_sha256;
-use adapterci_core::events::{EventAttempt, EventDeliveryLog, RegistryEvent, RegistryEventKind};
-use adapterci_core::ports::{AdapterVersionRecord, Clock};
+use adapterci_core::events::{EventAttempt, EventDeliveryLog, PendingEvent, RegistryEvent, RegistryEventKind};
+use adapterci_core::ports::{AdapterVersionRecord, Clock, StoreError};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio::task::JoinSet;
 
 /// The header carrying the body's HMAC-SHA256 signature.
 pub const SIGNATURE_HEADER: &str = "X-Adapterci-Signature-256";
@@ -60,6 +68,13 @@ impl DeliveryPolicy {
         let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
         self.first_delay.saturating_mul(factor).min(self.max_delay)
     }
+
+    /// What is left at `now` of the pause after failed attempt `attempt`, made at `attempted_at`: a delivery
+    /// resumed after a restart keeps the endpoint's backoff instead of retrying at once.
+    pub fn remaining_delay_after(&self, attempt: u32, attempted_at: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
+        let elapsed = (now - attempted_at).to_std().unwrap_or_default();
+        self.delay_after(attempt).saturating_sub(elapsed)
+    }
 }
 
 /// Waits between attempts: the tokio timer in adapterd; tests record the pauses instead of taking them.
@@ -78,6 +93,15 @@ impl Pause for TokioPause {
     }
 }
 
+/// One delivery of an event to one subscriber, from where it stands.
+struct Delivery {
+    subscriber: EventSubscriber,
+    /// How many attempts were already made (recorded) to this endpoint.
+    attempts_made: u32,
+    /// The rest of the pause after the last of them.
+    wait: Duration,
+}
+
 /// Sends registry events to the subscribers.
 pub struct EventNotifier {
     subscribers: RwLock<Vec<EventSubscriber>>,
@@ -86,6 +110,9 @@ pub struct EventNotifier {
     clock: Arc<dyn Clock>,
     pause: Arc<dyn Pause>,
     http: reqwest::Client,
+    /// The events this notifier is delivering now: [`EventNotifier::resume_pending`] skips them, so an event raised
+    /// while it runs, or a second call, is never delivered twice by this process.
+    in_flight: Mutex<HashSet<String>>,
 }
 
 impl EventNotifier {
@@ -97,6 +124,7 @@ impl EventNotifier {
             clock,
             pause: Arc::new(TokioPause),
             http: reqwest::Client::builder().timeout(policy.request_timeout).build().unwrap_or_default(),
+            in_flight: Mutex::new(HashSet::new()),
         }
     }
 
@@ -136,17 +164,135 @@ impl EventNotifier {
         }
     }
 
-    /// Delivers `event` to every subscriber on spawned tasks and returns at once.
+    /// Stores `event`, addressed to every subscriber, then delivers it to each on spawned tasks and settles it once
+    /// they are done; returns at once.
     pub fn notify(self: &Arc<Self>, event: RegistryEvent) {
-        for subscriber in self.subscribers() {
-            let (notifier, event) = (self.clone(), event.clone());
-            tokio::spawn(async move { notifier.deliver(&subscriber, &event).await });
+        let subscribers = self.subscribers();
+        if subscribers.is_empty() || !self.claim(&event.id) {
+            return;
         }
+        let notifier = self.clone();
+        tokio::spawn(async move {
+            let endpoints: Vec<String> = subscribers.iter().map(|subscriber| subscriber.url.clone()).collect();
+            if let Err(error) = notifier.log.record_event(&event, &endpoints).await {
+                tracing::warn!(%error, event = %event.id, "could not store a registry event: a restart before it is delivered loses it");
+            }
+            let deliveries = subscribers
+                .into_iter()
+                .map(|subscriber| Delivery { subscriber, attempts_made: 0, wait: Duration::ZERO })
+                .collect();
+            notifier.deliver_and_settle(event, deliveries).await;
+        });
+    }
+
+    /// Continues every stored event that was not settled (adapterd stopped while delivering it) and returns how
+    /// many deliveries it resumed, once they have all finished. An endpoint that has the event, or whose attempts
+    /// ran out, is skipped; one that is no longer a subscriber is given up. Each endpoint's attempt numbering and
+    /// backoff continue from its recorded attempts, signed with the current subscriber's secret.
+    pub async fn resume_pending(self: &Arc<Self>) -> usize {
+        let pending = match self.log.unsettled_events().await {
+            Ok(pending) => pending,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the unsettled registry events: none is resumed");
+                return 0;
+            }
+        };
+        let subscribers = self.subscribers();
+        let (mut events, mut resumed) = (JoinSet::new(), 0);
+        for PendingEvent { event, endpoints } in pending {
+            if !self.claim(&event.id) {
+                continue;
+            }
+            let deliveries = match self.deliveries_to_resume(&event, &endpoints, &subscribers).await {
+                Ok(deliveries) => deliveries,
+                Err(error) => {
+                    tracing::warn!(%error, event = %event.id, "cannot read the attempts of a registry event: it is not resumed");
+                    self.release(&event.id);
+                    continue;
+                }
+            };
+            resumed += deliveries.len();
+            let notifier = self.clone();
+            events.spawn(async move { notifier.deliver_and_settle(event, deliveries).await });
+        }
+        if resumed > 0 {
+            tracing::info!(resumed, "resuming registry event deliveries that a restart interrupted");
+        }
+        while events.join_next().await.is_some() {}
+        resumed
+    }
+
+    /// Where each endpoint of a stored `event` stands, from its recorded attempts: the deliveries still owed.
+    async fn deliveries_to_resume(
+        &self,
+        event: &RegistryEvent,
+        endpoints: &[String],
+        subscribers: &[EventSubscriber],
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let attempts = self.log.attempts_of(&event.id).await?;
+        let mut seen = HashSet::new();
+        let mut deliveries = Vec::new();
+        for endpoint in endpoints.iter().filter(|endpoint| seen.insert(endpoint.as_str())) {
+            let tried: Vec<&EventAttempt> = attempts.iter().filter(|a| &a.endpoint == endpoint).collect();
+            let last = tried.iter().max_by_key(|a| a.attempt);
+            let attempts_made = last.map_or(0, |a| a.attempt);
+            if tried.iter().any(|a| a.delivered) || attempts_made >= self.policy.max_attempts {
+                continue;
+            }
+            let Some(subscriber) = subscribers.iter().find(|s| &s.url == endpoint) else {
+                tracing::warn!(%endpoint, event = %event.id, "the endpoint is no longer a subscriber: its event is given up");
+                continue;
+            };
+            let wait =
+                last.map_or(Duration::ZERO, |a| self.policy.remaining_delay_after(a.attempt, a.at, self.clock.now()));
+            deliveries.push(Delivery { subscriber: subscriber.clone(), attempts_made, wait });
+        }
+        Ok(deliveries)
+    }
+
+    /// Runs `deliveries` of `event` on spawned tasks and settles the event once each has delivered or given up.
+    async fn deliver_and_settle(self: Arc<Self>, event: RegistryEvent, deliveries: Vec<Delivery>) {
+        let mut tasks = JoinSet::new();
+        for delivery in deliveries {
+            let (notifier, event) = (self.clone(), event.clone());
+            tasks.spawn(async move {
+                if !delivery.wait.is_zero() {
+                    notifier.pause.pause(delivery.wait).await;
+                }
+                notifier.deliver_after(&delivery.subscriber, &event, delivery.attempts_made).await
+            });
+        }
+        let mut finished = true;
+        while let Some(outcome) = tasks.join_next().await {
+            if let Err(error) = outcome {
+                tracing::error!(%error, event = %event.id, "an event delivery task failed: the event stays unsettled");
+                finished = false;
+            }
+        }
+        if finished && let Err(error) = self.log.settle_event(&event.id).await {
+            tracing::warn!(%error, event = %event.id, "could not settle a delivered registry event: a restart resends it");
+        }
+        self.release(&event.id);
+    }
+
+    /// Marks `event_id` as being delivered by this notifier; false if it already is.
+    fn claim(&self, event_id: &str) -> bool {
+        self.in_flight.lock().unwrap_or_else(PoisonError::into_inner).insert(event_id.to_string())
+    }
+
+    fn release(&self, event_id: &str) {
+        self.in_flight.lock().unwrap_or_else(PoisonError::into_inner).remove(event_id);
     }
 
     /// Delivers `event` to `subscriber`, retrying until it is accepted (2xx) or the attempts run out; records
     /// every attempt. Returns whether it was delivered.
     pub async fn deliver(&self, subscriber: &EventSubscriber, event: &RegistryEvent) -> bool {
+        self.deliver_after(subscriber, event, 0).await
+    }
+
+    /// [`EventNotifier::deliver`] for an endpoint that already had `attempts_made` attempts: the next is numbered
+    /// `attempts_made + 1`, and none is made if the attempts have run out.
+    pub async fn deliver_after(&self, subscriber: &EventSubscriber, event: &RegistryEvent, attempts_made: u32) -> bool {
         let body = match serde_json::to_vec(event) {
             Ok(body) => body,
             Err(error) => {
@@ -155,7 +301,7 @@ impl EventNotifier {
             }
         };
         let signature = sign_sha256(&subscriber.secret, &[&body]);
-        for attempt in 1..=self.policy.max_attempts.max(1) {
+        for attempt in attempts_made.saturating_add(1)..=self.policy.max_attempts.max(1) {
             let (status, error) = self.send_once(subscriber, event, &body, &signature).await;
             let delivered = error.is_none();
             let record = EventAttempt {
@@ -271,5 +417,21 @@ mod tests {
         let delays: Vec<u64> = (1..=6).map(|attempt| policy.delay_after(attempt).as_secs()).collect();
         assert_eq!(delays, [1, 2, 4, 8, 10, 10]);
         assert_eq!(policy.delay_after(u32::MAX), Duration::from_secs(10), "no overflow");
+    }
+
+    #[test]
+    fn a_resumed_delivery_waits_only_for_what_is_left_of_its_backoff() {
+        use chrono::TimeZone;
+        let policy = DeliveryPolicy { first_delay: Duration::from_secs(4), ..DeliveryPolicy::default() };
+        let attempted_at = Utc.with_ymd_and_hms(2026, 11, 28, 10, 0, 0).unwrap();
+        let check = |attempt: u32, seconds_later: i64, expect: u64| {
+            let now = attempted_at + chrono::TimeDelta::seconds(seconds_later);
+            assert_eq!(policy.remaining_delay_after(attempt, attempted_at, now), Duration::from_secs(expect));
+        };
+        check(1, 0, 4);
+        check(1, 3, 1);
+        check(2, 3, 5);
+        check(1, 60, 0);
+        check(1, -30, 4); // a clock that went back waits the whole pause, no more
     }
 }

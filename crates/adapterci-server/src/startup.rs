@@ -206,6 +206,12 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let admin_registry = registry.clone();
     let events = Arc::new(EventNotifier::new(event_log, Arc::new(SystemClock), DeliveryPolicy::default()));
     crate::events::subscribers_from_env().into_iter().for_each(|subscriber| events.add_subscriber(subscriber));
+    // Events a previous run stored but did not finish delivering (it stopped during a backoff, or before the first
+    // attempt) go out again, to the subscribers configured now.
+    let resuming = events.clone();
+    tokio::spawn(async move {
+        resuming.resume_pending().await;
+    });
     controller.add_publish_listener(Arc::new(PublishEvents(events.clone())));
     let worker = match (config.no_worker, served_base) {
         (false, Some(base)) => {

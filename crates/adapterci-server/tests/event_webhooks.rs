@@ -1,7 +1,9 @@
 //! Outbound registry events delivered over real HTTP to a local receiver (an axum server on 127.0.0.1): the
 //! body is signed with HMAC-SHA256, failed deliveries are retried with capped exponential backoff (the pauses are
 //! recorded, not slept), every attempt lands in the delivery log of a real SQLite store, and `notify` reaches
-//! every subscriber. The receiver signals each request on a channel: no test waits on a timer.
+//! every subscriber. Events are stored before their first attempt: a second notifier on the same SQLite file (a
+//! restarted adapterd) resumes what the first left unfinished, and only that. The receiver signals each request on
+//! a channel: no test waits on a timer.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
@@ -10,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use adapterci_controller::webhooks::sign_sha256;
-use adapterci_core::events::{EventDeliveryLog, RegistryEvent, RegistryEventKind};
-use adapterci_core::ports::SystemClock;
+use adapterci_core::events::{EventAttempt, EventDeliveryLog, PendingEvent, RegistryEvent, RegistryEventKind};
+use adapterci_core::ports::{StoreError, SystemClock};
 use adapterci_server::events::{
     DeliveryPolicy, EVENT_HEADER, EVENT_ID_HEADER, EventNotifier, EventSubscriber, Pause, SIGNATURE_HEADER,
 };
@@ -71,25 +73,105 @@ impl Pause for RecordedPauses {
     }
 }
 
+/// Signals each pause, then holds it until the test releases it; never released, the process has stopped for
+/// good during the backoff.
+struct HeldPause {
+    paused: mpsc::UnboundedSender<Duration>,
+    release: tokio::sync::Semaphore,
+}
+
+impl HeldPause {
+    fn new() -> (Arc<HeldPause>, mpsc::UnboundedReceiver<Duration>) {
+        let (paused, pauses) = mpsc::unbounded_channel();
+        (Arc::new(HeldPause { paused, release: tokio::sync::Semaphore::new(0) }), pauses)
+    }
+}
+
+#[async_trait::async_trait]
+impl Pause for HeldPause {
+    async fn pause(&self, delay: Duration) {
+        self.paused.send(delay).unwrap();
+        self.release.acquire().await.unwrap().forget();
+    }
+}
+
+async fn next_pause(pauses: &mut mpsc::UnboundedReceiver<Duration>) -> Duration {
+    tokio::time::timeout(Duration::from_secs(60), pauses.recv()).await.expect("a pause").unwrap()
+}
+
+/// The store, signalling every event it settles.
+struct SignallingLog {
+    store: Arc<SeaStore>,
+    settled: mpsc::UnboundedSender<String>,
+}
+
+#[async_trait::async_trait]
+impl EventDeliveryLog for SignallingLog {
+    async fn record_attempt(&self, attempt: EventAttempt) -> Result<(), StoreError> {
+        self.store.record_attempt(attempt).await
+    }
+    async fn attempts_of(&self, event_id: &str) -> Result<Vec<EventAttempt>, StoreError> {
+        self.store.attempts_of(event_id).await
+    }
+    async fn recent_attempts(&self, limit: u64) -> Result<Vec<EventAttempt>, StoreError> {
+        self.store.recent_attempts(limit).await
+    }
+    async fn record_event(&self, event: &RegistryEvent, endpoints: &[String]) -> Result<(), StoreError> {
+        self.store.record_event(event, endpoints).await
+    }
+    async fn unsettled_events(&self) -> Result<Vec<PendingEvent>, StoreError> {
+        self.store.unsettled_events().await
+    }
+    async fn settle_event(&self, event_id: &str) -> Result<(), StoreError> {
+        self.store.settle_event(event_id).await?;
+        self.settled.send(event_id.to_string()).unwrap();
+        Ok(())
+    }
+}
+
 struct Setup {
     notifier: Arc<EventNotifier>,
     log: Arc<SeaStore>,
     pauses: Arc<RecordedPauses>,
+    /// The SQLite file of `log`, for a second notifier (a restarted adapterd).
+    database: String,
     _dir: tempfile::TempDir,
 }
 
-async fn setup(max_attempts: u32) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let log = Arc::new(SeaStore::connect(&format!("sqlite://{}/m.db?mode=rwc", dir.path().display())).await.unwrap());
-    let policy = DeliveryPolicy {
+fn policy(max_attempts: u32) -> DeliveryPolicy {
+    DeliveryPolicy {
         max_attempts,
         first_delay: Duration::from_secs(1),
         max_delay: Duration::from_secs(3),
         request_timeout: Duration::from_secs(10),
-    };
+    }
+}
+
+async fn setup(max_attempts: u32) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}/m.db?mode=rwc", dir.path().display());
+    let log = Arc::new(SeaStore::connect(&database).await.unwrap());
     let pauses = Arc::new(RecordedPauses::default());
-    let notifier = Arc::new(EventNotifier::new(log.clone(), Arc::new(SystemClock), policy).with_pause(pauses.clone()));
-    Setup { notifier, log, pauses, _dir: dir }
+    let notifier = Arc::new(
+        EventNotifier::new(log.clone(), Arc::new(SystemClock), policy(max_attempts)).with_pause(pauses.clone()),
+    );
+    Setup { notifier, log, pauses, database, _dir: dir }
+}
+
+/// Another adapterd on the same database: a new store connection and a new notifier.
+async fn restarted(setup: &Setup, max_attempts: u32) -> (Arc<EventNotifier>, Arc<SeaStore>) {
+    let log = Arc::new(SeaStore::connect(&setup.database).await.unwrap());
+    let notifier = EventNotifier::new(log.clone(), Arc::new(SystemClock), policy(max_attempts));
+    (Arc::new(notifier.with_pause(setup.pauses.clone())), log)
+}
+
+fn subscriber(url: &str) -> EventSubscriber {
+    EventSubscriber { url: url.to_string(), secret: SECRET.to_vec() }
+}
+
+async fn logged(log: &SeaStore, event: &RegistryEvent) -> Vec<(String, u32, Option<u16>, bool)> {
+    let attempts = log.attempts_of(&event.id).await.unwrap();
+    attempts.into_iter().map(|a| (a.endpoint, a.attempt, a.status, a.delivered)).collect()
 }
 
 fn promoted(notifier: &EventNotifier) -> RegistryEvent {
@@ -199,4 +281,109 @@ async fn a_run_whose_gates_fail_sends_a_signed_gate_failed_event_naming_the_run_
     assert_eq!((event.kind, event.adapter.as_str(), event.version), (RegistryEventKind::GateFailed, "support", 0));
     assert_eq!(event.run_id.as_deref(), Some("run-42"));
     assert_eq!(event.failed_gates, vec!["exact_match 0.5 < 0.8".to_string()], "only the failed gate");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_stores_the_event_for_its_subscribers_and_settles_it_once_each_has_it() {
+    let setup = setup(3).await;
+    let (settled_sender, mut settled) = mpsc::unbounded_channel();
+    let log = Arc::new(SignallingLog { store: setup.log.clone(), settled: settled_sender });
+    let (pause, mut pauses) = HeldPause::new();
+    let notifier = Arc::new(EventNotifier::new(log, Arc::new(SystemClock), policy(3)).with_pause(pause.clone()));
+    let (first, mut first_requests) = receiver(0).await;
+    let (second, mut second_requests) = receiver(1).await;
+    notifier.add_subscriber(subscriber(&first));
+    notifier.add_subscriber(subscriber(&second));
+    let event = notifier.event(RegistryEventKind::Published, "support", 7);
+    notifier.notify(event.clone());
+    next(&mut first_requests).await;
+    next(&mut second_requests).await; // refused: the retry waits in the held pause
+    next_pause(&mut pauses).await;
+    let pending = setup.log.unsettled_events().await.unwrap();
+    assert_eq!(pending, [PendingEvent { event: event.clone(), endpoints: vec![first.clone(), second.clone()] }]);
+    assert!(settled.try_recv().is_err(), "not settled while a subscriber waits for its retry");
+    pause.release.add_permits(1);
+    next(&mut second_requests).await;
+    let id = tokio::time::timeout(Duration::from_secs(60), settled.recv()).await.expect("settled").unwrap();
+    assert_eq!(id, event.id);
+    assert!(setup.log.unsettled_events().await.unwrap().is_empty());
+    let mut attempts = logged(&setup.log, &event).await;
+    attempts.sort();
+    let mut expected =
+        vec![(first, 1, Some(204), true), (second.clone(), 1, Some(503), false), (second, 2, Some(204), true)];
+    expected.sort();
+    assert_eq!(attempts, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_resumes_an_event_that_was_waiting_for_a_retry() {
+    let setup = setup(3).await;
+    let (url, mut requests) = receiver(1).await;
+    // adapterd A stops for good in the pause after the first failed attempt
+    let (never_released, mut pauses) = HeldPause::new();
+    let first_run =
+        Arc::new(EventNotifier::new(setup.log.clone(), Arc::new(SystemClock), policy(3)).with_pause(never_released));
+    first_run.add_subscriber(subscriber(&url));
+    let event = promoted(&first_run);
+    first_run.notify(event.clone());
+    assert_eq!(next(&mut requests).await.event_id, event.id);
+    assert_eq!(next_pause(&mut pauses).await, Duration::from_secs(1), "attempt 1 is recorded, A waits to retry");
+    drop(first_run); // its delivery task stays parked in the pause for the rest of the test, like a dead process
+
+    // adapterd B, on the same database file, with the same subscriber
+    let (second_run, log) = restarted(&setup, 3).await;
+    second_run.add_subscriber(subscriber(&url));
+    assert_eq!(second_run.resume_pending().await, 1);
+    let again = next(&mut requests).await;
+    assert_eq!(again.event_id, event.id, "the same event, so the receiver can drop a duplicate");
+    assert_eq!(again.signature, sign_sha256(SECRET, &[&again.body]));
+    assert_eq!(serde_json::from_slice::<RegistryEvent>(&again.body).unwrap(), event);
+    assert!(requests.try_recv().is_err(), "delivered once, no more");
+    assert_eq!(logged(&log, &event).await, [(url.clone(), 1, Some(503), false), (url, 2, Some(204), true)]);
+    assert!(log.unsettled_events().await.unwrap().is_empty());
+    let pauses = setup.pauses.0.lock().unwrap().clone();
+    assert!(pauses.len() == 1 && pauses[0] <= Duration::from_secs(1), "what was left of the backoff: {pauses:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_resends_nothing_to_an_endpoint_that_has_the_event_and_sends_to_one_never_tried() {
+    let setup = setup(3).await;
+    let (delivered, mut delivered_requests) = receiver(0).await;
+    let (untried, mut untried_requests) = receiver(0).await;
+    let event = promoted(&setup.notifier);
+    // the first run stored the event for both, delivered it to one and stopped before trying the other
+    setup.log.record_event(&event, &[delivered.clone(), untried.clone()]).await.unwrap();
+    assert!(setup.notifier.deliver(&subscriber(&delivered), &event).await);
+    next(&mut delivered_requests).await;
+
+    let (second_run, log) = restarted(&setup, 3).await;
+    second_run.add_subscriber(subscriber(&delivered));
+    second_run.add_subscriber(subscriber(&untried));
+    assert_eq!(second_run.resume_pending().await, 1);
+    assert_eq!(next(&mut untried_requests).await.event_id, event.id);
+    assert!(delivered_requests.try_recv().is_err(), "not resent where it was delivered");
+    assert_eq!(logged(&log, &event).await, [(delivered, 1, Some(204), true), (untried, 1, Some(204), true)]);
+    assert!(log.unsettled_events().await.unwrap().is_empty());
+    assert_eq!(second_run.resume_pending().await, 0, "a settled event is not resumed again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_resends_nothing_when_the_attempts_ran_out_or_the_endpoint_is_no_longer_subscribed() {
+    let setup = setup(2).await;
+    let (refusing, mut refusing_requests) = receiver(u32::MAX).await;
+    let (unsubscribed, mut unsubscribed_requests) = receiver(0).await;
+    let event = promoted(&setup.notifier);
+    setup.log.record_event(&event, &[refusing.clone(), unsubscribed.clone()]).await.unwrap();
+    assert!(!setup.notifier.deliver(&subscriber(&refusing), &event).await);
+    next(&mut refusing_requests).await;
+    next(&mut refusing_requests).await;
+
+    let (second_run, log) = restarted(&setup, 2).await;
+    second_run.add_subscriber(subscriber(&refusing));
+    assert_eq!(second_run.resume_pending().await, 0);
+    assert!(refusing_requests.try_recv().is_err(), "its two attempts were used up");
+    assert!(unsubscribed_requests.try_recv().is_err(), "given up: no longer a subscriber");
+    let attempts = logged(&log, &event).await;
+    assert_eq!(attempts, [(refusing.clone(), 1, Some(503), false), (refusing, 2, Some(503), false)]);
+    assert!(log.unsettled_events().await.unwrap().is_empty(), "settled: nothing is left to do");
 }
