@@ -14,7 +14,9 @@
 #                                                each part of the method, every one scored as released (no
 #                                                adapter): naive k-means (no activation weighting, no GPTQ, no
 #                                                rotation), no rotation, the tied embedding at 8 and at 4 bits,
-#                                                linear inputs quantized to int8 per token
+#                                                linear inputs quantized to int8 per token; and the 8-bit
+#                                                embedding's release with its recovery adapter (teacher text +
+#                                                user corpus): the whole model near llama.cpp's 4-bit files' size
 #   scripts/bench/base_release_path.sh peers     llama.cpp's Q8_0/Q5_0/Q4_0/IQ4_NL from the same GGUF, on the CPU
 #
 # The phases can run in separate processes (a device lent in calls of 10 minutes): `palettize` writes
@@ -165,6 +167,9 @@ if [[ $phase == options || ($phase == all && ${OPTIONS:-1} == 1) ]]; then
     "$BIN" evaluate --model "$MODEL" --release "$WORK/$name/base.safetensors" --text "$EVAL" --device "$DEVICE" \
       --threads "$THREADS" >"$OUT/evaluate-$name.txt"
   done
+  # the whole model at ~4.5 bpw, as llama.cpp's 4-bit files are: the 8-bit embedding's release with its adapter
+  echo "[$(date +%T)] options: the 8-bit embedding's recovery adapter (teacher text + user corpus)" >&2
+  recover_side_by_side option-embedding8-corpus:corpus:option-embedding8
 fi
 
 if [[ $phase == peers || $phase == all ]]; then
@@ -204,9 +209,8 @@ variants = [("teacher", "teacher text only", None), ("corpus", "teacher text + u
             ("palettes", "teacher text + user corpus, palettes trained", "its retrained release alone"),
             ("uniform4-corpus", "teacher text + user corpus", "control: every operation at 4 bits"),
             ("arbitrary-corpus", "teacher text + user corpus", "control: arbitrary allocation, same target")]
-for which, label, own in variants:
-    if not (out / f"evaluate-{which}.txt").exists():
-        continue
+def adapter_rows(which, label, own):
+    """The adapter's row, after its release's own row when that is not the release above."""
     got, bpw = rows(out / f"evaluate-{which}.txt")
     rec = got["palettized + recovery adapter"]
     # the fraction is measured from the release the adapter was trained for (a control's own); with trained
@@ -228,13 +232,19 @@ for which, label, own in variants:
                         f"eval text {rec[3]:.4f}")
     fmt(f"+ recovery adapter ({label})", f"{bpw[0]:.4f}", f"{bpw[1]:.4f}", rec,
         f"{(origin[1] - rec[1]) / (origin[1] - unc[1]):.3f}", steps)
-# the release's bits with an option, or without a part of the method, as released (no adapter)
+for which, label, own in variants:
+    if (out / f"evaluate-{which}.txt").exists():
+        adapter_rows(which, label, own)
+# the release's bits with an option, or without a part of the method, as released, and with its adapter
+# where the options phase trained one
 for which, label in [("naive", "ablation: naive k-means (no activation weighting, no GPTQ, no rotation)"),
                      ("no-rotation", "ablation: no rotation"),
                      ("embedding8", "option: tied embedding palettized to 8 bits"),
                      ("embedding4", "option: tied embedding palettized to 4 bits"),
                      ("activations8", "option: linear inputs quantized to int8 per token")]:
-    if (out / f"evaluate-option-{which}.txt").exists():
+    if (out / f"evaluate-option-{which}-corpus.txt").exists():
+        adapter_rows(f"option-{which}-corpus", "teacher text + user corpus", label)
+    elif (out / f"evaluate-option-{which}.txt").exists():
         got, bpw = rows(out / f"evaluate-option-{which}.txt")
         fmt(label, f"{bpw[0]:.4f}", f"{bpw[1]:.4f}", got["palettized"])
 if (out / "peers.json").exists():
