@@ -155,6 +155,15 @@ impl ApiClient {
         self.call_bytes(Method::GET, url, Body::<()>::None, "application/octet-stream").await
     }
 
+    /// `GET /api/v1/adapters/{name}/versions/{version}/merged/model.safetensors`: the base model the version was
+    /// trained on with the version merged into its weights (`W + scale * B A`), as one f32 safetensors state dict
+    /// with Hugging Face Llama names (the whole model, so as large as the base in f32).
+    pub async fn adapter_merged_model(&self, name: &str, version: u64) -> Result<Vec<u8>, ApiError> {
+        let version = version.to_string();
+        let url = self.url(&["api", "v1", "adapters", name, "versions", &version, "merged", "model.safetensors"]);
+        self.call_bytes(Method::GET, url, Body::<()>::None, "application/octet-stream").await
+    }
+
     /// `POST /api/v1/adapters/{name}/peft`: publishes a PEFT adapter folder as a new version of `name`.
     pub async fn import_peft(
         &self,

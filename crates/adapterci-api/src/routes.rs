@@ -17,10 +17,13 @@ pub const WEBHOOK: &str = "/api/v1/webhooks/{name}";
 pub const ADAPTERS: &str = "/api/v1/adapters";
 pub const ADAPTER_VERSIONS: &str = "/api/v1/adapters/{name}/versions";
 pub const ADAPTER_VERSION: &str = "/api/v1/adapters/{name}/versions/{version}";
-/// One file of a version exported for Hugging Face PEFT: `adapter_config.json` or `adapter_model.safetensors`.
 /// A PEFT adapter folder published as a new version (`POST`, body `PeftImportRequest`).
 pub const ADAPTER_PEFT_IMPORT: &str = "/api/v1/adapters/{name}/peft";
+/// One file of a version exported for Hugging Face PEFT: `adapter_config.json` or `adapter_model.safetensors`.
 pub const ADAPTER_VERSION_PEFT: &str = "/api/v1/adapters/{name}/versions/{version}/peft/{file}";
+/// The base model the version was trained on with the version merged into its weights: one f32 safetensors
+/// state dict with Hugging Face Llama names.
+pub const ADAPTER_VERSION_MERGED: &str = "/api/v1/adapters/{name}/versions/{version}/merged/model.safetensors";
 pub const ADAPTER_VERSION_DEPRECATE: &str = "/api/v1/adapters/{name}/versions/{version}/deprecate";
 pub const ADAPTER_CHANNELS: &str = "/api/v1/adapters/{name}/channels";
 pub const ADAPTER_CHANNEL_PROMOTE: &str = "/api/v1/adapters/{name}/channels/{channel}/promote";

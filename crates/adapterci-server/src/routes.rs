@@ -5,6 +5,7 @@ mod channels;
 mod convert;
 mod datasets;
 mod inference;
+mod merged;
 mod peft;
 mod pipelines;
 mod run_metrics;
@@ -36,6 +37,7 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         .route(routes::ADAPTER_VERSION, get(adapters::manifest))
         .route(routes::ADAPTER_VERSION_DEPRECATE, post(channels::deprecate))
         .route(routes::ADAPTER_VERSION_PEFT, get(peft::export))
+        .route(routes::ADAPTER_VERSION_MERGED, get(merged::export))
         .route(routes::ADAPTER_PEFT_IMPORT, post(peft::import))
         .route(routes::ADAPTER_CHANNELS, get(channels::list))
         .route(routes::ADAPTER_CHANNEL_PROMOTE, post(channels::promote))

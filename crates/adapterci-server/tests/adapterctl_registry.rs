@@ -1,14 +1,21 @@
-//! `adapterctl adapters promote|rollback|pin|deprecate|channels|lineage|diff|gc` run in-process (the command code
-//! of the adapterctl crate, its ApiClient and real HTTP) against a started adapterd on SQLite and local files:
-//! each command's effect is read back from the server, and a user's mistakes (unknown adapter, version or
-//! channel, a pinned channel, another base) come back as errors that name them, with the CLI's exit statuses.
+//! `adapterctl adapters promote|rollback|pin|deprecate|channels|lineage|diff|gc|export|import` run in-process (the
+//! command code of the adapterctl crate, its ApiClient and real HTTP) against a started adapterd on SQLite and
+//! local files: each command's effect is read back from the server, and a user's mistakes (unknown adapter,
+//! version or channel, a pinned channel, another base) come back as errors that name them, with the CLI's exit
+//! statuses.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use adapterci_api::ApiClient;
+use adapterci_api::{ApiClient, ApiError};
 use adapterci_core::Digest;
+use adapterci_core::training::{AdapterConfig, LoraTarget};
+use adapterci_engine::device::DeviceChoice;
+use adapterci_engine::lora::LoraWeights;
+use adapterci_engine::lora::merge::delta_weight;
+use adapterci_engine::model::BaseModel;
 use adapterci_server::{RunningServer, ServerConfig};
 use adapterci_testkit::registry_conformance::publish_request;
 use adapterctl::cli::Cli;
@@ -24,6 +31,8 @@ async fn start(dir: &Path) -> RunningServer {
     config.tick_ms = 0;
     config.refresh_secs = 0;
     config.no_worker = true;
+    // No base-model watcher: a test that rewrites the model file must not start a rebase.
+    config.base_watch_ms = 0;
     adapterci_server::start(config).await.expect("adapterd starts")
 }
 
@@ -193,6 +202,152 @@ async fn adapterctl_exports_a_version_for_peft_and_imports_a_peft_folder_as_a_ne
         &["adapters", "export", "support@2", "--out", &out_arg],
         ExitStatus::Failure,
         "not in adapterd's catalog",
+    )
+    .await;
+    server.shutdown().await;
+}
+
+/// An adapter on `base` whose B matrices are not zero (a trained adapter's stand-in), so merging changes weights.
+fn visible_adapter(base: &BaseModel, config: &AdapterConfig) -> LoraWeights {
+    let cpu = DeviceChoice::Cpu.resolve().unwrap();
+    let lora = LoraWeights::init_standard(config, 0.0, base.config(), 5, cpu).unwrap();
+    for (layer, target) in lora.modules() {
+        let mut b = lora.get(layer, target).unwrap().1.shallow_clone();
+        let values = (tch::Tensor::arange(b.numel() as i64, (tch::Kind::Float, tch::Device::Cpu)) * 0.7).sin() * 0.2;
+        tch::no_grad(|| b.copy_(&values.reshape(b.size())));
+    }
+    lora
+}
+
+/// Checks the merged export at `path` against `base` and `lora`, tensor by tensor under Hugging Face's names:
+/// every module `lora` adapts is the base weight plus its `scale * B A`, every other tensor is the base's.
+fn check_merged(path: &Path, base: &BaseModel, lora: &LoraWeights) {
+    let merged: BTreeMap<String, tch::Tensor> = tch::Tensor::read_safetensors(path).unwrap().into_iter().collect();
+    let llama = base.llama();
+    let mut expected = vec![
+        ("model.embed_tokens.weight".to_string(), llama.embedding_weight().shallow_clone()),
+        ("model.norm.weight".to_string(), llama.final_norm_weight().shallow_clone()),
+    ];
+    if !llama.config().tie_word_embeddings {
+        expected.push(("lm_head.weight".to_string(), llama.lm_head_weight().shallow_clone()));
+    }
+    let mut adapted = Vec::new();
+    for layer in 0..llama.config().num_layers {
+        let (attention_norm, ffn_norm) = llama.norm_weights(layer);
+        expected.push((format!("model.layers.{layer}.input_layernorm.weight"), attention_norm.shallow_clone()));
+        expected.push((format!("model.layers.{layer}.post_attention_layernorm.weight"), ffn_norm.shallow_clone()));
+        for target in LoraTarget::ALL {
+            let name = format!("model.layers.{layer}.{}.weight", target.hf_module());
+            let weight = llama.linear_weight(layer, target);
+            match delta_weight(lora, layer, target) {
+                Some(delta) => {
+                    assert!(delta.abs().max().double_value(&[]) > 1e-3, "{name}: the adapter changes nothing");
+                    adapted.push((layer, target));
+                    expected.push((name, weight + delta));
+                }
+                None => expected.push((name, weight.shallow_clone())),
+            }
+        }
+    }
+    assert_eq!(adapted, lora.modules(), "every adapted module is checked");
+    let names: BTreeSet<&String> = expected.iter().map(|(name, _)| name).collect();
+    assert_eq!(names.len(), expected.len());
+    assert_eq!(merged.keys().collect::<BTreeSet<_>>(), names, "the merged file has Hugging Face's tensor names");
+    for (name, want) in &expected {
+        let got = &merged[name];
+        assert_eq!(got.kind(), tch::Kind::Float, "{name}");
+        assert_eq!(got.size(), want.size(), "{name}");
+        let diff = (got - want).abs().max().double_value(&[]);
+        assert!(diff <= 1e-6, "{name}: max |merged - expected| = {diff}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adapterctl_exports_a_version_merged_into_the_base_it_was_trained_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let client = ApiClient::new(&server.url()).unwrap();
+    let model_path = dir.path().join("tiny.gguf");
+    let base = BaseModel::load(&model_path, DeviceChoice::Cpu).unwrap();
+    // q and down of layer 0 only: layer 1's q_proj and down_proj stay the base's
+    let config = AdapterConfig {
+        rank: 4,
+        alpha: 8.0,
+        targets: vec![LoraTarget::Q, LoraTarget::Down],
+        layers: vec![0],
+        dtype: "f32".to_string(),
+    };
+    let lora = visible_adapter(&base, &config);
+    let mut request = publish_request("support", &lora.to_safetensors().unwrap());
+    request.adapter = config.clone();
+    request.lineage.base_model_digest = base.digest().clone();
+    let registry = &server.state.controller.ports().registry;
+    registry.publish(request.clone()).await.unwrap();
+    // v2: the same adapter trained on a base release in adapterd's releases folder (the engine's frozen release
+    // fixture, palettized from another tiny model of the same shape), found by the lineage's digest
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../adapterci-engine/tests/fixtures/base_release_v1.safetensors");
+    let release_bytes = std::fs::read(&fixture).unwrap();
+    let release_digest = Digest::of(&release_bytes);
+    let release_path =
+        adapterci_core::base_release::release_weights_path(&dir.path().join("data/releases"), &release_digest);
+    std::fs::create_dir_all(release_path.parent().unwrap()).unwrap();
+    std::fs::write(&release_path, &release_bytes).unwrap();
+    let mut on_release = request.clone();
+    on_release.lineage.base_model_digest = release_digest.clone();
+    on_release.lineage.base_release_digest = Some(release_digest);
+    registry.publish(on_release).await.unwrap();
+    // v3: bound to a base adapterd does not have
+    let mut elsewhere = request;
+    elsewhere.lineage.base_model_digest = Digest::of(b"another base");
+    registry.publish(elsewhere).await.unwrap();
+
+    let out = dir.path().join("merged");
+    let out_arg = out.display().to_string();
+    assert_eq!(
+        adapterctl(&server, &["adapters", "export", "support@1", "--out", &out_arg, "--merged"]).await,
+        Ok(ExitStatus::Success)
+    );
+    let written: Vec<_> = std::fs::read_dir(&out).unwrap().map(|entry| entry.unwrap().file_name()).collect();
+    assert_eq!(written, ["model.safetensors"], "the merged model alone, no PEFT files");
+    check_merged(&out.join("model.safetensors"), &base, &lora);
+
+    let release_out = dir.path().join("merged-release");
+    let release_arg = release_out.display().to_string();
+    assert_eq!(
+        adapterctl(&server, &["adapters", "export", "support@2", "--out", &release_arg, "--merged"]).await,
+        Ok(ExitStatus::Success)
+    );
+    let release = BaseModel::load(&release_path, DeviceChoice::Cpu).unwrap();
+    check_merged(&release_out.join("model.safetensors"), &release, &lora);
+
+    match client.adapter_merged_model("support", 9).await {
+        Err(ApiError::Http { status: 404, error, .. }) => {
+            assert!(error.message.contains("adapter support has no version 9"), "{error:?}");
+        }
+        other => panic!("an unknown version: {:?}", other.map(|bytes| bytes.len())),
+    }
+    refused(
+        &server,
+        &["adapters", "export", "support@9", "--out", &out_arg, "--merged"],
+        ExitStatus::NotFound,
+        "no version 9",
+    )
+    .await;
+    refused(
+        &server,
+        &["adapters", "export", "support@3", "--out", &out_arg, "--merged"],
+        ExitStatus::Failure,
+        "not in adapterd's catalog",
+    )
+    .await;
+    // the catalog model's file now holds other weights: merging v1 into them would be wrong, and is refused
+    adapterci_engine::tiny::write_tiny_model(&model_path, 4).unwrap();
+    refused(
+        &server,
+        &["adapters", "export", "support@1", "--out", &out_arg, "--merged"],
+        ExitStatus::Failure,
+        "now has digest",
     )
     .await;
     server.shutdown().await;

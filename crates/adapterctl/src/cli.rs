@@ -312,14 +312,20 @@ pub enum AdaptersCommand {
         b: String,
     },
     /// Write a version as Hugging Face PEFT saves adapters (adapter_config.json and adapter_model.safetensors, PEFT's
-    /// key names), ready for `PeftModel.from_pretrained(base, DIR)`
+    /// key names), ready for `PeftModel.from_pretrained(base, DIR)`; with --merged, the base model it was trained
+    /// on with the adapter merged into its weights (model.safetensors)
     Export {
         /// The adapter, optionally with a version (the latest by default)
         #[arg(value_name = "NAME[@VERSION]")]
         adapter: AdapterRef,
-        /// The folder to write the two files into (created if missing)
+        /// The folder to write the files into (created if missing)
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
+        /// Write DIR/model.safetensors instead: the whole base model with the adapter merged in (W + scale * B A),
+        /// f32 with Hugging Face Llama names, as PEFT's merge_and_unload() then save_pretrained() give; the
+        /// model's config.json and tokenizer are the base's
+        #[arg(long)]
+        merged: bool,
     },
     /// Publish a Hugging Face PEFT adapter folder (adapter_config.json + adapter_model.safetensors) as the next
     /// version of an adapter, bound to a model of adapterd's catalog

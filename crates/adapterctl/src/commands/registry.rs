@@ -1,5 +1,6 @@
-//! `adapterctl adapters channels|promote|rollback|pin|deprecate|lineage|diff|gc` over adapterd's HTTP API, and
-//! `adapterctl db migrate|status`, which runs the `adapterci-db` tool (adapterctl itself names no database crate).
+//! `adapterctl adapters channels|promote|rollback|pin|deprecate|lineage|diff|export|import|gc` over adapterd's
+//! HTTP API, and `adapterctl db migrate|status`, which runs the `adapterci-db` tool (adapterctl itself names no
+//! database crate).
 
 mod diff;
 mod lineage;
@@ -18,6 +19,9 @@ pub use lineage::{LineageView, ParentVersion, lineage_tree};
 
 /// The files of a PEFT adapter folder, as adapterd exports them.
 const PEFT_FILES: [&str; 2] = ["adapter_config.json", "adapter_model.safetensors"];
+
+/// The file `adapters export --merged` writes: the merged model, named as Hugging Face names a single-file model.
+const MERGED_FILE: &str = "model.safetensors";
 
 /// What `adapters export` wrote.
 #[derive(Debug, Serialize)]
@@ -61,14 +65,25 @@ pub async fn adapters(context: &Context, command: AdaptersCommand) -> Result<Exi
             let state = if answer.deprecated { "deprecated" } else { "no longer deprecated" };
             context.output.data(&answer, |_| format!("{}@{} is {state}", answer.adapter, answer.version))?;
         }
-        AdaptersCommand::Export { adapter, out } => {
+        AdaptersCommand::Export { adapter, out, merged } => {
             let version = resolve_version(context, &adapter).await?;
             std::fs::create_dir_all(&out)
                 .map_err(|error| CliError::new(format!("cannot create {}: {error}", out.display())))?;
-            let mut written = Vec::new();
-            for file in PEFT_FILES {
+            let files = if merged {
                 let bytes =
-                    context.client.adapter_peft_file(&adapter.name, version, file).await.map_err(not_found_hint)?;
+                    context.client.adapter_merged_model(&adapter.name, version).await.map_err(not_found_hint)?;
+                vec![(MERGED_FILE, bytes)]
+            } else {
+                let mut files = Vec::new();
+                for file in PEFT_FILES {
+                    let bytes =
+                        context.client.adapter_peft_file(&adapter.name, version, file).await.map_err(not_found_hint)?;
+                    files.push((file, bytes));
+                }
+                files
+            };
+            let mut written = Vec::new();
+            for (file, bytes) in files {
                 let path = out.join(file);
                 std::fs::write(&path, &bytes)
                     .map_err(|error| CliError::new(format!("cannot write {}: {error}", path.display())))?;
@@ -76,7 +91,15 @@ pub async fn adapters(context: &Context, command: AdaptersCommand) -> Result<Exi
             }
             let report = ExportReport { adapter: adapter.name.clone(), version, files: written };
             context.output.data(&report, |_| {
-                format!("{}@{} exported for PEFT: {}", report.adapter, report.version, report.files.join(", "))
+                let (adapter, version, files) = (&report.adapter, report.version, report.files.join(", "));
+                if merged {
+                    format!(
+                        "{adapter}@{version} merged into the base model it was trained on: {files} (the whole model \
+                         in f32 with Hugging Face Llama names; config.json and tokenizer are the base's)"
+                    )
+                } else {
+                    format!("{adapter}@{version} exported for PEFT: {files}")
+                }
             })?;
         }
         AdaptersCommand::Import { dir, name, base } => {
