@@ -13,7 +13,7 @@
 #   scripts/bench/base_release_path.sh options   the release's own bits palettized with each option or without
 #                                                each part of the method, every one scored as released (no
 #                                                adapter): naive k-means (no activation weighting, no GPTQ, no
-#                                                rotation), no rotation, the tied embedding at 8 and at 4 bits,
+#                                                rotation), no GPTQ, no rotation, the tied embedding at 8 and 4 bits,
 #                                                linear inputs quantized to int8 per token; and the 8-bit
 #                                                embedding's release with its recovery adapter (teacher text +
 #                                                user corpus): the whole model near llama.cpp's 4-bit files' size
@@ -159,7 +159,7 @@ if [[ $phase == options || ($phase == all && ${OPTIONS:-1} == 1) ]]; then
   analysis=$WORK/release/analysis.json
   [[ -f $analysis ]] || { echo "no $analysis: run the palettize phase first" >&2; exit 1; }
   echo "[$(date +%T)] options: the release's bits palettized with each option and without each part" >&2
-  for option in naive:--naive no-rotation:"--rotation off" embedding8:"--embedding-bits 8" \
+  for option in naive:--naive no-gptq:--no-gptq no-rotation:"--rotation off" embedding8:"--embedding-bits 8" \
     embedding4:"--embedding-bits 4" activations8:"--activation-bits 8"; do
     name=option-${option%%:*}
     # shellcheck disable=SC2086 # the option's flags
@@ -238,6 +238,7 @@ for which, label, own in variants:
 # the release's bits with an option, or without a part of the method, as released, and with its adapter
 # where the options phase trained one
 for which, label in [("naive", "ablation: naive k-means (no activation weighting, no GPTQ, no rotation)"),
+                     ("no-gptq", "ablation: no GPTQ (activation-weighted k-means, nearest entries)"),
                      ("no-rotation", "ablation: no rotation"),
                      ("embedding8", "option: tied embedding palettized to 8 bits"),
                      ("embedding4", "option: tied embedding palettized to 4 bits"),

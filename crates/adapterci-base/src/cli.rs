@@ -56,6 +56,10 @@ pub struct CommonArgs {
     /// Plain k-means and nearest-entry indices (no activation weighting, no GPTQ compensation, no refit)
     #[arg(long)]
     pub naive: bool,
+    /// Activation-weighted k-means with nearest-entry indices, without GPTQ's error compensation (the ablation
+    /// that measures what GPTQ adds)
+    #[arg(long)]
+    pub no_gptq: bool,
     /// Rounds of least-squares refitting of the tables and row scales after GPTQ (0: none)
     #[arg(long, default_value_t = Method::default().refit_rounds)]
     pub refit_rounds: usize,

@@ -326,7 +326,7 @@ fn options(common: &CommonArgs, recovery: Option<&RecoveryArgs>, base: &BaseMode
         group_rows_2bit: common.group_rows_2bit,
         row_scale: true,
         weighted: !common.naive,
-        compensate: !common.naive,
+        compensate: !common.naive && !common.no_gptq,
         refit_rounds: if common.naive { 0 } else { common.refit_rounds },
         sequential: !common.naive && common.sequential,
         low_rank_rounds: if common.naive { 0 } else { common.low_rank_rounds },

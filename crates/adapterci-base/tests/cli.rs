@@ -235,10 +235,13 @@ fn step_by_step_commands_and_their_refusals() {
     // a recovery adapter of another release is refused by evaluate
     let out_b = dir.path().join("b");
     let b = out_b.to_str().unwrap();
-    let output = with(vec!["palettize"], &["--model", m, "--out", b, "--uniform-bits", "4", "--rotation", "off"]);
+    let flags = ["--model", m, "--out", b, "--uniform-bits", "4", "--rotation", "off", "--no-gptq"];
+    let output = with(vec!["palettize"], &flags);
     assert!(output.status.success(), "{}", text(&output));
     let unrotated = manifest(&out_b.join("base.safetensors"));
     assert_eq!((unrotated.format_version, unrotated.method.rotation), (1, None));
+    // --no-gptq keeps the activation weighting and drops only the error compensation
+    assert_eq!((unrotated.method.weighted, unrotated.method.compensate), (true, false));
     // the arbitrary allocation (the control of the sensitivity allocation) meets the same target, and its seed
     // decides which operations drop to 2 bits
     let arbitrary = |seed: &str| {
