@@ -28,7 +28,8 @@ Device calls, each within 30 s of the previous one (the machine stays warm 30 s)
                                                                                            timeout_s 600
 Then give_back, and here: copy call 2's p/eval_tokens.json and p/evaluate-release.txt and call 3's
 r/evaluate-*.txt and r/recovery-*.json into one OUT and run `OUT=... WORK=... scripts/bench/base_release_path.sh peers` for the table.
-The controls phase (uniform 4-bit, arbitrary allocation, with their adapters) is not in these calls: they use
-the 15 minutes for the headline release. The controls' latest numbers are a complete CPU run of the script
-(docs/benchmarks.md, eighth session), not this device's settings.
+The controls phase (uniform 4-bit, arbitrary allocation, with their adapters) and the options phase (the
+method's options and ablations) are not in these calls: they use the 15 minutes for the headline release. Their
+latest numbers are CPU runs of the script (docs/benchmarks.md, eighth and ninth sessions), not this device's
+settings.
 PLAN
