@@ -220,10 +220,33 @@ fn merge_bakes_the_adapter_in_and_unmerge_takes_it_out() {
     let state = merged_state_dict(&tiny.llama, &lora).unwrap();
     let file = safetensors::SafeTensors::deserialize(&state).unwrap();
     assert_eq!(file.len(), 2 + 9 * tiny.config.num_layers, "embedding, final norm and 9 tensors per layer");
-    let merged_q0 = file.tensor("model.layers.0.self_attn.q_proj.weight").unwrap();
-    let merged_q0 = Tensor::f_from_data_size(merged_q0.data(), &[64, 64], Kind::Float).unwrap();
-    let expected_q0 = &q0 + delta_weight(&lora, 0, LoraTarget::Q).unwrap();
-    assert!(max_diff(&merged_q0, &expected_q0) < 1e-6);
+    // every tensor under its Hugging Face name: an adapted module is its weight plus `scale * B A`, the rest is
+    // the model's own
+    let read = |name: &str| {
+        let view = file.tensor(name).unwrap();
+        assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name}");
+        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+        Tensor::f_from_data_size(view.data(), &shape, Kind::Float).unwrap()
+    };
+    assert!(read("model.embed_tokens.weight").equal(tiny.llama.embedding_weight()));
+    assert!(read("model.norm.weight").equal(tiny.llama.final_norm_weight()));
+    for layer in 0..tiny.config.num_layers {
+        let (attention_norm, ffn_norm) = tiny.llama.norm_weights(layer);
+        assert!(read(&format!("model.layers.{layer}.input_layernorm.weight")).equal(attention_norm));
+        assert!(read(&format!("model.layers.{layer}.post_attention_layernorm.weight")).equal(ffn_norm));
+        for target in LoraTarget::ALL {
+            let name = format!("model.layers.{layer}.{}.weight", target.hf_module());
+            let weight = tiny.llama.linear_weight(layer, target);
+            let want = match delta_weight(&lora, layer, target) {
+                Some(delta) => {
+                    assert!(delta.abs().max().double_value(&[]) > 1e-3, "{name}: the adapter changes nothing");
+                    weight + delta
+                }
+                None => weight.shallow_clone(),
+            };
+            assert!(max_diff(&read(&name), &want) < 1e-6, "{name}");
+        }
+    }
     assert!(tiny.llama.linear_weight(0, LoraTarget::Q).equal(&q0), "merged_state_dict leaves the model alone");
 
     merge(&mut tiny.llama, &lora).unwrap();

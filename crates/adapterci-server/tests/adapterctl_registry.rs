@@ -14,7 +14,7 @@ use adapterci_core::Digest;
 use adapterci_core::training::{AdapterConfig, LoraTarget};
 use adapterci_engine::device::DeviceChoice;
 use adapterci_engine::lora::LoraWeights;
-use adapterci_engine::lora::merge::delta_weight;
+use adapterci_engine::lora::merge::merged_state_dict;
 use adapterci_engine::model::BaseModel;
 use adapterci_server::{RunningServer, ServerConfig};
 use adapterci_testkit::registry_conformance::publish_request;
@@ -207,58 +207,71 @@ async fn adapterctl_exports_a_version_for_peft_and_imports_a_peft_folder_as_a_ne
     server.shutdown().await;
 }
 
-/// An adapter on `base` whose B matrices are not zero (a trained adapter's stand-in), so merging changes weights.
-fn visible_adapter(base: &BaseModel, config: &AdapterConfig) -> LoraWeights {
-    let cpu = DeviceChoice::Cpu.resolve().unwrap();
-    let lora = LoraWeights::init_standard(config, 0.0, base.config(), 5, cpu).unwrap();
-    for (layer, target) in lora.modules() {
-        let mut b = lora.get(layer, target).unwrap().1.shallow_clone();
-        let values = (tch::Tensor::arange(b.numel() as i64, (tch::Kind::Float, tch::Device::Cpu)) * 0.7).sin() * 0.2;
-        tch::no_grad(|| b.copy_(&values.reshape(b.size())));
-    }
-    lora
+/// The tensors of a safetensors file by name, read from its header: where each one's data lies in the file.
+fn tensor_ranges(bytes: &[u8]) -> BTreeMap<String, std::ops::Range<usize>> {
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    header
+        .into_iter()
+        .filter(|(name, _)| name != "__metadata__")
+        .map(|(name, entry)| {
+            let [begin, end]: [usize; 2] = serde_json::from_value(entry["data_offsets"].clone()).unwrap();
+            (name, 8 + header_len + begin..8 + header_len + end)
+        })
+        .collect()
 }
 
-/// Checks the merged export at `path` against `base` and `lora`, tensor by tensor under Hugging Face's names:
-/// every module `lora` adapts is the base weight plus its `scale * B A`, every other tensor is the base's.
-fn check_merged(path: &Path, base: &BaseModel, lora: &LoraWeights) {
-    let merged: BTreeMap<String, tch::Tensor> = tch::Tensor::read_safetensors(path).unwrap().into_iter().collect();
-    let llama = base.llama();
-    let mut expected = vec![
-        ("model.embed_tokens.weight".to_string(), llama.embedding_weight().shallow_clone()),
-        ("model.norm.weight".to_string(), llama.final_norm_weight().shallow_clone()),
-    ];
-    if !llama.config().tie_word_embeddings {
-        expected.push(("lm_head.weight".to_string(), llama.lm_head_weight().shallow_clone()));
-    }
-    let mut adapted = Vec::new();
-    for layer in 0..llama.config().num_layers {
-        let (attention_norm, ffn_norm) = llama.norm_weights(layer);
-        expected.push((format!("model.layers.{layer}.input_layernorm.weight"), attention_norm.shallow_clone()));
-        expected.push((format!("model.layers.{layer}.post_attention_layernorm.weight"), ffn_norm.shallow_clone()));
-        for target in LoraTarget::ALL {
-            let name = format!("model.layers.{layer}.{}.weight", target.hf_module());
-            let weight = llama.linear_weight(layer, target);
-            match delta_weight(lora, layer, target) {
-                Some(delta) => {
-                    assert!(delta.abs().max().double_value(&[]) > 1e-3, "{name}: the adapter changes nothing");
-                    adapted.push((layer, target));
-                    expected.push((name, weight + delta));
-                }
-                None => expected.push((name, weight.shallow_clone())),
+/// A fresh adapter on `base` (B zero: merging it changes nothing), and one whose B matrices are not zero (a
+/// trained adapter's stand-in, so merging changes weights) with its file: the fresh one's f32 B values rewritten.
+fn adapters(base: &BaseModel, config: &AdapterConfig) -> (LoraWeights, LoraWeights, Vec<u8>) {
+    let cpu = DeviceChoice::Cpu.resolve().unwrap();
+    let fresh = LoraWeights::init_standard(config, 0.0, base.config(), 5, cpu).unwrap();
+    let mut bytes = fresh.to_safetensors().unwrap();
+    for (name, range) in tensor_ranges(&bytes) {
+        if name.contains(".lora_B.") {
+            for (i, value) in bytes[range].chunks_exact_mut(4).enumerate() {
+                value.copy_from_slice(&((i as f32 * 0.7).sin() * 0.2).to_le_bytes());
             }
         }
     }
-    assert_eq!(adapted, lora.modules(), "every adapted module is checked");
-    let names: BTreeSet<&String> = expected.iter().map(|(name, _)| name).collect();
-    assert_eq!(names.len(), expected.len());
-    assert_eq!(merged.keys().collect::<BTreeSet<_>>(), names, "the merged file has Hugging Face's tensor names");
-    for (name, want) in &expected {
-        let got = &merged[name];
-        assert_eq!(got.kind(), tch::Kind::Float, "{name}");
-        assert_eq!(got.size(), want.size(), "{name}");
-        let diff = (got - want).abs().max().double_value(&[]);
-        assert!(diff <= 1e-6, "{name}: max |merged - expected| = {diff}");
+    let visible = LoraWeights::from_safetensors(&bytes, base.config(), cpu).unwrap();
+    (fresh, visible, bytes)
+}
+
+/// Checks the merged export at `path`: it is the engine's merge of `lora` into `base` (whose values the engine's
+/// tests check tensor by tensor against the weight plus `scale * B A`), under Hugging Face's tensor names, and it
+/// differs from `base`'s own weights (`fresh` merged) in exactly the modules `lora` adapts.
+fn check_merged(path: &Path, base: &BaseModel, lora: &LoraWeights, fresh: &LoraWeights) {
+    let got = std::fs::read(path).unwrap();
+    assert!(got == merged_state_dict(base.llama(), lora).unwrap(), "the export is the engine's merge into this base");
+    let plain = merged_state_dict(base.llama(), fresh).unwrap();
+    let (merged, own) = (tensor_ranges(&got), tensor_ranges(&plain));
+    let config = base.config();
+    let mut names = BTreeSet::from(["model.embed_tokens.weight".to_string(), "model.norm.weight".to_string()]);
+    if !config.tie_word_embeddings {
+        names.insert("lm_head.weight".to_string());
+    }
+    let mut adapted = BTreeSet::new();
+    for layer in 0..config.num_layers {
+        names.insert(format!("model.layers.{layer}.input_layernorm.weight"));
+        names.insert(format!("model.layers.{layer}.post_attention_layernorm.weight"));
+        for target in LoraTarget::ALL {
+            let name = format!("model.layers.{layer}.{}.weight", target.hf_module());
+            if lora.modules().contains(&(layer, target)) {
+                adapted.insert(name.clone());
+            }
+            names.insert(name);
+        }
+    }
+    assert_eq!(
+        merged.keys().cloned().collect::<BTreeSet<_>>(),
+        names,
+        "the merged file has Hugging Face's tensor names"
+    );
+    assert_eq!(adapted.len(), lora.modules().len(), "every adapted module is checked");
+    for name in &names {
+        let changed = got[merged[name].clone()] != plain[own[name].clone()];
+        assert_eq!(changed, adapted.contains(name), "{name}: changed by the merge only where the adapter adapts it");
     }
 }
 
@@ -277,8 +290,8 @@ async fn adapterctl_exports_a_version_merged_into_the_base_it_was_trained_on() {
         layers: vec![0],
         dtype: "f32".to_string(),
     };
-    let lora = visible_adapter(&base, &config);
-    let mut request = publish_request("support", &lora.to_safetensors().unwrap());
+    let (fresh, lora, lora_file) = adapters(&base, &config);
+    let mut request = publish_request("support", &lora_file);
     request.adapter = config.clone();
     request.lineage.base_model_digest = base.digest().clone();
     let registry = &server.state.controller.ports().registry;
@@ -310,7 +323,7 @@ async fn adapterctl_exports_a_version_merged_into_the_base_it_was_trained_on() {
     );
     let written: Vec<_> = std::fs::read_dir(&out).unwrap().map(|entry| entry.unwrap().file_name()).collect();
     assert_eq!(written, ["model.safetensors"], "the merged model alone, no PEFT files");
-    check_merged(&out.join("model.safetensors"), &base, &lora);
+    check_merged(&out.join("model.safetensors"), &base, &lora, &fresh);
 
     let release_out = dir.path().join("merged-release");
     let release_arg = release_out.display().to_string();
@@ -319,7 +332,7 @@ async fn adapterctl_exports_a_version_merged_into_the_base_it_was_trained_on() {
         Ok(ExitStatus::Success)
     );
     let release = BaseModel::load(&release_path, DeviceChoice::Cpu).unwrap();
-    check_merged(&release_out.join("model.safetensors"), &release, &lora);
+    check_merged(&release_out.join("model.safetensors"), &release, &lora, &fresh);
 
     match client.adapter_merged_model("support", 9).await {
         Err(ApiError::Http { status: 404, error, .. }) => {

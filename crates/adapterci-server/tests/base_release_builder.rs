@@ -58,11 +58,11 @@ async fn a_release_is_written_under_its_digest_and_gated() {
     assert!(bundle.join("recovery.safetensors").is_file() && bundle.join("report.json").is_file());
     // no precision asked for: the recovery ran at the engine's choice for the CPU (bf16 where it has AVX-512 BF16)
     let report: BuildReport = serde_json::from_slice(&std::fs::read(bundle.join("report.json")).unwrap()).unwrap();
-    assert_eq!(report.recovery.base_precision, preferred_precision(tch::Device::Cpu));
+    assert_eq!(report.recovery.base_precision, preferred_precision(DeviceChoice::Cpu.resolve().unwrap()));
 
     // a gate nothing can pass, with the other precision asked for: the same release (the same bytes, so the
     // same bundle), its recovery at the precision asked
-    let other = match preferred_precision(tch::Device::Cpu) {
+    let other = match preferred_precision(DeviceChoice::Cpu.resolve().unwrap()) {
         BasePrecision::F32 => BasePrecision::Bf16,
         _ => BasePrecision::F32,
     };
