@@ -11,8 +11,11 @@ start=$(date +%s)
 set +e
 source scripts/device/timeline.sh
 follow "$OUT/p/palettize-release.log" "$OUT/p/timeline.txt"
-# the other settings are base_release_path.sh's CUDA defaults; one process here, so twice its threads
-BIN=$S/adapterci-base MODEL=$S/model.gguf WORK=/tmp/rp OUT=$OUT/p DEVICE=${DEVICE:-cuda} THREADS=${THREADS:-12} \
+# the other settings are base_release_path.sh's CUDA defaults; one process here, so twice its threads. Teacher
+# text: 8,192 sequences (~2 min here) instead of the script's 2,048, because the 2026-11-28 run's teacher-only
+# adapter memorized its 2,048 (held-out KL flat at 0.129 from step ~650, training batches 0.043); call 3 must
+# use the same TEACHER_SEQS to find this text in the cache
+BIN=$S/adapterci-base MODEL=$S/model.gguf WORK=/tmp/rp OUT=$OUT/p DEVICE=${DEVICE:-cuda} TEACHER_SEQS=${TEACHER_SEQS:-8192} THREADS=${THREADS:-12} \
   bash scripts/bench/base_release_path.sh palettize
 rc=$?
 stop_following

@@ -24,6 +24,7 @@ cat >&2 <<'PLAN'
 Device calls, each within 30 s of the previous one (the machine stays warm 30 s):
   1. carry ["device-bin/a"]  bash scripts/device/stage.sh                                   timeout_s 60
   2. carry ["device-bin/b"]  bash scripts/device/palettize.sh                               timeout_s 300
+     (8,192 teacher sequences by default, ~4 min in all; TEACHER_SEQS=2048 repeats the 2026-11-28 run, 119 s)
   3. no carry                MINUTES=M bash scripts/device/recover.sh, M = (budget_left_s - 80) / 60, at most 9 (566 s of the 600)
                                                                                            timeout_s 600
 Then give_back, and here: copy call 2's p/eval_tokens.json and p/evaluate-release.txt and call 3's

@@ -11,8 +11,8 @@ start=$(date +%s)
 set +e
 source scripts/device/timeline.sh
 for w in teacher corpus; do follow "$OUT/r/recover-$w.log" "$OUT/r/timeline-$w.txt"; done
-# the other settings are base_release_path.sh's CUDA defaults (the teacher-text cache needs palettize's)
-BIN=$S/adapterci-base MODEL=$S/model.gguf WORK=/tmp/rp OUT=$OUT/r DEVICE=${DEVICE:-cuda} MINUTES=${MINUTES:?} \
+# the other settings are base_release_path.sh's CUDA defaults; TEACHER_SEQS must be call 2's (the cache's key)
+BIN=$S/adapterci-base MODEL=$S/model.gguf WORK=/tmp/rp OUT=$OUT/r DEVICE=${DEVICE:-cuda} TEACHER_SEQS=${TEACHER_SEQS:-8192} MINUTES=${MINUTES:?} \
   bash scripts/bench/base_release_path.sh recover
 rc=$?
 stop_following
