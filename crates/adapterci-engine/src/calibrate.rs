@@ -74,10 +74,10 @@ pub fn teacher_text(
         return Err(EngineError::InvalidConfig("teacher text needs prompts, sequences, batch and seq_len >= 2".into()));
     }
     let mut order: Vec<usize> = (0..spec.sequences).map(|i| i % prompts.len()).collect();
-    SeededRng::new(spec.seed).shuffle(&mut order);
+    let mut rng = SeededRng::new(spec.seed);
+    rng.shuffle(&mut order);
     // similar lengths together, so little of each prompt is cut
     order.sort_by_key(|&i| prompts[i].len());
-    tch::manual_seed(spec.seed as i64);
     let device = teacher.device();
     let mut out = Vec::with_capacity(spec.sequences);
     for chunk in order.chunks(spec.batch) {
@@ -95,7 +95,7 @@ pub fn teacher_text(
                 let last = hidden.select(1, hidden.size()[1] - 1);
                 let logits = teacher.lm_head(&last).to_kind(Kind::Float);
                 let probs = (logits / spec.temperature.max(1e-3)).softmax(-1, Kind::Float);
-                let sampled = probs.multinomial(1, false);
+                let sampled = sample_rows(&probs, &mut rng);
                 ids = Tensor::cat(&[&ids, &sampled], 1);
                 next_input = sampled;
             }
@@ -108,6 +108,21 @@ pub fn teacher_text(
         progress(out.len(), spec.sequences);
     }
     Ok(out)
+}
+
+/// One token id per row of `probs` (`[rows, vocab]`, each row a distribution), `[rows, 1]` int64 on its device,
+/// drawn by inverse CDF with one uniform from `rng` per row. The draws depend on `rng` alone: torch's own
+/// generator (`multinomial`) is global to the process, so text written beside other work in one process
+/// (adapterd's builds, threaded tests) would not be the text its seed names.
+fn sample_rows(probs: &Tensor, rng: &mut SeededRng) -> Tensor {
+    let cdf = probs.cumsum(-1, Kind::Float);
+    let (rows, vocab) = (cdf.size()[0], cdf.size()[1]);
+    let uniforms: Vec<f32> = (0..rows).map(|_| rng.open_unit() as f32).collect();
+    // scaled by each row's total, so the last token is reachable whatever the rounding of the sum
+    let draws =
+        Tensor::from_slice(&uniforms).to_device(probs.device()).unsqueeze(1) * cdf.select(1, vocab - 1).unsqueeze(1);
+    // the first index whose cumulative probability reaches the draw: zero-probability tokens are never chosen
+    cdf.lt_tensor(&draws).sum_dim_intlist(-1, true, Kind::Int64).clamp_max(vocab - 1)
 }
 
 /// `H = Σ xᵀx` over calibration tokens for the input of every linear operation, keyed by (layer, target).
@@ -257,4 +272,34 @@ pub fn compare(
         kl_divergence: kl_sum / positions as f64,
         positions,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_sampled_from_their_own_distribution_and_never_a_zero_probability_token() {
+        let probs = Tensor::from_slice(&[0.5f32, 0.0, 0.3, 0.2, 0.0, 0.0, 0.0, 1.0]).reshape([2, 4]);
+        let mut rng = SeededRng::new(7);
+        let mut counts = [[0usize; 4]; 2];
+        let draws = 20_000;
+        for _ in 0..draws {
+            let ids = Vec::<i64>::try_from(sample_rows(&probs, &mut rng).reshape([2])).unwrap();
+            for (row, id) in ids.into_iter().enumerate() {
+                counts[row][id as usize] += 1;
+            }
+        }
+        assert_eq!(counts[0][1], 0, "a zero-probability token was drawn");
+        assert_eq!(counts[1], [0, 0, 0, draws], "a one-hot row draws its token only");
+        // 20,000 draws: the binomial standard deviation of each share is under 0.004
+        for (id, want) in [(0, 0.5), (2, 0.3), (3, 0.2)] {
+            let share = counts[0][id] as f64 / draws as f64;
+            assert!((share - want).abs() < 0.02, "token {id}: share {share}, probability {want}");
+        }
+        let mut again = SeededRng::new(7);
+        let first = Vec::<i64>::try_from(sample_rows(&probs, &mut again).reshape([2])).unwrap();
+        let mut same = SeededRng::new(7);
+        assert_eq!(first, Vec::<i64>::try_from(sample_rows(&probs, &mut same).reshape([2])).unwrap());
+    }
 }

@@ -138,6 +138,10 @@ pub fn calibrate(
     Ok(Calibrated { sequences, calibration, hessians })
 }
 
+/// Names how [`teacher_text`] draws its tokens, in the cache's file names: text drawn another way (torch's global
+/// generator, before 2026-11-28) is not the text a spec names now, so it is not read back.
+const TEACHER_SAMPLER: &str = "icdf1";
+
 /// Teacher text as [`teacher_text`] writes it for `spec`, read from `cache` when a run wrote it there for the same
 /// source model and spec, else written (and stored there when `cache` is given). A cache file that does not read
 /// back as that text is noted and written again.
@@ -149,7 +153,7 @@ pub fn cached_teacher_text(
 ) -> Result<Vec<Vec<u32>>, EngineError> {
     let path = cache.map(|dir| {
         dir.join(format!(
-            "teacher-{}-{}x{}-b{}-t{}-s{}.json",
+            "teacher-{}-{}x{}-b{}-t{}-s{}-{TEACHER_SAMPLER}.json",
             &base.digest().hex()[..16],
             spec.sequences,
             spec.seq_len,

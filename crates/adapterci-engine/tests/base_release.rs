@@ -76,6 +76,34 @@ fn teacher_text_has_the_requested_shape_and_is_seeded() {
     assert_eq!(a, b, "the same seed writes the same text");
 }
 
+#[test]
+fn teacher_text_written_beside_other_work_in_the_process_is_still_its_seeds_text() {
+    let alone = teacher_sequences(&fixture().base, 10);
+    // four writers at once, each on its own copy of the model: torch's global generator would interleave their
+    // draws; text seeded per call cannot depend on them
+    let start = std::sync::Barrier::new(4);
+    let texts: Vec<Vec<Vec<u32>>> = std::thread::scope(|scope| {
+        let writers: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    let f = fixture();
+                    start.wait();
+                    teacher_sequences(&f.base, 10)
+                })
+            })
+            .collect();
+        writers.into_iter().map(|writer| writer.join().unwrap()).collect()
+    });
+    for text in &texts {
+        assert_eq!(text, &alone, "a writer beside three others wrote other text than its seed names");
+    }
+    let f = fixture();
+    let prompts = prompt_ids(f.base.tokenizer(), None).unwrap();
+    let other_seed = TeacherTextSpec { sequences: 10, seq_len: 24, batch: 8, temperature: 1.0, seed: 4 };
+    let other = teacher_text(f.base.llama(), &prompts, &other_seed, &mut |_, _| {}).unwrap();
+    assert_ne!(other, alone, "another seed writes other text");
+}
+
 /// The tiny model's operations and their sensitivities on 2 of 8 teacher sequences (statistics on all 8), once
 /// per correction rank in `ranks` (`None`: the plain 2-bit sensitivity).
 fn measured_sensitivities(f: &Fixture, ranks: &[Option<usize>]) -> (Vec<LinearOp>, Vec<Vec<f64>>) {
