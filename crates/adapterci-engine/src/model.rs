@@ -45,6 +45,17 @@ pub fn model_config(path: &Path) -> Result<LlamaConfig, EngineError> {
     LlamaConfig::from_gguf(&GgufFile::open(path)?)
 }
 
+/// [`model_config`] and the sha256 of the file it was read from (the digest [`BaseModel::load`] gives), from one
+/// read of the file: what an export that needs only shapes checks against the digest a version was trained on.
+pub fn model_config_and_digest(path: &Path) -> Result<(LlamaConfig, Digest), EngineError> {
+    if is_release_path(path)? {
+        let (release, digest) = BaseRelease::open(path)?;
+        return Ok((release.config, digest));
+    }
+    let file = GgufFile::open(path)?;
+    Ok((LlamaConfig::from_gguf(&file)?, Digest::of(file.as_bytes())))
+}
+
 impl BaseModel {
     /// Reads a `llama` GGUF: config, f32 weights on `device`, tokenizer from its metadata, sha256 of the file.
     ///

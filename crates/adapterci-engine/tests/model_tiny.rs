@@ -10,7 +10,7 @@ use adapterci_engine::device::DeviceChoice;
 use adapterci_engine::generate::{FinishReason, GenerationParams};
 use adapterci_engine::gguf::{GgufFile, GgufValue, write_gguf};
 use adapterci_engine::lora::LoraWeights;
-use adapterci_engine::model::{BaseModel, LoadedAdapter};
+use adapterci_engine::model::{BaseModel, LoadedAdapter, model_config_and_digest};
 use adapterci_engine::tiny::write_tiny_model;
 
 fn tiny(seed: u64) -> (tempfile::TempDir, std::path::PathBuf, BaseModel) {
@@ -30,6 +30,8 @@ fn loads_a_tiny_model_with_its_tokenizer_and_digest() {
     let (_dir, path, model) = tiny(1);
     assert_eq!(model.config(), &LlamaConfig::tiny(model.tokenizer().vocab_size()));
     assert_eq!(model.digest(), &Digest::of(&std::fs::read(&path).expect("read")));
+    let config_and_digest = model_config_and_digest(&path).expect("shapes and digest");
+    assert_eq!(config_and_digest, (model.config().clone(), model.digest().clone()), "what loading gives");
     assert_eq!(model.name(), "adapterci-tiny");
     assert!(!model.is_cuda());
     let text = "the assistant says hello";

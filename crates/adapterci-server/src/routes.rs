@@ -4,6 +4,7 @@ mod adapters;
 mod channels;
 mod convert;
 mod datasets;
+mod exports;
 mod inference;
 mod merged;
 mod peft;

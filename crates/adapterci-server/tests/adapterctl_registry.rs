@@ -204,6 +204,26 @@ async fn adapterctl_exports_a_version_for_peft_and_imports_a_peft_folder_as_a_ne
         "not in adapterd's catalog",
     )
     .await;
+    // the catalog model's file now holds other weights of the same shapes: PEFT files for v1 would claim a base
+    // they were not trained on, so the export is refused naming both digests, as the merged export is
+    adapterci_engine::tiny::write_tiny_model(&model_path, 4).unwrap();
+    let now = BaseModel::load(&model_path, adapterci_engine::device::DeviceChoice::Cpu).unwrap();
+    assert_eq!(now.config(), base.config(), "only the weights changed");
+    let client = ApiClient::new(&server.url()).unwrap();
+    match client.adapter_peft_file("support", 1, "adapter_config.json").await {
+        Err(ApiError::Http { status: 409, error, .. }) => {
+            let expected = format!(
+                "support@1: it was trained on base tiny with digest {}, but {} now has digest {}",
+                base.digest(),
+                model_path.display(),
+                now.digest()
+            );
+            assert_eq!(error.message, expected);
+        }
+        other => panic!("a changed base: {:?}", other.map(|bytes| bytes.len())),
+    }
+    refused(&server, &["adapters", "export", "support@1", "--out", &out_arg], ExitStatus::Failure, "now has digest")
+        .await;
     server.shutdown().await;
 }
 

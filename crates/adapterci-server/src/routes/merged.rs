@@ -11,34 +11,24 @@ use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use super::peft::{VersionOnBase, version_on_base};
+use super::exports::version_on_base;
 use crate::{AppError, AppState};
 
 pub(super) async fn export(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, u64)>,
 ) -> Result<Response, AppError> {
-    let VersionOnBase { label, lineage, base_path, adapter_weights } = version_on_base(&state, &name, version).await?;
+    let version = version_on_base(&state, &name, version).await?;
     // Loading the base and merging are seconds of CPU work for a real model: never on a runtime worker.
     let merged = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, AppError> {
-        let internal = |reason: String| AppError::new(ErrorCode::Internal, format!("{label}: {reason}"));
-        let base = BaseModel::load(&base_path, DeviceChoice::Cpu)
-            .map_err(|error| internal(format!("cannot load its base {}: {error}", base_path.display())))?;
+        let base = BaseModel::load(&version.base_path, DeviceChoice::Cpu).map_err(|error| {
+            version.internal(format!("cannot load its base {}: {error}", version.base_path.display()))
+        })?;
         // The catalog model's file may have changed since the lookup; merging into other weights would be wrong.
-        if *base.digest() != lineage.base_model_digest {
-            return Err(AppError::new(
-                ErrorCode::Conflict,
-                format!(
-                    "{label}: it was trained on base {} with digest {}, but {} now has digest {}",
-                    lineage.base_model_name,
-                    lineage.base_model_digest,
-                    base_path.display(),
-                    base.digest()
-                ),
-            ));
-        }
-        let adapter = base.load_adapter(&adapter_weights).map_err(|error| internal(error.to_string()))?;
-        merged_state_dict(base.llama(), adapter.lora()).map_err(|error| internal(format!("cannot merge: {error}")))
+        version.check_base_digest(base.digest())?;
+        let adapter = base.load_adapter(&version.adapter_weights).map_err(|error| version.internal(error))?;
+        merged_state_dict(base.llama(), adapter.lora())
+            .map_err(|error| version.internal(format!("cannot merge: {error}")))
     })
     .await
     .map_err(|error| AppError::new(ErrorCode::Internal, format!("the merge task failed: {error}")))??;

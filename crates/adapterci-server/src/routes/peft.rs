@@ -1,9 +1,7 @@
 //! Export of a published adapter version in Hugging Face PEFT's format: `adapter_config.json` and
 //! `adapter_model.safetensors` with PEFT's key names (the engine's `lora::peft`), for the base model the version
-//! was trained on (found in adapterd's model catalog, or among its base releases). [`version_on_base`], that
-//! lookup, is shared with the merged export (`merged.rs`).
-
-use std::path::PathBuf;
+//! was trained on (found in adapterd's model catalog, or among its base releases, by `exports::version_on_base`),
+//! and the import of such a folder as a new version.
 
 use adapterci_api::ErrorCode;
 use adapterci_api::{AdapterVersionInfo, PeftImportRequest};
@@ -15,7 +13,7 @@ use adapterci_core::training::InitialAdapterRef;
 use adapterci_engine::device::DeviceChoice;
 use adapterci_engine::lora::LoraWeights;
 use adapterci_engine::lora::peft::{PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE, PeftFiles, export_peft, import_peft};
-use adapterci_engine::model::model_config;
+use adapterci_engine::model::{model_config, model_config_and_digest};
 use adapterci_pipeline::BaseModelRef;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -23,6 +21,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
+use super::exports::version_on_base;
 use crate::{AppError, AppState};
 
 pub(super) async fn export(
@@ -34,66 +33,23 @@ pub(super) async fn export(
             "a PEFT export has {PEFT_CONFIG_FILE} and {PEFT_WEIGHTS_FILE}, not {file:?}"
         )));
     }
-    let VersionOnBase { label, lineage, base_path, adapter_weights } = version_on_base(&state, &name, version).await?;
-    let base_name = lineage.base_model_name;
-    let files = tokio::task::spawn_blocking(move || -> Result<_, String> {
-        let config = model_config(&base_path).map_err(|e| e.to_string())?;
-        let cpu = DeviceChoice::Cpu.resolve().map_err(|e| e.to_string())?;
-        let lora = LoraWeights::from_safetensors(&adapter_weights, &config, cpu).map_err(|e| e.to_string())?;
-        export_peft(&lora, &config, &base_name).map_err(|e| e.to_string())
+    let version = version_on_base(&state, &name, version).await?;
+    let files = tokio::task::spawn_blocking(move || -> Result<_, AppError> {
+        // Only the shapes are needed, but the file must still be the one the version was trained on.
+        let (config, digest) = model_config_and_digest(&version.base_path).map_err(|error| version.internal(error))?;
+        version.check_base_digest(&digest)?;
+        let cpu = DeviceChoice::Cpu.resolve().map_err(|error| version.internal(error))?;
+        let lora = LoraWeights::from_safetensors(&version.adapter_weights, &config, cpu)
+            .map_err(|error| version.internal(error))?;
+        export_peft(&lora, &config, &version.lineage.base_model_name).map_err(|error| version.internal(error))
     })
     .await
-    .map_err(|error| AppError::new(ErrorCode::Internal, format!("the export task failed: {error}")))?
-    .map_err(|reason| AppError::new(ErrorCode::Internal, format!("{label}: {reason}")))?;
+    .map_err(|error| AppError::new(ErrorCode::Internal, format!("the export task failed: {error}")))??;
     Ok(if file == PEFT_CONFIG_FILE {
         ([(header::CONTENT_TYPE, "application/json")], files.config_json.into_bytes()).into_response()
     } else {
         ([(header::CONTENT_TYPE, "application/octet-stream")], files.safetensors).into_response()
     })
-}
-
-/// A published version with what an export of it starts from.
-pub(super) struct VersionOnBase {
-    /// `name@version`, for messages.
-    pub(super) label: String,
-    pub(super) lineage: Lineage,
-    /// The model file it was trained on: the catalog model, or the base release named by the lineage's digest.
-    pub(super) base_path: PathBuf,
-    /// The version's adapter weights, in the registry's own safetensors format.
-    pub(super) adapter_weights: Bytes,
-}
-
-/// Finds `name@version`, the base model file it was trained on and its adapter weights. An unknown adapter or
-/// version is 404; a base adapterd does not have (its catalog model is gone, or now has other content and no
-/// base release carries the lineage's digest) is 409 naming the base.
-pub(super) async fn version_on_base(state: &AppState, name: &str, version: u64) -> Result<VersionOnBase, AppError> {
-    let name = AdapterName::new(name).map_err(|error| AppError::invalid_request(error.to_string()))?;
-    let ports = state.controller.ports();
-    let resolved = ports
-        .registry
-        .get(&name, version)
-        .await?
-        .ok_or_else(|| AppError::not_found(format!("adapter {name} has no version {version}")))?;
-    let label = format!("{name}@{version}");
-    let lineage = resolved.manifest.lineage.clone();
-    let base = ports
-        .base_models
-        .resolve(&BaseModelRef::Named(lineage.base_model_name.clone()))
-        .map_err(|reason| base_unknown(&label, &reason))?;
-    let base_path: PathBuf = if base.digest == lineage.base_model_digest {
-        base.path.clone()
-    } else {
-        ports
-            .base_models
-            .release(&base, &lineage.base_model_digest)
-            .map(|release| release.path)
-            .ok_or_else(|| base_unknown(&label, &format!("no base with digest {}", lineage.base_model_digest)))?
-    };
-    let weights = resolved.manifest.file(ADAPTER_WEIGHTS_FILE).ok_or_else(|| {
-        AppError::new(ErrorCode::Internal, format!("{label}: the manifest lists no {ADAPTER_WEIGHTS_FILE}"))
-    })?;
-    let adapter_weights = ports.registry.fetch_blob(&weights.digest).await?;
-    Ok(VersionOnBase { label, lineage, base_path, adapter_weights })
 }
 
 /// Publishes a PEFT adapter folder as the next version of `name`, bound to the catalog model `request.base`.
@@ -145,11 +101,4 @@ pub(super) async fn import(
         })
         .await?;
     Ok(Json(super::convert::version_info(&record)))
-}
-
-fn base_unknown(label: &str, reason: &str) -> AppError {
-    AppError::new(
-        ErrorCode::Conflict,
-        format!("{label}: the base model it was trained on is not in adapterd's catalog ({reason})"),
-    )
 }
