@@ -233,7 +233,7 @@ impl Controller {
             .map_err(ControllerError::from)?;
         if !gates.passed {
             tracing::info!(run = %run.id, "gates failed: nothing published");
-            self.notify_gates_failed(&run.id, &spec.publish.adapter, &gates);
+            self.notify_gates_failed(&run.id, &spec.publish.adapter, &gates).await;
             return Ok(Outcome::Rejected);
         }
 
@@ -265,7 +265,7 @@ impl Controller {
             eval: Some(EvalReport { metrics: output.metrics, gates, samples: output.samples }),
         };
         let version = ports.registry.publish(request).await.map_err(ControllerError::from)?;
-        self.notify_published(&version);
+        self.notify_published(&version).await;
         let published = PublishedRef {
             adapter: version.name.clone(),
             version: version.version,

@@ -58,10 +58,13 @@ impl Default for ControllerConfig {
 }
 
 /// Told about every published version (the embedded worker uses it to pull at once instead of at its next poll).
+/// The runner awaits each listener before it goes on, so a listener can make what it heard durable (adapterd stores
+/// the outbound event) before the run's outcome is recorded; a listener must not wait for slow work (delivery).
+#[async_trait::async_trait]
 pub trait PublishListener: Send + Sync {
-    fn published(&self, version: &AdapterVersionRecord);
+    async fn published(&self, version: &AdapterVersionRecord);
     /// A run of the pipeline publishing `adapter` failed its eval gates (nothing was published).
-    fn gates_failed(
+    async fn gates_failed(
         &self,
         _run_id: &str,
         _adapter: &adapterci_core::AdapterName,
@@ -138,14 +141,14 @@ impl Controller {
         }
     }
 
-    pub(crate) fn notify_published(&self, version: &AdapterVersionRecord) {
+    pub(crate) async fn notify_published(&self, version: &AdapterVersionRecord) {
         let listeners = self.listeners.lock().map(|listeners| listeners.clone()).unwrap_or_default();
         for listener in listeners {
-            listener.published(version);
+            listener.published(version).await;
         }
     }
 
-    pub(crate) fn notify_gates_failed(
+    pub(crate) async fn notify_gates_failed(
         &self,
         run_id: &str,
         adapter: &adapterci_core::AdapterName,
@@ -153,7 +156,7 @@ impl Controller {
     ) {
         let listeners = self.listeners.lock().map(|listeners| listeners.clone()).unwrap_or_default();
         for listener in listeners {
-            listener.gates_failed(run_id, adapter, gates);
+            listener.gates_failed(run_id, adapter, gates).await;
         }
     }
 

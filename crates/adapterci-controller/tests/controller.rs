@@ -306,9 +306,10 @@ async fn every_training_step_is_stored_as_a_step_metric_when_a_store_is_set() {
 #[derive(Default)]
 struct GateFailures(std::sync::Mutex<Vec<(String, String, Vec<String>)>>);
 
+#[async_trait::async_trait]
 impl adapterci_controller::PublishListener for GateFailures {
-    fn published(&self, _: &adapterci_core::ports::AdapterVersionRecord) {}
-    fn gates_failed(&self, run_id: &str, adapter: &AdapterName, gates: &adapterci_core::gate::GateReport) {
+    async fn published(&self, _: &adapterci_core::ports::AdapterVersionRecord) {}
+    async fn gates_failed(&self, run_id: &str, adapter: &AdapterName, gates: &adapterci_core::gate::GateReport) {
         let failed = gates.results.iter().filter(|g| !g.passed).map(|g| g.metric.clone()).collect();
         self.0.lock().unwrap().push((run_id.to_string(), adapter.to_string(), failed));
     }

@@ -108,8 +108,9 @@ impl TrainingExecutor for TestExecutor {
 /// Crashes the execution that publishes (a panic ends its task) right after the version is recorded.
 struct CrashAfterPublish;
 
+#[async_trait]
 impl PublishListener for CrashAfterPublish {
-    fn published(&self, _version: &AdapterVersionRecord) {
+    async fn published(&self, _version: &AdapterVersionRecord) {
         panic!("simulated crash between publishing and recording the run's outcome");
     }
 }

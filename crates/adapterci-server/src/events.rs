@@ -1,8 +1,9 @@
 //! Outbound registry events: when a version is published or a channel promoted or rolled back, every subscriber's
 //! webhook gets a JSON [`RegistryEvent`] signed with HMAC-SHA256 over the body (`X-Adapterci-Signature-256:
 //! sha256=<hex>`, the GitHub convention), retried with capped exponential backoff, and every attempt recorded in
-//! the store's [`EventDeliveryLog`]. Delivery runs on spawned tasks: a slow subscriber never delays the request
-//! that caused the event.
+//! the store's [`EventDeliveryLog`]. Raising an event ([`EventNotifier::notify`]) returns once it is stored, so
+//! the request that caused it is answered after the event is durable; delivery runs on spawned tasks: a slow
+//! subscriber never delays that request.
 //!
 //! Delivery survives a restart: the event is stored with the endpoints it is addressed to (`registry_events`, an
 //! outbox) before its first attempt and settled once every endpoint has it or was given up. At start adapterd
@@ -164,25 +165,35 @@ impl EventNotifier {
         }
     }
 
-    /// Stores `event`, addressed to every subscriber, then delivers it to each on spawned tasks and settles it once
-    /// they are done; returns at once.
-    pub fn notify(self: &Arc<Self>, event: RegistryEvent) {
+    /// Stores `event`, addressed to every subscriber, and returns once it is stored; it is then delivered to each
+    /// subscriber on spawned tasks and settled once they are done. Awaiting this before answering the request that
+    /// raised the event means a crash after the answer cannot lose the event: the next start resumes it.
+    ///
+    /// A store that cannot record the event is logged, not returned: the registry change that raised it already
+    /// happened, so failing the caller's request would misreport it; the event is still delivered from memory, and
+    /// only a restart before it is delivered loses it. Storing runs on its own task, so a caller dropped while it
+    /// waits (a client that hung up) still has its event stored and delivered.
+    pub async fn notify(self: &Arc<Self>, event: RegistryEvent) {
         let subscribers = self.subscribers();
         if subscribers.is_empty() || !self.claim(&event.id) {
             return;
         }
         let notifier = self.clone();
+        let (stored, stored_signal) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
             let endpoints: Vec<String> = subscribers.iter().map(|subscriber| subscriber.url.clone()).collect();
             if let Err(error) = notifier.log.record_event(&event, &endpoints).await {
                 tracing::warn!(%error, event = %event.id, "could not store a registry event: a restart before it is delivered loses it");
             }
+            let _ = stored.send(());
             let deliveries = subscribers
                 .into_iter()
                 .map(|subscriber| Delivery { subscriber, attempts_made: 0, wait: Duration::ZERO })
                 .collect();
             notifier.deliver_and_settle(event, deliveries).await;
         });
+        // an error here is a storing task that panicked: there is nothing more to wait for
+        let _ = stored_signal.await;
     }
 
     /// Continues every stored event that was not settled (adapterd stopped while delivering it) and returns how
@@ -379,17 +390,18 @@ pub fn subscribers_from_env() -> Vec<EventSubscriber> {
 }
 
 /// Sends a `published` event for every version the controller publishes, and a `gate_failed` event for every
-/// run whose gates fail.
+/// run whose gates fail; the runner goes on once the event is stored.
 pub struct PublishEvents(pub Arc<EventNotifier>);
 
+#[async_trait]
 impl adapterci_controller::PublishListener for PublishEvents {
-    fn published(&self, version: &AdapterVersionRecord) {
+    async fn published(&self, version: &AdapterVersionRecord) {
         let mut event = self.0.event(RegistryEventKind::Published, version.name.as_str(), version.version);
         event.manifest_digest = Some(version.manifest_digest.to_string());
-        self.0.notify(event);
+        self.0.notify(event).await;
     }
 
-    fn gates_failed(
+    async fn gates_failed(
         &self,
         run_id: &str,
         adapter: &adapterci_core::AdapterName,
@@ -398,7 +410,7 @@ impl adapterci_controller::PublishListener for PublishEvents {
         let mut event = self.0.event(RegistryEventKind::GateFailed, adapter.as_str(), 0);
         event.run_id = Some(run_id.to_string());
         event.failed_gates = gates.results.iter().filter(|g| !g.passed).map(|g| g.reason.clone()).collect();
-        self.0.notify(event);
+        self.0.notify(event).await;
     }
 }
 

@@ -61,8 +61,9 @@ impl RunningServer {
 
 struct WorkerListener(Arc<Worker>);
 
+#[async_trait::async_trait]
 impl PublishListener for WorkerListener {
-    fn published(&self, version: &AdapterVersionRecord) {
+    async fn published(&self, version: &AdapterVersionRecord) {
         self.0.on_published(version);
     }
 }

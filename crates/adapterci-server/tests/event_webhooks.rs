@@ -247,7 +247,7 @@ async fn notify_reaches_every_subscriber_in_the_background() {
     setup.notifier.add_subscriber(EventSubscriber { url: first, secret: SECRET.to_vec() });
     setup.notifier.add_subscriber(EventSubscriber { url: second, secret: b"second".to_vec() });
     let event = setup.notifier.event(RegistryEventKind::Published, "support", 7);
-    setup.notifier.notify(event.clone());
+    setup.notifier.notify(event.clone()).await;
     let got = next(&mut first_requests).await;
     assert_eq!(got.signature, sign_sha256(SECRET, &[&got.body]));
     next(&mut second_requests).await; // refused once
@@ -273,7 +273,7 @@ async fn a_run_whose_gates_fail_sends_a_signed_gate_failed_event_naming_the_run_
     };
     let report = GateReport { passed: false, results: vec![gate("exact_match", false), gate("eval_loss", true)] };
     let adapter = adapterci_core::AdapterName::new("support").unwrap();
-    adapterci_server::events::PublishEvents(setup.notifier.clone()).gates_failed("run-42", &adapter, &report);
+    adapterci_server::events::PublishEvents(setup.notifier.clone()).gates_failed("run-42", &adapter, &report).await;
     let got = next(&mut requests).await;
     assert_eq!(got.event, "gate_failed");
     assert_eq!(got.signature, sign_sha256(SECRET, &[&got.body]));
@@ -295,12 +295,14 @@ async fn notify_stores_the_event_for_its_subscribers_and_settles_it_once_each_ha
     notifier.add_subscriber(subscriber(&first));
     notifier.add_subscriber(subscriber(&second));
     let event = notifier.event(RegistryEventKind::Published, "support", 7);
-    notifier.notify(event.clone());
+    notifier.notify(event.clone()).await;
+    // stored when notify returns (the event cannot be settled yet: the second subscriber refuses its first attempt
+    // and its retry waits in a pause that only the test releases)
+    let pending = setup.log.unsettled_events().await.unwrap();
+    assert_eq!(pending, [PendingEvent { event: event.clone(), endpoints: vec![first.clone(), second.clone()] }]);
     next(&mut first_requests).await;
     next(&mut second_requests).await; // refused: the retry waits in the held pause
     next_pause(&mut pauses).await;
-    let pending = setup.log.unsettled_events().await.unwrap();
-    assert_eq!(pending, [PendingEvent { event: event.clone(), endpoints: vec![first.clone(), second.clone()] }]);
     assert!(settled.try_recv().is_err(), "not settled while a subscriber waits for its retry");
     pause.release.add_permits(1);
     next(&mut second_requests).await;
@@ -325,7 +327,7 @@ async fn a_restart_resumes_an_event_that_was_waiting_for_a_retry() {
         Arc::new(EventNotifier::new(setup.log.clone(), Arc::new(SystemClock), policy(3)).with_pause(never_released));
     first_run.add_subscriber(subscriber(&url));
     let event = promoted(&first_run);
-    first_run.notify(event.clone());
+    first_run.notify(event.clone()).await;
     assert_eq!(next(&mut requests).await.event_id, event.id);
     assert_eq!(next_pause(&mut pauses).await, Duration::from_secs(1), "attempt 1 is recorded, A waits to retry");
     drop(first_run); // its delivery task stays parked in the pause for the rest of the test, like a dead process

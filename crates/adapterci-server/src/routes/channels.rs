@@ -29,12 +29,13 @@ impl From<ChannelError> for AppError {
     }
 }
 
-/// Sends the outbound event of a channel change to the subscribers (in the background).
-fn notify(state: &AppState, kind: RegistryEventKind, record: &ChannelRecord) {
+/// Stores the outbound event of a channel change, then sends it to the subscribers in the background: the
+/// response is sent once the event is durable (a store failure is logged, the channel change stands).
+async fn notify(state: &AppState, kind: RegistryEventKind, record: &ChannelRecord) {
     if let Some(events) = &state.events {
         let mut event = events.event(kind, record.adapter.as_str(), record.version);
         event.channel = Some(record.channel.to_string());
-        events.notify(event);
+        events.notify(event).await;
     }
 }
 
@@ -89,7 +90,7 @@ pub(super) async fn promote(
     let request = PromoteRequest { adapter, channel, version: body.version, allow_base_change: body.allow_base_change };
     let record = state.controller.ports().store.promote(request).await?;
     tracing::info!(adapter = %record.adapter, channel = %record.channel, version = record.version, "promoted");
-    notify(&state, RegistryEventKind::Promoted, &record);
+    notify(&state, RegistryEventKind::Promoted, &record).await;
     Ok(Json(channel_info(record)))
 }
 
@@ -103,7 +104,7 @@ pub(super) async fn rollback(
     let target = body.version.map_or(RollbackTarget::Previous, RollbackTarget::Version);
     let record = state.controller.ports().store.rollback(&adapter, &channel, target).await?;
     tracing::info!(adapter = %record.adapter, channel = %record.channel, version = record.version, "rolled back");
-    notify(&state, RegistryEventKind::RolledBack, &record);
+    notify(&state, RegistryEventKind::RolledBack, &record).await;
     Ok(Json(channel_info(record)))
 }
 
