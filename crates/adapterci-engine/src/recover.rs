@@ -512,14 +512,7 @@ fn resume(
     let Ok(json) = std::fs::read(&state_path) else { return Ok(None) };
     let state: CheckpointState = serde_json::from_slice(&json)
         .map_err(|e| EngineError::Training(format!("{}: unreadable recovery checkpoint: {e}", state_path.display())))?;
-    // the budget and how often to validate do not change what a step trains
-    let same = RecoverySpec {
-        steps: spec.steps,
-        max_seconds: spec.max_seconds,
-        validate_every: spec.validate_every,
-        ..state.spec.clone()
-    } == *spec;
-    if !same {
+    if state.spec.resume_identity() != spec.resume_identity() {
         return Err(EngineError::Training(format!(
             "{}: the checkpoint was written for a different recovery spec; remove it or use another directory",
             state_path.display()
@@ -536,6 +529,14 @@ fn resume(
         p.load_state(&named).map_err(|e| EngineError::Training(format!("{}: {e}", path.display())))?;
     }
     Ok(Some((lora, state)))
+}
+
+impl RecoverySpec {
+    /// The spec less what a run may change and still resume a checkpoint of another: the budget (steps, wall
+    /// time) and how often it validates, which do not change what a step trains.
+    pub fn resume_identity(&self) -> RecoverySpec {
+        RecoverySpec { steps: 0, max_seconds: None, validate_every: 0, ..self.clone() }
+    }
 }
 
 /// The device a recovery should use: CUDA when present.

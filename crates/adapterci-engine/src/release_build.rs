@@ -360,16 +360,18 @@ pub fn build_release(
         options.recovery.rank,
         text.sequences.len()
     ));
+    let mut recovery = options.recovery.clone();
+    if let Some(root) = &options.recovery.checkpoint_dir {
+        let dir = root.join(checkpoint_key(base, options, &linear, embedding.as_ref())?);
+        progress(&format!(
+            "recovery checkpoints in {} (a rerun that palettizes the same base, with the same spec, resumes them)",
+            dir.display()
+        ));
+        recovery.checkpoint_dir = Some(dir);
+    }
     let llama = base.llama();
-    let done = recover_palettized(
-        llama,
-        &student,
-        &linear,
-        Some(&calibrated.hessians),
-        &text,
-        &options.recovery,
-        recovery_progress,
-    )?;
+    let done =
+        recover_palettized(llama, &student, &linear, Some(&calibrated.hessians), &text, &recovery, recovery_progress)?;
     // the release is written after recovery: with trained palettes, its tables and scales are the trained ones
     let release = release_file(base, options, done.palettes, embedding)?;
     let release_digest = Digest::of(&release);
@@ -397,6 +399,24 @@ pub fn build_release(
         analysis,
     };
     Ok(BuiltRelease { release, recovery_adapter, report })
+}
+
+/// The folder, under the recovery's checkpoint folder, of a build's checkpoints: named by the palettized base the
+/// recovery starts from (the release file before recovery) and what its steps train
+/// ([`RecoverySpec::resume_identity`]). A rerun whose calibration reproduces the same palettization resumes the
+/// interrupted recovery; one that palettizes otherwise, or trains otherwise, starts in a folder of its own instead
+/// of resuming an adapter trained against another base, or stopping at a checkpoint it cannot use.
+fn checkpoint_key(
+    base: &BaseModel,
+    options: &BuildOptions,
+    linear: &[PalettizedTensor],
+    embedding: Option<&PalettizedTensor>,
+) -> Result<String, EngineError> {
+    let mut identity = release_file(base, options, linear.to_vec(), embedding.cloned())?;
+    let spec = serde_json::to_vec(&options.recovery.resume_identity())
+        .map_err(|e| EngineError::InvalidConfig(format!("recovery spec: {e}")))?;
+    identity.extend_from_slice(&spec);
+    Ok(Digest::of(&identity).hex()[..16].to_string())
 }
 
 /// The teacher's sequences plus, when given, `user_corpus` cut into `seq_len`-token sequences, mixed so that the

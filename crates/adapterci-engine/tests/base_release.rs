@@ -20,7 +20,9 @@ use adapterci_engine::recover::{
     RecoverySpec, RecoveryText, calibrated_init, hold_out, recover, recover_palettized, recovery_config,
 };
 use adapterci_engine::release::{BaseRelease, bind_recovery_adapter, check_recovery_adapter};
-use adapterci_engine::release_build::{BuildOptions, cached_teacher_text, calibrate, recovery_text, release_file};
+use adapterci_engine::release_build::{
+    BuildOptions, build_release, cached_teacher_text, calibrate, recovery_text, release_file,
+};
 use adapterci_engine::tiny::write_tiny_model;
 use tch::Device;
 
@@ -74,6 +76,59 @@ fn teacher_text_has_the_requested_shape_and_is_seeded() {
     assert_eq!(a.len(), 10);
     assert!(a.iter().all(|s| s.len() == 24));
     assert_eq!(a, b, "the same seed writes the same text");
+}
+
+/// `build_release` on the tiny model with recovery checkpoints under `root`, stopped (as a kill would) at
+/// `stop_at` when given; the recovery's report when it finished.
+fn build_with_checkpoints(
+    f: &Fixture,
+    root: &std::path::Path,
+    method: Method,
+    rank: usize,
+    stop_at: Option<usize>,
+) -> Option<adapterci_engine::recover::RecoveryReport> {
+    let options = BuildOptions {
+        method,
+        teacher: TeacherTextSpec { sequences: 20, seq_len: 24, batch: 10, temperature: 1.0, seed: 1 },
+        recovery: RecoverySpec {
+            rank,
+            steps: 6,
+            batch: 2,
+            checkpoint_every: 2,
+            checkpoint_dir: Some(root.to_path_buf()),
+            ..RecoverySpec::default()
+        },
+        ..BuildOptions::default()
+    };
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        build_release(&f.base, &options, None, None, &mut |_| {}, &mut |p| {
+            if Some(p.step) == stop_at {
+                panic!("simulated kill");
+            }
+        })
+        .unwrap()
+        .report
+        .recovery
+    }))
+    .ok()
+}
+
+#[test]
+fn a_rebuild_resumes_the_recovery_of_the_same_palettization_and_spec_only() {
+    let f = fixture();
+    let root = f.dir.join("checkpoints");
+    assert!(build_with_checkpoints(&f, &root, method(), 4, Some(5)).is_none(), "the first build was stopped");
+    let folders = || std::fs::read_dir(&root).unwrap().count();
+    assert_eq!(folders(), 1, "one folder for the one palettization");
+    let resumed = build_with_checkpoints(&f, &root, method(), 4, None).unwrap();
+    assert_eq!(resumed.resumed_from, Some(4), "the rebuild resumes the checkpoint of step 4");
+    assert_eq!(resumed.steps, 6);
+    // another palettization (other tables) must not resume an adapter trained against the first one
+    let other_tables = Method { group_rows: 4, ..method() };
+    assert_eq!(build_with_checkpoints(&f, &root, other_tables, 4, None).unwrap().resumed_from, None);
+    // nor another spec, which starts afresh instead of stopping at a checkpoint it cannot use
+    assert_eq!(build_with_checkpoints(&f, &root, method(), 2, None).unwrap().resumed_from, None);
+    assert_eq!(folders(), 3);
 }
 
 #[test]
