@@ -16,6 +16,7 @@ mod m20261126_000202_create_webhook_deliveries;
 mod m20261126_000301_create_run_step_metrics;
 mod m20261126_000401_create_registry_event_attempts;
 mod m20261128_000402_create_registry_events;
+mod m20261128_000403_add_registry_event_leases;
 
 pub use sea_orm_migration::{MigrationStatus, MigratorTrait};
 
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000301_create_run_step_metrics::Migration),
             Box::new(m20261126_000401_create_registry_event_attempts::Migration),
             Box::new(m20261128_000402_create_registry_events::Migration),
+            Box::new(m20261128_000403_add_registry_event_leases::Migration),
         ]
     }
 }

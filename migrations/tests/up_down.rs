@@ -1,10 +1,11 @@
-//! Runs every migration up, down and up again on SQLite, checking the tables appear and disappear.
+//! Runs every migration up, down and up again on SQLite, checking the tables (and the columns a migration adds to
+//! an existing table) appear and disappear.
 
 use adapterci_migrations::{MigrationStatus, Migrator, MigratorTrait};
 use sea_orm_migration::SchemaManager;
 use sea_orm_migration::sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
 
-/// Every table the migrations create, in the order of the migrations; the last is the newest migration's.
+/// Every table the migrations create, in the order of the migrations.
 const TABLES: [&str; 14] = [
     "pipelines",
     "runs",
@@ -22,7 +23,20 @@ const TABLES: [&str; 14] = [
     "registry_events",
 ];
 /// The tables the newest migration creates.
-const NEWEST: [&str; 1] = ["registry_events"];
+const NEWEST: [&str; 0] = [];
+/// The columns the newest migration adds to older tables, as (table, column).
+const NEWEST_COLUMNS: [(&str, &str); 2] = [("registry_events", "claimed_by"), ("registry_events", "lease_until")];
+
+async fn newest_columns_present(db: &DatabaseConnection) -> Vec<(&'static str, &'static str)> {
+    let manager = SchemaManager::new(db);
+    let mut present = Vec::new();
+    for (table, column) in NEWEST_COLUMNS {
+        if manager.has_column(table, column).await.expect("has_column") {
+            present.push((table, column));
+        }
+    }
+    present
+}
 
 async fn tables_present(db: &DatabaseConnection) -> Vec<&'static str> {
     let manager = SchemaManager::new(db);
@@ -77,6 +91,8 @@ async fn one_step_down_reverts_only_the_newest_migration() {
     assert!(older.iter().all(|m| m.status() == MigrationStatus::Applied));
     let older_tables: Vec<&str> = TABLES.into_iter().filter(|t| !NEWEST.contains(t)).collect();
     assert_eq!(tables_present(&db).await, older_tables, "only the newest migration's tables are gone");
+    assert!(newest_columns_present(&db).await.is_empty(), "the columns it added are gone");
     Migrator::up(&db, None).await.unwrap();
     assert_eq!(tables_present(&db).await, TABLES);
+    assert_eq!(newest_columns_present(&db).await, NEWEST_COLUMNS);
 }

@@ -71,24 +71,52 @@ pub struct EventAttempt {
     pub at: DateTime<Utc>,
 }
 
+/// Which notifier delivers a stored event, and until when: no other takes the event over before `until`. A
+/// notifier is one adapterd process; the lease outlasts a whole delivery by its policy, so it only runs out when
+/// the process stopped, and then another (a replica, or the process restarted) takes the event over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventLease {
+    /// The notifier's owner id, unique per process.
+    pub owner: String,
+    pub until: DateTime<Utc>,
+}
+
+impl EventLease {
+    /// Whether the lease still holds at `now`: until `until` included, after it another may take over.
+    pub fn holds_at(&self, now: DateTime<Utc>) -> bool {
+        now <= self.until
+    }
+}
+
 /// A stored event that is not settled yet, with the endpoints it is addressed to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PendingEvent {
     pub event: RegistryEvent,
     /// In the order they were recorded.
     pub endpoints: Vec<String>,
+    /// The notifier that stored it or last took it over; none for an event stored before leases existed.
+    pub lease: Option<EventLease>,
 }
 
 /// The log of outbound deliveries, and the outbox of the events not yet settled.
 #[async_trait]
 pub trait EventDeliveryLog: Send + Sync {
-    /// Stores `event`, addressed to `endpoints`, before its first attempt. Recording an id that is already stored
-    /// changes nothing.
-    async fn record_event(&self, event: &RegistryEvent, endpoints: &[String]) -> Result<(), StoreError>;
+    /// Stores `event`, addressed to `endpoints` and held by `lease` (the notifier about to deliver it), before its
+    /// first attempt. Recording an id that is already stored changes nothing.
+    async fn record_event(
+        &self,
+        event: &RegistryEvent,
+        endpoints: &[String],
+        lease: &EventLease,
+    ) -> Result<(), StoreError>;
     /// The stored events not settled yet, oldest first. A stored event that cannot be read is an error naming it.
     async fn unsettled_events(&self) -> Result<Vec<PendingEvent>, StoreError>;
-    /// Marks `event_id` as settled: every endpoint has it or was given up. Settling an id that is not stored, or is
-    /// already settled, changes nothing.
+    /// Takes the unsettled event `event_id` over with `lease` if no lease holds it at `now` (none was taken, or it
+    /// ended before `now`); returns whether it did. It is one conditional write, so of several notifiers
+    /// racing for one event exactly one gets it.
+    async fn claim_event(&self, event_id: &str, lease: &EventLease, now: DateTime<Utc>) -> Result<bool, StoreError>;
+    /// Marks `event_id` as settled: every endpoint has it or was given up. Its lease stays, saying who finished
+    /// it. Settling an id that is not stored, or is already settled, changes nothing.
     async fn settle_event(&self, event_id: &str) -> Result<(), StoreError>;
     async fn record_attempt(&self, attempt: EventAttempt) -> Result<(), StoreError>;
     /// The attempts for `event_id`, oldest first.

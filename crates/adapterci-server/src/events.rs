@@ -6,19 +6,26 @@
 //! subscriber never delays that request.
 //!
 //! Delivery survives a restart: the event is stored with the endpoints it is addressed to (`registry_events`, an
-//! outbox) before its first attempt and settled once every endpoint has it or was given up. At start adapterd
-//! calls [`EventNotifier::resume_pending`], which continues every unsettled event where its recorded attempts
-//! stopped. Delivery is at least once: a receiver drops a duplicate by its event id.
+//! outbox) before its first attempt and settled once every endpoint has it or was given up. Replicas share the
+//! outbox without delivering one event twice: each notifier has an owner id (one per process) and holds every
+//! event it stores or takes over under a lease ([`DeliveryPolicy::lease`]) that outlasts the whole delivery, so a
+//! lease only runs out when its process stopped. [`EventNotifier::run_until`] (adapterd's loop) calls
+//! [`EventNotifier::resume_pending`] at start and every [`RESUME_INTERVAL`]: it takes over each unsettled event
+//! whose lease ran out, in one conditional write that only one notifier can win, and continues it where its
+//! recorded attempts stopped. Delivery is at least once: a receiver drops a duplicate by its event id.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use adapterci_controller::webhooks::sign_sha256;
-use adapterci_core::events::{EventAttempt, EventDeliveryLog, PendingEvent, RegistryEvent, RegistryEventKind};
+use adapterci_core::events::{
+    EventAttempt, EventDeliveryLog, EventLease, PendingEvent, RegistryEvent, RegistryEventKind,
+};
 use adapterci_core::ports::{AdapterVersionRecord, Clock, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 /// The header carrying the body's HMAC-SHA256 signature.
@@ -27,6 +34,11 @@ pub const SIGNATURE_HEADER: &str = "X-Adapterci-Signature-256";
 pub const EVENT_HEADER: &str = "X-Adapterci-Event";
 /// The header carrying the event id (the same on every retry).
 pub const EVENT_ID_HEADER: &str = "X-Adapterci-Event-Id";
+/// How often adapterd looks for unsettled events whose lease ran out: an event a stopped process held is taken
+/// over at most this long after its lease ends.
+pub const RESUME_INTERVAL: Duration = Duration::from_secs(60);
+/// What a lease adds to the longest delivery its policy allows, for the store writes between attempts.
+pub const LEASE_MARGIN: Duration = Duration::from_secs(60);
 
 /// One webhook that receives every event.
 #[derive(Clone)]
@@ -70,6 +82,28 @@ impl DeliveryPolicy {
         self.first_delay.saturating_mul(factor).min(self.max_delay)
     }
 
+    /// How long a notifier holds an event it stores or takes over: the longest its delivery can take by this
+    /// policy (what is left of a resumed backoff, then every attempt's request timeout and every pause between
+    /// attempts; the endpoints run in parallel) plus [`LEASE_MARGIN`]. A lease this long needs no renewal: it runs
+    /// out only when the process holding it stopped, and then another takes the event over.
+    pub fn lease(&self) -> Duration {
+        let attempts = self.max_attempts.max(1);
+        let mut pauses = Duration::ZERO;
+        for attempt in 1..attempts {
+            let delay = self.delay_after(attempt);
+            if delay == self.max_delay {
+                // capped from here on: the rest of the pauses are all max_delay
+                pauses = pauses.saturating_add(delay.saturating_mul(attempts - attempt));
+                break;
+            }
+            pauses = pauses.saturating_add(delay);
+        }
+        self.max_delay
+            .saturating_add(pauses)
+            .saturating_add(self.request_timeout.saturating_mul(attempts))
+            .saturating_add(LEASE_MARGIN)
+    }
+
     /// What is left at `now` of the pause after failed attempt `attempt`, made at `attempted_at`: a delivery
     /// resumed after a restart keeps the endpoint's backoff instead of retrying at once.
     pub fn remaining_delay_after(&self, attempt: u32, attempted_at: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
@@ -105,6 +139,8 @@ struct Delivery {
 
 /// Sends registry events to the subscribers.
 pub struct EventNotifier {
+    /// This notifier's owner id in the events' leases: a fresh uuid per notifier, so per process.
+    owner: String,
     subscribers: RwLock<Vec<EventSubscriber>>,
     policy: DeliveryPolicy,
     log: Arc<dyn EventDeliveryLog>,
@@ -119,6 +155,7 @@ pub struct EventNotifier {
 impl EventNotifier {
     pub fn new(log: Arc<dyn EventDeliveryLog>, clock: Arc<dyn Clock>, policy: DeliveryPolicy) -> EventNotifier {
         EventNotifier {
+            owner: uuid::Uuid::new_v4().to_string(),
             subscribers: RwLock::new(Vec::new()),
             policy,
             log,
@@ -138,6 +175,20 @@ impl EventNotifier {
     /// Where every delivery attempt is recorded.
     pub fn log(&self) -> &Arc<dyn EventDeliveryLog> {
         &self.log
+    }
+
+    /// The owner id this notifier holds its events' leases under.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// A lease for this notifier from `now`, as long as [`DeliveryPolicy::lease`].
+    fn lease_from(&self, now: DateTime<Utc>) -> EventLease {
+        let length = chrono::Duration::from_std(self.policy.lease()).unwrap_or(chrono::Duration::MAX);
+        EventLease {
+            owner: self.owner.clone(),
+            until: now.checked_add_signed(length).unwrap_or(DateTime::<Utc>::MAX_UTC),
+        }
     }
 
     pub fn add_subscriber(&self, subscriber: EventSubscriber) {
@@ -182,7 +233,8 @@ impl EventNotifier {
         let (stored, stored_signal) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
             let endpoints: Vec<String> = subscribers.iter().map(|subscriber| subscriber.url.clone()).collect();
-            if let Err(error) = notifier.log.record_event(&event, &endpoints).await {
+            let lease = notifier.lease_from(notifier.clock.now());
+            if let Err(error) = notifier.log.record_event(&event, &endpoints, &lease).await {
                 tracing::warn!(%error, event = %event.id, "could not store a registry event: a restart before it is delivered loses it");
             }
             let _ = stored.send(());
@@ -196,10 +248,33 @@ impl EventNotifier {
         let _ = stored_signal.await;
     }
 
-    /// Continues every stored event that was not settled (adapterd stopped while delivering it) and returns how
-    /// many deliveries it resumed, once they have all finished. An endpoint that has the event, or whose attempts
-    /// ran out, is skipped; one that is no longer a subscriber is given up. Each endpoint's attempt numbering and
-    /// backoff continue from its recorded attempts, signed with the current subscriber's secret.
+    /// adapterd's upkeep of the outbox until `shutdown` turns true: [`EventNotifier::resume_pending`] at once and
+    /// every [`RESUME_INTERVAL`], each pass on its own task so that a long delivery never delays the next (an event
+    /// this notifier is delivering is skipped, and one another holds is left to it).
+    pub async fn run_until(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut resume = tokio::time::interval(RESUME_INTERVAL);
+        resume.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = resume.tick() => {
+                    let notifier = self.clone();
+                    tokio::spawn(async move { notifier.resume_pending().await });
+                }
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes over every stored event that is not settled and that no lease holds (the process delivering it
+    /// stopped, or it was stored before leases existed), continues them, and returns how many deliveries it
+    /// resumed, once they have all finished. Of several notifiers resuming at once, each event goes to exactly
+    /// one. An endpoint that has the event, or whose attempts ran out, is skipped; one that is no longer a
+    /// subscriber is given up. Each endpoint's attempt numbering and backoff continue from its recorded attempts,
+    /// signed with the current subscriber's secret.
     pub async fn resume_pending(self: &Arc<Self>) -> usize {
         let pending = match self.log.unsettled_events().await {
             Ok(pending) => pending,
@@ -210,10 +285,25 @@ impl EventNotifier {
         };
         let subscribers = self.subscribers();
         let (mut events, mut resumed) = (JoinSet::new(), 0);
-        for PendingEvent { event, endpoints } in pending {
-            if !self.claim(&event.id) {
+        for PendingEvent { event, endpoints, lease } in pending {
+            let now = self.clock.now();
+            if lease.is_some_and(|lease| lease.holds_at(now)) || !self.claim(&event.id) {
                 continue;
             }
+            match self.log.claim_event(&event.id, &self.lease_from(now), now).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    // another notifier took it over first
+                    self.release(&event.id);
+                    continue;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, event = %event.id, "cannot take over a registry event: it is not resumed");
+                    self.release(&event.id);
+                    continue;
+                }
+            }
+            // read once the event is ours: no other notifier adds attempts to it any more
             let deliveries = match self.deliveries_to_resume(&event, &endpoints, &subscribers).await {
                 Ok(deliveries) => deliveries,
                 Err(error) => {
@@ -227,7 +317,7 @@ impl EventNotifier {
             events.spawn(async move { notifier.deliver_and_settle(event, deliveries).await });
         }
         if resumed > 0 {
-            tracing::info!(resumed, "resuming registry event deliveries that a restart interrupted");
+            tracing::info!(resumed, "resuming registry event deliveries that a stopped process left unfinished");
         }
         while events.join_next().await.is_some() {}
         resumed
@@ -429,6 +519,21 @@ mod tests {
         let delays: Vec<u64> = (1..=6).map(|attempt| policy.delay_after(attempt).as_secs()).collect();
         assert_eq!(delays, [1, 2, 4, 8, 10, 10]);
         assert_eq!(policy.delay_after(u32::MAX), Duration::from_secs(10), "no overflow");
+    }
+
+    #[test]
+    fn a_lease_outlasts_the_longest_delivery_of_its_policy() {
+        // the rest of a resumed pause (60) + five pauses (1 + 2 + 4 + 8 + 16) + six request timeouts + the margin
+        assert_eq!(DeliveryPolicy::default().lease(), Duration::from_secs(60 + 31 + 60 + 60));
+        let capped = DeliveryPolicy {
+            max_attempts: 8,
+            first_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(1),
+        };
+        assert_eq!(capped.lease(), Duration::from_secs(10 + (1 + 2 + 4 + 8 + 10 + 10 + 10) + 8 + 60));
+        let endless = DeliveryPolicy { max_attempts: u32::MAX, ..capped };
+        assert!(endless.lease() > capped.lease(), "no overflow, no loop over every attempt");
     }
 
     #[test]

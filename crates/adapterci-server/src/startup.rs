@@ -207,12 +207,6 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let admin_registry = registry.clone();
     let events = Arc::new(EventNotifier::new(event_log, Arc::new(SystemClock), DeliveryPolicy::default()));
     crate::events::subscribers_from_env().into_iter().for_each(|subscriber| events.add_subscriber(subscriber));
-    // Events a previous run stored but did not finish delivering (it stopped during a backoff, or before the first
-    // attempt) go out again, to the subscribers configured now.
-    let resuming = events.clone();
-    tokio::spawn(async move {
-        resuming.resume_pending().await;
-    });
     controller.add_publish_listener(Arc::new(PublishEvents(events.clone())));
     let worker = match (config.no_worker, served_base) {
         (false, Some(base)) => {
@@ -265,6 +259,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     if let (Some(worker), true) = (&worker, config.refresh_secs > 0) {
         tasks.push(tokio::spawn(worker.clone().run_refresh_loop(shutdown_receiver.clone())));
     }
+    // Events a stopped process stored but did not finish delivering (it stopped during a backoff, or before the
+    // first attempt) go out again, to the subscribers configured now, once their lease has run out: at start, and
+    // every minute after, so a replica also takes over what another one left.
+    tasks.push(tokio::spawn(events.clone().run_until(shutdown_receiver.clone())));
     let state = AppState {
         controller,
         worker,

@@ -2,8 +2,9 @@
 //! body is signed with HMAC-SHA256, failed deliveries are retried with capped exponential backoff (the pauses are
 //! recorded, not slept), every attempt lands in the delivery log of a real SQLite store, and `notify` reaches
 //! every subscriber. Events are stored before their first attempt: a second notifier on the same SQLite file (a
-//! restarted adapterd) resumes what the first left unfinished, and only that. The receiver signals each request on
-//! a channel: no test waits on a timer.
+//! restarted adapterd) resumes what the first left unfinished once its lease has run out, and only that; two
+//! replicas resuming the same events at once on SQLite or PostgreSQL deliver each exactly once. The receiver
+//! signals each request on a channel: no test waits on a timer.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
@@ -12,15 +13,20 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use adapterci_controller::webhooks::sign_sha256;
-use adapterci_core::events::{EventAttempt, EventDeliveryLog, PendingEvent, RegistryEvent, RegistryEventKind};
-use adapterci_core::ports::{StoreError, SystemClock};
+use adapterci_core::events::{
+    EventAttempt, EventDeliveryLog, EventLease, PendingEvent, RegistryEvent, RegistryEventKind,
+};
+use adapterci_core::ports::{Clock, StoreError, SystemClock};
 use adapterci_server::events::{
     DeliveryPolicy, EVENT_HEADER, EVENT_ID_HEADER, EventNotifier, EventSubscriber, Pause, SIGNATURE_HEADER,
 };
 use adapterci_store::SeaStore;
+use adapterci_testkit::clock::ManualClock;
+use adapterci_testkit::postgres::PostgresServer;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use tokio::sync::mpsc;
 
 const SECRET: &[u8] = b"event secret";
@@ -116,17 +122,69 @@ impl EventDeliveryLog for SignallingLog {
     async fn recent_attempts(&self, limit: u64) -> Result<Vec<EventAttempt>, StoreError> {
         self.store.recent_attempts(limit).await
     }
-    async fn record_event(&self, event: &RegistryEvent, endpoints: &[String]) -> Result<(), StoreError> {
-        self.store.record_event(event, endpoints).await
+    async fn record_event(
+        &self,
+        event: &RegistryEvent,
+        endpoints: &[String],
+        lease: &EventLease,
+    ) -> Result<(), StoreError> {
+        self.store.record_event(event, endpoints, lease).await
     }
     async fn unsettled_events(&self) -> Result<Vec<PendingEvent>, StoreError> {
         self.store.unsettled_events().await
+    }
+    async fn claim_event(&self, event_id: &str, lease: &EventLease, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.store.claim_event(event_id, lease, now).await
     }
     async fn settle_event(&self, event_id: &str) -> Result<(), StoreError> {
         self.store.settle_event(event_id).await?;
         self.settled.send(event_id.to_string()).unwrap();
         Ok(())
     }
+}
+
+/// The store of one replica, which waits after listing the unsettled events until every replica has listed them:
+/// the replicas then all race for every event.
+struct ListingTogether {
+    store: SeaStore,
+    listed: Arc<tokio::sync::Barrier>,
+}
+
+#[async_trait::async_trait]
+impl EventDeliveryLog for ListingTogether {
+    async fn record_attempt(&self, attempt: EventAttempt) -> Result<(), StoreError> {
+        self.store.record_attempt(attempt).await
+    }
+    async fn attempts_of(&self, event_id: &str) -> Result<Vec<EventAttempt>, StoreError> {
+        self.store.attempts_of(event_id).await
+    }
+    async fn recent_attempts(&self, limit: u64) -> Result<Vec<EventAttempt>, StoreError> {
+        self.store.recent_attempts(limit).await
+    }
+    async fn record_event(
+        &self,
+        event: &RegistryEvent,
+        endpoints: &[String],
+        lease: &EventLease,
+    ) -> Result<(), StoreError> {
+        self.store.record_event(event, endpoints, lease).await
+    }
+    async fn unsettled_events(&self) -> Result<Vec<PendingEvent>, StoreError> {
+        let pending = self.store.unsettled_events().await;
+        self.listed.wait().await;
+        pending
+    }
+    async fn claim_event(&self, event_id: &str, lease: &EventLease, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.store.claim_event(event_id, lease, now).await
+    }
+    async fn settle_event(&self, event_id: &str) -> Result<(), StoreError> {
+        self.store.settle_event(event_id).await
+    }
+}
+
+/// The lease of a process that stopped a minute ago, its lease run out.
+fn stopped_lease() -> EventLease {
+    EventLease { owner: "stopped-process".to_string(), until: Utc::now() - TimeDelta::minutes(1) }
 }
 
 struct Setup {
@@ -159,9 +217,9 @@ async fn setup(max_attempts: u32) -> Setup {
 }
 
 /// Another adapterd on the same database: a new store connection and a new notifier.
-async fn restarted(setup: &Setup, max_attempts: u32) -> (Arc<EventNotifier>, Arc<SeaStore>) {
+async fn restarted(setup: &Setup, max_attempts: u32, clock: Arc<dyn Clock>) -> (Arc<EventNotifier>, Arc<SeaStore>) {
     let log = Arc::new(SeaStore::connect(&setup.database).await.unwrap());
-    let notifier = EventNotifier::new(log.clone(), Arc::new(SystemClock), policy(max_attempts));
+    let notifier = EventNotifier::new(log.clone(), clock, policy(max_attempts));
     (Arc::new(notifier.with_pause(setup.pauses.clone())), log)
 }
 
@@ -289,7 +347,8 @@ async fn notify_stores_the_event_for_its_subscribers_and_settles_it_once_each_ha
     let (settled_sender, mut settled) = mpsc::unbounded_channel();
     let log = Arc::new(SignallingLog { store: setup.log.clone(), settled: settled_sender });
     let (pause, mut pauses) = HeldPause::new();
-    let notifier = Arc::new(EventNotifier::new(log, Arc::new(SystemClock), policy(3)).with_pause(pause.clone()));
+    let clock = Arc::new(ManualClock::new());
+    let notifier = Arc::new(EventNotifier::new(log, clock.clone(), policy(3)).with_pause(pause.clone()));
     let (first, mut first_requests) = receiver(0).await;
     let (second, mut second_requests) = receiver(1).await;
     notifier.add_subscriber(subscriber(&first));
@@ -299,7 +358,11 @@ async fn notify_stores_the_event_for_its_subscribers_and_settles_it_once_each_ha
     // stored when notify returns (the event cannot be settled yet: the second subscriber refuses its first attempt
     // and its retry waits in a pause that only the test releases)
     let pending = setup.log.unsettled_events().await.unwrap();
-    assert_eq!(pending, [PendingEvent { event: event.clone(), endpoints: vec![first.clone(), second.clone()] }]);
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!((&pending[0].event, &pending[0].endpoints), (&event, &vec![first.clone(), second.clone()]));
+    let until = clock.now() + TimeDelta::from_std(policy(3).lease()).unwrap();
+    let lease = EventLease { owner: notifier.owner().to_string(), until };
+    assert_eq!(pending[0].lease, Some(lease), "held by the notifier that stored it, for its policy's lease");
     next(&mut first_requests).await;
     next(&mut second_requests).await; // refused: the retry waits in the held pause
     next_pause(&mut pauses).await;
@@ -318,13 +381,14 @@ async fn notify_stores_the_event_for_its_subscribers_and_settles_it_once_each_ha
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_resumes_an_event_that_was_waiting_for_a_retry() {
+async fn a_restart_resumes_an_event_that_was_waiting_for_a_retry_once_its_lease_has_run_out() {
     let setup = setup(3).await;
     let (url, mut requests) = receiver(1).await;
+    let clock = Arc::new(ManualClock::new());
     // adapterd A stops for good in the pause after the first failed attempt
     let (never_released, mut pauses) = HeldPause::new();
     let first_run =
-        Arc::new(EventNotifier::new(setup.log.clone(), Arc::new(SystemClock), policy(3)).with_pause(never_released));
+        Arc::new(EventNotifier::new(setup.log.clone(), clock.clone(), policy(3)).with_pause(never_released));
     first_run.add_subscriber(subscriber(&url));
     let event = promoted(&first_run);
     first_run.notify(event.clone()).await;
@@ -333,9 +397,11 @@ async fn a_restart_resumes_an_event_that_was_waiting_for_a_retry() {
     drop(first_run); // its delivery task stays parked in the pause for the rest of the test, like a dead process
 
     // adapterd B, on the same database file, with the same subscriber
-    let (second_run, log) = restarted(&setup, 3).await;
+    let (second_run, log) = restarted(&setup, 3, clock.clone()).await;
     second_run.add_subscriber(subscriber(&url));
-    assert_eq!(second_run.resume_pending().await, 1);
+    assert_eq!(second_run.resume_pending().await, 0, "A's lease still holds the event");
+    clock.advance(TimeDelta::from_std(policy(3).lease()).unwrap() + TimeDelta::seconds(1));
+    assert_eq!(second_run.resume_pending().await, 1, "taken over once A's lease has run out");
     let again = next(&mut requests).await;
     assert_eq!(again.event_id, event.id, "the same event, so the receiver can drop a duplicate");
     assert_eq!(again.signature, sign_sha256(SECRET, &[&again.body]));
@@ -344,7 +410,7 @@ async fn a_restart_resumes_an_event_that_was_waiting_for_a_retry() {
     assert_eq!(logged(&log, &event).await, [(url.clone(), 1, Some(503), false), (url, 2, Some(204), true)]);
     assert!(log.unsettled_events().await.unwrap().is_empty());
     let pauses = setup.pauses.0.lock().unwrap().clone();
-    assert!(pauses.len() == 1 && pauses[0] <= Duration::from_secs(1), "what was left of the backoff: {pauses:?}");
+    assert!(pauses.is_empty(), "the backoff ended before the lease did: {pauses:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -353,12 +419,13 @@ async fn a_restart_resends_nothing_to_an_endpoint_that_has_the_event_and_sends_t
     let (delivered, mut delivered_requests) = receiver(0).await;
     let (untried, mut untried_requests) = receiver(0).await;
     let event = promoted(&setup.notifier);
-    // the first run stored the event for both, delivered it to one and stopped before trying the other
-    setup.log.record_event(&event, &[delivered.clone(), untried.clone()]).await.unwrap();
+    // the first run stored the event for both, delivered it to one and stopped before trying the other; its lease
+    // has run out
+    setup.log.record_event(&event, &[delivered.clone(), untried.clone()], &stopped_lease()).await.unwrap();
     assert!(setup.notifier.deliver(&subscriber(&delivered), &event).await);
     next(&mut delivered_requests).await;
 
-    let (second_run, log) = restarted(&setup, 3).await;
+    let (second_run, log) = restarted(&setup, 3, Arc::new(SystemClock)).await;
     second_run.add_subscriber(subscriber(&delivered));
     second_run.add_subscriber(subscriber(&untried));
     assert_eq!(second_run.resume_pending().await, 1);
@@ -375,12 +442,12 @@ async fn a_restart_resends_nothing_when_the_attempts_ran_out_or_the_endpoint_is_
     let (refusing, mut refusing_requests) = receiver(u32::MAX).await;
     let (unsubscribed, mut unsubscribed_requests) = receiver(0).await;
     let event = promoted(&setup.notifier);
-    setup.log.record_event(&event, &[refusing.clone(), unsubscribed.clone()]).await.unwrap();
+    setup.log.record_event(&event, &[refusing.clone(), unsubscribed.clone()], &stopped_lease()).await.unwrap();
     assert!(!setup.notifier.deliver(&subscriber(&refusing), &event).await);
     next(&mut refusing_requests).await;
     next(&mut refusing_requests).await;
 
-    let (second_run, log) = restarted(&setup, 2).await;
+    let (second_run, log) = restarted(&setup, 2, Arc::new(SystemClock)).await;
     second_run.add_subscriber(subscriber(&refusing));
     assert_eq!(second_run.resume_pending().await, 0);
     assert!(refusing_requests.try_recv().is_err(), "its two attempts were used up");
@@ -388,4 +455,104 @@ async fn a_restart_resends_nothing_when_the_attempts_ran_out_or_the_endpoint_is_
     let attempts = logged(&log, &event).await;
     assert_eq!(attempts, [(refusing.clone(), 1, Some(503), false), (refusing, 2, Some(503), false)]);
     assert!(log.unsettled_events().await.unwrap().is_empty(), "settled: nothing is left to do");
+}
+
+/// The event numbered `number`, as a stopped process stored it ten minutes ago.
+fn stored_event(number: u32) -> RegistryEvent {
+    RegistryEvent {
+        id: format!("event-{number}"),
+        kind: RegistryEventKind::Published,
+        adapter: "support".to_string(),
+        version: u64::from(number),
+        channel: None,
+        manifest_digest: None,
+        run_id: None,
+        failed_gates: Vec::new(),
+        at: Utc::now() - TimeDelta::minutes(10),
+    }
+}
+
+/// The event ids of the next `count` requests, sorted.
+async fn next_ids(requests: &mut mpsc::UnboundedReceiver<Received>, count: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..count {
+        ids.push(next(requests).await.event_id);
+    }
+    ids.sort();
+    ids
+}
+
+/// Two adapterd replicas on the database at `database` resume at once the events a stopped process left (each
+/// lists all of them before either takes one): every endpoint gets every event exactly once, each attempt is
+/// recorded once, and an event a live process holds is left to it.
+async fn two_replicas_resume_each_event_exactly_once(database: &str) {
+    const EVENTS: u32 = 6;
+    let store = SeaStore::connect(database).await.unwrap();
+    let (first, mut first_requests) = receiver(0).await;
+    let (second, mut second_requests) = receiver(0).await;
+    let both = [first.clone(), second.clone()];
+    for number in 0..EVENTS {
+        store.record_event(&stored_event(number), &both, &stopped_lease()).await.unwrap();
+    }
+    // whole seconds: the store keeps microseconds
+    let until = Utc::now().trunc_subsecs(0) + TimeDelta::hours(1);
+    let live = EventLease { owner: "live-process".to_string(), until };
+    store.record_event(&stored_event(EVENTS), &both, &live).await.unwrap();
+
+    let listed = Arc::new(tokio::sync::Barrier::new(2));
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let log = ListingTogether { store: SeaStore::connect(database).await.unwrap(), listed: listed.clone() };
+        let notifier = EventNotifier::new(Arc::new(log), Arc::new(SystemClock), policy(3));
+        let notifier = Arc::new(notifier.with_pause(Arc::new(RecordedPauses::default())));
+        notifier.add_subscriber(subscriber(&first));
+        notifier.add_subscriber(subscriber(&second));
+        replicas.push(notifier);
+    }
+    assert_ne!(replicas[0].owner(), replicas[1].owner(), "an owner id per notifier");
+    let resuming: Vec<_> = replicas
+        .iter()
+        .map(|replica| {
+            let replica = replica.clone();
+            tokio::spawn(async move { replica.resume_pending().await })
+        })
+        .collect();
+    let mut resumed = Vec::new();
+    for replica in resuming {
+        resumed.push(replica.await.unwrap());
+    }
+    assert_eq!(resumed.iter().sum::<usize>(), 2 * EVENTS as usize, "each delivery resumed by one replica: {resumed:?}");
+
+    // resume_pending returned once its deliveries finished: every request has arrived
+    let mut expected: Vec<String> = (0..EVENTS).map(|number| format!("event-{number}")).collect();
+    expected.sort();
+    assert_eq!(next_ids(&mut first_requests, EVENTS as usize).await, expected);
+    assert_eq!(next_ids(&mut second_requests, EVENTS as usize).await, expected);
+    assert!(first_requests.try_recv().is_err() && second_requests.try_recv().is_err(), "no event sent twice");
+    for number in 0..EVENTS {
+        let mut attempts = logged(&store, &stored_event(number)).await;
+        attempts.sort();
+        let mut once = vec![(first.clone(), 1, Some(204), true), (second.clone(), 1, Some(204), true)];
+        once.sort();
+        assert_eq!(attempts, once, "one attempt per endpoint");
+    }
+    let pending = store.unsettled_events().await.unwrap();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!((pending[0].event.id.as_str(), pending[0].lease.as_ref()), ("event-6", Some(&live)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_sqlite_resume_each_event_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    two_replicas_resume_each_event_exactly_once(&format!("sqlite://{}/m.db?mode=rwc", dir.path().display())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_postgres_resume_each_event_exactly_once() {
+    if !PostgresServer::available() {
+        eprintln!("skipped: PostgreSQL binaries are not installed");
+        return;
+    }
+    let server = tokio::task::spawn_blocking(PostgresServer::start).await.unwrap().expect("start PostgreSQL");
+    two_replicas_resume_each_event_exactly_once(&server.create_database().unwrap()).await;
 }

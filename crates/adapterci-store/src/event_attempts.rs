@@ -1,16 +1,20 @@
 //! `EventDeliveryLog` on `registry_event_attempts` (one row per attempt to deliver an outbound registry event)
-//! and `registry_events` (the outbox: one row per event, stored before its first attempt, settled when done).
+//! and `registry_events` (the outbox: one row per event, stored before its first attempt, leased to the notifier
+//! delivering it, settled when done).
 
-use adapterci_core::events::{EventAttempt, EventDeliveryLog, PendingEvent, RegistryEvent, RegistryEventKind};
+use adapterci_core::events::{
+    EventAttempt, EventDeliveryLog, EventLease, PendingEvent, RegistryEvent, RegistryEventKind,
+};
 use adapterci_core::ports::StoreError;
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::{Expr, OnConflict};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use crate::SeaStore;
 use crate::convert::{RowReader, to_stored_time};
-use crate::error::backend;
+use crate::error::{AttemptError, attempt_err, backend, retrying};
 
 pub(crate) mod attempts {
     //! The `registry_event_attempts` table.
@@ -53,6 +57,10 @@ pub(crate) mod events {
         pub endpoints: String,
         pub created_at: DateTimeUtc,
         pub settled: bool,
+        /// The owner id of the notifier that stored the event or last took it over.
+        pub claimed_by: Option<String>,
+        /// Until when that notifier holds it.
+        pub lease_until: Option<DateTimeUtc>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -86,12 +94,21 @@ fn attempt_of(row: attempts::Model) -> Result<EventAttempt, StoreError> {
 
 fn pending_event(row: events::Model) -> Result<PendingEvent, StoreError> {
     let read = RowReader { table: "registry_events", row: &row.id };
-    Ok(PendingEvent { event: read.json("body", &row.body)?, endpoints: read.json("endpoints", &row.endpoints)? })
+    let lease = match (row.claimed_by, row.lease_until) {
+        (Some(owner), Some(until)) => Some(EventLease { owner, until }),
+        _ => None,
+    };
+    Ok(PendingEvent { event: read.json("body", &row.body)?, endpoints: read.json("endpoints", &row.endpoints)?, lease })
 }
 
 #[async_trait]
 impl EventDeliveryLog for SeaStore {
-    async fn record_event(&self, event: &RegistryEvent, endpoints: &[String]) -> Result<(), StoreError> {
+    async fn record_event(
+        &self,
+        event: &RegistryEvent,
+        endpoints: &[String],
+        lease: &EventLease,
+    ) -> Result<(), StoreError> {
         let context = format!("recording event {}", event.id);
         let encode = |what: &str, error: serde_json::Error| StoreError::Backend(format!("{context}: {what}: {error}"));
         let row = events::ActiveModel {
@@ -101,6 +118,8 @@ impl EventDeliveryLog for SeaStore {
             endpoints: Set(serde_json::to_string(endpoints).map_err(|error| encode("encoding its endpoints", error))?),
             created_at: Set(to_stored_time(event.at)),
             settled: Set(false),
+            claimed_by: Set(Some(lease.owner.clone())),
+            lease_until: Set(Some(to_stored_time(lease.until))),
         };
         // The same event recorded again (a retried call) keeps its first row, settled or not.
         events::Entity::insert(row)
@@ -120,6 +139,32 @@ impl EventDeliveryLog for SeaStore {
             .await
             .map_err(backend("reading the unsettled registry events"))?;
         rows.into_iter().map(pending_event).collect()
+    }
+
+    async fn claim_event(&self, event_id: &str, lease: &EventLease, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let context = format!("taking over event {event_id}");
+        let (until, now) = (to_stored_time(lease.until), to_stored_time(now));
+        // One conditional UPDATE: a single statement is atomic on SQLite (one writer at a time) and on PostgreSQL
+        // (a concurrent update of the row waits for the first to commit, then re-checks this condition against
+        // the new lease and finds it held), so of notifiers racing for the event exactly one sees a row affected.
+        let claim = || async {
+            let result = events::Entity::update_many()
+                .col_expr(events::Column::ClaimedBy, Expr::value(lease.owner.as_str()))
+                .col_expr(events::Column::LeaseUntil, Expr::value(until))
+                .filter(events::Column::Id.eq(event_id))
+                .filter(events::Column::Settled.eq(false))
+                .filter(
+                    Condition::any()
+                        .add(events::Column::ClaimedBy.is_null())
+                        .add(events::Column::LeaseUntil.is_null())
+                        .add(events::Column::LeaseUntil.lt(now)),
+                )
+                .exec(&self.db)
+                .await
+                .map_err(attempt_err(&context))?;
+            Ok::<_, AttemptError>(result.rows_affected == 1)
+        };
+        retrying(&context, claim).await
     }
 
     async fn settle_event(&self, event_id: &str) -> Result<(), StoreError> {
