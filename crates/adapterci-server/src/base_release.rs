@@ -1,6 +1,7 @@
 //! The engine's base-release stage behind the controller's `BaseReleaseBuilder` port: builds the release of a
 //! catalog model (palettize, recovery adapter, evaluation) on a blocking thread, writes the bundle under
-//! `<dir>/<release digest>/` and gates it on the recovered model's perplexity relative to the source model.
+//! `<dir>/<release digest>/` and gates it on the recovered model's perplexity relative to the source model. A build
+//! that a restart interrupted resumes its recovery from the last checkpoint (under `<dir>/.build/`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -12,6 +13,14 @@ use adapterci_engine::model::BaseModel;
 use adapterci_engine::recover::preferred_precision;
 use adapterci_engine::release_build::{BuildOptions, build_release};
 use async_trait::async_trait;
+
+/// The folder under [`EngineBaseReleaseBuilder::dir`] where builds keep what a restart resumes from: the teacher's
+/// text (`teacher-cache/`) and each source model's recovery checkpoints (`checkpoints/<source digest>/`, removed
+/// once its bundle is written). Bundle folders are named by digests, so the name cannot clash.
+pub const BUILD_STATE: &str = ".build";
+
+/// Recovery steps between checkpoints when the build options ask for none (an adapter of a 135M model is ~10 MB).
+const CHECKPOINT_EVERY: usize = 50;
 
 /// Builds base releases with the engine.
 #[derive(Clone, Debug)]
@@ -50,6 +59,16 @@ impl BaseReleaseBuilder for EngineBaseReleaseBuilder {
             let mut options = this.options.clone();
             options.recovery.base_precision =
                 this.precision.unwrap_or_else(|| preferred_precision(base.llama().device()));
+            // what a restart picks up: the teacher's text, and the recovery at its last checkpoint
+            let work = this.dir.join(BUILD_STATE);
+            options.teacher_cache.get_or_insert_with(|| work.join("teacher-cache"));
+            let checkpoints = work.join("checkpoints").join(&base.digest().hex()[..16]);
+            if options.recovery.checkpoint_dir.is_none() {
+                options.recovery.checkpoint_dir = Some(checkpoints.clone());
+                if options.recovery.checkpoint_every == 0 {
+                    options.recovery.checkpoint_every = CHECKPOINT_EVERY;
+                }
+            }
             let built = build_release(
                 &base,
                 &options,
@@ -76,6 +95,14 @@ impl BaseReleaseBuilder for EngineBaseReleaseBuilder {
             ] {
                 std::fs::write(dir.join(name), bytes)
                     .map_err(|e| format!("writing {}: {e}", dir.join(name).display()))?;
+            }
+            // the bundle holds the finished recovery: its checkpoints (and those of any other palettization of
+            // this model) have nothing left to resume
+            match std::fs::remove_dir_all(&checkpoints) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    tracing::warn!(dir = %checkpoints.display(), "could not remove finished recovery checkpoints: {e}");
+                }
+                _ => {}
             }
             Ok(built.report)
         })

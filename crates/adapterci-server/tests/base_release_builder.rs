@@ -10,10 +10,11 @@ use adapterci_core::training::BasePrecision;
 use adapterci_engine::allocate::Method;
 use adapterci_engine::calibrate::TeacherTextSpec;
 use adapterci_engine::device::DeviceChoice;
+use adapterci_engine::model::BaseModel;
 use adapterci_engine::recover::{RecoverySpec, preferred_precision};
-use adapterci_engine::release_build::{BuildOptions, BuildReport};
+use adapterci_engine::release_build::{BuildOptions, BuildReport, build_release};
 use adapterci_engine::tiny::write_tiny_model;
-use adapterci_server::base_release::EngineBaseReleaseBuilder;
+use adapterci_server::base_release::{BUILD_STATE, EngineBaseReleaseBuilder};
 
 fn builder(dir: &std::path::Path, max_ratio: f64) -> (EngineBaseReleaseBuilder, Digest) {
     builder_with(dir, max_ratio, None)
@@ -84,4 +85,41 @@ async fn a_release_is_written_under_its_digest_and_gated() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("now has digest"), "{err}");
+}
+
+#[tokio::test]
+async fn a_build_that_a_restart_interrupted_resumes_its_recovery_then_removes_its_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut builder, digest) = builder(dir.path(), 100.0);
+    builder.options.recovery.steps = 6;
+    builder.options.recovery.checkpoint_every = 2;
+    // the build adapterd was running when it stopped: the builder's options where it keeps its state
+    // (BUILD_STATE), killed after step 4's checkpoint
+    let state = dir.path().join("releases").join(BUILD_STATE);
+    let checkpoints = state.join("checkpoints").join(&digest.hex()[..16]);
+    let base = BaseModel::load(&builder.models["tiny"], DeviceChoice::Cpu).unwrap();
+    let mut options = builder.options.clone();
+    options.recovery.base_precision = preferred_precision(base.llama().device());
+    options.teacher_cache = Some(state.join("teacher-cache"));
+    options.recovery.checkpoint_dir = Some(checkpoints.clone());
+    let killed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        build_release(&base, &options, None, None, &mut |_| {}, &mut |p| {
+            if p.step == 5 {
+                panic!("simulated kill");
+            }
+        })
+    }));
+    assert!(killed.is_err() && checkpoints.is_dir());
+
+    let request = BaseReleaseRequest { base_model_name: "tiny".into(), base_model_digest: digest };
+    let BaseReleaseOutcome::Released { release_digest } = builder.build(request).await.unwrap() else {
+        panic!("an open gate must release");
+    };
+    let bundle = dir.path().join("releases").join(release_digest.hex());
+    let report: BuildReport = serde_json::from_slice(&std::fs::read(bundle.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report.recovery.resumed_from, Some(4), "the restarted build goes on from step 4");
+    assert_eq!(report.recovery.steps, 6);
+    assert!(!checkpoints.exists(), "the finished build's checkpoints are removed");
+    let cached = std::fs::read_dir(state.join("teacher-cache")).unwrap().count();
+    assert_eq!(cached, 1, "the teacher's text was written once and kept");
 }
