@@ -1,5 +1,6 @@
 //! [`ApiClient`]: one async method per adapterd endpoint, over reqwest.
 
+mod download;
 mod registry;
 mod run_metrics;
 
@@ -9,6 +10,8 @@ use std::time::Duration;
 use reqwest::{Method, Url};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+pub use download::Download;
 
 use crate::error::{ApiError, ErrorBody, ErrorCode, ErrorPayload};
 use crate::{
@@ -157,11 +160,13 @@ impl ApiClient {
 
     /// `GET /api/v1/adapters/{name}/versions/{version}/merged/model.safetensors`: the base model the version was
     /// trained on with the version merged into its weights (`W + scale * B A`), as one f32 safetensors state dict
-    /// with Hugging Face Llama names (the whole model, so as large as the base in f32).
-    pub async fn adapter_merged_model(&self, name: &str, version: u64) -> Result<Vec<u8>, ApiError> {
+    /// with Hugging Face Llama names. The whole model, so as large as the base in f32: the body is returned unread,
+    /// to be read piece by piece ([`Download::chunk`]) into a file.
+    pub async fn adapter_merged_model(&self, name: &str, version: u64) -> Result<Download, ApiError> {
         let version = version.to_string();
         let url = self.url(&["api", "v1", "adapters", name, "versions", &version, "merged", "model.safetensors"]);
-        self.call_bytes(Method::GET, url, Body::<()>::None, "application/octet-stream").await
+        let response = self.send(Method::GET, url.clone(), Body::<()>::None, "application/octet-stream").await?;
+        Ok(Download::new(Method::GET, url, response))
     }
 
     /// `POST /api/v1/adapters/{name}/peft`: publishes a PEFT adapter folder as a new version of `name`.
@@ -218,6 +223,20 @@ impl ApiClient {
         body: Body<'_, B>,
         accept: &str,
     ) -> Result<Vec<u8>, ApiError> {
+        let response = self.send(method.clone(), url.clone(), body, accept).await?;
+        let bytes = response.bytes().await.map_err(|err| self.transport_error(&method, &url, &err))?;
+        Ok(bytes.to_vec())
+    }
+
+    /// Sends the request; a success is returned with its body unread, an error status as [`ApiError::Http`] with
+    /// its body decoded.
+    async fn send<B: Serialize>(
+        &self,
+        method: Method,
+        url: Url,
+        body: Body<'_, B>,
+        accept: &str,
+    ) -> Result<reqwest::Response, ApiError> {
         let mut request = self.http.request(method.clone(), url.clone()).header("accept", accept);
         request = match body {
             Body::None => request,
@@ -226,16 +245,16 @@ impl ApiClient {
         };
         let response = request.send().await.map_err(|err| self.transport_error(&method, &url, &err))?;
         let status = response.status().as_u16();
-        let bytes = response.bytes().await.map_err(|err| self.transport_error(&method, &url, &err))?;
-        if !(200..300).contains(&status) {
-            return Err(ApiError::Http {
-                method: method.to_string(),
-                url: url.to_string(),
-                status,
-                error: decode_error_body(status, &bytes),
-            });
+        if (200..300).contains(&status) {
+            return Ok(response);
         }
-        Ok(bytes.to_vec())
+        let bytes = response.bytes().await.map_err(|err| self.transport_error(&method, &url, &err))?;
+        Err(ApiError::Http {
+            method: method.to_string(),
+            url: url.to_string(),
+            status,
+            error: decode_error_body(status, &bytes),
+        })
     }
 
     fn transport_error(&self, method: &Method, url: &Url, err: &reqwest::Error) -> ApiError {

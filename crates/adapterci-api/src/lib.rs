@@ -28,7 +28,7 @@ pub use channels::{
     ChannelInfo, DeprecateBody, DeprecateResponse, EventAttemptInfo, GcBody, GcResponse, PinBody, PromoteBody,
     RollbackBody,
 };
-pub use client::ApiClient;
+pub use client::{ApiClient, Download};
 pub use datasets::DatasetPushResponse;
 pub use error::{ApiError, ErrorBody, ErrorCode, ErrorDetail, ErrorPayload};
 pub use inference::{

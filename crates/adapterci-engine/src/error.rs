@@ -35,6 +35,9 @@ pub enum EngineError {
     InvalidConfig(String),
     #[error("libtorch: {0}")]
     Torch(String),
+    /// What the engine was writing to a caller's writer (a merged model to a file) could not be written.
+    #[error("cannot write the output: {0}")]
+    Output(#[source] std::io::Error),
 }
 
 impl From<tch::TchError> for EngineError {

@@ -6,6 +6,7 @@
 //! the file stores them as f16 (default), bf16 or f32.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
 
 use adapterci_core::training::{AdapterConfig, LoraTarget};
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -412,10 +413,25 @@ pub(crate) fn encode_safetensors(
     dtype: Dtype,
     metadata: &BTreeMap<String, String>,
 ) -> Vec<u8> {
-    encode_safetensors_typed(
-        tensors.iter().map(|(name, (shape, bytes))| (name.as_str(), dtype, shape.as_slice(), bytes.as_slice())),
-        metadata,
-    )
+    encode_safetensors_typed(one_dtype(tensors, dtype), metadata)
+}
+
+/// [`encode_safetensors`] written to `out` as it is laid out, for files too large to hold twice in memory (a
+/// merged model); returns the number of bytes written.
+pub(crate) fn write_safetensors(
+    tensors: &BTreeMap<String, (Vec<usize>, Vec<u8>)>,
+    dtype: Dtype,
+    metadata: &BTreeMap<String, String>,
+    out: &mut impl Write,
+) -> std::io::Result<u64> {
+    write_safetensors_typed(one_dtype(tensors, dtype), metadata, out)
+}
+
+fn one_dtype(
+    tensors: &BTreeMap<String, (Vec<usize>, Vec<u8>)>,
+    dtype: Dtype,
+) -> impl Iterator<Item = (&str, Dtype, &[usize], &[u8])> {
+    tensors.iter().map(move |(name, (shape, bytes))| (name.as_str(), dtype, shape.as_slice(), bytes.as_slice()))
 }
 
 /// The safetensors layout (8-byte header length, JSON header padded with spaces to 8 bytes, data), written
@@ -427,6 +443,19 @@ pub(crate) fn encode_safetensors_typed<'a>(
     tensors: impl IntoIterator<Item = (&'a str, Dtype, &'a [usize], &'a [u8])>,
     metadata: &BTreeMap<String, String>,
 ) -> Vec<u8> {
+    let mut out = Vec::new();
+    match write_safetensors_typed(tensors, metadata, &mut out) {
+        Ok(_) => out,
+        Err(error) => unreachable!("a Vec takes every write: {error}"),
+    }
+}
+
+/// [`encode_safetensors_typed`]'s bytes written to `out` (the one encoder of both); returns how many.
+pub(crate) fn write_safetensors_typed<'a>(
+    tensors: impl IntoIterator<Item = (&'a str, Dtype, &'a [usize], &'a [u8])>,
+    metadata: &BTreeMap<String, String>,
+    out: &mut impl Write,
+) -> std::io::Result<u64> {
     let mut tensors: Vec<_> = tensors.into_iter().collect();
     tensors
         .sort_by(|(left, left_dtype, ..), (right, right_dtype, ..)| right_dtype.cmp(left_dtype).then(left.cmp(right)));
@@ -442,13 +471,12 @@ pub(crate) fn encode_safetensors_typed<'a>(
     }
     let mut header = serde_json::Value::Object(header).to_string().into_bytes();
     header.resize(header.len().div_ceil(8) * 8, b' ');
-    let mut out = Vec::with_capacity(8 + header.len() + offset);
-    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
-    out.extend_from_slice(&header);
+    out.write_all(&(header.len() as u64).to_le_bytes())?;
+    out.write_all(&header)?;
     for (_, _, _, bytes) in &tensors {
-        out.extend_from_slice(bytes);
+        out.write_all(bytes)?;
     }
-    out
+    Ok((8 + header.len() + offset) as u64)
 }
 
 fn expected_shape(

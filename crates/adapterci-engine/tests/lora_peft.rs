@@ -11,7 +11,7 @@ use adapterci_core::training::{AdapterConfig, LoraTarget};
 use adapterci_engine::LlamaConfig;
 use adapterci_engine::gguf::GgufFile;
 use adapterci_engine::llama::Llama;
-use adapterci_engine::lora::merge::{delta_weight, merge, merged_state_dict, unmerge};
+use adapterci_engine::lora::merge::{delta_weight, merge, merged_state_dict, unmerge, write_merged_state_dict};
 use adapterci_engine::lora::peft::{PeftFiles, export_peft, import_peft, read_peft_dir};
 use adapterci_engine::lora::{LoraOptions, LoraWeights};
 use adapterci_engine::tiny::write_tiny_model;
@@ -218,6 +218,12 @@ fn merge_bakes_the_adapter_in_and_unmerge_takes_it_out() {
     let q0 = tiny.llama.linear_weight(0, LoraTarget::Q).copy();
 
     let state = merged_state_dict(&tiny.llama, &lora).unwrap();
+    let mut written = Vec::new();
+    assert_eq!(write_merged_state_dict(&tiny.llama, &lora, &mut written).unwrap(), state.len() as u64);
+    assert!(written == state, "the writer gets the same bytes");
+    let mut too_small = [0u8; 64];
+    let error = write_merged_state_dict(&tiny.llama, &lora, &mut &mut too_small[..]).unwrap_err();
+    assert!(matches!(error, adapterci_engine::EngineError::Output(_)), "a failed write is reported: {error}");
     let file = safetensors::SafeTensors::deserialize(&state).unwrap();
     assert_eq!(file.len(), 2 + 9 * tiny.config.num_layers, "embedding, final norm and 9 tensors per layer");
     // every tensor under its Hugging Face name: an adapted module is its weight plus `scale * B A`, the rest is

@@ -1,6 +1,7 @@
 //! adapterd's settings: command-line flags with environment fallbacks and the embedded defaults.
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -56,6 +57,10 @@ pub struct ServerConfig {
     /// Largest accepted request body (datasets), in MiB.
     #[arg(long, default_value_t = 256)]
     pub max_body_mib: usize,
+    /// Merged exports (`adapterctl adapters export --merged`) that may load and merge at once: each holds its base
+    /// in f32 and the merged tensors in memory, about 8 bytes per parameter. More requests wait their turn.
+    #[arg(long, env = env_vars::ADAPTERCI_MAX_MERGED_EXPORTS, default_value_t = NonZeroUsize::MIN)]
+    pub max_merged_exports: NonZeroUsize,
     /// How long a run stays leased to this adapterd without a heartbeat, in seconds: after a crash, the next
     /// adapterd takes the run over once its lease expires. Heartbeats come every third of it.
     #[arg(long, default_value_t = 30)]
@@ -145,6 +150,11 @@ impl ServerConfig {
         self.releases_dir.clone().unwrap_or_else(|| self.data_dir.join("releases"))
     }
 
+    /// Where adapterd writes files it only sends (a merged export): `scratch` in the data directory.
+    pub fn scratch_dir(&self) -> PathBuf {
+        self.data_dir.join("scratch")
+    }
+
     pub fn tick(&self) -> Duration {
         Duration::from_millis(self.tick_ms.max(1))
     }
@@ -169,5 +179,14 @@ mod tests {
         assert_eq!(config.database_url(), "sqlite:///tmp/x/adapterci.db?mode=rwc");
         assert_eq!(config.registry_url(), "/tmp/x/registry");
         assert_eq!(config.model_catalog(), vec![(DEFAULT_MODEL_NAME.to_string(), PathBuf::from("m.gguf"))]);
+        assert_eq!(config.scratch_dir(), PathBuf::from("/tmp/x/scratch"));
+    }
+
+    #[test]
+    fn one_merged_export_at_a_time_unless_told() {
+        assert_eq!(ServerConfig::try_parse_from(["adapterd"]).unwrap().max_merged_exports.get(), 1);
+        let config = ServerConfig::try_parse_from(["adapterd", "--max-merged-exports", "3"]).unwrap();
+        assert_eq!(config.max_merged_exports.get(), 3);
+        assert!(ServerConfig::try_parse_from(["adapterd", "--max-merged-exports", "0"]).is_err(), "none would hang");
     }
 }

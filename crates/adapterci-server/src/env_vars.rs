@@ -14,6 +14,8 @@ pub const ADAPTERCI_DATASETS_URL: &str = "ADAPTERCI_DATASETS_URL";
 pub const ADAPTERCI_BASE_MODEL: &str = "ADAPTERCI_BASE_MODEL";
 /// Threads libtorch may use.
 pub const ADAPTERCI_THREADS: &str = "ADAPTERCI_THREADS";
+/// Merged exports that may load and merge at once (`--max-merged-exports`); more wait their turn.
+pub const ADAPTERCI_MAX_MERGED_EXPORTS: &str = "ADAPTERCI_MAX_MERGED_EXPORTS";
 /// Prefix of webhook secrets: `ADAPTERCI_WEBHOOK_SECRET_HF_DATASETS` is the value of the secret that pipelines
 /// name `hf-datasets` (or `hf_datasets`).
 pub const ADAPTERCI_WEBHOOK_SECRET_PREFIX: &str = "ADAPTERCI_WEBHOOK_SECRET_";

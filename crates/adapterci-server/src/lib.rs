@@ -21,4 +21,4 @@ pub use executor::ThreadExecutor;
 pub use process_launcher::ProcessLauncher;
 pub use routes::app;
 pub use startup::{RunningServer, start};
-pub use state::AppState;
+pub use state::{AppState, MergedExports};

@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 
 use crate::base_release::EngineBaseReleaseBuilder;
 use crate::events::{DeliveryPolicy, EventNotifier, PublishEvents};
-use crate::{AppState, ProcessLauncher, ServerConfig, ServerError, ThreadExecutor, app};
+use crate::{AppState, MergedExports, ProcessLauncher, ServerConfig, ServerError, ThreadExecutor, app};
 
 /// A started adapterd.
 pub struct RunningServer {
@@ -269,6 +269,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         registry: Some(admin_registry),
         run_metrics: Some(run_metrics),
         events: Some(events),
+        merged_exports: MergedExports::new(config.scratch_dir(), config.max_merged_exports),
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

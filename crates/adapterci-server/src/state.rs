@@ -1,9 +1,12 @@
 //! What every request handler shares.
 
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use adapterci_controller::Controller;
 use adapterci_worker::Worker;
+use tokio::sync::Semaphore;
 
 /// The state behind the router; cheap to clone.
 #[derive(Clone)]
@@ -17,4 +20,22 @@ pub struct AppState {
     pub events: Option<Arc<crate::events::EventNotifier>>,
     /// Per-step training metrics of runs (`GET /api/v1/runs/{id}/metrics`); `None` serves the report's curve.
     pub run_metrics: Option<Arc<dyn adapterci_core::run_metrics::RunMetricsStore>>,
+    /// Where merged exports are written before they are sent, and how many may run at once.
+    pub merged_exports: MergedExports,
+}
+
+/// What merged exports (`routes/merged.rs`) share.
+#[derive(Clone, Debug)]
+pub struct MergedExports {
+    /// The folder of the files being sent (created on first use). They have no name in it: each is removed by
+    /// the system once sent, failed or abandoned, even if adapterd stops.
+    pub scratch_dir: PathBuf,
+    /// One per export that may load a base and merge at the same time; a request without one waits.
+    pub permits: Arc<Semaphore>,
+}
+
+impl MergedExports {
+    pub fn new(scratch_dir: PathBuf, max_concurrent: NonZeroUsize) -> MergedExports {
+        MergedExports { scratch_dir, permits: Arc::new(Semaphore::new(max_concurrent.get())) }
+    }
 }

@@ -2,7 +2,7 @@
 //! command code of the adapterctl crate, its ApiClient and real HTTP) against a started adapterd on SQLite and
 //! local files: each command's effect is read back from the server, and a user's mistakes (unknown adapter,
 //! version or channel, a pinned channel, another base) come back as errors that name them, with the CLI's exit
-//! statuses.
+//! statuses. A merged export cut off midway (a stand-in server) leaves no model file behind.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
@@ -38,8 +38,11 @@ async fn start(dir: &Path) -> RunningServer {
 
 /// Runs `adapterctl --server URL ARGS...` as the binary would, printing JSON (captured by the test harness).
 async fn adapterctl(server: &RunningServer, args: &[&str]) -> Result<ExitStatus, CliError> {
-    let url = server.url();
-    let argv = ["adapterctl", "--server", &url, "-o", "json"].into_iter().chain(args.iter().copied());
+    adapterctl_at(&server.url(), args).await
+}
+
+async fn adapterctl_at(url: &str, args: &[&str]) -> Result<ExitStatus, CliError> {
+    let argv = ["adapterctl", "--server", url, "-o", "json"].into_iter().chain(args.iter().copied());
     let cli = Cli::try_parse_from(argv).unwrap_or_else(|err| panic!("{args:?} does not parse: {err}"));
     adapterctl::commands::run(cli, Output::new(OutputFormat::Json, true)).await
 }
@@ -342,8 +345,19 @@ async fn adapterctl_exports_a_version_merged_into_the_base_it_was_trained_on() {
         Ok(ExitStatus::Success)
     );
     let written: Vec<_> = std::fs::read_dir(&out).unwrap().map(|entry| entry.unwrap().file_name()).collect();
-    assert_eq!(written, ["model.safetensors"], "the merged model alone, no PEFT files");
+    assert_eq!(written, ["model.safetensors"], "the merged model alone, no PEFT files, no partial file");
     check_merged(&out.join("model.safetensors"), &base, &lora, &fresh);
+    // two at once with one permit (the default): the second waits its turn rather than failing
+    let (first, second) = (dir.path().join("merged-a"), dir.path().join("merged-b"));
+    let (first_arg, second_arg) = (first.display().to_string(), second.display().to_string());
+    let first_args = ["adapters", "export", "support@1", "--out", &first_arg, "--merged"];
+    let second_args = ["adapters", "export", "support@1", "--out", &second_arg, "--merged"];
+    let both = tokio::join!(adapterctl(&server, &first_args), adapterctl(&server, &second_args));
+    assert_eq!(both, (Ok(ExitStatus::Success), Ok(ExitStatus::Success)));
+    for out in [&first, &second] {
+        check_merged(&out.join("model.safetensors"), &base, &lora, &fresh);
+    }
+    assert_eq!(server.state.merged_exports.permits.available_permits(), 1, "every permit is given back");
 
     let release_out = dir.path().join("merged-release");
     let release_arg = release_out.display().to_string();
@@ -358,7 +372,7 @@ async fn adapterctl_exports_a_version_merged_into_the_base_it_was_trained_on() {
         Err(ApiError::Http { status: 404, error, .. }) => {
             assert!(error.message.contains("adapter support has no version 9"), "{error:?}");
         }
-        other => panic!("an unknown version: {:?}", other.map(|bytes| bytes.len())),
+        other => panic!("an unknown version: {:?}", other.map(|download| download.content_length())),
     }
     refused(
         &server,
@@ -383,5 +397,69 @@ async fn adapterctl_exports_a_version_merged_into_the_base_it_was_trained_on() {
         "now has digest",
     )
     .await;
+    // every merged model was written to the scratch folder before it was sent, and none is left there
+    let scratch = dir.path().join("data/scratch");
+    assert!(scratch.is_dir(), "the exports wrote in {}", scratch.display());
+    let left: Vec<_> = std::fs::read_dir(&scratch).unwrap().map(|entry| entry.unwrap().path()).collect();
+    assert!(left.is_empty(), "the scratch folder still has {left:?}");
     server.shutdown().await;
+}
+
+/// An adapterd stand-in on a socket of its own that knows `support@1` and sends its merged model cut off: it
+/// announces 4096 bytes, sends 1000 and closes the connection, as a server that stops or a network that breaks
+/// mid-download does. Raw HTTP/1.1, one request per connection, so what reaches the client is exactly that.
+async fn cutting_server() -> (String, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let versions = serde_json::json!([{
+        "name": "support",
+        "version": 1,
+        "manifest_digest": Digest::of(b"manifest").to_string(),
+        "base_model_digest": Digest::of(b"base").to_string(),
+        "created_at": "2026-01-01T00:00:00Z",
+    }])
+    .to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let serve = tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            while !head.windows(4).any(|window| window == b"\r\n\r\n") {
+                let mut piece = [0u8; 1024];
+                let read = socket.read(&mut piece).await.unwrap();
+                assert!(read > 0, "the request ended before its head did");
+                head.extend_from_slice(&piece[..read]);
+            }
+            let response = if String::from_utf8_lossy(&head).contains("/merged/") {
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: 4096\r\n\r\n";
+                [head.as_bytes(), &[7u8; 1000]].concat()
+            } else {
+                let length = versions.len();
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {length}\r\nconnection: close\r\n\r\n{versions}"
+                )
+                .into_bytes()
+            };
+            socket.write_all(&response).await.unwrap();
+            socket.shutdown().await.unwrap();
+        }
+    });
+    (url, serve)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merged_export_cut_off_midway_leaves_no_model_file() {
+    let (url, server) = cutting_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("merged");
+    let out_arg = out.display().to_string();
+    let err = adapterctl_at(&url, &["adapters", "export", "support@1", "--out", &out_arg, "--merged"])
+        .await
+        .expect_err("a download cut off is a failure");
+    assert_eq!(err.status, ExitStatus::Failure, "{err:?}");
+    assert!(err.message.contains("merged/model.safetensors"), "the failed request is named: {err:?}");
+    assert!(err.hints.iter().any(|hint| hint.contains("was not written")), "{err:?}");
+    let left: Vec<_> = std::fs::read_dir(&out).unwrap().map(|entry| entry.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "neither model.safetensors nor its partial file is left: {left:?}");
+    server.abort();
 }

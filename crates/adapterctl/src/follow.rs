@@ -16,8 +16,8 @@ pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// Consecutive polls that may fail to reach adapterd (a restart, say) before following gives up.
 pub const MAX_CONSECUTIVE_POLL_FAILURES: u32 = 30;
 
-/// Plain progress lines per run at most, besides state changes and messages.
-const PLAIN_PROGRESS_LINES: u64 = 20;
+/// Plain progress lines per run (or download) at most, besides state changes and messages.
+pub const PLAIN_PROGRESS_LINES: u64 = 20;
 
 /// The exit status of a finished run: a rejection by a gate is an outcome of its own, not a failure.
 pub fn exit_status_of(state: RunState) -> ExitStatus {

@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod download;
 pub mod env_vars;
 pub mod exit;
 pub mod follow;

@@ -3,12 +3,13 @@
 //! gives).
 
 use std::collections::BTreeMap;
+use std::io::Write;
 
 use adapterci_core::training::LoraTarget;
 use safetensors::Dtype;
 use tch::{Device, Kind, Tensor};
 
-use super::{LoraWeights, encode_safetensors};
+use super::{LoraWeights, encode_safetensors, write_safetensors};
 use crate::EngineError;
 use crate::llama::Llama;
 
@@ -47,6 +48,9 @@ fn apply(llama: &mut Llama, lora: &LoraWeights, sign: f64) -> Result<(), EngineE
     Ok(())
 }
 
+/// Tensors by name: shape and little-endian bytes.
+type NamedTensors = BTreeMap<String, (Vec<usize>, Vec<u8>)>;
+
 /// The Hugging Face names of [`Llama::weights`]'s tensors, in its order.
 fn hf_names(llama: &Llama) -> Vec<String> {
     let config = llama.config();
@@ -71,6 +75,19 @@ fn hf_names(llama: &Llama) -> Vec<String> {
 /// The whole model with `lora` merged, as an f32 safetensors state dict with Hugging Face Llama names (q/k in
 /// Hugging Face's layout). The model itself is left unchanged.
 pub fn merged_state_dict(llama: &Llama, lora: &LoraWeights) -> Result<Vec<u8>, EngineError> {
+    let (tensors, metadata) = merged_tensors(llama, lora)?;
+    Ok(encode_safetensors(&tensors, Dtype::F32, &metadata))
+}
+
+/// [`merged_state_dict`]'s bytes written to `out` (a file, say) rather than returned: the serialized model is
+/// never held in memory besides its tensors. Returns how many bytes were written.
+pub fn write_merged_state_dict(llama: &Llama, lora: &LoraWeights, out: &mut impl Write) -> Result<u64, EngineError> {
+    let (tensors, metadata) = merged_tensors(llama, lora)?;
+    write_safetensors(&tensors, Dtype::F32, &metadata, out).map_err(EngineError::Output)
+}
+
+/// The merged model's f32 tensors by Hugging Face name (shape and little-endian bytes), and the metadata header.
+fn merged_tensors(llama: &Llama, lora: &LoraWeights) -> Result<(NamedTensors, BTreeMap<String, String>), EngineError> {
     check_fits(llama, lora)?;
     let names = hf_names(llama);
     let weights = llama.weights();
@@ -98,5 +115,5 @@ pub fn merged_state_dict(llama: &Llama, lora: &LoraWeights) -> Result<Vec<u8>, E
         encoded.insert(name, (shape, bytes));
     }
     let metadata = BTreeMap::from([("format".to_owned(), "pt".to_owned())]);
-    Ok(encode_safetensors(&encoded, Dtype::F32, &metadata))
+    Ok((encoded, metadata))
 }

@@ -69,10 +69,13 @@ pub async fn adapters(context: &Context, command: AdaptersCommand) -> Result<Exi
             let version = resolve_version(context, &adapter).await?;
             std::fs::create_dir_all(&out)
                 .map_err(|error| CliError::new(format!("cannot create {}: {error}", out.display())))?;
-            let files = if merged {
-                let bytes =
+            let written = if merged {
+                // As large as the base model in f32: streamed to disk, never held in memory.
+                let download =
                     context.client.adapter_merged_model(&adapter.name, version).await.map_err(not_found_hint)?;
-                vec![(MERGED_FILE, bytes)]
+                let path = out.join(MERGED_FILE);
+                crate::download::save(download, &path, &context.output).await?;
+                vec![path.display().to_string()]
             } else {
                 let mut files = Vec::new();
                 for file in PEFT_FILES {
@@ -80,15 +83,15 @@ pub async fn adapters(context: &Context, command: AdaptersCommand) -> Result<Exi
                         context.client.adapter_peft_file(&adapter.name, version, file).await.map_err(not_found_hint)?;
                     files.push((file, bytes));
                 }
-                files
+                let mut written = Vec::new();
+                for (file, bytes) in files {
+                    let path = out.join(file);
+                    std::fs::write(&path, &bytes)
+                        .map_err(|error| CliError::new(format!("cannot write {}: {error}", path.display())))?;
+                    written.push(path.display().to_string());
+                }
+                written
             };
-            let mut written = Vec::new();
-            for (file, bytes) in files {
-                let path = out.join(file);
-                std::fs::write(&path, &bytes)
-                    .map_err(|error| CliError::new(format!("cannot write {}: {error}", path.display())))?;
-                written.push(path.display().to_string());
-            }
             let report = ExportReport { adapter: adapter.name.clone(), version, files: written };
             context.output.data(&report, |_| {
                 let (adapter, version, files) = (&report.adapter, report.version, report.files.join(", "));
