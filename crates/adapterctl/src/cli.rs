@@ -323,7 +323,8 @@ pub enum AdaptersCommand {
         out: PathBuf,
         /// Write DIR/model.safetensors instead: the whole base model with the adapter merged in (W + scale * B A),
         /// f32 with Hugging Face Llama names, as PEFT's merge_and_unload() then save_pretrained() give; the
-        /// model's config.json and tokenizer are the base's
+        /// model's config.json and tokenizer are the base's. It is downloaded to DIR/model.safetensors.partial
+        /// (progress on stderr) and renamed only when complete
         #[arg(long)]
         merged: bool,
     },
