@@ -98,6 +98,22 @@ pub struct PendingEvent {
     pub lease: Option<EventLease>,
 }
 
+/// A stored event that cannot be read back (a damaged row): it is left in place, unsettled, for an operator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnreadableEvent {
+    pub id: String,
+    /// What could not be read, naming the column.
+    pub reason: String,
+}
+
+/// The stored events not settled yet: those that read back, and those that do not.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UnsettledEvents {
+    /// Oldest first.
+    pub pending: Vec<PendingEvent>,
+    pub unreadable: Vec<UnreadableEvent>,
+}
+
 /// The log of outbound deliveries, and the outbox of the events not yet settled.
 #[async_trait]
 pub trait EventDeliveryLog: Send + Sync {
@@ -109,8 +125,10 @@ pub trait EventDeliveryLog: Send + Sync {
         endpoints: &[String],
         lease: &EventLease,
     ) -> Result<(), StoreError>;
-    /// The stored events not settled yet, oldest first. A stored event that cannot be read is an error naming it.
-    async fn unsettled_events(&self) -> Result<Vec<PendingEvent>, StoreError>;
+    /// The stored events not settled yet, oldest first. A row that cannot be read is skipped and reported in
+    /// [`UnsettledEvents::unreadable`] with its id, so it does not keep the others from being resumed; an error
+    /// means none could be read.
+    async fn unsettled_events(&self) -> Result<UnsettledEvents, StoreError>;
     /// Takes the unsettled event `event_id` over with `lease` if no lease holds it at `now` (none was taken, or it
     /// ended before `now`); returns whether it did. It is one conditional write, so of several notifiers
     /// racing for one event exactly one gets it.

@@ -272,20 +272,23 @@ impl EventNotifier {
     /// Takes over every stored event that is not settled and that no lease holds (the process delivering it
     /// stopped, or it was stored before leases existed), continues them, and returns how many deliveries it
     /// resumed, once they have all finished. Of several notifiers resuming at once, each event goes to exactly
-    /// one. An endpoint that has the event, or whose attempts ran out, is skipped; one that is no longer a
+    /// one. A stored event that cannot be read is logged with its id and skipped. An endpoint that has the event, or whose attempts ran out, is skipped; one that is no longer a
     /// subscriber is given up. Each endpoint's attempt numbering and backoff continue from its recorded attempts,
     /// signed with the current subscriber's secret.
     pub async fn resume_pending(self: &Arc<Self>) -> usize {
-        let pending = match self.log.unsettled_events().await {
-            Ok(pending) => pending,
+        let unsettled = match self.log.unsettled_events().await {
+            Ok(unsettled) => unsettled,
             Err(error) => {
                 tracing::warn!(%error, "cannot read the unsettled registry events: none is resumed");
                 return 0;
             }
         };
+        for unreadable in &unsettled.unreadable {
+            tracing::warn!(event = %unreadable.id, reason = %unreadable.reason, "a stored registry event cannot be read: it is skipped, the others are resumed");
+        }
         let subscribers = self.subscribers();
         let (mut events, mut resumed) = (JoinSet::new(), 0);
-        for PendingEvent { event, endpoints, lease } in pending {
+        for PendingEvent { event, endpoints, lease } in unsettled.pending {
             let now = self.clock.now();
             if lease.is_some_and(|lease| lease.holds_at(now)) || !self.claim(&event.id) {
                 continue;

@@ -2,9 +2,9 @@
 //! body is signed with HMAC-SHA256, failed deliveries are retried with capped exponential backoff (the pauses are
 //! recorded, not slept), every attempt lands in the delivery log of a real SQLite store, and `notify` reaches
 //! every subscriber. Events are stored before their first attempt: a second notifier on the same SQLite file (a
-//! restarted adapterd) resumes what the first left unfinished once its lease has run out, and only that; two
-//! replicas resuming the same events at once on SQLite or PostgreSQL deliver each exactly once. The receiver
-//! signals each request on a channel: no test waits on a timer.
+//! restarted adapterd) resumes what the first left unfinished once its lease has run out, and only that, past a
+//! damaged row; two replicas resuming the same events at once on SQLite or PostgreSQL deliver each exactly once.
+//! The receiver signals each request on a channel: no test waits on a timer.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use adapterci_controller::webhooks::sign_sha256;
 use adapterci_core::events::{
-    EventAttempt, EventDeliveryLog, EventLease, PendingEvent, RegistryEvent, RegistryEventKind,
+    EventAttempt, EventDeliveryLog, EventLease, RegistryEvent, RegistryEventKind, UnsettledEvents,
 };
 use adapterci_core::ports::{Clock, StoreError, SystemClock};
 use adapterci_server::events::{
@@ -130,7 +130,7 @@ impl EventDeliveryLog for SignallingLog {
     ) -> Result<(), StoreError> {
         self.store.record_event(event, endpoints, lease).await
     }
-    async fn unsettled_events(&self) -> Result<Vec<PendingEvent>, StoreError> {
+    async fn unsettled_events(&self) -> Result<UnsettledEvents, StoreError> {
         self.store.unsettled_events().await
     }
     async fn claim_event(&self, event_id: &str, lease: &EventLease, now: DateTime<Utc>) -> Result<bool, StoreError> {
@@ -169,7 +169,7 @@ impl EventDeliveryLog for ListingTogether {
     ) -> Result<(), StoreError> {
         self.store.record_event(event, endpoints, lease).await
     }
-    async fn unsettled_events(&self) -> Result<Vec<PendingEvent>, StoreError> {
+    async fn unsettled_events(&self) -> Result<UnsettledEvents, StoreError> {
         let pending = self.store.unsettled_events().await;
         self.listed.wait().await;
         pending
@@ -357,7 +357,7 @@ async fn notify_stores_the_event_for_its_subscribers_and_settles_it_once_each_ha
     notifier.notify(event.clone()).await;
     // stored when notify returns (the event cannot be settled yet: the second subscriber refuses its first attempt
     // and its retry waits in a pause that only the test releases)
-    let pending = setup.log.unsettled_events().await.unwrap();
+    let pending = setup.log.unsettled_events().await.unwrap().pending;
     assert_eq!(pending.len(), 1, "{pending:?}");
     assert_eq!((&pending[0].event, &pending[0].endpoints), (&event, &vec![first.clone(), second.clone()]));
     let until = clock.now() + TimeDelta::from_std(policy(3).lease()).unwrap();
@@ -371,7 +371,7 @@ async fn notify_stores_the_event_for_its_subscribers_and_settles_it_once_each_ha
     next(&mut second_requests).await;
     let id = tokio::time::timeout(Duration::from_secs(60), settled.recv()).await.expect("settled").unwrap();
     assert_eq!(id, event.id);
-    assert!(setup.log.unsettled_events().await.unwrap().is_empty());
+    assert!(setup.log.unsettled_events().await.unwrap().pending.is_empty());
     let mut attempts = logged(&setup.log, &event).await;
     attempts.sort();
     let mut expected =
@@ -408,7 +408,7 @@ async fn a_restart_resumes_an_event_that_was_waiting_for_a_retry_once_its_lease_
     assert_eq!(serde_json::from_slice::<RegistryEvent>(&again.body).unwrap(), event);
     assert!(requests.try_recv().is_err(), "delivered once, no more");
     assert_eq!(logged(&log, &event).await, [(url.clone(), 1, Some(503), false), (url, 2, Some(204), true)]);
-    assert!(log.unsettled_events().await.unwrap().is_empty());
+    assert!(log.unsettled_events().await.unwrap().pending.is_empty());
     let pauses = setup.pauses.0.lock().unwrap().clone();
     assert!(pauses.is_empty(), "the backoff ended before the lease did: {pauses:?}");
 }
@@ -432,7 +432,7 @@ async fn a_restart_resends_nothing_to_an_endpoint_that_has_the_event_and_sends_t
     assert_eq!(next(&mut untried_requests).await.event_id, event.id);
     assert!(delivered_requests.try_recv().is_err(), "not resent where it was delivered");
     assert_eq!(logged(&log, &event).await, [(delivered, 1, Some(204), true), (untried, 1, Some(204), true)]);
-    assert!(log.unsettled_events().await.unwrap().is_empty());
+    assert!(log.unsettled_events().await.unwrap().pending.is_empty());
     assert_eq!(second_run.resume_pending().await, 0, "a settled event is not resumed again");
 }
 
@@ -454,7 +454,29 @@ async fn a_restart_resends_nothing_when_the_attempts_ran_out_or_the_endpoint_is_
     assert!(unsubscribed_requests.try_recv().is_err(), "given up: no longer a subscriber");
     let attempts = logged(&log, &event).await;
     assert_eq!(attempts, [(refusing.clone(), 1, Some(503), false), (refusing, 2, Some(503), false)]);
-    assert!(log.unsettled_events().await.unwrap().is_empty(), "settled: nothing is left to do");
+    assert!(log.unsettled_events().await.unwrap().pending.is_empty(), "settled: nothing is left to do");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_stored_event_is_skipped_and_the_others_are_resumed() {
+    let setup = setup(3).await;
+    let (url, mut requests) = receiver(0).await;
+    let (damaged, intact) = (stored_event(1), stored_event(2));
+    for event in [&damaged, &intact] {
+        setup.log.record_event(event, std::slice::from_ref(&url), &stopped_lease()).await.unwrap();
+    }
+    let sql = format!("UPDATE registry_events SET body = '{{not json' WHERE id = '{}'", damaged.id);
+    setup.log.execute_unprepared(&sql).await.unwrap();
+
+    let (second_run, log) = restarted(&setup, 3, Arc::new(SystemClock)).await;
+    second_run.add_subscriber(subscriber(&url));
+    assert_eq!(second_run.resume_pending().await, 1);
+    assert_eq!(next(&mut requests).await.event_id, intact.id);
+    assert!(requests.try_recv().is_err(), "nothing is sent for the damaged event");
+    let unsettled = log.unsettled_events().await.unwrap();
+    assert!(unsettled.pending.is_empty(), "{unsettled:?}");
+    let unreadable: Vec<&str> = unsettled.unreadable.iter().map(|row| row.id.as_str()).collect();
+    assert_eq!(unreadable, [damaged.id.as_str()], "left in place for an operator");
 }
 
 /// The event numbered `number`, as a stopped process stored it ten minutes ago.
@@ -536,7 +558,7 @@ async fn two_replicas_resume_each_event_exactly_once(database: &str) {
         once.sort();
         assert_eq!(attempts, once, "one attempt per endpoint");
     }
-    let pending = store.unsettled_events().await.unwrap();
+    let pending = store.unsettled_events().await.unwrap().pending;
     assert_eq!(pending.len(), 1, "{pending:?}");
     assert_eq!((pending[0].event.id.as_str(), pending[0].lease.as_ref()), ("event-6", Some(&live)));
 }

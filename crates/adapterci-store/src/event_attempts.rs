@@ -3,7 +3,8 @@
 //! delivering it, settled when done).
 
 use adapterci_core::events::{
-    EventAttempt, EventDeliveryLog, EventLease, PendingEvent, RegistryEvent, RegistryEventKind,
+    EventAttempt, EventDeliveryLog, EventLease, PendingEvent, RegistryEvent, RegistryEventKind, UnreadableEvent,
+    UnsettledEvents,
 };
 use adapterci_core::ports::StoreError;
 use async_trait::async_trait;
@@ -101,6 +102,42 @@ fn pending_event(row: events::Model) -> Result<PendingEvent, StoreError> {
     Ok(PendingEvent { event: read.json("body", &row.body)?, endpoints: read.json("endpoints", &row.endpoints)?, lease })
 }
 
+/// The unsettled events, oldest first.
+fn unsettled() -> sea_orm::Select<events::Entity> {
+    events::Entity::find()
+        .filter(events::Column::Settled.eq(false))
+        .order_by_asc(events::Column::CreatedAt)
+        .order_by_asc(events::Column::Id)
+}
+
+/// A stored row of one unsettled event, by id, or why it cannot be read.
+type StoredEvent = (String, Result<events::Model, StoreError>);
+
+impl SeaStore {
+    /// The unsettled rows read one at a time, each that fails to decode kept as its error.
+    async fn unsettled_rows_one_by_one(&self) -> Result<Vec<StoredEvent>, StoreError> {
+        let ids: Vec<String> = unsettled()
+            .select_only()
+            .column(events::Column::Id)
+            .into_tuple()
+            .all(&self.db)
+            .await
+            .map_err(backend("reading the ids of the unsettled registry events"))?;
+        let mut rows = Vec::with_capacity(ids.len());
+        for id in ids {
+            let row = match events::Entity::find_by_id(id.as_str()).one(&self.db).await {
+                Ok(Some(row)) => Ok(row),
+                Ok(None) => continue, // pruned since
+                Err(error) => {
+                    Err(StoreError::Backend(format!("unreadable row in table registry_events, row {id}: {error}")))
+                }
+            };
+            rows.push((id, row));
+        }
+        Ok(rows)
+    }
+}
+
 #[async_trait]
 impl EventDeliveryLog for SeaStore {
     async fn record_event(
@@ -130,15 +167,24 @@ impl EventDeliveryLog for SeaStore {
         Ok(())
     }
 
-    async fn unsettled_events(&self) -> Result<Vec<PendingEvent>, StoreError> {
-        let rows = events::Entity::find()
-            .filter(events::Column::Settled.eq(false))
-            .order_by_asc(events::Column::CreatedAt)
-            .order_by_asc(events::Column::Id)
-            .all(&self.db)
-            .await
-            .map_err(backend("reading the unsettled registry events"))?;
-        rows.into_iter().map(pending_event).collect()
+    async fn unsettled_events(&self) -> Result<UnsettledEvents, StoreError> {
+        let rows = match unsettled().all(&self.db).await {
+            Ok(rows) => rows.into_iter().map(|row| (row.id.clone(), Ok(row))).collect(),
+            // A column that does not decode (a damaged timestamp) fails the whole query: read the rows one by one,
+            // so that only the damaged one is left out.
+            Err(error) => {
+                tracing::debug!(%error, "the unsettled registry events do not read at once, reading them one by one");
+                self.unsettled_rows_one_by_one().await?
+            }
+        };
+        let mut unsettled = UnsettledEvents::default();
+        for (id, row) in rows {
+            match row.and_then(pending_event) {
+                Ok(pending) => unsettled.pending.push(pending),
+                Err(error) => unsettled.unreadable.push(UnreadableEvent { id, reason: error.to_string() }),
+            }
+        }
+        Ok(unsettled)
     }
 
     async fn claim_event(&self, event_id: &str, lease: &EventLease, now: DateTime<Utc>) -> Result<bool, StoreError> {

@@ -1,10 +1,11 @@
 //! The outbound event delivery log on SQLite and a real PostgreSQL: attempts read back per event in order, and
-//! the newest first across events; stored events read back unsettled, oldest first, until settled; an event is
-//! taken over only once its lease has run out, by exactly one of the notifiers racing for it.
+//! the newest first across events; stored events read back unsettled, oldest first, until settled, a damaged row
+//! reported by its id without hiding the others; an event is taken over only once its lease has run out, by
+//! exactly one of the notifiers racing for it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use adapterci_core::events::{
-    EventAttempt, EventDeliveryLog, EventLease, PendingEvent, RegistryEvent, RegistryEventKind,
+    EventAttempt, EventDeliveryLog, EventLease, PendingEvent, RegistryEvent, RegistryEventKind, UnsettledEvents,
 };
 use adapterci_store::SeaStore;
 use adapterci_testkit::postgres::PostgresServer;
@@ -56,18 +57,18 @@ fn pending(event: RegistryEvent, urls: &[&str], lease: EventLease) -> PendingEve
 }
 
 async fn unsettled_ids(log: &dyn EventDeliveryLog) -> Vec<String> {
-    log.unsettled_events().await.unwrap().into_iter().map(|pending| pending.event.id).collect()
+    log.unsettled_events().await.unwrap().pending.into_iter().map(|pending| pending.event.id).collect()
 }
 
 async fn stored_events_conform(store: &SeaStore) {
     let log: &dyn EventDeliveryLog = store;
-    assert!(log.unsettled_events().await.unwrap().is_empty());
+    assert!(log.unsettled_events().await.unwrap().pending.is_empty());
     // recorded out of order: read back oldest first, whatever the ids say
     log.record_event(&event("later", 2), &endpoints(&["http://b/hook", "http://a/hook"]), &lease("a", 5))
         .await
         .unwrap();
     log.record_event(&event("sooner", 1), &endpoints(&["http://a/hook"]), &lease("b", 6)).await.unwrap();
-    let pending_events = log.unsettled_events().await.unwrap();
+    let pending_events = log.unsettled_events().await.unwrap().pending;
     assert_eq!(
         pending_events,
         [
@@ -78,7 +79,7 @@ async fn stored_events_conform(store: &SeaStore) {
     );
     // recording the same id again (another body, other endpoints, another lease) keeps the first row
     log.record_event(&event("later", 3), &endpoints(&["http://c/hook"]), &lease("c", 9)).await.unwrap();
-    let pending_events = log.unsettled_events().await.unwrap();
+    let pending_events = log.unsettled_events().await.unwrap().pending;
     assert_eq!(pending_events.len(), 2, "{pending_events:?}");
     assert_eq!(pending_events[1], pending(event("later", 2), &["http://b/hook", "http://a/hook"], lease("a", 5)));
 
@@ -89,23 +90,48 @@ async fn stored_events_conform(store: &SeaStore) {
     log.record_event(&event("sooner", 1), &endpoints(&["http://a/hook"]), &lease("b", 6)).await.unwrap();
     assert_eq!(unsettled_ids(log).await, ["later"], "recording a settled event again does not reopen it");
 
-    // a damaged row is an error that names the event, not a panic
+    // a damaged row is skipped and reported by its id, naming what is damaged; the other rows still read back
+    log.record_event(&event("intact", 4), &endpoints(&["http://a/hook"]), &lease("a", 5)).await.unwrap();
     store.execute_unprepared("UPDATE registry_events SET body = '{not json' WHERE id = 'later'").await.unwrap();
-    let error = log.unsettled_events().await.unwrap_err().to_string();
-    assert!(error.contains("registry_events") && error.contains("later") && error.contains("body"), "{error}");
-    store
-        .execute_unprepared("UPDATE registry_events SET body = '{}', endpoints = '[' WHERE id = 'later'")
-        .await
-        .unwrap();
-    let error = log.unsettled_events().await.unwrap_err().to_string();
-    assert!(error.contains("later"), "{error}");
-    log.settle_event("later").await.unwrap();
-    assert!(log.unsettled_events().await.unwrap().is_empty());
+    let inserted = "INSERT INTO registry_events (id, kind, body, endpoints, created_at, settled) \
+                    VALUES ('inserted', 'published', '{}', '[]', '2026-11-28T09:00:00+00:00', false)";
+    store.execute_unprepared(inserted).await.unwrap();
+    let unsettled = log.unsettled_events().await.unwrap();
+    assert_eq!(unsettled.pending, [pending(event("intact", 4), &["http://a/hook"], lease("a", 5))]);
+    let unreadable: Vec<&str> = unsettled.unreadable.iter().map(|row| row.id.as_str()).collect();
+    assert_eq!(unreadable, ["inserted", "later"], "oldest first");
+    assert!(unsettled.unreadable.iter().all(|row| row.reason.contains("registry_events")), "{unsettled:?}");
+    assert!(unsettled.unreadable.iter().all(|row| row.reason.contains(&row.id) && row.reason.contains("body")));
+    let body = serde_json::to_string(&event("later", 2)).unwrap();
+    let damaged = format!("UPDATE registry_events SET body = '{body}', endpoints = '[' WHERE id = 'later'");
+    store.execute_unprepared(&damaged).await.unwrap();
+    let unsettled = log.unsettled_events().await.unwrap();
+    assert_eq!(unsettled.pending.len(), 1);
+    let later = unsettled.unreadable.iter().find(|row| row.id == "later").unwrap();
+    assert!(later.reason.contains("endpoints"), "{later:?}");
+    for id in ["later", "inserted", "intact"] {
+        log.settle_event(id).await.unwrap();
+    }
+    assert_eq!(log.unsettled_events().await.unwrap(), UnsettledEvents::default());
+}
+
+/// SQLite keeps timestamps as text, so a damaged one can be written; the row fails to decode at all (not only its
+/// JSON), and is still reported alone.
+async fn a_damaged_timestamp_is_reported_alone(store: &SeaStore) {
+    let log: &dyn EventDeliveryLog = store;
+    log.record_event(&event("fine", 1), &endpoints(&["http://a/hook"]), &lease("a", 5)).await.unwrap();
+    log.record_event(&event("bad-time", 2), &endpoints(&["http://a/hook"]), &lease("a", 5)).await.unwrap();
+    store.execute_unprepared("UPDATE registry_events SET lease_until = 'soon' WHERE id = 'bad-time'").await.unwrap();
+    let unsettled = log.unsettled_events().await.unwrap();
+    assert_eq!(unsettled.pending, [pending(event("fine", 1), &["http://a/hook"], lease("a", 5))]);
+    assert_eq!(unsettled.unreadable.len(), 1, "{unsettled:?}");
+    assert_eq!(unsettled.unreadable[0].id, "bad-time");
+    assert!(unsettled.unreadable[0].reason.contains("registry_events"), "{unsettled:?}");
 }
 
 /// The lease of `id` as unsettled_events reads it back.
 async fn lease_of(log: &dyn EventDeliveryLog, id: &str) -> Option<EventLease> {
-    let pending = log.unsettled_events().await.unwrap();
+    let pending = log.unsettled_events().await.unwrap().pending;
     pending.into_iter().find(|pending| pending.event.id == id).and_then(|pending| pending.lease)
 }
 
@@ -185,7 +211,9 @@ async fn conforms(store: SeaStore) {
 #[tokio::test]
 async fn sqlite_event_log_conforms() {
     let dir = tempfile::tempdir().unwrap();
-    conforms(SeaStore::connect(&format!("sqlite://{}/m.db?mode=rwc", dir.path().display())).await.unwrap()).await;
+    let store = SeaStore::connect(&format!("sqlite://{}/m.db?mode=rwc", dir.path().display())).await.unwrap();
+    conforms(store.clone()).await;
+    a_damaged_timestamp_is_reported_alone(&store).await;
 }
 
 #[tokio::test]
