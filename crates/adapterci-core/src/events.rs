@@ -114,6 +114,13 @@ pub struct UnsettledEvents {
     pub unreadable: Vec<UnreadableEvent>,
 }
 
+/// What [`EventDeliveryLog::prune_settled`] deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PrunedEvents {
+    pub events: u64,
+    pub attempts: u64,
+}
+
 /// The log of outbound deliveries, and the outbox of the events not yet settled.
 #[async_trait]
 pub trait EventDeliveryLog: Send + Sync {
@@ -136,6 +143,10 @@ pub trait EventDeliveryLog: Send + Sync {
     /// Marks `event_id` as settled: every endpoint has it or was given up. Its lease stays, saying who finished
     /// it. Settling an id that is not stored, or is already settled, changes nothing.
     async fn settle_event(&self, event_id: &str) -> Result<(), StoreError>;
+    /// Deletes the settled events created before `older_than` with all their attempts, and the attempts made
+    /// before it that belong to no stored event (made before events were stored, or whose event could not be);
+    /// returns how many of each. An unsettled event and its attempts stay, however old.
+    async fn prune_settled(&self, older_than: DateTime<Utc>) -> Result<PrunedEvents, StoreError>;
     async fn record_attempt(&self, attempt: EventAttempt) -> Result<(), StoreError>;
     /// The attempts for `event_id`, oldest first.
     async fn attempts_of(&self, event_id: &str) -> Result<Vec<EventAttempt>, StoreError>;

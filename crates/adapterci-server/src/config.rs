@@ -61,6 +61,11 @@ pub struct ServerConfig {
     /// in f32 and the merged tensors in memory, about 8 bytes per parameter. More requests wait their turn.
     #[arg(long, env = env_vars::ADAPTERCI_MAX_MERGED_EXPORTS, default_value_t = NonZeroUsize::MIN)]
     pub max_merged_exports: NonZeroUsize,
+    /// Days a settled outbound registry event is kept, with its delivery attempts (`registry_events`,
+    /// `registry_event_attempts`); older ones are deleted at start and daily after. Unsettled events are kept
+    /// whatever their age. 0 keeps them for ever.
+    #[arg(long, env = env_vars::ADAPTERCI_EVENT_RETENTION_DAYS, default_value_t = 30)]
+    pub event_retention_days: u64,
     /// How long a run stays leased to this adapterd without a heartbeat, in seconds: after a crash, the next
     /// adapterd takes the run over once its lease expires. Heartbeats come every third of it.
     #[arg(long, default_value_t = 30)]
@@ -155,6 +160,11 @@ impl ServerConfig {
         self.data_dir.join("scratch")
     }
 
+    /// How long settled registry events are kept; `None`: for ever.
+    pub fn event_retention(&self) -> Option<Duration> {
+        (self.event_retention_days > 0).then(|| Duration::from_secs(self.event_retention_days.saturating_mul(86_400)))
+    }
+
     pub fn tick(&self) -> Duration {
         Duration::from_millis(self.tick_ms.max(1))
     }
@@ -180,6 +190,19 @@ mod tests {
         assert_eq!(config.registry_url(), "/tmp/x/registry");
         assert_eq!(config.model_catalog(), vec![(DEFAULT_MODEL_NAME.to_string(), PathBuf::from("m.gguf"))]);
         assert_eq!(config.scratch_dir(), PathBuf::from("/tmp/x/scratch"));
+    }
+
+    #[test]
+    fn settled_events_are_kept_thirty_days_unless_told() {
+        let days = |days: u64| Some(Duration::from_secs(days * 86_400));
+        assert_eq!(ServerConfig::try_parse_from(["adapterd"]).unwrap().event_retention(), days(30));
+        let config = ServerConfig::try_parse_from(["adapterd", "--event-retention-days", "7"]).unwrap();
+        assert_eq!(config.event_retention(), days(7));
+        let config = ServerConfig::try_parse_from(["adapterd", "--event-retention-days", "0"]).unwrap();
+        assert_eq!(config.event_retention(), None, "0 keeps them for ever");
+        let config = ServerConfig::try_parse_from(["adapterd", "--event-retention-days", &u64::MAX.to_string()]);
+        assert!(config.unwrap().event_retention().is_some(), "no overflow");
+        assert!(ServerConfig::try_parse_from(["adapterd", "--event-retention-days", "-1"]).is_err());
     }
 
     #[test]

@@ -25,3 +25,6 @@ pub const ADAPTERCI_LOG: &str = "ADAPTERCI_LOG";
 pub const ADAPTERCI_EVENT_WEBHOOK_URLS: &str = "ADAPTERCI_EVENT_WEBHOOK_URLS";
 /// The HMAC-SHA256 key that signs outbound registry events (`X-Adapterci-Signature-256`).
 pub const ADAPTERCI_EVENT_WEBHOOK_SECRET: &str = "ADAPTERCI_EVENT_WEBHOOK_SECRET";
+/// Days a settled outbound registry event, and its delivery attempts, are kept (`--event-retention-days`; 0: for
+/// ever).
+pub const ADAPTERCI_EVENT_RETENTION_DAYS: &str = "ADAPTERCI_EVENT_RETENTION_DAYS";

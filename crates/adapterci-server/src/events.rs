@@ -12,7 +12,8 @@
 //! lease only runs out when its process stopped. [`EventNotifier::run_until`] (adapterd's loop) calls
 //! [`EventNotifier::resume_pending`] at start and every [`RESUME_INTERVAL`]: it takes over each unsettled event
 //! whose lease ran out, in one conditional write that only one notifier can win, and continues it where its
-//! recorded attempts stopped. Delivery is at least once: a receiver drops a duplicate by its event id.
+//! recorded attempts stopped. Delivery is at least once: a receiver drops a duplicate by its event id. Settled
+//! events older than adapterd's retention are deleted with their attempts ([`EventNotifier::prune`]).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -20,7 +21,7 @@ use std::time::Duration;
 
 use adapterci_controller::webhooks::sign_sha256;
 use adapterci_core::events::{
-    EventAttempt, EventDeliveryLog, EventLease, PendingEvent, RegistryEvent, RegistryEventKind,
+    EventAttempt, EventDeliveryLog, EventLease, PendingEvent, PrunedEvents, RegistryEvent, RegistryEventKind,
 };
 use adapterci_core::ports::{AdapterVersionRecord, Clock, StoreError};
 use async_trait::async_trait;
@@ -37,6 +38,8 @@ pub const EVENT_ID_HEADER: &str = "X-Adapterci-Event-Id";
 /// How often adapterd looks for unsettled events whose lease ran out: an event a stopped process held is taken
 /// over at most this long after its lease ends.
 pub const RESUME_INTERVAL: Duration = Duration::from_secs(60);
+/// How often adapterd deletes the settled events older than its retention (also once at start).
+pub const PRUNE_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
 /// What a lease adds to the longest delivery its policy allows, for the store writes between attempts.
 pub const LEASE_MARGIN: Duration = Duration::from_secs(60);
 
@@ -250,21 +253,50 @@ impl EventNotifier {
 
     /// adapterd's upkeep of the outbox until `shutdown` turns true: [`EventNotifier::resume_pending`] at once and
     /// every [`RESUME_INTERVAL`], each pass on its own task so that a long delivery never delays the next (an event
-    /// this notifier is delivering is skipped, and one another holds is left to it).
-    pub async fn run_until(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    /// this notifier is delivering is skipped, and one another holds is left to it); and, given a `retention`,
+    /// [`EventNotifier::prune`] at once and every [`PRUNE_INTERVAL`].
+    pub async fn run_until(self: Arc<Self>, retention: Option<Duration>, mut shutdown: watch::Receiver<bool>) {
         let mut resume = tokio::time::interval(RESUME_INTERVAL);
         resume.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut prune = tokio::time::interval(PRUNE_INTERVAL);
+        prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = resume.tick() => {
                     let notifier = self.clone();
                     tokio::spawn(async move { notifier.resume_pending().await });
                 }
+                _ = prune.tick(), if retention.is_some() => {
+                    if let Some(retention) = retention {
+                        self.prune(retention).await;
+                    }
+                }
                 changed = shutdown.changed() => {
                     if changed.is_err() || *shutdown.borrow() {
                         return;
                     }
                 }
+            }
+        }
+    }
+
+    /// Deletes the settled events created more than `retention` ago, with their attempts (and older attempts of no
+    /// stored event); unsettled events stay. Returns what was deleted, or `None` when the store failed (logged).
+    pub async fn prune(&self, retention: Duration) -> Option<PrunedEvents> {
+        let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+        let Some(older_than) = self.clock.now().checked_sub_signed(retention) else {
+            return Some(PrunedEvents::default()); // a retention reaching before the first instant keeps everything
+        };
+        match self.log.prune_settled(older_than).await {
+            Ok(pruned) => {
+                if pruned != PrunedEvents::default() {
+                    tracing::info!(events = pruned.events, attempts = pruned.attempts, %older_than, "pruned settled registry events");
+                }
+                Some(pruned)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot prune the settled registry events: they are kept until the next try");
+                None
             }
         }
     }

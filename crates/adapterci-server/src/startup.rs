@@ -261,8 +261,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     }
     // Events a stopped process stored but did not finish delivering (it stopped during a backoff, or before the
     // first attempt) go out again, to the subscribers configured now, once their lease has run out: at start, and
-    // every minute after, so a replica also takes over what another one left.
-    tasks.push(tokio::spawn(events.clone().run_until(shutdown_receiver.clone())));
+    // every minute after, so a replica also takes over what another one left. Settled events past the retention
+    // are deleted at start and daily.
+    tasks.push(tokio::spawn(events.clone().run_until(config.event_retention(), shutdown_receiver.clone())));
     let state = AppState {
         controller,
         worker,

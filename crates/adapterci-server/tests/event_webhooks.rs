@@ -3,8 +3,9 @@
 //! recorded, not slept), every attempt lands in the delivery log of a real SQLite store, and `notify` reaches
 //! every subscriber. Events are stored before their first attempt: a second notifier on the same SQLite file (a
 //! restarted adapterd) resumes what the first left unfinished once its lease has run out, and only that, past a
-//! damaged row; two replicas resuming the same events at once on SQLite or PostgreSQL deliver each exactly once.
-//! The receiver signals each request on a channel: no test waits on a timer.
+//! damaged row; two replicas resuming the same events at once on SQLite or PostgreSQL deliver each exactly once;
+//! pruning keeps unsettled events and the settled ones inside the retention. The receiver signals each request on
+//! a channel: no test waits on a timer.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use adapterci_controller::webhooks::sign_sha256;
 use adapterci_core::events::{
-    EventAttempt, EventDeliveryLog, EventLease, RegistryEvent, RegistryEventKind, UnsettledEvents,
+    EventAttempt, EventDeliveryLog, EventLease, PrunedEvents, RegistryEvent, RegistryEventKind, UnsettledEvents,
 };
 use adapterci_core::ports::{Clock, StoreError, SystemClock};
 use adapterci_server::events::{
@@ -136,6 +137,9 @@ impl EventDeliveryLog for SignallingLog {
     async fn claim_event(&self, event_id: &str, lease: &EventLease, now: DateTime<Utc>) -> Result<bool, StoreError> {
         self.store.claim_event(event_id, lease, now).await
     }
+    async fn prune_settled(&self, older_than: DateTime<Utc>) -> Result<PrunedEvents, StoreError> {
+        self.store.prune_settled(older_than).await
+    }
     async fn settle_event(&self, event_id: &str) -> Result<(), StoreError> {
         self.store.settle_event(event_id).await?;
         self.settled.send(event_id.to_string()).unwrap();
@@ -176,6 +180,9 @@ impl EventDeliveryLog for ListingTogether {
     }
     async fn claim_event(&self, event_id: &str, lease: &EventLease, now: DateTime<Utc>) -> Result<bool, StoreError> {
         self.store.claim_event(event_id, lease, now).await
+    }
+    async fn prune_settled(&self, older_than: DateTime<Utc>) -> Result<PrunedEvents, StoreError> {
+        self.store.prune_settled(older_than).await
     }
     async fn settle_event(&self, event_id: &str) -> Result<(), StoreError> {
         self.store.settle_event(event_id).await
@@ -477,6 +484,33 @@ async fn a_damaged_stored_event_is_skipped_and_the_others_are_resumed() {
     assert!(unsettled.pending.is_empty(), "{unsettled:?}");
     let unreadable: Vec<&str> = unsettled.unreadable.iter().map(|row| row.id.as_str()).collect();
     assert_eq!(unreadable, [damaged.id.as_str()], "left in place for an operator");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_deletes_the_settled_events_older_than_the_retention() {
+    let setup = setup(3).await;
+    let clock = Arc::new(ManualClock::new());
+    let notifier = EventNotifier::new(setup.log.clone(), clock.clone(), policy(3));
+    let to = [subscriber("http://127.0.0.1:9/hook").url];
+    let (old, stale) = (promoted(&notifier), promoted(&notifier));
+    for event in [&old, &stale] {
+        setup.log.record_event(event, &to, &stopped_lease()).await.unwrap();
+    }
+    setup.log.settle_event(&old.id).await.unwrap();
+    clock.advance(TimeDelta::days(20));
+    let recent = promoted(&notifier);
+    setup.log.record_event(&recent, &to, &stopped_lease()).await.unwrap();
+    setup.log.settle_event(&recent.id).await.unwrap();
+    clock.advance(TimeDelta::days(15));
+
+    let month = Duration::from_secs(30 * 86_400);
+    assert_eq!(notifier.prune(month).await, Some(PrunedEvents { events: 1, attempts: 0 }), "the old settled one");
+    assert_eq!(notifier.prune(month).await, Some(PrunedEvents::default()));
+    let unsettled = setup.log.unsettled_events().await.unwrap().pending;
+    assert_eq!(unsettled.iter().map(|p| p.event.id.as_str()).collect::<Vec<_>>(), [stale.id.as_str()]);
+    assert_eq!(notifier.prune(Duration::MAX).await, Some(PrunedEvents::default()), "kept for ever");
+    let one_day = Duration::from_secs(86_400);
+    assert_eq!(notifier.prune(one_day).await, Some(PrunedEvents { events: 1, attempts: 0 }), "the recent one");
 }
 
 /// The event numbered `number`, as a stopped process stored it ten minutes ago.

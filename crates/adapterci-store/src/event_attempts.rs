@@ -3,14 +3,14 @@
 //! delivering it, settled when done).
 
 use adapterci_core::events::{
-    EventAttempt, EventDeliveryLog, EventLease, PendingEvent, RegistryEvent, RegistryEventKind, UnreadableEvent,
-    UnsettledEvents,
+    EventAttempt, EventDeliveryLog, EventLease, PendingEvent, PrunedEvents, RegistryEvent, RegistryEventKind,
+    UnreadableEvent, UnsettledEvents,
 };
 use adapterci_core::ports::StoreError;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_orm::ActiveValue::Set;
-use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::sea_query::{Expr, OnConflict, Query};
 use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use crate::SeaStore;
@@ -113,7 +113,48 @@ fn unsettled() -> sea_orm::Select<events::Entity> {
 /// A stored row of one unsettled event, by id, or why it cannot be read.
 type StoredEvent = (String, Result<events::Model, StoreError>);
 
+/// How many events one statement of a prune deletes: far below every backend's limit on bound parameters.
+const PRUNE_BATCH: usize = 500;
+
 impl SeaStore {
+    /// One try of [`EventDeliveryLog::prune_settled`], in one write transaction.
+    async fn try_prune_settled_events(&self, older_than: DateTime<Utc>) -> Result<PrunedEvents, AttemptError> {
+        let fail = |error| attempt_err("pruning settled registry events")(error);
+        let older_than = to_stored_time(older_than);
+        let txn = self.begin_write().await.map_err(fail)?;
+        let ids: Vec<String> = events::Entity::find()
+            .select_only()
+            .column(events::Column::Id)
+            .filter(events::Column::Settled.eq(true))
+            .filter(events::Column::CreatedAt.lt(older_than))
+            .into_tuple()
+            .all(&txn)
+            .await
+            .map_err(fail)?;
+        let mut pruned = PrunedEvents::default();
+        for batch in ids.chunks(PRUNE_BATCH) {
+            let batch = batch.iter().map(String::as_str);
+            let attempts = attempts::Entity::delete_many()
+                .filter(attempts::Column::EventId.is_in(batch.clone()))
+                .exec(&txn)
+                .await
+                .map_err(fail)?;
+            let events = events::Entity::delete_many().filter(events::Column::Id.is_in(batch)).exec(&txn).await;
+            pruned.attempts += attempts.rows_affected;
+            pruned.events += events.map_err(fail)?.rows_affected;
+        }
+        let stored_events = Query::select().column(events::Column::Id).from(events::Entity).to_owned();
+        let orphans = attempts::Entity::delete_many()
+            .filter(attempts::Column::At.lt(older_than))
+            .filter(attempts::Column::EventId.not_in_subquery(stored_events))
+            .exec(&txn)
+            .await
+            .map_err(fail)?;
+        pruned.attempts += orphans.rows_affected;
+        txn.commit().await.map_err(fail)?;
+        Ok(pruned)
+    }
+
     /// The unsettled rows read one at a time, each that fails to decode kept as its error.
     async fn unsettled_rows_one_by_one(&self) -> Result<Vec<StoredEvent>, StoreError> {
         let ids: Vec<String> = unsettled()
@@ -221,6 +262,10 @@ impl EventDeliveryLog for SeaStore {
             .await
             .map_err(backend(format!("settling event {event_id}")))?;
         Ok(())
+    }
+
+    async fn prune_settled(&self, older_than: DateTime<Utc>) -> Result<PrunedEvents, StoreError> {
+        retrying("pruning settled registry events", || self.try_prune_settled_events(older_than)).await
     }
 
     async fn record_attempt(&self, attempt: EventAttempt) -> Result<(), StoreError> {

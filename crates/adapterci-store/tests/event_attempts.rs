@@ -1,11 +1,12 @@
 //! The outbound event delivery log on SQLite and a real PostgreSQL: attempts read back per event in order, and
 //! the newest first across events; stored events read back unsettled, oldest first, until settled, a damaged row
 //! reported by its id without hiding the others; an event is taken over only once its lease has run out, by
-//! exactly one of the notifiers racing for it.
+//! exactly one of the notifiers racing for it; pruning deletes only settled events older than its cutoff.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use adapterci_core::events::{
-    EventAttempt, EventDeliveryLog, EventLease, PendingEvent, RegistryEvent, RegistryEventKind, UnsettledEvents,
+    EventAttempt, EventDeliveryLog, EventLease, PendingEvent, PrunedEvents, RegistryEvent, RegistryEventKind,
+    UnsettledEvents,
 };
 use adapterci_store::SeaStore;
 use adapterci_testkit::postgres::PostgresServer;
@@ -182,6 +183,54 @@ async fn one_of_racing_claims_wins(store: &SeaStore) {
     store.settle_event("raced").await.unwrap();
 }
 
+/// Whether `id` is stored, settled or not.
+async fn is_stored(store: &SeaStore, id: &str) -> bool {
+    let touch = format!("UPDATE registry_events SET settled = settled WHERE id = '{id}'");
+    store.execute_unprepared(&touch).await.unwrap() == 1
+}
+
+/// Pruning on an empty store: only settled events created before the cutoff go, with all their attempts, and the
+/// attempts before it that belong to no stored event.
+async fn pruning_conforms(store: &SeaStore) {
+    let log: &dyn EventDeliveryLog = store;
+    let day = |day: u32| Utc.with_ymd_and_hms(2026, 11, day, 10, 0, 0).unwrap();
+    let cutoff = day(10);
+    let stored = |id: &str, at: DateTime<Utc>| RegistryEvent { at, ..event(id, 0) };
+    let attempted = |id: &str, number: u32, at: DateTime<Utc>| EventAttempt { at, ..attempt(id, number, None, false) };
+    for (id, created, settled) in [
+        ("old-settled", day(1), true),
+        ("old-unsettled", day(1), false),
+        ("settled-at-cutoff", cutoff, true),
+        ("new-settled", day(20), true),
+    ] {
+        log.record_event(&stored(id, created), &endpoints(&["http://a/hook"]), &lease("a", 5)).await.unwrap();
+        // attempts made after the cutoff: an event's age, not its attempts', decides
+        log.record_attempt(attempted(id, 1, day(20))).await.unwrap();
+        if settled {
+            log.settle_event(id).await.unwrap();
+        }
+    }
+    log.record_attempt(attempted("old-settled", 2, day(21))).await.unwrap();
+    log.record_attempt(attempted("orphan-old", 1, day(1))).await.unwrap();
+    log.record_attempt(attempted("orphan-new", 1, day(20))).await.unwrap();
+
+    let pruned = log.prune_settled(cutoff).await.unwrap();
+    assert_eq!(pruned, PrunedEvents { events: 1, attempts: 3 }, "old-settled with its two attempts, orphan-old");
+    assert!(!is_stored(store, "old-settled").await);
+    assert!(log.attempts_of("old-settled").await.unwrap().is_empty());
+    assert!(log.attempts_of("orphan-old").await.unwrap().is_empty());
+    for kept in ["old-unsettled", "settled-at-cutoff", "new-settled"] {
+        assert!(is_stored(store, kept).await, "{kept}");
+        assert_eq!(log.attempts_of(kept).await.unwrap().len(), 1, "{kept}");
+    }
+    assert_eq!(log.attempts_of("orphan-new").await.unwrap().len(), 1);
+    assert_eq!(unsettled_ids(log).await, ["old-unsettled"]);
+    assert_eq!(log.prune_settled(cutoff).await.unwrap(), PrunedEvents::default(), "nothing left to prune");
+    let pruned = log.prune_settled(day(25)).await.unwrap();
+    assert_eq!(pruned, PrunedEvents { events: 2, attempts: 3 }, "the rest of the settled, and orphan-new");
+    assert_eq!(unsettled_ids(log).await, ["old-unsettled"], "unsettled, whatever its age");
+}
+
 async fn conforms(store: SeaStore) {
     stored_events_conform(&store).await;
     leases_conform(&store).await;
@@ -214,6 +263,8 @@ async fn sqlite_event_log_conforms() {
     let store = SeaStore::connect(&format!("sqlite://{}/m.db?mode=rwc", dir.path().display())).await.unwrap();
     conforms(store.clone()).await;
     a_damaged_timestamp_is_reported_alone(&store).await;
+    let pruned = SeaStore::connect(&format!("sqlite://{}/p.db?mode=rwc", dir.path().display())).await.unwrap();
+    pruning_conforms(&pruned).await;
 }
 
 #[tokio::test]
@@ -224,4 +275,5 @@ async fn postgres_event_log_conforms() {
     }
     let server = tokio::task::spawn_blocking(PostgresServer::start).await.unwrap().expect("start PostgreSQL");
     conforms(SeaStore::connect(&server.create_database().unwrap()).await.unwrap()).await;
+    pruning_conforms(&SeaStore::connect(&server.create_database().unwrap()).await.unwrap()).await;
 }
