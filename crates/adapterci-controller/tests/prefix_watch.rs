@@ -23,6 +23,7 @@ use adapterci_testkit::clock::ManualClock;
 use adapterci_testkit::executor_fake::ScriptedExecutor;
 use adapterci_testkit::scheduling_fake::InMemoryScheduler;
 use adapterci_testkit::seaweedfs::{BUCKET, SeaweedServer};
+use adapterci_testkit::servers::seaweedfs_or_skip;
 use adapterci_testkit::store_fake::InMemoryMetadataStore;
 use adapterci_testkit::tokio_clock::TokioClock;
 use bytes::Bytes;
@@ -147,8 +148,7 @@ async fn twenty_objects_inside_the_debounce_window_start_one_run_on_all_of_them(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_under_an_s3_prefix_starts_one_run_on_all_of_it() {
-    if !SeaweedServer::available() {
-        eprintln!("skipped: SeaweedFS is not installed (scripts/install_seaweedfs.sh)");
+    if !seaweedfs_or_skip(module_path!()) {
         return;
     }
     let seaweed = tokio::task::spawn_blocking(SeaweedServer::start).await.unwrap().expect("start SeaweedFS");

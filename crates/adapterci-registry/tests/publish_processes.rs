@@ -21,6 +21,7 @@ use adapterci_store::failpoint::{ENV_STORE_FAILPOINT, STEPS as STORE_STEPS};
 use adapterci_testkit::postgres::PostgresServer;
 use adapterci_testkit::registry_conformance::{adapter_name, publish_request};
 use adapterci_testkit::seaweedfs::{BUCKET, SeaweedServer};
+use adapterci_testkit::servers::{postgres_or_skip, seaweedfs_or_skip};
 
 /// Set in a child process: what it should do (`publish` or `publish-and-promote`).
 const CHILD_ENV: &str = "ADAPTERCI_TEST_PUBLISH_CHILD";
@@ -185,8 +186,7 @@ async fn sixteen_processes_publish_and_promote_on_sqlite_and_local_files() {
 /// A PostgreSQL database and a SeaweedFS bucket prefix (kept alive by the returned guards), or `None` with a
 /// notice where either is not installed.
 async fn postgres_and_seaweedfs(prefix: &str) -> Option<(String, String, Env, impl Sized)> {
-    if !PostgresServer::available() || !SeaweedServer::available() {
-        eprintln!("skipped: PostgreSQL or SeaweedFS is not installed (scripts/install_seaweedfs.sh)");
+    if !postgres_or_skip(module_path!()) || !seaweedfs_or_skip(module_path!()) {
         return None;
     }
     let postgres = tokio::task::spawn_blocking(PostgresServer::start).await.unwrap().expect("start PostgreSQL");
@@ -299,8 +299,7 @@ async fn a_publish_and_promote_killed_at_any_step_on_sqlite_and_local_files_is_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_and_promote_killed_at_any_step_on_postgres_and_seaweedfs_is_retried_exactly_once() {
-    if !PostgresServer::available() || !SeaweedServer::available() {
-        eprintln!("skipped: PostgreSQL or SeaweedFS is not installed (scripts/install_seaweedfs.sh)");
+    if !postgres_or_skip(module_path!()) || !seaweedfs_or_skip(module_path!()) {
         return;
     }
     let postgres = tokio::task::spawn_blocking(PostgresServer::start).await.unwrap().expect("start PostgreSQL");

@@ -14,15 +14,12 @@ use adapterci_registry::object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use adapterci_registry::{ObjectStoreRegistry, open_object_store_with_env};
 use adapterci_testkit::registry_conformance::{self as suite, BoxFuture, RegistryUnderTest, publish_request};
 use adapterci_testkit::seaweedfs::{BUCKET, SeaweedServer};
+use adapterci_testkit::servers::seaweedfs_or_skip;
 use adapterci_testkit::store_fake::InMemoryMetadataStore;
-
-const REQUIRE_SEAWEEDFS_ENV: &str = "ADAPTERCI_REQUIRE_SEAWEEDFS";
 
 /// A running server, or `None` (with a notice) where `weed` is not installed and not required.
 pub async fn seaweed_server() -> Option<Arc<SeaweedServer>> {
-    if !SeaweedServer::available() {
-        assert!(std::env::var(REQUIRE_SEAWEEDFS_ENV).is_err(), "{REQUIRE_SEAWEEDFS_ENV} is set but weed is missing");
-        eprintln!("skipped: weed is not installed (run scripts/install_seaweedfs.sh)");
+    if !seaweedfs_or_skip(module_path!()) {
         return None;
     }
     let server = tokio::task::spawn_blocking(SeaweedServer::start).await.unwrap();

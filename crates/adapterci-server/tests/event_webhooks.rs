@@ -24,6 +24,7 @@ use adapterci_server::events::{
 use adapterci_store::SeaStore;
 use adapterci_testkit::clock::ManualClock;
 use adapterci_testkit::postgres::PostgresServer;
+use adapterci_testkit::servers::postgres_or_skip;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -605,8 +606,7 @@ async fn two_replicas_on_sqlite_resume_each_event_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_on_postgres_resume_each_event_exactly_once() {
-    if !PostgresServer::available() {
-        eprintln!("skipped: PostgreSQL binaries are not installed");
+    if !postgres_or_skip(module_path!()) {
         return;
     }
     let server = tokio::task::spawn_blocking(PostgresServer::start).await.unwrap().expect("start PostgreSQL");

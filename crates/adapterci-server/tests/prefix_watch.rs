@@ -16,6 +16,7 @@ use adapterci_api::{ApiClient, ApplyPipelineRequest, RunInfo, RunListQuery, RunS
 use adapterci_core::{Digest, PipelineName};
 use adapterci_server::{RunningServer, ServerConfig};
 use adapterci_testkit::eventually::eventually;
+use adapterci_testkit::servers::seaweedfs_or_skip;
 
 fn pipeline(name: &str) -> String {
     format!(
@@ -140,8 +141,7 @@ fn free_port() -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_to_a_watched_s3_prefix_start_one_run_per_burst() {
     use adapterci_testkit::seaweedfs::{BUCKET, SeaweedServer};
-    if !SeaweedServer::available() {
-        eprintln!("skipped: SeaweedFS is not installed (scripts/install_seaweedfs.sh)");
+    if !seaweedfs_or_skip(module_path!()) {
         return;
     }
     let seaweed = tokio::task::spawn_blocking(SeaweedServer::start).await.unwrap().expect("start SeaweedFS");

@@ -6,10 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use adapterci_store::SeaStore;
 use adapterci_testkit::postgres::PostgresServer;
+use adapterci_testkit::servers::postgres_or_skip;
 use adapterci_testkit::store_conformance::{cases, run_conformance};
-
-/// Set to 1 where PostgreSQL must be tested (CI); elsewhere its absence skips that test with a notice.
-const REQUIRE_POSTGRES_ENV: &str = "ADAPTERCI_REQUIRE_POSTGRES";
 
 /// Runs the suite against fresh stores opened from the URLs that `url` gives.
 async fn conforms(url: impl Fn(usize) -> String) {
@@ -34,13 +32,7 @@ async fn sqlite_memory_store_conforms() {
 
 /// A fresh PostgreSQL server, or `None` (with a notice) where PostgreSQL is not installed and not required.
 async fn postgres_server() -> Option<Arc<PostgresServer>> {
-    if !PostgresServer::available() {
-        assert!(
-            std::env::var(REQUIRE_POSTGRES_ENV).is_err(),
-            "{REQUIRE_POSTGRES_ENV} is set but PostgreSQL is not installed in {}",
-            PostgresServer::bin_dir().display()
-        );
-        eprintln!("skipped: PostgreSQL is not installed in {}", PostgresServer::bin_dir().display());
+    if !postgres_or_skip(module_path!()) {
         return None;
     }
     let server = tokio::task::spawn_blocking(PostgresServer::start).await.expect("starting PostgreSQL");

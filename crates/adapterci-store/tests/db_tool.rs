@@ -6,6 +6,7 @@
 use std::process::{Command, Output};
 
 use adapterci_testkit::postgres::PostgresServer;
+use adapterci_testkit::servers::postgres_or_skip;
 use serde_json::Value;
 
 fn tool(action: &str, database: Option<&str>) -> Output {
@@ -48,8 +49,7 @@ fn migrate_and_status_on_a_sqlite_file() {
 
 #[test]
 fn migrate_and_status_on_postgres() {
-    if !PostgresServer::available() {
-        eprintln!("skipped: PostgreSQL binaries are not installed");
+    if !postgres_or_skip(module_path!()) {
         return;
     }
     let server = PostgresServer::start().expect("start PostgreSQL");

@@ -10,6 +10,7 @@ use adapterci_core::events::{
 };
 use adapterci_store::SeaStore;
 use adapterci_testkit::postgres::PostgresServer;
+use adapterci_testkit::servers::postgres_or_skip;
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 
 fn attempt(event: &str, number: u32, status: Option<u16>, delivered: bool) -> EventAttempt {
@@ -269,8 +270,7 @@ async fn sqlite_event_log_conforms() {
 
 #[tokio::test]
 async fn postgres_event_log_conforms() {
-    if !PostgresServer::available() {
-        eprintln!("skipped: PostgreSQL binaries are not installed");
+    if !postgres_or_skip(module_path!()) {
         return;
     }
     let server = tokio::task::spawn_blocking(PostgresServer::start).await.unwrap().expect("start PostgreSQL");

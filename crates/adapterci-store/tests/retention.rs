@@ -8,6 +8,7 @@ use adapterci_core::retention::{RetentionPolicy, VersionRetention};
 use adapterci_core::{AdapterName, Digest};
 use adapterci_store::SeaStore;
 use adapterci_testkit::postgres::PostgresServer;
+use adapterci_testkit::servers::postgres_or_skip;
 
 fn name() -> AdapterName {
     AdapterName::new("support").unwrap()
@@ -75,8 +76,7 @@ async fn sqlite_retention_conforms() {
 
 #[tokio::test]
 async fn postgres_retention_conforms() {
-    if !PostgresServer::available() {
-        eprintln!("skipped: PostgreSQL binaries are not installed");
+    if !postgres_or_skip(module_path!()) {
         return;
     }
     let server = tokio::task::spawn_blocking(PostgresServer::start).await.unwrap().expect("start PostgreSQL");
@@ -141,8 +141,7 @@ async fn sqlite_promotes_race_pruning() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_promotes_race_pruning() {
-    if !PostgresServer::available() {
-        eprintln!("skipped: PostgreSQL binaries are not installed");
+    if !postgres_or_skip(module_path!()) {
         return;
     }
     let server = tokio::task::spawn_blocking(PostgresServer::start).await.unwrap().expect("start PostgreSQL");

@@ -6,9 +6,7 @@
 use adapterci_store::SeaStore;
 use adapterci_testkit::postgres::PostgresServer;
 use adapterci_testkit::run_metrics_conformance::run_metrics_conformance;
-
-/// Set to 1 where PostgreSQL must be tested (CI); elsewhere its absence skips that test with a notice.
-const REQUIRE_POSTGRES_ENV: &str = "ADAPTERCI_REQUIRE_POSTGRES";
+use adapterci_testkit::servers::postgres_or_skip;
 
 #[tokio::test]
 async fn sqlite_run_metrics_conform() {
@@ -19,12 +17,7 @@ async fn sqlite_run_metrics_conform() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_run_metrics_conform() {
-    if !PostgresServer::available() {
-        assert!(
-            std::env::var(REQUIRE_POSTGRES_ENV).is_err(),
-            "{REQUIRE_POSTGRES_ENV} is set but PostgreSQL is not installed"
-        );
-        eprintln!("skipped: PostgreSQL is not installed in {}", PostgresServer::bin_dir().display());
+    if !postgres_or_skip(module_path!()) {
         return;
     }
     let server = tokio::task::spawn_blocking(PostgresServer::start).await.unwrap().unwrap();

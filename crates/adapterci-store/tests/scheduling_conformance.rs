@@ -9,9 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use adapterci_store::SeaStore;
 use adapterci_testkit::postgres::PostgresServer;
 use adapterci_testkit::scheduling_conformance::{Scheduling, cases, run_scheduling_conformance};
-
-/// Set to 1 where PostgreSQL must be tested (CI); elsewhere its absence skips that test with a notice.
-const REQUIRE_POSTGRES_ENV: &str = "ADAPTERCI_REQUIRE_POSTGRES";
+use adapterci_testkit::servers::postgres_or_skip;
 
 async fn conforms(url: impl Fn(usize) -> String) {
     let next = AtomicUsize::new(0);
@@ -39,12 +37,7 @@ async fn sqlite_memory_scheduler_conforms() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_scheduler_conforms() {
-    if !PostgresServer::available() {
-        assert!(
-            std::env::var(REQUIRE_POSTGRES_ENV).is_err(),
-            "{REQUIRE_POSTGRES_ENV} is set but PostgreSQL is not installed"
-        );
-        eprintln!("skipped: PostgreSQL is not installed in {}", PostgresServer::bin_dir().display());
+    if !postgres_or_skip(module_path!()) {
         return;
     }
     let server = Arc::new(tokio::task::spawn_blocking(PostgresServer::start).await.unwrap().unwrap());

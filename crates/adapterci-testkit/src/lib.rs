@@ -12,6 +12,7 @@ pub mod run_metrics_fake;
 pub mod scheduling_conformance;
 pub mod scheduling_fake;
 pub mod seaweedfs;
+pub mod servers;
 pub mod store_conformance;
 pub mod store_fake;
 mod store_fake_channels;
