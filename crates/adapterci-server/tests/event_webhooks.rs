@@ -107,56 +107,17 @@ async fn next_pause(pauses: &mut mpsc::UnboundedReceiver<Duration>) -> Duration 
     tokio::time::timeout(Duration::from_secs(60), pauses.recv()).await.expect("a pause").unwrap()
 }
 
-/// The store, signalling every event it settles.
-struct SignallingLog {
+/// The store with two optional hooks: `settled` hears of every event it settles, and `listed` holds each replica
+/// after it lists the unsettled events until every replica has listed them (the replicas then all race for every
+/// event).
+struct HookedLog {
     store: Arc<SeaStore>,
-    settled: mpsc::UnboundedSender<String>,
+    settled: Option<mpsc::UnboundedSender<String>>,
+    listed: Option<Arc<tokio::sync::Barrier>>,
 }
 
 #[async_trait::async_trait]
-impl EventDeliveryLog for SignallingLog {
-    async fn record_attempt(&self, attempt: EventAttempt) -> Result<(), StoreError> {
-        self.store.record_attempt(attempt).await
-    }
-    async fn attempts_of(&self, event_id: &str) -> Result<Vec<EventAttempt>, StoreError> {
-        self.store.attempts_of(event_id).await
-    }
-    async fn recent_attempts(&self, limit: u64) -> Result<Vec<EventAttempt>, StoreError> {
-        self.store.recent_attempts(limit).await
-    }
-    async fn record_event(
-        &self,
-        event: &RegistryEvent,
-        endpoints: &[String],
-        lease: &EventLease,
-    ) -> Result<(), StoreError> {
-        self.store.record_event(event, endpoints, lease).await
-    }
-    async fn unsettled_events(&self) -> Result<UnsettledEvents, StoreError> {
-        self.store.unsettled_events().await
-    }
-    async fn claim_event(&self, event_id: &str, lease: &EventLease, now: DateTime<Utc>) -> Result<bool, StoreError> {
-        self.store.claim_event(event_id, lease, now).await
-    }
-    async fn prune_settled(&self, older_than: DateTime<Utc>) -> Result<PrunedEvents, StoreError> {
-        self.store.prune_settled(older_than).await
-    }
-    async fn settle_event(&self, event_id: &str) -> Result<(), StoreError> {
-        self.store.settle_event(event_id).await?;
-        self.settled.send(event_id.to_string()).unwrap();
-        Ok(())
-    }
-}
-
-/// The store of one replica, which waits after listing the unsettled events until every replica has listed them:
-/// the replicas then all race for every event.
-struct ListingTogether {
-    store: SeaStore,
-    listed: Arc<tokio::sync::Barrier>,
-}
-
-#[async_trait::async_trait]
-impl EventDeliveryLog for ListingTogether {
+impl EventDeliveryLog for HookedLog {
     async fn record_attempt(&self, attempt: EventAttempt) -> Result<(), StoreError> {
         self.store.record_attempt(attempt).await
     }
@@ -176,7 +137,9 @@ impl EventDeliveryLog for ListingTogether {
     }
     async fn unsettled_events(&self) -> Result<UnsettledEvents, StoreError> {
         let pending = self.store.unsettled_events().await;
-        self.listed.wait().await;
+        if let Some(listed) = &self.listed {
+            listed.wait().await;
+        }
         pending
     }
     async fn claim_event(&self, event_id: &str, lease: &EventLease, now: DateTime<Utc>) -> Result<bool, StoreError> {
@@ -186,7 +149,11 @@ impl EventDeliveryLog for ListingTogether {
         self.store.prune_settled(older_than).await
     }
     async fn settle_event(&self, event_id: &str) -> Result<(), StoreError> {
-        self.store.settle_event(event_id).await
+        self.store.settle_event(event_id).await?;
+        if let Some(settled) = &self.settled {
+            settled.send(event_id.to_string()).unwrap();
+        }
+        Ok(())
     }
 }
 
@@ -353,7 +320,7 @@ async fn a_run_whose_gates_fail_sends_a_signed_gate_failed_event_naming_the_run_
 async fn notify_stores_the_event_for_its_subscribers_and_settles_it_once_each_has_it() {
     let setup = setup(3).await;
     let (settled_sender, mut settled) = mpsc::unbounded_channel();
-    let log = Arc::new(SignallingLog { store: setup.log.clone(), settled: settled_sender });
+    let log = Arc::new(HookedLog { store: setup.log.clone(), settled: Some(settled_sender), listed: None });
     let (pause, mut pauses) = HeldPause::new();
     let clock = Arc::new(ManualClock::new());
     let notifier = Arc::new(EventNotifier::new(log, clock.clone(), policy(3)).with_pause(pause.clone()));
@@ -559,7 +526,11 @@ async fn two_replicas_resume_each_event_exactly_once(database: &str) {
     let listed = Arc::new(tokio::sync::Barrier::new(2));
     let mut replicas = Vec::new();
     for _ in 0..2 {
-        let log = ListingTogether { store: SeaStore::connect(database).await.unwrap(), listed: listed.clone() };
+        let log = HookedLog {
+            store: Arc::new(SeaStore::connect(database).await.unwrap()),
+            settled: None,
+            listed: Some(listed.clone()),
+        };
         let notifier = EventNotifier::new(Arc::new(log), Arc::new(SystemClock), policy(3));
         let notifier = Arc::new(notifier.with_pause(Arc::new(RecordedPauses::default())));
         notifier.add_subscriber(subscriber(&first));
