@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks the Helm chart offline (scripts/test.sh runs it): `helm lint --strict`, the manifests `helm template`
 # renders validated against Kubernetes' schemas (kubernetes-validate --strict) for the default values and for
-# the scale-out values in charts/adapterci/ci/, and bad values refused by values.schema.json with the field named.
+# the scale-out values in charts/adapterci/ci/, adapterd's settings passed as its flags, and bad values refused
+# by values.schema.json with the field named.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 chart="$repo/charts/adapterci"
@@ -23,6 +24,16 @@ for values in "" "$chart"/ci/*-values.yaml; do
   printf 'check_chart: %s: lint clean, %s manifests valid\n' "${name:-defaults}" "$(grep -c '^kind:' "$work/rendered.yaml")" >&2
 done
 
+# the settings reach adapterd as flags, whole numbers printed whole (a values file's numbers are float64, which
+# Go prints as 1e+06)
+printf 'maxBodyMiB: 1048576\nthreads: 1000000\n' >"$work/big.yaml"
+"$helm" template adapterci "$chart" -f "$work/big.yaml" >"$work/rendered.yaml"
+for flag in --max-body-mib=1048576 --threads=1000000 --event-retention-days=30 --max-merged-exports=1 \
+  --adapter-cache-mib=512 --lease-secs=30; do
+  grep -qF -- "- $flag" "$work/rendered.yaml" || fail "the Deployment does not pass $flag"
+done
+printf 'check_chart: adapterd flags passed whole\n' >&2
+
 # each bad value is refused, and the error names where it is (--set-string keeps a value a string; --set types it)
 count=0
 while IFS='|' read -r flag setting where; do
@@ -40,5 +51,14 @@ done <<'BAD'
 --set-string|databse.url=postgres://db|additional properties 'databse'
 --set|threads=-1|'/threads'
 --set|service.port=70000|'/service/port'
+--set|eventRetentionDays=-1|'/eventRetentionDays'
+--set-string|eventRetentionDays=30|'/eventRetentionDays'
+--set|maxMergedExports=0|'/maxMergedExports'
+--set-string|maxMergedExports=two|'/maxMergedExports'
+--set|maxBodyMiB=0|'/maxBodyMiB'
+--set|maxBodyMiB=1.5|'/maxBodyMiB'
+--set|adapterCacheMiB=-1|'/adapterCacheMiB'
+--set|runLeaseSeconds=0|'/runLeaseSeconds'
+--set|replicas=2|additional properties 'replicas'
 BAD
 printf 'check_chart: %d bad values refused, each naming its field\n' "$count" >&2
