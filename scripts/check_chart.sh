@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Checks the Helm chart offline (scripts/test.sh runs it): `helm lint --strict`, the manifests `helm template`
 # renders validated against Kubernetes' schemas (kubernetes-validate --strict) for the default values and for
-# the scale-out values in charts/adapterci/ci/, adapterd's settings passed as its flags, and bad values refused
-# by values.schema.json with the field named.
+# the scale-out values in charts/adapterci/ci/, adapterd's settings passed as its flags, the migration Job rendered
+# only with PostgreSQL, and bad values refused by values.schema.json with the field named.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 chart="$repo/charts/adapterci"
@@ -25,14 +25,22 @@ for values in "" "$chart"/ci/*-values.yaml; do
 done
 
 # the settings reach adapterd as flags, whole numbers printed whole (a values file's numbers are float64, which
-# Go prints as 1e+06)
+# Go prints as 1e+06), and the migration Job comes with PostgreSQL only, as a hook running adapterci-db migrate
 printf 'maxBodyMiB: 1048576\nthreads: 1000000\n' >"$work/big.yaml"
 "$helm" template adapterci "$chart" -f "$work/big.yaml" >"$work/rendered.yaml"
 for flag in --max-body-mib=1048576 --threads=1000000 --event-retention-days=30 --max-merged-exports=1 \
   --adapter-cache-mib=512 --lease-secs=30; do
   grep -qF -- "- $flag" "$work/rendered.yaml" || fail "the Deployment does not pass $flag"
 done
-printf 'check_chart: adapterd flags passed whole\n' >&2
+grep -q '^kind: Job' "$work/rendered.yaml" && fail "a migration Job is rendered without database.url"
+"$helm" template adapterci "$chart" -f "$chart/ci/scale-out-values.yaml" --show-only templates/migrate-job.yaml \
+  >"$work/job.yaml" || fail "no migration Job with database.url set"
+for line in 'helm.sh/hook: pre-install,pre-upgrade' \
+  'helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded' \
+  'command: ["adapterci-db", "migrate"]' 'value: "postgres://adapterci@postgres:5432/adapterci"'; do
+  grep -qF -- "$line" "$work/job.yaml" || { cat "$work/job.yaml" >&2; fail "the migration Job lacks $line"; }
+done
+printf 'check_chart: adapterd flags passed whole, migration Job only with PostgreSQL\n' >&2
 
 # each bad value is refused, and the error names where it is (--set-string keeps a value a string; --set types it)
 count=0
