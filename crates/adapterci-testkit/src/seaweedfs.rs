@@ -8,7 +8,7 @@
 
 use std::io::{self, BufRead, BufReader};
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -28,6 +28,13 @@ pub const BUCKET: &str = "adapterci";
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// What `weed mini` prints once every component is up.
 const READY_LINE: &str = "Press Ctrl+C to stop";
+/// SeaweedFS's volume servers mark every volume read-only when the disk's free space falls below 1% of its size
+/// (their `-minFreeSpace` default, which `weed mini` does not expose). Writes then stall, and the S3 client retries
+/// each PUT for minutes, so a nearly full disk would look like a hung test. [`SeaweedServer::start`] refuses to
+/// start below that floor plus [`FREE_MARGIN`] instead.
+const MIN_FREE_PERCENT: u64 = 1;
+/// Room for what the tests write (the largest object is 12 MiB) on top of SeaweedFS's floor.
+const FREE_MARGIN: u64 = 256 << 20;
 
 /// A running SeaweedFS, killed and deleted when dropped.
 #[derive(Debug)]
@@ -61,6 +68,7 @@ impl SeaweedServer {
             io::Error::other("weed not found: run scripts/install_seaweedfs.sh or set ADAPTERCI_WEED")
         })?;
         let dir = tempfile::Builder::new().prefix("adapterci-seaweedfs-").tempdir()?;
+        check_free_space(dir.path())?;
         let data = dir.path().to_str().ok_or_else(|| io::Error::other("temp path is not UTF-8"))?.to_string();
         let ports = free_ports(11)?;
         let s3_port = ports[0];
@@ -144,6 +152,31 @@ impl SeaweedServer {
     }
 }
 
+/// An error naming the file system and the space missing when `dir`'s has too little free for SeaweedFS to write.
+fn check_free_space(dir: &Path) -> io::Result<()> {
+    let stat = rustix::fs::statvfs(dir).map_err(io::Error::from)?;
+    let total = stat.f_blocks.saturating_mul(stat.f_frsize);
+    let available = stat.f_bavail.saturating_mul(stat.f_frsize);
+    match free_space_needed(total, available) {
+        None => Ok(()),
+        Some(needed) => Err(io::Error::other(format!(
+            "the file system of {} has {} MiB free of {} MiB; SeaweedFS makes its volumes read-only below \
+             {MIN_FREE_PERCENT}% free, so S3 writes would stall: free at least {} MiB (or point TMPDIR elsewhere)",
+            dir.display(),
+            available >> 20,
+            total >> 20,
+            (needed - available).div_ceil(1 << 20),
+        ))),
+    }
+}
+
+/// The free bytes a file system of `total` bytes needs for SeaweedFS to accept the tests' writes, when `available`
+/// is less than that; `None` when there is enough.
+fn free_space_needed(total: u64, available: u64) -> Option<u64> {
+    let needed = (total / 100).saturating_mul(MIN_FREE_PERCENT).saturating_add(FREE_MARGIN);
+    (available < needed).then_some(needed)
+}
+
 impl Drop for SeaweedServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -156,4 +189,24 @@ fn free_ports(count: usize) -> io::Result<Vec<u16>> {
     let listeners: Vec<TcpListener> =
         (0..count).map(|_| TcpListener::bind("127.0.0.1:0")).collect::<io::Result<_>>()?;
     listeners.iter().map(|listener| Ok(listener.local_addr()?.port())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GIB: u64 = 1 << 30;
+
+    #[test]
+    fn a_disk_below_seaweedfs_floor_is_refused() {
+        // The disk that hung the S3 tests: 252 GiB with 1.3 GiB free, under SeaweedFS's 1% (2.5 GiB).
+        let total = 252 * GIB;
+        let needed = free_space_needed(total, 13 * GIB / 10).expect("1.3 GiB free of 252 GiB is too little");
+        assert_eq!(needed, total / 100 + FREE_MARGIN);
+        assert_eq!(free_space_needed(total, needed), None);
+        assert_eq!(free_space_needed(total, needed - 1), Some(needed));
+        // A small disk needs the margin even when it is mostly free.
+        assert_eq!(free_space_needed(GIB / 8, GIB / 8), Some(GIB / 800 + FREE_MARGIN));
+        assert_eq!(free_space_needed(20 * GIB, 10 * GIB), None);
+    }
 }
