@@ -140,6 +140,11 @@ pub trait EventDeliveryLog: Send + Sync {
     /// ended before `now`); returns whether it did. It is one conditional write, so of several notifiers
     /// racing for one event exactly one gets it.
     async fn claim_event(&self, event_id: &str, lease: &EventLease, now: DateTime<Utc>) -> Result<bool, StoreError>;
+    /// Gives up the leases `owner` holds on unsettled events, all but those in `keep` (still being delivered): each
+    /// is left unclaimed, its lease ended at `now`, so that any notifier takes it over at once. It is one
+    /// conditional write on the events still held by `owner`: one that another notifier took over, or that is
+    /// settled, is left as it is. Returns how many it released.
+    async fn release_events(&self, owner: &str, keep: &[String], now: DateTime<Utc>) -> Result<u64, StoreError>;
     /// Marks `event_id` as settled: every endpoint has it or was given up. Its lease stays, saying who finished
     /// it. Settling an id that is not stored, or is already settled, changes nothing.
     async fn settle_event(&self, event_id: &str) -> Result<(), StoreError>;

@@ -14,9 +14,14 @@
 //! whose lease ran out, in one conditional write that only one notifier can win, and continues it where its
 //! recorded attempts stopped. Delivery is at least once: a receiver drops a duplicate by its event id. Settled
 //! events older than adapterd's retention are deleted with their attempts ([`EventNotifier::prune`]).
+//!
+//! A clean shutdown ([`EventNotifier::shut_down`], at the end of `run_until`) does not leave its events waiting for
+//! their leases: the notifier stops taking events on, interrupts its deliveries between attempts, waits for them
+//! to return, then gives up in one conditional write the leases it still holds, so another replica takes those
+//! events over at its next pass.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use adapterci_controller::webhooks::sign_sha256;
@@ -28,6 +33,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 /// The header carrying the body's HMAC-SHA256 signature.
 pub const SIGNATURE_HEADER: &str = "X-Adapterci-Signature-256";
@@ -42,6 +48,9 @@ pub const RESUME_INTERVAL: Duration = Duration::from_secs(60);
 pub const PRUNE_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
 /// What a lease adds to the longest delivery its policy allows, for the store writes between attempts.
 pub const LEASE_MARGIN: Duration = Duration::from_secs(60);
+/// What a clean shutdown waits for the deliveries under way beyond one request timeout, for the store writes that
+/// record their last attempt ([`DeliveryPolicy::shutdown_grace`]).
+pub const SHUTDOWN_MARGIN: Duration = Duration::from_secs(5);
 
 /// One webhook that receives every event.
 #[derive(Clone)]
@@ -107,6 +116,13 @@ impl DeliveryPolicy {
             .saturating_add(LEASE_MARGIN)
     }
 
+    /// How long a clean shutdown waits for the deliveries under way to return: they stop before their next attempt,
+    /// so one request timeout for an attempt already sent, plus [`SHUTDOWN_MARGIN`] to record it. An event whose
+    /// delivery is still running after that keeps its lease, as after a crash.
+    pub fn shutdown_grace(&self) -> Duration {
+        self.request_timeout.saturating_add(SHUTDOWN_MARGIN)
+    }
+
     /// What is left at `now` of the pause after failed attempt `attempt`, made at `attempted_at`: a delivery
     /// resumed after a restart keeps the endpoint's backoff instead of retrying at once.
     pub fn remaining_delay_after(&self, attempt: u32, attempted_at: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
@@ -140,6 +156,33 @@ struct Delivery {
     wait: Duration,
 }
 
+/// The events a notifier is delivering now, and whether it is shutting down (then it takes no event on).
+#[derive(Debug, Default)]
+struct InFlight {
+    events: HashSet<String>,
+    stopping: bool,
+}
+
+/// What [`EventNotifier::claim`] found.
+enum Claim {
+    /// The event is now this notifier's to deliver.
+    Taken,
+    /// This notifier is delivering it already.
+    Busy,
+    /// This notifier is shutting down.
+    Stopping,
+}
+
+/// How one delivery to one endpoint ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    Delivered,
+    /// Its attempts ran out.
+    GaveUp,
+    /// The notifier is shutting down: the endpoint is owed the event still.
+    Interrupted,
+}
+
 /// Sends registry events to the subscribers.
 pub struct EventNotifier {
     /// This notifier's owner id in the events' leases: a fresh uuid per notifier, so per process.
@@ -151,8 +194,11 @@ pub struct EventNotifier {
     pause: Arc<dyn Pause>,
     http: reqwest::Client,
     /// The events this notifier is delivering now: [`EventNotifier::resume_pending`] skips them, so an event raised
-    /// while it runs, or a second call, is never delivered twice by this process.
-    in_flight: Mutex<HashSet<String>>,
+    /// while it runs, or a second call, is never delivered twice by this process; and a shutdown waits for them
+    /// (a watch channel, so it can wait for the set to empty) before it releases their leases.
+    in_flight: watch::Sender<InFlight>,
+    /// Cancelled when a shutdown begins: every delivery stops before its next attempt.
+    stop: CancellationToken,
 }
 
 impl EventNotifier {
@@ -165,7 +211,8 @@ impl EventNotifier {
             clock,
             pause: Arc::new(TokioPause),
             http: reqwest::Client::builder().timeout(policy.request_timeout).build().unwrap_or_default(),
-            in_flight: Mutex::new(HashSet::new()),
+            in_flight: watch::Sender::new(InFlight::default()),
+            stop: CancellationToken::new(),
         }
     }
 
@@ -227,20 +274,37 @@ impl EventNotifier {
     /// happened, so failing the caller's request would misreport it; the event is still delivered from memory, and
     /// only a restart before it is delivered loses it. Storing runs on its own task, so a caller dropped while it
     /// waits (a client that hung up) still has its event stored and delivered.
+    ///
+    /// Once [`EventNotifier::shut_down`] has begun, the event is stored under a lease that has already ended and is
+    /// not delivered: another notifier (a replica, or this process restarted) takes it over at its next pass.
     pub async fn notify(self: &Arc<Self>, event: RegistryEvent) {
         let subscribers = self.subscribers();
-        if subscribers.is_empty() || !self.claim(&event.id) {
+        if subscribers.is_empty() {
             return;
         }
+        let deliver = match self.claim(&event.id) {
+            Claim::Taken => true,
+            Claim::Busy => return,
+            Claim::Stopping => false,
+        };
         let notifier = self.clone();
         let (stored, stored_signal) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
             let endpoints: Vec<String> = subscribers.iter().map(|subscriber| subscriber.url.clone()).collect();
-            let lease = notifier.lease_from(notifier.clock.now());
+            let now = notifier.clock.now();
+            let lease = if deliver {
+                notifier.lease_from(now)
+            } else {
+                EventLease { owner: notifier.owner.clone(), until: now }
+            };
             if let Err(error) = notifier.log.record_event(&event, &endpoints, &lease).await {
                 tracing::warn!(%error, event = %event.id, "could not store a registry event: a restart before it is delivered loses it");
             }
             let _ = stored.send(());
+            if !deliver {
+                tracing::info!(event = %event.id, "shutting down: a registry event raised now is left to another process");
+                return;
+            }
             let deliveries = subscribers
                 .into_iter()
                 .map(|subscriber| Delivery { subscriber, attempts_made: 0, wait: Duration::ZERO })
@@ -254,7 +318,8 @@ impl EventNotifier {
     /// adapterd's upkeep of the outbox until `shutdown` turns true: [`EventNotifier::resume_pending`] at once and
     /// every [`RESUME_INTERVAL`], each pass on its own task so that a long delivery never delays the next (an event
     /// this notifier is delivering is skipped, and one another holds is left to it); and, given a `retention`,
-    /// [`EventNotifier::prune`] at once and every [`PRUNE_INTERVAL`].
+    /// [`EventNotifier::prune`] at once and every [`PRUNE_INTERVAL`]. Then [`EventNotifier::shut_down`], within
+    /// the policy's [`DeliveryPolicy::shutdown_grace`], before it returns.
     pub async fn run_until(self: Arc<Self>, retention: Option<Duration>, mut shutdown: watch::Receiver<bool>) {
         let mut resume = tokio::time::interval(RESUME_INTERVAL);
         resume.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -273,9 +338,42 @@ impl EventNotifier {
                 }
                 changed = shutdown.changed() => {
                     if changed.is_err() || *shutdown.borrow() {
+                        self.shut_down(self.policy.shutdown_grace()).await;
                         return;
                     }
                 }
+            }
+        }
+    }
+
+    /// Stops this notifier for a clean shutdown and gives up the leases it holds, so that another notifier takes
+    /// its unfinished events over at its next pass instead of once their leases run out. From now on it takes no
+    /// event on (one raised is stored under an ended lease, see [`EventNotifier::notify`]); every delivery stops
+    /// before its next attempt, a pause cut short (an attempt already sent ends and is recorded). Once they have
+    /// all returned, or after `grace`, it releases in one conditional write the leases it holds on unsettled
+    /// events, all but those whose delivery still runs: those keep their lease, as after a crash, so that no
+    /// event is taken over while this process may still send or settle it. An event settled meanwhile, or taken
+    /// over by another notifier, is left as it is. Returns how many events it released, or `None` when the store
+    /// failed (logged: the leases then run out).
+    pub async fn shut_down(&self, grace: Duration) -> Option<u64> {
+        self.in_flight.send_modify(|in_flight| in_flight.stopping = true);
+        self.stop.cancel();
+        let mut in_flight = self.in_flight.subscribe();
+        let drained = async { in_flight.wait_for(|in_flight| in_flight.events.is_empty()).await.is_ok() };
+        if tokio::time::timeout(grace, drained).await.is_err() {
+            tracing::warn!(?grace, "registry event deliveries still running at shutdown keep their leases");
+        }
+        let still_delivering: Vec<String> = self.in_flight.borrow().events.iter().cloned().collect();
+        match self.log.release_events(&self.owner, &still_delivering, self.clock.now()).await {
+            Ok(released) => {
+                if released > 0 {
+                    tracing::info!(released, "released the unfinished registry events to another process");
+                }
+                Some(released)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot release the registry events held at shutdown: their leases run out instead");
+                None
             }
         }
     }
@@ -322,19 +420,24 @@ impl EventNotifier {
         let (mut events, mut resumed) = (JoinSet::new(), 0);
         for PendingEvent { event, endpoints, lease } in unsettled.pending {
             let now = self.clock.now();
-            if lease.is_some_and(|lease| lease.holds_at(now)) || !self.claim(&event.id) {
+            if lease.is_some_and(|lease| lease.holds_at(now)) {
                 continue;
+            }
+            match self.claim(&event.id) {
+                Claim::Taken => {}
+                Claim::Busy => continue,
+                Claim::Stopping => break,
             }
             match self.log.claim_event(&event.id, &self.lease_from(now), now).await {
                 Ok(true) => {}
                 Ok(false) => {
                     // another notifier took it over first
-                    self.release(&event.id);
+                    self.done_with(&event.id);
                     continue;
                 }
                 Err(error) => {
                     tracing::warn!(%error, event = %event.id, "cannot take over a registry event: it is not resumed");
-                    self.release(&event.id);
+                    self.done_with(&event.id);
                     continue;
                 }
             }
@@ -343,7 +446,7 @@ impl EventNotifier {
                 Ok(deliveries) => deliveries,
                 Err(error) => {
                     tracing::warn!(%error, event = %event.id, "cannot read the attempts of a registry event: it is not resumed");
-                    self.release(&event.id);
+                    self.done_with(&event.id);
                     continue;
                 }
             };
@@ -386,38 +489,72 @@ impl EventNotifier {
         Ok(deliveries)
     }
 
-    /// Runs `deliveries` of `event` on spawned tasks and settles the event once each has delivered or given up.
+    /// Runs `deliveries` of `event` on spawned tasks and settles the event once each has delivered or given up;
+    /// one interrupted by a shutdown leaves it unsettled, for the notifier that takes it over.
     async fn deliver_and_settle(self: Arc<Self>, event: RegistryEvent, deliveries: Vec<Delivery>) {
         let mut tasks = JoinSet::new();
         for delivery in deliveries {
             let (notifier, event) = (self.clone(), event.clone());
             tasks.spawn(async move {
-                if !delivery.wait.is_zero() {
-                    notifier.pause.pause(delivery.wait).await;
+                if !notifier.pause_unless_stopped(delivery.wait).await {
+                    return Outcome::Interrupted;
                 }
-                notifier.deliver_after(&delivery.subscriber, &event, delivery.attempts_made).await
+                notifier.attempt_delivery(&delivery.subscriber, &event, delivery.attempts_made).await
             });
         }
         let mut finished = true;
         while let Some(outcome) = tasks.join_next().await {
-            if let Err(error) = outcome {
-                tracing::error!(%error, event = %event.id, "an event delivery task failed: the event stays unsettled");
-                finished = false;
+            match outcome {
+                Ok(Outcome::Delivered | Outcome::GaveUp) => {}
+                Ok(Outcome::Interrupted) => finished = false,
+                Err(error) => {
+                    tracing::error!(%error, event = %event.id, "an event delivery task failed: the event stays unsettled");
+                    finished = false;
+                }
             }
         }
         if finished && let Err(error) = self.log.settle_event(&event.id).await {
             tracing::warn!(%error, event = %event.id, "could not settle a delivered registry event: a restart resends it");
         }
-        self.release(&event.id);
+        self.done_with(&event.id);
     }
 
-    /// Marks `event_id` as being delivered by this notifier; false if it already is.
-    fn claim(&self, event_id: &str) -> bool {
-        self.in_flight.lock().unwrap_or_else(PoisonError::into_inner).insert(event_id.to_string())
+    /// Marks `event_id` as being delivered by this notifier, unless it already is or the notifier is shutting
+    /// down. The shutdown flag sits beside the set, under one lock: a claim either comes before the shutdown began,
+    /// and the shutdown waits for its delivery, or it is refused.
+    fn claim(&self, event_id: &str) -> Claim {
+        let mut claim = Claim::Busy;
+        self.in_flight.send_if_modified(|in_flight| {
+            if in_flight.stopping {
+                claim = Claim::Stopping;
+                return false;
+            }
+            let taken = in_flight.events.insert(event_id.to_string());
+            if taken {
+                claim = Claim::Taken;
+            }
+            taken
+        });
+        claim
     }
 
-    fn release(&self, event_id: &str) {
-        self.in_flight.lock().unwrap_or_else(PoisonError::into_inner).remove(event_id);
+    /// Ends this notifier's delivery of `event_id` (the event is settled, or left for another to take over).
+    fn done_with(&self, event_id: &str) {
+        self.in_flight.send_if_modified(|in_flight| in_flight.events.remove(event_id));
+    }
+
+    /// Takes a pause of `delay`, cut short by a shutdown; returns false when it was (the delivery must stop).
+    async fn pause_unless_stopped(&self, delay: Duration) -> bool {
+        if self.stop.is_cancelled() {
+            return false;
+        }
+        if delay.is_zero() {
+            return true;
+        }
+        tokio::select! {
+            () = self.pause.pause(delay) => true,
+            () = self.stop.cancelled() => false,
+        }
     }
 
     /// Delivers `event` to `subscriber`, retrying until it is accepted (2xx) or the attempts run out; records
@@ -429,15 +566,31 @@ impl EventNotifier {
     /// [`EventNotifier::deliver`] for an endpoint that already had `attempts_made` attempts: the next is numbered
     /// `attempts_made + 1`, and none is made if the attempts have run out.
     pub async fn deliver_after(&self, subscriber: &EventSubscriber, event: &RegistryEvent, attempts_made: u32) -> bool {
+        self.attempt_delivery(subscriber, event, attempts_made).await == Outcome::Delivered
+    }
+
+    /// [`EventNotifier::deliver_after`], saying how it ended: once a shutdown has begun, no further attempt is made
+    /// and a pause between attempts is cut short.
+    async fn attempt_delivery(
+        &self,
+        subscriber: &EventSubscriber,
+        event: &RegistryEvent,
+        attempts_made: u32,
+    ) -> Outcome {
         let body = match serde_json::to_vec(event) {
             Ok(body) => body,
             Err(error) => {
                 tracing::error!(%error, "cannot encode a registry event");
-                return false;
+                return Outcome::GaveUp;
             }
         };
         let signature = sign_sha256(&subscriber.secret, &[&body]);
         for attempt in attempts_made.saturating_add(1)..=self.policy.max_attempts.max(1) {
+            if self.stop.is_cancelled() {
+                return Outcome::Interrupted;
+            }
+            // An attempt under way is not cut short: it ends (within the request timeout) and is recorded, so the
+            // notifier that takes the event over knows whether the endpoint has it.
             let (status, error) = self.send_once(subscriber, event, &body, &signature).await;
             let delivered = error.is_none();
             let record = EventAttempt {
@@ -454,14 +607,15 @@ impl EventNotifier {
                 tracing::warn!(%error, event = %event.id, "could not record an event delivery attempt");
             }
             if delivered {
-                return true;
+                return Outcome::Delivered;
             }
             tracing::warn!(endpoint = %subscriber.url, event = %event.id, attempt, error = ?error, "event delivery failed");
-            if attempt < self.policy.max_attempts {
-                self.pause.pause(self.policy.delay_after(attempt)).await;
+            if attempt < self.policy.max_attempts && !self.pause_unless_stopped(self.policy.delay_after(attempt)).await
+            {
+                return Outcome::Interrupted;
             }
         }
-        false
+        Outcome::GaveUp
     }
 
     /// One POST: the status if the endpoint answered, and the error unless it answered 2xx.
@@ -569,6 +723,13 @@ mod tests {
         assert_eq!(capped.lease(), Duration::from_secs(10 + (1 + 2 + 4 + 8 + 10 + 10 + 10) + 8 + 60));
         let endless = DeliveryPolicy { max_attempts: u32::MAX, ..capped };
         assert!(endless.lease() > capped.lease(), "no overflow, no loop over every attempt");
+    }
+
+    #[test]
+    fn a_shutdown_waits_for_one_request_and_its_record_far_less_than_a_lease() {
+        let policy = DeliveryPolicy::default();
+        assert_eq!(policy.shutdown_grace(), Duration::from_secs(10 + 5));
+        assert!(policy.shutdown_grace() < policy.lease());
     }
 
     #[test]

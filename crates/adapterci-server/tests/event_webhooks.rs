@@ -4,11 +4,14 @@
 //! every subscriber. Events are stored before their first attempt: a second notifier on the same SQLite file (a
 //! restarted adapterd) resumes what the first left unfinished once its lease has run out, and only that, past a
 //! damaged row; two replicas resuming the same events at once on SQLite or PostgreSQL deliver each exactly once;
-//! pruning keeps unsettled events and the settled ones inside the retention. The receiver signals each request on
-//! a channel: no test waits on a timer.
+//! pruning keeps unsettled events and the settled ones inside the retention; a clean shutdown, on SQLite or
+//! PostgreSQL, stops its deliveries between attempts and releases its leases, so another notifier takes its events
+//! over at once, all but one whose attempt is still under way. The receiver signals each request on a channel: no
+//! test waits on a timer.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -144,6 +147,9 @@ impl EventDeliveryLog for HookedLog {
     }
     async fn claim_event(&self, event_id: &str, lease: &EventLease, now: DateTime<Utc>) -> Result<bool, StoreError> {
         self.store.claim_event(event_id, lease, now).await
+    }
+    async fn release_events(&self, owner: &str, keep: &[String], now: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.store.release_events(owner, keep, now).await
     }
     async fn prune_settled(&self, older_than: DateTime<Utc>) -> Result<PrunedEvents, StoreError> {
         self.store.prune_settled(older_than).await
@@ -582,4 +588,132 @@ async fn two_replicas_on_postgres_resume_each_event_exactly_once() {
     }
     let server = tokio::task::spawn_blocking(PostgresServer::start).await.unwrap().expect("start PostgreSQL");
     two_replicas_resume_each_event_exactly_once(&server.create_database().unwrap()).await;
+}
+
+/// The lease of every unsettled event, by id.
+async fn leases(store: &SeaStore) -> BTreeMap<String, Option<EventLease>> {
+    store.unsettled_events().await.unwrap().pending.into_iter().map(|p| (p.event.id, p.lease)).collect()
+}
+
+/// adapterd A shuts down cleanly (its `run_until` loop told to stop) while it holds three events on the database at
+/// `database`: one it is delivering, waiting to retry after a refused attempt in a pause that only the shutdown
+/// ends; one stored under its lease that it is not delivering; and one a live replica holds. A's pause is cut
+/// short and no further attempt made; its two leases are released, the replica's is not; B, on the same clock (not
+/// a second later, hours before A's leases would have run out), takes both over at once and finishes them.
+async fn a_clean_shutdown_hands_its_events_over_at_once(database: &str) {
+    let store = Arc::new(SeaStore::connect(database).await.unwrap());
+    let (url, mut requests) = receiver(1).await;
+    let clock = Arc::new(ManualClock::new());
+    let (never_released, mut pauses) = HeldPause::new();
+    let first = Arc::new(EventNotifier::new(store.clone(), clock.clone(), policy(3)).with_pause(never_released));
+    first.add_subscriber(subscriber(&url));
+    let delivering = promoted(&first);
+    first.notify(delivering.clone()).await;
+    assert_eq!(next(&mut requests).await.event_id, delivering.id);
+    next_pause(&mut pauses).await; // attempt 1 refused and recorded: A waits to retry
+    let idle = stored_event(1);
+    let first_lease = EventLease { owner: first.owner().to_string(), until: clock.now() + TimeDelta::hours(1) };
+    store.record_event(&idle, std::slice::from_ref(&url), &first_lease).await.unwrap();
+    let live = EventLease { owner: "live-replica".to_string(), until: clock.now() + TimeDelta::hours(1) };
+    store.record_event(&stored_event(2), std::slice::from_ref(&url), &live).await.unwrap();
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let upkeep = tokio::spawn(first.clone().run_until(None, stopped));
+    stop.send(true).unwrap();
+    upkeep.await.unwrap();
+    assert!(requests.try_recv().is_err(), "no attempt after the shutdown began");
+    assert_eq!(logged(&store, &delivering).await, [(url.clone(), 1, Some(503), false)]);
+    let expected = [(delivering.id.clone(), None), (idle.id.clone(), None), (stored_event(2).id, Some(live.clone()))];
+    assert_eq!(leases(&store).await, BTreeMap::from(expected), "A's two events released, the replica's kept");
+
+    let second = EventNotifier::new(Arc::new(SeaStore::connect(database).await.unwrap()), clock, policy(3));
+    let second = Arc::new(second.with_pause(Arc::new(RecordedPauses::default())));
+    second.add_subscriber(subscriber(&url));
+    assert_eq!(second.resume_pending().await, 2, "both taken over without waiting for A's leases");
+    let mut ids = vec![delivering.id.clone(), idle.id.clone()];
+    ids.sort();
+    assert_eq!(next_ids(&mut requests, 2).await, ids);
+    assert!(requests.try_recv().is_err(), "each sent once");
+    assert_eq!(logged(&store, &delivering).await, [(url.clone(), 1, Some(503), false), (url, 2, Some(204), true)]);
+    let pending = store.unsettled_events().await.unwrap().pending;
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(pending[0].lease.as_ref(), Some(&live), "the replica's event is left to it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_shutdown_on_sqlite_hands_its_events_over_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    a_clean_shutdown_hands_its_events_over_at_once(&format!("sqlite://{}/m.db?mode=rwc", dir.path().display())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_shutdown_on_postgres_hands_its_events_over_at_once() {
+    if !postgres_or_skip(module_path!()) {
+        return;
+    }
+    let server = tokio::task::spawn_blocking(PostgresServer::start).await.unwrap().expect("start PostgreSQL");
+    a_clean_shutdown_hands_its_events_over_at_once(&server.create_database().unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_raised_during_a_shutdown_is_stored_for_another_process_and_not_sent() {
+    let setup = setup(3).await;
+    let (url, mut requests) = receiver(0).await;
+    let clock = Arc::new(ManualClock::new());
+    let first = Arc::new(EventNotifier::new(setup.log.clone(), clock.clone(), policy(3)));
+    first.add_subscriber(subscriber(&url));
+    assert_eq!(first.shut_down(Duration::from_secs(60)).await, Some(0), "nothing held");
+    let late = promoted(&first);
+    first.notify(late.clone()).await;
+    assert!(logged(&setup.log, &late).await.is_empty(), "not sent by the stopping process");
+    let pending = setup.log.unsettled_events().await.unwrap().pending;
+    assert_eq!(pending.len(), 1, "stored: {pending:?}");
+    assert_eq!(pending[0].lease, Some(EventLease { owner: first.owner().to_string(), until: clock.now() }), "ended");
+
+    let (second, log) = restarted(&setup, 3, clock.clone()).await;
+    second.add_subscriber(subscriber(&url));
+    clock.advance(TimeDelta::seconds(1));
+    assert_eq!(second.resume_pending().await, 1, "taken over at the next pass");
+    assert_eq!(next(&mut requests).await.event_id, late.id);
+    assert!(requests.try_recv().is_err(), "sent once");
+    assert!(log.unsettled_events().await.unwrap().pending.is_empty());
+}
+
+/// A delivery whose attempt is still under way when the grace runs out (its endpoint never answers) keeps its
+/// event's lease, so no other notifier sends it while this process still may; the process's other events are
+/// released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_whose_attempt_outlasts_the_shutdown_grace_keeps_its_lease() {
+    let setup = setup(3).await;
+    let (reached, mut reaching) = mpsc::unbounded_channel();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            let reached = reached.clone();
+            async move {
+                reached.send(()).unwrap();
+                std::future::pending::<StatusCode>().await
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let clock = Arc::new(ManualClock::new());
+    // a request timeout no test run reaches: the attempt is under way for as long as the test runs
+    let patient = DeliveryPolicy { request_timeout: Duration::from_secs(3600), ..policy(3) };
+    let first = Arc::new(EventNotifier::new(setup.log.clone(), clock.clone(), patient));
+    first.add_subscriber(subscriber(&url));
+    let hanging = promoted(&first);
+    first.notify(hanging.clone()).await;
+    tokio::time::timeout(Duration::from_secs(60), reaching.recv()).await.expect("the attempt is sent").unwrap();
+    let idle = stored_event(1);
+    let first_lease = EventLease { owner: first.owner().to_string(), until: clock.now() + TimeDelta::hours(1) };
+    setup.log.record_event(&idle, std::slice::from_ref(&url), &first_lease).await.unwrap();
+
+    // no grace: the attempt under way is still running
+    assert_eq!(first.shut_down(Duration::ZERO).await, Some(1), "the idle event only");
+    let until = clock.now() + TimeDelta::from_std(patient.lease()).unwrap();
+    let held = EventLease { owner: first.owner().to_string(), until };
+    assert_eq!(leases(&setup.log).await, BTreeMap::from([(hanging.id.clone(), Some(held)), (idle.id.clone(), None)]));
 }

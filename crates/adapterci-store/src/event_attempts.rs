@@ -254,6 +254,27 @@ impl EventDeliveryLog for SeaStore {
         retrying(&context, claim).await
     }
 
+    async fn release_events(&self, owner: &str, keep: &[String], now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let context = format!("releasing the registry events held by {owner}");
+        let now = to_stored_time(now);
+        // One conditional UPDATE, like the claim: a row another notifier took over in the meantime no longer
+        // matches `claimed_by = owner` (PostgreSQL re-checks the condition against a concurrent claim once it
+        // commits), and a settled one keeps its lease as history.
+        let release = || async {
+            let mut release = events::Entity::update_many()
+                .col_expr(events::Column::ClaimedBy, Expr::value(Option::<String>::None))
+                .col_expr(events::Column::LeaseUntil, Expr::value(now))
+                .filter(events::Column::ClaimedBy.eq(owner))
+                .filter(events::Column::Settled.eq(false));
+            if !keep.is_empty() {
+                release = release.filter(events::Column::Id.is_not_in(keep.iter().map(String::as_str)));
+            }
+            let result = release.exec(&self.db).await.map_err(attempt_err(&context))?;
+            Ok::<_, AttemptError>(result.rows_affected)
+        };
+        retrying(&context, release).await
+    }
+
     async fn settle_event(&self, event_id: &str) -> Result<(), StoreError> {
         events::Entity::update_many()
             .col_expr(events::Column::Settled, Expr::value(true))

@@ -1,7 +1,8 @@
 //! The outbound event delivery log on SQLite and a real PostgreSQL: attempts read back per event in order, and
 //! the newest first across events; stored events read back unsettled, oldest first, until settled, a damaged row
 //! reported by its id without hiding the others; an event is taken over only once its lease has run out, by
-//! exactly one of the notifiers racing for it; pruning deletes only settled events older than its cutoff.
+//! exactly one of the notifiers racing for it, or at once when its holder released it; pruning deletes only
+//! settled events older than its cutoff.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use adapterci_core::events::{
@@ -166,6 +167,38 @@ async fn leases_conform(store: &SeaStore) {
     log.settle_event("legacy").await.unwrap();
 }
 
+/// A notifier shutting down gives its leases up at once: its unsettled events but those it keeps (still being
+/// delivered) are left unclaimed, and another notifier takes them over long before their leases would have run
+/// out; another notifier's event, and a settled one, keep their leases.
+async fn releases_conform(store: &SeaStore) {
+    let log: &dyn EventDeliveryLog = store;
+    for (id, owner) in [("a-open", "a"), ("a-kept", "a"), ("a-settled", "a"), ("b-open", "b")] {
+        log.record_event(&event(id, 0), &endpoints(&["http://a/hook"]), &lease(owner, 30)).await.unwrap();
+    }
+    log.settle_event("a-settled").await.unwrap();
+    assert!(!log.claim_event("a-open", &lease("c", 32), noon_plus(1)).await.unwrap(), "held by a before");
+
+    let kept = ["a-kept".to_string()];
+    assert_eq!(log.release_events("a", &kept, noon_plus(1)).await.unwrap(), 1, "a-open only");
+    assert_eq!(lease_of(log, "a-open").await, None, "unclaimed");
+    let released = "UPDATE registry_events SET settled = settled \
+                    WHERE id = 'a-open' AND claimed_by IS NULL AND lease_until IS NOT NULL";
+    assert_eq!(store.execute_unprepared(released).await.unwrap(), 1, "its lease ends when it was released");
+    assert_eq!(lease_of(log, "a-kept").await, Some(lease("a", 30)), "kept: still being delivered");
+    assert_eq!(lease_of(log, "b-open").await, Some(lease("b", 30)), "another notifier's lease is untouched");
+    let settled = "UPDATE registry_events SET settled = settled WHERE id = 'a-settled' AND claimed_by = 'a'";
+    assert_eq!(store.execute_unprepared(settled).await.unwrap(), 1, "a settled event keeps its lease");
+
+    assert!(log.claim_event("a-open", &lease("c", 32), noon_plus(2)).await.unwrap(), "taken over at once");
+    assert!(!log.claim_event("b-open", &lease("c", 32), noon_plus(2)).await.unwrap());
+    assert_eq!(log.release_events("a", &[], noon_plus(3)).await.unwrap(), 1, "a-kept: a-open is c's now");
+    assert_eq!(lease_of(log, "a-open").await, Some(lease("c", 32)), "a release never takes another's event");
+    assert_eq!(log.release_events("a", &[], noon_plus(3)).await.unwrap(), 0, "nothing left to release");
+    for id in ["a-open", "a-kept", "b-open"] {
+        log.settle_event(id).await.unwrap();
+    }
+}
+
 /// Notifiers on their own connections race for one event whose lease ran out: exactly one gets it.
 async fn one_of_racing_claims_wins(store: &SeaStore) {
     store.record_event(&event("raced", 0), &endpoints(&["http://a/hook"]), &lease("dead", 1)).await.unwrap();
@@ -235,6 +268,7 @@ async fn pruning_conforms(store: &SeaStore) {
 async fn conforms(store: SeaStore) {
     stored_events_conform(&store).await;
     leases_conform(&store).await;
+    releases_conform(&store).await;
     one_of_racing_claims_wins(&store).await;
     let log: &dyn EventDeliveryLog = &store;
     log.record_attempt(attempt("e1", 1, Some(500), false)).await.unwrap();
