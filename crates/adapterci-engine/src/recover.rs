@@ -1,7 +1,8 @@
 //! The accuracy-recovery adapter: LoRA on every linear operation of every layer, trained with the compressed
 //! base frozen so that its next-token distributions match the uncompressed model's (KL(teacher ‖ student) on
 //! the logits of every position), on text the teacher wrote (plus an optional user corpus). Budget in steps
-//! and/or seconds, periodic checkpoints (adapter + step) that a later call resumes from.
+//! and/or seconds, periodic checkpoints (adapter, step and training time so far) that a later call resumes from,
+//! its budget going on from where the checkpoint left it.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -33,7 +34,8 @@ pub struct RecoverySpec {
     pub alpha: f64,
     /// At most this many optimizer steps (the schedule is laid out over them).
     pub steps: usize,
-    /// Stop early, after the step that crosses this much wall time.
+    /// Stop early, after the step that crosses this much wall time (of training, summed over the runs that a
+    /// checkpoint carried it through: a resumed run has only what the interrupted ones left).
     pub max_seconds: Option<f64>,
     /// Sequences per step.
     pub batch: usize,
@@ -102,7 +104,9 @@ pub struct RecoveryReport {
     pub steps: usize,
     /// `(step, mean KL per position)` of each step's batch.
     pub kl_curve: Vec<(usize, f64)>,
+    /// Wall time of the training, with the time a resumed checkpoint recorded for the runs before it.
     pub seconds: f64,
+    /// Tokens trained on by this run (not those of the runs a checkpoint resumed).
     pub tokens: usize,
     /// True when the time budget ended training before `steps`.
     pub stopped_by_time: bool,
@@ -132,6 +136,7 @@ pub struct RecoveryProgress {
     pub total_steps: usize,
     pub kl: f64,
     pub learning_rate: f64,
+    /// Training time so far, the runs before a resumed checkpoint included (what the time budget counts).
     pub elapsed_seconds: f64,
     /// The held-out sets' scores when this step validated (else empty). The scores before the first step and
     /// after the last come in progress of their own, with the step count of that point (`kl` NaN before the
@@ -190,6 +195,11 @@ struct CheckpointState {
     spec: RecoverySpec,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     validation: Vec<ValidationPoint>,
+    /// Seconds of training up to this checkpoint, over every run that led to it: a resumed run's time budget
+    /// goes on from here. Checkpoints written before the field read as 0 (their run's time is not known, so a
+    /// resumed run has its whole budget again, as it had then).
+    #[serde(default)]
+    elapsed_seconds: f64,
 }
 
 /// The adapter shape of a recovery adapter for `student`: every target, every layer.
@@ -290,24 +300,25 @@ fn train(
     if sequences.is_empty() || spec.steps == 0 || spec.batch == 0 {
         return Err(EngineError::InvalidConfig("recovery needs sequences, steps >= 1 and batch >= 1".into()));
     }
-    if spec.calibrated_init && hessians.is_none() {
+    // the time budget counts from here: a calibrated start's decompositions are part of it
+    let clock = TrainingClock::start();
+    let device = student.device();
+    let config = recovery_config(student, spec);
+    let resumed = resume(spec, student, palettes.as_deref_mut())?;
+    // a resumed run needs no statistics: its start is the checkpoint's
+    if resumed.is_none() && spec.calibrated_init && hessians.is_none() {
         return Err(EngineError::InvalidConfig(
             "a calibrated recovery init needs the calibration statistics (recover_palettized with hessians)".into(),
         ));
     }
-    // the time budget counts from here: a calibrated start's decompositions are part of it
-    let started = Instant::now();
-    let device = student.device();
-    let config = recovery_config(student, spec);
-    let (mut lora, mut start, mut kl_curve, resumed_validation) = match resume(spec, student, palettes.as_deref_mut())?
-    {
-        Some((lora, state)) => (lora, state.step, state.kl_curve, state.validation),
+    let (mut lora, mut start, mut kl_curve, resumed_validation, clock) = match resumed {
+        Some((lora, state)) => (lora, state.step, state.kl_curve, state.validation, clock.after(state.elapsed_seconds)),
         None => {
             let lora = match hessians.filter(|_| spec.calibrated_init) {
                 Some(h) => calibrated_init(&config, teacher, student, h)?,
                 None => LoraWeights::init_standard(&config, 0.0, student.config(), spec.seed, device)?,
             };
-            (lora, 0, Vec::new(), Vec::new())
+            (lora, 0, Vec::new(), Vec::new(), clock)
         }
     };
     let resumed_from = (start > 0).then_some(start);
@@ -328,12 +339,14 @@ fn train(
     let mut cursor = start * spec.batch % sequences.len().max(1);
     let vocab = student.config().vocab_size as i64;
     let mut tokens = 0;
-    let mut stopped_by_time = false;
+    // a run resumed with its time already spent (killed between the last checkpoint and the end) trains no more
+    let mut stopped_by_time = spec.max_seconds.is_some_and(|limit| clock.seconds() >= limit) && start < spec.steps;
     // With a time budget, the schedule is laid out over the steps that fit it (measured over the first steps),
     // so that the learning rate still decays to zero when time runs out.
     // Until the pace is known, a provisional schedule of 10x the timed steps keeps the warmup short (a
     // 100,000-step provisional schedule would spend the timed steps at a learning rate near zero).
     let mut total_steps = match spec.max_seconds {
+        Some(_) if stopped_by_time => start,
         Some(_) => spec.steps.min(start + (WARMUP_STEPS + PACE_STEPS) * 10),
         None => spec.steps,
     };
@@ -363,7 +376,7 @@ fn train(
         validation_curve.extend(validation.iter().cloned());
         if !validation.is_empty() {
             // the start's scores, before any step of this run (no batch KL yet)
-            let elapsed_seconds = started.elapsed().as_secs_f64();
+            let elapsed_seconds = clock.seconds();
             let learning_rate = 0.0;
             let kl = f64::NAN;
             progress(&RecoveryProgress { step: start, total_steps, kl, learning_rate, elapsed_seconds, validation });
@@ -412,7 +425,7 @@ fn train(
             Vec::new()
         };
         validation_curve.extend(points.iter().cloned());
-        let elapsed = started.elapsed().as_secs_f64();
+        let elapsed = clock.seconds();
         progress(&RecoveryProgress {
             step: start,
             total_steps,
@@ -434,7 +447,14 @@ fn train(
             total_steps = steps_within(start, elapsed, limit, (elapsed - pace_from) / timed as f64, spec.steps);
         }
         if spec.checkpoint_every > 0 && start % spec.checkpoint_every == 0 && start < total_steps {
-            write_checkpoint(spec, &lora, palettes.as_deref(), start, &kl_curve, &validation_curve)?;
+            let state = CheckpointState {
+                step: start,
+                kl_curve: kl_curve.clone(),
+                spec: spec.clone(),
+                validation: validation_curve.clone(),
+                elapsed_seconds: clock.seconds(),
+            };
+            write_checkpoint(spec, &lora, palettes.as_deref(), &state)?;
         }
         if spec.max_seconds.is_some_and(|limit| elapsed >= limit) && start < total_steps {
             stopped_by_time = true;
@@ -445,7 +465,7 @@ fn train(
         let points = validate_now(&mut lora, &mut trained, palettes.as_deref(), start)?;
         validation_curve.extend(points.iter().cloned());
         let (kl, learning_rate) = kl_curve.last().map_or((f64::NAN, 0.0), |&(_, kl)| (kl, 0.0));
-        let elapsed_seconds = started.elapsed().as_secs_f64();
+        let elapsed_seconds = clock.seconds();
         progress(&RecoveryProgress {
             step: start,
             total_steps: start,
@@ -459,7 +479,7 @@ fn train(
     let report = RecoveryReport {
         steps: start,
         kl_curve,
-        seconds: started.elapsed().as_secs_f64(),
+        seconds: clock.seconds(),
         tokens,
         stopped_by_time,
         resumed_from,
@@ -470,13 +490,34 @@ fn train(
     Ok((lora, report))
 }
 
+/// Training time: this run's wall time plus what the checkpoint it resumed recorded for the runs before it.
+#[derive(Clone, Copy)]
+struct TrainingClock {
+    started: Instant,
+    before: f64,
+}
+
+impl TrainingClock {
+    fn start() -> TrainingClock {
+        TrainingClock { started: Instant::now(), before: 0.0 }
+    }
+
+    /// The clock of a run that goes on after `seconds` of earlier training (negative or NaN: none, a
+    /// checkpoint edited by hand cannot take budget away).
+    fn after(self, seconds: f64) -> TrainingClock {
+        TrainingClock { before: if seconds > 0.0 { seconds } else { 0.0 }, ..self }
+    }
+
+    fn seconds(&self) -> f64 {
+        self.before + self.started.elapsed().as_secs_f64()
+    }
+}
+
 fn write_checkpoint(
     spec: &RecoverySpec,
     lora: &LoraWeights,
     palettes: Option<&TrainablePalettes>,
-    step: usize,
-    curve: &[(usize, f64)],
-    validation: &[ValidationPoint],
+    state: &CheckpointState,
 ) -> Result<(), EngineError> {
     let Some(dir) = &spec.checkpoint_dir else { return Ok(()) };
     std::fs::create_dir_all(dir).map_err(|source| EngineError::Io { path: dir.clone(), source })?;
@@ -489,8 +530,7 @@ fn write_checkpoint(
             .map_err(|e| EngineError::Training(format!("{}: {e}", tmp.display())))?;
         std::fs::rename(&tmp, &path).map_err(|source| EngineError::Io { path: path.clone(), source })?;
     }
-    let state = CheckpointState { step, kl_curve: curve.to_vec(), spec: spec.clone(), validation: validation.to_vec() };
-    let json = serde_json::to_vec_pretty(&state).map_err(|e| EngineError::Training(e.to_string()))?;
+    let json = serde_json::to_vec_pretty(state).map_err(|e| EngineError::Training(e.to_string()))?;
     write_atomic(&dir.join(CHECKPOINT_STATE), &json)
 }
 
