@@ -369,6 +369,7 @@ fn options(common: &CommonArgs, recovery: Option<&RecoveryArgs>, base: &BaseMode
         user_corpus_share,
         activation_bits: common.activation_bits,
         teacher_cache: common.teacher_cache.clone(),
+        palettized_cache: None,
     }
 }
 

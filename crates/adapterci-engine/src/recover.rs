@@ -540,6 +540,12 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), EngineError>
     std::fs::rename(&tmp, path).map_err(|source| EngineError::Io { path: path.to_path_buf(), source })
 }
 
+/// Whether `spec.checkpoint_dir` holds a checkpoint that a recovery with `spec` would start from (or refuse):
+/// then it needs no calibrated start.
+pub(crate) fn has_checkpoint(spec: &RecoverySpec) -> bool {
+    spec.checkpoint_dir.as_ref().is_some_and(|dir| dir.join(CHECKPOINT_STATE).is_file())
+}
+
 /// The checkpoint in `spec.checkpoint_dir`, when there is one for the same spec (steps aside); loads the trained
 /// palettes into `palettes` when they train.
 fn resume(

@@ -2,6 +2,8 @@
 //! allocation, palettization, the recovery adapter (bound to the release), and the evaluation report. The
 //! `adapterci-base` tool and the base-release pipeline stage both call [`analyze`] and [`build_release`].
 
+mod palettized_cache;
+
 use std::path::{Path, PathBuf};
 
 use adapterci_core::Digest;
@@ -19,9 +21,12 @@ use crate::llama::Llama;
 use crate::model::BaseModel;
 use crate::palettize::{Calibration, PaletteSpec, PalettizedTensor, palettize};
 pub use crate::recover::RecoveryText;
-use crate::recover::{RecoveryProgress, RecoveryReport, RecoverySpec, ValidationSet, hold_out, recover_palettized};
+use crate::recover::{
+    RecoveryProgress, RecoveryReport, RecoverySpec, ValidationSet, has_checkpoint, hold_out, recover_palettized,
+};
 use crate::release::{ReleaseContents, bind_recovery_adapter, write_release};
 use crate::tokenizer::TokenizerSpec;
+use palettized_cache::PalettizedCache;
 
 /// Everything a base release build decides.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -54,6 +59,11 @@ pub struct BuildOptions {
     /// spec): `palettize` and `recover` then write it once. Where, not what: not part of the recorded options.
     #[serde(skip)]
     pub teacher_cache: Option<PathBuf>,
+    /// A directory where [`build_release`] keeps the palettized base it recovers from (the release before
+    /// recovery and its bit allocation, keyed by everything that decides them): a rerun with the same inputs
+    /// (an interrupted build, restarted) reads it and goes straight to the recovery. Where, not what.
+    #[serde(skip)]
+    pub palettized_cache: Option<PathBuf>,
 }
 
 impl Default for BuildOptions {
@@ -70,6 +80,7 @@ impl Default for BuildOptions {
             user_corpus_share: None,
             activation_bits: None,
             teacher_cache: None,
+            palettized_cache: None,
         }
     }
 }
@@ -127,6 +138,19 @@ pub fn calibrate(
     progress: &mut dyn FnMut(&str),
 ) -> Result<Calibrated, EngineError> {
     let sequences = cached_teacher_text(base, &options.teacher, options.teacher_cache.as_deref(), progress)?;
+    let (calibration, hessians) = calibration_statistics(base, &sequences, options, user_corpus, progress)?;
+    Ok(Calibrated { sequences, calibration, hessians })
+}
+
+/// The sequences the statistics are taken on ([`calibration_sequences`] of a quarter of the teacher's
+/// `sequences`, at most 256) and the linear inputs' statistics over them.
+fn calibration_statistics(
+    base: &BaseModel,
+    sequences: &[Vec<u32>],
+    options: &BuildOptions,
+    user_corpus: Option<&str>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(Vec<Vec<u32>>, Hessians), EngineError> {
     let count = (sequences.len() / 4).clamp(1, 256);
     let calibration = calibration_sequences(base, &sequences[..count], user_corpus, options.teacher.seq_len)?;
     let hessians = collect_hessians(base.llama(), &calibration, 4)?;
@@ -135,7 +159,7 @@ pub fn calibrate(
         hessians.tokens,
         calibration.len() - count
     ));
-    Ok(Calibrated { sequences, calibration, hessians })
+    Ok((calibration, hessians))
 }
 
 /// Names how [`teacher_text`] draws its tokens, in the cache's file names: text drawn another way (torch's global
@@ -320,8 +344,104 @@ pub fn palettize_model(
     Ok((parts, embedding, student))
 }
 
-/// The whole release: calibrate, analyze, palettize, recover, evaluate (on `eval_text` when given, else on
-/// teacher text held out of recovery), with `user_corpus` added to the recovery text when given.
+/// The palettized base a recovery starts from, and what the build goes on with.
+struct PalettizedBase {
+    /// The teacher's text.
+    sequences: Vec<Vec<u32>>,
+    /// The calibration statistics, when this run took them (not when the palettization came from the cache).
+    hessians: Option<Hessians>,
+    analysis: BitAnalysis,
+    linear: Vec<PalettizedTensor>,
+    embedding: Option<PalettizedTensor>,
+    /// The source model with the palettized weights.
+    student: Llama,
+    /// The release file before recovery, and its digest.
+    release: Vec<u8>,
+    release_digest: Digest,
+}
+
+/// Calibrates, analyzes and palettizes `base`, or reads what a run with the same inputs kept in
+/// `options.palettized_cache` (then only the teacher's text is needed, which its own cache keeps).
+fn palettized_base(
+    base: &BaseModel,
+    options: &BuildOptions,
+    user_corpus: Option<&str>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<PalettizedBase, EngineError> {
+    let cache = match &options.palettized_cache {
+        Some(dir) => Some(PalettizedCache::new(dir, base, options, user_corpus)?),
+        None => None,
+    };
+    if let Some(cache) = &cache
+        && let Some(cached) = cache.load(base, progress)
+    {
+        progress(&format!(
+            "palettized base: {:.4} bits per weight on the linear operations, from {}",
+            cached.analysis.achieved_bpw,
+            cache.path().display()
+        ));
+        let sequences = cached_teacher_text(base, &options.teacher, options.teacher_cache.as_deref(), progress)?;
+        let student = palettized_student(base, options, &cached.linear, cached.embedding.as_ref())?;
+        return Ok(PalettizedBase {
+            sequences,
+            hessians: None,
+            analysis: cached.analysis,
+            linear: cached.linear,
+            embedding: cached.embedding,
+            student,
+            release: cached.release,
+            release_digest: cached.release_digest,
+        });
+    }
+    let calibrated = calibrate(base, options, user_corpus, progress)?;
+    let analysis = analyze(base, &calibrated, options, progress)?;
+    let bits: Vec<u8> = analysis.rows.iter().map(|r| r.bits).collect();
+    progress(&format!("palettizing: {:.4} bits per weight on the linear operations", analysis.achieved_bpw));
+    let (linear, embedding, student) = palettize_model(base, &calibrated, &bits, options)?;
+    let release = release_file(base, options, linear.clone(), embedding.clone())?;
+    let release_digest = Digest::of(&release);
+    // the cache saves a restart's time, the build does not depend on it
+    if let Some(cache) = &cache
+        && let Err(e) = cache.store(&release, &release_digest, &analysis)
+    {
+        progress(&format!("palettized base: not kept in {} ({e}); a restart palettizes again", cache.path().display()));
+    }
+    let Calibrated { sequences, hessians, .. } = calibrated;
+    Ok(PalettizedBase {
+        sequences,
+        hessians: Some(hessians),
+        analysis,
+        linear,
+        embedding,
+        student,
+        release,
+        release_digest,
+    })
+}
+
+/// `base` with its linear operations (and embedding, when given) replaced by the dequantized `linear` (in
+/// [`linear_ops`] order), as [`palettize_model`] leaves it.
+fn palettized_student(
+    base: &BaseModel,
+    options: &BuildOptions,
+    linear: &[PalettizedTensor],
+    embedding: Option<&PalettizedTensor>,
+) -> Result<Llama, EngineError> {
+    let llama = base.llama();
+    let mut student = llama.shallow_copy();
+    student.set_activation_bits(options.activation_bits);
+    for (op, part) in linear_ops(llama.config()).iter().zip(linear) {
+        student.set_linear_weight(op.layer, op.target, part.dequantize(llama.device()))?;
+    }
+    if let Some(p) = embedding {
+        student.set_embedding(p.dequantize(llama.device()))?;
+    }
+    Ok(student)
+}
+
+/// The whole release: calibrate, analyze, palettize (or read the palettized base that a run with the same inputs
+/// kept in `options.palettized_cache`), recover, evaluate (on `eval_text` when given, else on teacher text held
+/// out of recovery), with `user_corpus` added to the recovery text when given.
 pub fn build_release(
     base: &BaseModel,
     options: &BuildOptions,
@@ -330,17 +450,14 @@ pub fn build_release(
     progress: &mut dyn FnMut(&str),
     recovery_progress: &mut dyn FnMut(&RecoveryProgress),
 ) -> Result<BuiltRelease, EngineError> {
-    let calibrated = calibrate(base, options, user_corpus, progress)?;
-    let analysis = analyze(base, &calibrated, options, progress)?;
-    let bits: Vec<u8> = analysis.rows.iter().map(|r| r.bits).collect();
-    progress(&format!("palettizing: {:.4} bits per weight on the linear operations", analysis.achieved_bpw));
-    let (linear, embedding, student) = palettize_model(base, &calibrated, &bits, options)?;
+    let PalettizedBase { sequences, hessians, analysis, linear, embedding, student, release, release_digest } =
+        palettized_base(base, options, user_corpus, progress)?;
     let seq_len = options.teacher.seq_len;
     let (train, held_out): (Vec<Vec<u32>>, Vec<Vec<u32>>) = match eval_text {
-        Some(text) => (calibrated.sequences.clone(), chunk_tokens(base.tokenizer(), text, 256)),
+        Some(text) => (sequences.clone(), chunk_tokens(base.tokenizer(), text, 256)),
         None => {
-            let keep = calibrated.sequences.len().saturating_sub((calibrated.sequences.len() / 10).max(1));
-            (calibrated.sequences[..keep].to_vec(), calibrated.sequences[keep..].to_vec())
+            let keep = sequences.len().saturating_sub((sequences.len() / 10).max(1));
+            (sequences[..keep].to_vec(), sequences[keep..].to_vec())
         }
     };
     if held_out.is_empty() {
@@ -362,24 +479,36 @@ pub fn build_release(
     ));
     let mut recovery = options.recovery.clone();
     if let Some(root) = &options.recovery.checkpoint_dir {
-        let dir = root.join(checkpoint_key(base, options, &linear, embedding.as_ref())?);
+        let dir = root.join(checkpoint_key(&release_digest, &options.recovery)?);
         progress(&format!(
             "recovery checkpoints in {} (a rerun that palettizes the same base, with the same spec, resumes them)",
             dir.display()
         ));
         recovery.checkpoint_dir = Some(dir);
     }
+    let hessians = match hessians {
+        // a palettization from the cache: the statistics again only for a calibrated start (a checkpoint's
+        // adapter needs none)
+        None if recovery.calibrated_init && !has_checkpoint(&recovery) => {
+            Some(calibration_statistics(base, &sequences, options, user_corpus, progress)?.1)
+        }
+        taken => taken,
+    };
     let llama = base.llama();
-    let done =
-        recover_palettized(llama, &student, &linear, Some(&calibrated.hessians), &text, &recovery, recovery_progress)?;
-    // the release is written after recovery: with trained palettes, its tables and scales are the trained ones
-    let release = release_file(base, options, done.palettes, embedding)?;
+    let done = recover_palettized(llama, &student, &linear, hessians.as_ref(), &text, &recovery, recovery_progress)?;
+    drop(hessians);
+    // the release is written after recovery: with trained palettes, its tables and scales are the trained ones;
+    // else the palettes are the ones it started from, and so is the file
+    let release = match options.recovery.palette_learning_rate {
+        Some(_) => release_file(base, options, done.palettes, embedding)?,
+        None => release,
+    };
     let release_digest = Digest::of(&release);
     let recovery_adapter = bind_recovery_adapter(&done.lora.to_safetensors()?, &release_digest)?;
     let uncompressed = compare(llama, llama, None, &held_out, 2)?;
-    let palettized = compare(llama, &student, None, &held_out, 2)?;
+    let before = compare(llama, &student, None, &held_out, 2)?;
     let recovered = compare(llama, &done.student, Some(&done.lora), &held_out, 2)?;
-    let gap = palettized.cross_entropy - uncompressed.cross_entropy;
+    let gap = before.cross_entropy - uncompressed.cross_entropy;
     let report = BuildReport {
         source_model_digest: base.digest().clone(),
         release_digest,
@@ -387,14 +516,10 @@ pub fn build_release(
         options: options.clone(),
         linear_bpw: analysis.achieved_bpw,
         whole_model_bpw: crate::release::BaseRelease::read(&release, base.path())?.manifest.whole_model_bpw,
-        palettized,
+        palettized: before,
         recovered,
         uncompressed,
-        recovery_fraction: if gap.abs() < 1e-12 {
-            1.0
-        } else {
-            (palettized.cross_entropy - recovered.cross_entropy) / gap
-        },
+        recovery_fraction: if gap.abs() < 1e-12 { 1.0 } else { (before.cross_entropy - recovered.cross_entropy) / gap },
         recovery: done.report,
         analysis,
     };
@@ -402,19 +527,15 @@ pub fn build_release(
 }
 
 /// The folder, under the recovery's checkpoint folder, of a build's checkpoints: named by the palettized base the
-/// recovery starts from (the release file before recovery) and what its steps train
-/// ([`RecoverySpec::resume_identity`]). A rerun whose calibration reproduces the same palettization resumes the
-/// interrupted recovery; one that palettizes otherwise, or trains otherwise, starts in a folder of its own instead
-/// of resuming an adapter trained against another base, or stopping at a checkpoint it cannot use.
-fn checkpoint_key(
-    base: &BaseModel,
-    options: &BuildOptions,
-    linear: &[PalettizedTensor],
-    embedding: Option<&PalettizedTensor>,
-) -> Result<String, EngineError> {
-    let mut identity = release_file(base, options, linear.to_vec(), embedding.cloned())?;
-    let spec = serde_json::to_vec(&options.recovery.resume_identity())
+/// recovery starts from (the digest of the release file before recovery) and what its steps train
+/// ([`RecoverySpec::resume_identity`]). A rerun that reads the same palettized base from the cache, or whose
+/// calibration reproduces it, resumes the interrupted recovery; one that palettizes otherwise, or trains
+/// otherwise, starts in a folder of its own instead of resuming an adapter trained against another base, or
+/// stopping at a checkpoint it cannot use.
+fn checkpoint_key(palettized: &Digest, recovery: &RecoverySpec) -> Result<String, EngineError> {
+    let spec = serde_json::to_vec(&recovery.resume_identity())
         .map_err(|e| EngineError::InvalidConfig(format!("recovery spec: {e}")))?;
+    let mut identity = palettized.hex().into_bytes();
     identity.extend_from_slice(&spec);
     Ok(Digest::of(&identity).hex()[..16].to_string())
 }

@@ -1,14 +1,16 @@
-//! Resumable base-release builds on the tiny model: a resumed recovery goes on with the time budget its
-//! checkpoint left.
+//! Resumable base-release builds on the tiny model: a rerun reads back the palettized base that an interrupted
+//! build kept (and only one of the same inputs), a corrupt cache is reported and built again, and a resumed
+//! recovery goes on with the time budget its checkpoint left.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use adapterci_engine::allocate::{Method, linear_ops, palettize_op};
+use adapterci_engine::allocate::{Method, Sensitivity, linear_ops, palettize_op};
 use adapterci_engine::calibrate::{TeacherTextSpec, collect_hessians, prompt_ids, teacher_text};
 use adapterci_engine::device::DeviceChoice;
 use adapterci_engine::model::BaseModel;
 use adapterci_engine::recover::{RecoveryReport, RecoverySpec, recover};
+use adapterci_engine::release_build::{BuildOptions, BuildReport, build_release};
 use adapterci_engine::tiny::write_tiny_model;
 
 struct Fixture {
@@ -18,12 +20,193 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let seed = 21;
+    fixture_of(21)
+}
+
+fn fixture_of(seed: u64) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tiny.gguf");
     write_tiny_model(&path, seed).unwrap();
     let base = BaseModel::load(&path, DeviceChoice::Cpu).unwrap();
     Fixture { base, dir: dir.path().to_path_buf(), _dir: dir }
+}
+
+/// Build options on the tiny model keeping their state under `state` (teacher text, palettized base and, when
+/// `checkpoints`, the recovery's checkpoints every 2 steps).
+fn options(state: &Path, checkpoints: bool) -> BuildOptions {
+    BuildOptions {
+        method: Method { group_rows: 8, group_rows_2bit: 4, ..Method::default() },
+        teacher: TeacherTextSpec { sequences: 20, seq_len: 24, batch: 10, temperature: 1.0, seed: 1 },
+        recovery: RecoverySpec {
+            steps: 6,
+            batch: 2,
+            checkpoint_every: if checkpoints { 2 } else { 0 },
+            checkpoint_dir: checkpoints.then(|| state.join("checkpoints")),
+            calibrated_init: true,
+            ..RecoverySpec::default()
+        },
+        teacher_cache: Some(state.join("teacher-cache")),
+        palettized_cache: Some(state.join("palettized")),
+        ..BuildOptions::default()
+    }
+}
+
+/// What one build said, and its report when it was not stopped.
+struct Build {
+    notes: Vec<String>,
+    report: Option<BuildReport>,
+}
+
+impl Build {
+    /// How many progress notes start with `prefix`.
+    fn count(&self, prefix: &str) -> usize {
+        self.notes.iter().filter(|n| n.starts_with(prefix)).count()
+    }
+
+    /// Whether this build palettized (rather than read the palettized base back).
+    fn palettized(&self) -> bool {
+        assert_eq!(self.count("sensitivity:") > 0, self.count("palettizing:") > 0, "{:#?}", self.notes);
+        self.count("palettizing:") == 1
+    }
+
+    fn notes(&self) -> String {
+        self.notes.join("\n")
+    }
+}
+
+/// `build_release` stopped (as a kill would) when its recovery reports step `stop_at`.
+fn build(base: &BaseModel, options: &BuildOptions, corpus: Option<&str>, stop_at: Option<usize>) -> Build {
+    let mut notes = Vec::new();
+    let report = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        build_release(base, options, None, corpus, &mut |n| notes.push(n.to_string()), &mut |p| {
+            if Some(p.step) == stop_at {
+                panic!("simulated kill");
+            }
+        })
+        .unwrap()
+        .report
+    }))
+    .ok();
+    Build { notes, report }
+}
+
+/// The cache's files (release and record per key).
+fn cache_files(state: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(state.join("palettized")).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn an_interrupted_build_reads_its_palettized_base_back_and_goes_straight_to_recovery() {
+    let f = fixture();
+    let state = f.dir.join("state");
+    let options = options(&state, true);
+    // killed in the recovery's first step: palettized, and kept, before any checkpoint
+    let first = build(&f.base, &options, None, Some(1));
+    assert!(first.report.is_none() && first.palettized());
+    let files = cache_files(&state);
+    assert_eq!(files.len(), 2, "the release and its record: {files:?}");
+
+    // restarted: no sensitivities, no palettization; the statistics again only for the calibrated start (no
+    // checkpoint yet); killed after the checkpoint of step 4
+    let second = build(&f.base, &options, None, Some(5));
+    assert!(second.report.is_none() && !second.palettized(), "{}", second.notes());
+    assert_eq!(second.count("palettized base: "), 1, "{}", second.notes());
+    assert_eq!(second.count("calibration: input statistics"), 1, "{}", second.notes());
+
+    // restarted again: straight to the checkpoint of step 4, not even the statistics
+    let third = build(&f.base, &options, None, None);
+    let report = third.report.as_ref().unwrap();
+    assert!(!third.palettized(), "{}", third.notes());
+    assert_eq!(third.count("calibration: input statistics"), 0, "{}", third.notes());
+    assert_eq!(report.recovery.resumed_from, Some(4));
+    assert_eq!(report.recovery.steps, 6);
+
+    // what was read back is what palettizing gives: the same release, allocation and palettized model
+    let fresh = build(&f.base, &BuildOptions { palettized_cache: None, ..options.clone() }, None, None);
+    let fresh = fresh.report.unwrap();
+    let cached = std::fs::read(files.iter().find(|p| p.extension().unwrap() == "safetensors").unwrap()).unwrap();
+    assert_eq!(report.release_digest, adapterci_core::Digest::of(&cached));
+    assert_eq!(report.release_digest, fresh.release_digest);
+    assert_eq!(report.analysis, fresh.analysis);
+    assert_eq!(report.palettized, fresh.palettized);
+}
+
+#[test]
+fn a_corrupt_palettized_cache_is_reported_and_built_again() {
+    let f = fixture();
+    let state = f.dir.join("state");
+    let options = BuildOptions {
+        recovery: RecoverySpec { steps: 2, ..options(&state, false).recovery },
+        ..options(&state, false)
+    };
+    assert!(build(&f.base, &options, None, None).palettized());
+    let files = cache_files(&state);
+    let (record, release) = (&files[0], &files[1]);
+    assert!(record.extension().unwrap() == "json" && release.extension().unwrap() == "safetensors");
+    let (record_bytes, release_bytes) = (std::fs::read(record).unwrap(), std::fs::read(release).unwrap());
+    assert!(!build(&f.base, &options, None, None).palettized(), "intact, it is read back");
+
+    let mut flipped = release_bytes.clone();
+    *flipped.last_mut().unwrap() ^= 1;
+    let cases: [(&Path, Option<Vec<u8>>, &str); 4] = [
+        (release, Some(release_bytes[..release_bytes.len() / 2].to_vec()), "truncated or corrupt"),
+        (release, Some(flipped), "truncated or corrupt"),
+        (release, None, "reading it"),
+        (record, Some(record_bytes[..record_bytes.len() - 10].to_vec()), "record is unreadable"),
+    ];
+    for (path, bad, why) in cases {
+        match bad {
+            Some(bytes) => std::fs::write(path, bytes).unwrap(),
+            None => std::fs::remove_file(path).unwrap(),
+        }
+        let again = build(&f.base, &options, None, None);
+        let notes = again.notes();
+        assert!(notes.contains("palettized base: ignoring the cached") && notes.contains(why), "{why}: {notes}");
+        assert!(again.palettized() && again.report.is_some(), "{why}: {notes}");
+        assert_eq!(std::fs::read(release).unwrap(), release_bytes, "{why}: the release is written again");
+        assert!(!build(&f.base, &options, None, None).palettized(), "{why}: and read back after");
+    }
+}
+
+#[test]
+fn a_palettized_base_is_reused_for_the_same_inputs_only() {
+    let f = fixture();
+    let state = f.dir.join("state");
+    let base_options = options(&state, false);
+    let options = BuildOptions { recovery: RecoverySpec { steps: 1, ..base_options.recovery.clone() }, ..base_options };
+    assert!(build(&f.base, &options, None, None).palettized());
+    // a recovery that trains otherwise starts from the same palettized base
+    let recovery = RecoverySpec { steps: 2, learning_rate: 5e-4, ..options.recovery.clone() };
+    assert!(!build(&f.base, &BuildOptions { recovery, ..options.clone() }, None, None).palettized());
+
+    let corpus = "Order from Ana Silva: 3 x red cup, ship to Porto. ".repeat(20);
+    let others = [
+        ("another bits target", BuildOptions { target_bpw: 3.0, ..options.clone() }, None),
+        (
+            "another method",
+            BuildOptions { method: Method { group_rows: 4, ..options.method }, ..options.clone() },
+            None,
+        ),
+        (
+            "other calibration text",
+            BuildOptions { teacher: TeacherTextSpec { seed: 2, ..options.teacher.clone() }, ..options.clone() },
+            None,
+        ),
+        ("other sensitivities", BuildOptions { sensitivity: Sensitivity::TwoBit, ..options.clone() }, None),
+        ("a user corpus", options.clone(), Some(corpus.as_str())),
+    ];
+    for (what, other, corpus) in &others {
+        assert!(build(&f.base, other, *corpus, None).palettized(), "{what} palettizes again");
+    }
+    let other_model = fixture_of(22);
+    assert!(build(&other_model.base, &options, None, None).palettized(), "another source model palettizes again");
+    assert_eq!(cache_files(&state).len(), 2 * (2 + others.len()), "a release and a record for each");
+    // and each of them is now kept beside the first
+    assert!(!build(&f.base, &options, None, None).palettized());
+    assert!(!build(&f.base, &others[4].1, others[4].2, None).palettized());
 }
 
 fn recover_with(f: &Fixture, spec: &RecoverySpec, stop_at: Option<usize>) -> (Option<RecoveryReport>, Vec<f64>) {
