@@ -1,11 +1,13 @@
 //! The engine's base-release stage behind the controller's `BaseReleaseBuilder` port: builds the release of a
 //! catalog model (palettize, recovery adapter, evaluation) on a blocking thread, writes the bundle under
 //! `<dir>/<release digest>/` and gates it on the recovered model's perplexity relative to the source model. A build
-//! that a restart interrupted resumes its recovery from the last checkpoint (under `<dir>/.build/`).
+//! that a restart interrupted reads back its palettized base and resumes its recovery from the last checkpoint
+//! (both under `<dir>/.build/`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use adapterci_core::Digest;
 use adapterci_core::base_release::{BaseReleaseBuilder, BaseReleaseError, BaseReleaseOutcome, BaseReleaseRequest};
 use adapterci_core::training::BasePrecision;
 use adapterci_engine::device::DeviceChoice;
@@ -14,10 +16,15 @@ use adapterci_engine::recover::preferred_precision;
 use adapterci_engine::release_build::{BuildOptions, build_release};
 use async_trait::async_trait;
 
-/// The folder under [`EngineBaseReleaseBuilder::dir`] where builds keep what a restart resumes from: the teacher's
-/// text (`teacher-cache/`) and each source model's recovery checkpoints (`checkpoints/<source digest>/`, removed
-/// once its bundle is written). Bundle folders are named by digests, so the name cannot clash.
+/// The folder under [`EngineBaseReleaseBuilder::dir`] where builds keep what a restart resumes from: one folder
+/// per catalog model ([`EngineBaseReleaseBuilder::state_dir`]) with its teacher's text (`teacher-cache/`), its
+/// palettized base (`palettized/`) and its recovery checkpoints (`checkpoints/`), each keyed inside by what it was
+/// made from; a model's finished build removes its folder, whatever source digest or spec left things there, and
+/// no other model's. Bundle folders are named by digests, so the name cannot clash.
 pub const BUILD_STATE: &str = ".build";
+
+/// Where the models' folders are, under [`BUILD_STATE`].
+const MODELS_STATE: &str = "models";
 
 /// Recovery steps between checkpoints when the build options ask for none (an adapter of a 135M model is ~10 MB).
 const CHECKPOINT_EVERY: usize = 50;
@@ -40,6 +47,40 @@ pub struct EngineBaseReleaseBuilder {
     pub precision: Option<BasePrecision>,
 }
 
+impl EngineBaseReleaseBuilder {
+    /// The folder where builds of catalog model `model_name` keep their state: `<dir>/.build/models/<name>-<16 hex
+    /// digits of the name's digest>/`, the name reduced to letters, digits, `-` and `_` (at most 40 of them), so
+    /// that any two names, even ones that reduce alike, have folders of their own.
+    pub fn state_dir(&self, model_name: &str) -> PathBuf {
+        let readable: String = model_name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+            .take(40)
+            .collect();
+        let digest = Digest::of(model_name.as_bytes()).hex();
+        self.dir.join(BUILD_STATE).join(MODELS_STATE).join(format!("{readable}-{}", &digest[..16]))
+    }
+
+    /// The options a build of `model_name` (loaded as `base`) runs with: the builder's, the recovery at the
+    /// precision for the device, and where its state is kept ([`EngineBaseReleaseBuilder::state_dir`]) unless the
+    /// options name places of their own.
+    pub fn build_options(&self, model_name: &str, base: &BaseModel) -> BuildOptions {
+        let mut options = self.options.clone();
+        options.recovery.base_precision = self.precision.unwrap_or_else(|| preferred_precision(base.llama().device()));
+        // what a restart picks up: the teacher's text, the palettized base, the recovery at its last checkpoint
+        let state = self.state_dir(model_name);
+        options.teacher_cache.get_or_insert_with(|| state.join("teacher-cache"));
+        options.palettized_cache.get_or_insert_with(|| state.join("palettized"));
+        if options.recovery.checkpoint_dir.is_none() {
+            options.recovery.checkpoint_dir = Some(state.join("checkpoints"));
+            if options.recovery.checkpoint_every == 0 {
+                options.recovery.checkpoint_every = CHECKPOINT_EVERY;
+            }
+        }
+        options
+    }
+}
+
 #[async_trait]
 impl BaseReleaseBuilder for EngineBaseReleaseBuilder {
     async fn build(&self, request: BaseReleaseRequest) -> Result<BaseReleaseOutcome, BaseReleaseError> {
@@ -51,24 +92,13 @@ impl BaseReleaseBuilder for EngineBaseReleaseBuilder {
             .ok_or_else(|| fail(format!("no model named {:?} in the catalog", request.base_model_name)))?;
         let this = self.clone();
         let wanted = request.base_model_digest.clone();
+        let model_name = request.base_model_name.clone();
         let built = tokio::task::spawn_blocking(move || -> Result<_, String> {
             let base = BaseModel::load(&path, this.device).map_err(|e| e.to_string())?;
             if base.digest() != &wanted {
                 return Err(format!("{} now has digest {}, not {wanted}", path.display(), base.digest()));
             }
-            let mut options = this.options.clone();
-            options.recovery.base_precision =
-                this.precision.unwrap_or_else(|| preferred_precision(base.llama().device()));
-            // what a restart picks up: the teacher's text, and the recovery at its last checkpoint
-            let work = this.dir.join(BUILD_STATE);
-            options.teacher_cache.get_or_insert_with(|| work.join("teacher-cache"));
-            let checkpoints = work.join("checkpoints").join(&base.digest().hex()[..16]);
-            if options.recovery.checkpoint_dir.is_none() {
-                options.recovery.checkpoint_dir = Some(checkpoints.clone());
-                if options.recovery.checkpoint_every == 0 {
-                    options.recovery.checkpoint_every = CHECKPOINT_EVERY;
-                }
-            }
+            let options = this.build_options(&model_name, &base);
             let built = build_release(
                 &base,
                 &options,
@@ -96,11 +126,12 @@ impl BaseReleaseBuilder for EngineBaseReleaseBuilder {
                 std::fs::write(dir.join(name), bytes)
                     .map_err(|e| format!("writing {}: {e}", dir.join(name).display()))?;
             }
-            // the bundle holds the finished recovery: its checkpoints (and those of any other palettization of
-            // this model) have nothing left to resume
-            match std::fs::remove_dir_all(&checkpoints) {
+            // the bundle holds the finished build: nothing of this model's state (of this source, or of an earlier
+            // one, another palettization or spec) is left to resume
+            let state = this.state_dir(&model_name);
+            match std::fs::remove_dir_all(&state) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    tracing::warn!(dir = %checkpoints.display(), "could not remove finished recovery checkpoints: {e}");
+                    tracing::warn!(dir = %state.display(), "could not remove a finished build's state: {e}");
                 }
                 _ => {}
             }

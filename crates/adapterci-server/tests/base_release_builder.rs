@@ -1,5 +1,6 @@
 //! The engine's base-release stage behind the controller's port, on the tiny model: a release bundle is
-//! written under its digest, the gate decides, and a model the catalog does not name is an error.
+//! written under its digest, the gate decides, a model the catalog does not name is an error, and a build that a
+//! restart interrupted resumes from its state, which its end removes (and no other model's).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -87,21 +88,26 @@ async fn a_release_is_written_under_its_digest_and_gated() {
     assert!(err.to_string().contains("now has digest"), "{err}");
 }
 
-#[tokio::test]
-async fn a_build_that_a_restart_interrupted_resumes_its_recovery_then_removes_its_checkpoints() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut builder, digest) = builder(dir.path(), 100.0);
-    builder.options.recovery.steps = 6;
-    builder.options.recovery.checkpoint_every = 2;
-    // the build adapterd was running when it stopped: the builder's options where it keeps its state
-    // (BUILD_STATE), killed after step 4's checkpoint
-    let state = dir.path().join("releases").join(BUILD_STATE);
-    let checkpoints = state.join("checkpoints").join(&digest.hex()[..16]);
-    let base = BaseModel::load(&builder.models["tiny"], DeviceChoice::Cpu).unwrap();
-    let mut options = builder.options.clone();
-    options.recovery.base_precision = preferred_precision(base.llama().device());
-    options.teacher_cache = Some(state.join("teacher-cache"));
-    options.recovery.checkpoint_dir = Some(checkpoints.clone());
+/// The files under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(files_under(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files.sort();
+    files
+}
+
+/// What adapterd was doing when it stopped: building `name` with the builder's options, killed after the
+/// recovery's checkpoint of step 4.
+fn interrupted_build(builder: &EngineBaseReleaseBuilder, name: &str) {
+    let base = BaseModel::load(&builder.models[name], DeviceChoice::Cpu).unwrap();
+    let options = builder.build_options(name, &base);
     let killed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         build_release(&base, &options, None, None, &mut |_| {}, &mut |p| {
             if p.step == 5 {
@@ -109,17 +115,69 @@ async fn a_build_that_a_restart_interrupted_resumes_its_recovery_then_removes_it
             }
         })
     }));
-    assert!(killed.is_err() && checkpoints.is_dir());
+    assert!(killed.is_err());
+}
+
+#[tokio::test]
+async fn an_interrupted_build_resumes_then_removes_its_own_state_and_no_other_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut builder, digest) = builder(dir.path(), 100.0);
+    builder.options.recovery.steps = 6;
+    builder.options.recovery.checkpoint_every = 2;
+    let other = dir.path().join("other.gguf");
+    write_tiny_model(&other, 5).unwrap();
+    let other_digest = Digest::of(&std::fs::read(&other).unwrap());
+    builder.models.insert("other".into(), other);
+    let (tiny_state, other_state) = (builder.state_dir("tiny"), builder.state_dir("other"));
+    assert!(tiny_state.starts_with(dir.path().join("releases").join(BUILD_STATE)));
+    interrupted_build(&builder, "tiny");
+    interrupted_build(&builder, "other");
+    let other_files = files_under(&other_state);
+    for kept in ["teacher-cache", "palettized", "checkpoints"] {
+        let under = |state: &std::path::Path| files_under(&state.join(kept)).len();
+        assert!(under(&tiny_state) > 0 && under(&other_state) > 0, "{kept}: {other_files:?}");
+    }
+    // and what an earlier build of tiny left (another source digest, another spec) beside its state
+    let stale = tiny_state.join("checkpoints").join("0123456789abcdef");
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("recovery-checkpoint.json"), b"{}").unwrap();
 
     let request = BaseReleaseRequest { base_model_name: "tiny".into(), base_model_digest: digest };
     let BaseReleaseOutcome::Released { release_digest } = builder.build(request).await.unwrap() else {
         panic!("an open gate must release");
     };
-    let bundle = dir.path().join("releases").join(release_digest.hex());
-    let report: BuildReport = serde_json::from_slice(&std::fs::read(bundle.join("report.json")).unwrap()).unwrap();
-    assert_eq!(report.recovery.resumed_from, Some(4), "the restarted build goes on from step 4");
-    assert_eq!(report.recovery.steps, 6);
-    assert!(!checkpoints.exists(), "the finished build's checkpoints are removed");
-    let cached = std::fs::read_dir(state.join("teacher-cache")).unwrap().count();
-    assert_eq!(cached, 1, "the teacher's text was written once and kept");
+    let report = |release_digest: &Digest| -> BuildReport {
+        let bundle = dir.path().join("releases").join(release_digest.hex());
+        serde_json::from_slice(&std::fs::read(bundle.join("report.json")).unwrap()).unwrap()
+    };
+    let tiny_report = report(&release_digest);
+    assert_eq!(tiny_report.recovery.resumed_from, Some(4), "the restarted build goes on from step 4");
+    assert_eq!(tiny_report.recovery.steps, 6);
+    assert!(!tiny_state.exists(), "the finished build's state is removed, the stale part too");
+    assert_eq!(files_under(&other_state), other_files, "the other model's state is untouched");
+
+    // which the other model's build then resumes from, and removes
+    let request = BaseReleaseRequest { base_model_name: "other".into(), base_model_digest: other_digest };
+    let BaseReleaseOutcome::Released { release_digest } = builder.build(request).await.unwrap() else {
+        panic!("an open gate must release");
+    };
+    assert_eq!(report(&release_digest).recovery.resumed_from, Some(4));
+    assert!(!other_state.exists());
+    assert_eq!(files_under(&dir.path().join("releases").join(BUILD_STATE)), Vec::<std::path::PathBuf>::new());
+}
+
+#[test]
+fn every_model_name_has_a_state_folder_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let (builder, _) = builder(dir.path(), 100.0);
+    let names = ["tiny", "a/b", "a_b", "a b", "..", "", "é", &"x".repeat(300), &format!("{}y", "x".repeat(299))];
+    let folders: std::collections::BTreeSet<_> = names.iter().map(|name| builder.state_dir(name)).collect();
+    assert_eq!(folders.len(), names.len(), "{folders:#?}");
+    let models = dir.path().join("releases").join(BUILD_STATE).join("models");
+    for folder in &folders {
+        assert_eq!(folder.parent().unwrap(), models, "one folder directly under .build/models: {folder:?}");
+        let name = folder.file_name().unwrap().to_str().unwrap();
+        assert!(name.len() <= 57 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+    }
+    assert!(builder.state_dir("tiny").file_name().unwrap().to_str().unwrap().starts_with("tiny-"));
 }

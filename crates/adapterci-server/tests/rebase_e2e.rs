@@ -106,17 +106,17 @@ async fn one_base_model_change_gives_one_release_and_three_adapters_retrained_on
     })
     .await;
 
-    // beside the bundles: the builds' state (BUILD_STATE), whose checkpoints a finished build removed
+    // beside the bundles: the builds' state (BUILD_STATE), which a finished build removed
     let bundles: Vec<_> = std::fs::read_dir(&releases)
         .unwrap()
         .map(|entry| entry.unwrap().path())
         .filter(|path| path.is_dir() && !path.ends_with(BUILD_STATE))
         .collect();
     assert_eq!(bundles.len(), 1, "exactly one base release: {bundles:?}");
-    let checkpoints = releases.join(BUILD_STATE).join("checkpoints");
+    let models = releases.join(BUILD_STATE).join("models");
     let left: Vec<_> =
-        std::fs::read_dir(&checkpoints).map(|dir| dir.flatten().map(|e| e.path()).collect()).unwrap_or_default();
-    assert!(left.is_empty(), "a finished build leaves no checkpoints: {left:?}");
+        std::fs::read_dir(&models).map(|dir| dir.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "a finished build leaves no state: {left:?}");
     let bundle = &bundles[0];
     let release = Digest::of(&std::fs::read(bundle.join(RELEASE_WEIGHTS_FILE)).unwrap());
     assert_eq!(bundle.file_name().unwrap().to_str().unwrap(), release.hex(), "the bundle is named by its digest");
