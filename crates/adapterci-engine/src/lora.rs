@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use adapterci_core::training::{AdapterConfig, LoraTarget};
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -44,6 +45,11 @@ pub struct LoraWeights {
     scale: f64,
     dropout: f64,
     training: bool,
+    /// Where this adapter's dropout masks come from: a seed (set per training step) and how many masks were
+    /// drawn since. Masks are hashed from the two on the tensor's device, never from torch's generator, which
+    /// is global to the process (see [`LoraWeights::set_dropout_seed`]).
+    dropout_seed: u64,
+    masks_drawn: AtomicU64,
 }
 
 impl std::fmt::Debug for LoraWeights {
@@ -164,7 +170,7 @@ impl LoraWeights {
         dropout: f64,
     ) -> LoraWeights {
         let scale = options.scale(config.rank, config.alpha);
-        LoraWeights { config, options, pairs, scale, dropout, training: false }
+        LoraWeights { config, options, pairs, scale, dropout, training: false, dropout_seed: 0, masks_drawn: 0.into() }
     }
 
     /// An adapter from explicit `(A [r, in], B [out, r])` f32 pairs (an imported or merged adapter); every
@@ -249,6 +255,24 @@ impl LoraWeights {
         self.dropout = p.clamp(0.0, 0.999);
     }
 
+    /// Names the dropout masks that follow: the `n`-th mask drawn after this call is a hash of (`seed`, `n`,
+    /// element index), so a training that sets a seed per step (from its own seed and the step) draws the same
+    /// masks whether it runs alone, beside other trainings in the process, or resumed from a checkpoint.
+    pub fn set_dropout_seed(&mut self, seed: u64) {
+        self.dropout_seed = seed;
+        *self.masks_drawn.get_mut() = 0;
+    }
+
+    /// `x` with dropout applied while training (kept values scaled by `1 / (1 - p)`), else `x` itself.
+    fn dropped(&self, x: &Tensor) -> Tensor {
+        if !(self.training && self.dropout > 0.0) {
+            return x.shallow_clone();
+        }
+        let n = self.masks_drawn.fetch_add(1, Ordering::Relaxed);
+        let key = crate::dataset::SeededRng::new(self.dropout_seed ^ n.wrapping_mul(0xD1B5_4A32_D192_ED03)).next_u64();
+        x * dropout_mask(&x.size(), key, self.dropout, x.kind(), x.device())
+    }
+
     /// `(A, B)` of `target` in `layer`, when the adapter has it.
     pub fn get(&self, layer: usize, target: LoraTarget) -> Option<(&Tensor, &Tensor)> {
         self.pairs.get(&(layer, target)).map(|pair| (&pair.a, &pair.b))
@@ -285,11 +309,7 @@ impl LoraWeights {
     /// `scale * dropout(x) A^T B^T` for `target` in `layer`, or `None` when the adapter does not touch it.
     pub(crate) fn delta(&self, layer: usize, target: LoraTarget, x: &Tensor) -> Option<Tensor> {
         let pair = self.pairs.get(&(layer, target))?;
-        let low_rank = if self.training && self.dropout > 0.0 {
-            x.dropout(self.dropout, true).linear::<Tensor>(&pair.a, None)
-        } else {
-            x.linear::<Tensor>(&pair.a, None)
-        };
+        let low_rank = self.dropped(x).linear::<Tensor>(&pair.a, None);
         // Scaling the rank-r intermediate is cheaper than scaling the output and equal up to rounding.
         Some((low_rank * pair.scale).linear::<Tensor>(&pair.b, None))
     }
@@ -298,11 +318,7 @@ impl LoraWeights {
     /// the second matmul (`addmm`); `None` when the adapter does not touch `target` in `layer`.
     pub(crate) fn add_delta(&self, layer: usize, target: LoraTarget, x: &Tensor, base: &Tensor) -> Option<Tensor> {
         let pair = self.pairs.get(&(layer, target))?;
-        let low_rank = if self.training && self.dropout > 0.0 {
-            x.dropout(self.dropout, true).linear::<Tensor>(&pair.a, None)
-        } else {
-            x.linear::<Tensor>(&pair.a, None)
-        };
+        let low_rank = self.dropped(x).linear::<Tensor>(&pair.a, None);
         Some(base.addmm(&(low_rank * pair.scale), &pair.b.tr()))
     }
 
@@ -486,6 +502,31 @@ fn expected_shape(
     matrix: &str,
 ) -> [usize; 2] {
     expected.get(&peft_key(layer, target, matrix)).copied().unwrap_or_default()
+}
+
+/// A dropout mask of `shape`: `1 / (1 - p)` where an element is kept, 0 where it is dropped (each with
+/// probability `p`), decided by a 32-bit integer hash (Wellons' `lowbias32`, twice) of the element's index and
+/// `key`, computed on `device`. Products wrap in int64 and are masked back to 32 bits, so the result is the same
+/// on every device.
+pub(crate) fn dropout_mask(shape: &[i64], key: u64, p: f64, kind: Kind, device: Device) -> Tensor {
+    const LOW32: i64 = 0xFFFF_FFFF;
+    // `x · c mod 2³²` for `x, c < 2³²`, in halves of `c` so that no int64 product overflows
+    let mul32 =
+        |x: &Tensor, c: i64| ((x * (c >> 16)).bitwise_and(0xFFFF) * 65_536 + x * (c & 0xFFFF)).bitwise_and(LOW32);
+    let lowbias32 = |x: Tensor| {
+        let x = x.bitwise_xor_tensor(&x.bitwise_right_shift_tensor_scalar(16));
+        let x = mul32(&x, 0x7FEB_352D);
+        let x = x.bitwise_xor_tensor(&x.bitwise_right_shift_tensor_scalar(15));
+        let x = mul32(&x, 0x846C_A68B);
+        x.bitwise_xor_tensor(&x.bitwise_right_shift_tensor_scalar(16))
+    };
+    let count: i64 = shape.iter().product();
+    let index = Tensor::arange(count, (Kind::Int64, device));
+    let first = lowbias32((index + (key & 0xFFFF_FFFF) as i64).bitwise_and(LOW32));
+    let hashed = lowbias32(first.bitwise_xor((key >> 32) as i64));
+    // kept when the hash, uniform on [0, 2³²), is at least p·2³²
+    let threshold = (p * 4_294_967_296.0).round() as i64;
+    (hashed.ge(threshold).to_kind(kind) * (1.0 / (1.0 - p))).reshape(shape)
 }
 
 fn check_dropout(dropout: f64) -> Result<(), EngineError> {

@@ -477,10 +477,9 @@ pub fn train_lora_with(
     let started = Instant::now();
     for step in start_step..spec.steps {
         let step_started = Instant::now();
-        if lora.dropout() > 0.0 {
-            // Dropout masks depend on the seed and the step only, so a resumed run draws the same ones.
-            tch::manual_seed((spec.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)) as i64);
-        }
+        // Dropout masks depend on the seed and the step only, so a resumed run draws the same ones, and another
+        // training in the process cannot shift them.
+        lora.set_dropout_seed(spec.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let learning_rate = learning_rate_for(options.schedule, step, spec.steps, spec.learning_rate);
         let (mut loss_sum, mut counted, mut tokens) = (0.0, 0usize, 0usize);
         for _ in 0..accumulation {

@@ -132,6 +132,30 @@ fn kill_9_then_resume_matches_an_uninterrupted_run() {
 }
 
 #[test]
+fn dropout_masks_do_not_shift_when_other_work_in_the_process_draws_random_numbers() {
+    let (alone, _) = train(&TrainOptions::default(), 2, &NoProgress);
+    // Another thread draws from torch's global generator for as long as the training runs (another training with
+    // dropout, a sampler, an initialisation): the training's masks must not depend on it.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (beside, draws) = std::thread::scope(|scope| {
+        let drawer = scope.spawn(|| {
+            let mut draws = 0usize;
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                let _ = tch::Tensor::rand([64], (tch::Kind::Float, Device::Cpu));
+                draws += 1;
+            }
+            draws
+        });
+        let (beside, _) = train(&TrainOptions::default(), 2, &NoProgress);
+        done.store(true, std::sync::atomic::Ordering::Release);
+        (beside, drawer.join().unwrap())
+    });
+    assert!(draws > 0);
+    let difference = max_diff(&alone, &beside);
+    assert_eq!(difference, 0.0, "the training beside other draws differs by {difference}");
+}
+
+#[test]
 fn a_checkpoint_of_another_job_is_refused() {
     let checkpoints = tempfile::tempdir().unwrap();
     let (llama, _dir) = model();

@@ -101,6 +101,63 @@ fn dropout_applies_only_while_training() {
     assert!(lora.delta(0, LoraTarget::K, &x).is_none());
 }
 
+#[test]
+fn dropout_masks_follow_the_adapters_seed_not_torchs_generator() {
+    let dropping = |seed: u64| {
+        let mut lora = trained("f32");
+        lora.set_dropout(0.5);
+        lora.set_training(true);
+        lora.set_dropout_seed(seed);
+        lora
+    };
+    let x = Tensor::ones([16, 64], (Kind::Float, Device::Cpu));
+    let first = dropping(7);
+    tch::manual_seed(1);
+    let a1 = first.delta(0, LoraTarget::Q, &x).expect("delta");
+    let a2 = first.delta(0, LoraTarget::Q, &x).expect("delta");
+    // another adapter with the same seed, after other draws from torch's generator, draws the same masks in turn
+    tch::manual_seed(2);
+    let _ = Tensor::rand([1000], (Kind::Float, Device::Cpu));
+    let again = dropping(7);
+    assert!(a1.equal(&again.delta(0, LoraTarget::Q, &x).expect("delta")));
+    assert!(a2.equal(&again.delta(0, LoraTarget::Q, &x).expect("delta")));
+    // each draw, and each seed, gives other masks
+    assert!(!a1.equal(&a2));
+    assert!(!a1.equal(&dropping(8).delta(0, LoraTarget::Q, &x).expect("delta")));
+    // a new seed starts the count again
+    let mut reseeded = dropping(9);
+    let _ = reseeded.delta(0, LoraTarget::Q, &x);
+    reseeded.set_dropout_seed(7);
+    assert!(a1.equal(&reseeded.delta(0, LoraTarget::Q, &x).expect("delta")));
+}
+
+/// Wellons' `lowbias32` on `u32`, the reference for the device hash.
+fn lowbias32(mut x: u32) -> u32 {
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7FEB_352D);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846C_A68B);
+    x ^ (x >> 16)
+}
+
+#[test]
+fn dropout_mask_is_the_reference_hash_and_keeps_one_minus_p() {
+    let (p, key) = (0.3, 0xDEAD_BEEF_1234_5678u64);
+    let count = 200_000;
+    let mask = dropout_mask(&[count / 8, 8], key, p, Kind::Float, Device::Cpu).reshape([-1]);
+    let values: Vec<f32> = Vec::try_from(&mask).expect("floats");
+    let threshold = (p * 4_294_967_296.0).round() as u64;
+    let scale = (1.0 / (1.0 - p)) as f32;
+    for (index, &value) in values.iter().enumerate() {
+        let hashed = lowbias32(lowbias32((index as u32).wrapping_add(key as u32)) ^ (key >> 32) as u32);
+        let expected = if u64::from(hashed) >= threshold { scale } else { 0.0 };
+        assert_eq!(value, expected, "element {index}");
+    }
+    let kept = values.iter().filter(|&&v| v > 0.0).count() as f64 / count as f64;
+    // 0.7 ± 5 standard deviations of a binomial share over 200,000 draws
+    assert!((kept - 0.7).abs() < 5.0 * (0.21f64 / count as f64).sqrt(), "kept {kept}");
+}
+
 fn header(bytes: &[u8]) -> HashMap<String, String> {
     let (_, metadata) = SafeTensors::read_metadata(bytes).expect("metadata");
     metadata.metadata().clone().expect("header")
