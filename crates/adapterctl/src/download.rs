@@ -2,7 +2,15 @@
 //! renamed to `FILE` only once every byte the server announced arrived, so a download that fails leaves no `FILE`
 //! behind. Progress goes to stderr as an indicatif bar on a terminal and as a few plain lines otherwise (CI logs),
 //! as [`crate::follow`] shows a run's.
+//!
+//! The partial file is held under an exclusive lock (`File::try_lock`, flock on Unix) from its creation until it
+//! is renamed or removed. A second adapterctl downloading to the same `FILE` meanwhile finds it locked and stops
+//! without touching it; a partial file that no process holds is the leftover of a download that was killed, and
+//! is replaced, saying so. Ctrl-C (or SIGTERM) during the download removes the partial file before adapterctl
+//! exits.
 
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -27,13 +35,28 @@ pub fn partial_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// How many times [`lock_partial`] opens the partial file again when the one it locked was renamed or removed
+/// under it (each time by another download finishing): more would mean downloads to the same file keep finishing.
+const LOCK_TRIES: usize = 8;
+
 /// Writes the body of `download` to `path` and returns its length. On any failure (the connection breaks, fewer
-/// bytes than announced, a full disk) the partial file is removed and `path` is left as it was.
+/// bytes than announced, a full disk, ctrl-c) the partial file is removed and `path` is left as it was. When
+/// another adapterctl is downloading to `path` now, nothing is written and its partial file is left to it.
 pub async fn save(mut download: Download, path: &Path, output: &Output) -> Result<u64, CliError> {
     let partial = partial_path(path);
+    let not_written = format!("{} was not written; run the export again", path.display());
+    // listening from before the partial file exists: no signal between the two leaves it behind
+    let interrupted = interruption();
+    let (lock, leftover) = lock_partial(path, &partial).map_err(|err| err.with_hint(not_written.clone()))?;
+    if leftover {
+        output.note(&format!("replaced {}: a leftover of a download that did not finish", partial.display()));
+    }
     let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
     let mut progress = Progress::new(&name, download.content_length(), output);
-    let written = write_partial(&mut download, &partial, &mut progress).await;
+    let written = tokio::select! {
+        written = write_partial(&mut download, &lock, &partial, &mut progress) => written,
+        signal = interrupted => Err(CliError::new(format!("interrupted by {signal}: the download was stopped"))),
+    };
     progress.finish();
     let renamed = match written {
         Ok(length) => tokio::fs::rename(&partial, path)
@@ -43,15 +66,116 @@ pub async fn save(mut download: Download, path: &Path, output: &Output) -> Resul
         Err(err) => Err(err),
     };
     if renamed.is_err() {
-        // Nothing useful is left to do when even the partial file cannot be removed; the error says what failed.
+        // Removed while the lock is held, so never another download's file. Nothing useful is left to do when even
+        // the partial file cannot be removed; the error says what failed.
         let _ = tokio::fs::remove_file(&partial).await;
     }
-    renamed.map_err(|err| err.with_hint(format!("{} was not written; run the export again", path.display())))
+    drop(lock);
+    renamed.map_err(|err| err.with_hint(not_written))
 }
 
-async fn write_partial(download: &mut Download, partial: &Path, progress: &mut Progress) -> Result<u64, CliError> {
+/// Creates `partial` (the partial file of `path`), or opens the one there, and locks it; returns it with whether
+/// it was a leftover (there before, and held by no process: its download was killed), then emptied. A partial
+/// file another process holds is an error that leaves it as it is.
+fn lock_partial(path: &Path, partial: &Path) -> Result<(File, bool), CliError> {
     let cannot_write = |err: std::io::Error| CliError::new(format!("cannot write {}: {err}", partial.display()));
-    let file = tokio::fs::File::create(partial).await.map_err(cannot_write)?;
+    for _ in 0..LOCK_TRIES {
+        let (file, existed) = match OpenOptions::new().write(true).create_new(true).open(partial) {
+            Ok(file) => (file, false),
+            Err(err) if err.kind() == ErrorKind::AlreadyExists => {
+                match OpenOptions::new().write(true).open(partial) {
+                    Ok(file) => (file, true),
+                    Err(err) if err.kind() == ErrorKind::NotFound => continue, // its download just ended
+                    Err(err) => return Err(cannot_write(err)),
+                }
+            }
+            Err(err) => return Err(cannot_write(err)),
+        };
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(CliError::new(format!(
+                    "another adapterctl is downloading {} now: {} is locked",
+                    path.display(),
+                    partial.display()
+                ))
+                .with_hint("wait for that download to finish, or stop it"));
+            }
+            // a file system without locks: as before locks, a concurrent download to the same file is not caught
+            Err(TryLockError::Error(err)) if err.kind() == ErrorKind::Unsupported => {}
+            Err(TryLockError::Error(err)) => return Err(cannot_write(err)),
+        }
+        // The holder of the file opened may have renamed it to its final name (or removed it) and let go of it
+        // between the open and the lock: writing into it then would overwrite a finished download.
+        if !still_at(&file, partial).map_err(cannot_write)? {
+            continue;
+        }
+        if existed {
+            file.set_len(0).map_err(cannot_write)?;
+        }
+        return Ok((file, existed));
+    }
+    Err(CliError::new(format!("cannot hold {}: other downloads to it keep finishing", partial.display())))
+}
+
+/// Whether `file` is still the file at `path`.
+#[cfg(unix)]
+fn still_at(file: &File, path: &Path) -> std::io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let held = file.metadata()?;
+    match std::fs::metadata(path) {
+        Ok(there) => Ok((there.dev(), there.ino()) == (held.dev(), held.ino())),
+        Err(err) if err.kind() == ErrorKind::NotFound => Ok(false),
+        Err(err) => Err(err),
+    }
+}
+
+/// Whether `file` is still the file at `path`: assumed where file identities are not compared.
+#[cfg(not(unix))]
+fn still_at(_file: &File, _path: &Path) -> std::io::Result<bool> {
+    Ok(true)
+}
+
+/// Listens for ctrl-c (or SIGTERM on Unix) from now on: the future returned resolves with the signal's name.
+/// Listening replaces the default action (exit at once) for the rest of the process, which after the download only
+/// prints its report. Where no handler can be installed, it never resolves: the signal then stops adapterctl as
+/// before, leaving the partial file (replaced by the next download).
+fn interruption() -> impl Future<Output = &'static str> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let signals = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()));
+        async move {
+            let (Ok(mut interrupt), Ok(mut terminate)) = signals else {
+                return std::future::pending().await;
+            };
+            tokio::select! {
+                _ = interrupt.recv() => "ctrl-c",
+                _ = terminate.recv() => "SIGTERM",
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        // tokio installs the handler on the first poll here
+        async {
+            match tokio::signal::ctrl_c().await {
+                Ok(()) => "ctrl-c",
+                Err(_) => std::future::pending().await,
+            }
+        }
+    }
+}
+
+async fn write_partial(
+    download: &mut Download,
+    lock: &File,
+    partial: &Path,
+    progress: &mut Progress,
+) -> Result<u64, CliError> {
+    let cannot_write = |err: std::io::Error| CliError::new(format!("cannot write {}: {err}", partial.display()));
+    // A second handle on the same open file: the lock stays with `lock`, held until the file is renamed or removed.
+    let file = tokio::fs::File::from_std(lock.try_clone().map_err(cannot_write)?);
     let mut writer = tokio::io::BufWriter::with_capacity(WRITE_BUFFER_BYTES, file);
     let mut received = 0u64;
     while let Some(chunk) = download.chunk().await? {
