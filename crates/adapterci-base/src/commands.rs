@@ -395,9 +395,7 @@ fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let tmp = path.with_extension("partial");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    adapterci_engine::files::write_atomic(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
 fn write_analysis(dir: &Path, analysis: &BitAnalysis) -> anyhow::Result<()> {

@@ -13,6 +13,7 @@ pub mod dataset;
 pub mod device;
 pub mod error;
 pub mod eval;
+pub mod files;
 pub mod generate;
 pub mod gguf;
 pub mod kv_cache;

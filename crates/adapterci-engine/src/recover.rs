@@ -4,7 +4,7 @@
 //! and/or seconds, periodic checkpoints (adapter, step and training time so far) that a later call resumes from,
 //! its budget going on from where the checkpoint left it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use adapterci_core::training::{AdapterConfig, BasePrecision, LoraTarget};
@@ -15,6 +15,7 @@ use crate::EngineError;
 use crate::allocate::linear_ops;
 use crate::calibrate::{Hessians, batch_tensor, kl_per_position};
 use crate::dataset::SeededRng;
+use crate::files::{write_atomic, write_atomic_with};
 use crate::llama::Llama;
 use crate::lora::LoraWeights;
 use crate::palettize::{PalettizedTensor, TrainablePalettes};
@@ -340,7 +341,9 @@ fn train(
     let vocab = student.config().vocab_size as i64;
     let mut tokens = 0;
     // a run resumed with its time already spent (killed between the last checkpoint and the end) trains no more
-    let mut stopped_by_time = spec.max_seconds.is_some_and(|limit| clock.seconds() >= limit) && start < spec.steps;
+    // (a fresh run takes at least one step, however small its budget)
+    let mut stopped_by_time =
+        start > 0 && start < spec.steps && spec.max_seconds.is_some_and(|limit| clock.seconds() >= limit);
     // With a time budget, the schedule is laid out over the steps that fit it (measured over the first steps),
     // so that the learning rate still decays to zero when time runs out.
     // Until the pace is known, a provisional schedule of 10x the timed steps keeps the warmup short (a
@@ -524,20 +527,13 @@ fn write_checkpoint(
     let bytes = lora.to_safetensors()?;
     write_atomic(&dir.join(CHECKPOINT_ADAPTER), &bytes)?;
     if let Some(p) = palettes {
-        let path = dir.join(CHECKPOINT_PALETTES);
-        let tmp = path.with_extension("tmp");
-        Tensor::write_safetensors(&p.state(), &tmp)
-            .map_err(|e| EngineError::Training(format!("{}: {e}", tmp.display())))?;
-        std::fs::rename(&tmp, &path).map_err(|source| EngineError::Io { path: path.clone(), source })?;
+        write_atomic_with(&dir.join(CHECKPOINT_PALETTES), |tmp| {
+            Tensor::write_safetensors(&p.state(), tmp)
+                .map_err(|e| EngineError::Training(format!("{}: {e}", tmp.display())))
+        })?;
     }
     let json = serde_json::to_vec_pretty(state).map_err(|e| EngineError::Training(e.to_string()))?;
     write_atomic(&dir.join(CHECKPOINT_STATE), &json)
-}
-
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), EngineError> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(|source| EngineError::Io { path: tmp.clone(), source })?;
-    std::fs::rename(&tmp, path).map_err(|source| EngineError::Io { path: path.to_path_buf(), source })
 }
 
 /// Whether `spec.checkpoint_dir` holds a checkpoint that a recovery with `spec` would start from (or refuse):

@@ -208,7 +208,7 @@ pub fn cached_teacher_text(
         std::fs::create_dir_all(dir).map_err(|source| EngineError::Io { path: dir.to_path_buf(), source })?;
         let file = TeacherCache { model_digest: base.digest().clone(), spec: spec.clone(), sequences };
         let json = serde_json::to_vec(&file).map_err(|e| EngineError::InvalidConfig(e.to_string()))?;
-        crate::recover::write_atomic(path, &json)?;
+        crate::files::write_atomic(path, &json)?;
         return Ok(file.sequences);
     }
     Ok(sequences)

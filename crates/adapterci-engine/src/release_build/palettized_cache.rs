@@ -8,7 +8,6 @@
 //! record parses and names this key, the release has the recorded digest, reads as a release of this source
 //! model and carries the recorded bits); anything else is reported through the progress callback and built again.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use adapterci_core::Digest;
@@ -176,7 +175,7 @@ impl PalettizedCache {
             }
             _ => {}
         }
-        write_synced(&self.release_path, release)?;
+        crate::files::write_atomic(&self.release_path, release)?;
         let record = PalettizedRecord {
             key_digest: self.key_digest.clone(),
             inputs: self.inputs.clone(),
@@ -185,22 +184,6 @@ impl PalettizedCache {
             analysis: analysis.clone(),
         };
         let json = serde_json::to_vec_pretty(&record).map_err(|e| EngineError::InvalidConfig(e.to_string()))?;
-        write_synced(&self.record_path, &json)
+        crate::files::write_atomic(&self.record_path, &json)
     }
-}
-
-/// Writes `bytes` to a temporary name beside `path`, syncs it and renames it over `path`.
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), EngineError> {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    let tmp = path.with_file_name(name);
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| EngineError::Io { path, source }
-    };
-    let mut file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-    file.write_all(bytes).map_err(io(&tmp))?;
-    file.sync_all().map_err(io(&tmp))?;
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(io(path))
 }

@@ -8,7 +8,6 @@
 //! old checkpoint or the new one, never a torn file.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use safetensors::{Dtype, SafeTensors};
@@ -79,18 +78,7 @@ impl Checkpoint {
             ("count".to_owned(), self.parameters.len().to_string()),
         ]);
         let bytes = crate::lora::encode_safetensors(&tensors, Dtype::F32, &metadata);
-        let temporary = dir.join(format!("{CHECKPOINT_FILE}.tmp"));
-        let final_path = dir.join(CHECKPOINT_FILE);
-        let mut file = std::fs::File::create(&temporary).map_err(|e| io_error(&temporary, e))?;
-        file.write_all(&bytes).map_err(|e| io_error(&temporary, e))?;
-        file.sync_all().map_err(|e| io_error(&temporary, e))?;
-        drop(file);
-        std::fs::rename(&temporary, &final_path).map_err(|e| io_error(&final_path, e))?;
-        // The rename is durable once the directory entry is.
-        if let Ok(directory) = std::fs::File::open(dir) {
-            directory.sync_all().ok();
-        }
-        Ok(())
+        crate::files::write_atomic(&dir.join(CHECKPOINT_FILE), &bytes)
     }
 
     /// The checkpoint in `dir`, `None` when there is none; a file that does not read back is an error naming
