@@ -65,6 +65,8 @@ for flag in --max-body-mib=1048576 --threads=1000000 --event-retention-days=30 -
   --adapter-cache-mib=512 --lease-secs=30; do
   grep -qF -- "- $flag" "$work/rendered.yaml" || fail "the Deployment does not pass $flag"
 done
+grep -qF 'terminationGracePeriodSeconds: 60' "$work/rendered.yaml" \
+  || fail "the Deployment does not leave adapterd 60 s to stop cleanly"
 grep -q '^kind: Job' "$work/rendered.yaml" && fail "a migration Job is rendered without database.url"
 "$helm" template adapterci "$chart" -f "$chart/ci/scale-out-values.yaml" --show-only templates/migrate-job.yaml \
   >"$work/job.yaml" || fail "no migration Job with database.url set"
@@ -136,6 +138,8 @@ done <<'BAD'
 --set|maxBodyMiB=1.5|'/maxBodyMiB'
 --set|adapterCacheMiB=-1|'/adapterCacheMiB'
 --set|runLeaseSeconds=0|'/runLeaseSeconds'
+--set|terminationGracePeriodSeconds=5|'/terminationGracePeriodSeconds'
+--set-string|terminationGracePeriodSeconds=60|'/terminationGracePeriodSeconds'
 --set|replicas=2|additional properties 'replicas'
 --set-string|database.url=postgres://db/a,database.existingSecret=adapterci-db|'/database/url'|'/database/existingSecret'
 --set|database.existingSecret=1|'/database/existingSecret'
