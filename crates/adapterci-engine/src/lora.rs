@@ -432,17 +432,6 @@ pub(crate) fn encode_safetensors(
     encode_safetensors_typed(one_dtype(tensors, dtype), metadata)
 }
 
-/// [`encode_safetensors`] written to `out` as it is laid out, for files too large to hold twice in memory (a
-/// merged model); returns the number of bytes written.
-pub(crate) fn write_safetensors(
-    tensors: &BTreeMap<String, (Vec<usize>, Vec<u8>)>,
-    dtype: Dtype,
-    metadata: &BTreeMap<String, String>,
-    out: &mut impl Write,
-) -> std::io::Result<u64> {
-    write_safetensors_typed(one_dtype(tensors, dtype), metadata, out)
-}
-
 fn one_dtype(
     tensors: &BTreeMap<String, (Vec<usize>, Vec<u8>)>,
     dtype: Dtype,
@@ -466,33 +455,96 @@ pub(crate) fn encode_safetensors_typed<'a>(
     }
 }
 
-/// [`encode_safetensors_typed`]'s bytes written to `out` (the one encoder of both); returns how many.
+/// [`encode_safetensors_typed`]'s bytes written to `out`; returns how many.
 pub(crate) fn write_safetensors_typed<'a>(
     tensors: impl IntoIterator<Item = (&'a str, Dtype, &'a [usize], &'a [u8])>,
     metadata: &BTreeMap<String, String>,
     out: &mut impl Write,
 ) -> std::io::Result<u64> {
-    let mut tensors: Vec<_> = tensors.into_iter().collect();
-    tensors
-        .sort_by(|(left, left_dtype, ..), (right, right_dtype, ..)| right_dtype.cmp(left_dtype).then(left.cmp(right)));
+    let tensors: Vec<_> = tensors.into_iter().collect();
+    let layouts: Vec<_> = tensors
+        .iter()
+        .map(|&(name, dtype, shape, bytes)| TensorLayout { name, dtype, shape, len: bytes.len() })
+        .collect();
+    write_safetensors_streamed(&layouts, metadata, out, std::convert::identity, |index, out| {
+        out.write_all(tensors[index].3)
+    })
+}
+
+/// One tensor as a safetensors header describes it; its data comes later, from
+/// [`write_safetensors_streamed`]'s callback.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TensorLayout<'a> {
+    pub name: &'a str,
+    pub dtype: Dtype,
+    pub shape: &'a [usize],
+    /// Bytes of data: the header's offsets are computed from these alone.
+    pub len: usize,
+}
+
+/// The one safetensors encoder: writes the header, computed from `layouts` alone, then calls
+/// `write_data(index into layouts, out)` for each tensor in file order, which must write exactly that
+/// tensor's `len` bytes. Nothing is held back between calls, so a caller may compute a tensor in the callback
+/// and drop it before the next one (a merged model is never whole in memory). `io_error` turns this
+/// function's own failures into `E`: a failed header write, and a callback that wrote the wrong number of
+/// bytes (the header would lie). Returns the number of bytes written.
+pub(crate) fn write_safetensors_streamed<W: Write, E>(
+    layouts: &[TensorLayout<'_>],
+    metadata: &BTreeMap<String, String>,
+    out: &mut W,
+    io_error: impl Fn(std::io::Error) -> E,
+    mut write_data: impl FnMut(usize, &mut dyn Write) -> Result<(), E>,
+) -> Result<u64, E> {
+    let mut order: Vec<usize> = (0..layouts.len()).collect();
+    order.sort_by(|&left, &right| {
+        let (left, right) = (&layouts[left], &layouts[right]);
+        right.dtype.cmp(&left.dtype).then(left.name.cmp(right.name))
+    });
     let mut header = serde_json::Map::new();
     header.insert("__metadata__".into(), serde_json::json!(metadata));
     let mut offset = 0;
-    for (name, dtype, shape, bytes) in &tensors {
+    for &index in &order {
+        let TensorLayout { name, dtype, shape, len } = layouts[index];
         let entry = serde_json::json!({
-            "dtype": dtype.to_string(), "shape": shape, "data_offsets": [offset, offset + bytes.len()]
+            "dtype": dtype.to_string(), "shape": shape, "data_offsets": [offset, offset + len]
         });
-        header.insert((*name).to_owned(), entry);
-        offset += bytes.len();
+        header.insert(name.to_owned(), entry);
+        offset += len;
     }
     let mut header = serde_json::Value::Object(header).to_string().into_bytes();
     header.resize(header.len().div_ceil(8) * 8, b' ');
-    out.write_all(&(header.len() as u64).to_le_bytes())?;
-    out.write_all(&header)?;
-    for (_, _, _, bytes) in &tensors {
-        out.write_all(bytes)?;
+    out.write_all(&(header.len() as u64).to_le_bytes()).map_err(&io_error)?;
+    out.write_all(&header).map_err(&io_error)?;
+    for &index in &order {
+        let mut counted = CountingWriter { inner: &mut *out, written: 0 };
+        write_data(index, &mut counted)?;
+        let TensorLayout { name, len, .. } = layouts[index];
+        if counted.written != len {
+            return Err(io_error(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("tensor {name:?} gave {} bytes of data but its header says {len}", counted.written),
+            )));
+        }
     }
     Ok((8 + header.len() + offset) as u64)
+}
+
+/// Counts the bytes that reach `inner`.
+struct CountingWriter<W> {
+    inner: W,
+    written: usize,
+}
+
+impl<W: Write> Write for CountingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written += n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 fn expected_shape(
