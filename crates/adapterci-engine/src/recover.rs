@@ -1,28 +1,31 @@
 //! The accuracy-recovery adapter: LoRA on every linear operation of every layer, trained with the compressed
 //! base frozen so that its next-token distributions match the uncompressed model's (KL(teacher ‖ student) on
 //! the logits of every position), on text the teacher wrote (plus an optional user corpus). Budget in steps
-//! and/or seconds, periodic checkpoints (adapter, step and training time so far) that a later call resumes from,
-//! its budget going on from where the checkpoint left it.
+//! and/or seconds, periodic checkpoints (`recover/checkpoint.rs`: the adapter, the palettes, both optimizers'
+//! state, the step, the schedule's length and the training time so far) that a later call resumes from, taking
+//! the steps an uninterrupted run would have taken, its budget going on from where the checkpoint left it.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use adapterci_core::training::{AdapterConfig, BasePrecision, LoraTarget};
 use serde::{Deserialize, Serialize};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind};
 
 use crate::EngineError;
 use crate::allocate::linear_ops;
 use crate::calibrate::{Hessians, batch_tensor, kl_per_position};
 use crate::dataset::SeededRng;
-use crate::files::{write_atomic, write_atomic_with};
 use crate::llama::Llama;
 use crate::lora::LoraWeights;
 use crate::palettize::{PalettizedTensor, TrainablePalettes};
 use crate::train::{AdamW, BaseCompute, TrainingModel, learning_rate_at};
 
+mod checkpoint;
 mod init;
 mod validation;
+pub(crate) use checkpoint::has_checkpoint;
+use checkpoint::{CheckpointState, Optimizers, Resumed, SavedOptimizers, resume, write_checkpoint};
 pub(crate) use init::SquareRoots;
 pub use init::calibrated_init;
 pub use init::{best_low_rank, damped_square_root};
@@ -185,23 +188,6 @@ impl RecoveryText {
 const PACE_STEPS: usize = 10;
 /// Steps left out of the timing (warm-up).
 const WARMUP_STEPS: usize = 3;
-const CHECKPOINT_ADAPTER: &str = "recovery-checkpoint.safetensors";
-const CHECKPOINT_STATE: &str = "recovery-checkpoint.json";
-const CHECKPOINT_PALETTES: &str = "recovery-palettes.safetensors";
-
-#[derive(Serialize, Deserialize)]
-struct CheckpointState {
-    step: usize,
-    kl_curve: Vec<(usize, f64)>,
-    spec: RecoverySpec,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    validation: Vec<ValidationPoint>,
-    /// Seconds of training up to this checkpoint, over every run that led to it: a resumed run's time budget
-    /// goes on from here. Checkpoints written before the field read as 0 (their run's time is not known, so a
-    /// resumed run has its whole budget again, as it had then).
-    #[serde(default)]
-    elapsed_seconds: f64,
-}
 
 /// The adapter shape of a recovery adapter for `student`: every target, every layer.
 pub fn recovery_config(student: &Llama, spec: &RecoverySpec) -> AdapterConfig {
@@ -305,28 +291,37 @@ fn train(
     let clock = TrainingClock::start();
     let device = student.device();
     let config = recovery_config(student, spec);
-    let resumed = resume(spec, student, palettes.as_deref_mut())?;
-    // a resumed run needs no statistics: its start is the checkpoint's
-    if resumed.is_none() && spec.calibrated_init && hessians.is_none() {
-        return Err(EngineError::InvalidConfig(
-            "a calibrated recovery init needs the calibration statistics (recover_palettized with hessians)".into(),
-        ));
-    }
-    let (mut lora, mut start, mut kl_curve, resumed_validation, clock) = match resumed {
-        Some((lora, state)) => (lora, state.step, state.kl_curve, state.validation, clock.after(state.elapsed_seconds)),
+    let (mut lora, state, saved_optimizers) = match resume(spec, student, palettes.as_deref_mut())? {
+        Some(Resumed { lora, state, optimizers }) => (lora, state, optimizers),
+        // a resumed run needs no statistics: its start is the checkpoint's
+        None if spec.calibrated_init && hessians.is_none() => {
+            return Err(EngineError::InvalidConfig(
+                "a calibrated recovery init needs the calibration statistics (recover_palettized with hessians)".into(),
+            ));
+        }
         None => {
             let lora = match hessians.filter(|_| spec.calibrated_init) {
                 Some(h) => calibrated_init(&config, teacher, student, h)?,
                 None => LoraWeights::init_standard(&config, 0.0, student.config(), spec.seed, device)?,
             };
-            (lora, 0, Vec::new(), Vec::new(), clock)
+            (lora, CheckpointState::start(spec), SavedOptimizers::default())
         }
     };
+    let clock = clock.after(state.elapsed_seconds);
+    let CheckpointState {
+        step: mut start,
+        mut kl_curve,
+        validation: resumed_validation,
+        total_steps: resumed_schedule,
+        ..
+    } = state;
     let resumed_from = (start > 0).then_some(start);
     lora.set_training(true);
     let mut optimizer = AdamW::new(lora.trainable_parameters(), 0.0);
     // the palettes get their own optimizer: their own learning rate and gradient clipping
     let mut palette_optimizer = palettes.as_ref().map(|p| AdamW::new(p.parameters(), 0.0));
+    // the checkpoint's moments and step counts, and its f32 values of the adapter and palettes
+    saved_optimizers.restore(&mut optimizer, palette_optimizer.as_mut())?;
     // The fused training forward (one matmul for q/k/v and one for gate/up, the frozen matmuls in the spec's
     // precision) for the teacher, and for the student while its weights are frozen; palettes that train change
     // the student's weights every step, so that student runs the model's own forward.
@@ -347,10 +342,11 @@ fn train(
     // With a time budget, the schedule is laid out over the steps that fit it (measured over the first steps),
     // so that the learning rate still decays to zero when time runs out.
     // Until the pace is known, a provisional schedule of 10x the timed steps keeps the warmup short (a
-    // 100,000-step provisional schedule would spend the timed steps at a learning rate near zero).
+    // 100,000-step provisional schedule would spend the timed steps at a learning rate near zero); a resumed run
+    // goes on with the schedule its checkpoint was on until it has timed its own pace.
     let mut total_steps = match spec.max_seconds {
         Some(_) if stopped_by_time => start,
-        Some(_) => spec.steps.min(start + (WARMUP_STEPS + PACE_STEPS) * 10),
+        Some(_) => resumed_schedule.unwrap_or(start + (WARMUP_STEPS + PACE_STEPS) * 10).min(spec.steps),
         None => spec.steps,
     };
     let first_step = start;
@@ -456,8 +452,11 @@ fn train(
                 spec: spec.clone(),
                 validation: validation_curve.clone(),
                 elapsed_seconds: clock.seconds(),
+                total_steps: Some(total_steps),
+                optimizer_state: true,
             };
-            write_checkpoint(spec, &lora, palettes.as_deref(), &state)?;
+            let optimizers = Optimizers { adapter: &optimizer, palettes: palette_optimizer.as_ref() };
+            write_checkpoint(spec, &lora, palettes.as_deref(), optimizers, state, tokens)?;
         }
         if spec.max_seconds.is_some_and(|limit| elapsed >= limit) && start < total_steps {
             stopped_by_time = true;
@@ -514,63 +513,6 @@ impl TrainingClock {
     fn seconds(&self) -> f64 {
         self.before + self.started.elapsed().as_secs_f64()
     }
-}
-
-fn write_checkpoint(
-    spec: &RecoverySpec,
-    lora: &LoraWeights,
-    palettes: Option<&TrainablePalettes>,
-    state: &CheckpointState,
-) -> Result<(), EngineError> {
-    let Some(dir) = &spec.checkpoint_dir else { return Ok(()) };
-    std::fs::create_dir_all(dir).map_err(|source| EngineError::Io { path: dir.clone(), source })?;
-    let bytes = lora.to_safetensors()?;
-    write_atomic(&dir.join(CHECKPOINT_ADAPTER), &bytes)?;
-    if let Some(p) = palettes {
-        write_atomic_with(&dir.join(CHECKPOINT_PALETTES), |tmp| {
-            Tensor::write_safetensors(&p.state(), tmp)
-                .map_err(|e| EngineError::Training(format!("{}: {e}", tmp.display())))
-        })?;
-    }
-    let json = serde_json::to_vec_pretty(state).map_err(|e| EngineError::Training(e.to_string()))?;
-    write_atomic(&dir.join(CHECKPOINT_STATE), &json)
-}
-
-/// Whether `spec.checkpoint_dir` holds a checkpoint that a recovery with `spec` would start from (or refuse):
-/// then it needs no calibrated start.
-pub(crate) fn has_checkpoint(spec: &RecoverySpec) -> bool {
-    spec.checkpoint_dir.as_ref().is_some_and(|dir| dir.join(CHECKPOINT_STATE).is_file())
-}
-
-/// The checkpoint in `spec.checkpoint_dir`, when there is one for the same spec (steps aside); loads the trained
-/// palettes into `palettes` when they train.
-fn resume(
-    spec: &RecoverySpec,
-    student: &Llama,
-    palettes: Option<&mut TrainablePalettes>,
-) -> Result<Option<(LoraWeights, CheckpointState)>, EngineError> {
-    let Some(dir) = &spec.checkpoint_dir else { return Ok(None) };
-    let state_path = dir.join(CHECKPOINT_STATE);
-    let Ok(json) = std::fs::read(&state_path) else { return Ok(None) };
-    let state: CheckpointState = serde_json::from_slice(&json)
-        .map_err(|e| EngineError::Training(format!("{}: unreadable recovery checkpoint: {e}", state_path.display())))?;
-    if state.spec.resume_identity() != spec.resume_identity() {
-        return Err(EngineError::Training(format!(
-            "{}: the checkpoint was written for a different recovery spec; remove it or use another directory",
-            state_path.display()
-        )));
-    }
-    let adapter_path = dir.join(CHECKPOINT_ADAPTER);
-    let bytes =
-        std::fs::read(&adapter_path).map_err(|source| EngineError::Io { path: adapter_path.clone(), source })?;
-    let lora = LoraWeights::from_safetensors(&bytes, student.config(), student.device())?;
-    if let Some(p) = palettes {
-        let path = dir.join(CHECKPOINT_PALETTES);
-        let named = Tensor::read_safetensors(&path)
-            .map_err(|e| EngineError::Training(format!("{}: unreadable palette checkpoint: {e}", path.display())))?;
-        p.load_state(&named).map_err(|e| EngineError::Training(format!("{}: {e}", path.display())))?;
-    }
-    Ok(Some((lora, state)))
 }
 
 impl RecoverySpec {

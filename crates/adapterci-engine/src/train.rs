@@ -295,6 +295,18 @@ impl AdamW {
     }
 
     fn checkpoint(&self, step: usize, report: &TrainReport, fingerprint: &str) -> Checkpoint {
+        self.snapshot(step, report.loss_curve.clone(), report.tokens, fingerprint)
+    }
+
+    /// Its state after `step` steps (parameters, moments, step count), with the run's curve and tokens, as a
+    /// [`Checkpoint`] to save.
+    pub(crate) fn snapshot(
+        &self,
+        step: usize,
+        loss_curve: Vec<(usize, f64)>,
+        tokens: usize,
+        fingerprint: &str,
+    ) -> Checkpoint {
         let copies = |tensors: &[Tensor]| tensors.iter().map(|t| t.detach().copy()).collect();
         Checkpoint {
             step,
@@ -302,8 +314,8 @@ impl AdamW {
             first_moments: copies(&self.first_moments),
             second_moments: copies(&self.second_moments),
             optimizer_steps: self.steps_taken,
-            loss_curve: report.loss_curve.clone(),
-            tokens: report.tokens,
+            loss_curve,
+            tokens,
             fingerprint: fingerprint.to_owned(),
         }
     }
@@ -317,7 +329,8 @@ impl AdamW {
         });
     }
 
-    fn restore(&mut self, saved: &Checkpoint) -> Result<(), EngineError> {
+    /// Takes the parameters, moments and step count of `saved` (refused unless its tensors fit).
+    pub(crate) fn restore(&mut self, saved: &Checkpoint) -> Result<(), EngineError> {
         let fits = |tensors: &[Tensor]| {
             tensors.len() == self.parameters.len()
                 && tensors.iter().zip(&self.parameters).all(|(saved, own)| saved.size() == own.size())

@@ -280,14 +280,38 @@ fn recovery_resumes_from_its_checkpoint() {
         })
     }));
     assert_eq!(stop_after, 9);
-    let (_, report) = recover(teacher, &student, &seqs, &spec, &mut |_| {}).unwrap();
+    let (lora, report) = recover(teacher, &student, &seqs, &spec, &mut |_| {}).unwrap();
     assert_eq!(report.resumed_from, Some(8));
     assert_eq!(report.steps, 12);
     assert_eq!(report.kl_curve.len(), 12, "the curve carries the first 8 steps over");
+    // and it takes the steps a run never interrupted takes: the checkpoint kept Adam's moments and step count,
+    // and the adapter in f32
+    let whole = RecoverySpec { checkpoint_every: 0, checkpoint_dir: None, ..spec.clone() };
+    let (uninterrupted, uninterrupted_report) = recover(teacher, &student, &seqs, &whole, &mut |_| {}).unwrap();
+    assert_same_curve(&report.kl_curve, &uninterrupted_report.kl_curve);
+    assert_same_tensors("adapter", &lora.trainable_parameters(), &uninterrupted.trainable_parameters());
     // another spec must not pick up this checkpoint
     let other = RecoverySpec { rank: 8, ..spec };
     let err = recover(teacher, &student, &seqs, &other, &mut |_| {}).unwrap_err();
     assert!(err.to_string().contains("different recovery spec"), "{err}");
+}
+
+/// `(step, KL)` curves with the same steps and each KL within 1e-6 of the other's (relative).
+fn assert_same_curve(got: &[(usize, f64)], want: &[(usize, f64)]) {
+    let steps = |curve: &[(usize, f64)]| curve.iter().map(|p| p.0).collect::<Vec<_>>();
+    assert_eq!(steps(got), steps(want));
+    for (&(step, a), &(_, b)) in got.iter().zip(want) {
+        assert!((a - b).abs() <= 1e-6 * b.abs().max(1e-3), "step {step}: KL {a} vs {b} uninterrupted");
+    }
+}
+
+/// The same number of tensors, each within 1e-6 of the other's (absolute).
+fn assert_same_tensors(what: &str, got: &[tch::Tensor], want: &[tch::Tensor]) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (index, (a, b)) in got.iter().zip(want).enumerate() {
+        let diff = (a - b).abs().max().double_value(&[]);
+        assert!(diff <= 1e-6, "{what} tensor {index}: differs by {diff} from the uninterrupted run's");
+    }
 }
 
 fn release_bytes(f: &Fixture, bits: &[u8]) -> (Vec<u8>, Llama) {
@@ -859,6 +883,15 @@ fn recovery_with_trained_palettes_resumes_them_from_its_checkpoint() {
     let done = recover_palettized(teacher, &student, &parts, None, &plain, &spec, &mut |_| {}).unwrap();
     assert_eq!(done.report.resumed_from, Some(8));
     assert_eq!(done.report.steps, 12);
+    // with the palettes' own optimizer state: the adapter and the palettes of a run never interrupted
+    let whole = RecoverySpec { checkpoint_every: 0, checkpoint_dir: None, ..spec.clone() };
+    let want = recover_palettized(teacher, &student, &parts, None, &plain, &whole, &mut |_| {}).unwrap();
+    assert_same_curve(&done.report.kl_curve, &want.report.kl_curve);
+    assert_same_tensors("adapter", &done.lora.trainable_parameters(), &want.lora.trainable_parameters());
+    let weights = |model: &Llama| {
+        ops.iter().map(|op| model.linear_weight(op.layer, op.target).shallow_clone()).collect::<Vec<_>>()
+    };
+    assert_same_tensors("palettized weight", &weights(&done.student), &weights(&want.student));
     // a checkpoint without its palettes is refused by name, not silently restarted
     std::fs::remove_dir_all(&dir).unwrap();
     kill_at(5);

@@ -1,6 +1,8 @@
 //! Resumable base-release builds on the tiny model: a rerun reads back the palettized base that an interrupted
 //! build kept (and only one of the same inputs), a corrupt cache is reported and built again, and a resumed
-//! recovery goes on with the time budget its checkpoint left.
+//! recovery takes the steps an uninterrupted one takes (its optimizer's state and schedule restored, even after a
+//! kill between a checkpoint's files), goes on with the time budget its checkpoint left, and still resumes a
+//! checkpoint written before the optimizer's state was kept.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -8,10 +10,12 @@ use std::path::{Path, PathBuf};
 use adapterci_engine::allocate::{Method, Sensitivity, linear_ops, palettize_op};
 use adapterci_engine::calibrate::{TeacherTextSpec, collect_hessians, prompt_ids, teacher_text};
 use adapterci_engine::device::DeviceChoice;
+use adapterci_engine::lora::LoraWeights;
 use adapterci_engine::model::BaseModel;
-use adapterci_engine::recover::{RecoveryReport, RecoverySpec, recover};
+use adapterci_engine::recover::{RecoveryProgress, RecoveryReport, RecoverySpec, recover};
 use adapterci_engine::release_build::{BuildOptions, BuildReport, build_release};
 use adapterci_engine::tiny::write_tiny_model;
+use adapterci_engine::train::learning_rate_at;
 
 struct Fixture {
     base: BaseModel,
@@ -132,6 +136,28 @@ fn an_interrupted_build_reads_its_palettized_base_back_and_goes_straight_to_reco
     assert_eq!(report.release_digest, fresh.release_digest);
     assert_eq!(report.analysis, fresh.analysis);
     assert_eq!(report.palettized, fresh.palettized);
+
+    // and the recovery, interrupted twice, is the one a build never interrupted trains
+    let whole = build(&f.base, &crate::options(&f.dir.join("whole"), false), None, None).report.unwrap();
+    assert_eq!(whole.recovery.resumed_from, None);
+    assert_same_curve(&report.recovery.kl_curve, &whole.recovery.kl_curve);
+    assert_eq!(report.recovery_adapter_digest, whole.recovery_adapter_digest, "the same adapter, as stored");
+}
+
+/// `(step, KL)` curves with the same steps and each KL within 1e-6 of the other's (relative).
+fn assert_same_curve(got: &[(usize, f64)], want: &[(usize, f64)]) {
+    let steps = |curve: &[(usize, f64)]| curve.iter().map(|p| p.0).collect::<Vec<_>>();
+    assert_eq!(steps(got), steps(want));
+    for (&(step, a), &(_, b)) in got.iter().zip(want) {
+        assert!((a - b).abs() <= 1e-6 * b.abs().max(1e-3), "step {step}: KL {a} vs {b} uninterrupted");
+    }
+}
+
+/// The largest difference between the adapters' f32 tensors.
+fn adapter_difference(a: &LoraWeights, b: &LoraWeights) -> f64 {
+    let (a, b) = (a.trainable_parameters(), b.trainable_parameters());
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(&b).map(|(a, b)| (a - b).abs().max().double_value(&[])).fold(0.0, f64::max)
 }
 
 #[test]
@@ -209,7 +235,13 @@ fn a_palettized_base_is_reused_for_the_same_inputs_only() {
     assert!(!build(&f.base, &others[4].1, others[4].2, None).palettized());
 }
 
-fn recover_with(f: &Fixture, spec: &RecoverySpec, stop_at: Option<usize>) -> (Option<RecoveryReport>, Vec<f64>) {
+/// A recovery of the tiny model palettized at 4 bits, stopped (as a kill would) when it reports step `stop_at`:
+/// what it trained when it finished, and its progress.
+fn recover_with(
+    f: &Fixture,
+    spec: &RecoverySpec,
+    stop_at: Option<usize>,
+) -> (Option<(LoraWeights, RecoveryReport)>, Vec<RecoveryProgress>) {
     let teacher = f.base.llama();
     let prompts = prompt_ids(f.base.tokenizer(), None).unwrap();
     let spec_text = TeacherTextSpec { sequences: 8, seq_len: 24, batch: 8, temperature: 1.0, seed: 3 };
@@ -220,32 +252,156 @@ fn recover_with(f: &Fixture, spec: &RecoverySpec, stop_at: Option<usize>) -> (Op
         let p = palettize_op(teacher, Some(&hessians), &op, 4, Method { group_rows: 8, ..Method::default() }).unwrap();
         student.set_linear_weight(op.layer, op.target, p.dequantize(tch::Device::Cpu)).unwrap();
     }
-    let mut elapsed = Vec::new();
-    let report = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    let mut progress = Vec::new();
+    let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         recover(teacher, &student, &seqs, spec, &mut |p| {
-            elapsed.push(p.elapsed_seconds);
+            progress.push(p.clone());
             if Some(p.step) == stop_at {
                 panic!("simulated kill");
             }
         })
         .unwrap()
-        .1
     }))
     .ok();
-    (report, elapsed)
+    (done, progress)
+}
+
+/// The recovery spec of the resume tests: 12 steps, a checkpoint every 4 into `dir`.
+fn checkpointed(dir: &Path) -> RecoverySpec {
+    RecoverySpec {
+        steps: 12,
+        batch: 2,
+        checkpoint_every: 4,
+        checkpoint_dir: Some(dir.to_path_buf()),
+        ..RecoverySpec::default()
+    }
+}
+
+/// The names of the files in `dir`, sorted.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_resumed_recovery_takes_the_steps_of_an_uninterrupted_one_even_after_a_kill_between_checkpoint_files() {
+    let f = fixture();
+    let dir = f.dir.join("ckpt");
+    let spec = checkpointed(&dir);
+    let (whole, _) =
+        recover_with(&f, &RecoverySpec { checkpoint_every: 0, checkpoint_dir: None, ..spec.clone() }, None);
+    let (whole_lora, whole_report) = whole.unwrap();
+
+    // killed after step 5, then (resumed from step 4) after step 9: the checkpoint of step 8 is its record, the
+    // adapter and its optimizer's state of step 8; step 4's optimizer file went when step 8's record was written
+    assert!(recover_with(&f, &spec, Some(5)).0.is_none());
+    let adapter_of_step_4 = std::fs::read(dir.join("recovery-checkpoint.safetensors")).unwrap();
+    let optimizer_of_step_4 = std::fs::read(dir.join("recovery-optimizer-00000004.safetensors")).unwrap();
+    assert!(recover_with(&f, &spec, Some(9)).0.is_none());
+    assert_eq!(
+        names_in(&dir),
+        ["recovery-checkpoint.json", "recovery-checkpoint.safetensors", "recovery-optimizer-00000008.safetensors"]
+    );
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("recovery-checkpoint.json")).unwrap()).unwrap();
+    assert_eq!((record["step"].as_u64(), record["total_steps"].as_u64()), (Some(8), Some(12)), "{record}");
+
+    // a kill while the next checkpoint is written leaves its adapter file and an optimizer file of another step
+    // beside step 8's record: the record's step is what resumes
+    std::fs::write(dir.join("recovery-checkpoint.safetensors"), adapter_of_step_4).unwrap();
+    std::fs::write(dir.join("recovery-optimizer-00000012.safetensors"), optimizer_of_step_4).unwrap();
+    let (resumed, _) = recover_with(&f, &spec, None);
+    let (lora, report) = resumed.unwrap();
+    assert_eq!((report.resumed_from, report.steps), (Some(8), 12));
+    assert_same_curve(&report.kl_curve, &whole_report.kl_curve);
+    let difference = adapter_difference(&lora, &whole_lora);
+    assert!(difference <= 1e-6, "the resumed adapter differs by {difference} from the uninterrupted one");
+
+    // a record whose optimizer file is gone is refused by name, not resumed with moments it does not have
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(recover_with(&f, &spec, Some(5)).0.is_none());
+    std::fs::remove_file(dir.join("recovery-optimizer-00000004.safetensors")).unwrap();
+    let teacher = f.base.llama();
+    let err = recover(teacher, teacher, &[vec![1; 24]], &spec, &mut |_| {}).err().unwrap().to_string();
+    assert!(err.contains("recovery-optimizer-00000004.safetensors") && err.contains("optimizer state"), "{err}");
+}
+
+#[test]
+fn a_checkpoint_written_before_the_optimizer_state_was_kept_resumes_with_moments_at_zero() {
+    let f = fixture();
+    let dir = f.dir.join("ckpt");
+    let spec = checkpointed(&dir);
+    let (whole, _) =
+        recover_with(&f, &RecoverySpec { checkpoint_every: 0, checkpoint_dir: None, ..spec.clone() }, None);
+    let (whole_lora, whole_report) = whole.unwrap();
+    assert!(recover_with(&f, &spec, Some(9)).0.is_none());
+    // what such a checkpoint held: the record without the new fields, the adapter, no optimizer file
+    let state_path = dir.join("recovery-checkpoint.json");
+    let mut state: serde_json::Value = serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
+    for field in ["optimizer_state", "total_steps"] {
+        assert!(state.as_object_mut().unwrap().remove(field).is_some(), "{field} is written: {state}");
+    }
+    std::fs::write(&state_path, serde_json::to_vec(&state).unwrap()).unwrap();
+    std::fs::remove_file(dir.join("recovery-optimizer-00000008.safetensors")).unwrap();
+
+    let (resumed, _) = recover_with(&f, &spec, None);
+    let (lora, report) = resumed.unwrap();
+    assert_eq!((report.resumed_from, report.steps), (Some(8), 12));
+    assert_eq!(report.kl_curve[..8], whole_report.kl_curve[..8], "the curve the checkpoint carried");
+    // Adam starts again from zero moments (and the adapter's f16 values): close to the uninterrupted run, not on it
+    let difference = adapter_difference(&lora, &whole_lora);
+    assert!(difference > 1e-6, "moments at zero must show: the adapters differ by {difference}");
+}
+
+#[test]
+fn a_resumed_recovery_under_a_time_budget_goes_on_with_its_checkpoints_schedule() {
+    let f = fixture();
+    let dir = f.dir.join("ckpt");
+    // a budget that the 100,000 steps do not fit: the schedule is refitted to the pace after 13 steps
+    let spec = RecoverySpec {
+        steps: 100_000,
+        max_seconds: Some(1e4),
+        batch: 2,
+        checkpoint_every: 14,
+        checkpoint_dir: Some(dir.clone()),
+        ..RecoverySpec::default()
+    };
+    let (done, progress) = recover_with(&f, &spec, Some(15));
+    assert!(done.is_none());
+    let settled = progress.iter().find(|p| p.step == 14).unwrap().total_steps;
+    let provisional = 14 + 130;
+    assert_ne!(settled, provisional, "refitted after 13 steps");
+    let state_path = dir.join("recovery-checkpoint.json");
+    let mut state: serde_json::Value = serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
+    assert_eq!(state["total_steps"].as_u64(), Some(settled as u64), "{state}");
+
+    // resumed: its first step is on the recorded schedule, not a provisional one; an edited record is followed
+    // too, and one written before the field gets the provisional schedule, as then
+    let mut first_resumed_step = |total_steps: Option<usize>| {
+        match total_steps {
+            Some(total) => state["total_steps"] = total.into(),
+            None => _ = state.as_object_mut().unwrap().remove("total_steps"),
+        }
+        std::fs::write(&state_path, serde_json::to_vec(&state).unwrap()).unwrap();
+        let (done, progress) = recover_with(&f, &spec, Some(15));
+        assert!(done.is_none());
+        let p = progress.iter().find(|p| p.step == 15).unwrap().clone();
+        (p.total_steps, p.learning_rate)
+    };
+    for (recorded, expected) in [(Some(settled), settled), (Some(50), 50), (None, provisional)] {
+        let (total_steps, learning_rate) = first_resumed_step(recorded);
+        assert_eq!(total_steps, expected, "recorded {recorded:?}");
+        assert_eq!(learning_rate, learning_rate_at(14, expected, spec.learning_rate), "recorded {recorded:?}");
+    }
 }
 
 #[test]
 fn a_resumed_recovery_goes_on_with_the_time_its_checkpoint_recorded() {
     let f = fixture();
     let dir = f.dir.join("ckpt");
-    let spec = RecoverySpec {
-        steps: 12,
-        batch: 2,
-        checkpoint_every: 4,
-        checkpoint_dir: Some(dir.clone()),
-        ..RecoverySpec::default()
-    };
+    let spec = checkpointed(&dir);
     // killed after 9 steps: the checkpoint of step 8 records the time trained so far
     assert!(recover_with(&f, &spec, Some(9)).0.is_none());
     let state_path = dir.join("recovery-checkpoint.json");
@@ -257,18 +413,19 @@ fn a_resumed_recovery_goes_on_with_the_time_its_checkpoint_recorded() {
     state["elapsed_seconds"] = 1e6.into();
     std::fs::write(&state_path, serde_json::to_vec(&state).unwrap()).unwrap();
     let budget = RecoverySpec { max_seconds: Some(1000.0), ..spec.clone() };
-    let (report, elapsed) = recover_with(&f, &budget, None);
-    let report = report.unwrap();
+    let (done, progress) = recover_with(&f, &budget, None);
+    let report = done.unwrap().1;
     assert_eq!(report.resumed_from, Some(8));
     assert_eq!(report.steps, 8, "the budget was spent before the restart");
     assert!(report.stopped_by_time);
     assert!(report.seconds >= 1e6, "the time counts on from the checkpoint's: {}", report.seconds);
+    let elapsed: Vec<f64> = progress.iter().map(|p| p.elapsed_seconds).collect();
     assert!(elapsed.iter().all(|&s| s >= 1e6), "{elapsed:?}");
 
     // a checkpoint written before the field: read as no time spent, so the budget is whole again
     state.as_object_mut().unwrap().remove("elapsed_seconds");
     std::fs::write(&state_path, serde_json::to_vec(&state).unwrap()).unwrap();
-    let (report, _) = recover_with(&f, &budget, None);
-    let report = report.unwrap();
+    let (done, _) = recover_with(&f, &budget, None);
+    let report = done.unwrap().1;
     assert_eq!((report.resumed_from, report.steps, report.stopped_by_time), (Some(8), 12, false));
 }

@@ -5,7 +5,8 @@
 //! seed and the step, and dropout is reseeded from them every step, so nothing else is needed for the resumed
 //! run to take the same path. The file (`checkpoint.safetensors`, f32 tensors plus a JSON header) is written
 //! to a temporary name, synced and renamed over the previous one, so a kill at any moment leaves either the
-//! old checkpoint or the new one, never a torn file.
+//! old checkpoint or the new one, never a torn file. The accuracy-recovery trainer keeps its optimizers' state
+//! in the same format, in files of its own (`recover/checkpoint.rs`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -61,6 +62,12 @@ impl Checkpoint {
     /// Writes the checkpoint into `dir` atomically (temporary file, fsync, rename).
     pub fn save(&self, dir: &Path) -> Result<(), EngineError> {
         std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+        self.write_to(&dir.join(CHECKPOINT_FILE))
+    }
+
+    /// Writes the checkpoint to the file `path` atomically (its folder must exist): the recovery keeps its
+    /// optimizers' state in this format under names of its own.
+    pub fn write_to(&self, path: &Path) -> Result<(), EngineError> {
         let mut tensors = BTreeMap::new();
         let groups = [("param", &self.parameters), ("m", &self.first_moments), ("v", &self.second_moments)];
         for (prefix, group) in groups {
@@ -68,7 +75,7 @@ impl Checkpoint {
                 tensors.insert(format!("{prefix}.{index:05}"), tensor_bytes(tensor)?);
             }
         }
-        let curve = serde_json::to_string(&self.loss_curve).map_err(|e| checkpoint_error(dir, e))?;
+        let curve = serde_json::to_string(&self.loss_curve).map_err(|e| checkpoint_error(path, e))?;
         let metadata = BTreeMap::from([
             ("step".to_owned(), self.step.to_string()),
             ("tokens".to_owned(), self.tokens.to_string()),
@@ -78,44 +85,48 @@ impl Checkpoint {
             ("count".to_owned(), self.parameters.len().to_string()),
         ]);
         let bytes = crate::lora::encode_safetensors(&tensors, Dtype::F32, &metadata);
-        crate::files::write_atomic(&dir.join(CHECKPOINT_FILE), &bytes)
+        crate::files::write_atomic(path, &bytes)
     }
 
     /// The checkpoint in `dir`, `None` when there is none; a file that does not read back is an error naming
     /// it (never silently restarted from scratch).
     pub fn load(dir: &Path, device: Device) -> Result<Option<Checkpoint>, EngineError> {
-        let path = dir.join(CHECKPOINT_FILE);
-        let bytes = match std::fs::read(&path) {
+        Checkpoint::read_from(&dir.join(CHECKPOINT_FILE), device)
+    }
+
+    /// The checkpoint in the file `path`, as [`Checkpoint::load`] reads it.
+    pub fn read_from(path: &Path, device: Device) -> Result<Option<Checkpoint>, EngineError> {
+        let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(error) => return Err(io_error(&path, error)),
+            Err(error) => return Err(io_error(path, error)),
         };
-        let (_, metadata) = SafeTensors::read_metadata(&bytes).map_err(|e| checkpoint_error(&path, e))?;
+        let (_, metadata) = SafeTensors::read_metadata(&bytes).map_err(|e| checkpoint_error(path, e))?;
         let header = metadata.metadata().clone().unwrap_or_default();
-        let field = |key: &str| header.get(key).ok_or_else(|| checkpoint_error(&path, format!("no {key:?} field")));
+        let field = |key: &str| header.get(key).ok_or_else(|| checkpoint_error(path, format!("no {key:?} field")));
         let number = |key: &str| -> Result<usize, EngineError> {
-            field(key)?.parse().map_err(|_| checkpoint_error(&path, format!("{key:?} is not a number")))
+            field(key)?.parse().map_err(|_| checkpoint_error(path, format!("{key:?} is not a number")))
         };
         let count = number("count")?;
-        let file = SafeTensors::deserialize(&bytes).map_err(|e| checkpoint_error(&path, e))?;
+        let file = SafeTensors::deserialize(&bytes).map_err(|e| checkpoint_error(path, e))?;
         let read_group = |prefix: &str| -> Result<Vec<Tensor>, EngineError> {
             (0..count)
                 .map(|index| {
                     let name = format!("{prefix}.{index:05}");
-                    let view = file.tensor(&name).map_err(|_| checkpoint_error(&path, format!("{name} is missing")))?;
+                    let view = file.tensor(&name).map_err(|_| checkpoint_error(path, format!("{name} is missing")))?;
                     let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
                     Ok(Tensor::f_from_data_size(view.data(), &shape, Kind::Float)?.to_device(device))
                 })
                 .collect()
         };
-        let loss_curve = serde_json::from_str(field("loss_curve")?).map_err(|e| checkpoint_error(&path, e))?;
+        let loss_curve = serde_json::from_str(field("loss_curve")?).map_err(|e| checkpoint_error(path, e))?;
         Ok(Some(Checkpoint {
             step: number("step")?,
             parameters: read_group("param")?,
             first_moments: read_group("m")?,
             second_moments: read_group("v")?,
             optimizer_steps: i32::try_from(number("optimizer_steps")?)
-                .map_err(|_| checkpoint_error(&path, "optimizer_steps is out of range"))?,
+                .map_err(|_| checkpoint_error(path, "optimizer_steps is out of range"))?,
             loss_curve,
             tokens: number("tokens")?,
             fingerprint: field("fingerprint")?.clone(),

@@ -1,0 +1,236 @@
+//! Recovery checkpoints: what a recovery killed at any moment resumes from, so that the steps it has left are the
+//! ones an uninterrupted run would have taken (the same adapter and palettes, to rounding, and the same KL curve).
+//!
+//! The checkpoint of step `s` is, in the checkpoint folder: `recovery-checkpoint.safetensors` (the adapter as
+//! stored, f16), `recovery-palettes.safetensors` (when the palettes train: their tables and scale factors),
+//! `recovery-optimizer-<s>.safetensors` and, when the palettes train, `recovery-palette-optimizer-<s>.safetensors`
+//! (each optimizer's f32 parameters, Adam moments and step count, in the task trainer's checkpoint format,
+//! [`crate::train::checkpoint`]), and `recovery-checkpoint.json` ([`CheckpointState`]: the step, the KL and
+//! validation curves, the training time, the schedule's length and the spec), written last. Each file is written
+//! whole or not at all; the record is what makes the checkpoint, and a resume takes the adapter's and palettes'
+//! values from the optimizer files of the record's step (the adapter file, f16, gives its shape), so a kill
+//! between the files resumes the previous checkpoint whole: its optimizer files go only once the next record is
+//! written.
+//!
+//! A record written before the optimizers' state was kept (no `optimizer_state`) still resumes, from the adapter
+//! and palettes files, with Adam's moments and step counts at zero and, under a time budget, a provisional schedule
+//! until the run has timed its pace (what every resumed run did then).
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+use super::{RecoverySpec, ValidationPoint};
+use crate::EngineError;
+use crate::files::{write_atomic, write_atomic_with};
+use crate::llama::Llama;
+use crate::lora::LoraWeights;
+use crate::palettize::TrainablePalettes;
+use crate::train::AdamW;
+use crate::train::checkpoint::Checkpoint;
+
+const CHECKPOINT_ADAPTER: &str = "recovery-checkpoint.safetensors";
+const CHECKPOINT_STATE: &str = "recovery-checkpoint.json";
+const CHECKPOINT_PALETTES: &str = "recovery-palettes.safetensors";
+/// The optimizers' files: the prefix, the step (8 digits), `.safetensors`.
+const ADAPTER_OPTIMIZER: &str = "recovery-optimizer-";
+const PALETTE_OPTIMIZER: &str = "recovery-palette-optimizer-";
+/// What each optimizer file says it holds, so that one is never restored into the other.
+const ADAPTER_FINGERPRINT: &str = "recovery adapter";
+const PALETTE_FINGERPRINT: &str = "recovery palettes";
+
+fn optimizer_file(prefix: &str, step: usize) -> String {
+    format!("{prefix}{step:08}.safetensors")
+}
+
+/// The record of a checkpoint (`recovery-checkpoint.json`), written after its other files.
+#[derive(Serialize, Deserialize)]
+pub(super) struct CheckpointState {
+    pub step: usize,
+    pub kl_curve: Vec<(usize, f64)>,
+    pub spec: RecoverySpec,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub validation: Vec<ValidationPoint>,
+    /// Seconds of training up to this checkpoint, over every run that led to it: a resumed run's time budget
+    /// goes on from here. Checkpoints written before the field read as 0 (their run's time is not known, so a
+    /// resumed run has its whole budget again, as it had then).
+    #[serde(default)]
+    pub elapsed_seconds: f64,
+    /// The schedule's length the run was on after this step (under a time budget, the one refitted to its pace):
+    /// a resumed run goes on with it until it has timed its own pace. Absent in records written before the
+    /// field: a provisional schedule, as then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_steps: Option<usize>,
+    /// Whether the optimizers' files of this step were written before the record (always, since the field
+    /// exists). Absent: the resumed run's Adam moments and step counts start at zero.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub optimizer_state: bool,
+}
+
+impl CheckpointState {
+    /// Where a run without a checkpoint starts: step 0, nothing spent.
+    pub fn start(spec: &RecoverySpec) -> CheckpointState {
+        CheckpointState {
+            step: 0,
+            kl_curve: Vec::new(),
+            spec: spec.clone(),
+            validation: Vec::new(),
+            elapsed_seconds: 0.0,
+            total_steps: None,
+            optimizer_state: false,
+        }
+    }
+}
+
+/// The optimizers a recovery trains with: the adapter's, and the palettes' when they train.
+pub(super) struct Optimizers<'a> {
+    pub adapter: &'a AdamW,
+    pub palettes: Option<&'a AdamW>,
+}
+
+/// Writes the checkpoint of `state.step` into `spec.checkpoint_dir` (nothing without one): the adapter, the
+/// palettes, the optimizers' state, then the record; then removes the optimizer files of earlier checkpoints.
+pub(super) fn write_checkpoint(
+    spec: &RecoverySpec,
+    lora: &LoraWeights,
+    palettes: Option<&TrainablePalettes>,
+    optimizers: Optimizers<'_>,
+    state: CheckpointState,
+    tokens: usize,
+) -> Result<(), EngineError> {
+    let Some(dir) = &spec.checkpoint_dir else { return Ok(()) };
+    std::fs::create_dir_all(dir).map_err(|source| EngineError::Io { path: dir.clone(), source })?;
+    let bytes = lora.to_safetensors()?;
+    write_atomic(&dir.join(CHECKPOINT_ADAPTER), &bytes)?;
+    if let Some(p) = palettes {
+        write_atomic_with(&dir.join(CHECKPOINT_PALETTES), |tmp| {
+            Tensor::write_safetensors(&p.state(), tmp)
+                .map_err(|e| EngineError::Training(format!("{}: {e}", tmp.display())))
+        })?;
+    }
+    let step = state.step;
+    let saved = [
+        (ADAPTER_OPTIMIZER, ADAPTER_FINGERPRINT, Some(optimizers.adapter)),
+        (PALETTE_OPTIMIZER, PALETTE_FINGERPRINT, optimizers.palettes),
+    ];
+    for (prefix, fingerprint, optimizer) in saved {
+        if let Some(optimizer) = optimizer {
+            let path = dir.join(optimizer_file(prefix, step));
+            optimizer.snapshot(step, state.kl_curve.clone(), tokens, fingerprint).write_to(&path)?;
+        }
+    }
+    let state = CheckpointState { optimizer_state: true, ..state };
+    let json = serde_json::to_vec_pretty(&state).map_err(|e| EngineError::Training(e.to_string()))?;
+    write_atomic(&dir.join(CHECKPOINT_STATE), &json)?;
+    remove_earlier_optimizer_files(dir, step);
+    Ok(())
+}
+
+/// Removes the optimizer files (and any temporary one a kill left) of every step but `step`, whose record was
+/// just written; one that cannot be removed costs only its disk space, so it is not an error.
+fn remove_earlier_optimizer_files(dir: &Path, step: usize) {
+    let keep = [optimizer_file(ADAPTER_OPTIMIZER, step), optimizer_file(PALETTE_OPTIMIZER, step)];
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let optimizer = name.starts_with(ADAPTER_OPTIMIZER) || name.starts_with(PALETTE_OPTIMIZER);
+        if optimizer && !keep.iter().any(|kept| kept == name) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Whether `spec.checkpoint_dir` holds a checkpoint that a recovery with `spec` would start from (or refuse):
+/// then it needs no calibrated start.
+pub(crate) fn has_checkpoint(spec: &RecoverySpec) -> bool {
+    spec.checkpoint_dir.as_ref().is_some_and(|dir| dir.join(CHECKPOINT_STATE).is_file())
+}
+
+/// A checkpoint read back.
+pub(super) struct Resumed {
+    pub lora: LoraWeights,
+    pub state: CheckpointState,
+    pub optimizers: SavedOptimizers,
+}
+
+/// The optimizers' state of a checkpoint (none in a record written before it was kept).
+#[derive(Default)]
+pub(super) struct SavedOptimizers {
+    adapter: Option<Checkpoint>,
+    palettes: Option<Checkpoint>,
+}
+
+impl SavedOptimizers {
+    /// Gives the optimizers the saved parameters (the adapter's and palettes' f32 values), moments and step
+    /// counts; with nothing saved, they keep what they have (the values loaded from the adapter and palettes
+    /// files, moments at zero).
+    pub fn restore(&self, adapter: &mut AdamW, palettes: Option<&mut AdamW>) -> Result<(), EngineError> {
+        let pairs = [
+            (self.adapter.as_ref(), Some(adapter), ADAPTER_FINGERPRINT),
+            (self.palettes.as_ref(), palettes, PALETTE_FINGERPRINT),
+        ];
+        for (saved, optimizer, what) in pairs {
+            if let (Some(saved), Some(optimizer)) = (saved, optimizer) {
+                optimizer
+                    .restore(saved)
+                    .map_err(|e| EngineError::Training(format!("recovery checkpoint, optimizer of the {what}: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The checkpoint in `spec.checkpoint_dir`, when there is one for the same spec (steps aside); loads the trained
+/// palettes into `palettes` when they train.
+pub(super) fn resume(
+    spec: &RecoverySpec,
+    student: &Llama,
+    palettes: Option<&mut TrainablePalettes>,
+) -> Result<Option<Resumed>, EngineError> {
+    let Some(dir) = &spec.checkpoint_dir else { return Ok(None) };
+    let state_path = dir.join(CHECKPOINT_STATE);
+    let Ok(json) = std::fs::read(&state_path) else { return Ok(None) };
+    let state: CheckpointState = serde_json::from_slice(&json)
+        .map_err(|e| EngineError::Training(format!("{}: unreadable recovery checkpoint: {e}", state_path.display())))?;
+    if state.spec.resume_identity() != spec.resume_identity() {
+        return Err(EngineError::Training(format!(
+            "{}: the checkpoint was written for a different recovery spec; remove it or use another directory",
+            state_path.display()
+        )));
+    }
+    let adapter_path = dir.join(CHECKPOINT_ADAPTER);
+    let bytes =
+        std::fs::read(&adapter_path).map_err(|source| EngineError::Io { path: adapter_path.clone(), source })?;
+    let lora = LoraWeights::from_safetensors(&bytes, student.config(), student.device())?;
+    let trains_palettes = palettes.is_some();
+    if let Some(p) = palettes {
+        let path = dir.join(CHECKPOINT_PALETTES);
+        let named = Tensor::read_safetensors(&path)
+            .map_err(|e| EngineError::Training(format!("{}: unreadable palette checkpoint: {e}", path.display())))?;
+        p.load_state(&named).map_err(|e| EngineError::Training(format!("{}: {e}", path.display())))?;
+    }
+    let read_optimizer = |prefix: &str, fingerprint: &str| -> Result<Option<Checkpoint>, EngineError> {
+        let path = dir.join(optimizer_file(prefix, state.step));
+        let refuse = |why: &str| EngineError::Training(format!("{}: {why}", path.display()));
+        let saved = Checkpoint::read_from(&path, student.device())?
+            .ok_or_else(|| refuse("the recovery checkpoint's optimizer state is missing"))?;
+        if saved.step != state.step || saved.fingerprint != fingerprint {
+            return Err(refuse(&format!(
+                "holds the optimizer of the {} at step {}, not of the {fingerprint} at step {}",
+                saved.fingerprint, saved.step, state.step
+            )));
+        }
+        Ok(Some(saved))
+    };
+    let optimizers = if state.optimizer_state {
+        SavedOptimizers {
+            adapter: read_optimizer(ADAPTER_OPTIMIZER, ADAPTER_FINGERPRINT)?,
+            palettes: if trains_palettes { read_optimizer(PALETTE_OPTIMIZER, PALETTE_FINGERPRINT)? } else { None },
+        }
+    } else {
+        SavedOptimizers::default()
+    };
+    Ok(Some(Resumed { lora, state, optimizers }))
+}
