@@ -194,7 +194,9 @@ pub struct RecoveryArgs {
     pub checkpoint_every: usize,
     /// Where recovery checkpoints go. `release` keeps each palettization's in a folder of its own under DIR
     /// (named by the palettized base and the recovery spec), so a rerun resumes only a recovery of the same
-    /// base; `recover` uses DIR itself (its release is given)
+    /// base, and keeps the palettized base (DIR/palettized) and, without --teacher-cache, the teacher text
+    /// (DIR/teacher-cache) there too, so a rerun with the same inputs skips calibration and palettization;
+    /// `recover` uses DIR itself (its release is given)
     #[arg(long, value_name = "DIR")]
     pub checkpoint_dir: Option<PathBuf>,
     /// Train the palettes' table entries and row scales with the adapter at this peak learning rate (same

@@ -205,7 +205,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Release(args) => {
             let base = load_base(&args.common.model, args.common.device, args.common.threads)?;
-            let options = options(&args.common, Some(&args.recovery), &base);
+            let mut options = options(&args.common, Some(&args.recovery), &base);
+            if let Some(dir) = &args.recovery.checkpoint_dir {
+                keep_build_state(&mut options, dir);
+            }
             let (eval_text, corpus) = (read(&args.eval_text)?, read(&args.common.corpus)?);
             let mut progress = Progress::new(options.recovery.steps);
             let built = build_release(&base, &options, eval_text.as_deref(), corpus.as_deref(), &mut note, &mut |p| {
@@ -372,6 +375,20 @@ fn options(common: &CommonArgs, recovery: Option<&RecoveryArgs>, base: &BaseMode
         palettized_cache: None,
     }
 }
+
+/// Keeps what a rerun of `release` picks up under the checkpoint folder `dir`, beside the recovery's checkpoints:
+/// the palettized base (`palettized/`) and, unless `--teacher-cache` names another place, the teacher's text
+/// (`teacher-cache/`), so that a rerun with the same inputs (an interrupted build, restarted) skips the
+/// calibration and the palettization and goes straight to the recovery's last checkpoint.
+fn keep_build_state(options: &mut BuildOptions, dir: &Path) {
+    options.palettized_cache = Some(dir.join(PALETTIZED_CACHE));
+    options.teacher_cache.get_or_insert_with(|| dir.join(TEACHER_CACHE));
+}
+
+/// The folders [`keep_build_state`] keeps under the checkpoint folder (its checkpoints' folders are named by 16 hex
+/// digits, so neither name can clash with one).
+const PALETTIZED_CACHE: &str = "palettized";
+const TEACHER_CACHE: &str = "teacher-cache";
 
 /// The text of an optional file.
 fn read(path: &Option<std::path::PathBuf>) -> anyhow::Result<Option<String>> {

@@ -1,6 +1,7 @@
 //! `adapterci-base` as users run it, on the tiny model: a whole release (published to a local registry with
-//! its lineage), the step-by-step commands, and the refusals (missing model, foreign recovery adapter, an
-//! analysis of another model, a corrupt release).
+//! its lineage), a rerun that reuses the palettized base kept in its checkpoint folder, the step-by-step
+//! commands, and the refusals (missing model, foreign recovery adapter, an analysis of another model, a corrupt
+//! release).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -98,6 +99,50 @@ fn a_release_is_built_written_and_published_with_its_lineage() {
         assert_eq!((chunk.len(), ids.len()), (256, 256));
         assert!(ids.iter().all(|id| id.as_u64().is_some_and(|id| id < vocab)), "{ids:?}");
     }
+}
+
+#[test]
+fn a_rerun_of_release_reuses_the_palettized_base_kept_in_its_checkpoint_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny(dir.path(), 4);
+    let state = dir.path().join("state");
+    let release = |out: &str| {
+        let out = dir.path().join(out);
+        let mut args = vec!["release", "--model", model.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        args.extend_from_slice(SMALL);
+        args.extend_from_slice(&[
+            "--steps",
+            "4",
+            "--checkpoint-every",
+            "2",
+            "--checkpoint-dir",
+            state.to_str().unwrap(),
+        ]);
+        let output = base(&args);
+        assert!(output.status.success(), "{}", text(&output));
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+        (text(&output), report, std::fs::read(out.join("base.safetensors")).unwrap())
+    };
+    let (printed, first, first_release) = release("first");
+    assert!(printed.contains("palettizing:") && !printed.contains("palettized base: reused"), "{printed}");
+    // kept beside the checkpoints: the palettized base and the teacher's text
+    for kept in ["palettized", "teacher-cache"] {
+        assert!(std::fs::read_dir(state.join(kept)).unwrap().count() > 0, "{kept} is empty");
+    }
+
+    // the same inputs again: no calibration, no palettization, and the recovery goes on from its checkpoint
+    let (printed, second, second_release) = release("second");
+    let reused = format!("palettized base: reused from {}", state.join("palettized").display());
+    assert!(printed.contains(&reused), "{printed}");
+    assert!(printed.contains("teacher text: 16 sequences from"), "{printed}");
+    for absent in ["palettizing:", "sensitivity:", "calibration: input statistics"] {
+        assert!(!printed.contains(absent), "{absent}: {printed}");
+    }
+    assert_eq!(second["recovery"]["resumed_from"].as_u64(), Some(2));
+    assert_eq!(second["release_digest"], first["release_digest"]);
+    assert_eq!(second_release, first_release);
+    assert_eq!(second["recovery_adapter_digest"], first["recovery_adapter_digest"], "the resumed recovery's adapter");
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

@@ -376,9 +376,9 @@ fn palettized_base(
         && let Some(cached) = cache.load(base, progress)
     {
         progress(&format!(
-            "palettized base: {:.4} bits per weight on the linear operations, from {}",
-            cached.analysis.achieved_bpw,
-            cache.path().display()
+            "palettized base: reused from {} ({:.4} bits per weight on the linear operations)",
+            cache.path().display(),
+            cached.analysis.achieved_bpw
         ));
         let sequences = cached_teacher_text(base, &options.teacher, options.teacher_cache.as_deref(), progress)?;
         let student = palettized_student(base, options, &cached.linear, cached.embedding.as_ref())?;

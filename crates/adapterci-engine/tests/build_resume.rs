@@ -117,7 +117,7 @@ fn an_interrupted_build_reads_its_palettized_base_back_and_goes_straight_to_reco
     // checkpoint yet); killed after the checkpoint of step 4
     let second = build(&f.base, &options, None, Some(5));
     assert!(second.report.is_none() && !second.palettized(), "{}", second.notes());
-    assert_eq!(second.count("palettized base: "), 1, "{}", second.notes());
+    assert_eq!(second.count("palettized base: reused from "), 1, "{}", second.notes());
     assert_eq!(second.count("calibration: input statistics"), 1, "{}", second.notes());
 
     // restarted again: straight to the checkpoint of step 4, not even the statistics
