@@ -2,7 +2,8 @@
 //! catalog model (palettize, recovery adapter, evaluation) on a blocking thread, writes the bundle under
 //! `<dir>/<release digest>/` and gates it on the recovered model's perplexity relative to the source model. A build
 //! that a restart interrupted reads back its palettized base and resumes its recovery from the last checkpoint
-//! (both under `<dir>/.build/`).
+//! (both under `<dir>/.build/`); what the layout before that folder's per-model folders left is removed once, when
+//! the builder starts ([`EngineBaseReleaseBuilder::remove_legacy_state`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -25,6 +26,10 @@ pub const BUILD_STATE: &str = ".build";
 
 /// Where the models' folders are, under [`BUILD_STATE`].
 const MODELS_STATE: &str = "models";
+
+/// What builds kept under [`BUILD_STATE`] before the models' folders: every model's teacher text and every source
+/// digest's checkpoints, which nothing reads (or removes) any more.
+const LEGACY_STATE: [&str; 2] = ["teacher-cache", "checkpoints"];
 
 /// Recovery steps between checkpoints when the build options ask for none (an adapter of a 135M model is ~10 MB).
 const CHECKPOINT_EVERY: usize = 50;
@@ -59,6 +64,28 @@ impl EngineBaseReleaseBuilder {
             .collect();
         let digest = Digest::of(model_name.as_bytes()).hex();
         self.dir.join(BUILD_STATE).join(MODELS_STATE).join(format!("{readable}-{}", &digest[..16]))
+    }
+
+    /// Removes the folders that builds of the layout before the models' folders left under `<dir>/.build/`
+    /// (`teacher-cache/`, `checkpoints/`: no build reads them, so they would stay forever), logging each one
+    /// removed, and returns them; a folder that cannot be removed is logged and left. adapterd calls it once,
+    /// when its base-model watcher starts (it blocks: a large folder takes a while to remove).
+    pub fn remove_legacy_state(&self) -> Vec<PathBuf> {
+        let mut removed = Vec::new();
+        for name in LEGACY_STATE {
+            let dir = self.dir.join(BUILD_STATE).join(name);
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {
+                    tracing::info!(dir = %dir.display(), "removed the previous layout's build state (now kept per model)");
+                    removed.push(dir);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), "could not remove the previous layout's build state: {e}")
+                }
+            }
+        }
+        removed
     }
 
     /// The options a build of `model_name` (loaded as `base`) runs with: the builder's, the recovery at the

@@ -100,6 +100,11 @@ async fn watch_base_models(
     interval: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // what builds of the layout before the models' state folders left, which none reads any more
+    let legacy = builder.clone();
+    if let Err(error) = tokio::task::spawn_blocking(move || legacy.remove_legacy_state()).await {
+        tracing::warn!(%error, "removing the previous layout's build state failed");
+    }
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

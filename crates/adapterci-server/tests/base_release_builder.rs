@@ -1,6 +1,7 @@
 //! The engine's base-release stage behind the controller's port, on the tiny model: a release bundle is
-//! written under its digest, the gate decides, a model the catalog does not name is an error, and a build that a
-//! restart interrupted resumes from its state, which its end removes (and no other model's).
+//! written under its digest, the gate decides, a model the catalog does not name is an error, a build that a
+//! restart interrupted resumes from its state, which its end removes (and no other model's), and the state the
+//! layout before the models' folders left is removed once, with a log line.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -180,4 +181,59 @@ fn every_model_name_has_a_state_folder_of_its_own() {
         assert!(name.len() <= 57 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
     }
     assert!(builder.state_dir("tiny").file_name().unwrap().to_str().unwrap().starts_with("tiny-"));
+}
+
+/// A writer for the logs of a test, read back after.
+#[derive(Clone, Default)]
+struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What `run` returns, and what it logged.
+fn logged<T>(run: impl FnOnce() -> T) -> (T, String) {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
+    let value = tracing::subscriber::with_default(subscriber, run);
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    (value, text)
+}
+
+#[test]
+fn the_previous_layouts_build_state_is_removed_once_with_a_log_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (builder, _) = builder(dir.path(), 100.0);
+    let build_state = dir.path().join("releases").join(BUILD_STATE);
+    // what builds left before the models' folders: the teacher's text, each source digest's checkpoints
+    let legacy = [build_state.join("teacher-cache"), build_state.join("checkpoints")];
+    let left =
+        [legacy[0].join("teacher-0123.json"), legacy[1].join("0123456789abcdef").join("recovery-checkpoint.json")];
+    // and a model's state of this layout, an interrupted build that a restart resumes
+    let kept = builder.state_dir("tiny").join("checkpoints").join("fedcba9876543210").join("recovery-checkpoint.json");
+    for file in left.iter().chain([&kept]) {
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, b"{}").unwrap();
+    }
+
+    let (removed, logs) = logged(|| builder.remove_legacy_state());
+    assert_eq!(removed, legacy);
+    assert!(legacy.iter().all(|dir| !dir.exists()), "{legacy:?}");
+    assert!(kept.is_file(), "this layout's state stays");
+    for dir in &legacy {
+        let line = logs.lines().find(|line| line.contains(&dir.display().to_string()));
+        assert!(line.is_some_and(|line| line.contains("removed the previous layout's build state")), "{logs}");
+    }
+    // once: the next start finds nothing to remove, and says nothing
+    let (removed, logs) = logged(|| builder.remove_legacy_state());
+    assert!(removed.is_empty() && logs.is_empty(), "{removed:?} {logs}");
+    assert!(kept.is_file());
 }

@@ -27,6 +27,14 @@ use adapterci_testkit::eventually::eventually;
 
 const PIPELINES: [&str; 3] = ["alpha", "beta", "gamma"];
 
+/// The build state folders of the layout before the models' folders.
+const LEGACY_STATE: [&str; 2] = ["teacher-cache", "checkpoints"];
+
+/// Whether the previous layout's build state is gone from `releases`.
+fn legacy_state_is_gone(releases: &Path) -> bool {
+    LEGACY_STATE.iter().all(|legacy| !releases.join(BUILD_STATE).join(legacy).exists())
+}
+
 fn pipeline(name: &str) -> String {
     format!(
         "version: v1
@@ -82,6 +90,10 @@ async fn start(dir: &Path, max_ratio: f64, worker: bool) -> (RunningServer, ApiC
         ..BuildOptions::default()
     });
     let releases = config.releases_dir();
+    // what an adapterd of the layout before the models' state folders left, which the watcher removes as it starts
+    for legacy in LEGACY_STATE {
+        std::fs::create_dir_all(releases.join(BUILD_STATE).join(legacy).join("0123456789abcdef")).unwrap();
+    }
     let server = adapterci_server::start(config).await.expect("adapterd starts");
     let client = ApiClient::new(&server.url()).unwrap();
     let dataset: String =
@@ -117,6 +129,7 @@ async fn one_base_model_change_gives_one_release_and_three_adapters_retrained_on
     let left: Vec<_> =
         std::fs::read_dir(&models).map(|dir| dir.flatten().map(|e| e.path()).collect()).unwrap_or_default();
     assert!(left.is_empty(), "a finished build leaves no state: {left:?}");
+    assert!(legacy_state_is_gone(&releases), "the watcher removed the previous layout's state as it started");
     let bundle = &bundles[0];
     let release = Digest::of(&std::fs::read(bundle.join(RELEASE_WEIGHTS_FILE)).unwrap());
     assert_eq!(bundle.file_name().unwrap().to_str().unwrap(), release.hex(), "the bundle is named by its digest");
@@ -177,5 +190,6 @@ async fn a_release_that_fails_its_gate_retrains_and_publishes_nothing() {
     let runs = client.list_runs(&RunListQuery { pipeline: None, limit: Some(100) }).await.unwrap();
     assert!(runs.is_empty(), "no pipeline is retrained on a release that failed its gate: {runs:#?}");
     assert!(client.list_adapters().await.unwrap().is_empty(), "nothing published");
+    assert!(legacy_state_is_gone(&releases), "the watcher removed the previous layout's state as it started");
     server.shutdown().await;
 }
