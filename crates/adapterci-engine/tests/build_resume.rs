@@ -277,6 +277,12 @@ fn checkpointed(dir: &Path) -> RecoverySpec {
     }
 }
 
+/// The adapter and report of `spec`'s recovery run whole, without checkpoints.
+fn uninterrupted(f: &Fixture, spec: &RecoverySpec) -> (LoraWeights, RecoveryReport) {
+    let whole = RecoverySpec { checkpoint_every: 0, checkpoint_dir: None, ..spec.clone() };
+    recover_with(f, &whole, None).0.unwrap()
+}
+
 /// The names of the files in `dir`, sorted.
 fn names_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> =
@@ -290,9 +296,7 @@ fn a_resumed_recovery_takes_the_steps_of_an_uninterrupted_one_even_after_a_kill_
     let f = fixture();
     let dir = f.dir.join("ckpt");
     let spec = checkpointed(&dir);
-    let (whole, _) =
-        recover_with(&f, &RecoverySpec { checkpoint_every: 0, checkpoint_dir: None, ..spec.clone() }, None);
-    let (whole_lora, whole_report) = whole.unwrap();
+    let (whole_lora, whole_report) = uninterrupted(&f, &spec);
 
     // killed after step 5, then (resumed from step 4) after step 9: the checkpoint of step 8 is its record, the
     // adapter and its optimizer's state of step 8; step 4's optimizer file went when step 8's record was written
@@ -333,9 +337,7 @@ fn a_checkpoint_written_before_the_optimizer_state_was_kept_resumes_with_moments
     let f = fixture();
     let dir = f.dir.join("ckpt");
     let spec = checkpointed(&dir);
-    let (whole, _) =
-        recover_with(&f, &RecoverySpec { checkpoint_every: 0, checkpoint_dir: None, ..spec.clone() }, None);
-    let (whole_lora, whole_report) = whole.unwrap();
+    let (whole_lora, whole_report) = uninterrupted(&f, &spec);
     assert!(recover_with(&f, &spec, Some(9)).0.is_none());
     // what such a checkpoint held: the record without the new fields, the adapter, no optimizer file
     let state_path = dir.join("recovery-checkpoint.json");
