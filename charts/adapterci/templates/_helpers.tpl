@@ -67,3 +67,47 @@ name and knows it with '_' and with '-', so two names that map to one variable a
       key: {{ $.Values.eventWebhooks.existingSecretKey | default "secret" | quote }}
 {{- end }}
 {{- end -}}
+
+{{- /* The ServiceAccount adapterd's pod and the migration Job run as: the one created (named by name, else the full
+name), or, when none is created, the existing one named (else the namespace's default) */ -}}
+{{- define "adapterci.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- .Values.serviceAccount.name | default (include "adapterci.fullname" .) }}
+{{- else }}
+{{- .Values.serviceAccount.name | default "default" }}
+{{- end }}
+{{- end -}}
+
+{{- /* The account and security context of a pod, the same for adapterd's and the migration Job's */ -}}
+{{- define "adapterci.podSecurity" -}}
+serviceAccountName: {{ include "adapterci.serviceAccountName" . }}
+automountServiceAccountToken: {{ .Values.serviceAccount.automountServiceAccountToken }}
+{{- with .Values.podSecurityContext }}
+securityContext:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{- /* The ServiceAccount's manifest; $hook: rendered as the pre-install hook copy (serviceaccount.yaml) */ -}}
+{{- define "adapterci.serviceAccount" -}}
+{{- $root := index . 0 }}
+{{- $hook := index . 1 }}
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: {{ include "adapterci.serviceAccountName" $root }}
+  labels:
+    {{- include "adapterci.labels" $root | nindent 4 }}
+  {{- if or $hook $root.Values.serviceAccount.annotations }}
+  annotations:
+    {{- if $hook }}
+    helm.sh/hook: pre-install
+    helm.sh/hook-weight: "-10"
+    helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
+    {{- end }}
+    {{- with $root.Values.serviceAccount.annotations }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  {{- end }}
+automountServiceAccountToken: {{ $root.Values.serviceAccount.automountServiceAccountToken }}
+{{- end -}}
