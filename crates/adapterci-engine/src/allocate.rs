@@ -279,32 +279,42 @@ impl Sensitivity {
     }
 }
 
-/// The sensitivity of every operation: mean KL(teacher ‖ model with only that operation at 2 bits) per
-/// position on `calibration` sequences; with `correction_rank`, the 2-bit weight plus its best correction of that
-/// rank ([`Sensitivity::Corrected`]). `progress(done, total)` after each operation. The 2-bit weights are
-/// `method`'s one-shot palettization without refitting: a ranking, which the refit (a few percent on every
-/// operation) barely moves, at a fraction of the cost.
-#[allow(clippy::too_many_arguments)]
+/// How [`measure_sensitivities`] measures: the 2-bit palettization, the correction added to it, and how many
+/// sequences go through the model at once.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SensitivitySpec {
+    /// How the 2-bit weights are palettized: one-shot, without refitting (a ranking, which the refit, a few
+    /// percent on every operation, barely moves, at a fraction of the cost), so the refit, sequential and
+    /// low-rank rounds of this method are not used.
+    pub method: Method,
+    /// With a rank, each 2-bit weight plus its best correction of that rank ([`Sensitivity::Corrected`]); `None`:
+    /// the 2-bit weight alone ([`Sensitivity::TwoBit`]).
+    pub correction_rank: Option<usize>,
+    /// Calibration sequences per forward pass.
+    pub batch: usize,
+}
+
+/// The sensitivity of every operation of `teacher`: mean KL(teacher ‖ model with only that operation at 2 bits)
+/// per position on `calibration` sequences, measured as `spec` says, the 2-bit weights palettized under
+/// `hessians`. `progress(done, total)` after each operation.
 pub fn measure_sensitivities(
     teacher: &Llama,
     hessians: &Hessians,
     ops: &[LinearOp],
-    method: Method,
-    correction_rank: Option<usize>,
     calibration: &[Vec<u32>],
-    batch: usize,
+    spec: SensitivitySpec,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<f64>, EngineError> {
-    let method = Method { refit_rounds: 0, sequential: false, low_rank_rounds: 0, ..method };
+    let method = Method { refit_rounds: 0, sequential: false, low_rank_rounds: 0, ..spec.method };
     let two_bit = ops
         .iter()
         .map(|op| Ok(palettize_op(teacher, Some(hessians), op, 2, method)?.dequantize(teacher.device())))
         .collect::<Result<Vec<_>, EngineError>>()?;
-    let two_bit = match correction_rank {
+    let two_bit = match spec.correction_rank {
         Some(rank) => with_low_rank_corrections(teacher, hessians, ops, two_bit, rank)?,
         None => two_bit,
     };
-    sensitivities_of(teacher, ops, &two_bit, calibration, batch, progress)
+    sensitivities_of(teacher, ops, &two_bit, calibration, spec.batch, progress)
 }
 
 /// Each `approximations[i]` (of `ops[i]`'s weight) plus its best rank-`rank` correction under the statistics: the

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::EngineError;
 use crate::allocate::{
-    BitAnalysis, LinearOp, Method, Sensitivity, allocate_bits, linear_ops, measure_sensitivities, palettize_op,
-    palettize_sequential,
+    BitAnalysis, LinearOp, Method, Sensitivity, SensitivitySpec, allocate_bits, linear_ops, measure_sensitivities,
+    palettize_op, palettize_sequential,
 };
 use crate::calibrate::{
     Agreement, Hessians, TeacherTextSpec, chunk_tokens, collect_hessians, compare, prompt_ids, teacher_text,
@@ -278,14 +278,17 @@ pub fn analyze(
     let ops = linear_ops(llama.config());
     let count = options.sensitivity_sequences.clamp(1, calibrated.sequences.len());
     let mut last = 0;
+    let spec = SensitivitySpec {
+        method: options.method,
+        correction_rank: (options.sensitivity == Sensitivity::Corrected).then_some(options.recovery.rank),
+        batch: 2,
+    };
     let sensitivities = measure_sensitivities(
         llama,
         &calibrated.hessians,
         &ops,
-        options.method,
-        (options.sensitivity == Sensitivity::Corrected).then_some(options.recovery.rank),
         &calibrated.sequences[..count],
-        2,
+        spec,
         &mut |done, total| {
             if done * 10 / total.max(1) > last {
                 last = done * 10 / total.max(1);

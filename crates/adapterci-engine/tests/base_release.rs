@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use adapterci_core::Digest;
 use adapterci_core::training::{BasePrecision, LoraTarget};
 use adapterci_engine::allocate::{
-    LinearOp, Method, allocate_bits, average_bpw, linear_ops, measure_sensitivities, palettize_op,
+    LinearOp, Method, SensitivitySpec, allocate_bits, average_bpw, linear_ops, measure_sensitivities, palettize_op,
 };
 use adapterci_engine::calibrate::{TeacherTextSpec, chunk_tokens, collect_hessians, compare, prompt_ids, teacher_text};
 use adapterci_engine::device::DeviceChoice;
@@ -169,7 +169,8 @@ fn measured_sensitivities(f: &Fixture, ranks: &[Option<usize>]) -> (Vec<LinearOp
     let measured = ranks
         .iter()
         .map(|&rank| {
-            measure_sensitivities(teacher, &hessians, &ops, method(), rank, &seqs[..2], 2, &mut |_, _| {}).unwrap()
+            let spec = SensitivitySpec { method: method(), correction_rank: rank, batch: 2 };
+            measure_sensitivities(teacher, &hessians, &ops, &seqs[..2], spec, &mut |_, _| {}).unwrap()
         })
         .collect();
     (ops, measured)
