@@ -11,12 +11,10 @@ use adapterci_engine::allocate::{BitAnalysis, Method, arbitrary_bits, average_bp
 use adapterci_engine::calibrate::{TeacherTextSpec, chunk_tokens, compare, top1_ids};
 use adapterci_engine::device::{DeviceChoice, set_threads};
 use adapterci_engine::model::BaseModel;
-use adapterci_engine::recover::{
-    RecoveryProgress, RecoveryReport, RecoverySpec, ValidationPoint, preferred_precision, recover_palettized,
-};
+use adapterci_engine::recover::{RecoveryProgress, RecoveryReport, RecoverySpec, ValidationPoint, recover_palettized};
 use adapterci_engine::release::{BaseRelease, bind_recovery_adapter, check_recovery_adapter};
 use adapterci_engine::release_build::{
-    BuildOptions, analyze, build_release, calibrate, palettize_model, recovery_text, release_file,
+    BuildOptions, analyze, build_release, calibrate, palettize_model, recovery_precision, recovery_text, release_file,
 };
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -347,7 +345,7 @@ fn options(common: &CommonArgs, recovery: Option<&RecoveryArgs>, base: &BaseMode
             checkpoint_dir: r.checkpoint_dir.clone(),
             palette_learning_rate: r.palette_learning_rate,
             calibrated_init: !r.zero_init,
-            base_precision: r.precision.unwrap_or_else(|| preferred_precision(base.llama().device())),
+            base_precision: recovery_precision(r.precision, base),
             seed: common.seed,
             validation_sequences: r.validation_seqs,
             validate_every: r.validate_every,

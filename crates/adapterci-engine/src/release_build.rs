@@ -7,6 +7,7 @@ mod palettized_cache;
 use std::path::{Path, PathBuf};
 
 use adapterci_core::Digest;
+use adapterci_core::training::BasePrecision;
 use serde::{Deserialize, Serialize};
 
 use crate::EngineError;
@@ -22,7 +23,8 @@ use crate::model::BaseModel;
 use crate::palettize::{Calibration, PaletteSpec, PalettizedTensor, palettize};
 pub use crate::recover::RecoveryText;
 use crate::recover::{
-    RecoveryProgress, RecoveryReport, RecoverySpec, ValidationSet, has_checkpoint, hold_out, recover_palettized,
+    RecoveryProgress, RecoveryReport, RecoverySpec, ValidationSet, has_checkpoint, hold_out, preferred_precision,
+    recover_palettized,
 };
 use crate::release::{ReleaseContents, bind_recovery_adapter, write_release};
 use crate::tokenizer::TokenizerSpec;
@@ -83,6 +85,13 @@ impl Default for BuildOptions {
             palettized_cache: None,
         }
     }
+}
+
+/// The precision of a build's recovery (its frozen matmuls, [`RecoverySpec::base_precision`]): `asked` when
+/// given, else the one that pays on the device `base` is loaded on ([`preferred_precision`]). `adapterci-base`
+/// and adapterd's builder both take it from here, so that the two decide alike.
+pub fn recovery_precision(asked: Option<BasePrecision>, base: &BaseModel) -> BasePrecision {
+    asked.unwrap_or_else(|| preferred_precision(base.llama().device()))
 }
 
 /// Calibration state shared by the steps: the teacher's text, the sequences the statistics are taken on (a

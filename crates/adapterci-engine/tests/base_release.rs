@@ -17,11 +17,12 @@ use adapterci_engine::llama::Llama;
 use adapterci_engine::model::BaseModel;
 use adapterci_engine::palettize::{PalettizedTensor, Rotation, TrainablePalettes};
 use adapterci_engine::recover::{
-    RecoverySpec, RecoveryText, calibrated_init, hold_out, recover, recover_palettized, recovery_config,
+    RecoverySpec, RecoveryText, calibrated_init, hold_out, preferred_precision, recover, recover_palettized,
+    recovery_config,
 };
 use adapterci_engine::release::{BaseRelease, bind_recovery_adapter, check_recovery_adapter};
 use adapterci_engine::release_build::{
-    BuildOptions, build_release, cached_teacher_text, calibrate, recovery_text, release_file,
+    BuildOptions, build_release, cached_teacher_text, calibrate, recovery_precision, recovery_text, release_file,
 };
 use adapterci_engine::tiny::write_tiny_model;
 use tch::Device;
@@ -252,6 +253,15 @@ fn recovery_training_lowers_the_kl_divergence_to_the_teacher_with_f32_or_bf16_ma
         after_bf16.kl_divergence,
         after.kl_divergence
     );
+}
+
+#[test]
+fn a_build_recovers_at_the_precision_asked_else_at_the_one_its_device_prefers() {
+    let f = fixture();
+    for asked in [BasePrecision::F32, BasePrecision::Bf16] {
+        assert_eq!(recovery_precision(Some(asked), &f.base), asked);
+    }
+    assert_eq!(recovery_precision(None, &f.base), preferred_precision(Device::Cpu));
 }
 
 #[test]

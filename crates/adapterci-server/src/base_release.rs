@@ -13,8 +13,7 @@ use adapterci_core::base_release::{BaseReleaseBuilder, BaseReleaseError, BaseRel
 use adapterci_core::training::BasePrecision;
 use adapterci_engine::device::DeviceChoice;
 use adapterci_engine::model::BaseModel;
-use adapterci_engine::recover::preferred_precision;
-use adapterci_engine::release_build::{BuildOptions, build_release};
+use adapterci_engine::release_build::{BuildOptions, build_release, recovery_precision};
 use async_trait::async_trait;
 
 /// The folder under [`EngineBaseReleaseBuilder::dir`] where builds keep what a restart resumes from: one folder
@@ -47,7 +46,7 @@ pub struct EngineBaseReleaseBuilder {
     pub max_perplexity_ratio: f64,
     pub device: DeviceChoice,
     /// The recovery's frozen-matmul precision; `None`: the engine's choice for the device the model loads on
-    /// ([`preferred_precision`]: bf16 on a CPU with AVX-512 BF16, where a step runs ~1.6x faster at the same
+    /// ([`recovery_precision`]: bf16 on a CPU with AVX-512 BF16, where a step runs ~1.6x faster at the same
     /// recovered perplexity), whatever `options.recovery` says.
     pub precision: Option<BasePrecision>,
 }
@@ -93,7 +92,7 @@ impl EngineBaseReleaseBuilder {
     /// options name places of their own.
     pub fn build_options(&self, model_name: &str, base: &BaseModel) -> BuildOptions {
         let mut options = self.options.clone();
-        options.recovery.base_precision = self.precision.unwrap_or_else(|| preferred_precision(base.llama().device()));
+        options.recovery.base_precision = recovery_precision(self.precision, base);
         // what a restart picks up: the teacher's text, the palettized base, the recovery at its last checkpoint
         let state = self.state_dir(model_name);
         options.teacher_cache.get_or_insert_with(|| state.join("teacher-cache"));
