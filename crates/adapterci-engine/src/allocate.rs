@@ -6,14 +6,14 @@
 
 use adapterci_core::training::LoraTarget;
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use crate::EngineError;
 use crate::calibrate::{Hessians, batch_tensor, kl_per_position};
 use crate::config::LlamaConfig;
 use crate::dataset::SeededRng;
 use crate::llama::Llama;
-use crate::palettize::{Calibration, PaletteSpec, PalettizedTensor, Rotation, palettize};
+use crate::palettize::{Calibration, PaletteSpec, PalettizedTensor, Rotation, palettize_with_rotated};
 
 mod sequential;
 #[cfg(test)]
@@ -176,28 +176,56 @@ pub fn palettize_op(
     bits: u8,
     method: Method,
 ) -> Result<PalettizedTensor, EngineError> {
-    palettize_op_with(llama, hessians.and_then(|h| h.get(op.layer, op.target)), op, bits, method)
+    let device = llama.linear_weight(op.layer, op.target).device();
+    let statistics = hessians.and_then(|h| InputStatistics::of_op(h, op, method, device));
+    palettize_op_with(llama, statistics.as_ref(), op, bits, method)
 }
 
-/// [`palettize_op`] with the input statistics `hessian` of this operation given directly.
+/// The statistics `H` of an operation's input and what palettizing under them with a [`Method`] derives from
+/// them: `Qᵀ H Q` for its rotation. Made once per input, so that the operations that read it (q/k/v, gate/up) and
+/// the rounds that palettize one of them again ([`Method::low_rank_rounds`]) share it.
+pub struct InputStatistics<'a> {
+    pub hessian: &'a Tensor,
+    /// `Qᵀ H Q` for the method's rotation ([`crate::palettize::Rotation::rotate_hessian`]).
+    pub rotated: Option<Tensor>,
+}
+
+impl<'a> InputStatistics<'a> {
+    /// What palettizing with `method` on `device` uses of the statistics `hessian`.
+    pub fn of(hessian: &'a Tensor, method: Method, device: Device) -> InputStatistics<'a> {
+        InputStatistics { hessian, rotated: method.rotation.map(|r| r.rotate_hessian(hessian, device)) }
+    }
+
+    /// The statistics of `op`'s input in `hessians`, with what `hessians` keeps derived from them; `None` without
+    /// statistics for that input.
+    fn of_op(hessians: &'a Hessians, op: &LinearOp, method: Method, device: Device) -> Option<InputStatistics<'a>> {
+        let hessian = hessians.get(op.layer, op.target)?;
+        let rotated = method.rotation.and_then(|r| hessians.rotated(op.layer, op.target, r, device));
+        Some(InputStatistics { hessian, rotated })
+    }
+}
+
+/// [`palettize_op`] with the `statistics` of this operation's input given directly.
 pub fn palettize_op_with(
     llama: &Llama,
-    hessian: Option<&Tensor>,
+    statistics: Option<&InputStatistics<'_>>,
     op: &LinearOp,
     bits: u8,
     method: Method,
 ) -> Result<PalettizedTensor, EngineError> {
     let calibration = Calibration {
-        hessian,
+        hessian: statistics.map(|s| s.hessian),
         weighted: method.weighted,
         compensate: method.compensate,
         refit_rounds: method.refit_rounds,
     };
+    let rotated = statistics.and_then(|s| s.rotated.as_ref());
+    let spec = method.spec(bits);
     let weight = llama.linear_weight(op.layer, op.target);
-    let first = palettize(weight, method.spec(bits), calibration)?;
-    match hessian.filter(|_| method.low_rank_rounds > 0) {
-        Some(h) => jointly_with_low_rank(weight, h, first, method.low_rank_rounds, &mut |target| {
-            palettize(target, method.spec(bits), calibration)
+    let first = palettize_with_rotated(weight, spec, calibration, rotated)?;
+    match statistics.filter(|_| method.low_rank_rounds > 0) {
+        Some(s) => jointly_with_low_rank(weight, s.hessian, first, method.low_rank_rounds, &mut |target| {
+            palettize_with_rotated(target, spec, calibration, rotated)
         }),
         None => Ok(first),
     }

@@ -17,6 +17,8 @@ use crate::llama::Llama;
 use crate::lora::LoraWeights;
 use crate::tokenizer::Tokenizer;
 
+mod derived;
+
 /// The built-in prompt stems the teacher continues: stories, explanations, instructions, lists, dialogue,
 /// code. One per line; lines starting with `chat:` are rendered as a user turn of the chat template.
 pub const TEACHER_PROMPTS: &str = include_str!("calibrate/prompts.txt");
@@ -126,10 +128,12 @@ fn sample_rows(probs: &Tensor, rng: &mut SeededRng) -> Tensor {
 }
 
 /// `H = Σ xᵀx` over calibration tokens for the input of every linear operation, keyed by (layer, target).
-/// Operations that share an input (q/k/v, gate/up) share one tensor.
+/// Operations that share an input (q/k/v, gate/up) share one tensor, and what is derived from it
+/// (`calibrate/derived.rs`).
 pub struct Hessians {
     by_input: BTreeMap<(usize, LoraTarget), Tensor>,
     pub tokens: usize,
+    derived: RefCell<derived::Derived>,
 }
 
 impl std::fmt::Debug for Hessians {
@@ -183,7 +187,7 @@ pub fn collect_hessians(llama: &Llama, sequences: &[Vec<u32>], batch: usize) -> 
         }
         Ok(())
     })?;
-    Ok(Hessians { by_input: sums.into_inner(), tokens })
+    Ok(Hessians { by_input: sums.into_inner(), tokens, derived: RefCell::default() })
 }
 
 /// Equal-length token rows as a `[B, T]` int64 tensor on `device`.

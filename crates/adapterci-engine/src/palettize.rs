@@ -213,21 +213,47 @@ pub fn palettize(
     spec: PaletteSpec,
     calibration: Calibration<'_>,
 ) -> Result<PalettizedTensor, EngineError> {
+    palettize_with_rotated(weight, spec, calibration, None)
+}
+
+/// [`palettize`] given `rotated_hessian`, the statistics `calibration.hessian` rotated by `spec.rotation`
+/// ([`Rotation::rotate_hessian`]), when the caller has them: the operations that read one input, and rounds that
+/// palettize one operation again, then rotate them once. `None`: rotated here when the spec is.
+pub fn palettize_with_rotated(
+    weight: &Tensor,
+    spec: PaletteSpec,
+    calibration: Calibration<'_>,
+    rotated_hessian: Option<&Tensor>,
+) -> Result<PalettizedTensor, EngineError> {
     spec.validate()?;
     let size = weight.size();
     if size.len() != 2 || size[0] < 1 || size[1] < 1 {
         return Err(EngineError::InvalidConfig(format!("palettize needs a non-empty matrix, got shape {size:?}")));
     }
     let (rows, cols) = (size[0] as usize, size[1] as usize);
-    if let Some(h) = calibration.hessian
-        && h.size() != [cols as i64, cols as i64]
-    {
-        return Err(EngineError::InvalidConfig(format!("hessian {:?} does not fit {cols} input columns", h.size())));
+    for h in [calibration.hessian, rotated_hessian].into_iter().flatten() {
+        if h.size() != [cols as i64, cols as i64] {
+            return Err(EngineError::InvalidConfig(format!(
+                "hessian {:?} does not fit {cols} input columns",
+                h.size()
+            )));
+        }
+    }
+    if rotated_hessian.is_some() && (spec.rotation.is_none() || calibration.hessian.is_none()) {
+        return Err(EngineError::InvalidConfig(
+            "rotated statistics for an unrotated spec or without statistics".into(),
+        ));
     }
     tch::no_grad(|| {
         let device = weight.device();
         let (w, rotated_hessian) = match &spec.rotation {
-            Some(r) => rotation::rotate(weight, calibration.hessian, r),
+            Some(r) => {
+                let rotated = match rotated_hessian {
+                    Some(h) => Some(h.to_kind(Kind::Float).to_device(device)),
+                    None => calibration.hessian.map(|h| r.rotate_hessian(h, device)),
+                };
+                (rotation::rotate_weight(weight, r), rotated)
+            }
             None => (weight.to_kind(Kind::Float), None),
         };
         let (normalized, scales) = if spec.row_scale {

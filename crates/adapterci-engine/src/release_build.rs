@@ -405,11 +405,17 @@ fn palettized_base(
             release_digest: cached.release_digest,
         });
     }
-    let calibrated = calibrate(base, options, user_corpus, progress)?;
+    let mut calibrated = calibrate(base, options, user_corpus, progress)?;
+    if !options.method.sequential {
+        // the sensitivities and the palettization palettize every operation under its input's rotated statistics:
+        // each input's made once, and kept until the palettization is done (as large as the statistics)
+        calibrated.hessians.keep_rotated();
+    }
     let analysis = analyze(base, &calibrated, options, progress)?;
     let bits: Vec<u8> = analysis.rows.iter().map(|r| r.bits).collect();
     progress(&format!("palettizing: {:.4} bits per weight on the linear operations", analysis.achieved_bpw));
     let (linear, embedding, student) = palettize_model(base, &calibrated, &bits, options)?;
+    calibrated.hessians.forget_rotated();
     let release = release_file(base, options, linear.clone(), embedding.clone())?;
     let release_digest = Digest::of(&release);
     // the cache saves a restart's time, the build does not depend on it

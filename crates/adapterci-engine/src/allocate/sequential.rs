@@ -17,7 +17,7 @@ use std::cell::RefCell;
 use adapterci_core::training::LoraTarget;
 use tch::{Kind, Tensor};
 
-use super::{LinearOp, Method, palettize_op_with};
+use super::{InputStatistics, LinearOp, Method, palettize_op_with};
 use crate::EngineError;
 use crate::calibrate::batch_tensor;
 use crate::llama::Llama;
@@ -61,11 +61,12 @@ pub fn palettize_sequential(
     for layer in 0..layers {
         for stage in STAGES {
             let hessian = stage_hessian(&student, layer, stage[0], &hidden);
+            let statistics = InputStatistics::of(&hessian, method, teacher.device());
             for &target in stage {
                 let Some(i) = ops.iter().position(|op| op.layer == layer && op.target == target) else {
                     continue;
                 };
-                let p = palettize_op_with(teacher, Some(&hessian), &ops[i], bits[i], method)?;
+                let p = palettize_op_with(teacher, Some(&statistics), &ops[i], bits[i], method)?;
                 student.set_linear_weight(layer, target, p.dequantize(teacher.device()))?;
                 out[i] = Some(p);
             }

@@ -219,3 +219,38 @@ fn palettizing_jointly_with_the_low_rank_start_leaves_less_error_after_the_corre
     let read: Method = serde_json::from_value(recorded).unwrap();
     assert_eq!(read, method);
 }
+
+#[test]
+fn operations_that_share_an_input_share_its_rotated_statistics_and_palettize_as_if_each_rotated_its_own() {
+    let tiny = crate::llama::tests::tiny_model(24);
+    let teacher = &tiny.llama;
+    let mut hessians = crate::calibrate::collect_hessians(teacher, &token_rows(16, 24, 8), 4).unwrap();
+    let method = Method { group_rows: 4, group_rows_2bit: 4, ..Method::default() };
+    let rotation = method.rotation.unwrap();
+    let rotated = |h: &Hessians, layer, target| h.rotated(layer, target, rotation, tch::Device::Cpu).unwrap();
+    // one tensor per input: q/k/v read one, gate/up another
+    let q = rotated(&hessians, 0, LoraTarget::Q);
+    assert_eq!(rotated(&hessians, 0, LoraTarget::V).data_ptr(), q.data_ptr());
+    assert_eq!(rotated(&hessians, 0, LoraTarget::Up).data_ptr(), rotated(&hessians, 0, LoraTarget::Gate).data_ptr());
+    assert_ne!(rotated(&hessians, 0, LoraTarget::O).data_ptr(), q.data_ptr());
+    // only the latest layer's are kept, unless every layer's are asked for, until forgotten
+    let _ = rotated(&hessians, 1, LoraTarget::Q);
+    assert_ne!(rotated(&hessians, 0, LoraTarget::Q).data_ptr(), q.data_ptr());
+    hessians.keep_rotated();
+    let q = rotated(&hessians, 0, LoraTarget::Q);
+    let _ = rotated(&hessians, 1, LoraTarget::Q);
+    assert_eq!(rotated(&hessians, 0, LoraTarget::Q).data_ptr(), q.data_ptr());
+    hessians.forget_rotated();
+    assert_ne!(rotated(&hessians, 0, LoraTarget::Q).data_ptr(), q.data_ptr());
+    // the shared statistics palettize every operation to the bit as rotating its own did, also when the low-rank
+    // rounds and the refit palettize it again
+    let again = Method { refit_rounds: 1, low_rank_rounds: 1, ..method };
+    for (i, op) in linear_ops(teacher.config()).iter().enumerate() {
+        for (bits, method) in [(2, method), (4, method), (2 + 2 * (i as u8 % 2), again)] {
+            let shared = palettize_op(teacher, Some(&hessians), op, bits, method).unwrap();
+            let own = InputStatistics { hessian: hessians.get(op.layer, op.target).unwrap(), rotated: None };
+            let own = palettize_op_with(teacher, Some(&own), op, bits, method).unwrap();
+            assert_eq!(shared, own, "{} at {bits} bits", op.name());
+        }
+    }
+}

@@ -53,6 +53,13 @@ impl Rotation {
         self.matrix(n, device).transpose(0, 1).contiguous()
     }
 
+    /// `Qᵀ H Q` for the statistics `hessian` (`[n, n]`) of an input, f32 on `device`: what every operation that reads
+    /// the input is palettized under when rotated (one kernel for every caller, so that they agree to the bit).
+    pub fn rotate_hessian(&self, hessian: &Tensor, device: Device) -> Tensor {
+        let q = self.matrix(hessian.size()[0] as usize, device);
+        q.transpose(0, 1).matmul(&hessian.to_kind(Kind::Float).to_device(device)).matmul(&q)
+    }
+
     /// Row `i` of `Q` is `s_i` times row `i` of `Cᵀ`: `Q[i][k] = s_i sqrt(c_k / n) cos(π (2i + 1) k / 2n)`,
     /// `c_0 = 1`, `c_k = 2`.
     fn build(&self, n: usize) -> Vec<f32> {
@@ -70,11 +77,8 @@ impl Rotation {
     }
 }
 
-/// `W Q` and `Qᵀ H Q` for palettizing `weight` (`[rows, cols]`) rotated.
-pub(super) fn rotate(weight: &Tensor, hessian: Option<&Tensor>, rotation: &Rotation) -> (Tensor, Option<Tensor>) {
-    let device = weight.device();
-    let q = rotation.matrix(weight.size()[1] as usize, device);
-    let w = weight.to_kind(Kind::Float).matmul(&q);
-    let h = hessian.map(|h| q.transpose(0, 1).matmul(&h.to_kind(Kind::Float).to_device(device)).matmul(&q));
-    (w, h)
+/// `W Q` for palettizing `weight` (`[rows, cols]`) rotated, f32 on its device.
+pub(super) fn rotate_weight(weight: &Tensor, rotation: &Rotation) -> Tensor {
+    let q = rotation.matrix(weight.size()[1] as usize, weight.device());
+    weight.to_kind(Kind::Float).matmul(&q)
 }

@@ -226,3 +226,22 @@ fn a_spec_without_a_rotation_is_written_as_before() {
     assert!(json.contains(r#""rotation":{"seed":9}"#), "{json}");
     assert_eq!(serde_json::from_str::<PaletteSpec>(&json).unwrap(), rotated);
 }
+
+#[test]
+fn rotated_statistics_given_must_fit_a_rotated_spec() {
+    let w = random_matrix(8, 16, 11);
+    let x = random_matrix(64, 16, 12);
+    let h = x.transpose(0, 1).matmul(&x);
+    let rotation = Rotation { seed: 5 };
+    let rotated = rotation.rotate_hessian(&h, Device::Cpu);
+    let calibration = Calibration { hessian: Some(&h), weighted: true, compensate: true, refit_rounds: 0 };
+    let spec = PaletteSpec { rotation: Some(rotation), ..PaletteSpec::new(2, 4) };
+    let given = palettize_with_rotated(&w, spec, calibration, Some(&rotated)).unwrap();
+    assert_eq!(given, palettize(&w, spec, calibration).unwrap());
+    let refused = |spec, calibration, rotated: &Tensor| {
+        palettize_with_rotated(&w, spec, calibration, Some(rotated)).unwrap_err().to_string()
+    };
+    assert!(refused(PaletteSpec::new(2, 4), calibration, &rotated).contains("unrotated"));
+    assert!(refused(spec, Calibration::default(), &rotated).contains("without statistics"));
+    assert!(refused(spec, calibration, &rotated.narrow(0, 0, 8)).contains("does not fit"));
+}
