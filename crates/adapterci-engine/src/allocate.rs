@@ -177,31 +177,56 @@ pub fn palettize_op(
     method: Method,
 ) -> Result<PalettizedTensor, EngineError> {
     let device = llama.linear_weight(op.layer, op.target).device();
-    let statistics = hessians.and_then(|h| InputStatistics::of_op(h, op, method, device));
+    let statistics = match hessians {
+        Some(h) => InputStatistics::of_op(h, op, method, device)?,
+        None => None,
+    };
     palettize_op_with(llama, statistics.as_ref(), op, bits, method)
 }
 
 /// The statistics `H` of an operation's input and what palettizing under them with a [`Method`] derives from
-/// them: `Qᵀ H Q` for its rotation. Made once per input, so that the operations that read it (q/k/v, gate/up) and
-/// the rounds that palettize one of them again ([`Method::low_rank_rounds`]) share it.
+/// them: `Qᵀ H Q` for its rotation, and `H`'s damped square root for its low-rank rounds. Made once per input, so
+/// that the operations that read it (q/k/v, gate/up) and the rounds that palettize one of them again
+/// ([`Method::low_rank_rounds`]) share them.
 pub struct InputStatistics<'a> {
     pub hessian: &'a Tensor,
     /// `Qᵀ H Q` for the method's rotation ([`crate::palettize::Rotation::rotate_hessian`]).
     pub rotated: Option<Tensor>,
+    /// `(S, S⁻¹)` ([`crate::recover::damped_square_root`]), for the method's low-rank rounds.
+    pub square_root: Option<(Tensor, Tensor)>,
 }
 
 impl<'a> InputStatistics<'a> {
     /// What palettizing with `method` on `device` uses of the statistics `hessian`.
-    pub fn of(hessian: &'a Tensor, method: Method, device: Device) -> InputStatistics<'a> {
-        InputStatistics { hessian, rotated: method.rotation.map(|r| r.rotate_hessian(hessian, device)) }
+    pub fn of(hessian: &'a Tensor, method: Method, device: Device) -> Result<InputStatistics<'a>, EngineError> {
+        let square_root = match method.low_rank_rounds {
+            0 => None,
+            _ => Some(crate::recover::damped_square_root(&hessian.to_kind(Kind::Float).to_device(device))?),
+        };
+        Ok(InputStatistics {
+            hessian,
+            rotated: method.rotation.map(|r| r.rotate_hessian(hessian, device)),
+            square_root,
+        })
     }
 
     /// The statistics of `op`'s input in `hessians`, with what `hessians` keeps derived from them; `None` without
     /// statistics for that input.
-    fn of_op(hessians: &'a Hessians, op: &LinearOp, method: Method, device: Device) -> Option<InputStatistics<'a>> {
-        let hessian = hessians.get(op.layer, op.target)?;
+    fn of_op(
+        hessians: &'a Hessians,
+        op: &LinearOp,
+        method: Method,
+        device: Device,
+    ) -> Result<Option<InputStatistics<'a>>, EngineError> {
+        let Some(hessian) = hessians.get(op.layer, op.target) else {
+            return Ok(None);
+        };
         let rotated = method.rotation.and_then(|r| hessians.rotated(op.layer, op.target, r, device));
-        Some(InputStatistics { hessian, rotated })
+        let square_root = match method.low_rank_rounds {
+            0 => None,
+            _ => hessians.square_root(op.layer, op.target, device)?,
+        };
+        Ok(Some(InputStatistics { hessian, rotated, square_root }))
     }
 }
 
@@ -224,19 +249,27 @@ pub fn palettize_op_with(
     let weight = llama.linear_weight(op.layer, op.target);
     let first = palettize_with_rotated(weight, spec, calibration, rotated)?;
     match statistics.filter(|_| method.low_rank_rounds > 0) {
-        Some(s) => jointly_with_low_rank(weight, s.hessian, first, method.low_rank_rounds, &mut |target| {
-            palettize_with_rotated(target, spec, calibration, rotated)
-        }),
+        Some(s) => {
+            let square_root = match &s.square_root {
+                Some((root, inverse)) => (root.shallow_clone(), inverse.shallow_clone()),
+                None => crate::recover::damped_square_root(&s.hessian.to_kind(Kind::Float).to_device(weight.device()))?,
+            };
+            jointly_with_low_rank(weight, s.hessian, &square_root, first, method.low_rank_rounds, &mut |target| {
+                palettize_with_rotated(target, spec, calibration, rotated)
+            })
+        }
         None => Ok(first),
     }
 }
 
-/// LoftQ's alternation under the statistics `h`: from `first` (the palettization of `weight`), `rounds` times
-/// palettize `weight − L` with `L` the best rank-[`JOINT_RANK`] correction of the last round's error; returns
-/// the round whose error after its correction, `tr((W − Ŵ − L) H (W − Ŵ − L)ᵀ)`, is least.
+/// LoftQ's alternation under the statistics `h` (with `square_root` = `(S, S⁻¹)` of them, on `weight`'s device):
+/// from `first` (the palettization of `weight`), `rounds` times palettize `weight − L` with `L` the best
+/// rank-[`JOINT_RANK`] correction of the last round's error; returns the round whose error after its correction,
+/// `tr((W − Ŵ − L) H (W − Ŵ − L)ᵀ)`, is least.
 fn jointly_with_low_rank(
     weight: &Tensor,
     h: &Tensor,
+    (s, s_inv): &(Tensor, Tensor),
     first: PalettizedTensor,
     rounds: usize,
     palettize: &mut dyn FnMut(&Tensor) -> Result<PalettizedTensor, EngineError>,
@@ -245,10 +278,9 @@ fn jointly_with_low_rank(
         let device = weight.device();
         let w = weight.to_kind(Kind::Float);
         let h = h.to_kind(Kind::Float).to_device(device);
-        let (s, s_inv) = crate::recover::damped_square_root(&h)?;
         let corrected = |p: &PalettizedTensor| -> Result<(f64, Tensor), EngineError> {
             let error = &w - p.dequantize(device);
-            let correction = crate::recover::best_low_rank(&error, &s, &s_inv, JOINT_RANK)?;
+            let correction = crate::recover::best_low_rank(&error, s, s_inv, JOINT_RANK)?;
             let left = error - &correction;
             Ok(((left.matmul(&h) * &left).sum(Kind::Float).double_value(&[]), correction))
         };
@@ -355,17 +387,15 @@ pub fn with_low_rank_corrections(
     rank: usize,
 ) -> Result<Vec<Tensor>, EngineError> {
     let device = teacher.device();
-    let mut roots = crate::recover::SquareRoots::default();
     tch::no_grad(|| {
         ops.iter()
             .zip(approximations)
             .map(|(op, approximation)| {
-                let h = hessians.get(op.layer, op.target).ok_or_else(|| {
+                let (s, s_inv) = hessians.square_root(op.layer, op.target, device)?.ok_or_else(|| {
                     EngineError::InvalidConfig(format!("no input statistics for {} to correct", op.name()))
                 })?;
-                let (s, s_inv) = roots.of(op.layer, h, device)?;
                 let error = teacher.linear_weight(op.layer, op.target).to_kind(Kind::Float) - &approximation;
-                Ok(approximation + crate::recover::best_low_rank(&error, s, s_inv, rank)?)
+                Ok(approximation + crate::recover::best_low_rank(&error, &s, &s_inv, rank)?)
             })
             .collect()
     })

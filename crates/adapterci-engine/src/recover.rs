@@ -26,7 +26,6 @@ mod init;
 mod validation;
 pub(crate) use checkpoint::has_checkpoint;
 use checkpoint::{CheckpointState, Optimizers, Resumed, SavedOptimizers, resume, write_checkpoint};
-pub(crate) use init::SquareRoots;
 pub use init::calibrated_init;
 pub use init::{best_low_rank, damped_square_root};
 pub use validation::{ValidationPoint, ValidationSet, hold_out};

@@ -411,6 +411,11 @@ fn palettized_base(
         // each input's made once, and kept until the palettization is done (as large as the statistics)
         calibrated.hessians.keep_rotated();
     }
+    if options.recovery.calibrated_init {
+        // the corrected sensitivities (and the low-rank rounds) solve with each input's square root, and so does
+        // the calibrated start: made once, kept until the start has read them (twice the statistics' size)
+        calibrated.hessians.keep_square_roots();
+    }
     let analysis = analyze(base, &calibrated, options, progress)?;
     let bits: Vec<u8> = analysis.rows.iter().map(|r| r.bits).collect();
     progress(&format!("palettizing: {:.4} bits per weight on the linear operations", analysis.achieved_bpw));
@@ -504,14 +509,17 @@ pub fn build_release(
         ));
         recovery.checkpoint_dir = Some(dir);
     }
+    let calibrated_start = recovery.calibrated_init && !has_checkpoint(&recovery);
     let hessians = match hessians {
         // a palettization from the cache: the statistics again only for a calibrated start (a checkpoint's
         // adapter needs none)
-        None if recovery.calibrated_init && !has_checkpoint(&recovery) => {
-            Some(calibration_statistics(base, &sequences, options, user_corpus, progress)?.1)
-        }
+        None if calibrated_start => Some(calibration_statistics(base, &sequences, options, user_corpus, progress)?.1),
         taken => taken,
     };
+    if let Some(h) = hessians.as_ref().filter(|_| !calibrated_start) {
+        // kept for a start that a checkpoint replaces
+        h.forget_square_roots(None);
+    }
     let llama = base.llama();
     let done = recover_palettized(llama, &student, &linear, hessians.as_ref(), &text, &recovery, recovery_progress)?;
     drop(hessians);

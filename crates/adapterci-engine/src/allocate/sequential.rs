@@ -61,7 +61,7 @@ pub fn palettize_sequential(
     for layer in 0..layers {
         for stage in STAGES {
             let hessian = stage_hessian(&student, layer, stage[0], &hidden);
-            let statistics = InputStatistics::of(&hessian, method, teacher.device());
+            let statistics = InputStatistics::of(&hessian, method, teacher.device())?;
             for &target in stage {
                 let Some(i) = ops.iter().position(|op| op.layer == layer && op.target == target) else {
                     continue;

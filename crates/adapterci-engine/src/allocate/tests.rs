@@ -248,9 +248,49 @@ fn operations_that_share_an_input_share_its_rotated_statistics_and_palettize_as_
     for (i, op) in linear_ops(teacher.config()).iter().enumerate() {
         for (bits, method) in [(2, method), (4, method), (2 + 2 * (i as u8 % 2), again)] {
             let shared = palettize_op(teacher, Some(&hessians), op, bits, method).unwrap();
-            let own = InputStatistics { hessian: hessians.get(op.layer, op.target).unwrap(), rotated: None };
+            let hessian = hessians.get(op.layer, op.target).unwrap();
+            let own = InputStatistics { hessian, rotated: None, square_root: None };
             let own = palettize_op_with(teacher, Some(&own), op, bits, method).unwrap();
             assert_eq!(shared, own, "{} at {bits} bits", op.name());
         }
     }
+}
+
+#[test]
+fn the_calibrated_start_reads_the_square_roots_the_corrected_sensitivities_kept_then_forgets_them() {
+    let tiny = crate::llama::tests::tiny_model(25);
+    let teacher = &tiny.llama;
+    let ops = linear_ops(teacher.config());
+    let calibration = token_rows(16, 24, 9);
+    let method = Method { group_rows: 4, group_rows_2bit: 4, ..Method::default() };
+    let mut kept = crate::calibrate::collect_hessians(teacher, &calibration, 4).unwrap();
+    kept.keep_square_roots();
+    let two_bit: Vec<Tensor> = ops
+        .iter()
+        .map(|op| palettize_op(teacher, Some(&kept), op, 2, method).unwrap().dequantize(tch::Device::Cpu))
+        .collect();
+    let mut student = teacher.shallow_copy();
+    for (op, w) in ops.iter().zip(&two_bit) {
+        student.set_linear_weight(op.layer, op.target, w.shallow_clone()).unwrap();
+    }
+    let shallow = |ws: &[Tensor]| ws.iter().map(Tensor::shallow_clone).collect::<Vec<_>>();
+    let corrected = with_low_rank_corrections(teacher, &kept, &ops, shallow(&two_bit), 4).unwrap();
+    // one root per input, every layer's kept
+    let root = |h: &Hessians, layer, target| h.square_root(layer, target, tch::Device::Cpu).unwrap().unwrap().0;
+    let q = root(&kept, 0, LoraTarget::Q);
+    assert_eq!(root(&kept, 0, LoraTarget::K).data_ptr(), q.data_ptr());
+    assert_ne!(root(&kept, 0, LoraTarget::Down).data_ptr(), q.data_ptr());
+    let spec = crate::recover::RecoverySpec::default();
+    let config = crate::recover::recovery_config(&student, &spec);
+    let start = crate::recover::calibrated_init(&config, teacher, &student, &kept).unwrap();
+    // the start was their last reader
+    assert_ne!(root(&kept, 0, LoraTarget::Q).data_ptr(), q.data_ptr());
+    // and what they gave is what statistics that kept nothing give, to the bit
+    let fresh = crate::calibrate::collect_hessians(teacher, &calibration, 4).unwrap();
+    let again = with_low_rank_corrections(teacher, &fresh, &ops, shallow(&two_bit), 4).unwrap();
+    for ((op, a), b) in ops.iter().zip(&corrected).zip(&again) {
+        assert!(a.equal(b), "{}", op.name());
+    }
+    let again = crate::recover::calibrated_init(&config, teacher, &student, &fresh).unwrap();
+    assert_eq!(start.to_safetensors().unwrap(), again.to_safetensors().unwrap());
 }

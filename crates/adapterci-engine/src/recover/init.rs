@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use adapterci_core::training::AdapterConfig;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 use crate::EngineError;
 use crate::calibrate::Hessians;
@@ -34,50 +34,27 @@ pub fn calibrated_init(
     let scale = options.scale(config.rank, config.alpha);
     let mut pairs = BTreeMap::new();
     tch::no_grad(|| -> Result<(), EngineError> {
-        let mut roots = SquareRoots::default();
         for &layer in &config.layers {
             for &target in &config.targets {
-                let h = hessians.get(layer, target).ok_or_else(|| {
+                let device = student.device();
+                // made here, or kept since the build's sensitivities solved with them
+                let (s, s_inv) = hessians.square_root(layer, target, device)?.ok_or_else(|| {
                     EngineError::InvalidConfig(format!(
                         "calibrated recovery init: no input statistics for layer {layer} {}",
                         target.as_str()
                     ))
                 })?;
-                let device = student.device();
                 let error = teacher.linear_weight(layer, target).to_device(device)
                     - student.linear_weight(layer, target).to_kind(Kind::Float);
-                let (s, s_inv) = roots.of(layer, h, device)?;
-                let (a, b) = low_rank_correction(&error, s, s_inv, config.rank, scale)?;
+                let (a, b) = low_rank_correction(&error, &s, &s_inv, config.rank, scale)?;
                 pairs.insert((layer, target), (a.set_requires_grad(true), b.set_requires_grad(true)));
             }
+            // the start is the last step that reads them
+            hessians.forget_square_roots(Some(layer));
         }
         Ok(())
     })?;
     LoraWeights::from_pairs(config.clone(), options, pairs, teacher.config())
-}
-
-/// [`damped_square_root`]s of the statistics, one per distinct input: q/k/v and gate/up read the same input, so
-/// one root serves them all. Kept for one layer at a time (ask layer by layer).
-#[derive(Default)]
-pub(crate) struct SquareRoots {
-    layer: Option<usize>,
-    by_input: BTreeMap<usize, (Tensor, Tensor)>,
-}
-
-impl SquareRoots {
-    /// The root of `h`, the statistics of an input of `layer`, on `device`.
-    pub(crate) fn of(&mut self, layer: usize, h: &Tensor, device: Device) -> Result<&(Tensor, Tensor), EngineError> {
-        if self.layer != Some(layer) {
-            self.by_input.clear();
-            self.layer = Some(layer);
-        }
-        Ok(match self.by_input.entry(h.data_ptr() as usize) {
-            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::btree_map::Entry::Vacant(e) => {
-                e.insert(damped_square_root(&h.to_kind(Kind::Float).to_device(device))?)
-            }
-        })
-    }
 }
 
 /// `(S, S⁻¹)` with `S = H^{1/2}`, eigenvalues floored at [`DAMPING`] of their mean.
