@@ -140,9 +140,11 @@ printf 'check_chart: adapterd flags passed whole, migration Job only with Postgr
 
 # adapterd's and the Job's environment: plain values only for what is not secret; the database URL, webhook secrets
 # and the event signing key only by secretKeyRef to the Secret and key named (the key's default when none is)
-: >"$work/none.txt"
-expect_env "$work/none.txt"
+# (CUDA's kernel cache goes to the /tmp emptyDir: its default, $HOME/.nv, is on the read-only root)
+printf 'Deployment CUDA_CACHE_PATH=/tmp/cuda-cache\n' >"$work/cuda.txt"
+expect_env "$work/cuda.txt"
 cat >"$work/scale-out.txt" <<'ENV'
+Deployment CUDA_CACHE_PATH=/tmp/cuda-cache
 Deployment ADAPTERCI_DATABASE_URL=postgres://adapterci@postgres:5432/adapterci
 Deployment ADAPTERCI_REGISTRY_URL=s3://adapters/registry
 Deployment ADAPTERCI_DATASETS_URL=s3://adapters/datasets
@@ -151,6 +153,7 @@ Job ADAPTERCI_DATABASE_URL=postgres://adapterci@postgres:5432/adapterci
 ENV
 expect_env "$work/scale-out.txt" -f "$chart/ci/scale-out-values.yaml"
 cat >"$work/secrets.txt" <<'ENV'
+Deployment CUDA_CACHE_PATH=/tmp/cuda-cache
 Deployment ADAPTERCI_DATABASE_URL<-secret adapterci-db/postgres-url
 Deployment ADAPTERCI_WEBHOOK_SECRET_GITHUB_DATASETS<-secret adapterci-webhooks/github.token
 Deployment ADAPTERCI_WEBHOOK_SECRET_HF_DATASETS<-secret adapterci-webhooks/hf-datasets
@@ -163,9 +166,10 @@ expect_env "$work/secrets.txt" -f "$chart/ci/secrets-values.yaml"
 grep -q 'postgres://' "$work/env.yaml" && fail "a PostgreSQL URL is rendered with database.existingSecret"
 grep -qF 'helm.sh/hook: pre-install,pre-upgrade' "$work/env.yaml" \
   || fail "the migration Job with database.existingSecret is not a hook"
-printf '%s ADAPTERCI_DATABASE_URL<-secret adapterci-db/url\n' Deployment Job >"$work/database-secret.txt"
+{ cat "$work/cuda.txt"; printf '%s ADAPTERCI_DATABASE_URL<-secret adapterci-db/url\n' Deployment Job; } \
+  >"$work/database-secret.txt"
 expect_env "$work/database-secret.txt" --set database.existingSecret=adapterci-db
-printf 'Deployment ADAPTERCI_EVENT_WEBHOOK_URLS=https://a.example\n' >"$work/unsigned.txt"
+{ cat "$work/cuda.txt"; printf 'Deployment ADAPTERCI_EVENT_WEBHOOK_URLS=https://a.example\n'; } >"$work/unsigned.txt"
 expect_env "$work/unsigned.txt" --set 'eventWebhooks.urls={https://a.example}'
 printf 'check_chart: environment rendered as expected, secrets only by secretKeyRef\n' >&2
 
