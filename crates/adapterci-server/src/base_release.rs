@@ -12,6 +12,7 @@ use adapterci_core::Digest;
 use adapterci_core::base_release::{BaseReleaseBuilder, BaseReleaseError, BaseReleaseOutcome, BaseReleaseRequest};
 use adapterci_core::training::BasePrecision;
 use adapterci_engine::device::DeviceChoice;
+use adapterci_engine::files::write_atomic;
 use adapterci_engine::model::BaseModel;
 use adapterci_engine::release_build::{BuildOptions, build_release, recovery_precision};
 use async_trait::async_trait;
@@ -144,13 +145,15 @@ impl BaseReleaseBuilder for EngineBaseReleaseBuilder {
             .map_err(|e| e.to_string())?;
             let dir = this.dir.join(built.report.release_digest.hex());
             std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            let report = serde_json::to_vec_pretty(&built.report).map_err(|e| e.to_string())?;
+            // each file whole or not at all: the folder is named by the release's digest, so a torn file in it
+            // would pass for the release
             for (name, bytes) in [
-                ("base.safetensors", built.release.clone()),
-                ("recovery.safetensors", built.recovery_adapter.clone()),
-                ("report.json", serde_json::to_vec_pretty(&built.report).map_err(|e| e.to_string())?),
+                ("base.safetensors", &built.release[..]),
+                ("recovery.safetensors", &built.recovery_adapter[..]),
+                ("report.json", &report[..]),
             ] {
-                std::fs::write(dir.join(name), bytes)
-                    .map_err(|e| format!("writing {}: {e}", dir.join(name).display()))?;
+                write_atomic(&dir.join(name), bytes).map_err(|e| e.to_string())?;
             }
             // the bundle holds the finished build: nothing of this model's state (of this source, or of an earlier
             // one, another palettization or spec) is left to resume
