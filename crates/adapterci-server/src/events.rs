@@ -334,8 +334,8 @@ impl EventNotifier {
     /// Takes over every stored event that is not settled and that no lease holds (the process delivering it
     /// stopped, or it was stored before leases existed), continues them, and returns how many deliveries it
     /// resumed, once they have all finished. Of several notifiers resuming at once, each event goes to exactly
-    /// one. A stored event that cannot be read is logged with its id and skipped. An endpoint that has the event, or whose attempts ran out, is skipped; one that is no longer a
-    /// subscriber is given up. Each endpoint's attempt numbering and backoff continue from its recorded attempts,
+    /// one. A stored event that cannot be read is logged with its id and skipped. An endpoint that has the event,
+    /// or whose attempts ran out, is skipped; one that is no longer a subscriber is given up. Each endpoint's attempt numbering and backoff continue from its recorded attempts,
     /// signed with the current subscriber's secret.
     pub async fn resume_pending(self: &Arc<Self>) -> usize {
         let unsettled = match self.log.unsettled_events().await {
