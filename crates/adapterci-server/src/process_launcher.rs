@@ -4,9 +4,15 @@
 //! The job goes to the child as files in a directory of its own (`job.json`, `dataset.jsonl`, the initial
 //! adapter), progress comes back as JSON lines on the child's stdout, the result as files again
 //! (`output.json`, `adapter.safetensors`, or `failure.json`). The child's stderr (its log) is appended to
-//! `<logs dir>/<run id>.log`, which `GET /api/v1/runs/{id}/logs` serves. Dropping a launch (cancel, timeout,
-//! lost lease) kills the child. The child holds a pipe from this process on its stdin and exits when it closes,
-//! so a trainer never outlives an adapterd killed with SIGKILL.
+//! `<logs dir>/<run id>.log`, which `GET /api/v1/runs/{id}/logs` serves. On Unix the child runs in a process
+//! group of its own, and dropping a launch (cancel, timeout, lost lease) kills the whole group (elsewhere, the
+//! child). The child holds a pipe from this process on its stdin and exits when it closes, so a trainer never
+//! outlives an adapterd killed with SIGKILL.
+//!
+//! `resources.memory` is enforced on Linux (`memory_limit.rs`): the resident memory (RSS, host memory, not GPU
+//! memory) of the trainer's process group is sampled from /proc, and the group is killed when it goes above the
+//! limit, failing the job with a message that names the limit and what was measured. Elsewhere it is not enforced,
+//! and the run's log says so.
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -22,6 +28,17 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufReader};
+
+#[cfg(target_os = "linux")]
+mod memory_limit;
+
+/// What the processes of a trainer's group hold at one sample (measured on Linux only).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct GroupUsage {
+    resident_bytes: u64,
+    processes: usize,
+}
 
 /// The first argument that makes adapterd run one training job instead of serving.
 pub const TRAIN_JOB_COMMAND: &str = "train-job";
@@ -109,6 +126,34 @@ impl ProcessLauncher {
             return Err(format!("run id {run_id:?} is not a plain name"));
         }
         Ok(self.logs_dir.join(format!("{run_id}.log")))
+    }
+
+    /// Starts `program args... DIR` with its stderr appended to the run's log, leading a process group of its own.
+    fn spawn(
+        &self,
+        dir: &Path,
+        env: &[(String, String)],
+        log_path: &Path,
+    ) -> Result<tokio::process::Child, TrainingFailure> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_path)
+            .map_err(|e| backend(&format!("opening {}", log_path.display()), e))?;
+        let mut command = tokio::process::Command::new(&self.program);
+        command
+            .args(&self.args)
+            .arg(dir)
+            .envs(env.iter().map(|(key, value)| (key.as_str(), value.as_str())))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            // the direct child, where its group cannot be killed; `StopNote` kills the group
+            .kill_on_drop(true);
+        // what the trainer starts is in its group: killed with it, and counted in its memory
+        #[cfg(unix)]
+        command.process_group(0);
+        command.spawn().map_err(|e| backend(&format!("starting the trainer {}", self.program.display()), e))
     }
 }
 
@@ -212,55 +257,23 @@ impl TrainingLauncher for ProcessLauncher {
             env.push((crate::env_vars::ADAPTERCI_THREADS.to_string(), threads.to_string()));
             append_log(&log_path, &format!("--- resources.cpus {cpus}: {threads} training threads")).await;
         }
-        if resources.memory_bytes.is_some() {
-            append_log(&log_path, "--- resources.memory is not enforced by the local process executor").await;
+        if let Some(limit) = resources.memory_bytes {
+            append_log(&log_path, &memory_limit_note(limit)).await;
         }
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(|e| backend(&format!("opening {}", log_path.display()), e))?;
-        let mut child = tokio::process::Command::new(&self.program)
-            .args(&self.args)
-            .arg(&dir)
-            .envs(env.iter().map(|(key, value)| (key.as_str(), value.as_str())))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| backend(&format!("starting the trainer {}", self.program.display()), e))?;
-        let pid = child.id();
-        tracing::info!(run = run_id, pid, program = %self.program.display(), "trainer process started");
-        // dropped before the child ended (cancel, timeout, lost lease): the child is killed with the future
-        let mut stopped = StopNote { log: log_path.clone(), job_dir: dir.clone(), pid, armed: true };
-        // kept open while the child runs: the child exits when it closes (this process died)
-        let stdin = child.stdin.take();
-        if let Some(stdout) = child.stdout.take() {
-            let mut lines = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                match serde_json::from_str::<ProgressLine>(&line) {
-                    Ok(ProgressLine::Step(step)) => progress.on_step(&step),
-                    Ok(ProgressLine::Message(message)) => progress.on_message(&message),
-                    Err(_) => append_log(&log_path, &line).await,
-                }
-            }
-        }
-        let status = child.wait().await.map_err(|e| backend("waiting for the trainer", e))?;
-        stopped.armed = false;
-        drop(stdin);
-        let how = describe_exit(status);
-        tracing::info!(run = run_id, pid, "trainer process {how}");
-        append_log(&log_path, &format!("--- {} trainer process {how}", chrono::Utc::now().to_rfc3339())).await;
-        let result = if status.success() {
-            read_output(&dir).await
-        } else {
-            match read_failure(&dir).await {
+        let child = self.spawn(&dir, &env, &log_path)?;
+        tracing::info!(run = run_id, pid = child.id(), program = %self.program.display(), "trainer process started");
+        let trainer = Trainer { run_id, log_path: &log_path, job_dir: &dir, memory_limit: resources.memory_bytes };
+        let result = match trainer.supervise(child, &*progress).await {
+            Ok(status) if status.success() => read_output(&dir).await,
+            Ok(status) => match read_failure(&dir).await {
                 Some(failure) => Err(failure),
-                None => {
-                    Err(TrainingFailure::Backend(format!("the trainer process {how} (log: {})", log_path.display())))
-                }
-            }
+                None => Err(TrainingFailure::Backend(format!(
+                    "the trainer process {} (log: {})",
+                    describe_exit(status),
+                    log_path.display()
+                ))),
+            },
+            Err(failure) => Err(failure),
         };
         let _ = tokio::fs::remove_dir_all(&dir).await;
         result
@@ -283,11 +296,196 @@ impl TrainingLauncher for ProcessLauncher {
     }
 }
 
+/// A started trainer of one run, supervised to its end.
+struct Trainer<'a> {
+    run_id: &'a str,
+    log_path: &'a Path,
+    job_dir: &'a Path,
+    /// The pipeline's `resources.memory`, in bytes.
+    memory_limit: Option<u64>,
+}
+
+impl Trainer<'_> {
+    /// Runs `child` to its end, feeding its progress lines to `progress`; kills its group and fails the job when
+    /// the group's resident memory goes above the limit.
+    async fn supervise(
+        &self,
+        mut child: tokio::process::Child,
+        progress: &dyn ProgressSink,
+    ) -> Result<ExitStatus, TrainingFailure> {
+        let pid = child.id();
+        // the child leads a process group of its own (Unix): its pid is the group's id
+        let process_group = pid.and_then(|pid| i32::try_from(pid).ok()).filter(|_| cfg!(unix));
+        // dropped before the child ended (cancel, timeout, lost lease): the child's group is killed with the future
+        let mut stopped = StopNote {
+            log: self.log_path.to_path_buf(),
+            job_dir: self.job_dir.to_path_buf(),
+            pid,
+            process_group,
+            armed: true,
+        };
+        // kept open while the child runs: the child exits when it closes (this process died)
+        let stdin = child.stdin.take();
+        let mut peak = None;
+        let over_memory = tokio::select! {
+            status = run_to_end(&mut child, progress, self.log_path) => {
+                let status = status.map_err(|e| backend("waiting for the trainer", e))?;
+                stopped.armed = false;
+                drop(stdin);
+                self.note_exit(pid, status, peak).await;
+                return Ok(status);
+            }
+            usage = watch_memory(process_group, self.memory_limit, self.log_path, &mut peak) => usage,
+        };
+        if let Some(process_group) = process_group {
+            kill_group(process_group);
+        }
+        // reaped, not left a zombie: the group's leader was killed with the rest
+        let _ = child.wait().await;
+        stopped.armed = false;
+        drop(stdin);
+        Err(self.killed_over_memory(pid, over_memory).await)
+    }
+
+    async fn note_exit(&self, pid: Option<u32>, status: ExitStatus, peak: Option<GroupUsage>) {
+        let how = describe_exit(status);
+        tracing::info!(run = self.run_id, pid, "trainer process {how}");
+        append_log(self.log_path, &format!("--- {} trainer process {how}", chrono::Utc::now().to_rfc3339())).await;
+        if let (Some(limit), Some(peak)) = (self.memory_limit, peak) {
+            let line = format!(
+                "--- peak resident memory of the trainer's processes: {} ({}; resources.memory {})",
+                format_bytes(peak.resident_bytes),
+                processes(peak.processes),
+                format_bytes(limit)
+            );
+            append_log(self.log_path, &line).await;
+        }
+    }
+
+    /// The failure of a trainer killed above `resources.memory`: `InvalidInput`, not retried, since another
+    /// attempt under the same limit would end the same way; the message says what to change.
+    async fn killed_over_memory(&self, pid: Option<u32>, usage: GroupUsage) -> TrainingFailure {
+        let limit = self.memory_limit.unwrap_or(0);
+        let line = format!(
+            "--- {} trainer used {} resident, above resources.memory {} ({}); killed",
+            chrono::Utc::now().to_rfc3339(),
+            format_bytes(usage.resident_bytes),
+            format_bytes(limit),
+            processes(usage.processes)
+        );
+        tracing::warn!(
+            run = self.run_id,
+            pid,
+            resident = usage.resident_bytes,
+            limit,
+            "trainer killed above resources.memory"
+        );
+        append_log(self.log_path, &line).await;
+        TrainingFailure::InvalidInput(format!(
+            "the trainer used {} of resident memory, above the pipeline's resources.memory of {}: raise \
+             resources.memory (log: {})",
+            format_bytes(usage.resident_bytes),
+            format_bytes(limit),
+            self.log_path.display()
+        ))
+    }
+}
+
+/// Reads the child's progress lines (other lines go to the log) until its stdout closes, then waits for it.
+async fn run_to_end(
+    child: &mut tokio::process::Child,
+    progress: &dyn ProgressSink,
+    log_path: &Path,
+) -> std::io::Result<ExitStatus> {
+    if let Some(stdout) = child.stdout.take() {
+        let mut lines = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            match serde_json::from_str::<ProgressLine>(&line) {
+                Ok(ProgressLine::Step(step)) => progress.on_step(&step),
+                Ok(ProgressLine::Message(message)) => progress.on_message(&message),
+                Err(_) => append_log(log_path, &line).await,
+            }
+        }
+    }
+    child.wait().await
+}
+
+/// The first sample of the group's resident memory above `limit`; never, without a limit or on a system
+/// without /proc.
+#[cfg_attr(not(target_os = "linux"), allow(unused_variables))]
+async fn watch_memory(
+    process_group: Option<i32>,
+    limit: Option<u64>,
+    log_path: &Path,
+    peak: &mut Option<GroupUsage>,
+) -> GroupUsage {
+    #[cfg(target_os = "linux")]
+    if let (Some(process_group), Some(limit)) = (process_group, limit) {
+        return memory_limit::watch(process_group, limit, log_path, peak).await;
+    }
+    std::future::pending().await
+}
+
+/// What the run's log says about `resources.memory` before the trainer starts.
+fn memory_limit_note(limit: u64) -> String {
+    if cfg!(target_os = "linux") {
+        format!(
+            "--- resources.memory {}: the trainer's processes are killed when their resident memory (host memory, \
+             not GPU memory) goes above it",
+            format_bytes(limit)
+        )
+    } else {
+        format!(
+            "--- resources.memory {} is not enforced by the local process executor on {} (it reads resident \
+             memory from /proc, which only Linux has)",
+            format_bytes(limit),
+            std::env::consts::OS
+        )
+    }
+}
+
+fn processes(count: usize) -> String {
+    if count == 1 { "1 process".to_string() } else { format!("{count} processes") }
+}
+
+/// Bytes in binary units as the pipeline writes them, exactly when they are whole (`8 GiB`), else to a tenth
+/// (`1.2 GiB`).
+fn format_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut unit = 0;
+    while unit + 1 < UNITS.len() && bytes >= 1 << (10 * (unit + 1)) {
+        unit += 1;
+    }
+    let scale = 1u64 << (10 * unit);
+    if bytes.is_multiple_of(scale) {
+        format!("{} {}", bytes / scale, UNITS[unit])
+    } else {
+        format!("{:.1} {}", bytes as f64 / scale as f64, UNITS[unit])
+    }
+}
+
+/// SIGKILL to every process of group `process_group` (a trainer's group: its pid). Never group 0 or 1: `kill(0)`
+/// is adapterd's own group and `kill(-1)` every process it may signal.
+#[cfg(unix)]
+fn kill_group(process_group: i32) {
+    if process_group > 1
+        && let Some(pid) = rustix::process::Pid::from_raw(process_group)
+    {
+        // fails only when the group is already gone
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+    }
+}
+
+#[cfg(not(unix))]
+fn kill_group(_process_group: i32) {}
+
 /// Notes in the run's log that its trainer was stopped, and removes the job directory, when dropped while armed.
 struct StopNote {
     log: PathBuf,
     job_dir: PathBuf,
     pid: Option<u32>,
+    /// The trainer's process group, killed on drop (the child alone is killed by `kill_on_drop`).
+    process_group: Option<i32>,
     armed: bool,
 }
 
@@ -295,6 +493,10 @@ impl Drop for StopNote {
     fn drop(&mut self) {
         if !self.armed {
             return;
+        }
+        // what the trainer started goes too: the child itself is killed by `kill_on_drop` right after
+        if let Some(process_group) = self.process_group {
+            kill_group(process_group);
         }
         let line = format!(
             "--- {} trainer process {} stopped (run cancelled, timed out or taken over)\n",
@@ -328,4 +530,28 @@ pub(crate) fn read_job(dir: &Path) -> Result<TrainJob, String> {
         train: spec.train,
         initial_adapter,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_bytes;
+
+    fn check(bytes: u64, expect: &str) {
+        assert_eq!(format_bytes(bytes), expect, "{bytes}");
+    }
+
+    #[test]
+    fn bytes_are_written_in_binary_units() {
+        check(0, "0 B");
+        check(1023, "1023 B");
+        check(1024, "1 KiB");
+        check(1536, "1.5 KiB");
+        check(64 << 20, "64 MiB");
+        check(8 << 30, "8 GiB");
+        check(1_288_490_189, "1.2 GiB");
+        check(300_000_000, "286.1 MiB");
+        check(3 << 40, "3 TiB");
+        check(5 << 50, "5120 TiB");
+        check(u64::MAX, "16777216.0 TiB");
+    }
 }

@@ -2,7 +2,8 @@
 //! and hands back the adapter with its progress; a trainer that crashes fails the job naming its exit status,
 //! with its stderr in the run's log; dropping a launch (what a cancel does) kills the child. Through adapterd
 //! over HTTP: a run trains in a child process and its log is served; a cancel stops the child; a trainer that
-//! cannot run puts its exit status on the run.
+//! cannot run puts its exit status on the run. `resources.memory`: a trainer whose processes hold more is killed
+//! with all of them and the job fails naming the limit; under a generous limit the job succeeds.
 //!
 //! Waiting on other processes cannot be made deterministic: the tests poll for explicit conditions with a
 //! generous deadline and assert states, never durations.
@@ -84,13 +85,28 @@ fn ended(pid: u32) -> bool {
     }
 }
 
+/// The processes of group `process_group` that have not ended.
+fn live_in_group(process_group: u32) -> Vec<u32> {
+    let mut members = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+        if fields.get(2) == Some(&process_group.to_string().as_str()) && fields.first() != Some(&"Z") {
+            members.push(pid);
+        }
+    }
+    members
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adapterd_trains_a_job_in_a_child_process() {
     let dir = tempfile::tempdir().unwrap();
     let launcher = launcher(dir.path(), env!("CARGO_BIN_EXE_adapterd"), &["train-job"]);
     let progress = Arc::new(CountingProgress::default());
-    let output =
-        launcher.launch("run-1", tiny_job(dir.path(), 3), &LaunchResources::default(), progress.clone()).await.unwrap();
+    // far above what training the tiny model takes
+    let resources = LaunchResources { memory_bytes: Some(64 << 30), ..LaunchResources::default() };
+    let output = launcher.launch("run-1", tiny_job(dir.path(), 3), &resources, progress.clone()).await.unwrap();
     assert!(!output.adapter_safetensors.is_empty());
     assert_eq!(output.adapter_config.rank, 2);
     assert!(output.metrics.contains_key("eval_loss"), "{:?}", output.metrics);
@@ -98,6 +114,10 @@ async fn adapterd_trains_a_job_in_a_child_process() {
     let log = log_text(&launcher, "run-1").await;
     assert!(log.contains("training on") && log.contains("adapter written"), "{log}");
     assert!(log.contains("trainer process exited with status 0"), "{log}");
+    if cfg!(target_os = "linux") {
+        assert!(log.contains("--- peak resident memory of the trainer's processes: "), "{log}");
+        assert!(log.contains("; resources.memory 64 GiB)"), "{log}");
+    }
     assert!(!dir.path().join("jobs/run-1").exists(), "the job directory is removed");
     let tail = launcher.logs("run-1", log.len() as u64 - 10).await.unwrap().unwrap();
     assert_eq!(tail.bytes.len(), 10);
@@ -140,11 +160,48 @@ async fn a_crashed_trainer_fails_the_job_with_its_exit_status_and_its_log() {
     );
 }
 
+#[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dropping_a_launch_kills_the_child() {
+async fn a_trainer_above_resources_memory_is_killed_with_its_whole_group() {
     let dir = tempfile::tempdir().unwrap();
-    let sleeper =
-        Arc::new(launcher(dir.path(), "/bin/sh", &["-c", "echo $$ > \"$1/../sleeper.pid\"; exec sleep 600", "sh"]));
+    // GNU tail keeps a line without a newline whole: 300 MB held by a grandchild, until the group is killed
+    // (`sleep` keeps the pipe open, so tail never sees its end); the data flows once both pids are written
+    let script = "echo $$ > \"$1/../leader.pid\"
+        mkfifo \"$1/go\"
+        { cat \"$1/go\"; head -c 300000000 /dev/zero; exec sleep 600; } | tail > /dev/null &
+        echo $! > \"$1/../tail.pid\"
+        echo go > \"$1/go\"
+        wait";
+    let hog = launcher(dir.path(), "/bin/sh", &["-c", script, "sh"]);
+    let resources = LaunchResources { memory_bytes: Some(64 << 20), ..LaunchResources::default() };
+    let progress = Arc::new(CountingProgress::default());
+    let failure = hog.launch("run-6", tiny_job(dir.path(), 1), &resources, progress).await;
+    match &failure {
+        Err(TrainingFailure::InvalidInput(message)) => {
+            assert!(message.contains("above the pipeline's resources.memory of 64 MiB"), "{message}");
+            assert!(message.contains("raise resources.memory"), "{message}");
+        }
+        other => panic!("expected the memory limit to fail the job, got {other:?}"),
+    }
+    let log = log_text(&hog, "run-6").await;
+    assert!(log.contains("--- resources.memory 64 MiB: the trainer's processes are killed"), "{log}");
+    assert!(log.contains("resident, above resources.memory 64 MiB (") && log.contains("processes); killed"), "{log}");
+    let leader: u32 = std::fs::read_to_string(dir.path().join("jobs/leader.pid")).unwrap().trim().parse().unwrap();
+    let tail: u32 = std::fs::read_to_string(dir.path().join("jobs/tail.pid")).unwrap().trim().parse().unwrap();
+    assert!(ended(leader), "the trainer was killed and reaped");
+    eventually("the trainer's whole group to be killed", || async {
+        (ended(tail) && live_in_group(leader).is_empty()).then_some(())
+    })
+    .await;
+    assert!(!dir.path().join("jobs/run-6").exists(), "the job directory is removed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_launch_kills_the_child_and_what_it_started() {
+    let dir = tempfile::tempdir().unwrap();
+    // a grandchild first, then the child's own pid: both are known once the second file is read
+    let script = "sleep 600 & echo $! > \"$1/../grandchild.pid\"; echo $$ > \"$1/../sleeper.pid\"; exec sleep 600";
+    let sleeper = Arc::new(launcher(dir.path(), "/bin/sh", &["-c", script, "sh"]));
     let job = tiny_job(dir.path(), 1);
     let task = {
         let sleeper = sleeper.clone();
@@ -157,10 +214,13 @@ async fn dropping_a_launch_kills_the_child() {
         std::fs::read_to_string(&pid_file).ok().and_then(|pid| pid.trim().parse().ok())
     })
     .await;
-    assert!(!ended(pid), "the child runs");
+    let grandchild: u32 =
+        std::fs::read_to_string(dir.path().join("jobs/grandchild.pid")).unwrap().trim().parse().unwrap();
+    assert!(!ended(pid) && !ended(grandchild), "the child and its child run");
     task.abort();
     let _ = task.await;
     eventually("the child to be killed", || async { ended(pid).then_some(()) }).await;
+    eventually("the child's child to be killed", || async { ended(grandchild).then_some(()) }).await;
     let log = log_text(&sleeper, "run-4").await;
     assert!(log.contains(&format!("trainer process {pid} stopped")), "{log}");
     assert!(!dir.path().join("jobs/run-4").exists(), "the stopped job's directory is removed");
