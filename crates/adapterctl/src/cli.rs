@@ -14,7 +14,7 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 /// Drive adapterd: apply pipelines, trigger and follow runs, inspect adapters, generate text.
 ///
 /// Data goes to stdout, progress and errors to stderr. Exit codes: 0 ok, 1 error (or a run that failed),
-/// 2 usage, 3 a gate rejected the run's adapter, 4 not found.
+/// 2 usage, 3 a gate rejected the run's adapter, 4 not found, 130 interrupted by ctrl-c (143 by SIGTERM).
 #[derive(Debug, Parser)]
 #[command(name = "adapterctl", version, propagate_version = true, max_term_width = 100)]
 pub struct Cli {
@@ -318,7 +318,8 @@ pub enum AdaptersCommand {
         /// The adapter, optionally with a version (the latest by default)
         #[arg(value_name = "NAME[@VERSION]")]
         adapter: AdapterRef,
-        /// The folder to write the files into (created if missing)
+        /// The folder to write the files into (created if missing). The PEFT files are written to DIR.partial
+        /// beside it first and moved into DIR only when both are complete; other files in DIR are kept
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
         /// Write DIR/model.safetensors instead: the whole base model with the adapter merged in (W + scale * B A),

@@ -21,6 +21,10 @@ pub enum ExitStatus {
     GateRejected,
     /// 4: the pipeline, run, adapter or version does not exist.
     NotFound,
+    /// 130 (128 + SIGINT, as shells report it): ctrl-c stopped the command; what it was writing was removed.
+    Interrupted,
+    /// 143 (128 + SIGTERM): SIGTERM stopped the command; what it was writing was removed.
+    Terminated,
 }
 
 impl ExitStatus {
@@ -31,6 +35,8 @@ impl ExitStatus {
             ExitStatus::Usage => 2,
             ExitStatus::GateRejected => 3,
             ExitStatus::NotFound => 4,
+            ExitStatus::Interrupted => 130,
+            ExitStatus::Terminated => 143,
         }
     }
 }

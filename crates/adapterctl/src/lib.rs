@@ -8,8 +8,11 @@ pub mod commands;
 pub mod download;
 pub mod env_vars;
 pub mod exit;
+pub mod export_folder;
 pub mod follow;
+pub mod interrupt;
 pub mod output;
+pub mod partial;
 pub mod reference;
 pub mod render;
 

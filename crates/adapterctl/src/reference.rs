@@ -25,7 +25,8 @@ pub fn cli_reference() -> String {
     text.push_str("<!-- Generated from crates/adapterctl/src/cli.rs; do not edit. Regenerate with:\n");
     text.push_str(&format!("     {} -->\n\n", regenerate_command()));
     text.push_str(&format!(
-        "Exit codes: 0 ok, 1 error or a failed run, 2 usage, 3 a gate rejected the run's adapter, 4 not found.\n\
+        "Exit codes: 0 ok, 1 error or a failed run, 2 usage, 3 a gate rejected the run's adapter, 4 not found, \
+         130 interrupted by ctrl-c, 143 stopped by SIGTERM.\n\
          Environment: `{}` (the server URL, like `--server`), `{}` (any value turns color off).\n",
         env_vars::ADAPTERCI_SERVER,
         env_vars::NO_COLOR

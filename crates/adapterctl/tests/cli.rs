@@ -144,6 +144,7 @@ fn exit_codes() {
     assert_eq!(codes, [0, 3, 1, 1], "succeeded, rejected, failed, cancelled");
     assert_eq!(ExitStatus::Usage.code(), 2);
     assert_eq!(ExitStatus::NotFound.code(), 4);
+    assert_eq!((ExitStatus::Interrupted.code(), ExitStatus::Terminated.code()), (130, 143), "128 + the signal");
 }
 
 fn run_at(state: &str, stage: Option<&str>, step: Option<u64>, messages: &[&str]) -> RunInfo {

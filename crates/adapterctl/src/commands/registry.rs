@@ -17,7 +17,8 @@ use crate::render::{Cell, short_digest, table, timestamp};
 pub use diff::{FieldChange, VersionDiff, diff_manifests, diff_table};
 pub use lineage::{LineageView, ParentVersion, lineage_tree};
 
-/// The files of a PEFT adapter folder, as adapterd exports them.
+/// The files of a PEFT adapter folder, as adapterd exports them; the first marks the folder as one (PEFT reads it
+/// first).
 const PEFT_FILES: [&str; 2] = ["adapter_config.json", "adapter_model.safetensors"];
 
 /// The file `adapters export --merged` writes: the merged model, named as Hugging Face names a single-file model.
@@ -67,9 +68,9 @@ pub async fn adapters(context: &Context, command: AdaptersCommand) -> Result<Exi
         }
         AdaptersCommand::Export { adapter, out, merged } => {
             let version = resolve_version(context, &adapter).await?;
-            std::fs::create_dir_all(&out)
-                .map_err(|error| CliError::new(format!("cannot create {}: {error}", out.display())))?;
             let written = if merged {
+                std::fs::create_dir_all(&out)
+                    .map_err(|error| CliError::new(format!("cannot create {}: {error}", out.display())))?;
                 // As large as the base model in f32: streamed to disk, never held in memory.
                 let download =
                     context.client.adapter_merged_model(&adapter.name, version).await.map_err(not_found_hint)?;
@@ -83,14 +84,9 @@ pub async fn adapters(context: &Context, command: AdaptersCommand) -> Result<Exi
                         context.client.adapter_peft_file(&adapter.name, version, file).await.map_err(not_found_hint)?;
                     files.push((file, bytes));
                 }
-                let mut written = Vec::new();
-                for (file, bytes) in files {
-                    let path = out.join(file);
-                    std::fs::write(&path, &bytes)
-                        .map_err(|error| CliError::new(format!("cannot write {}: {error}", path.display())))?;
-                    written.push(path.display().to_string());
-                }
-                written
+                // All fetched before anything is written; then written beside `out` and moved into it at once.
+                crate::export_folder::save(&out, &files, &context.output).await?;
+                PEFT_FILES.iter().map(|file| out.join(file).display().to_string()).collect()
             };
             let report = ExportReport { adapter: adapter.name.clone(), version, files: written };
             context.output.data(&report, |_| {
