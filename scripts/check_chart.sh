@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Checks the Helm chart offline (scripts/test.sh runs it): `helm lint --strict`, the manifests `helm template`
 # renders validated against Kubernetes' schemas (kubernetes-validate --strict) for the default values and for
-# the values files in charts/adapterci/ci/ (scale-out, Secret-backed settings, a GPU node pool), adapterd's settings
-# passed as its flags, the migration Job rendered only with PostgreSQL, the environment of adapterd and of the Job
-# (secrets only by secretKeyRef), the ServiceAccount, security contexts and scheduling of both (the Job running as
-# adapterd does), and bad values refused by values.schema.json (or the templates) with the field named.
+# the values files in charts/adapterci/ci/ (scale-out, Secret-backed settings, a GPU node pool, the migration Job
+# scheduled apart), adapterd's settings passed as its flags, the migration Job rendered only with PostgreSQL, the
+# environment of adapterd and of the Job (secrets only by secretKeyRef), the ServiceAccounts, security contexts and
+# scheduling of both (the Job with adapterd's security and, unless migration.* says otherwise, its scheduling; its
+# account created as a hook before it), and bad values refused by values.schema.json (or the templates) with the
+# field named.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 chart="$repo/charts/adapterci"
@@ -40,13 +42,13 @@ PY
 # The account, security and scheduling of what rendered manifests ($1) run, one line a setting: each ServiceAccount
 # (`ServiceAccount NAME KEY=VALUE`, with its annotations), the Deployment's and the Job's pod (`KIND pod PATH=VALUE`:
 # account, security context, scheduling, labels, annotations) and each of their containers (`KIND CONTAINER
-# PATH=VALUE`: security context and GPU limit; `KIND CONTAINER mount PATH<-VOLUME_SOURCE`).
+# PATH=VALUE`: security context, GPU limit, and the Job's resources; `KIND CONTAINER mount PATH<-VOLUME_SOURCE`).
 pod_of() {
   "$(dirname "$validate")/python" - "$1" <<'PY'
 import json, sys, yaml
 
-def leaves(path, value):
-    if isinstance(value, dict):
+def leaves(path, value):  # an empty mapping below the first level is a leaf, {} (affinity.nodeAffinity={})
+    if isinstance(value, dict) and (value or "." not in path):
         for key, inner in value.items():
             yield from leaves(f"{path}.{key}" if path else key, inner)
     elif isinstance(value, list) and any(isinstance(item, (dict, list)) for item in value):
@@ -81,9 +83,49 @@ for doc in yaml.safe_load_all(open(sys.argv[1])):
         gpus = ((container.get("resources") or {}).get("limits") or {}).get("nvidia.com/gpu")
         if gpus is not None:
             print(f"{kind} {container['name']} limits.nvidia.com/gpu={gpus}")
+        if kind == "Job":
+            for line in leaves("resources", container.get("resources") or {}):
+                print(f"{kind} {container['name']} {line}")
         for mount in container.get("volumeMounts") or []:
             read_only = " read-only" if mount.get("readOnly") else ""
             print(f"{kind} {container['name']} mount {mount['mountPath']}<-{sources[mount['name']]}{read_only}")
+PY
+}
+
+# The hooks in rendered manifests ($1), one line each, in the order rendered: `KIND NAME events=EVENTS weight=WEIGHT
+# delete=POLICIES` (Helm's defaults when an annotation is missing: weight 0, before-hook-creation); then whether the
+# migration Job's account is there before its pod: `account NAME hook` (created by a hook of each of the Job's events,
+# of a lower weight), `account NAME existing` (not rendered: an existing account), or `account NAME AFTER: why`
+# (a release resource, which Helm creates only after the pre-install/pre-upgrade hooks, or a hook too late).
+hooks_of() {
+  "$(dirname "$validate")/python" - "$1" <<'PY'
+import sys, yaml
+docs = [doc for doc in yaml.safe_load_all(open(sys.argv[1])) if doc]
+hooks = {}
+for doc in docs:
+    annotations = doc["metadata"].get("annotations") or {}
+    if "helm.sh/hook" in annotations:
+        hook = (annotations["helm.sh/hook"], int(annotations.get("helm.sh/hook-weight", "0")),
+                annotations.get("helm.sh/hook-delete-policy", "before-hook-creation"))
+        hooks[(doc["kind"], doc["metadata"]["name"])] = hook
+        print(f"{doc['kind']} {doc['metadata']['name']} events={hook[0]} weight={hook[1]} delete={hook[2]}")
+for job in (doc for doc in docs if doc["kind"] == "Job"):
+    name = job["spec"]["template"]["spec"].get("serviceAccountName", "default")
+    events, weight, _ = hooks[("Job", job["metadata"]["name"])]
+    accounts = [doc for doc in docs if doc["kind"] == "ServiceAccount" and doc["metadata"]["name"] == name]
+    if not accounts:
+        print(f"account {name} existing")
+    elif ("ServiceAccount", name) not in hooks:
+        print(f"account {name} AFTER: a release resource, created after the Job's hooks")
+    else:
+        account_events, account_weight, _ = hooks[("ServiceAccount", name)]
+        missing = set(events.split(",")) - set(account_events.split(","))
+        if missing:
+            print(f"account {name} AFTER: not a hook of {','.join(sorted(missing))}")
+        elif account_weight >= weight:
+            print(f"account {name} AFTER: weight {account_weight}, not below the Job's {weight}")
+        else:
+            print(f"account {name} hook")
 PY
 }
 
@@ -230,65 +272,202 @@ Deployment adapterd mount /tmp<-emptyDir
 PODS
 expect_pods "$work/pods-eks-gpu.txt" -f "$chart/ci/eks-gpu-values.yaml"
 
-# the migration Job runs as adapterd does, whatever that is set to: the same account, token setting and pod security
-# context, its container adapterd's security context; and none of adapterd's scheduling, labels or annotations
-runs_as() { # KIND CONTAINER: the account, token and security context lines of that pod in $work/pods.txt
-  sed -nE "s/^$1 (pod (serviceAccountName|automountServiceAccountToken|securityContext\.).*)$/\1/p
+# the migration Job runs as adapterd does, whatever that is set to: the same token setting and pod security context,
+# its container adapterd's security context (restricted by default); its account is its own (below)
+render_pods() { # [helm args...]: the manifests in $work/pods.yaml, what pod_of reads in them in $work/pods.txt
+  "$helm" template adapterci "$chart" "$@" >"$work/pods.yaml" || fail "helm template $* failed"
+  pod_of "$work/pods.yaml" >"$work/pods.txt"
+}
+runs_as() { # KIND CONTAINER: the token and security context lines of that pod in $work/pods.txt
+  sed -nE "s/^$1 (pod (automountServiceAccountToken|securityContext\.).*)$/\1/p
     s/^$1 $2 (securityContext\..*)$/container \1/p" "$work/pods.txt"
 }
 job_runs_as_adapterd() {
-  "$helm" template adapterci "$chart" "$@" >"$work/pods.yaml" || fail "helm template $* failed"
-  pod_of "$work/pods.yaml" >"$work/pods.txt"
+  render_pods "$@"
   grep -q '^Job pod ' "$work/pods.txt" || fail "no migration Job rendered with $*"
   runs_as Deployment adapterd >"$work/adapterd-runs-as.txt"
   runs_as Job migrate >"$work/job-runs-as.txt"
-  grep -q '^pod serviceAccountName=' "$work/adapterd-runs-as.txt" || fail "adapterd has no ServiceAccount with $*"
+  grep -q '^pod securityContext\.' "$work/adapterd-runs-as.txt" || fail "adapterd has no security context with $*"
   diff -u "$work/adapterd-runs-as.txt" "$work/job-runs-as.txt" >&2 \
     || fail "the migration Job does not run as adapterd does with $* (- adapterd, + the Job)"
-  grep -E '^Job pod (nodeSelector|tolerations|affinity|annotations)|^Job pod labels\.team' "$work/pods.txt" \
-    && fail "the migration Job takes adapterd's scheduling, labels or annotations with $*"
-  return 0
 }
 job_runs_as_adapterd -f "$chart/ci/scale-out-values.yaml"
+cat >"$work/restricted.txt" <<'PODS'
+pod automountServiceAccountToken=false
+pod securityContext.fsGroup=65532
+pod securityContext.fsGroupChangePolicy=OnRootMismatch
+pod securityContext.runAsGroup=65532
+pod securityContext.runAsNonRoot=true
+pod securityContext.runAsUser=65532
+pod securityContext.seccompProfile.type=RuntimeDefault
+container securityContext.allowPrivilegeEscalation=false
+container securityContext.capabilities.drop=["ALL"]
+container securityContext.readOnlyRootFilesystem=true
+PODS
+diff -u "$work/restricted.txt" "$work/job-runs-as.txt" >&2 \
+  || fail "the migration Job's pod is not restricted by default (- expected, + rendered)"
 job_runs_as_adapterd -f "$chart/ci/secrets-values.yaml"
 job_runs_as_adapterd -f "$chart/ci/eks-gpu-values.yaml" --set-string database.existingSecret=adapterci-db
+job_runs_as_adapterd -f "$chart/ci/migration-values.yaml"
 job_runs_as_adapterd --set-string database.url=postgres://db/a,serviceAccount.name=adapterci-runner \
   --set serviceAccount.automountServiceAccountToken=true,podSecurityContext.runAsUser=1000 \
   --set securityContext.readOnlyRootFilesystem=false,securityContext.capabilities.add={NET_BIND_SERVICE}
-grep -qxF 'Job pod serviceAccountName=adapterci-runner' "$work/pods.txt" || fail "serviceAccount.name is not the Job's"
 grep -qxF 'Job migrate securityContext.capabilities.add=["NET_BIND_SERVICE"]' "$work/pods.txt" \
   || fail "securityContext.capabilities.add does not reach the Job"
-# on a first install the account exists before the Job, a pre-install hook too: a copy of it (annotations and all),
-# ordered before the Job and deleted once the hooks have run, before Helm creates the account itself
-"$helm" template adapterci "$chart" -f "$chart/ci/scale-out-values.yaml" \
-  --set-string 'serviceAccount.annotations.eks\.amazonaws\.com/role-arn=arn:aws:iam::1:role/a' >"$work/pods.yaml"
-pod_of "$work/pods.yaml" | grep '^ServiceAccount ' >"$work/accounts.txt"
+
+# the Job's account exists before its pod on every path (first install, an upgrade turning serviceAccount.create on or
+# renaming the account): with serviceAccount.create its own, <fullname>-migrate, a hook of the Job's events (pre-install
+# and pre-upgrade) of a lower weight, replaced at each run (before-hook-creation only: never deleted before the Job is
+# done), with the annotations of adapterd's account and no token of its own; adapterd keeps the release's account
+expect_account() { # NAME HOW [helm args...]: the Job runs as NAME, which is `hook` (made before it) or `existing`
+  local name=$1 how=$2
+  shift 2
+  render_pods "$@"
+  hooks_of "$work/pods.yaml" >"$work/hooks.txt"
+  grep -qxF "account $name $how" "$work/hooks.txt" \
+    || { cat "$work/hooks.txt" >&2; fail "the migration Job's account is not $name, $how, with $*"; }
+}
+expect_account adapterci-adapterci-migrate hook -f "$chart/ci/scale-out-values.yaml" \
+  --set-string 'serviceAccount.annotations.eks\.amazonaws\.com/role-arn=arn:aws:iam::1:role/a'
+cat >"$work/hooks-expected.txt" <<'HOOKS'
+ServiceAccount adapterci-adapterci-migrate events=pre-install,pre-upgrade weight=-10 delete=before-hook-creation
+Job adapterci-adapterci-migrate events=pre-install,pre-upgrade weight=0 delete=before-hook-creation,hook-succeeded
+account adapterci-adapterci-migrate hook
+HOOKS
+diff -u "$work/hooks-expected.txt" "$work/hooks.txt" >&2 \
+  || fail "the migration Job's hooks differ (- expected, + rendered)"
+grep '^ServiceAccount ' "$work/pods.txt" >"$work/accounts.txt"
 cat >"$work/accounts-expected.txt" <<'PODS'
 ServiceAccount adapterci-adapterci automountServiceAccountToken=false
 ServiceAccount adapterci-adapterci annotations.eks.amazonaws.com/role-arn=arn:aws:iam::1:role/a
-ServiceAccount adapterci-adapterci automountServiceAccountToken=false
-ServiceAccount adapterci-adapterci annotations.helm.sh/hook=pre-install
-ServiceAccount adapterci-adapterci annotations.helm.sh/hook-weight=-10
-ServiceAccount adapterci-adapterci annotations.helm.sh/hook-delete-policy=before-hook-creation,hook-succeeded
-ServiceAccount adapterci-adapterci annotations.eks.amazonaws.com/role-arn=arn:aws:iam::1:role/a
+ServiceAccount adapterci-adapterci-migrate automountServiceAccountToken=false
+ServiceAccount adapterci-adapterci-migrate annotations.helm.sh/hook=pre-install,pre-upgrade
+ServiceAccount adapterci-adapterci-migrate annotations.helm.sh/hook-weight=-10
+ServiceAccount adapterci-adapterci-migrate annotations.helm.sh/hook-delete-policy=before-hook-creation
+ServiceAccount adapterci-adapterci-migrate annotations.eks.amazonaws.com/role-arn=arn:aws:iam::1:role/a
 PODS
 diff -u "$work/accounts-expected.txt" "$work/accounts.txt" >&2 \
-  || fail "the ServiceAccount and its pre-install copy for the migration Job differ (- expected, + rendered)"
-grep -qF 'helm.sh/hook-weight' "$work/job.yaml" && fail "the migration Job is no longer after its account (weight 0)"
+  || fail "adapterd's ServiceAccount and the migration Job's hook account differ (- expected, + rendered)"
+grep -qxF 'Deployment pod serviceAccountName=adapterci-adapterci' "$work/pods.txt" \
+  || fail "adapterd does not run as the release's ServiceAccount with PostgreSQL"
+# a named account and a token for the pods: adapterd's account takes the name, the Job keeps its own, with no token
+# of its own (the Job's pod mounts one, as adapterd's does: the pod's setting decides)
+expect_account adapterci-adapterci-migrate hook --set-string database.url=postgres://db/a \
+  --set-string serviceAccount.name=adapterci-runner --set serviceAccount.automountServiceAccountToken=true
+for line in 'Deployment pod serviceAccountName=adapterci-runner' 'Job pod automountServiceAccountToken=true' \
+  'ServiceAccount adapterci-runner automountServiceAccountToken=true' \
+  'ServiceAccount adapterci-adapterci-migrate automountServiceAccountToken=false'; do
+  grep -qxF "$line" "$work/pods.txt" || fail "with serviceAccount.name and a token: no $line"
+done
+# no PostgreSQL: no Job, and no account for it
+render_pods
+grep -q '^ServiceAccount adapterci-adapterci-migrate ' "$work/pods.txt" \
+  && fail "the migration Job's account is created without PostgreSQL"
 # an existing account: none created, adapterd and the Job run as the one named, else as the namespace's default
-job_runs_as_adapterd --set serviceAccount.create=false \
+expect_account shared existing --set serviceAccount.create=false \
   --set-string serviceAccount.name=shared,database.url=postgres://db/a
 grep -q '^ServiceAccount ' "$work/pods.txt" && fail "a ServiceAccount is created with serviceAccount.create=false"
 grep -qxF 'Deployment pod serviceAccountName=shared' "$work/pods.txt" || fail "serviceAccount.name is not adapterd's"
-"$helm" template adapterci "$chart" --set serviceAccount.create=false >"$work/pods.yaml"
-pod_of "$work/pods.yaml" | grep -qxF 'Deployment pod serviceAccountName=default' \
+expect_account default existing --set serviceAccount.create=false --set-string database.url=postgres://db/a
+grep -qxF 'Deployment pod serviceAccountName=default' "$work/pods.txt" \
   || fail "with serviceAccount.create=false and no name adapterd does not run as the namespace's default account"
+grep -q '^ServiceAccount ' "$work/pods.txt" && fail "a ServiceAccount is created with serviceAccount.create=false"
 # null removes one default and keeps the others (values.yaml says so)
-"$helm" template adapterci "$chart" --set podSecurityContext.seccompProfile=null >"$work/pods.yaml"
-pod_of "$work/pods.yaml" >"$work/pods.txt"
+render_pods --set podSecurityContext.seccompProfile=null
 grep -q 'seccompProfile' "$work/pods.txt" && fail "podSecurityContext.seccompProfile=null leaves a seccomp profile"
 grep -qxF 'Deployment pod securityContext.runAsUser=65532' "$work/pods.txt" || fail "removing one default lost another"
-printf 'check_chart: accounts, security contexts and scheduling rendered as expected, the Job running as adapterd\n' >&2
+
+# the Job's scheduling: adapterd's nodeSelector, tolerations, affinity, pod annotations and labels (the image runs only
+# where adapterd's may), each replaced, whole, by migration.* when set there, adapterd's pod keeping its own; the
+# Job's pod keeps the chart's name, instance and component labels (the Service must not pick it), and its own
+# resources, overridable key by key, never adapterd's (nor its GPU)
+scheduling() { # KIND: the scheduling, annotation and label lines of that pod in $work/pods.txt, not the chart's labels
+  sed -nE "/^$1 pod labels\.app\.kubernetes\.io\/(name|instance|component)=/d
+    s/^$1 pod ((nodeSelector|tolerations|affinity|annotations|labels)[.[].*)$/\1/p" "$work/pods.txt"
+}
+job_schedules_as_adapterd() {
+  render_pods "$@"
+  scheduling Deployment >"$work/adapterd-scheduling.txt"
+  scheduling Job >"$work/job-scheduling.txt"
+  grep -q '^Job pod ' "$work/pods.txt" || fail "no migration Job rendered with $*"
+  diff -u "$work/adapterd-scheduling.txt" "$work/job-scheduling.txt" >&2 \
+    || fail "the migration Job is not scheduled as adapterd is with $* (- adapterd, + the Job)"
+}
+job_schedules_as_adapterd -f "$chart/ci/eks-gpu-values.yaml" --set-string database.existingSecret=adapterci-db
+cp "$work/adapterd-scheduling.txt" "$work/gpu-scheduling.txt"
+grep -qxF 'nodeSelector.nvidia.com/gpu.present=true' "$work/job-scheduling.txt" \
+  || fail "the GPU pool's scheduling does not reach the migration Job"
+"$validate" --strict "$work/pods.yaml" >"$work/validate.txt" 2>&1 \
+  || { cat "$work/validate.txt" >&2; fail "the manifests of a GPU pool with PostgreSQL do not validate"; }
+grep -E '^Job migrate (limits\.nvidia\.com/gpu|resources\.limits\.nvidia\.com/gpu)' "$work/pods.txt" \
+  && fail "the migration Job takes adapterd's GPU"
+cat >"$work/job-resources-expected.txt" <<'PODS'
+Job migrate resources.limits.memory=256Mi
+Job migrate resources.requests.cpu=100m
+Job migrate resources.requests.memory=64Mi
+PODS
+grep '^Job migrate resources\.' "$work/pods.txt" >"$work/job-resources.txt" || true
+diff -u "$work/job-resources-expected.txt" "$work/job-resources.txt" >&2 \
+  || fail "the migration Job's default resources differ (- expected, + rendered)"
+for labels in 'app.kubernetes.io/name=adapterci-migrate' 'app.kubernetes.io/instance=adapterci' \
+  'app.kubernetes.io/component=migrate'; do
+  grep -qxF "Job pod labels.$labels" "$work/pods.txt" || fail "the migration Job's pod lacks its label $labels"
+done
+# no scheduling for adapterd, none for the Job
+job_schedules_as_adapterd -f "$chart/ci/scale-out-values.yaml"
+# each key set under migration replaces adapterd's for the Job only, the others still adapterd's
+render_pods -f "$chart/ci/eks-gpu-values.yaml" --set-string database.url=postgres://db/a \
+  --set-string 'migration.nodeSelector.kubernetes\.io/arch=arm64'
+scheduling Job >"$work/job-scheduling.txt"
+grep -qxF 'nodeSelector.kubernetes.io/arch=arm64' "$work/job-scheduling.txt" \
+  || fail "migration.nodeSelector does not reach the Job"
+grep -q '^nodeSelector\.nvidia' "$work/job-scheduling.txt" && fail "migration.nodeSelector is merged into adapterd's"
+grep -qxF 'tolerations[0].key=nvidia.com/gpu' "$work/job-scheduling.txt" \
+  || fail "with migration.nodeSelector only, the Job loses adapterd's tolerations"
+grep -qxF 'Deployment pod nodeSelector.nvidia.com/gpu.present=true' "$work/pods.txt" \
+  || fail "migration.nodeSelector changes adapterd's"
+grep -q '^Deployment pod nodeSelector.kubernetes' "$work/pods.txt" && fail "migration.nodeSelector reaches adapterd"
+# every key set (ci/migration-values.yaml): the Job's scheduling and resources are exactly migration's, adapterd's pod
+# is scheduled as without it
+render_pods -f "$chart/ci/migration-values.yaml"
+scheduling Job >"$work/job-scheduling.txt"
+cat >"$work/job-scheduling-expected.txt" <<'PODS'
+nodeSelector.kubernetes.io/arch=amd64
+tolerations[0].effect=NoSchedule
+tolerations[0].key=dedicated
+tolerations[0].operator=Equal
+tolerations[0].value=adapterci
+affinity.nodeAffinity={}
+labels.job-kind=migration
+labels.team=ml-platform
+annotations.cluster-autoscaler.kubernetes.io/safe-to-evict=false
+PODS
+diff -u "$work/job-scheduling-expected.txt" "$work/job-scheduling.txt" >&2 \
+  || fail "migration.* does not replace adapterd's scheduling for the Job (- expected, + rendered)"
+cat >"$work/job-resources-expected.txt" <<'PODS'
+Job migrate resources.limits.memory=512Mi
+Job migrate resources.requests.cpu=200m
+Job migrate resources.requests.memory=128Mi
+PODS
+grep '^Job migrate resources\.' "$work/pods.txt" >"$work/job-resources.txt" || true
+diff -u "$work/job-resources-expected.txt" "$work/job-resources.txt" >&2 \
+  || fail "migration.resources does not set the Job's resources (- expected, + rendered)"
+scheduling Deployment | diff -u "$work/gpu-scheduling.txt" - >&2 \
+  || fail "migration.* changes adapterd's scheduling (- eks-gpu-values.yaml's, + with migration.* set)"
+# one resource given replaces that one, the other defaults kept; null removes one
+render_pods --set-string database.url=postgres://db/a,migration.resources.limits.memory=1Gi \
+  --set migration.resources.requests.cpu=null
+grep '^Job migrate resources\.' "$work/pods.txt" >"$work/job-resources.txt" || true
+printf 'Job migrate resources.limits.memory=1Gi\nJob migrate resources.requests.memory=64Mi\n' \
+  | diff -u - "$work/job-resources.txt" >&2 || fail "migration.resources is not taken key by key"
+# adapterd's labels reach the Job's pod, but the chart's component label is the Job's own
+render_pods --set-string database.url=postgres://db/a --set-string 'podLabels.app\.kubernetes\.io/component=server'
+grep -qxF 'Deployment pod labels.app.kubernetes.io/component=server' "$work/pods.txt" \
+  || fail "podLabels does not reach adapterd"
+grep -qxF 'Job pod labels.app.kubernetes.io/component=migrate' "$work/pods.txt" \
+  || fail "adapterd's podLabels replace the migration Job's component label"
+printf 'check_chart: accounts, security contexts and scheduling rendered as expected (the Job: %s)\n' \
+  "adapterd's security, its account made before it, adapterd's scheduling unless migration.* sets its own" >&2
 
 # each bad value is refused, and the error names where it is, every place after the setting (--set-string keeps a
 # value a string; --set types it; one setting may set several values, comma separated)
@@ -374,5 +553,24 @@ done <<'BAD'
 --set-string|podLabels.app\.kubernetes\.io/name=other|'/podLabels/app.kubernetes.io~1name'
 --set-string|podLabels.app\.kubernetes\.io/instance=other|'/podLabels/app.kubernetes.io~1instance'
 --set-string|podLabels.team=ml platform|'/podLabels/team'
+--set-string|migration.nodeSelector.gpu=yes please|'/migration/nodeSelector/gpu'
+--set|migration.nodeSelector.kubernetes\.io/arch=1|'/migration/nodeSelector/kubernetes.io~1arch'
+--set-string|migration.nodeSelector=amd64|'/migration/nodeSelector'
+--set-string|migration.tolerations[0].key=dedicated,migration.tolerations[0].effect=NoScheduled|'/migration/tolerations/0/effect'
+--set-string|migration.tolerations[0].keys=dedicated|'/migration/tolerations/0'|additional properties 'keys'
+--set-string|migration.tolerations.key=dedicated|'/migration/tolerations'
+--set-string|migration.affinity.nodeAfinity.x=y|'/migration/affinity'|additional properties 'nodeAfinity'
+--set|migration.podAnnotations.cluster-autoscaler\.kubernetes\.io/safe-to-evict=false|'/migration/podAnnotations/cluster-autoscaler.kubernetes.io~1safe-to-evict'
+--set-string|migration.podLabels.app\.kubernetes\.io/name=other|'/migration/podLabels/app.kubernetes.io~1name'
+--set-string|migration.podLabels.app\.kubernetes\.io/instance=other|'/migration/podLabels/app.kubernetes.io~1instance'
+--set-string|migration.podLabels.app\.kubernetes\.io/component=other|'/migration/podLabels/app.kubernetes.io~1component'
+--set-string|migration.podLabels.team=ml platform|'/migration/podLabels/team'
+--set-string|migration.resources.limits.memory=lots|'/migration/resources/limits/memory'
+--set|migration.resources.requests.cpu=-1|'/migration/resources/requests/cpu'
+--set-string|migration.resources.request.cpu=1|'/migration/resources'|additional properties 'request'
+--set-string|migration.resources=small|'/migration/resources'
+--set-string|migration.serviceAccountName=other|'/migration'|additional properties 'serviceAccountName'
+--set-string|migration=anywhere|'/migration'
+--set-string|database.url=postgres://db/a,serviceAccount.name=adapterci-adapterci-migrate|serviceAccount.name adapterci-adapterci-migrate
 BAD
 printf 'check_chart: %d bad values refused, each naming its field\n' "$count" >&2

@@ -68,8 +68,8 @@ name and knows it with '_' and with '-', so two names that map to one variable a
 {{- end }}
 {{- end -}}
 
-{{- /* The ServiceAccount adapterd's pod and the migration Job run as: the one created (named by name, else the full
-name), or, when none is created, the existing one named (else the namespace's default) */ -}}
+{{- /* The ServiceAccount adapterd's pod runs as: the one created (named by name, else the full name), or, when none
+is created, the existing one named (else the namespace's default) */ -}}
 {{- define "adapterci.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- .Values.serviceAccount.name | default (include "adapterci.fullname" .) }}
@@ -78,36 +78,80 @@ name), or, when none is created, the existing one named (else the namespace's de
 {{- end }}
 {{- end -}}
 
-{{- /* The account and security context of a pod, the same for adapterd's and the migration Job's */ -}}
+{{- /* The ServiceAccount the migration Job runs as: with serviceAccount.create, its own, <fullname>-migrate, a
+pre-install/pre-upgrade hook like the Job (serviceaccount.yaml says why); else adapterd's existing account */ -}}
+{{- define "adapterci.migrationServiceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- include "adapterci.fullname" . }}-migrate
+{{- else }}
+{{- include "adapterci.serviceAccountName" . }}
+{{- end }}
+{{- end -}}
+
+{{- /* The account and security context of a pod, (list $root ACCOUNT): the same security context, token setting
+and (apart from the account's name) identity for adapterd's pod and the migration Job's */ -}}
 {{- define "adapterci.podSecurity" -}}
-serviceAccountName: {{ include "adapterci.serviceAccountName" . }}
-automountServiceAccountToken: {{ .Values.serviceAccount.automountServiceAccountToken }}
-{{- with .Values.podSecurityContext }}
+{{- $root := index . 0 -}}
+serviceAccountName: {{ index . 1 }}
+automountServiceAccountToken: {{ $root.Values.serviceAccount.automountServiceAccountToken }}
+{{- with $root.Values.podSecurityContext }}
 securityContext:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end -}}
 
-{{- /* The ServiceAccount's manifest; $hook: rendered as the pre-install hook copy (serviceaccount.yaml) */ -}}
+{{- /* The scheduling of the migration Job's pod: each of migration.nodeSelector, .tolerations and .affinity when set,
+else adapterd's (nodeSelector, tolerations, affinity), so that the Job lands where the image can run */ -}}
+{{- define "adapterci.migrationScheduling" -}}
+{{- with .Values.migration.nodeSelector | default .Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.migration.affinity | default .Values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.migration.tolerations | default .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{- /* The labels of the migration Job's pod: migration.podLabels when set, else adapterd's podLabels, under the
+chart's three, which win (not the Deployment's selector labels: the Service must not pick this pod) */ -}}
+{{- define "adapterci.migrationPodLabels" -}}
+{{- $labels := deepCopy (.Values.migration.podLabels | default .Values.podLabels | default dict) }}
+{{- $_ := set $labels "app.kubernetes.io/name" (printf "%s-migrate" .Chart.Name) }}
+{{- $_ := set $labels "app.kubernetes.io/instance" .Release.Name }}
+{{- $_ := set $labels "app.kubernetes.io/component" "migrate" }}
+{{- toYaml $labels }}
+{{- end -}}
+
+{{- /* A ServiceAccount's manifest, (list $root NAME HOOK): adapterd's account (HOOK false), or the migration Job's,
+a pre-install/pre-upgrade hook before the Job (HOOK true; serviceaccount.yaml) with the same annotations */ -}}
 {{- define "adapterci.serviceAccount" -}}
 {{- $root := index . 0 }}
-{{- $hook := index . 1 }}
+{{- $hook := index . 2 -}}
 apiVersion: v1
 kind: ServiceAccount
 metadata:
-  name: {{ include "adapterci.serviceAccountName" $root }}
+  name: {{ index . 1 }}
   labels:
     {{- include "adapterci.labels" $root | nindent 4 }}
+    {{- if $hook }}
+    app.kubernetes.io/component: migrate
+    {{- end }}
   {{- if or $hook $root.Values.serviceAccount.annotations }}
   annotations:
     {{- if $hook }}
-    helm.sh/hook: pre-install
+    helm.sh/hook: pre-install,pre-upgrade
     helm.sh/hook-weight: "-10"
-    helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
+    helm.sh/hook-delete-policy: before-hook-creation
     {{- end }}
     {{- with $root.Values.serviceAccount.annotations }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
   {{- end }}
-automountServiceAccountToken: {{ $root.Values.serviceAccount.automountServiceAccountToken }}
+{{- /* the hook account: no token by default; the Job's pod says whether it mounts one, as adapterd's does */}}
+automountServiceAccountToken: {{ and (not $hook) $root.Values.serviceAccount.automountServiceAccountToken }}
 {{- end -}}
