@@ -312,7 +312,8 @@ pub struct ResourcesV1 {
     /// CPU cores, like `2` or `0.5`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpus: Option<f64>,
-    /// Memory, like `512Mi`, `8Gi` or a number of bytes.
+    /// Host memory (not GPU memory), like `512Mi`, `8Gi` or a number of bytes. The local process executor kills a
+    /// trainer whose processes hold more, resident (Linux).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9]+(Ki|Mi|Gi|Ti)?$"))]
     pub memory: Option<String>,
