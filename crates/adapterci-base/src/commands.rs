@@ -11,10 +11,13 @@ use adapterci_engine::allocate::{BitAnalysis, Method, arbitrary_bits, average_bp
 use adapterci_engine::calibrate::{TeacherTextSpec, chunk_tokens, compare, top1_ids};
 use adapterci_engine::device::{DeviceChoice, set_threads};
 use adapterci_engine::model::BaseModel;
-use adapterci_engine::recover::{RecoveryProgress, RecoveryReport, RecoverySpec, ValidationPoint, recover_palettized};
+use adapterci_engine::recover::{
+    RecoveryProgress, RecoveryReport, RecoverySpec, ValidationPoint, recover_palettized, remove_checkpoint,
+};
 use adapterci_engine::release::{BaseRelease, bind_recovery_adapter, check_recovery_adapter};
 use adapterci_engine::release_build::{
-    BuildOptions, analyze, build_release, calibrate, palettize_model, recovery_precision, recovery_text, release_file,
+    BuildOptions, BuiltRelease, analyze, build_release, calibrate, palettize_model, recovery_precision, recovery_text,
+    release_file, remove_other_palettized_bases,
 };
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -236,6 +239,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 let version = publish(&args, name, &base, &built)?;
                 println!("  published {name} version {version}");
             }
+            if args.recovery.checkpoint_dir.is_some() {
+                remove_finished_build_state(&base, &options, corpus.as_deref(), &built)?;
+            }
             Ok(())
         }
     }
@@ -377,10 +383,49 @@ fn options(common: &CommonArgs, recovery: Option<&RecoveryArgs>, base: &BaseMode
 /// Keeps what a rerun of `release` picks up under the checkpoint folder `dir`, beside the recovery's checkpoints:
 /// the palettized base (`palettized/`) and, unless `--teacher-cache` names another place, the teacher's text
 /// (`teacher-cache/`), so that a rerun with the same inputs (an interrupted build, restarted) skips the
-/// calibration and the palettization and goes straight to the recovery's last checkpoint.
+/// calibration and the palettization and goes straight to the recovery's last checkpoint. What a release that
+/// succeeds no longer needs of it goes then ([`remove_finished_build_state`]).
 fn keep_build_state(options: &mut BuildOptions, dir: &Path) {
     options.palettized_cache = Some(dir.join(PALETTIZED_CACHE));
     options.teacher_cache.get_or_insert_with(|| dir.join(TEACHER_CACHE));
+}
+
+/// After a release that succeeded (written, and published when asked), what it kept under the checkpoint folder
+/// and nothing will read again: the palettized bases of other inputs (each the size of a release, one per rerun
+/// with other settings) and this build's recovery checkpoints (the recovery finished, and its adapter is in
+/// `--out`; a rerun that resumed them would, with only its budget changed, go on from a finished schedule
+/// instead of training the one that budget lays out). The palettized base of these inputs and the teacher's text
+/// stay: a rerun with the same inputs, or one that only trains otherwise, skips the sensitivities and the
+/// palettization; so do the checkpoints of other builds (interrupted ones, still resumable). Only files this tool writes are removed
+/// (never anything else in the folder), one line each with the space freed; a file that cannot be removed is
+/// reported and left.
+fn remove_finished_build_state(
+    base: &BaseModel,
+    options: &BuildOptions,
+    corpus: Option<&str>,
+    built: &BuiltRelease,
+) -> anyhow::Result<()> {
+    let mut removals = remove_other_palettized_bases(base, options, corpus)?;
+    if let Some(dir) = &built.recovery_checkpoints {
+        removals.extend(remove_checkpoint(dir));
+    }
+    for removal in removals {
+        match removal.freed {
+            Ok(bytes) => note(&format!("removed {} ({} freed)", removal.path.display(), size(bytes))),
+            Err(e) => note(&format!("warning: could not remove {}: {e}", removal.path.display())),
+        }
+    }
+    Ok(())
+}
+
+/// `bytes` for a person: in B, kB, MB or GB (powers of 1000), one decimal.
+fn size(bytes: u64) -> String {
+    for (unit, scale) in [("GB", 1e9), ("MB", 1e6), ("kB", 1e3)] {
+        if bytes as f64 >= scale {
+            return format!("{:.1} {unit}", bytes as f64 / scale);
+        }
+    }
+    format!("{bytes} B")
 }
 
 /// The folders [`keep_build_state`] keeps under the checkpoint folder (its checkpoints' folders are named by 16 hex
@@ -421,12 +466,7 @@ fn write_analysis(dir: &Path, analysis: &BitAnalysis) -> anyhow::Result<()> {
 
 /// Publishes the bundle as a version of `name`: the recovery adapter as the adapter file, the release file and
 /// the report beside it, with lineage to the source model and the release digest.
-fn publish(
-    args: &crate::cli::ReleaseArgs,
-    name: &str,
-    base: &BaseModel,
-    built: &adapterci_engine::release_build::BuiltRelease,
-) -> anyhow::Result<u64> {
+fn publish(args: &crate::cli::ReleaseArgs, name: &str, base: &BaseModel, built: &BuiltRelease) -> anyhow::Result<u64> {
     let name: AdapterName = name.parse().map_err(|e| anyhow::anyhow!("--publish {name:?}: {e}"))?;
     let database_url = args
         .database_url

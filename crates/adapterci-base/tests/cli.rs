@@ -1,7 +1,7 @@
 //! `adapterci-base` as users run it, on the tiny model: a whole release (published to a local registry with
-//! its lineage), a rerun that reuses the palettized base kept in its checkpoint folder, the step-by-step
-//! commands, and the refusals (missing model, foreign recovery adapter, an analysis of another model, a corrupt
-//! release).
+//! its lineage), a rerun that reuses the palettized base kept in its checkpoint folder (and what a release that
+//! succeeds removes from that folder, and what it leaves), the step-by-step commands, and the refusals (missing
+//! model, foreign recovery adapter, an analysis of another model, a corrupt release).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -102,47 +102,106 @@ fn a_release_is_built_written_and_published_with_its_lineage() {
 }
 
 #[test]
-fn a_rerun_of_release_reuses_the_palettized_base_kept_in_its_checkpoint_dir() {
+fn a_rerun_of_release_reuses_the_palettized_base_kept_in_its_checkpoint_dir_and_a_success_removes_what_is_done() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny(dir.path(), 4);
     let state = dir.path().join("state");
-    let release = |out: &str| {
+    let run = |out: &str, extra: &[&str]| {
         let out = dir.path().join(out);
         let mut args = vec!["release", "--model", model.to_str().unwrap(), "--out", out.to_str().unwrap()];
         args.extend_from_slice(SMALL);
-        args.extend_from_slice(&[
-            "--steps",
-            "4",
-            "--checkpoint-every",
-            "2",
-            "--checkpoint-dir",
-            state.to_str().unwrap(),
-        ]);
-        let output = base(&args);
+        args.extend_from_slice(&["--steps", "4", "--checkpoint-every", "2", "--checkpoint-dir"]);
+        args.push(state.to_str().unwrap());
+        args.extend_from_slice(extra);
+        (base(&args), out)
+    };
+    let release = |out: &str, extra: &[&str]| {
+        let (output, out) = run(out, extra);
         assert!(output.status.success(), "{}", text(&output));
         let report: serde_json::Value =
             serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
         (text(&output), report, std::fs::read(out.join("base.safetensors")).unwrap())
     };
-    let (printed, first, first_release) = release("first");
+    // files of the user's beside the build's: never removed
+    let palettized = state.join("palettized");
+    std::fs::create_dir_all(&palettized).unwrap();
+    let theirs = [state.join("notes.txt"), palettized.join("notes.txt"), palettized.join("palettized-mine.json")];
+    for file in &theirs {
+        std::fs::write(file, "mine").unwrap();
+    }
+    let cached = || {
+        let mut names: Vec<String> = std::fs::read_dir(&palettized)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|name| !theirs.iter().any(|file| file.file_name().is_some_and(|theirs| theirs == name.as_str())))
+            .collect();
+        names.sort();
+        names
+    };
+    let checkpoint_folders = || {
+        std::fs::read_dir(&state)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name.len() == 16 && name.bytes().all(|b| b.is_ascii_hexdigit()))
+            .count()
+    };
+
+    let (printed, first, first_release) = release("first", &[]);
     assert!(printed.contains("palettizing:") && !printed.contains("palettized base: reused"), "{printed}");
     // kept beside the checkpoints: the palettized base and the teacher's text
-    for kept in ["palettized", "teacher-cache"] {
-        assert!(std::fs::read_dir(state.join(kept)).unwrap().count() > 0, "{kept} is empty");
+    let first_files = cached();
+    assert_eq!(first_files.len(), 2, "the release and its record: {first_files:?}");
+    assert!(std::fs::read_dir(state.join("teacher-cache")).unwrap().count() > 0);
+    // the recovery finished: its checkpoints (of step 2) are removed, each file named with the space it freed
+    assert_eq!(checkpoint_folders(), 0, "{printed}");
+    for file in
+        ["recovery-checkpoint.json", "recovery-checkpoint.safetensors", "recovery-optimizer-00000002.safetensors"]
+    {
+        let line = printed.lines().find(|l| l.starts_with("removed ") && l.contains(file));
+        assert!(line.is_some_and(|l| l.ends_with(" freed)")), "{file}: {printed}");
     }
+    assert!(!printed.contains("palettized-"), "nothing of the palettized base is removed: {printed}");
 
-    // the same inputs again: no calibration, no palettization, and the recovery goes on from its checkpoint
-    let (printed, second, second_release) = release("second");
-    let reused = format!("palettized base: reused from {}", state.join("palettized").display());
+    // the same inputs again: no sensitivities, no palettization; the recovery trains afresh (the input statistics
+    // again, for its calibrated start), to the same adapter
+    let (printed, second, second_release) = release("second", &[]);
+    let reused = format!("palettized base: reused from {}", palettized.display());
     assert!(printed.contains(&reused), "{printed}");
     assert!(printed.contains("teacher text: 16 sequences from"), "{printed}");
-    for absent in ["palettizing:", "sensitivity:", "calibration: input statistics"] {
+    for absent in ["palettizing:", "sensitivity:"] {
         assert!(!printed.contains(absent), "{absent}: {printed}");
     }
-    assert_eq!(second["recovery"]["resumed_from"].as_u64(), Some(2));
+    assert!(printed.contains("calibration: input statistics"), "{printed}");
+    assert_eq!(second["recovery"]["resumed_from"].as_u64(), None);
     assert_eq!(second["release_digest"], first["release_digest"]);
     assert_eq!(second_release, first_release);
-    assert_eq!(second["recovery_adapter_digest"], first["recovery_adapter_digest"], "the resumed recovery's adapter");
+    assert_eq!(second["recovery_adapter_digest"], first["recovery_adapter_digest"]);
+
+    // other inputs, built and written but failing at the end (a name the registry refuses): nothing is removed
+    let other = ["--target-bpw", "3.0"];
+    let (output, _) = run("failed", &[&other[..], &["--publish", "Not A Name"]].concat());
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(text(&output).contains("--publish"), "{}", text(&output));
+    assert!(!text(&output).contains("removed "), "{}", text(&output));
+    assert_eq!(cached().len(), 4, "both palettized bases: {:?}", cached());
+    assert_eq!(checkpoint_folders(), 1, "the failed build's checkpoints");
+
+    // the other inputs again, succeeding (from their kept base and checkpoint): the first inputs' palettized base
+    // goes with this build's checkpoints; theirs stays, and so do the user's files
+    let (printed, report, _) = release("other", &other);
+    assert!(printed.contains(&reused), "{printed}");
+    assert_eq!(report["recovery"]["resumed_from"].as_u64(), Some(2));
+    for name in &first_files {
+        let line = format!("removed {} (", palettized.join(name).display());
+        assert!(printed.lines().any(|l| l.starts_with(&line) && l.ends_with(" freed)")), "{name}: {printed}");
+    }
+    let left = cached();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left.iter().all(|name| !first_files.contains(name)), "{left:?}");
+    assert_eq!(checkpoint_folders(), 0, "{printed}");
+    for file in &theirs {
+        assert_eq!(std::fs::read_to_string(file).unwrap(), "mine", "{}", file.display());
+    }
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

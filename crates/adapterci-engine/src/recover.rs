@@ -25,6 +25,7 @@ mod checkpoint;
 mod init;
 mod validation;
 pub(crate) use checkpoint::has_checkpoint;
+pub use checkpoint::remove_checkpoint;
 use checkpoint::{CheckpointState, Optimizers, Resumed, SavedOptimizers, resume, write_checkpoint};
 pub use init::calibrated_init;
 pub use init::{best_low_rank, damped_square_root};

@@ -135,6 +135,10 @@ pub struct BuiltRelease {
     pub release: Vec<u8>,
     pub recovery_adapter: Vec<u8>,
     pub report: BuildReport,
+    /// The folder of this build's recovery checkpoints (under [`RecoverySpec::checkpoint_dir`], named by
+    /// [`checkpoint_key`]), when the spec has one: the build is done, so nothing in it is left to resume, and
+    /// whoever keeps the build's state may remove it ([`crate::recover::remove_checkpoint`]).
+    pub recovery_checkpoints: Option<PathBuf>,
 }
 
 /// Writes teacher text and collects the linear inputs' statistics on a quarter of it and, when given, on as many
@@ -549,7 +553,25 @@ pub fn build_release(
         recovery: done.report,
         analysis,
     };
-    Ok(BuiltRelease { release, recovery_adapter, report })
+    Ok(BuiltRelease { release, recovery_adapter, report, recovery_checkpoints: recovery.checkpoint_dir })
+}
+
+/// After a build of `base` with `options` (and `user_corpus`) has succeeded: removes from
+/// `options.palettized_cache` the palettized bases that builds with other inputs kept there (each the size of a
+/// release), and returns what it removed or failed to. The base of these inputs stays, so that a rerun that only
+/// trains otherwise skips the sensitivities and the palettization; files the cache does not name as its own stay
+/// too. Nothing
+/// without a cache. A build of other inputs running in the same folder at the same time would lose its base
+/// (a restart of it palettizes again).
+pub fn remove_other_palettized_bases(
+    base: &BaseModel,
+    options: &BuildOptions,
+    user_corpus: Option<&str>,
+) -> Result<Vec<crate::files::Removal>, EngineError> {
+    match &options.palettized_cache {
+        Some(dir) => Ok(PalettizedCache::new(dir, base, options, user_corpus)?.remove_others()),
+        None => Ok(Vec::new()),
+    }
 }
 
 /// The folder, under the recovery's checkpoint folder, of a build's checkpoints: named by the palettized base the

@@ -15,6 +15,8 @@
 //! A record written before the optimizers' state was kept (no `optimizer_state`) still resumes, from the adapter
 //! and palettes files, with Adam's moments and step counts at zero and, under a time budget, a provisional schedule
 //! until the run has timed its pace (what every resumed run did then).
+//!
+//! [`remove_checkpoint`] removes these files (record first) once nothing is left to resume.
 
 use std::path::Path;
 
@@ -23,7 +25,7 @@ use tch::Tensor;
 
 use super::{RecoverySpec, ValidationPoint};
 use crate::EngineError;
-use crate::files::{write_atomic, write_atomic_with};
+use crate::files::{Removal, remove_recognized, write_atomic, write_atomic_with};
 use crate::llama::Llama;
 use crate::lora::LoraWeights;
 use crate::palettize::TrainablePalettes;
@@ -142,6 +144,30 @@ fn remove_earlier_optimizer_files(dir: &Path, step: usize) {
     }
 }
 
+/// Whether `name` is a file [`write_checkpoint`] writes (or the temporary of one a kill left).
+fn is_checkpoint_file(name: &str) -> bool {
+    let name = name.strip_suffix(".tmp").unwrap_or(name);
+    let optimizer = |prefix: &str| {
+        name.strip_prefix(prefix)
+            .and_then(|rest| rest.strip_suffix(".safetensors"))
+            .is_some_and(|step| step.len() == 8 && step.bytes().all(|b| b.is_ascii_digit()))
+    };
+    [CHECKPOINT_ADAPTER, CHECKPOINT_STATE, CHECKPOINT_PALETTES].contains(&name)
+        || optimizer(ADAPTER_OPTIMIZER)
+        || optimizer(PALETTE_OPTIMIZER)
+}
+
+/// Removes the checkpoint in `dir`, for a recovery that has nothing left to resume: the record first (a rerun
+/// then starts afresh, even when a removal after it fails), then the adapter's, palettes' and optimizers' files
+/// and the temporaries a kill left, then `dir` itself once it is empty. Files the recovery did not write are
+/// left, and so is `dir` with them.
+pub fn remove_checkpoint(dir: &Path) -> Vec<Removal> {
+    let removed = remove_recognized(dir, is_checkpoint_file);
+    // not empty (a file of someone else's, one that could not be removed) or already gone: either way, left
+    let _ = std::fs::remove_dir(dir);
+    removed
+}
+
 /// Whether `spec.checkpoint_dir` holds a checkpoint that a recovery with `spec` would start from (or refuse):
 /// then it needs no calibrated start.
 pub(crate) fn has_checkpoint(spec: &RecoverySpec) -> bool {
@@ -233,4 +259,34 @@ pub(super) fn resume(
         SavedOptimizers::default()
     };
     Ok(Some(Resumed { lora, state, optimizers }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_checkpoint_file;
+
+    #[test]
+    fn only_the_files_a_checkpoint_writes_are_recognized() {
+        for name in [
+            "recovery-checkpoint.safetensors",
+            "recovery-checkpoint.json",
+            "recovery-palettes.safetensors",
+            "recovery-optimizer-00000050.safetensors",
+            "recovery-palette-optimizer-00000050.safetensors",
+            "recovery-checkpoint.json.tmp",
+            "recovery-optimizer-00000100.safetensors.tmp",
+        ] {
+            assert!(is_checkpoint_file(name), "{name}");
+        }
+        for name in [
+            "recovery-optimizer-50.safetensors",
+            "recovery-optimizer-0000005x.safetensors",
+            "recovery-checkpoint.json.bak",
+            "recovery-checkpoint.safetensors.tmp.tmp",
+            "adapter.safetensors",
+            "notes.txt",
+        ] {
+            assert!(!is_checkpoint_file(name), "{name}");
+        }
+    }
 }

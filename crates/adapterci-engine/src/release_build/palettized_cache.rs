@@ -7,6 +7,8 @@
 //! and renamed, the record last: a record names a release that was complete. What is read back is checked (the
 //! record parses and names this key, the release has the recorded digest, reads as a release of this source
 //! model and carries the recorded bits); anything else is reported through the progress callback and built again.
+//! Once a build has succeeded, the other keys' files can go ([`PalettizedCache::remove_others`]): each is a
+//! release the size of a palettized base.
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +19,7 @@ use super::{BuildOptions, TEACHER_SAMPLER};
 use crate::EngineError;
 use crate::allocate::{BitAnalysis, Method, Sensitivity, linear_ops};
 use crate::calibrate::TeacherTextSpec;
+use crate::files::{Removal, remove_recognized};
 use crate::model::BaseModel;
 use crate::palettize::PalettizedTensor;
 use crate::release::BaseRelease;
@@ -67,8 +70,23 @@ pub(super) struct CachedPalettization {
     pub analysis: BitAnalysis,
 }
 
+/// The start of every cache file's name; the key (16 hex digits) follows.
+const FILE_PREFIX: &str = "palettized-";
+
+/// The key of `name` when it is a name the cache writes: `palettized-<16 hex digits>` then `.safetensors` or
+/// `.json`, each perhaps with the `.tmp` of a write a kill interrupted.
+fn key_of_file(name: &str) -> Option<&str> {
+    let rest = name.strip_prefix(FILE_PREFIX)?;
+    let (key, extension) = rest.split_at_checked(16)?;
+    let extension = extension.strip_suffix(".tmp").unwrap_or(extension);
+    let hex = key.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    (hex && (extension == ".safetensors" || extension == ".json")).then_some(key)
+}
+
 /// The cache files of one build's inputs.
 pub(super) struct PalettizedCache {
+    /// The key in the files' names: the first 16 hex digits of `key_digest`.
+    key: String,
     key_digest: Digest,
     inputs: serde_json::Value,
     release_path: PathBuf,
@@ -100,10 +118,12 @@ impl PalettizedCache {
         };
         let inputs = serde_json::to_value(&key).map_err(|e| EngineError::InvalidConfig(format!("cache key: {e}")))?;
         let key_digest = Digest::of(inputs.to_string().as_bytes());
-        let stem = format!("palettized-{}", &key_digest.hex()[..16]);
+        let key = key_digest.hex()[..16].to_string();
+        let stem = format!("{FILE_PREFIX}{key}");
         Ok(PalettizedCache {
             release_path: dir.join(format!("{stem}.safetensors")),
             record_path: dir.join(format!("{stem}.json")),
+            key,
             key_digest,
             inputs,
         })
@@ -164,6 +184,14 @@ impl PalettizedCache {
         Ok(CachedPalettization { release, release_digest, linear, embedding, analysis: record.analysis })
     }
 
+    /// Removes the files of every other key from the cache's folder (the palettized bases that builds with other
+    /// inputs kept, and the temporaries a kill left of them), records first; files of this key, and any file
+    /// the cache does not name so, are left.
+    pub fn remove_others(&self) -> Vec<Removal> {
+        let dir = self.release_path.parent().unwrap_or(Path::new("."));
+        remove_recognized(dir, |name| key_of_file(name).is_some_and(|key| key != self.key))
+    }
+
     /// Keeps `release` (the file before recovery) and the allocation it was palettized with.
     pub fn store(&self, release: &[u8], release_digest: &Digest, analysis: &BitAnalysis) -> Result<(), EngineError> {
         let dir = self.release_path.parent().unwrap_or(Path::new("."));
@@ -185,5 +213,39 @@ impl PalettizedCache {
         };
         let json = serde_json::to_vec_pretty(&record).map_err(|e| EngineError::InvalidConfig(e.to_string()))?;
         crate::files::write_atomic(&self.record_path, &json)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_of_file;
+
+    fn check(name: &str, expect: Option<&str>) {
+        assert_eq!(key_of_file(name), expect, "{name}");
+    }
+
+    #[test]
+    fn only_the_names_the_cache_writes_have_a_key() {
+        for name in [
+            "palettized-0123456789abcdef.safetensors",
+            "palettized-0123456789abcdef.json",
+            "palettized-0123456789abcdef.safetensors.tmp",
+            "palettized-0123456789abcdef.json.tmp",
+        ] {
+            check(name, Some("0123456789abcdef"));
+        }
+        for name in [
+            "palettized-0123456789ABCDEF.json",
+            "palettized-0123456789abcde.json",
+            "palettized-0123456789abcdef0.json",
+            "palettized-0123456789abcdef.json.bak",
+            "palettized-0123456789abcdef.txt",
+            "palettized-0123456789abcdef",
+            "my-palettized-0123456789abcdef.json",
+            "notes.txt",
+            "palettized-é123456789abcdef.json",
+        ] {
+            check(name, None);
+        }
     }
 }
