@@ -401,14 +401,17 @@ grep -qxF 'nodeSelector.nvidia.com/gpu.present=true' "$work/job-scheduling.txt" 
   || { cat "$work/validate.txt" >&2; fail "the manifests of a GPU pool with PostgreSQL do not validate"; }
 grep -E '^Job migrate (limits\.nvidia\.com/gpu|resources\.limits\.nvidia\.com/gpu)' "$work/pods.txt" \
   && fail "the migration Job takes adapterd's GPU"
-cat >"$work/job-resources-expected.txt" <<'PODS'
+# the migration Job's resources in the last render are exactly stdin's lines, else fail with $1
+job_resources_are() {
+  cat >"$work/job-resources-expected.txt"
+  grep '^Job migrate resources\.' "$work/pods.txt" >"$work/job-resources.txt" || true
+  diff -u "$work/job-resources-expected.txt" "$work/job-resources.txt" >&2 || fail "$1 (- expected, + rendered)"
+}
+job_resources_are "the migration Job's default resources differ" <<'PODS'
 Job migrate resources.limits.memory=256Mi
 Job migrate resources.requests.cpu=100m
 Job migrate resources.requests.memory=64Mi
 PODS
-grep '^Job migrate resources\.' "$work/pods.txt" >"$work/job-resources.txt" || true
-diff -u "$work/job-resources-expected.txt" "$work/job-resources.txt" >&2 \
-  || fail "the migration Job's default resources differ (- expected, + rendered)"
 for labels in 'app.kubernetes.io/name=adapterci-migrate' 'app.kubernetes.io/instance=adapterci' \
   'app.kubernetes.io/component=migrate'; do
   grep -qxF "Job pod labels.$labels" "$work/pods.txt" || fail "the migration Job's pod lacks its label $labels"
@@ -444,14 +447,11 @@ annotations.cluster-autoscaler.kubernetes.io/safe-to-evict=false
 PODS
 diff -u "$work/job-scheduling-expected.txt" "$work/job-scheduling.txt" >&2 \
   || fail "migration.* does not replace adapterd's scheduling for the Job (- expected, + rendered)"
-cat >"$work/job-resources-expected.txt" <<'PODS'
+job_resources_are "migration.resources does not set the Job's resources" <<'PODS'
 Job migrate resources.limits.memory=512Mi
 Job migrate resources.requests.cpu=200m
 Job migrate resources.requests.memory=128Mi
 PODS
-grep '^Job migrate resources\.' "$work/pods.txt" >"$work/job-resources.txt" || true
-diff -u "$work/job-resources-expected.txt" "$work/job-resources.txt" >&2 \
-  || fail "migration.resources does not set the Job's resources (- expected, + rendered)"
 scheduling Deployment | diff -u "$work/gpu-scheduling.txt" - >&2 \
   || fail "migration.* changes adapterd's scheduling (- eks-gpu-values.yaml's, + with migration.* set)"
 # one resource given replaces that one, the other defaults kept; null removes one
