@@ -5,6 +5,7 @@
 //! state, the step, the schedule's length and the training time so far) that a later call resumes from, taking
 //! the steps an uninterrupted run would have taken, its budget going on from where the checkpoint left it.
 
+use std::borrow::Borrow;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -213,7 +214,7 @@ pub fn recover(
             "training the palettes needs the palettized operations: use recover_palettized".into(),
         ));
     }
-    train(teacher, student, None, None, sequences, &[], spec, progress)
+    train(teacher, student, None, None::<&Hessians>, sequences, &[], spec, progress)
 }
 
 /// A recovery of a palettized base.
@@ -237,6 +238,22 @@ pub fn recover_palettized(
     student: &Llama,
     palettes: &[PalettizedTensor],
     hessians: Option<&Hessians>,
+    text: &RecoveryText,
+    spec: &RecoverySpec,
+    progress: &mut dyn FnMut(&RecoveryProgress),
+) -> Result<Recovered, EngineError> {
+    recover_palettized_taking(teacher, student, palettes, hessians, text, spec, progress)
+}
+
+/// [`recover_palettized`] with statistics that may be given to it (`Hessians`, or `&Hessians` to keep them):
+/// given, they are dropped as soon as the recovery's start is made (its calibrated start is their last reader; a
+/// checkpoint's start needs none), before the training takes its memory, instead of staying through every step
+/// (403 MB on SmolLM2-135M).
+pub(crate) fn recover_palettized_taking<H: Borrow<Hessians>>(
+    teacher: &Llama,
+    student: &Llama,
+    palettes: &[PalettizedTensor],
+    hessians: Option<H>,
     text: &RecoveryText,
     spec: &RecoverySpec,
     progress: &mut dyn FnMut(&RecoveryProgress),
@@ -272,13 +289,14 @@ fn steps_within(done: usize, elapsed: f64, limit: f64, seconds_per_step: f64, ma
 }
 
 /// The training loop; `palettes`, when given, train too (in place); `validation` is scored before the first
-/// step, every `spec.validate_every` steps and after the last.
+/// step, every `spec.validate_every` steps and after the last. `hessians` are read by the calibrated start only,
+/// and go (when given by value) before the first step.
 #[allow(clippy::too_many_arguments)]
-fn train(
+fn train<H: Borrow<Hessians>>(
     teacher: &Llama,
     student: &Llama,
     mut palettes: Option<&mut TrainablePalettes>,
-    hessians: Option<&Hessians>,
+    hessians: Option<H>,
     sequences: &[Vec<u32>],
     validation: &[ValidationSet],
     spec: &RecoverySpec,
@@ -300,13 +318,16 @@ fn train(
             ));
         }
         None => {
-            let lora = match hessians.filter(|_| spec.calibrated_init) {
-                Some(h) => calibrated_init(&config, teacher, student, h)?,
+            let lora = match hessians.as_ref().filter(|_| spec.calibrated_init) {
+                Some(h) => calibrated_init(&config, teacher, student, h.borrow())?,
                 None => LoraWeights::init_standard(&config, 0.0, student.config(), spec.seed, device)?,
             };
             (lora, CheckpointState::start(spec), SavedOptimizers::default())
         }
     };
+    // the start was the statistics' last reader: given to the recovery, they go before the training's models,
+    // optimizers and activations take their memory
+    drop(hessians);
     let clock = clock.after(state.elapsed_seconds);
     let CheckpointState {
         step: mut start,

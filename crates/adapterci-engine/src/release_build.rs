@@ -24,7 +24,7 @@ use crate::palettize::{Calibration, PaletteSpec, PalettizedTensor, palettize};
 pub use crate::recover::RecoveryText;
 use crate::recover::{
     RecoveryProgress, RecoveryReport, RecoverySpec, ValidationSet, has_checkpoint, hold_out, preferred_precision,
-    recover_palettized,
+    recover_palettized_taking,
 };
 use crate::release::{ReleaseContents, bind_recovery_adapter, write_release};
 use crate::tokenizer::TokenizerSpec;
@@ -520,13 +520,10 @@ pub fn build_release(
         None if calibrated_start => Some(calibration_statistics(base, &sequences, options, user_corpus, progress)?.1),
         taken => taken,
     };
-    if let Some(h) = hessians.as_ref().filter(|_| !calibrated_start) {
-        // kept for a start that a checkpoint replaces
-        h.forget_square_roots(None);
-    }
     let llama = base.llama();
-    let done = recover_palettized(llama, &student, &linear, hessians.as_ref(), &text, &recovery, recovery_progress)?;
-    drop(hessians);
+    // the statistics (and the square roots kept for the calibrated start) go to the recovery, which drops them
+    // once its start is made, before its first step
+    let done = recover_palettized_taking(llama, &student, &linear, hessians, &text, &recovery, recovery_progress)?;
     // the release is written after recovery: with trained palettes, its tables and scales are the trained ones;
     // else the palettes are the ones it started from, and so is the file
     let release = match options.recovery.palette_learning_rate {
