@@ -28,3 +28,5 @@ pub const ADAPTERCI_EVENT_WEBHOOK_SECRET: &str = "ADAPTERCI_EVENT_WEBHOOK_SECRET
 /// Days a settled outbound registry event, and its delivery attempts, are kept (`--event-retention-days`; 0: for
 /// ever).
 pub const ADAPTERCI_EVENT_RETENTION_DAYS: &str = "ADAPTERCI_EVENT_RETENTION_DAYS";
+/// Where `adapterd train-job --staged` caches base models by digest (default `/tmp/adapterci-bases`).
+pub const ADAPTERCI_BASE_CACHE: &str = "ADAPTERCI_BASE_CACHE";

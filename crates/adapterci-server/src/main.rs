@@ -7,7 +7,8 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    // `adapterd train-job DIR`: the child process the local executor runs one training job in
+    // `adapterd train-job DIR` or `--staged URL --run ID`: one training job, in the process executor's child or a
+    // Kubernetes executor's pod
     let mut args = std::env::args_os().skip(1);
     if args.next().is_some_and(|first| first == adapterci_server::process_launcher::TRAIN_JOB_COMMAND) {
         let filter = EnvFilter::try_from_env(env_vars::ADAPTERCI_LOG).unwrap_or_else(|_| EnvFilter::new("info"));
@@ -15,11 +16,10 @@ fn main() -> ExitCode {
         if let Some(threads) = std::env::var(env_vars::ADAPTERCI_THREADS).ok().and_then(|t| t.parse().ok()) {
             adapterci_engine::device::set_threads(threads);
         }
-        let Some(dir) = args.next() else {
-            eprintln!("error: usage: adapterd train-job DIR");
-            return ExitCode::FAILURE;
-        };
-        return adapterci_server::trainer::run_job(std::path::Path::new(&dir));
+        let args = adapterci_server::trainer::TrainJobArgs::parse_from(
+            std::iter::once(std::ffi::OsString::from("adapterd train-job")).chain(args),
+        );
+        return adapterci_server::trainer::main(args);
     }
     let config = ServerConfig::parse();
     let filter = EnvFilter::try_from_env(env_vars::ADAPTERCI_LOG).unwrap_or_else(|_| EnvFilter::new("info"));

@@ -18,16 +18,14 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 
-use adapterci_core::Digest;
 use adapterci_core::launcher::{LaunchResources, LogChunk, TrainingLauncher};
-use adapterci_core::training::{
-    AdapterConfig, EvalSample, InitialAdapter, InitialAdapterRef, LoraSpec, ProgressSink, StepProgress, TrainJob,
-    TrainOutput, TrainSpec, TrainingFailure,
-};
+use adapterci_core::training::{ProgressSink, TrainJob, TrainOutput, TrainingFailure};
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::job_files::{
+    JobFolder, LocalJobDir, append_log, forward_line, read_failure, read_log, read_output, write_job,
+};
 
 #[cfg(target_os = "linux")]
 mod memory_limit;
@@ -42,50 +40,6 @@ struct GroupUsage {
 
 /// The first argument that makes adapterd run one training job instead of serving.
 pub const TRAIN_JOB_COMMAND: &str = "train-job";
-
-pub(crate) const JOB_FILE: &str = "job.json";
-pub(crate) const DATASET_FILE: &str = "dataset.jsonl";
-pub(crate) const INITIAL_ADAPTER_FILE: &str = "initial_adapter.safetensors";
-pub(crate) const OUTPUT_FILE: &str = "output.json";
-pub(crate) const ADAPTER_FILE: &str = "adapter.safetensors";
-pub(crate) const FAILURE_FILE: &str = "failure.json";
-
-/// A job's settings as the child reads them (the bulky parts are files beside it).
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct JobSpec {
-    pub base_model_path: PathBuf,
-    pub base_model_digest: Digest,
-    pub dataset_digest: Digest,
-    pub lora: LoraSpec,
-    pub train: TrainSpec,
-    pub initial_adapter: Option<InitialAdapterRef>,
-}
-
-/// A finished job's result, without the adapter's weights (a file beside it).
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct OutputSpec {
-    pub adapter_config: AdapterConfig,
-    pub metrics: BTreeMap<String, f64>,
-    pub samples: Vec<EvalSample>,
-    pub loss_curve: Vec<(usize, f64)>,
-}
-
-/// Why a job produced no adapter, as the child reports it.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "kind", content = "message", rename_all = "snake_case")]
-pub(crate) enum FailureSpec {
-    InvalidInput(String),
-    Backend(String),
-    Cancelled,
-}
-
-/// One line of the child's stdout.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum ProgressLine {
-    Step(StepProgress),
-    Message(String),
-}
 
 /// Launches each job as `program args... DIR`.
 #[derive(Clone, Debug)]
@@ -119,13 +73,7 @@ impl ProcessLauncher {
 
     /// The log file of `run_id`, refusing ids that are not plain file names.
     fn log_path(&self, run_id: &str) -> Result<PathBuf, String> {
-        let plain = !run_id.is_empty()
-            && run_id.len() <= 128
-            && run_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if !plain {
-            return Err(format!("run id {run_id:?} is not a plain name"));
-        }
-        Ok(self.logs_dir.join(format!("{run_id}.log")))
+        crate::job_files::log_path(&self.logs_dir, run_id)
     }
 
     /// Starts `program args... DIR` with its stderr appended to the run's log, leading a process group of its own.
@@ -173,65 +121,6 @@ pub fn describe_exit(status: ExitStatus) -> String {
     format!("ended ({status})")
 }
 
-async fn write_job(dir: &Path, job: &TrainJob) -> Result<(), TrainingFailure> {
-    if tokio::fs::try_exists(dir).await.unwrap_or(false) {
-        tokio::fs::remove_dir_all(dir).await.map_err(|e| backend(&format!("clearing {}", dir.display()), e))?;
-    }
-    tokio::fs::create_dir_all(dir).await.map_err(|e| backend(&format!("creating {}", dir.display()), e))?;
-    let spec = JobSpec {
-        base_model_path: std::path::absolute(&job.base_model_path).unwrap_or_else(|_| job.base_model_path.clone()),
-        base_model_digest: job.base_model_digest.clone(),
-        dataset_digest: job.dataset_digest.clone(),
-        lora: job.lora.clone(),
-        train: job.train.clone(),
-        initial_adapter: job.initial_adapter.as_ref().map(|initial| initial.reference.clone()),
-    };
-    let json = serde_json::to_vec_pretty(&spec).map_err(|e| backend("encoding the job", e))?;
-    let mut files = vec![(JOB_FILE, json), (DATASET_FILE, job.dataset.clone())];
-    if let Some(initial) = &job.initial_adapter {
-        files.push((INITIAL_ADAPTER_FILE, initial.safetensors.clone()));
-    }
-    for (name, bytes) in files {
-        let path = dir.join(name);
-        tokio::fs::write(&path, bytes).await.map_err(|e| backend(&format!("writing {}", path.display()), e))?;
-    }
-    Ok(())
-}
-
-async fn read_output(dir: &Path) -> Result<TrainOutput, TrainingFailure> {
-    let path = dir.join(OUTPUT_FILE);
-    let json = tokio::fs::read(&path).await.map_err(|e| backend(&format!("reading {}", path.display()), e))?;
-    let output: OutputSpec =
-        serde_json::from_slice(&json).map_err(|e| backend(&format!("decoding {}", path.display()), e))?;
-    let path = dir.join(ADAPTER_FILE);
-    let adapter_safetensors =
-        tokio::fs::read(&path).await.map_err(|e| backend(&format!("reading {}", path.display()), e))?;
-    Ok(TrainOutput {
-        adapter_safetensors,
-        adapter_config: output.adapter_config,
-        metrics: output.metrics,
-        samples: output.samples,
-        loss_curve: output.loss_curve,
-    })
-}
-
-/// What the child said about its failure, if it wrote anything.
-async fn read_failure(dir: &Path) -> Option<TrainingFailure> {
-    let json = tokio::fs::read(dir.join(FAILURE_FILE)).await.ok()?;
-    Some(match serde_json::from_slice::<FailureSpec>(&json).ok()? {
-        FailureSpec::InvalidInput(message) => TrainingFailure::InvalidInput(message),
-        FailureSpec::Backend(message) => TrainingFailure::Backend(message),
-        FailureSpec::Cancelled => TrainingFailure::Cancelled,
-    })
-}
-
-async fn append_log(path: &Path, line: &str) {
-    let file = tokio::fs::OpenOptions::new().create(true).append(true).open(path).await;
-    if let Ok(mut file) = file {
-        let _ = file.write_all(format!("{line}\n").as_bytes()).await;
-    }
-}
-
 #[async_trait]
 impl TrainingLauncher for ProcessLauncher {
     async fn launch(
@@ -246,7 +135,8 @@ impl TrainingLauncher for ProcessLauncher {
         tokio::fs::create_dir_all(&self.logs_dir)
             .await
             .map_err(|e| backend(&format!("creating {}", self.logs_dir.display()), e))?;
-        write_job(&dir, &job).await?;
+        let folder = LocalJobDir(dir.clone());
+        write_job(&folder, &job, None).await?;
         append_log(&log_path, &format!("--- {} training started in a child process", chrono::Utc::now().to_rfc3339()))
             .await;
         let mut env = self.env.clone();
@@ -264,8 +154,8 @@ impl TrainingLauncher for ProcessLauncher {
         tracing::info!(run = run_id, pid = child.id(), program = %self.program.display(), "trainer process started");
         let trainer = Trainer { run_id, log_path: &log_path, job_dir: &dir, memory_limit: resources.memory_bytes };
         let result = match trainer.supervise(child, &*progress).await {
-            Ok(status) if status.success() => read_output(&dir).await,
-            Ok(status) => match read_failure(&dir).await {
+            Ok(status) if status.success() => read_output(&folder).await,
+            Ok(status) => match read_failure(&folder).await {
                 Some(failure) => Err(failure),
                 None => Err(TrainingFailure::Backend(format!(
                     "the trainer process {} (log: {})",
@@ -275,24 +165,12 @@ impl TrainingLauncher for ProcessLauncher {
             },
             Err(failure) => Err(failure),
         };
-        let _ = tokio::fs::remove_dir_all(&dir).await;
+        let _ = folder.remove_all().await;
         result
     }
 
     async fn logs(&self, run_id: &str, offset: u64) -> Result<Option<LogChunk>, String> {
-        let path = self.log_path(run_id)?;
-        let mut file = match tokio::fs::File::open(&path).await {
-            Ok(file) => file,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(error) => return Err(format!("opening {}: {error}", path.display())),
-        };
-        let len = file.metadata().await.map_err(|e| format!("reading {}: {e}", path.display()))?.len();
-        let start = offset.min(len);
-        file.seek(std::io::SeekFrom::Start(start)).await.map_err(|e| format!("reading {}: {e}", path.display()))?;
-        let mut bytes = Vec::new();
-        file.take(len - start).read_to_end(&mut bytes).await.map_err(|e| format!("reading {}: {e}", path.display()))?;
-        let next_offset = start + bytes.len() as u64;
-        Ok(Some(LogChunk { bytes, next_offset }))
+        read_log(&self.log_path(run_id)?, offset).await
     }
 }
 
@@ -400,11 +278,7 @@ async fn run_to_end(
     if let Some(stdout) = child.stdout.take() {
         let mut lines = BufReader::new(stdout).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            match serde_json::from_str::<ProgressLine>(&line) {
-                Ok(ProgressLine::Step(step)) => progress.on_step(&step),
-                Ok(ProgressLine::Message(message)) => progress.on_message(&message),
-                Err(_) => append_log(log_path, &line).await,
-            }
+            forward_line(&line, progress, log_path).await;
         }
     }
     child.wait().await
@@ -509,27 +383,6 @@ impl Drop for StopNote {
         // the job's copy of the dataset goes too (the child, killed right after, no longer needs it)
         let _ = std::fs::remove_dir_all(&self.job_dir);
     }
-}
-
-/// Rebuilds a `TrainJob` from a job directory (the child's side).
-pub(crate) fn read_job(dir: &Path) -> Result<TrainJob, String> {
-    let read =
-        |name: &str| std::fs::read(dir.join(name)).map_err(|e| format!("reading {}: {e}", dir.join(name).display()));
-    let spec: JobSpec = serde_json::from_slice(&read(JOB_FILE)?)
-        .map_err(|e| format!("decoding {}: {e}", dir.join(JOB_FILE).display()))?;
-    let initial_adapter = match spec.initial_adapter {
-        Some(reference) => Some(InitialAdapter { reference, safetensors: read(INITIAL_ADAPTER_FILE)? }),
-        None => None,
-    };
-    Ok(TrainJob {
-        base_model_path: spec.base_model_path,
-        base_model_digest: spec.base_model_digest,
-        dataset: read(DATASET_FILE)?,
-        dataset_digest: spec.dataset_digest,
-        lora: spec.lora,
-        train: spec.train,
-        initial_adapter,
-    })
 }
 
 #[cfg(test)]

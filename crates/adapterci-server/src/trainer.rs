@@ -1,19 +1,25 @@
-//! The child side of the local process executor: `adapterd train-job DIR` reads the job in DIR, trains it with
-//! the engine, prints progress as JSON lines on stdout, writes the result (or the failure) back into DIR and
-//! exits 0 (adapter written), 2 (failure written) or 1 (the job could not even be read). It logs to stderr,
-//! which the parent appends to the run's log. When its stdin closes (the parent died), it exits at once.
+//! The trainer side of both executors, one training job per process:
+//!
+//! - `adapterd train-job DIR` (the local process executor's child) reads the job in DIR and writes its result
+//!   back into DIR. Its stdin is a pipe from adapterd: when it closes (adapterd died), the child exits at once.
+//! - `adapterd train-job --staged STAGING_URL --run RUN_ID` (the Kubernetes executor's pod) reads the job from
+//!   `jobs/RUN_ID/` of the staging store, fetches the base model `bases/<sha256>` into its cache (verified), and
+//!   writes its result back to the store. A pod has no parent on its stdin: this mode does not watch it.
+//!
+//! Both train with the engine in [`train_in`], print progress as JSON lines on stdout (`ProgressLine`), log to
+//! stderr and exit 0 (adapter written), 2 (failure written) or 1 (the job could not even be read, or the result
+//! not written).
 
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use adapterci_core::training::{ProgressSink, StepProgress, TrainingBackend, TrainingFailure};
 use adapterci_engine::backend::EngineBackend;
 use adapterci_engine::device::DeviceChoice;
 
-use crate::process_launcher::{
-    ADAPTER_FILE, FAILURE_FILE, FailureSpec, OUTPUT_FILE, OutputSpec, ProgressLine, read_job,
-};
+use crate::job_files::{JobFolder, LocalJobDir, ProgressLine, read_job, write_result};
+use crate::staging::Staging;
 
 /// Exit status when the parent went away.
 const ORPHANED: i32 = 3;
@@ -47,8 +53,53 @@ impl ProgressSink for StdoutProgress {
     }
 }
 
-fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), String> {
-    std::fs::write(dir.join(name), bytes).map_err(|e| format!("writing {}: {e}", dir.join(name).display()))
+/// Where the trainer gets the base model.
+enum BaseSource<'a> {
+    /// The path in the job, on this machine (the process executor shares adapterd's disk).
+    Local,
+    /// `bases/<digest>` of the staging store, cached in a directory.
+    Staged { staging: &'a Staging, cache_dir: &'a Path },
+}
+
+/// The arguments after `adapterd train-job`.
+#[derive(Debug, clap::Parser)]
+#[command(name = "adapterd train-job", about = "Runs one training job (started by adapterd's executors)")]
+pub struct TrainJobArgs {
+    /// The job directory (the local process executor).
+    #[arg(required_unless_present = "staged", conflicts_with = "staged")]
+    pub dir: Option<PathBuf>,
+    /// The staging store URL (a directory, file://, s3://bucket/prefix): the job is read from `jobs/RUN_ID/` and
+    /// the result written there (the Kubernetes executor).
+    #[arg(long, value_name = "STAGING_URL", requires = "run")]
+    pub staged: Option<String>,
+    /// The run whose staged job this is.
+    #[arg(long, value_name = "RUN_ID")]
+    pub run: Option<String>,
+    /// Where staged base models are cached, by digest.
+    #[arg(long, env = crate::env_vars::ADAPTERCI_BASE_CACHE, default_value = "/tmp/adapterci-bases")]
+    pub base_cache: PathBuf,
+}
+
+/// Runs `adapterd train-job …`; the process's exit code.
+pub fn main(args: TrainJobArgs) -> ExitCode {
+    match (&args.staged, &args.run, &args.dir) {
+        (Some(url), Some(run_id), _) => run_staged(url, run_id, &args.base_cache),
+        (_, _, Some(dir)) => run_job(dir),
+        _ => {
+            eprintln!("error: usage: adapterd train-job DIR | adapterd train-job --staged STAGING_URL --run RUN_ID");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => Some(runtime),
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            None
+        }
+    }
 }
 
 /// Runs the job in `dir`; the process's exit code.
@@ -61,55 +112,77 @@ pub fn run_job(dir: &Path) -> ExitCode {
         eprintln!("the controller went away: stopping");
         std::process::exit(ORPHANED);
     });
-    let job = match read_job(dir) {
-        Ok(job) => job,
+    let Some(runtime) = runtime() else { return ExitCode::FAILURE };
+    train_in(&runtime, &LocalJobDir(dir.to_path_buf()), BaseSource::Local)
+}
+
+/// Runs the job of `run_id` staged at `staging_url`, caching its base model in `cache_dir`; the exit code. Unlike
+/// [`run_job`] it does not watch stdin: a pod has no parent process whose death it could signal.
+pub fn run_staged(staging_url: &str, run_id: &str, cache_dir: &Path) -> ExitCode {
+    let Some(runtime) = runtime() else { return ExitCode::FAILURE };
+    let staging = match Staging::open(staging_url) {
+        Ok(staging) => staging,
+        Err(error) => {
+            eprintln!("error: opening the staging store: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let folder = match staging.job_folder(run_id) {
+        Ok(folder) => folder,
         Err(error) => {
             eprintln!("error: {error}");
             return ExitCode::FAILURE;
         }
     };
-    eprintln!("trainer pid {}", std::process::id());
-    eprintln!(
-        "training on {} ({} dataset bytes, {} steps)",
-        job.base_model_path.display(),
-        job.dataset.len(),
-        job.train.steps
-    );
-    let backend = EngineBackend::new(DeviceChoice::Auto);
-    let written = match backend.train(&job, &StdoutProgress) {
-        Ok(output) => {
-            let spec = OutputSpec {
-                adapter_config: output.adapter_config,
-                metrics: output.metrics,
-                samples: output.samples,
-                loss_curve: output.loss_curve,
-            };
-            serde_json::to_vec(&spec)
-                .map_err(|e| e.to_string())
-                .and_then(|json| {
-                    write(dir, ADAPTER_FILE, &output.adapter_safetensors).and_then(|()| write(dir, OUTPUT_FILE, &json))
-                })
-                .map(|()| 0u8)
-        }
-        Err(failure) => {
-            eprintln!("{failure}");
-            let spec = match failure {
-                TrainingFailure::InvalidInput(message) => FailureSpec::InvalidInput(message),
-                TrainingFailure::Backend(message) => FailureSpec::Backend(message),
-                TrainingFailure::Cancelled => FailureSpec::Cancelled,
-            };
-            serde_json::to_vec(&spec)
-                .map_err(|e| e.to_string())
-                .and_then(|json| write(dir, FAILURE_FILE, &json))
-                .map(|()| 2u8)
+    train_in(&runtime, &folder, BaseSource::Staged { staging: &staging, cache_dir })
+}
+
+/// Reads the job from `folder`, trains it (on this thread, outside the runtime) and writes the result back.
+fn train_in(runtime: &tokio::runtime::Runtime, folder: &dyn JobFolder, base: BaseSource<'_>) -> ExitCode {
+    let (mut job, base_blob) = match runtime.block_on(read_job(folder)) {
+        Ok(read) => read,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
         }
     };
-    match written {
-        Ok(0) => {
+    let prepared = match base {
+        BaseSource::Local => Ok(()),
+        BaseSource::Staged { staging, cache_dir } => {
+            let Some(blob) = base_blob else {
+                eprintln!("error: the staged job names no base model blob (base_model_blob in job.json)");
+                return ExitCode::FAILURE;
+            };
+            eprintln!("fetching the base model {blob} into {}", cache_dir.display());
+            runtime.block_on(staging.fetch_base(&blob, cache_dir)).map(|path| job.base_model_path = path)
+        }
+    };
+    eprintln!("trainer pid {}", std::process::id());
+    let result = match prepared {
+        Ok(()) => {
+            eprintln!(
+                "training on {} ({} dataset bytes, {} steps)",
+                job.base_model_path.display(),
+                job.dataset.len(),
+                job.train.steps
+            );
+            EngineBackend::new(DeviceChoice::Auto).train(&job, &StdoutProgress)
+        }
+        Err(error) => Err(TrainingFailure::Backend(error)),
+    };
+    let code = match &result {
+        Ok(_) => 0u8,
+        Err(failure) => {
+            eprintln!("{failure}");
+            2
+        }
+    };
+    match runtime.block_on(write_result(folder, result)) {
+        Ok(()) if code == 0 => {
             eprintln!("adapter written");
             ExitCode::SUCCESS
         }
-        Ok(code) => ExitCode::from(code),
+        Ok(()) => ExitCode::from(code),
         Err(error) => {
             eprintln!("error: {error}");
             ExitCode::FAILURE

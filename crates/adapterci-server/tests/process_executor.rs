@@ -15,42 +15,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use adapterci_api::{ApiClient, ApplyPipelineRequest, RunState};
-use adapterci_core::Digest;
 use adapterci_core::launcher::{LaunchResources, TrainingLauncher};
-use adapterci_core::training::{LoraSpec, ProgressSink, StepProgress, TrainJob, TrainSpec, TrainingFailure};
+use adapterci_core::training::{ProgressSink, StepProgress, TrainingFailure};
 use adapterci_server::config::ExecutorKind;
 use adapterci_server::{ProcessLauncher, ServerConfig};
 use adapterci_testkit::eventually::eventually;
 
-fn dataset() -> Vec<u8> {
-    (0..10)
-        .map(|i| format!("{{\"prompt\": \"question {i}\", \"completion\": \"yes\"}}\n"))
-        .collect::<String>()
-        .into_bytes()
-}
-
-fn tiny_job(dir: &Path, steps: usize) -> TrainJob {
-    let model = dir.join("tiny.gguf");
-    adapterci_engine::tiny::write_tiny_model(&model, 3).unwrap();
-    let dataset = dataset();
-    TrainJob {
-        base_model_digest: Digest::of(&std::fs::read(&model).unwrap()),
-        base_model_path: model,
-        dataset_digest: Digest::of(&dataset),
-        dataset,
-        lora: LoraSpec { rank: 2, alpha: 4.0, ..LoraSpec::default() },
-        train: TrainSpec {
-            steps,
-            batch_size: 2,
-            max_seq_len: 32,
-            eval_fraction: 0.2,
-            max_eval_examples: 1,
-            max_new_tokens: 2,
-            ..TrainSpec::default()
-        },
-        initial_adapter: None,
-    }
-}
+#[path = "support/tiny_job.rs"]
+mod tiny_job;
+use tiny_job::{dataset, tiny_job};
 
 fn launcher(dir: &Path, program: &str, args: &[&str]) -> ProcessLauncher {
     ProcessLauncher {
