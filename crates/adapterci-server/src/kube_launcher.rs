@@ -1,0 +1,256 @@
+//! The Kubernetes executor: each run's training in a `batch/v1` Job of its own, behind the core
+//! `TrainingLauncher` port, with the process executor's contract over a cluster.
+//!
+//! The job is staged in an object store both sides reach (`staging.rs`: `jobs/<run id>/` in the process
+//! executor's file layout, the base model content-addressed under `bases/`); the Job is built from the operator's
+//! pod template (`job.rs`) and runs `adapterd train-job --staged STAGING_URL --run RUN_ID`. Its pod's log is
+//! followed (`follow.rs`): progress lines go to the run's progress, every other line to `<logs dir>/<run
+//! id>.log`, which [`TrainingLauncher::logs`] serves as for the process executor. When the Job completes or
+//! fails, the result is read back from the staging prefix. Dropping a launch (cancel, timeout, lost lease)
+//! deletes the Job, its pod with it (propagation `Background`); the staged job files are removed either way, the
+//! base models kept for other runs.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use adapterci_core::launcher::{LaunchResources, LogChunk, TrainingLauncher};
+use adapterci_core::training::{ProgressSink, TrainJob, TrainOutput, TrainingFailure};
+use async_trait::async_trait;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, PostParams};
+
+use crate::job_files::{append_log, log_path, read_log};
+use crate::staging::Staging;
+
+mod follow;
+pub mod job;
+
+pub use job::{JobRequest, JobTemplate, job_name};
+
+/// Where the namespace of adapterd's own pod is, inside a cluster.
+pub const SERVICE_ACCOUNT_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
+/// The Kubernetes executor's settings.
+#[derive(Clone, Debug)]
+pub struct KubernetesSettings {
+    /// Where Jobs are created.
+    pub namespace: String,
+    pub template: JobTemplate,
+    /// The staging area, as adapterd opens it.
+    pub staging: Staging,
+    /// The staging URL as the pods open it (the same store; for a local directory, the same path on a shared
+    /// volume).
+    pub pod_staging_url: String,
+    /// Where run logs are kept, `<run id>.log`.
+    pub logs_dir: PathBuf,
+    /// How long a finished Job is kept (`ttlSecondsAfterFinished`), with its pod and its log.
+    pub ttl_after_finished: Option<Duration>,
+    /// How often the Job's and its pod's status are read while it runs.
+    pub poll_interval: Duration,
+}
+
+/// Launches each job as a Kubernetes Job.
+#[derive(Clone)]
+pub struct KubernetesLauncher {
+    client: kube::Client,
+    settings: Arc<KubernetesSettings>,
+}
+
+impl std::fmt::Debug for KubernetesLauncher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubernetesLauncher").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+/// The namespace adapterd runs in: the service account's, or `default` outside a cluster.
+pub fn own_namespace() -> String {
+    std::fs::read_to_string(SERVICE_ACCOUNT_NAMESPACE_FILE)
+        .ok()
+        .map(|namespace| namespace.trim().to_string())
+        .filter(|namespace| !namespace.is_empty())
+        .unwrap_or_else(|| "default".to_string())
+}
+
+impl KubernetesLauncher {
+    pub fn new(client: kube::Client, settings: KubernetesSettings) -> KubernetesLauncher {
+        KubernetesLauncher { client, settings: Arc::new(settings) }
+    }
+
+    pub fn settings(&self) -> &KubernetesSettings {
+        &self.settings
+    }
+
+    fn jobs(&self) -> Api<Job> {
+        Api::namespaced(self.client.clone(), &self.settings.namespace)
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.settings.namespace)
+    }
+
+    /// Creates `job`; a Job of the same name left by an earlier attempt of the run (an adapterd that died) is
+    /// deleted first, and its end waited for.
+    async fn create(&self, job: &Job, name: &str, log: &std::path::Path) -> Result<(), TrainingFailure> {
+        let jobs = self.jobs();
+        let failed = |e: kube::Error| backend(format!("creating the Kubernetes Job {}: {e}", self.describe(name)));
+        match jobs.create(&PostParams::default(), job).await {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 409 || status.is_already_exists() => {}
+            Err(error) => return Err(failed(error)),
+        }
+        append_log(log, &format!("--- a Job {} of an earlier attempt exists: deleting it", self.describe(name))).await;
+        match jobs.delete(name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.is_not_found() => {}
+            Err(error) => return Err(failed(error)),
+        }
+        loop {
+            match jobs.get_opt(name).await {
+                Ok(None) => break,
+                Ok(Some(_)) => tokio::time::sleep(self.settings.poll_interval).await,
+                Err(error) => return Err(failed(error)),
+            }
+        }
+        jobs.create(&PostParams::default(), job).await.map(|_| ()).map_err(failed)
+    }
+
+    fn describe(&self, name: &str) -> String {
+        format!("{}/{name}", self.settings.namespace)
+    }
+}
+
+fn backend(message: String) -> TrainingFailure {
+    TrainingFailure::Backend(message)
+}
+
+#[async_trait]
+impl TrainingLauncher for KubernetesLauncher {
+    async fn launch(
+        &self,
+        run_id: &str,
+        job: TrainJob,
+        resources: &LaunchResources,
+        progress: Arc<dyn ProgressSink>,
+    ) -> Result<TrainOutput, TrainingFailure> {
+        let settings = &self.settings;
+        let log = log_path(&settings.logs_dir, run_id).map_err(backend)?;
+        tokio::fs::create_dir_all(&settings.logs_dir)
+            .await
+            .map_err(|e| backend(format!("creating {}: {e}", settings.logs_dir.display())))?;
+        let name = job_name(run_id);
+        // from here on the staged files go, however the launch ends
+        let mut guard = LaunchGuard {
+            jobs: self.jobs(),
+            name: name.clone(),
+            staging: settings.staging.clone(),
+            run_id: run_id.to_string(),
+            log: log.clone(),
+            job_created: false,
+            armed: true,
+        };
+        append_log(&log, &format!("--- {} staging the job in {}", now(), settings.staging.url())).await;
+        settings.staging.stage_job(run_id, &job).await?;
+        let manifest = settings.template.build(&JobRequest {
+            run_id,
+            staging_url: &settings.pod_staging_url,
+            resources,
+            // the run's time limit stays with the controller, which drops the launch (deleting the Job) when it
+            // passes: `LaunchResources` carries none
+            deadline: None,
+            ttl_after_finished: settings.ttl_after_finished,
+        });
+        // dropped while the create is on its way, the Job may exist all the same: delete it (a 404 is fine)
+        guard.job_created = true;
+        self.create(&manifest, &name, &log).await?;
+        let described = self.describe(&name);
+        append_log(&log, &format!("--- {} training started as the Kubernetes Job {described}", now())).await;
+        tracing::info!(run = run_id, job = %described, "training job created");
+        let follower = follow::Follower {
+            jobs: self.jobs(),
+            pods: self.pods(),
+            name: &name,
+            container: settings.template.trainer_container(),
+            log: &log,
+            poll_interval: settings.poll_interval,
+        };
+        let end = follower.follow(&*progress).await;
+        guard.armed = false;
+        let result = match end {
+            Ok(follow::JobEnd::Complete) => {
+                append_log(&log, &format!("--- {} the Job {described} completed", now())).await;
+                settings.staging.read_output(run_id).await
+            }
+            Ok(follow::JobEnd::Failed { reason, message }) => {
+                append_log(&log, &format!("--- {} the Job failed: {reason}: {message}", now())).await;
+                match settings.staging.read_failure(run_id).await {
+                    Some(failure) => Err(failure),
+                    None => Err(backend(format!(
+                        "the Kubernetes Job {described} failed: {reason}: {message} (log: {})",
+                        log.display()
+                    ))),
+                }
+            }
+            Err(failure) => Err(failure),
+        };
+        if let Err(error) = settings.staging.remove_job(run_id).await {
+            tracing::warn!(run = run_id, %error, "the staged job files could not be removed");
+        }
+        result
+    }
+
+    async fn logs(&self, run_id: &str, offset: u64) -> Result<Option<LogChunk>, String> {
+        read_log(&log_path(&self.settings.logs_dir, run_id)?, offset).await
+    }
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339()
+}
+
+/// Deletes the run's Job (its pod with it) and the staged job files when a launch is dropped before its end.
+struct LaunchGuard {
+    jobs: Api<Job>,
+    name: String,
+    staging: Staging,
+    run_id: String,
+    log: PathBuf,
+    job_created: bool,
+    armed: bool,
+}
+
+impl Drop for LaunchGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let line = format!(
+            "--- {} Kubernetes Job {} stopped (run cancelled, timed out or taken over): deleting it\n",
+            now(),
+            self.name
+        );
+        if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(&self.log) {
+            let _ = std::io::Write::write_all(&mut file, line.as_bytes());
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(job = %self.name, "no runtime to delete the Kubernetes Job on: it runs to its deadline");
+            return;
+        };
+        let (jobs, name, staging, run_id) =
+            (self.jobs.clone(), self.name.clone(), self.staging.clone(), self.run_id.clone());
+        let job_created = self.job_created;
+        runtime.spawn(async move {
+            if job_created {
+                match jobs.delete(&name, &DeleteParams::background()).await {
+                    Ok(_) => tracing::info!(job = %name, "training job deleted"),
+                    Err(kube::Error::Api(status)) if status.is_not_found() => {}
+                    Err(error) => tracing::warn!(job = %name, %error, "deleting the training job failed"),
+                }
+            }
+            if let Err(error) = staging.remove_job(&run_id).await {
+                tracing::warn!(run = %run_id, %error, "the staged job files could not be removed");
+            }
+        });
+    }
+}
