@@ -157,7 +157,9 @@ pub struct PalettizeArgs {
     pub common: CommonArgs,
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    /// analysis.json from `analyze` (its bits); without it the analysis runs first
+    /// analysis.json from `analyze` (its bits); without it the analysis runs first, and each input's rotated
+    /// statistics it makes are kept for the palettization (as much memory again as the input statistics) rather
+    /// than made again
     #[arg(long, value_name = "FILE", conflicts_with_all = ["uniform_bits", "arbitrary_seed"])]
     pub analysis: Option<PathBuf>,
     /// Every operation at these bits instead of an allocation

@@ -16,8 +16,8 @@ use adapterci_engine::recover::{
 };
 use adapterci_engine::release::{BaseRelease, bind_recovery_adapter, check_recovery_adapter};
 use adapterci_engine::release_build::{
-    BuildOptions, BuiltRelease, analyze, build_release, calibrate, palettize_model, recovery_precision, recovery_text,
-    release_file, remove_other_palettized_bases,
+    BuildOptions, BuiltRelease, analyze, build_release, calibrate, keep_what_analysis_and_palettization_share,
+    palettize_model, recovery_precision, recovery_text, release_file, remove_other_palettized_bases,
 };
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -41,7 +41,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let base = load_base(&args.common.model, args.common.device, args.common.threads)?;
             let options = options(&args.common, None, &base);
             let corpus = read(&args.common.corpus)?;
-            let calibrated = calibrate(&base, &options, corpus.as_deref(), &mut note)?;
+            let mut calibrated = calibrate(&base, &options, corpus.as_deref(), &mut note)?;
             let ops = linear_ops(base.config());
             let bits: Vec<u8> = match (&args.analysis, args.uniform_bits, args.arbitrary_seed) {
                 (_, Some(b), _) => vec![b; ops.len()],
@@ -71,12 +71,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     analysis.rows.iter().map(|r| r.bits).collect()
                 }
                 (None, None, None) => {
+                    // the sensitivities, then the release, palettize every operation under its input's rotated
+                    // statistics: each input's made once for both (and its square root, when both solve with it)
+                    keep_what_analysis_and_palettization_share(&mut calibrated, &options);
                     let analysis = analyze(&base, &calibrated, &options, &mut note)?;
                     write_analysis(&args.out, &analysis)?;
                     analysis.rows.iter().map(|r| r.bits).collect()
                 }
             };
             let (linear, embedding, _) = palettize_model(&base, &calibrated, &bits, &options)?;
+            // the statistics, and what was kept of them, are done with
+            drop(calibrated);
             let bytes = release_file(&base, &options, linear, embedding)?;
             let path = args.out.join("base.safetensors");
             write_file(&path, &bytes)?;

@@ -3,6 +3,8 @@
 //! `adapterci-base` tool and the base-release pipeline stage both call [`analyze`] and [`build_release`].
 
 mod palettized_cache;
+#[cfg(test)]
+mod tests;
 
 use std::path::{Path, PathBuf};
 
@@ -315,6 +317,26 @@ pub fn analyze(
     Ok(BitAnalysis { sensitivity: options.sensitivity, ..analysis })
 }
 
+/// Has the statistics of `calibrated` keep, for every layer, what [`analyze`] and then [`palettize_model`] with
+/// `options` both derive from them, so that each input's is made once for the two passes instead of once in
+/// each: its rotated statistics, which both palettize every operation under (not when the palettization is
+/// sequential: it takes statistics of its own), as large as the statistics; and its square root, twice their
+/// size, when both solve with it: the corrected sensitivities' low-rank corrections, and the palettization's
+/// low-rank rounds (the sensitivities palettize without them). What is kept is the same to the bit as what
+/// would be made again, so the release is the same; once the palettization is done,
+/// [`Hessians::forget_rotated`] and [`Hessians::forget_square_roots`] (or dropping them) give the memory back.
+pub fn keep_what_analysis_and_palettization_share(calibrated: &mut Calibrated, options: &BuildOptions) {
+    if options.method.sequential {
+        return;
+    }
+    if options.method.rotation.is_some() {
+        calibrated.hessians.keep_rotated();
+    }
+    if options.method.low_rank_rounds > 0 && options.sensitivity == Sensitivity::Corrected {
+        calibrated.hessians.keep_square_roots();
+    }
+}
+
 /// Palettizes every operation with the bits of `analysis` (in [`linear_ops`] order) and the embedding when
 /// asked; returns the tensors and the palettized decoder.
 pub fn palettize_model(
@@ -410,11 +432,7 @@ fn palettized_base(
         });
     }
     let mut calibrated = calibrate(base, options, user_corpus, progress)?;
-    if !options.method.sequential {
-        // the sensitivities and the palettization palettize every operation under its input's rotated statistics:
-        // each input's made once, and kept until the palettization is done (as large as the statistics)
-        calibrated.hessians.keep_rotated();
-    }
+    keep_what_analysis_and_palettization_share(&mut calibrated, options);
     if options.recovery.calibrated_init {
         // the corrected sensitivities (and the low-rank rounds) solve with each input's square root, and so does
         // the calibrated start: made once, kept until the start has read them (twice the statistics' size)
@@ -425,6 +443,10 @@ fn palettized_base(
     progress(&format!("palettizing: {:.4} bits per weight on the linear operations", analysis.achieved_bpw));
     let (linear, embedding, student) = palettize_model(base, &calibrated, &bits, options)?;
     calibrated.hessians.forget_rotated();
+    if !options.recovery.calibrated_init {
+        // kept for the low-rank rounds only: no start reads them
+        calibrated.hessians.forget_square_roots(None);
+    }
     let release = release_file(base, options, linear.clone(), embedding.clone())?;
     let release_digest = Digest::of(&release);
     // the cache saves a restart's time, the build does not depend on it

@@ -29,6 +29,9 @@ pub(super) struct Derived {
     /// Keep every layer's square roots, not only the latest layer's.
     keep_square_roots: bool,
     square_roots: HashMap<(usize, LoraTarget, Device), (Tensor, Tensor)>,
+    /// How many rotated statistics and square roots were made: what the tests that check they are shared count.
+    #[cfg(test)]
+    made: (usize, usize),
 }
 
 impl Hessians {
@@ -43,6 +46,10 @@ impl Hessians {
             return Some(rotated.shallow_clone());
         }
         let rotated = rotation.rotate_hessian(hessian, device);
+        #[cfg(test)]
+        {
+            derived.made.0 += 1;
+        }
         if !derived.keep_rotated {
             derived.rotated.retain(|kept, _| kept.0 == layer);
         }
@@ -81,6 +88,10 @@ impl Hessians {
             return Ok(Some((s.shallow_clone(), s_inv.shallow_clone())));
         }
         let (s, s_inv) = damped_square_root(&hessian.to_kind(Kind::Float).to_device(device))?;
+        #[cfg(test)]
+        {
+            derived.made.1 += 1;
+        }
         if !derived.keep_square_roots {
             derived.square_roots.retain(|kept, _| kept.0 == layer);
         }
@@ -92,6 +103,13 @@ impl Hessians {
     /// (or low-rank rounds) and recovery's calibrated start both solve with them.
     pub fn keep_square_roots(&mut self) {
         self.derived.get_mut().keep_square_roots = true;
+    }
+
+    /// How many rotated statistics and square roots these statistics have made so far, and for how many inputs.
+    #[cfg(test)]
+    pub(crate) fn derivations_made(&self) -> (usize, usize, usize) {
+        let (rotated, square_roots) = self.derived.borrow().made;
+        (rotated, square_roots, self.by_input.len())
     }
 
     /// Drops the square roots kept of `layer` (every layer's: `None`), once no step will read them again.
