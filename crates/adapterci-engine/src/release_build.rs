@@ -338,7 +338,8 @@ pub fn keep_what_analysis_and_palettization_share(calibrated: &mut Calibrated, o
 }
 
 /// Palettizes every operation with the bits of `analysis` (in [`linear_ops`] order) and the embedding when
-/// asked; returns the tensors and the palettized decoder.
+/// asked; returns the tensors and the palettized decoder (the source with their dequantized weights and the
+/// activation bits of `options`, made as for a build that reads its palettization from the cache).
 pub fn palettize_model(
     base: &BaseModel,
     calibrated: &Calibrated,
@@ -351,35 +352,45 @@ pub fn palettize_model(
         return Err(EngineError::InvalidConfig(format!("{} bit choices for {} operations", bits.len(), ops.len())));
     }
     crate::release::check_activation_bits(options.activation_bits).map_err(EngineError::InvalidConfig)?;
-    let mut student = llama.shallow_copy();
-    student.set_activation_bits(options.activation_bits);
-    let parts = if options.method.sequential {
-        let (parts, palettized) =
-            palettize_sequential(llama, &ops, bits, options.method, &calibrated.calibration, 4, &mut |_, _| {})?;
-        for op in &ops {
-            let weight = palettized.linear_weight(op.layer, op.target).shallow_clone();
-            student.set_linear_weight(op.layer, op.target, weight)?;
-        }
-        parts
+    let linear = if options.method.sequential {
+        // the decoder it palettized along the way has the weights the student is given below
+        palettize_sequential(llama, &ops, bits, options.method, &calibrated.calibration, 4, &mut |_, _| {})?.0
     } else {
-        let mut parts = Vec::with_capacity(ops.len());
-        for (op, &b) in ops.iter().zip(bits) {
-            let p = palettize_op(llama, Some(&calibrated.hessians), op, b, options.method)?;
-            student.set_linear_weight(op.layer, op.target, p.dequantize(llama.device()))?;
-            parts.push(p);
-        }
-        parts
+        ops.iter()
+            .zip(bits)
+            .map(|(op, &b)| palettize_op(llama, Some(&calibrated.hessians), op, b, options.method))
+            .collect::<Result<Vec<_>, _>>()?
     };
     let embedding = match options.embedding_bits {
         Some(bits) => {
             let spec = PaletteSpec { bits, group_rows: 64, row_scale: true, rotation: None };
-            let p = palettize(llama.embedding_weight(), spec, Calibration::default())?;
-            student.set_embedding(p.dequantize(llama.device()))?;
-            Some(p)
+            Some(palettize(llama.embedding_weight(), spec, Calibration::default())?)
         }
         None => None,
     };
-    Ok((parts, embedding, student))
+    let student = palettized_student(base, options, &linear, embedding.as_ref())?;
+    Ok((linear, embedding, student))
+}
+
+/// `base` with its linear operations (and embedding, when given) replaced by the dequantized `linear` (in
+/// [`linear_ops`] order) and the activation bits of `options`: the decoder [`palettize_model`] returns, and the
+/// one a build that reads its palettization from the cache recovers.
+fn palettized_student(
+    base: &BaseModel,
+    options: &BuildOptions,
+    linear: &[PalettizedTensor],
+    embedding: Option<&PalettizedTensor>,
+) -> Result<Llama, EngineError> {
+    let llama = base.llama();
+    let mut student = llama.shallow_copy();
+    student.set_activation_bits(options.activation_bits);
+    for (op, part) in linear_ops(llama.config()).iter().zip(linear) {
+        student.set_linear_weight(op.layer, op.target, part.dequantize(llama.device()))?;
+    }
+    if let Some(p) = embedding {
+        student.set_embedding(p.dequantize(llama.device()))?;
+    }
+    Ok(student)
 }
 
 /// The palettized base a recovery starts from, and what the build goes on with.
@@ -466,26 +477,6 @@ fn palettized_base(
         release,
         release_digest,
     })
-}
-
-/// `base` with its linear operations (and embedding, when given) replaced by the dequantized `linear` (in
-/// [`linear_ops`] order), as [`palettize_model`] leaves it.
-fn palettized_student(
-    base: &BaseModel,
-    options: &BuildOptions,
-    linear: &[PalettizedTensor],
-    embedding: Option<&PalettizedTensor>,
-) -> Result<Llama, EngineError> {
-    let llama = base.llama();
-    let mut student = llama.shallow_copy();
-    student.set_activation_bits(options.activation_bits);
-    for (op, part) in linear_ops(llama.config()).iter().zip(linear) {
-        student.set_linear_weight(op.layer, op.target, part.dequantize(llama.device()))?;
-    }
-    if let Some(p) = embedding {
-        student.set_embedding(p.dequantize(llama.device()))?;
-    }
-    Ok(student)
 }
 
 /// The whole release: calibrate, analyze, palettize (or read the palettized base that a run with the same inputs
