@@ -137,9 +137,9 @@ pub struct BuiltRelease {
     pub release: Vec<u8>,
     pub recovery_adapter: Vec<u8>,
     pub report: BuildReport,
-    /// The folder of this build's recovery checkpoints (under [`RecoverySpec::checkpoint_dir`], named by
-    /// [`checkpoint_key`]), when the spec has one: the build is done, so nothing in it is left to resume, and
-    /// whoever keeps the build's state may remove it ([`crate::recover::remove_checkpoint`]).
+    /// The folder of this build's recovery checkpoints (under [`RecoverySpec::checkpoint_dir`], named by the
+    /// palettized base and the recovery spec), when the spec has one: the build is done, so nothing in it is
+    /// left to resume, and whoever keeps the build's state may remove it ([`crate::recover::remove_checkpoint`]).
     pub recovery_checkpoints: Option<PathBuf>,
 }
 
