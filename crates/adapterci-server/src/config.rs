@@ -92,13 +92,31 @@ pub struct ServerConfig {
     /// Calibration and recovery budgets of base releases (embedding only; the engine's defaults otherwise).
     #[arg(skip)]
     pub base_release_options: Option<adapterci_engine::release_build::BuildOptions>,
-    /// Where runs train: `process` (a child process per run, its log kept and streamable, killed on cancel) or
-    /// `thread` (inside adapterd).
-    #[arg(long, value_enum, default_value_t = ExecutorKind::Process)]
+    /// Where runs train: `process` (a child process per run, its log kept and streamable, killed on cancel),
+    /// `thread` (inside adapterd) or `kubernetes` (a Kubernetes Job per run, from --kube-job-template).
+    #[arg(long, env = env_vars::ADAPTERCI_EXECUTOR, value_enum, default_value_t = ExecutorKind::Process)]
     pub executor: ExecutorKind,
     /// The program the process executor runs as `PROGRAM train-job DIR`; default: this adapterd.
     #[arg(long)]
     pub trainer: Option<PathBuf>,
+    /// The Kubernetes executor's pod template, a YAML file (`metadata` and `spec` of a pod: the image with
+    /// adapterd, env and secrets, service account, node selector, tolerations, security contexts). adapterd sets
+    /// the trainer container's args and resources. Required with `--executor kubernetes`.
+    #[arg(long, env = env_vars::ADAPTERCI_KUBE_JOB_TEMPLATE, value_name = "FILE")]
+    pub kube_job_template: Option<PathBuf>,
+    /// The namespace of the training Jobs; default: adapterd's own (from its service account), else `default`.
+    #[arg(long, env = env_vars::ADAPTERCI_KUBE_NAMESPACE)]
+    pub kube_namespace: Option<String>,
+    /// Where the Kubernetes executor stages jobs and base models for the training pods, an object store URL that
+    /// the pods reach too (`s3://…`, or a directory on a volume mounted at the same path in both); default:
+    /// `staging` below the registry URL.
+    #[arg(long, env = env_vars::ADAPTERCI_KUBE_STAGING_URL, value_name = "URL")]
+    pub kube_staging_url: Option<String>,
+    /// How long a finished training Job is kept, with its pod and the pod's log, in seconds
+    /// (`ttlSecondsAfterFinished`).
+    #[arg(long, env = env_vars::ADAPTERCI_KUBE_JOB_TTL_SECS, default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(60..))]
+    pub kube_job_ttl_secs: u64,
 }
 
 /// Where runs train.
@@ -106,6 +124,15 @@ pub struct ServerConfig {
 pub enum ExecutorKind {
     Process,
     Thread,
+    Kubernetes,
+}
+
+/// `url` with a scheme as it is; a plain path made absolute.
+fn absolute_if_local(url: &str) -> String {
+    if url.contains("://") {
+        return url.to_string();
+    }
+    std::path::absolute(url).map_or_else(|_| url.to_string(), |path| path.display().to_string())
 }
 
 fn parse_model(value: &str) -> Result<(String, PathBuf), String> {
@@ -136,6 +163,23 @@ impl ServerConfig {
 
     pub fn registry_url(&self) -> String {
         self.registry_url.clone().unwrap_or_else(|| self.data_dir.join("registry").display().to_string())
+    }
+
+    /// The Kubernetes executor's staging URL: `--kube-staging-url`, else `staging` below the registry URL (a local
+    /// path made absolute, so that it names the same place on a shared volume). A `memory://` registry has no
+    /// place a pod could reach.
+    pub fn kube_staging_url(&self) -> Result<String, String> {
+        if let Some(url) = &self.kube_staging_url {
+            return Ok(absolute_if_local(url));
+        }
+        let registry = self.registry_url();
+        if registry.starts_with("memory:") {
+            return Err(format!(
+                "the registry {registry} is in adapterd's memory, where training pods cannot read: set \
+                 --kube-staging-url"
+            ));
+        }
+        Ok(absolute_if_local(&format!("{}/staging", registry.trim_end_matches('/'))))
     }
 
     pub fn datasets_url(&self) -> String {
@@ -203,6 +247,27 @@ mod tests {
         let config = ServerConfig::try_parse_from(["adapterd", "--event-retention-days", &u64::MAX.to_string()]);
         assert!(config.unwrap().event_retention().is_some(), "no overflow");
         assert!(ServerConfig::try_parse_from(["adapterd", "--event-retention-days", "-1"]).is_err());
+    }
+
+    #[test]
+    fn the_kubernetes_staging_url_defaults_below_the_registry() {
+        let staging = |args: &[&str]| {
+            let config = ServerConfig::try_parse_from([&["adapterd"], args].concat()).unwrap();
+            config.kube_staging_url()
+        };
+        assert_eq!(staging(&["--registry-url", "s3://bucket/adapterci/"]).unwrap(), "s3://bucket/adapterci/staging");
+        assert_eq!(staging(&["--registry-url", "s3://bucket"]).unwrap(), "s3://bucket/staging");
+        assert_eq!(staging(&["--registry-url", "file:///srv/registry"]).unwrap(), "file:///srv/registry/staging");
+        assert_eq!(staging(&["--data-dir", "/srv/data"]).unwrap(), "/srv/data/registry/staging");
+        let relative = staging(&["--data-dir", "data"]).unwrap();
+        assert!(relative.starts_with('/') && relative.ends_with("data/registry/staging"), "{relative}");
+        assert_eq!(staging(&["--kube-staging-url", "s3://other/x"]).unwrap(), "s3://other/x");
+        let error = staging(&["--registry-url", "memory://"]).unwrap_err();
+        assert!(error.contains("--kube-staging-url"), "{error}");
+        let config = ServerConfig::try_parse_from(["adapterd", "--executor", "kubernetes"]).unwrap();
+        assert_eq!(config.executor, ExecutorKind::Kubernetes);
+        assert_eq!(config.kube_job_ttl_secs, 3600);
+        assert!(ServerConfig::try_parse_from(["adapterd", "--kube-job-ttl-secs", "0"]).is_err(), "gone too soon");
     }
 
     #[test]

@@ -30,3 +30,13 @@ pub const ADAPTERCI_EVENT_WEBHOOK_SECRET: &str = "ADAPTERCI_EVENT_WEBHOOK_SECRET
 pub const ADAPTERCI_EVENT_RETENTION_DAYS: &str = "ADAPTERCI_EVENT_RETENTION_DAYS";
 /// Where `adapterd train-job --staged` caches base models by digest (default `/tmp/adapterci-bases`).
 pub const ADAPTERCI_BASE_CACHE: &str = "ADAPTERCI_BASE_CACHE";
+/// Where runs train (`--executor`: `process`, `thread` or `kubernetes`).
+pub const ADAPTERCI_EXECUTOR: &str = "ADAPTERCI_EXECUTOR";
+/// The Kubernetes executor's pod template file (`--kube-job-template`).
+pub const ADAPTERCI_KUBE_JOB_TEMPLATE: &str = "ADAPTERCI_KUBE_JOB_TEMPLATE";
+/// The namespace of the training Jobs (`--kube-namespace`).
+pub const ADAPTERCI_KUBE_NAMESPACE: &str = "ADAPTERCI_KUBE_NAMESPACE";
+/// Where the Kubernetes executor stages jobs and base models (`--kube-staging-url`).
+pub const ADAPTERCI_KUBE_STAGING_URL: &str = "ADAPTERCI_KUBE_STAGING_URL";
+/// Seconds a finished training Job is kept (`--kube-job-ttl-secs`).
+pub const ADAPTERCI_KUBE_JOB_TTL_SECS: &str = "ADAPTERCI_KUBE_JOB_TTL_SECS";

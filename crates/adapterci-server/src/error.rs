@@ -134,6 +134,8 @@ pub enum ServerError {
     DataDir { path: String, source: std::io::Error },
     #[error(transparent)]
     Worker(#[from] WorkerError),
+    #[error("--executor kubernetes: {0}")]
+    Kubernetes(String),
     #[error("cannot locate adapterd's own executable to run training jobs with (name one with --trainer): {0}")]
     Trainer(std::io::Error),
 }

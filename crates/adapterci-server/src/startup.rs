@@ -21,6 +21,8 @@ use tokio::task::JoinHandle;
 
 use crate::base_release::EngineBaseReleaseBuilder;
 use crate::events::{DeliveryPolicy, EventNotifier, PublishEvents};
+use crate::kube_launcher::{JobTemplate, KubernetesLauncher, KubernetesSettings};
+use crate::staging::Staging;
 use crate::{AppState, MergedExports, ProcessLauncher, ServerConfig, ServerError, ThreadExecutor, app};
 
 /// A started adapterd.
@@ -137,6 +139,28 @@ async fn watch_base_models(
     }
 }
 
+/// The Kubernetes executor's settings from `config`: its pod template read and checked, its staging store opened.
+fn kubernetes_settings(config: &ServerConfig) -> Result<KubernetesSettings, ServerError> {
+    let refused = ServerError::Kubernetes;
+    let path = config.kube_job_template.as_ref().ok_or_else(|| {
+        refused(
+            "--kube-job-template FILE (ADAPTERCI_KUBE_JOB_TEMPLATE) is required: the training pods' template".into(),
+        )
+    })?;
+    let template = JobTemplate::load(path).map_err(refused)?;
+    let staging_url = config.kube_staging_url().map_err(refused)?;
+    let staging = Staging::open(&staging_url).map_err(|e| refused(format!("the staging store {staging_url}: {e}")))?;
+    Ok(KubernetesSettings {
+        namespace: config.kube_namespace.clone().unwrap_or_else(crate::kube_launcher::own_namespace),
+        template,
+        staging,
+        pod_staging_url: staging_url,
+        logs_dir: config.data_dir.join("logs"),
+        ttl_after_finished: Some(Duration::from_secs(config.kube_job_ttl_secs)),
+        poll_interval: Duration::from_secs(2),
+    })
+}
+
 /// Opens everything `config` names and starts serving.
 pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     std::fs::create_dir_all(&config.data_dir)
@@ -144,6 +168,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     if config.threads > 0 {
         adapterci_engine::device::set_threads(config.threads);
     }
+    // the Kubernetes executor's template and staging store are checked before anything else is opened
+    let kubernetes = match config.executor {
+        crate::config::ExecutorKind::Kubernetes => Some(kubernetes_settings(&config)?),
+        _ => None,
+    };
     let database_url = config.database_url();
     let store = Arc::new(
         SeaStore::connect(&database_url).await.map_err(|source| ServerError::Store { url: database_url, source })?,
@@ -190,6 +219,20 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     ));
     controller.set_run_metrics(run_metrics.clone());
 
+    if let Some(settings) = kubernetes {
+        let client = kube::Client::try_default().await.map_err(|error| {
+            ServerError::Kubernetes(format!(
+                "no Kubernetes API server configured (in-cluster service account or KUBECONFIG): {error}"
+            ))
+        })?;
+        tracing::info!(
+            namespace = %settings.namespace,
+            template = %settings.template.path().display(),
+            staging = %settings.pod_staging_url,
+            "runs train as Kubernetes Jobs"
+        );
+        controller.set_launcher(Arc::new(KubernetesLauncher::new(client, settings)));
+    }
     if config.executor == crate::config::ExecutorKind::Process {
         let program = match &config.trainer {
             Some(program) => program.clone(),
