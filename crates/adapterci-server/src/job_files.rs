@@ -237,7 +237,10 @@ pub(crate) async fn append_log(path: &Path, line: &str) {
     use tokio::io::AsyncWriteExt;
     let file = tokio::fs::OpenOptions::new().create(true).append(true).open(path).await;
     if let Ok(mut file) = file {
-        let _ = file.write_all(format!("{line}\n").as_bytes()).await;
+        // flushed: tokio writes a file on a blocking thread, and an unflushed line could land after the next one
+        if file.write_all(format!("{line}\n").as_bytes()).await.is_ok() {
+            let _ = file.flush().await;
+        }
     }
 }
 

@@ -149,9 +149,13 @@ impl TrainingLauncher for KubernetesLauncher {
             log: log.clone(),
             job_created: false,
             armed: true,
+            why: "run cancelled, timed out or taken over",
         };
         append_log(&log, &format!("--- {} staging the job in {}", now(), settings.staging.url())).await;
-        settings.staging.stage_job(run_id, &job).await?;
+        if let Err(failure) = settings.staging.stage_job(run_id, &job).await {
+            guard.why = "staging the job failed";
+            return Err(failure);
+        }
         let manifest = settings.template.build(&JobRequest {
             run_id,
             staging_url: &settings.pod_staging_url,
@@ -163,7 +167,10 @@ impl TrainingLauncher for KubernetesLauncher {
         });
         // dropped while the create is on its way, the Job may exist all the same: delete it (a 404 is fine)
         guard.job_created = true;
-        self.create(&manifest, &name, &log).await?;
+        if let Err(failure) = self.create(&manifest, &name, &log).await {
+            guard.why = "creating the Job failed";
+            return Err(failure);
+        }
         let described = self.describe(&name);
         append_log(&log, &format!("--- {} training started as the Kubernetes Job {described}", now())).await;
         tracing::info!(run = run_id, job = %described, "training job created");
@@ -176,7 +183,9 @@ impl TrainingLauncher for KubernetesLauncher {
             poll_interval: settings.poll_interval,
         };
         let end = follower.follow(&*progress).await;
-        guard.armed = false;
+        // a launch that lost track of its Job (the API server gone) deletes it on its way out, as a dropped one does
+        guard.armed = end.is_err();
+        guard.why = "the executor lost track of it";
         let result = match end {
             Ok(follow::JobEnd::Complete) => {
                 append_log(&log, &format!("--- {} the Job {described} completed", now())).await;
@@ -209,7 +218,8 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339()
 }
 
-/// Deletes the run's Job (its pod with it) and the staged job files when a launch is dropped before its end.
+/// Deletes the run's Job (its pod with it) and the staged job files when a launch is dropped before its end (or
+/// gives up on its Job).
 struct LaunchGuard {
     jobs: Api<Job>,
     name: String,
@@ -218,6 +228,8 @@ struct LaunchGuard {
     log: PathBuf,
     job_created: bool,
     armed: bool,
+    /// Why the Job is stopped, for the run's log.
+    why: &'static str,
 }
 
 impl Drop for LaunchGuard {
@@ -225,11 +237,11 @@ impl Drop for LaunchGuard {
         if !self.armed {
             return;
         }
-        let line = format!(
-            "--- {} Kubernetes Job {} stopped (run cancelled, timed out or taken over): deleting it\n",
-            now(),
-            self.name
-        );
+        let line = if self.job_created {
+            format!("--- {} Kubernetes Job {} stopped ({}): deleting it\n", now(), self.name, self.why)
+        } else {
+            format!("--- {} stopped before the Kubernetes Job was created ({})\n", now(), self.why)
+        };
         if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(&self.log) {
             let _ = std::io::Write::write_all(&mut file, line.as_bytes());
         }

@@ -48,6 +48,8 @@ enum Kubelet {
     FailAtOnce(&'static str),
     /// The pod runs for ever, its log stream open.
     Hang,
+    /// The pod never starts: no node has the GPU it asks for, and its image cannot be pulled.
+    Pending,
 }
 
 /// What the mock saw, in order.
@@ -134,7 +136,7 @@ impl Cluster {
                     "type": "Failed", "status": "True", "reason": reason,
                     "message": "Job was active longer than specified deadline"}]});
             }
-            Kubelet::Hang => {
+            Kubelet::Hang | Kubelet::Pending => {
                 let (sender, receiver) = watch::channel(PodLog::default());
                 // kept for ever: the stream never closes
                 std::mem::forget(sender);
@@ -231,6 +233,9 @@ impl Cluster {
             .filter(|(name, _)| query.contains(&format!("job-name%3D{name}")))
             .filter_map(|(job_name, fake)| {
                 let (pod_name, log) = fake.pod.as_ref()?;
+                if let Kubelet::Pending = self.kubelet {
+                    return Some(pending_pod(pod_name, job_name));
+                }
                 let state = if log.borrow().closed {
                     json!({"terminated": {"exitCode": 0}})
                 } else {
@@ -275,6 +280,21 @@ impl Cluster {
     }
 }
 
+fn pending_pod(pod_name: &str, job_name: &str) -> Value {
+    json!({
+        "metadata": {"name": pod_name, "namespace": NAMESPACE, "labels": {"job-name": job_name}},
+        "status": {
+            "phase": "Pending",
+            "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                            "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}],
+            "containerStatuses": [{"name": "trainer", "image": "adapterd:test", "imageID": "", "ready": false,
+                                   "restartCount": 0,
+                                   "state": {"waiting": {"reason": "ImagePullBackOff",
+                                                         "message": "Back-off pulling image \"adapterd:test\""}}}]
+        }
+    })
+}
+
 /// The fake cluster's client, with what it saw.
 fn fake_cluster(kubelet: Kubelet, cache: &Path) -> (kube::Client, mpsc::UnboundedReceiver<Seen>) {
     let (seen, events) = mpsc::unbounded_channel();
@@ -313,7 +333,8 @@ fn launcher(dir: &Path, kubelet: Kubelet) -> (KubernetesLauncher, mpsc::Unbounde
 #[derive(Default)]
 struct Progress {
     steps: AtomicUsize,
-    messages: Mutex<Vec<String>>,
+    /// Where the messages go, when a test waits for them.
+    messages: Option<mpsc::UnboundedSender<String>>,
 }
 
 impl ProgressSink for Progress {
@@ -321,8 +342,15 @@ impl ProgressSink for Progress {
         self.steps.fetch_add(1, Ordering::SeqCst);
     }
     fn on_message(&self, message: &str) {
-        self.messages.lock().unwrap().push(message.to_string());
+        if let Some(messages) = &self.messages {
+            let _ = messages.send(message.to_string());
+        }
     }
+}
+
+/// The next item of `receiver`; a test that would wait for ever fails instead, after the testkit's deadline.
+async fn next<T>(receiver: &mut mpsc::UnboundedReceiver<T>) -> Option<T> {
+    tokio::time::timeout(adapterci_testkit::eventually::DEADLINE, receiver.recv()).await.expect("gave up waiting")
 }
 
 async fn log_text(launcher: &KubernetesLauncher, run: &str) -> String {
@@ -353,7 +381,7 @@ async fn a_job_trains_end_to_end_in_a_kubernetes_job() {
     assert_eq!(output.adapter_config.rank, 2);
     assert!(output.metrics.contains_key("eval_loss"), "{:?}", output.metrics);
     assert_eq!(progress.steps.load(Ordering::SeqCst), 3, "every step's progress came back, once");
-    assert_eq!(events.recv().await, Some(Seen::Created("adapterci-train-run-1".to_string())));
+    assert_eq!(next(&mut events).await, Some(Seen::Created("adapterci-train-run-1".to_string())));
 
     let log = log_text(&launcher, "run-1").await;
     assert!(log.contains("training started as the Kubernetes Job adapterci-test/adapterci-train-run-1"), "{log}");
@@ -412,12 +440,12 @@ async fn dropping_a_launch_deletes_its_job() {
     let launch = tokio::spawn(async move {
         launcher.launch("run-4", job, &LaunchResources::default(), Arc::new(Progress::default())).await
     });
-    assert_eq!(events.recv().await, Some(Seen::Created("adapterci-train-run-4".to_string())));
+    assert_eq!(next(&mut events).await, Some(Seen::Created("adapterci-train-run-4".to_string())));
     // what a cancel, a timeout or a lost lease does to the launch
     launch.abort();
     assert!(launch.await.unwrap_err().is_cancelled());
     assert_eq!(
-        events.recv().await,
+        next(&mut events).await,
         Some(Seen::Deleted("adapterci-train-run-4".to_string(), "Background".to_string())),
         "the Job is deleted, its pod with it"
     );
@@ -425,4 +453,33 @@ async fn dropping_a_launch_deletes_its_job() {
         .await;
     let log = std::fs::read_to_string(dir.path().join("logs/run-4.log")).unwrap();
     assert!(log.contains("Kubernetes Job adapterci-train-run-4 stopped"), "{log}");
+}
+
+#[tokio::test]
+async fn a_pod_that_cannot_start_is_reported_not_waited_on_silently() {
+    let dir = tempfile::tempdir().unwrap();
+    let (launcher, mut events) = launcher(dir.path(), Kubelet::Pending);
+    let (messages, mut received) = mpsc::unbounded_channel();
+    let progress = Arc::new(Progress { messages: Some(messages), ..Progress::default() });
+    let job = tiny_job(dir.path(), 3);
+    let launch =
+        tokio::spawn(async move { launcher.launch("run-5", job, &LaunchResources::default(), progress).await });
+    let mut told = Vec::new();
+    while told.len() < 2 {
+        told.push(next(&mut received).await.expect("the launch tells why its pod does not start"));
+    }
+    assert!(told.iter().any(|m| m.contains("not scheduled: Unschedulable: 0/3 nodes are available")), "{told:?}");
+    assert!(told.iter().any(|m| m.contains("trainer container trainer is waiting: ImagePullBackOff")), "{told:?}");
+    let log = std::fs::read_to_string(dir.path().join("logs/run-5.log")).unwrap();
+    assert!(log.contains("pod adapterci-train-run-5-pod: not scheduled: Unschedulable"), "{log}");
+    assert!(log.contains("ImagePullBackOff"), "{log}");
+    // the run's timeout (or a cancel) ends the wait
+    launch.abort();
+    assert!(launch.await.unwrap_err().is_cancelled());
+    assert_eq!(next(&mut events).await, Some(Seen::Created("adapterci-train-run-5".to_string())));
+    assert_eq!(
+        next(&mut events).await,
+        Some(Seen::Deleted("adapterci-train-run-5".to_string(), "Background".to_string()))
+    );
+    assert!(received.try_recv().is_err(), "each problem is told once");
 }

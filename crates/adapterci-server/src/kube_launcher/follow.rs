@@ -40,67 +40,108 @@ pub(super) struct Follower<'a> {
     pub poll_interval: Duration,
 }
 
+/// Where the trainer container of the Job's newest pod is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Trainer {
+    /// No pod yet, or its trainer has not started (its log cannot be read yet).
+    NotStarted,
+    Running,
+    Terminated,
+}
+
+/// What the follower knows between two looks at the Job.
+#[derive(Default)]
+struct Followed {
+    /// The pod whose log is read.
+    pod: Option<String>,
+    /// The lines of that pod's log already handled, skipped when the stream is opened again.
+    seen: usize,
+    /// Whether the log of the pod's ended trainer was read to its end.
+    read_to_end: bool,
+    /// What was told already (each problem is told once).
+    notes: HashSet<String>,
+    /// Failed reads of the Job in a row.
+    api_errors: u32,
+}
+
 impl Follower<'_> {
     /// Follows the Job until it completes or fails.
     pub(super) async fn follow(&self, progress: &dyn ProgressSink) -> Result<JobEnd, TrainingFailure> {
-        // the lines of the current pod's log already handled, skipped when the stream is opened again
-        let mut seen = 0usize;
-        let mut current_pod: Option<String> = None;
-        let mut notes = HashSet::new();
-        let mut api_errors = 0u32;
+        let mut followed = Followed::default();
         loop {
-            let job = match self.jobs.get_opt(self.name).await {
-                Ok(Some(job)) => job,
-                Ok(None) => {
-                    return Err(TrainingFailure::Backend(format!(
-                        "the Kubernetes Job {} was deleted before it finished (log: {})",
-                        self.name,
-                        self.log.display()
-                    )));
-                }
-                Err(error) => {
-                    api_errors += 1;
-                    let text = format!("reading the Kubernetes Job {}: {error}", self.name);
-                    if api_errors >= MAX_API_ERRORS {
-                        return Err(TrainingFailure::Backend(format!("{text} (log: {})", self.log.display())));
-                    }
-                    self.note(&mut notes, progress, &text).await;
-                    tokio::time::sleep(self.poll_interval).await;
-                    continue;
-                }
+            let Some(job) = self.read_job(&mut followed, progress).await? else {
+                tokio::time::sleep(self.poll_interval).await;
+                continue;
             };
-            api_errors = 0;
-            let pod = self.newest_pod(&mut notes, progress).await;
+            let pod = self.newest_pod(&mut followed.notes, progress).await;
             let pod_name = pod.as_ref().and_then(|pod| pod.metadata.name.clone());
-            if pod_name.is_some() && pod_name != current_pod {
-                seen = 0;
-                current_pod = pod_name.clone();
+            if pod_name.is_some() && pod_name != followed.pod {
+                followed = Followed {
+                    pod: pod_name.clone(),
+                    notes: std::mem::take(&mut followed.notes),
+                    ..Followed::default()
+                };
             }
-            let started = pod.as_ref().is_some_and(|pod| self.container_started(pod));
+            let trainer = pod.as_ref().map_or(Trainer::NotStarted, |pod| self.trainer(pod));
             if let Some(end) = job_end(&job) {
-                // what the pod printed since the last read (its container ended before the Job's status said so)
-                if let (Some(pod_name), true) = (&pod_name, started) {
-                    self.read_log(pod_name, false, &mut seen, progress).await;
+                // what the pod printed since the last read (its trainer ended before the Job's status said so)
+                if let (Some(pod_name), false) = (&pod_name, trainer == Trainer::NotStarted || followed.read_to_end) {
+                    self.read_log(pod_name, false, &mut followed, progress).await;
                 }
                 return Ok(end);
             }
-            match (&pod, &pod_name) {
-                (Some(_), Some(pod_name)) if started => {
-                    let before = seen;
-                    self.read_log(pod_name, true, &mut seen, progress).await;
-                    if seen == before {
-                        // the stream ended with nothing new (the container ended): wait for the Job's status
+            match (&pod, &pod_name, trainer) {
+                (Some(_), Some(pod_name), Trainer::Running) => {
+                    let before = followed.seen;
+                    self.read_log(pod_name, true, &mut followed, progress).await;
+                    if followed.seen == before {
+                        // the stream ended with nothing new (the trainer is ending): wait for the next look
                         tokio::time::sleep(self.poll_interval).await;
                     }
                 }
-                (Some(pod), _) => {
-                    for problem in waiting_problems(pod, self.container) {
-                        let text = format!("pod {}: {problem}", pod_name.as_deref().unwrap_or("?"));
-                        self.note(&mut notes, progress, &text).await;
+                (Some(_), Some(pod_name), Trainer::Terminated) => {
+                    if !followed.read_to_end {
+                        followed.read_to_end = self.read_log(pod_name, false, &mut followed, progress).await;
                     }
                     tokio::time::sleep(self.poll_interval).await;
                 }
-                _ => tokio::time::sleep(self.poll_interval).await,
+                (Some(pod), _, _) => {
+                    for problem in waiting_problems(pod, self.container) {
+                        let text = format!("pod {}: {problem}", pod_name.as_deref().unwrap_or("?"));
+                        self.note(&mut followed.notes, progress, &text).await;
+                    }
+                    tokio::time::sleep(self.poll_interval).await;
+                }
+                (None, _, _) => tokio::time::sleep(self.poll_interval).await,
+            }
+        }
+    }
+
+    /// The Job as the API server has it now; `None` after a failed read (told once), an error once too many
+    /// failed in a row or when the Job is gone.
+    async fn read_job(
+        &self,
+        followed: &mut Followed,
+        progress: &dyn ProgressSink,
+    ) -> Result<Option<Job>, TrainingFailure> {
+        match self.jobs.get_opt(self.name).await {
+            Ok(Some(job)) => {
+                followed.api_errors = 0;
+                Ok(Some(job))
+            }
+            Ok(None) => Err(TrainingFailure::Backend(format!(
+                "the Kubernetes Job {} was deleted before it finished (log: {})",
+                self.name,
+                self.log.display()
+            ))),
+            Err(error) => {
+                followed.api_errors += 1;
+                let text = format!("reading the Kubernetes Job {}: {error}", self.name);
+                if followed.api_errors >= MAX_API_ERRORS {
+                    return Err(TrainingFailure::Backend(format!("{text} (log: {})", self.log.display())));
+                }
+                self.note(&mut followed.notes, progress, &text).await;
+                Ok(None)
             }
         }
     }
@@ -123,34 +164,39 @@ impl Follower<'_> {
         }
     }
 
-    /// Whether the trainer container has started (its log can be read).
-    fn container_started(&self, pod: &Pod) -> bool {
+    /// Where the trainer container of `pod` is.
+    fn trainer(&self, pod: &Pod) -> Trainer {
         let statuses = pod.status.as_ref().and_then(|status| status.container_statuses.as_ref());
-        statuses.into_iter().flatten().filter(|status| status.name == self.container).any(|status| {
-            status.state.as_ref().is_some_and(|state| state.running.is_some() || state.terminated.is_some())
-        })
+        let state = statuses.into_iter().flatten().find(|status| status.name == self.container);
+        match state.and_then(|status| status.state.as_ref()) {
+            Some(state) if state.running.is_some() => Trainer::Running,
+            Some(state) if state.terminated.is_some() => Trainer::Terminated,
+            _ => Trainer::NotStarted,
+        }
     }
 
-    /// Reads the trainer's log from the start, handling the lines after the first `seen`, until the stream ends
-    /// (`follow`: when the container ends or the connection drops).
-    async fn read_log(&self, pod: &str, follow: bool, seen: &mut usize, progress: &dyn ProgressSink) {
+    /// Reads the trainer's log from the start, handling the lines after those already seen, until the stream ends
+    /// (with `follow`, when the container ends or the connection drops); whether it was read to its end.
+    async fn read_log(&self, pod: &str, follow: bool, followed: &mut Followed, progress: &dyn ProgressSink) -> bool {
         let params = LogParams { container: Some(self.container.to_string()), follow, ..LogParams::default() };
         let stream = match self.pods.log_stream(pod, &params).await {
             Ok(stream) => stream,
             Err(error) => {
-                tracing::debug!(pod, %error, "the pod's log could not be opened");
-                return;
+                let text = format!("reading the log of pod {pod}: {error}");
+                self.note(&mut followed.notes, progress, &text).await;
+                return false;
             }
         };
         let mut lines = stream.lines().enumerate();
         while let Some((index, line)) = lines.next().await {
-            let Ok(line) = line else { return };
-            if index < *seen {
+            let Ok(line) = line else { return false };
+            if index < followed.seen {
                 continue;
             }
             forward_line(&line, progress, self.log).await;
-            *seen = index + 1;
+            followed.seen = index + 1;
         }
+        true
     }
 
     /// Tells the run's log and messages of `text`, once.
