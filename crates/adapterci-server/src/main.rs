@@ -16,10 +16,15 @@ fn main() -> ExitCode {
         if let Some(threads) = std::env::var(env_vars::ADAPTERCI_THREADS).ok().and_then(|t| t.parse().ok()) {
             adapterci_engine::device::set_threads(threads);
         }
-        let args = adapterci_server::trainer::TrainJobArgs::parse_from(
-            std::iter::once(std::ffi::OsString::from("adapterd train-job")).chain(args),
-        );
-        return adapterci_server::trainer::main(args);
+        let args = std::iter::once(std::ffi::OsString::from("adapterd train-job")).chain(args);
+        return match adapterci_server::trainer::TrainJobArgs::try_parse_from(args) {
+            Ok(args) => adapterci_server::trainer::main(args),
+            Err(error) => {
+                let _ = error.print();
+                // 2 means "failure written" to the executors: a usage error is one of the job's own (1)
+                if error.use_stderr() { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+            }
+        };
     }
     let config = ServerConfig::parse();
     let filter = EnvFilter::try_from_env(env_vars::ADAPTERCI_LOG).unwrap_or_else(|_| EnvFilter::new("info"));

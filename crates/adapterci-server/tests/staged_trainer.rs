@@ -105,3 +105,15 @@ async fn a_run_without_a_staged_job_exits_1() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("jobs/never-staged/job.json: not found"), "{stderr}");
 }
+
+#[test]
+fn a_staged_job_needs_its_run_and_a_usage_error_exits_1() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_adapterd"))
+        .args(["train-job", "--staged", "/nowhere"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "2 would read as a failure written: {stderr}");
+    assert!(stderr.contains("--run <RUN_ID>"), "{stderr}");
+}
