@@ -27,6 +27,7 @@ use futures::StreamExt;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
+use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{mpsc, watch};
@@ -115,7 +116,7 @@ impl Cluster {
         } else if method == Method::GET && path == pods_path {
             self.list_pods(&query)
         } else if let Some(pod) = path.strip_prefix(&format!("{pods_path}/")).and_then(|p| p.strip_suffix("/log")) {
-            self.log(pod, query.contains("follow=true"))
+            self.log(pod, &query)
         } else {
             full(StatusCode::NOT_FOUND, json!({"kind": "Status", "code": 404, "message": path}))
         };
@@ -253,8 +254,15 @@ impl Cluster {
         full(StatusCode::OK, json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items}))
     }
 
-    /// The pod's log from its start; with `follow`, open until the container ends (or, once, dropped early).
-    fn log(&self, pod: &str, follow: bool) -> Response<Body> {
+    /// The pod's log from its start (or from `sinceTime`), each line with its timestamp when asked; with `follow`,
+    /// open until the container ends (or, once, dropped early).
+    fn log(&self, pod: &str, query: &str) -> Response<Body> {
+        let follow = query.contains("follow=true");
+        let timestamps = query.contains("timestamps=true");
+        let since: Option<Timestamp> = query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("sinceTime="))
+            .map(|since| since.replace("%3A", ":").parse().unwrap());
         let mut jobs = self.jobs.lock().unwrap();
         let Some(fake) = jobs.values_mut().find(|fake| fake.pod.as_ref().is_some_and(|(name, _)| name == pod)) else {
             return not_found(pod);
@@ -265,19 +273,35 @@ impl Cluster {
             _ => None,
         };
         let receiver = fake.pod.as_ref().map(|(_, log)| log.clone()).unwrap();
-        let lines = futures::stream::unfold((receiver, 0usize), move |(mut receiver, next)| async move {
-            if drop_after.is_some_and(|after| next >= after) {
+        let start = (receiver, 0usize, 0usize);
+        let lines = futures::stream::unfold(start, move |(mut receiver, mut next, served)| async move {
+            if drop_after.is_some_and(|after| served >= after) {
                 return None;
             }
-            let log = receiver.wait_for(|log| log.lines.len() > next || log.closed || !follow).await.ok()?.clone();
-            let line = log.lines.get(next)?;
-            let frame = http_body::Frame::data(Bytes::from(format!("{line}\n")));
-            Some((Ok::<_, std::io::Error>(frame), (receiver, next + 1)))
+            loop {
+                let log = receiver.wait_for(|log| log.lines.len() > next || log.closed || !follow).await.ok()?.clone();
+                let line = log.lines.get(next)?;
+                let stamp = line_timestamp(next);
+                next += 1;
+                if since.is_some_and(|since| stamp < since) {
+                    continue;
+                }
+                let line = if timestamps { format!("{stamp} {line}\n") } else { format!("{line}\n") };
+                let frame = http_body::Frame::data(Bytes::from(line));
+                return Some((Ok::<_, std::io::Error>(frame), (receiver, next, served + 1)));
+            }
         });
         let mut response = Response::new(BodyExt::boxed_unsync(StreamBody::new(lines.boxed())));
         response.headers_mut().insert(http::header::CONTENT_TYPE, "text/plain".parse().unwrap());
         response
     }
+}
+
+/// The kubelet's timestamp of a pod's log line `index`: two lines share each, four to a second, so that a stream
+/// opened again from a second repeats lines, some of them at the very timestamp it stopped at.
+fn line_timestamp(index: usize) -> Timestamp {
+    let tick = index as i64 / 2;
+    Timestamp::new(1_767_225_600 + tick / 4, (tick % 4) as i32 * 250_000_000).unwrap()
 }
 
 fn pending_pod(pod_name: &str, job_name: &str) -> Value {
@@ -371,8 +395,9 @@ fn walk(dir: &Path) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_trains_end_to_end_in_a_kubernetes_job() {
     let dir = tempfile::tempdir().unwrap();
-    // the pod's first log stream drops after two lines: the launcher reconnects and skips what it handled
-    let (launcher, mut events) = launcher(dir.path(), Kubelet::Run { drop_first_stream_after: Some(2) });
+    // the pod's first log stream drops after three lines: the launcher reconnects from the second of the last line
+    // it handled, and skips what it handled (the fourth line has the third's timestamp)
+    let (launcher, mut events) = launcher(dir.path(), Kubelet::Run { drop_first_stream_after: Some(3) });
     let progress = Arc::new(Progress::default());
     let job = tiny_job(dir.path(), 3);
     let resources = LaunchResources { cpus: Some(1.0), ..LaunchResources::default() };
@@ -385,7 +410,10 @@ async fn a_job_trains_end_to_end_in_a_kubernetes_job() {
 
     let log = log_text(&launcher, "run-1").await;
     assert!(log.contains("training started as the Kubernetes Job adapterci-test/adapterci-train-run-1"), "{log}");
-    assert!(log.contains("fetching the base model"), "the pod's own lines: {log}");
+    assert_eq!(log.matches("fetching the base model").count(), 1, "the pod's own lines, once: {log}");
+    let pod_lines: Vec<&str> = log.lines().filter(|line| !line.starts_with("--- ")).collect();
+    let distinct: std::collections::HashSet<&&str> = pod_lines.iter().collect();
+    assert_eq!(distinct.len(), pod_lines.len(), "no line handled twice across the reconnect: {log}");
     assert_eq!(log.matches("adapter written").count(), 1, "{log}");
     assert_eq!(log.matches("training on").count(), 1, "a line read before the stream dropped is not repeated");
     assert!(!log.contains("{\"step\""), "progress lines go to the progress, not the log: {log}");

@@ -1,7 +1,7 @@
 //! Following a run's Job to its end: its status is read every poll interval; its pod's log is streamed
-//! (`follow=true`) while the trainer container runs, progress lines going to the run's progress and every other
-//! line to the run's log, and streamed again (skipping the lines already handled) when the stream drops while the
-//! Job still runs. A pod that cannot start (unschedulable, an image that cannot be pulled, a missing secret) is
+//! (`follow=true`, with timestamps) while the trainer container runs, progress lines going to the run's progress
+//! and every other line to the run's log, and streamed again from the second of the last line handled (skipping
+//! what was handled, by timestamp) when the stream drops while the Job still runs. A pod that cannot start (unschedulable, an image that cannot be pulled, a missing secret) is
 //! reported in the run's log and messages, once per distinct reason, while the Job waits for it.
 
 use std::collections::HashSet;
@@ -12,6 +12,7 @@ use adapterci_core::training::{ProgressSink, TrainingFailure};
 use futures::{AsyncBufReadExt, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, LogParams};
 
 use super::job::JOB_NAME_LABEL;
@@ -54,8 +55,9 @@ enum Trainer {
 struct Followed {
     /// The pod whose log is read.
     pod: Option<String>,
-    /// The lines of that pod's log already handled, skipped when the stream is opened again.
-    seen: usize,
+    /// The timestamp of the last line of that pod's log handled, and how many handled lines had it: a stream
+    /// opened again starts at that second, and what was handled is skipped.
+    last: Option<(Timestamp, usize)>,
     /// Whether the log of the pod's ended trainer was read to its end.
     read_to_end: bool,
     /// What was told already (each problem is told once).
@@ -92,9 +94,9 @@ impl Follower<'_> {
             }
             match (&pod, &pod_name, trainer) {
                 (Some(_), Some(pod_name), Trainer::Running) => {
-                    let before = followed.seen;
+                    let before = followed.last;
                     self.read_log(pod_name, true, &mut followed, progress).await;
-                    if followed.seen == before {
+                    if followed.last == before {
                         // the stream ended with nothing new (the trainer is ending): wait for the next look
                         tokio::time::sleep(self.poll_interval).await;
                     }
@@ -175,10 +177,19 @@ impl Follower<'_> {
         }
     }
 
-    /// Reads the trainer's log from the start, handling the lines after those already seen, until the stream ends
-    /// (with `follow`, when the container ends or the connection drops); whether it was read to its end.
+    /// Reads the trainer's log from the second of the last line handled on (all of it the first time), handling
+    /// the lines not handled yet, until the stream ends (with `follow`, when the container ends or the connection
+    /// drops); whether it was read to its end. Lines carry their timestamps, so a log the kubelet rotated meanwhile
+    /// is still read from the right place.
     async fn read_log(&self, pod: &str, follow: bool, followed: &mut Followed, progress: &dyn ProgressSink) -> bool {
-        let params = LogParams { container: Some(self.container.to_string()), follow, ..LogParams::default() };
+        let params = LogParams {
+            container: Some(self.container.to_string()),
+            follow,
+            timestamps: true,
+            // whole seconds: the API server's precision (a rounded-up second would lose lines)
+            since_time: followed.last.and_then(|(last, _)| Timestamp::from_second(last.as_second()).ok()),
+            ..LogParams::default()
+        };
         let stream = match self.pods.log_stream(pod, &params).await {
             Ok(stream) => stream,
             Err(error) => {
@@ -187,14 +198,30 @@ impl Follower<'_> {
                 return false;
             }
         };
-        let mut lines = stream.lines().enumerate();
-        while let Some((index, line)) = lines.next().await {
+        let mut lines = stream.lines();
+        // the lines of this stream stamped with the last handled line's timestamp
+        let mut at_last = 0usize;
+        while let Some(line) = lines.next().await {
             let Ok(line) = line else { return false };
-            if index < followed.seen {
+            let Some((stamp, text)) = split_timestamp(&line) else {
+                forward_line(&line, progress, self.log).await;
                 continue;
+            };
+            match followed.last {
+                Some((last, _)) if stamp < last => continue,
+                Some((last, handled)) if stamp == last => {
+                    at_last += 1;
+                    if at_last <= handled {
+                        continue;
+                    }
+                    followed.last = Some((stamp, at_last));
+                }
+                _ => {
+                    at_last = 1;
+                    followed.last = Some((stamp, 1));
+                }
             }
-            forward_line(&line, progress, self.log).await;
-            followed.seen = index + 1;
+            forward_line(text, progress, self.log).await;
         }
         true
     }
@@ -207,6 +234,12 @@ impl Follower<'_> {
             progress.on_message(text);
         }
     }
+}
+
+/// A log line as the API server sends it with `timestamps=true`: its RFC 3339 timestamp, a space, the line.
+fn split_timestamp(line: &str) -> Option<(Timestamp, &str)> {
+    let (stamp, text) = line.split_once(' ')?;
+    Some((stamp.parse().ok()?, text))
 }
 
 /// How `job` ended, if it did: its `Complete` or `Failed` condition.
@@ -284,6 +317,16 @@ mod tests {
             })
         );
         assert_eq!(job_end(&job(serde_json::json!({"conditions": [{"type": "Failed", "status": "False"}]}))), None);
+    }
+
+    #[test]
+    fn a_log_line_splits_into_its_timestamp_and_text() {
+        let (stamp, text) = split_timestamp("2026-11-28T10:00:05.5Z {\"step\": 1} and more").unwrap();
+        assert_eq!(stamp.to_string(), "2026-11-28T10:00:05.5Z");
+        assert_eq!(text, "{\"step\": 1} and more");
+        let (_, empty) = split_timestamp("2026-11-28T10:00:05.123456789Z ").unwrap();
+        assert_eq!(empty, "");
+        assert!(split_timestamp("no timestamp here").is_none());
     }
 
     #[test]
