@@ -206,8 +206,9 @@ impl Controller {
             cpus: spec.resources.cpus,
             memory_bytes: spec.resources.memory_bytes,
             gpus: spec.resources.gpus,
+            timeout: spec.resources.timeout,
         };
-        let output = self.train_with_progress(run, job, report.clone(), resources, spec.resources.timeout).await?;
+        let output = self.train_with_progress(run, job, report.clone(), resources).await?;
 
         self.set_stage(run, RunStage::Eval).await?;
         let mut gates = evaluate_gates(&spec.gates, &output.metrics);
@@ -308,7 +309,6 @@ impl Controller {
         job: TrainJob,
         report: RunReport,
         resources: adapterci_core::launcher::LaunchResources,
-        timeout: Option<Duration>,
     ) -> Result<adapterci_core::training::TrainOutput, RunFailure> {
         let (progress, changes) = RunProgress::new();
         let progress = Arc::new(progress);
@@ -328,7 +328,7 @@ impl Controller {
                 None => self.ports().executor.execute(job, progress.clone()).await,
             }
         };
-        let result = match timeout {
+        let result = match resources.timeout {
             // Dropping the execution stops the training, as a cancel does.
             Some(limit) => tokio::time::timeout(limit, execution).await.map_err(|_| RunFailure::TimedOut(limit)),
             None => Ok(execution.await),

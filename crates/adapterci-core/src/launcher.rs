@@ -23,6 +23,9 @@ pub struct LaunchResources {
     pub cpus: Option<f64>,
     pub memory_bytes: Option<u64>,
     pub gpus: u32,
+    /// The run's time limit (`resources.timeout`). The controller enforces it by dropping the launch; a launcher
+    /// whose jobs can outlive adapterd (a Kubernetes Job) also gives it to the job as a backstop.
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// Launches training jobs away from the controller and keeps their logs.

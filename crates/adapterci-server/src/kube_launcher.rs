@@ -159,10 +159,9 @@ impl TrainingLauncher for KubernetesLauncher {
         let manifest = settings.template.build(&JobRequest {
             run_id,
             staging_url: &settings.pod_staging_url,
+            // the controller drops the launch (deleting the Job) when the run's time limit passes; the Job's own
+            // deadline (`resources.timeout`) is the backstop for an adapterd that stopped before it could delete it
             resources,
-            // the run's time limit stays with the controller, which drops the launch (deleting the Job) when it
-            // passes: `LaunchResources` carries none
-            deadline: None,
             ttl_after_finished: settings.ttl_after_finished,
         });
         // dropped while the create is on its way, the Job may exist all the same: delete it (a 404 is fine)

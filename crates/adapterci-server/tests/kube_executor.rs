@@ -133,9 +133,11 @@ impl Cluster {
         match self.kubelet {
             Kubelet::Run { .. } => fake.pod = Some(self.run_pod(&name, &job)),
             Kubelet::FailAtOnce(reason) => {
+                // the message names the deadline the Job was created with, as the test checks it
+                let deadline = &job["spec"]["activeDeadlineSeconds"];
                 fake.job["status"] = json!({"failed": 0, "conditions": [{
                     "type": "Failed", "status": "True", "reason": reason,
-                    "message": "Job was active longer than specified deadline"}]});
+                    "message": format!("Job was active longer than specified deadline ({deadline} s)")}]});
             }
             Kubelet::Hang | Kubelet::Pending => {
                 let (sender, receiver) = watch::channel(PodLog::default());
@@ -447,11 +449,14 @@ async fn a_job_past_its_deadline_without_a_result_fails_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let (launcher, _events) = launcher(dir.path(), Kubelet::FailAtOnce("DeadlineExceeded"));
     let job = tiny_job(dir.path(), 3);
-    let failure = launcher.launch("run-3", job, &LaunchResources::default(), Arc::new(Progress::default())).await;
+    // the pipeline's resources.timeout becomes the Job's own deadline
+    let resources = LaunchResources { timeout: Some(std::time::Duration::from_secs(90)), ..LaunchResources::default() };
+    let failure = launcher.launch("run-3", job, &resources, Arc::new(Progress::default())).await;
     match failure {
         Err(TrainingFailure::Backend(message)) => {
             assert!(message.contains("the Kubernetes Job adapterci-test/adapterci-train-run-3 failed"), "{message}");
             assert!(message.contains("DeadlineExceeded"), "{message}");
+            assert!(message.contains("specified deadline (90 s)"), "{message}");
             let log_path = dir.path().join("logs/run-3.log");
             assert!(message.contains(&log_path.display().to_string()), "{message}");
         }

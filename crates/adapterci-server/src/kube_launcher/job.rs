@@ -46,9 +46,9 @@ pub struct JobRequest<'a> {
     pub run_id: &'a str,
     /// The staging store URL as the pod reaches it.
     pub staging_url: &'a str,
+    /// The pipeline's resources; their `timeout`, the run's time limit, is enforced by Kubernetes too
+    /// (`activeDeadlineSeconds`).
     pub resources: &'a LaunchResources,
-    /// The run's time limit, enforced by Kubernetes too (`activeDeadlineSeconds`).
-    pub deadline: Option<Duration>,
     /// How long a finished Job (and its pod, with its log) is kept (`ttlSecondsAfterFinished`).
     pub ttl_after_finished: Option<Duration>,
 }
@@ -136,7 +136,7 @@ impl JobTemplate {
             },
             spec: Some(JobSpec {
                 backoff_limit: Some(0),
-                active_deadline_seconds: request.deadline.map(|deadline| seconds(deadline).max(1)),
+                active_deadline_seconds: request.resources.timeout.map(|deadline| seconds(deadline).max(1)),
                 ttl_seconds_after_finished: request.ttl_after_finished.map(|ttl| seconds(ttl) as i32),
                 template,
                 ..JobSpec::default()

@@ -41,12 +41,11 @@ fn template(text: &str) -> Result<JobTemplate, String> {
     JobTemplate::parse(text, Path::new("/etc/adapterci/job-template.yaml"))
 }
 
-fn build(resources: LaunchResources, deadline: Option<Duration>) -> serde_yaml::Value {
+fn build(resources: LaunchResources) -> serde_yaml::Value {
     let job = template(TEMPLATE).unwrap().build(&JobRequest {
         run_id: "0193a5b2-7c1e-7d3a-9f00-1234567890ab",
         staging_url: "s3://bucket/adapterci/staging",
         resources: &resources,
-        deadline,
         ttl_after_finished: Some(Duration::from_secs(3600)),
     });
     // what goes to the API server, as YAML: field names as Kubernetes spells them
@@ -72,8 +71,9 @@ fn check(value: &serde_yaml::Value, path: &str, expect: &str) {
 
 #[test]
 fn the_job_has_the_runs_name_labels_args_and_resources() {
-    let resources = LaunchResources { cpus: Some(2.5), memory_bytes: Some(8 << 30), gpus: 1 };
-    let job = build(resources, Some(Duration::from_secs(1800)));
+    let timeout = Some(Duration::from_secs(1800));
+    let resources = LaunchResources { cpus: Some(2.5), memory_bytes: Some(8 << 30), gpus: 1, timeout };
+    let job = build(resources);
     check(&job, "apiVersion", "batch/v1");
     check(&job, "kind", "Job");
     check(&job, "metadata.name", "adapterci-train-0193a5b2-7c1e-7d3a-9f00-1234567890ab");
@@ -109,7 +109,7 @@ fn the_job_has_the_runs_name_labels_args_and_resources() {
 
 #[test]
 fn what_the_template_says_about_the_pod_is_kept() {
-    let job = build(LaunchResources::default(), None);
+    let job = build(LaunchResources::default());
     let pod = at(&job, "spec.template.spec");
     assert_eq!(pod["serviceAccountName"].as_str(), Some("adapterci-trainer"));
     assert_eq!(pod["nodeSelector"]["nvidia.com/gpu.present"].as_str(), Some("true"));
@@ -141,7 +141,6 @@ spec:
         run_id: "r",
         staging_url: "/shared/staging",
         resources: &resources,
-        deadline: None,
         ttl_after_finished: None,
     });
     let pod = job.spec.unwrap().template.spec.unwrap();
