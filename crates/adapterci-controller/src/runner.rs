@@ -208,7 +208,8 @@ impl Controller {
             gpus: spec.resources.gpus,
             timeout: spec.resources.timeout,
         };
-        let output = self.train_with_progress(run, job, report.clone(), resources).await?;
+        let mut report = report;
+        let output = self.train_with_progress(run, job, &mut report, resources).await?;
 
         self.set_stage(run, RunStage::Eval).await?;
         let mut gates = evaluate_gates(&spec.gates, &output.metrics);
@@ -222,7 +223,6 @@ impl Controller {
             gates.passed &= regression.passed;
             gates.results.extend(regression.results);
         }
-        let mut report = report;
         report.metrics = Some(output.metrics.clone());
         report.gates = Some(gates.clone());
         report.samples = output.samples.clone();
@@ -302,12 +302,13 @@ impl Controller {
         Ok(served.and_then(|version| version.manifest.eval).map(|eval| eval.metrics))
     }
 
-    /// Runs the training job while a task copies its progress into the run's report.
+    /// Runs the training job while a task copies its progress into the run's report; the training's messages stay
+    /// in `report` after it.
     async fn train_with_progress(
         &self,
         run: &RunRecord,
         job: TrainJob,
-        report: RunReport,
+        report: &mut RunReport,
         resources: adapterci_core::launcher::LaunchResources,
     ) -> Result<adapterci_core::training::TrainOutput, RunFailure> {
         let (progress, changes) = RunProgress::new();
@@ -319,13 +320,20 @@ impl Controller {
             run.id.clone(),
             progress.clone(),
             changes,
-            report,
+            report.clone(),
             self.config().progress_write_interval,
         ));
         let execution = async {
             match self.launcher() {
                 Some(launcher) => launcher.launch(&run.id, job, &resources, progress.clone()).await,
-                None => self.ports().executor.execute(job, progress.clone()).await,
+                None => {
+                    // the in-process executor shares adapterd's process: it can hold the run to no CPU or memory
+                    // limit, so the run says so rather than seeming to honour them
+                    if let Some(note) = unenforced_in_process(&resources) {
+                        adapterci_core::training::ProgressSink::on_message(progress.as_ref(), &note);
+                    }
+                    self.ports().executor.execute(job, progress.clone()).await
+                }
             }
         };
         let result = match resources.timeout {
@@ -336,6 +344,7 @@ impl Controller {
         writer.abort();
         // the steps after the writer's last pass
         crate::step_metrics::flush_steps(metrics.as_ref(), &run.id, &progress).await;
+        report.messages = progress.snapshot().messages;
         result?.map_err(RunFailure::Training)
     }
 
@@ -415,4 +424,22 @@ impl From<adapterci_core::ports::StoreError> for RunFailure {
     fn from(error: adapterci_core::ports::StoreError) -> Self {
         RunFailure::Controller(error.into())
     }
+}
+
+/// What the in-process executor cannot apply of a pipeline's `resources`, in words; `None` when nothing was asked.
+fn unenforced_in_process(resources: &adapterci_core::launcher::LaunchResources) -> Option<String> {
+    let mut asked = Vec::new();
+    if let Some(cpus) = resources.cpus {
+        asked.push(format!("cpus {cpus}"));
+    }
+    if let Some(bytes) = resources.memory_bytes {
+        asked.push(format!("memory {bytes} bytes"));
+    }
+    (!asked.is_empty()).then(|| {
+        format!(
+            "resources.{} not applied: the in-process executor (adapterd --executor thread) trains in adapterd's own \
+             process; the process executor applies both, the kubernetes executor sets them on the Job",
+            asked.join(" and resources.")
+        )
+    })
 }

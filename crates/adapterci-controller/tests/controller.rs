@@ -222,6 +222,28 @@ async fn a_manual_run_trains_on_the_current_dataset_with_the_pipeline_settings()
 }
 
 #[tokio::test]
+async fn resources_the_in_process_executor_cannot_apply_are_named_in_the_report() {
+    let h = harness();
+    let with_resources = PIPELINE.replace("publish:", "resources:\n  cpus: 2\n  memory: 1Gi\npublish:");
+    h.controller.apply(&with_resources, None).await.unwrap();
+    h.upload("good\n").await;
+    h.controller.trigger(&demo(), Trigger::Manual).await.unwrap();
+    let run = h.run_next().await.unwrap();
+    assert_eq!(run.state, RunState::Succeeded);
+    let messages = run.report.unwrap()["messages"].clone();
+    let note = "resources.cpus 2 and resources.memory 1073741824 bytes not applied: the in-process executor";
+    assert!(messages.as_array().unwrap().iter().any(|m| m.as_str().unwrap().starts_with(note)), "{messages}");
+
+    // nothing asked, nothing said
+    let h = harness();
+    h.controller.apply(PIPELINE, None).await.unwrap();
+    h.upload("good\n").await;
+    h.controller.trigger(&demo(), Trigger::Manual).await.unwrap();
+    let report = h.run_next().await.unwrap().report.unwrap();
+    assert!(report.get("messages").is_none_or(|m| !m.to_string().contains("not applied")), "{report}");
+}
+
+#[tokio::test]
 async fn a_missing_dataset_fails_the_run_naming_the_location() {
     let h = harness();
     h.controller.apply(PIPELINE, None).await.unwrap();
