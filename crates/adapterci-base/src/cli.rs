@@ -195,13 +195,15 @@ pub struct RecoveryArgs {
     #[arg(long, default_value_t = 50)]
     pub checkpoint_every: usize,
     /// Where recovery checkpoints go. `release` keeps each palettization's in a folder of its own under DIR
-    /// (named by the palettized base and the recovery spec), so a rerun resumes only a recovery of the same
-    /// base, and keeps the palettized base (DIR/palettized) and, without --teacher-cache, the teacher text
-    /// (DIR/teacher-cache) there too, so a rerun with the same inputs skips calibration and palettization.
+    /// (named by the palettized base, the recovery spec and the text the recovery trains on), so a rerun resumes
+    /// only a recovery of the same base on the same text (other --corpus, --corpus-share or --eval-text start
+    /// afresh, and say why), and keeps the palettized base (DIR/palettized) and, without --teacher-cache, the
+    /// teacher text (DIR/teacher-cache) there too, so a rerun with the same inputs skips calibration and
+    /// palettization.
     /// Once a release has succeeded, `release` removes its own checkpoints (its recovery is done) and the
     /// palettized bases of other inputs, one line per file with the space freed; it keeps this palettized
     /// base, the teacher text and other builds' checkpoints, and never removes a file it did not write.
-    /// `recover` uses DIR itself (its release is given)
+    /// `recover` uses DIR itself (its release is given), and refuses a checkpoint there made on other text
     #[arg(long, value_name = "DIR")]
     pub checkpoint_dir: Option<PathBuf>,
     /// Train the palettes' table entries and row scales with the adapter at this peak learning rate (same

@@ -433,8 +433,9 @@ fn size(bytes: u64) -> String {
     format!("{bytes} B")
 }
 
-/// The folders [`keep_build_state`] keeps under the checkpoint folder (its checkpoints' folders are named by 16 hex
-/// digits, so neither name can clash with one).
+/// The folders [`keep_build_state`] keeps under the checkpoint folder (its checkpoints' folders are named by hex
+/// digits, two runs of 16 joined by `-`, or one run of 16 for those of builds before the text was in the name, so
+/// neither name can clash with one).
 const PALETTIZED_CACHE: &str = "palettized";
 const TEACHER_CACHE: &str = "teacher-cache";
 

@@ -1,6 +1,7 @@
 //! `adapterci-base` as users run it, on the tiny model: a whole release (published to a local registry with
 //! its lineage), a rerun that reuses the palettized base kept in its checkpoint folder (and what a release that
-//! succeeds removes from that folder, and what it leaves), the step-by-step commands, and the refusals (missing
+//! succeeds removes from that folder, and what it leaves), a rerun on other training text that does not resume the
+//! interrupted recovery and says why, the step-by-step commands, and the refusals (missing
 //! model, foreign recovery adapter, an analysis of another model, a corrupt release).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -142,7 +143,12 @@ fn a_rerun_of_release_reuses_the_palettized_base_kept_in_its_checkpoint_dir_and_
         std::fs::read_dir(&state)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|name| name.len() == 16 && name.bytes().all(|b| b.is_ascii_hexdigit()))
+            // `<palettized base and spec>-<training text>`, 16 hex digits each
+            .filter(|name| {
+                name.split_once('-').is_some_and(|(spec, text)| {
+                    [spec, text].iter().all(|key| key.len() == 16 && key.bytes().all(|b| b.is_ascii_hexdigit()))
+                })
+            })
             .count()
     };
 
@@ -202,6 +208,41 @@ fn a_rerun_of_release_reuses_the_palettized_base_kept_in_its_checkpoint_dir_and_
     for file in &theirs {
         assert_eq!(std::fs::read_to_string(file).unwrap(), "mine", "{}", file.display());
     }
+}
+
+#[test]
+fn a_rerun_of_an_interrupted_release_with_another_corpus_share_trains_afresh_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny(dir.path(), 4);
+    let state = dir.path().join("state");
+    let corpus = dir.path().join("corpus.txt");
+    std::fs::write(&corpus, "Order from Ana Silva: 3 x red cup, ship to Porto. ".repeat(60)).unwrap();
+    let run = |out: &str, extra: &[&str]| {
+        let out = dir.path().join(out);
+        let mut args = vec!["release", "--model", model.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        args.extend_from_slice(SMALL);
+        args.extend_from_slice(&["--steps", "4", "--checkpoint-every", "2", "--checkpoint-dir"]);
+        args.extend_from_slice(&[state.to_str().unwrap(), "--corpus", corpus.to_str().unwrap()]);
+        args.extend_from_slice(extra);
+        let output = base(&args);
+        let report = std::fs::read(out.join("report.json")).ok();
+        (output, report.map(|r| serde_json::from_slice::<serde_json::Value>(&r).unwrap()))
+    };
+    // built but failing at the end (a name the registry refuses): its checkpoint of step 2 stays, as a kill's would
+    let (output, _) = run("failed", &["--corpus-share", "0.5", "--publish", "Not A Name"]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    // another share of the corpus: other training text, so the checkpoint is not resumed, and the user is told
+    let (output, report) = run("other", &["--corpus-share", "0.2"]);
+    let printed = text(&output);
+    assert!(output.status.success(), "{printed}");
+    assert!(printed.contains("was made on other training text; starting the recovery afresh"), "{printed}");
+    assert_eq!(report.unwrap()["recovery"]["resumed_from"].as_u64(), None, "{printed}");
+    // the first share again: its checkpoint resumes
+    let (output, report) = run("again", &["--corpus-share", "0.5"]);
+    let printed = text(&output);
+    assert!(output.status.success(), "{printed}");
+    assert!(!printed.contains("other training text"), "{printed}");
+    assert_eq!(report.unwrap()["recovery"]["resumed_from"].as_u64(), Some(2), "{printed}");
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

@@ -2,13 +2,15 @@
 //! base frozen so that its next-token distributions match the uncompressed model's (KL(teacher ‖ student) on
 //! the logits of every position), on text the teacher wrote (plus an optional user corpus). Budget in steps
 //! and/or seconds, periodic checkpoints (`recover/checkpoint.rs`: the adapter, the palettes, both optimizers'
-//! state, the step, the schedule's length and the training time so far) that a later call resumes from, taking
-//! the steps an uninterrupted run would have taken, its budget going on from where the checkpoint left it.
+//! state, the step, the schedule's length, the training time so far and the digest of the text trained on) that a
+//! later call with the same spec and text resumes from, taking the steps an uninterrupted run would have taken,
+//! its budget going on from where the checkpoint left it.
 
 use std::borrow::Borrow;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use adapterci_core::Digest;
 use adapterci_core::training::{AdapterConfig, BasePrecision, LoraTarget};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind};
@@ -25,9 +27,10 @@ use crate::train::{AdamW, BaseCompute, TrainingModel, learning_rate_at};
 mod checkpoint;
 mod init;
 mod validation;
-pub(crate) use checkpoint::has_checkpoint;
 pub use checkpoint::remove_checkpoint;
+pub use checkpoint::training_text_digest;
 use checkpoint::{CheckpointState, Optimizers, Resumed, SavedOptimizers, resume, write_checkpoint};
+pub(crate) use checkpoint::{has_checkpoint, holds_checkpoint};
 pub use init::calibrated_init;
 pub use init::{best_low_rank, damped_square_root};
 pub use validation::{ValidationPoint, ValidationSet, hold_out};
@@ -167,6 +170,12 @@ impl RecoveryText {
     /// `sequences` to train on, nothing held out.
     pub fn plain(sequences: Vec<Vec<u32>>) -> RecoveryText {
         RecoveryText { sequences, teacher_repeats: 1, ..RecoveryText::default() }
+    }
+
+    /// What it trains and validates on, as one digest ([`training_text_digest`]): what a checkpoint must have
+    /// been made on to be resumed.
+    pub fn digest(&self) -> Digest {
+        training_text_digest(&self.sequences, &self.validation)
     }
 
     /// One line on what it holds, for progress output.
@@ -309,7 +318,9 @@ fn train<H: Borrow<Hessians>>(
     let clock = TrainingClock::start();
     let device = student.device();
     let config = recovery_config(student, spec);
-    let (mut lora, state, saved_optimizers) = match resume(spec, student, palettes.as_deref_mut())? {
+    // once per run: the largest recovery text (~17 M tokens, ~68 MB) hashes in a fraction of a second
+    let text_digest = training_text_digest(sequences, validation);
+    let (mut lora, state, saved_optimizers) = match resume(spec, &text_digest, student, palettes.as_deref_mut())? {
         Some(Resumed { lora, state, optimizers }) => (lora, state, optimizers),
         // a resumed run needs no statistics: its start is the checkpoint's
         None if spec.calibrated_init && hessians.is_none() => {
@@ -475,6 +486,7 @@ fn train<H: Borrow<Hessians>>(
                 elapsed_seconds: clock.seconds(),
                 total_steps: Some(total_steps),
                 optimizer_state: true,
+                text_digest: Some(text_digest.clone()),
             };
             let optimizers = Optimizers { adapter: &optimizer, palettes: palette_optimizer.as_ref() };
             write_checkpoint(spec, &lora, palettes.as_deref(), optimizers, state, tokens)?;
@@ -538,7 +550,9 @@ impl TrainingClock {
 
 impl RecoverySpec {
     /// The spec less what a run may change and still resume a checkpoint of another: the budget (steps, wall
-    /// time) and how often it validates, which do not change what a step trains.
+    /// time) and how often it validates, which do not change what a step trains. What it trains on is not in the
+    /// spec: a checkpoint also records the text's digest ([`training_text_digest`]) and resumes only on the same
+    /// text.
     pub fn resume_identity(&self) -> RecoverySpec {
         RecoverySpec { steps: 0, max_seconds: None, validate_every: 0, ..self.clone() }
     }

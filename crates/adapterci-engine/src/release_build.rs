@@ -3,6 +3,7 @@
 //! `adapterci-base` tool and the base-release pipeline stage both call [`analyze`] and [`build_release`].
 
 mod palettized_cache;
+mod recovery_checkpoints;
 #[cfg(test)]
 mod tests;
 
@@ -25,12 +26,13 @@ use crate::model::BaseModel;
 use crate::palettize::{Calibration, PaletteSpec, PalettizedTensor, palettize};
 pub use crate::recover::RecoveryText;
 use crate::recover::{
-    RecoveryProgress, RecoveryReport, RecoverySpec, ValidationSet, has_checkpoint, hold_out, preferred_precision,
-    recover_palettized_taking,
+    RecoveryProgress, RecoveryReport, RecoverySpec, ValidationSet, has_checkpoint, hold_out, holds_checkpoint,
+    preferred_precision, recover_palettized_taking,
 };
 use crate::release::{ReleaseContents, bind_recovery_adapter, write_release};
 use crate::tokenizer::TokenizerSpec;
 use palettized_cache::PalettizedCache;
+use recovery_checkpoints::{checkpoint_folder, not_resumed};
 
 /// Everything a base release build decides.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -138,8 +140,9 @@ pub struct BuiltRelease {
     pub recovery_adapter: Vec<u8>,
     pub report: BuildReport,
     /// The folder of this build's recovery checkpoints (under [`RecoverySpec::checkpoint_dir`], named by the
-    /// palettized base and the recovery spec), when the spec has one: the build is done, so nothing in it is
-    /// left to resume, and whoever keeps the build's state may remove it ([`crate::recover::remove_checkpoint`]).
+    /// palettized base, the recovery spec and the text it trained on), when the spec has one: the build is done,
+    /// so nothing in it is left to resume, and whoever keeps the build's state may remove it
+    /// ([`crate::recover::remove_checkpoint`]).
     pub recovery_checkpoints: Option<PathBuf>,
 }
 
@@ -519,11 +522,18 @@ pub fn build_release(
     ));
     let mut recovery = options.recovery.clone();
     if let Some(root) = &options.recovery.checkpoint_dir {
-        let dir = root.join(checkpoint_key(&release_digest, &options.recovery)?);
+        let dir = checkpoint_folder(root, &release_digest, &options.recovery, &text.digest())?;
         progress(&format!(
-            "recovery checkpoints in {} (a rerun that palettizes the same base, with the same spec, resumes them)",
+            "recovery checkpoints in {} (a rerun that palettizes the same base and trains with the same spec on \
+             the same text resumes them)",
             dir.display()
         ));
+        if !holds_checkpoint(&dir) {
+            // nothing to resume here: say why the checkpoints of this base and spec beside it are not
+            for line in not_resumed(&dir) {
+                progress(&line);
+            }
+        }
         recovery.checkpoint_dir = Some(dir);
     }
     let calibrated_start = recovery.calibrated_init && !has_checkpoint(&recovery);
@@ -582,20 +592,6 @@ pub fn remove_other_palettized_bases(
         Some(dir) => Ok(PalettizedCache::new(dir, base, options, user_corpus)?.remove_others()),
         None => Ok(Vec::new()),
     }
-}
-
-/// The folder, under the recovery's checkpoint folder, of a build's checkpoints: named by the palettized base the
-/// recovery starts from (the digest of the release file before recovery) and what its steps train
-/// ([`RecoverySpec::resume_identity`]). A rerun that reads the same palettized base from the cache, or whose
-/// calibration reproduces it, resumes the interrupted recovery; one that palettizes otherwise, or trains
-/// otherwise, starts in a folder of its own instead of resuming an adapter trained against another base, or
-/// stopping at a checkpoint it cannot use.
-fn checkpoint_key(palettized: &Digest, recovery: &RecoverySpec) -> Result<String, EngineError> {
-    let spec = serde_json::to_vec(&recovery.resume_identity())
-        .map_err(|e| EngineError::InvalidConfig(format!("recovery spec: {e}")))?;
-    let mut identity = palettized.hex().into_bytes();
-    identity.extend_from_slice(&spec);
-    Ok(Digest::of(&identity).hex()[..16].to_string())
 }
 
 /// The teacher's sequences plus, when given, `user_corpus` cut into `seq_len`-token sequences, mixed so that the

@@ -2,7 +2,8 @@
 //! build kept (and only one of the same inputs), a corrupt cache is reported and built again, and a resumed
 //! recovery takes the steps an uninterrupted one takes (its optimizer's state and schedule restored, even after a
 //! kill between a checkpoint's files), goes on with the time budget its checkpoint left, and still resumes a
-//! checkpoint written before the optimizer's state was kept.
+//! checkpoint written before the optimizer's state was kept; a rerun on other training text (another user corpus
+//! share, another evaluation split) starts afresh and says why, and a checkpoint of other text is never resumed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -80,9 +81,20 @@ impl Build {
 
 /// `build_release` stopped (as a kill would) when its recovery reports step `stop_at`.
 fn build(base: &BaseModel, options: &BuildOptions, corpus: Option<&str>, stop_at: Option<usize>) -> Build {
+    build_evaluated(base, options, None, corpus, stop_at)
+}
+
+/// [`build`] evaluated on `eval_text` when given.
+fn build_evaluated(
+    base: &BaseModel,
+    options: &BuildOptions,
+    eval_text: Option<&str>,
+    corpus: Option<&str>,
+    stop_at: Option<usize>,
+) -> Build {
     let mut notes = Vec::new();
     let report = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        build_release(base, options, None, corpus, &mut |n| notes.push(n.to_string()), &mut |p| {
+        build_release(base, options, eval_text, corpus, &mut |n| notes.push(n.to_string()), &mut |p| {
             if Some(p.step) == stop_at {
                 panic!("simulated kill");
             }
@@ -235,6 +247,13 @@ fn a_palettized_base_is_reused_for_the_same_inputs_only() {
     assert!(!build(&f.base, &others[4].1, others[4].2, None).palettized());
 }
 
+/// The text the recoveries of [`recover_with`] train on.
+fn recovery_sequences(f: &Fixture) -> Vec<Vec<u32>> {
+    let prompts = prompt_ids(f.base.tokenizer(), None).unwrap();
+    let spec_text = TeacherTextSpec { sequences: 8, seq_len: 24, batch: 8, temperature: 1.0, seed: 3 };
+    teacher_text(f.base.llama(), &prompts, &spec_text, &mut |_, _| {}).unwrap()
+}
+
 /// A recovery of the tiny model palettized at 4 bits, stopped (as a kill would) when it reports step `stop_at`:
 /// what it trained when it finished, and its progress.
 fn recover_with(
@@ -243,9 +262,7 @@ fn recover_with(
     stop_at: Option<usize>,
 ) -> (Option<(LoraWeights, RecoveryReport)>, Vec<RecoveryProgress>) {
     let teacher = f.base.llama();
-    let prompts = prompt_ids(f.base.tokenizer(), None).unwrap();
-    let spec_text = TeacherTextSpec { sequences: 8, seq_len: 24, batch: 8, temperature: 1.0, seed: 3 };
-    let seqs = teacher_text(teacher, &prompts, &spec_text, &mut |_, _| {}).unwrap();
+    let seqs = recovery_sequences(f);
     let hessians = collect_hessians(teacher, &seqs, 4).unwrap();
     let mut student = teacher.shallow_copy();
     for op in linear_ops(teacher.config()) {
@@ -328,7 +345,7 @@ fn a_resumed_recovery_takes_the_steps_of_an_uninterrupted_one_even_after_a_kill_
     assert!(recover_with(&f, &spec, Some(5)).0.is_none());
     std::fs::remove_file(dir.join("recovery-optimizer-00000004.safetensors")).unwrap();
     let teacher = f.base.llama();
-    let err = recover(teacher, teacher, &[vec![1; 24]], &spec, &mut |_| {}).err().unwrap().to_string();
+    let err = recover(teacher, teacher, &recovery_sequences(&f), &spec, &mut |_| {}).err().unwrap().to_string();
     assert!(err.contains("recovery-optimizer-00000004.safetensors") && err.contains("optimizer state"), "{err}");
 }
 
@@ -430,4 +447,119 @@ fn a_resumed_recovery_goes_on_with_the_time_its_checkpoint_recorded() {
     let (done, _) = recover_with(&f, &budget, None);
     let report = done.unwrap().1;
     assert_eq!((report.resumed_from, report.steps, report.stopped_by_time), (Some(8), 12, false));
+}
+
+/// The recovery text's line of a build's notes.
+fn recovery_text_note(build: &Build) -> String {
+    build.notes.iter().find(|n| n.starts_with("recovery text:")).cloned().unwrap_or_default()
+}
+
+#[test]
+fn an_interrupted_build_rerun_on_other_training_text_starts_afresh_and_on_the_same_text_resumes() {
+    let f = fixture();
+    let corpus = "Order from Ana Silva: 3 x red cup, ship to Porto. ".repeat(40);
+    let eval_text = "The harbour master logs every ship that comes in and every ship that leaves. ".repeat(60);
+    let other_eval_text = "A second evaluation text, about trains and their timetables and stations. ".repeat(60);
+    let state = f.dir.join("state");
+    let options = BuildOptions { user_corpus_share: Some(0.5), ..options(&state, true) };
+    let first = build_evaluated(&f.base, &options, None, Some(&corpus), Some(5));
+    assert!(first.report.is_none(), "killed after the checkpoint of step 4");
+    let folder_note = first.notes.iter().find_map(|n| n.strip_prefix("recovery checkpoints in "));
+    let first_folder = folder_note.and_then(|n| n.split_once(" (")).unwrap().0.to_string();
+    // whole builds of each variant, never interrupted, without checkpoints
+    let whole = |options: &BuildOptions, eval_text: Option<&str>, name: &str| {
+        let options = BuildOptions {
+            recovery: RecoverySpec { checkpoint_every: 0, checkpoint_dir: None, ..options.recovery.clone() },
+            ..options.clone()
+        };
+        build_evaluated(&f.base, &options, eval_text, Some(&corpus), None).report.unwrap_or_else(|| panic!("{name}"))
+    };
+    let reruns = [
+        ("another corpus share", BuildOptions { user_corpus_share: Some(0.2), ..options.clone() }, None),
+        ("an evaluation text (all the teacher's text trains)", options.clone(), Some(eval_text.as_str())),
+    ];
+    for (what, other, eval_text) in &reruns {
+        let rerun = build_evaluated(&f.base, other, *eval_text, Some(&corpus), None);
+        assert_ne!(recovery_text_note(&rerun), recovery_text_note(&first), "{what}: other text");
+        let report = rerun.report.as_ref().unwrap();
+        assert_eq!(report.recovery.resumed_from, None, "{what}: {}", rerun.notes());
+        // the interrupted build's checkpoint is named, with why it is not resumed
+        let why = format!(
+            "recovery: checkpoint {first_folder} was made on other training text; starting the recovery afresh"
+        );
+        assert!(rerun.notes.iter().any(|n| n.starts_with(&why)), "{what}: {}", rerun.notes());
+        // trained from the start: what a build never interrupted with these inputs trains, to the byte
+        let uninterrupted = whole(other, *eval_text, what);
+        assert_eq!(report.recovery.kl_curve, uninterrupted.recovery.kl_curve, "{what}");
+        assert_eq!(report.recovery_adapter_digest, uninterrupted.recovery_adapter_digest, "{what}");
+        assert_eq!(report.release_digest, uninterrupted.release_digest, "{what}");
+    }
+    // the first inputs again: their checkpoint of step 4 is still there and resumes, to the uninterrupted adapter
+    let again = build_evaluated(&f.base, &options, None, Some(&corpus), None);
+    let report = again.report.as_ref().unwrap();
+    assert_eq!(report.recovery.resumed_from, Some(4), "{}", again.notes());
+    assert_eq!(again.count("recovery: checkpoint "), 0, "nothing to explain: {}", again.notes());
+    let uninterrupted = whole(&options, None, "the first inputs");
+    assert_same_curve(&report.recovery.kl_curve, &uninterrupted.recovery.kl_curve);
+    assert_eq!(report.recovery_adapter_digest, uninterrupted.recovery_adapter_digest);
+
+    // what the recovery does not train on does not matter: interrupted with one evaluation text, a rerun with
+    // another resumes (the same training split, the same text)
+    let evaluated = build_evaluated(&f.base, &options, Some(&eval_text), Some(&corpus), Some(5));
+    assert!(evaluated.report.is_none());
+    let resumed = build_evaluated(&f.base, &options, Some(&other_eval_text), Some(&corpus), None);
+    assert_eq!(resumed.report.as_ref().unwrap().recovery.resumed_from, Some(4), "{}", resumed.notes());
+}
+
+#[test]
+fn a_build_checkpoint_from_before_the_text_was_recorded_is_not_resumed_and_the_build_says_why() {
+    let f = fixture();
+    let state = f.dir.join("state");
+    let options = options(&state, true);
+    assert!(build(&f.base, &options, None, Some(5)).report.is_none());
+    // what such a build left: a folder named by the palettized base and spec alone, a record without the text
+    let root = state.join("checkpoints");
+    let folders = names_in(&root);
+    assert_eq!(folders.len(), 1, "{folders:?}");
+    let (spec_key, text_key) = folders[0].split_once('-').unwrap();
+    assert_eq!((spec_key.len(), text_key.len()), (16, 16), "{folders:?}");
+    let old = root.join(spec_key);
+    std::fs::rename(root.join(&folders[0]), &old).unwrap();
+    let record_path = old.join("recovery-checkpoint.json");
+    let mut record: serde_json::Value = serde_json::from_slice(&std::fs::read(&record_path).unwrap()).unwrap();
+    assert!(record.as_object_mut().unwrap().remove("text_digest").is_some(), "{record}");
+    std::fs::write(&record_path, serde_json::to_vec(&record).unwrap()).unwrap();
+
+    let rerun = build(&f.base, &options, None, None);
+    let report = rerun.report.as_ref().unwrap();
+    assert_eq!(report.recovery.resumed_from, None, "{}", rerun.notes());
+    let why = format!(
+        "recovery: checkpoint {} was written before checkpoints recorded their training text, so it cannot be told \
+         to be this text's; starting the recovery afresh",
+        old.display()
+    );
+    assert!(rerun.notes.iter().any(|n| n.starts_with(&why)), "{}", rerun.notes());
+    let whole = build(&f.base, &crate::options(&f.dir.join("whole"), false), None, None).report.unwrap();
+    assert_eq!(report.recovery_adapter_digest, whole.recovery_adapter_digest);
+}
+
+#[test]
+fn a_recovery_refuses_a_checkpoint_made_on_other_text_or_whose_text_is_not_recorded() {
+    let f = fixture();
+    let dir = f.dir.join("ckpt");
+    let spec = checkpointed(&dir);
+    assert!(recover_with(&f, &spec, Some(5)).0.is_none());
+    let teacher = f.base.llama();
+    // the same spec on other sequences: refused by name, not resumed
+    let err = recover(teacher, teacher, &[vec![1; 24]], &spec, &mut |_| {}).err().unwrap().to_string();
+    assert!(err.contains("recovery-checkpoint.json") && err.contains("other training text"), "{err}");
+    // a record without the text's digest (written before the field): its text cannot be told, so refused too
+    let record_path = dir.join("recovery-checkpoint.json");
+    let mut record: serde_json::Value = serde_json::from_slice(&std::fs::read(&record_path).unwrap()).unwrap();
+    assert!(record.as_object_mut().unwrap().remove("text_digest").is_some(), "{record}");
+    std::fs::write(&record_path, serde_json::to_vec(&record).unwrap()).unwrap();
+    let (done, progress) = recover_with(&f, &spec, None);
+    assert!(done.is_none() && progress.is_empty(), "not resumed, and not trained over either");
+    let err = recover(teacher, teacher, &[vec![1; 24]], &spec, &mut |_| {}).err().unwrap().to_string();
+    assert!(err.contains("before checkpoints recorded their training text"), "{err}");
 }

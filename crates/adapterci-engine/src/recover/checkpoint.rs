@@ -12,6 +12,12 @@
 //! between the files resumes the previous checkpoint whole: its optimizer files go only once the next record is
 //! written.
 //!
+//! The record names the text the recovery trains and validates on ([`training_text_digest`]): a checkpoint made on
+//! other text (another user corpus or share of it, another evaluation split, other teacher text...) is refused
+//! rather than resumed, since its adapter and optimizer moments were trained on that text; so is a record written
+//! before the field, whose text cannot be told. (A base-release build keeps each text's checkpoints in a folder of
+//! their own, so it starts afresh instead: `release_build/recovery_checkpoints.rs`.)
+//!
 //! A record written before the optimizers' state was kept (no `optimizer_state`) still resumes, from the adapter
 //! and palettes files, with Adam's moments and step counts at zero and, under a time budget, a provisional schedule
 //! until the run has timed its pace (what every resumed run did then).
@@ -20,10 +26,12 @@
 
 use std::path::Path;
 
+use adapterci_core::Digest;
+use adapterci_core::digest::DigestWriter;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-use super::{RecoverySpec, ValidationPoint};
+use super::{RecoverySpec, ValidationPoint, ValidationSet};
 use crate::EngineError;
 use crate::files::{Removal, remove_recognized, write_atomic, write_atomic_with};
 use crate::llama::Llama;
@@ -68,6 +76,10 @@ pub(super) struct CheckpointState {
     /// exists). Absent: the resumed run's Adam moments and step counts start at zero.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub optimizer_state: bool,
+    /// The text the run trained and validated on ([`training_text_digest`]): a checkpoint resumes only on the
+    /// same text. Absent in records written before the field (their text cannot be told: not resumed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_digest: Option<Digest>,
 }
 
 impl CheckpointState {
@@ -81,8 +93,36 @@ impl CheckpointState {
             elapsed_seconds: 0.0,
             total_steps: None,
             optimizer_state: false,
+            text_digest: None,
         }
     }
+}
+
+/// What a recovery trains on and is validated on, as one digest: sha256 over the training sequences' token ids in
+/// order (repeats included, so the user corpus's share counts) and each validation set's name and sequences, each
+/// list and sequence prefixed with its length. Whatever changes the text (teacher text, user corpus, its share,
+/// the evaluation split, the sequences held out, the sequence length) changes it; nothing else does.
+pub fn training_text_digest(sequences: &[Vec<u32>], validation: &[ValidationSet]) -> Digest {
+    fn put_sequences(digest: &mut DigestWriter, sequences: &[Vec<u32>]) {
+        digest.update(&(sequences.len() as u64).to_le_bytes());
+        let mut bytes = Vec::new();
+        for sequence in sequences {
+            bytes.clear();
+            bytes.extend_from_slice(&(sequence.len() as u64).to_le_bytes());
+            bytes.extend(sequence.iter().flat_map(|token| token.to_le_bytes()));
+            digest.update(&bytes);
+        }
+    }
+    let mut digest = DigestWriter::new();
+    digest.update(b"adapterci recovery text v1\n");
+    put_sequences(&mut digest, sequences);
+    digest.update(&(validation.len() as u64).to_le_bytes());
+    for set in validation {
+        digest.update(&(set.name.len() as u64).to_le_bytes());
+        digest.update(set.name.as_bytes());
+        put_sequences(&mut digest, &set.sequences);
+    }
+    digest.finish()
 }
 
 /// The optimizers a recovery trains with: the adapter's, and the palettes' when they train.
@@ -171,7 +211,12 @@ pub fn remove_checkpoint(dir: &Path) -> Vec<Removal> {
 /// Whether `spec.checkpoint_dir` holds a checkpoint that a recovery with `spec` would start from (or refuse):
 /// then it needs no calibrated start.
 pub(crate) fn has_checkpoint(spec: &RecoverySpec) -> bool {
-    spec.checkpoint_dir.as_ref().is_some_and(|dir| dir.join(CHECKPOINT_STATE).is_file())
+    spec.checkpoint_dir.as_deref().is_some_and(holds_checkpoint)
+}
+
+/// Whether `dir` holds a checkpoint's record.
+pub(crate) fn holds_checkpoint(dir: &Path) -> bool {
+    dir.join(CHECKPOINT_STATE).is_file()
 }
 
 /// A checkpoint read back.
@@ -208,10 +253,12 @@ impl SavedOptimizers {
     }
 }
 
-/// The checkpoint in `spec.checkpoint_dir`, when there is one for the same spec (steps aside); loads the trained
-/// palettes into `palettes` when they train.
+/// The checkpoint in `spec.checkpoint_dir`, when there is one for the same spec (steps aside) and the same text
+/// (`text_digest`, [`training_text_digest`]); loads the trained palettes into `palettes` when they train. One of
+/// another spec or text (or whose text is not recorded) is refused, not resumed.
 pub(super) fn resume(
     spec: &RecoverySpec,
+    text_digest: &Digest,
     student: &Llama,
     palettes: Option<&mut TrainablePalettes>,
 ) -> Result<Option<Resumed>, EngineError> {
@@ -225,6 +272,25 @@ pub(super) fn resume(
             "{}: the checkpoint was written for a different recovery spec; remove it or use another directory",
             state_path.display()
         )));
+    }
+    match &state.text_digest {
+        Some(recorded) if recorded == text_digest => {}
+        Some(recorded) => {
+            return Err(EngineError::Training(format!(
+                "{}: the checkpoint was made on other training text ({}, this recovery's is {}); resuming it would \
+                 mix the two: remove it or use another directory",
+                state_path.display(),
+                recorded.short(),
+                text_digest.short()
+            )));
+        }
+        None => {
+            return Err(EngineError::Training(format!(
+                "{}: the checkpoint was written before checkpoints recorded their training text, so it cannot be \
+                 told to be this recovery's: remove it or use another directory",
+                state_path.display()
+            )));
+        }
     }
     let adapter_path = dir.join(CHECKPOINT_ADAPTER);
     let bytes =
@@ -263,7 +329,32 @@ pub(super) fn resume(
 
 #[cfg(test)]
 mod tests {
-    use super::is_checkpoint_file;
+    use super::{ValidationSet, is_checkpoint_file, training_text_digest};
+
+    #[test]
+    fn the_text_digest_changes_with_the_text_and_nothing_else() {
+        let set = |name: &str, sequences: &[&[u32]]| ValidationSet {
+            name: name.into(),
+            sequences: sequences.iter().map(|s| s.to_vec()).collect(),
+        };
+        let digest = |train: &[&[u32]], validation: &[ValidationSet]| {
+            training_text_digest(&train.iter().map(|s| s.to_vec()).collect::<Vec<_>>(), validation)
+        };
+        let text = digest(&[&[1, 2], &[3, 4]], &[set("teacher text", &[&[5, 6]])]);
+        assert_eq!(text, digest(&[&[1, 2], &[3, 4]], &[set("teacher text", &[&[5, 6]])]), "the same text");
+        let others = [
+            ("another order", digest(&[&[3, 4], &[1, 2]], &[set("teacher text", &[&[5, 6]])])),
+            ("a sequence repeated", digest(&[&[1, 2], &[3, 4], &[3, 4]], &[set("teacher text", &[&[5, 6]])])),
+            ("cut otherwise", digest(&[&[1, 2, 3], &[4]], &[set("teacher text", &[&[5, 6]])])),
+            ("held out otherwise", digest(&[&[1, 2], &[3, 4], &[5, 6]], &[set("teacher text", &[])])),
+            ("nothing held out", digest(&[&[1, 2], &[3, 4]], &[])),
+            ("another source held out", digest(&[&[1, 2], &[3, 4]], &[set("user corpus", &[&[5, 6]])])),
+            ("a token", digest(&[&[1, 2], &[3, 5]], &[set("teacher text", &[&[5, 6]])])),
+        ];
+        for (what, other) in others {
+            assert_ne!(other, text, "{what}");
+        }
+    }
 
     #[test]
     fn only_the_files_a_checkpoint_writes_are_recognized() {
