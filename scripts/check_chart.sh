@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Checks the Helm chart offline (scripts/test.sh runs it): `helm lint --strict`, the manifests `helm template`
-# renders validated against Kubernetes' schemas (kubernetes-validate --strict) for the default values and for
-# the values files in charts/adapterci/ci/ (scale-out, Secret-backed settings, a GPU node pool, the migration Job
-# scheduled apart), adapterd's settings passed as its flags, the migration Job rendered only with PostgreSQL, the
-# environment of adapterd and of the Job (secrets only by secretKeyRef), the ServiceAccounts, security contexts and
-# scheduling of both (the Job with adapterd's security and, unless migration.* says otherwise, its scheduling; its
-# account created as a hook before it), and bad values refused by values.schema.json (or the templates) with the
-# field named.
+# renders validated against Kubernetes' schemas (kubernetes-validate --strict) for the default values and for the
+# values files in charts/adapterci/ci/ (scale-out, Secret-backed settings, a GPU node pool, the migration Job
+# scheduled apart, the Kubernetes executor), adapterd's settings passed as its flags, the migration Job rendered
+# only with PostgreSQL, the environment of adapterd and of the Job (secrets only by secretKeyRef), the
+# ServiceAccounts, security contexts and scheduling of both (the Job with adapterd's security and, unless
+# migration.* says otherwise, its scheduling; its account created as a hook before it), the Kubernetes executor's
+# (executor: kubernetes) Role, RoleBinding, adapterd's environment and token and the training pods' template
+# (exactly, and as a valid batch/v1 Job's), none of it rendered with the default executor, and bad values refused by
+# values.schema.json (or the templates) with the field named.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 chart="$repo/charts/adapterci"
@@ -126,6 +128,65 @@ for job in (doc for doc in docs if doc["kind"] == "Job"):
             print(f"account {name} AFTER: weight {account_weight}, not below the Job's {weight}")
         else:
             print(f"account {name} hook")
+PY
+}
+
+# What the Kubernetes executor adds to rendered manifests ($1), one line a fact: the Role's namespace and each of its
+# rules (`Role NAME rule {JSON}`), the RoleBinding's namespace, role and each subject, the ConfigMap's keys, the
+# configMap volumes of the Deployment (`Deployment volume NAME<-configMap CONFIGMAP`) and whether its pod's
+# checksum/job-template annotation is the template's sha256, and every leaf of the pod template (`template PATH=VALUE`,
+# parsed as YAML from the ConfigMap's job-template.yaml). That template, wrapped into a batch/v1 Job's spec.template
+# as adapterd wraps it, is written to $2 (for kubernetes-validate), when there is one.
+kube_of() {
+  "$(dirname "$validate")/python" - "$1" "$2" <<'PY'
+import hashlib, json, sys, yaml
+
+def leaves(path, value):  # as pod_of's
+    if isinstance(value, dict) and (value or "." not in path):
+        for key, inner in value.items():
+            yield from leaves(f"{path}.{key}" if path else key, inner)
+    elif isinstance(value, list) and any(isinstance(item, (dict, list)) for item in value):
+        for index, inner in enumerate(value):
+            yield from leaves(f"{path}[{index}]", inner)
+    else:
+        yield f"{path}={value if isinstance(value, str) else json.dumps(value)}"
+
+docs = [doc for doc in yaml.safe_load_all(open(sys.argv[1])) if doc]
+checksum = annotation = None
+for doc in docs:
+    kind, meta = doc["kind"], doc["metadata"]
+    name = meta["name"]
+    if kind == "Role":
+        print(f"Role {name} namespace={meta.get('namespace')}")
+        for rule in doc.get("rules") or []:
+            print(f"Role {name} rule {json.dumps(rule, sort_keys=True)}")
+    elif kind == "RoleBinding":
+        print(f"RoleBinding {name} namespace={meta.get('namespace')} roleRef={json.dumps(doc['roleRef'], sort_keys=True)}")
+        for subject in doc.get("subjects") or []:
+            print(f"RoleBinding {name} subject {json.dumps(subject, sort_keys=True)}")
+    elif kind == "ConfigMap":
+        print(f"ConfigMap {name} keys={','.join(sorted(doc.get('data') or {}))}")
+        text = (doc.get("data") or {}).get("job-template.yaml")
+        if text is None:
+            continue
+        template = yaml.safe_load(text)
+        for line in leaves("", template):
+            print(f"template {line}")
+        checksum = hashlib.sha256(text.rstrip("\n").encode()).hexdigest()
+        job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "adapterci-train-check"},
+               "spec": {"backoffLimit": 0, "activeDeadlineSeconds": 7200, "ttlSecondsAfterFinished": 3600,
+                        "template": template}}
+        with open(sys.argv[2], "w") as out:
+            yaml.safe_dump(job, out)
+    elif kind == "Deployment":
+        pod = doc["spec"]["template"]
+        annotation = (pod["metadata"].get("annotations") or {}).get("checksum/job-template")
+        for volume in pod["spec"].get("volumes") or []:
+            if "configMap" in volume:
+                print(f"Deployment volume {volume['name']}<-configMap {volume['configMap']['name']}")
+if checksum or annotation:
+    state = "the template's" if annotation == checksum else f"{annotation}, not the template's {checksum}"
+    print(f"Deployment checksum/job-template {state}")
 PY
 }
 
@@ -469,6 +530,179 @@ grep -qxF 'Job pod labels.app.kubernetes.io/component=migrate' "$work/pods.txt" 
 printf 'check_chart: accounts, security contexts and scheduling rendered as expected (the Job: %s)\n' \
   "adapterd's security, its account made before it, adapterd's scheduling unless migration.* sets its own" >&2
 
+# executor: kubernetes (ci/kubernetes-executor-values.yaml): adapterd gets the executor, its pod template's path, the
+# release's namespace for the Jobs and their TTL, and an API token; a Role in that namespace lets it create, get and
+# delete Jobs, list pods and read their logs, bound to its account; the pod template, a ConfigMap mounted read-only
+# at /etc/adapterci, is exactly the training pod expected: one container `trainer`, adapterd's image without args or
+# resources (adapterd sets them), adapterd's security contexts and S3 credentials only, its own account (with
+# adapterd's account's annotations, no token), its own scheduling, restartPolicy Never, /tmp an emptyDir of
+# trainer.tmpSizeLimit; and that template, as a Job's, is valid. With the default executor none of it renders.
+kube_values="$chart/ci/kubernetes-executor-values.yaml"
+render_kube() { # [helm args...]: the manifests in $work/kube.yaml, kube_of's lines in $work/kube.txt, the Job in
+  # $work/train-job.yaml
+  rm -f "$work/train-job.yaml"
+  "$helm" template adapterci "$chart" "$@" >"$work/kube.yaml" || fail "helm template $* failed"
+  kube_of "$work/kube.yaml" "$work/train-job.yaml" >"$work/kube.txt"
+}
+cat >"$work/kube-env.txt" <<'ENV'
+Deployment CUDA_CACHE_PATH=/tmp/cuda-cache
+Deployment ADAPTERCI_REGISTRY_URL=s3://adapters/registry
+Deployment ADAPTERCI_DATASETS_URL=s3://adapters/datasets
+Deployment ADAPTERCI_EXECUTOR=kubernetes
+Deployment ADAPTERCI_KUBE_JOB_TEMPLATE=/etc/adapterci/job-template.yaml
+Deployment ADAPTERCI_KUBE_NAMESPACE=ml-training
+Deployment ADAPTERCI_KUBE_JOB_TTL_SECS=86400
+ENV
+expect_env "$work/kube-env.txt" -f "$kube_values" --namespace ml-training
+cat >"$work/kube-expected.txt" <<'KUBE'
+ConfigMap adapterci-adapterci-job-template keys=job-template.yaml
+template metadata.labels.app.kubernetes.io/component=trainer
+template metadata.labels.app.kubernetes.io/instance=adapterci
+template metadata.labels.app.kubernetes.io/name=adapterci-trainer
+template metadata.labels.team=ml-platform
+template metadata.annotations.karpenter.sh/do-not-disrupt=true
+template spec.restartPolicy=Never
+template spec.serviceAccountName=adapterci-adapterci-trainer
+template spec.automountServiceAccountToken=false
+template spec.securityContext.fsGroup=65532
+template spec.securityContext.fsGroupChangePolicy=OnRootMismatch
+template spec.securityContext.runAsGroup=65532
+template spec.securityContext.runAsNonRoot=true
+template spec.securityContext.runAsUser=65532
+template spec.securityContext.seccompProfile.type=RuntimeDefault
+template spec.nodeSelector.nvidia.com/gpu.present=true
+template spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].key=nvidia.com/gpu.product
+template spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator=In
+template spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].values=["NVIDIA-A10G", "NVIDIA-L4"]
+template spec.tolerations[0].effect=NoSchedule
+template spec.tolerations[0].key=nvidia.com/gpu
+template spec.tolerations[0].operator=Exists
+template spec.containers[0].name=trainer
+template spec.containers[0].image=adapterci/adapterd:0.1.0
+template spec.containers[0].imagePullPolicy=IfNotPresent
+template spec.containers[0].securityContext.allowPrivilegeEscalation=false
+template spec.containers[0].securityContext.capabilities.drop=["ALL"]
+template spec.containers[0].securityContext.readOnlyRootFilesystem=true
+template spec.containers[0].env[0].name=CUDA_CACHE_PATH
+template spec.containers[0].env[0].value=/tmp/cuda-cache
+template spec.containers[0].volumeMounts[0].name=tmp
+template spec.containers[0].volumeMounts[0].mountPath=/tmp
+template spec.volumes[0].name=tmp
+template spec.volumes[0].emptyDir.sizeLimit=8Gi
+Role adapterci-adapterci-executor namespace=ml-training
+Role adapterci-adapterci-executor rule {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "delete"]}
+Role adapterci-adapterci-executor rule {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}
+Role adapterci-adapterci-executor rule {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]}
+RoleBinding adapterci-adapterci-executor namespace=ml-training roleRef={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "adapterci-adapterci-executor"}
+RoleBinding adapterci-adapterci-executor subject {"kind": "ServiceAccount", "name": "adapterci-adapterci", "namespace": "ml-training"}
+Deployment volume job-template<-configMap adapterci-adapterci-job-template
+Deployment checksum/job-template the template's
+KUBE
+render_kube -f "$kube_values" --namespace ml-training
+[ -s "$work/train-job.yaml" ] || fail "no pod template to validate as a Job"
+"$validate" --strict "$work/train-job.yaml" >"$work/validate.txt" 2>&1 \
+  || { cat "$work/validate.txt" "$work/train-job.yaml" >&2; fail "the pod template is not a valid batch/v1 Job's"; }
+diff -u "$work/kube-expected.txt" "$work/kube.txt" >&2 \
+  || fail "the Kubernetes executor's Role, RoleBinding or pod template differs (- expected, + rendered)"
+# adapterd's pod: a token (it calls the API), the template mounted read-only, its own scheduling (none here); its
+# account and the trainer's with the IAM role's annotation, neither with a token of its own
+cat >"$work/kube-pods.txt" <<'PODS'
+ServiceAccount adapterci-adapterci automountServiceAccountToken=false
+ServiceAccount adapterci-adapterci annotations.eks.amazonaws.com/role-arn=arn:aws:iam::123456789012:role/adapterci
+ServiceAccount adapterci-adapterci-trainer automountServiceAccountToken=false
+ServiceAccount adapterci-adapterci-trainer annotations.eks.amazonaws.com/role-arn=arn:aws:iam::123456789012:role/adapterci
+Deployment pod serviceAccountName=adapterci-adapterci
+Deployment pod automountServiceAccountToken=true
+Deployment pod securityContext.fsGroup=65532
+Deployment pod securityContext.fsGroupChangePolicy=OnRootMismatch
+Deployment pod securityContext.runAsGroup=65532
+Deployment pod securityContext.runAsNonRoot=true
+Deployment pod securityContext.runAsUser=65532
+Deployment pod securityContext.seccompProfile.type=RuntimeDefault
+Deployment pod labels.app.kubernetes.io/name=adapterci
+Deployment pod labels.app.kubernetes.io/instance=adapterci
+Deployment pod annotations.checksum/job-template=SHA256
+Deployment adapterd securityContext.allowPrivilegeEscalation=false
+Deployment adapterd securityContext.capabilities.drop=["ALL"]
+Deployment adapterd securityContext.readOnlyRootFilesystem=true
+Deployment adapterd mount /data<-persistentVolumeClaim
+Deployment adapterd mount /models<-emptyDir read-only
+Deployment adapterd mount /tmp<-emptyDir
+Deployment adapterd mount /etc/adapterci<-configMap read-only
+PODS
+render_pods -f "$kube_values"
+sed -E 's/^(Deployment pod annotations\.checksum\/job-template=)[0-9a-f]{64}$/\1SHA256/' "$work/pods.txt" \
+  | diff -u "$work/kube-pods.txt" - >&2 \
+  || fail "adapterd's pod or the accounts with the Kubernetes executor differ (- expected, + rendered)"
+
+# the pod template follows adapterd's security contexts, image and S3 credentials (the Secret's keys, never a plain
+# value, and nothing else of adapterd's: no database URL, no webhook secret), not adapterd's scheduling or labels;
+# the migration Job keeps no token
+render_kube -f "$chart/ci/scale-out-values.yaml" -f "$chart/ci/eks-gpu-values.yaml" \
+  --set-string executor=kubernetes,image.tag=0.2.0,database.existingSecret=adapterci-db,database.url= \
+  --set securityContext.readOnlyRootFilesystem=false -f "$chart/ci/secrets-values.yaml"
+grep -E '^template spec\.(containers\[0\]\.(image=|env|securityContext)|securityContext)' "$work/kube.txt" \
+  >"$work/trainer-runs-as.txt" || true
+cat >"$work/trainer-runs-as-expected.txt" <<'KUBE'
+template spec.securityContext.fsGroup=1000
+template spec.securityContext.fsGroupChangePolicy=OnRootMismatch
+template spec.securityContext.runAsGroup=1000
+template spec.securityContext.runAsNonRoot=true
+template spec.securityContext.runAsUser=1000
+template spec.securityContext.seccompProfile.type=RuntimeDefault
+template spec.containers[0].image=adapterci/adapterd:0.2.0
+template spec.containers[0].securityContext.allowPrivilegeEscalation=false
+template spec.containers[0].securityContext.capabilities.drop=["ALL"]
+template spec.containers[0].securityContext.readOnlyRootFilesystem=false
+template spec.containers[0].env[0].name=CUDA_CACHE_PATH
+template spec.containers[0].env[0].value=/tmp/cuda-cache
+template spec.containers[0].envFrom[0].secretRef.name=adapterci-s3
+KUBE
+diff -u "$work/trainer-runs-as-expected.txt" "$work/trainer-runs-as.txt" >&2 \
+  || fail "the training pods do not run as adapterd does, or get more of its environment (- expected, + rendered)"
+grep -E '^template (metadata\.annotations|metadata\.labels\.team|spec\.(nodeSelector|tolerations|affinity))' \
+  "$work/kube.txt" >&2 && fail "adapterd's scheduling, labels or annotations reach the training pods"
+grep -E '^template .*(postgres|secretKeyRef|ADAPTERCI_)' "$work/kube.txt" >&2 \
+  && fail "adapterd's database URL, secrets or settings reach the training pods"
+"$validate" --strict "$work/train-job.yaml" >"$work/validate.txt" 2>&1 \
+  || { cat "$work/validate.txt" >&2; fail "the pod template with S3 credentials is not a valid Job's"; }
+render_pods -f "$chart/ci/scale-out-values.yaml" --set-string executor=kubernetes
+grep -qxF 'Deployment pod automountServiceAccountToken=true' "$work/pods.txt" \
+  || fail "adapterd's pod mounts no API token with the Kubernetes executor and PostgreSQL"
+grep -qxF 'Job pod automountServiceAccountToken=false' "$work/pods.txt" \
+  || fail "the migration Job mounts adapterd's API token with the Kubernetes executor"
+# an existing account: the Role bound to it, no account made, the training pods run as it without a token; the
+# staging URL and the TTL passed as set, the template's default /tmp size
+render_kube --set serviceAccount.create=false,kubeJobTtlSeconds=60 --set-string executor=kubernetes \
+  --set-string serviceAccount.name=shared,kubeStagingUrl=s3://staging/adapterci
+grep -qxF 'RoleBinding adapterci-adapterci-executor subject {"kind": "ServiceAccount", "name": "shared", "namespace": "default"}' \
+  "$work/kube.txt" || { cat "$work/kube.txt" >&2; fail "the Role is not bound to serviceAccount.name with create false"; }
+grep -c '^RoleBinding .* subject ' "$work/kube.txt" | grep -qx 1 || fail "the Role is bound to more than adapterd's account"
+for line in 'template spec.serviceAccountName=shared' 'template spec.automountServiceAccountToken=false' \
+  'template spec.volumes[0].emptyDir.sizeLimit=2Gi'; do
+  grep -qxF "$line" "$work/kube.txt" || fail "with serviceAccount.create=false: no $line"
+done
+grep -q '^kind: ServiceAccount' "$work/kube.yaml" && fail "a ServiceAccount is created with serviceAccount.create=false"
+env_of "$work/kube.yaml" >"$work/env.txt"
+for line in 'Deployment ADAPTERCI_KUBE_STAGING_URL=s3://staging/adapterci' 'Deployment ADAPTERCI_KUBE_JOB_TTL_SECS=60' \
+  'Deployment ADAPTERCI_KUBE_NAMESPACE=default'; do
+  grep -qxF "$line" "$work/env.txt" || fail "with kubeStagingUrl and kubeJobTtlSeconds: no $line"
+done
+"$validate" --strict "$work/kube.yaml" >"$work/validate.txt" 2>&1 \
+  || { cat "$work/validate.txt" >&2; fail "the manifests with an existing account and a staging URL do not validate"; }
+# the default executor, whatever else is set: no Role, binding, template, trainer account, executor settings or token
+for values in "" "$chart"/ci/*-values.yaml; do
+  [ "$values" = "$kube_values" ] && continue
+  args=(--set-string database.url=postgres://db/a,database.existingSecret=)
+  [ -n "$values" ] && args+=(-f "$values")
+  render_kube "${args[@]}"
+  [ -s "$work/kube.txt" ] && { cat "$work/kube.txt" >&2; fail "the Kubernetes executor's objects render for ${values:-the defaults}"; }
+  grep -E '^kind: (Role|RoleBinding|ConfigMap)$|-trainer$|ADAPTERCI_EXECUTOR|ADAPTERCI_KUBE_|/etc/adapterci|automountServiceAccountToken: true' \
+    "$work/kube.yaml" >&2 && fail "the Kubernetes executor's settings render for ${values:-the defaults}"
+done
+printf 'check_chart: executor kubernetes: %s\n' \
+  "Role, RoleBinding, adapterd's env and token, the pod template (a valid Job's) as expected; none by default" >&2
+
 # each bad value is refused, and the error names where it is, every place after the setting (--set-string keeps a
 # value a string; --set types it; one setting may set several values, comma separated)
 count=0
@@ -572,5 +806,39 @@ done <<'BAD'
 --set-string|migration.serviceAccountName=other|'/migration'|additional properties 'serviceAccountName'
 --set-string|migration=anywhere|'/migration'
 --set-string|database.url=postgres://db/a,serviceAccount.name=adapterci-adapterci-migrate|serviceAccount.name adapterci-adapterci-migrate
+--set-string|executor=thread|'/executor'
+--set-string|executor=Kubernetes|'/executor'
+--set|executor=true|'/executor'
+--set-string|executor=kubernetes|executor kubernetes|registry.url ""|kubeStagingUrl
+--set-string|executor=kubernetes,registry.url=file:///srv/registry|executor kubernetes|registry.url "file:///srv/registry"|kubeStagingUrl
+--set-string|kubeStagingUrl=file:///srv/staging|'/kubeStagingUrl'
+--set-string|kubeStagingUrl=gs://bucket/staging|'/kubeStagingUrl'
+--set|kubeJobTtlSeconds=59|'/kubeJobTtlSeconds'
+--set|kubeJobTtlSeconds=0|'/kubeJobTtlSeconds'
+--set|kubeJobTtlSeconds=3600.5|'/kubeJobTtlSeconds'
+--set-string|kubeJobTtlSeconds=3600|'/kubeJobTtlSeconds'
+--set-string|kubeJobTTLSeconds=3600|additional properties 'kubeJobTTLSeconds'
+--set-string|executor=kubernetes,registry.url=s3://a/r,serviceAccount.name=adapterci-adapterci-trainer|serviceAccount.name adapterci-adapterci-trainer
+--set|serviceAccount.create=false,executor=kubernetes,registry.url=s3://a/r|executor kubernetes|serviceAccount.create|serviceAccount.name
+--set-string|trainer=gpu|'/trainer'
+--set-string|trainer.nodeSelector=gpu|'/trainer/nodeSelector'
+--set|trainer.nodeSelector.nvidia\.com/gpu\.present=true|'/trainer/nodeSelector/nvidia.com~1gpu.present'
+--set-string|trainer.tolerations.key=nvidia.com/gpu|'/trainer/tolerations'
+--set-string|trainer.tolerations[0].key=nvidia.com/gpu,trainer.tolerations[0].effect=NoScheduled|'/trainer/tolerations/0/effect'
+--set-string|trainer.tolerations[0].keys=nvidia.com/gpu|'/trainer/tolerations/0'|additional properties 'keys'
+--set-string|trainer.affinity.nodeAfinity.x=y|'/trainer/affinity'|additional properties 'nodeAfinity'
+--set-string|trainer.affinity=gpu|'/trainer/affinity'
+--set|trainer.podAnnotations.karpenter\.sh/do-not-disrupt=true|'/trainer/podAnnotations/karpenter.sh~1do-not-disrupt'
+--set-string|trainer.podLabels.app\.kubernetes\.io/name=other|'/trainer/podLabels/app.kubernetes.io~1name'
+--set-string|trainer.podLabels.app\.kubernetes\.io/instance=other|'/trainer/podLabels/app.kubernetes.io~1instance'
+--set-string|trainer.podLabels.app\.kubernetes\.io/component=other|'/trainer/podLabels/app.kubernetes.io~1component'
+--set-string|trainer.podLabels.app\.kubernetes\.io/managed-by=other|'/trainer/podLabels/app.kubernetes.io~1managed-by'
+--set-string|trainer.podLabels.adapterci\.dev/run=other|'/trainer/podLabels/adapterci.dev~1run'
+--set-string|trainer.podLabels.team=ml platform|'/trainer/podLabels/team'
+--set-string|trainer.tmpSizeLimit=lots|'/trainer/tmpSizeLimit'
+--set|trainer.tmpSizeLimit=2|'/trainer/tmpSizeLimit'
+--set-string|trainer.resources.limits.nvidia\.com/gpu=1|'/trainer'|additional properties 'resources'
+--set-string|trainer.serviceAccountName=other|'/trainer'|additional properties 'serviceAccountName'
+--set-string|trainer.args={--threads=4}|'/trainer'|additional properties 'args'
 BAD
 printf 'check_chart: %d bad values refused, each naming its field\n' "$count" >&2

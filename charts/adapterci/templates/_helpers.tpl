@@ -88,12 +88,12 @@ pre-install/pre-upgrade hook like the Job (serviceaccount.yaml says why); else a
 {{- end }}
 {{- end -}}
 
-{{- /* The account and security context of a pod, (list $root ACCOUNT): the same security context, token setting
-and (apart from the account's name) identity for adapterd's pod and the migration Job's */ -}}
+{{- /* The account and security context of a pod, (list $root ACCOUNT TOKEN): the same security context for
+adapterd's pod, the migration Job's and the training pods', each with its account and whether it mounts an API token */ -}}
 {{- define "adapterci.podSecurity" -}}
 {{- $root := index . 0 -}}
 serviceAccountName: {{ index . 1 }}
-automountServiceAccountToken: {{ $root.Values.serviceAccount.automountServiceAccountToken }}
+automountServiceAccountToken: {{ index . 2 }}
 {{- with $root.Values.podSecurityContext }}
 securityContext:
   {{- toYaml . | nindent 2 }}
@@ -127,19 +127,21 @@ chart's three, which win (not the Deployment's selector labels: the Service must
 {{- toYaml $labels }}
 {{- end -}}
 
-{{- /* A ServiceAccount's manifest, (list $root NAME HOOK): adapterd's account (HOOK false), or the migration Job's,
-a pre-install/pre-upgrade hook before the Job (HOOK true; serviceaccount.yaml) with the same annotations */ -}}
+{{- /* A ServiceAccount's manifest, (list $root NAME COMPONENT): adapterd's account (COMPONENT ""), the migration
+Job's ("migrate"), a pre-install/pre-upgrade hook before the Job (serviceaccount.yaml), or the training pods'
+("trainer"), each with the annotations of adapterd's (a cloud identity) */ -}}
 {{- define "adapterci.serviceAccount" -}}
 {{- $root := index . 0 }}
-{{- $hook := index . 2 -}}
+{{- $component := index . 2 }}
+{{- $hook := eq $component "migrate" -}}
 apiVersion: v1
 kind: ServiceAccount
 metadata:
   name: {{ index . 1 }}
   labels:
     {{- include "adapterci.labels" $root | nindent 4 }}
-    {{- if $hook }}
-    app.kubernetes.io/component: migrate
+    {{- with $component }}
+    app.kubernetes.io/component: {{ . }}
     {{- end }}
   {{- if or $hook $root.Values.serviceAccount.annotations }}
   annotations:
@@ -152,6 +154,114 @@ metadata:
     {{- toYaml . | nindent 4 }}
     {{- end }}
   {{- end }}
-{{- /* the hook account: no token by default; the Job's pod says whether it mounts one, as adapterd's does */}}
-automountServiceAccountToken: {{ and (not $hook) $root.Values.serviceAccount.automountServiceAccountToken }}
+{{- /* the hook account: no token by default; the Job's pod says whether it mounts one, as adapterd's does; the
+trainer's: none (the trainer calls no Kubernetes API) */}}
+automountServiceAccountToken: {{ and (not $component) $root.Values.serviceAccount.automountServiceAccountToken }}
+{{- end -}}
+
+
+{{- /* The Kubernetes executor is on (executor: kubernetes): adapterd trains each run in a Job of its own */ -}}
+{{- define "adapterci.kubernetes" -}}
+{{- if eq .Values.executor "kubernetes" }}true{{ end -}}
+{{- end -}}
+
+{{- /* Whether adapterd's pod mounts an API token: always with the Kubernetes executor (adapterd creates the Jobs),
+else serviceAccount.automountServiceAccountToken */ -}}
+{{- define "adapterci.adapterdToken" -}}
+{{- if include "adapterci.kubernetes" . }}true{{ else }}{{ .Values.serviceAccount.automountServiceAccountToken }}{{ end -}}
+{{- end -}}
+
+{{- /* The ServiceAccount the training pods run as: with serviceAccount.create, their own, <fullname>-trainer (the
+annotations of adapterd's, no token, no role); else adapterd's existing account, their pod mounting no token */ -}}
+{{- define "adapterci.trainerServiceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- include "adapterci.fullname" . }}-trainer
+{{- else }}
+{{- include "adapterci.serviceAccountName" . }}
+{{- end }}
+{{- end -}}
+
+{{- /* What the Kubernetes executor cannot work with, refused naming the values: the training pods cannot mount
+adapterd's ReadWriteOnce data volume, so the staging store (kubeStagingUrl, else the registry's /staging) must be an
+object store they reach; the Role is bound to adapterd's account, which must not be the namespace's default (every
+pod running as it could create Jobs, and so run anything as any account of the namespace) */ -}}
+{{- define "adapterci.executorChecks" -}}
+{{- if include "adapterci.kubernetes" . }}
+{{- if not (or .Values.kubeStagingUrl (hasPrefix "s3://" .Values.registry.url)) }}
+{{- $where := "executor kubernetes: the training pods cannot reach a registry in adapterd's pod (registry.url %q; " }}
+{{- $fix := "empty: its data volume), where jobs would be staged: set registry.url or kubeStagingUrl to an s3:// URL" }}
+{{- fail (printf (print $where $fix) .Values.registry.url) }}
+{{- end }}
+{{- if not (or .Values.serviceAccount.create .Values.serviceAccount.name) }}
+{{- $what := "executor kubernetes with serviceAccount.create false: set serviceAccount.name to the account adapterd" }}
+{{- fail (print $what " runs as (the Role that creates Jobs is bound to it, not to the namespace's default account)") }}
+{{- end }}
+{{- $trainer := include "adapterci.trainerServiceAccountName" . }}
+{{- if and .Values.serviceAccount.create (eq (include "adapterci.serviceAccountName" .) $trainer) }}
+{{- fail (printf "serviceAccount.name %s is the training pods' own account: choose another" $trainer) }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{- /* The labels of the training pods: trainer.podLabels under the chart's name, instance and component (not the
+Deployment's selector labels: the Service must not pick these pods); adapterd adds its own (managed-by, the run) */ -}}
+{{- define "adapterci.trainerPodLabels" -}}
+{{- $labels := deepCopy (.Values.trainer.podLabels | default dict) }}
+{{- $_ := set $labels "app.kubernetes.io/name" (printf "%s-trainer" .Chart.Name) }}
+{{- $_ := set $labels "app.kubernetes.io/instance" .Release.Name }}
+{{- $_ := set $labels "app.kubernetes.io/component" "trainer" }}
+{{- toYaml $labels }}
+{{- end -}}
+
+{{- /* The Kubernetes executor's pod template (ADAPTERCI_KUBE_JOB_TEMPLATE; docs/kubernetes-executor.md): the
+metadata and spec of every training pod. adapterd adds the trainer's args (`train-job --staged URL --run ID`), its
+resources (from the pipeline's), its labels and restartPolicy Never; the image's entrypoint runs adapterd. The pod
+runs as adapterd's does (security contexts, image, S3 credentials) but with its own account, no API token, its own
+scheduling (trainer.*), and /tmp an emptyDir holding the base model cache (/tmp/adapterci-bases) and CUDA's. */ -}}
+{{- define "adapterci.jobTemplate" -}}
+metadata:
+  labels:
+    {{- include "adapterci.trainerPodLabels" . | nindent 4 }}
+  {{- with .Values.trainer.podAnnotations }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+spec:
+  restartPolicy: Never
+  {{- include "adapterci.podSecurity" (list . (include "adapterci.trainerServiceAccountName" .) false) | nindent 2 }}
+  {{- with .Values.trainer.nodeSelector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.trainer.affinity }}
+  affinity:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.trainer.tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  containers:
+    - name: trainer
+      image: "{{ .Values.image.repository }}:{{ .Values.image.tag }}"
+      imagePullPolicy: {{ .Values.image.pullPolicy }}
+      {{- with .Values.securityContext }}
+      securityContext:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      env:
+        - name: CUDA_CACHE_PATH
+          value: /tmp/cuda-cache
+      {{- with .Values.s3CredentialsSecret }}
+      envFrom:
+        - secretRef:
+            name: {{ . }}
+      {{- end }}
+      volumeMounts:
+        - name: tmp
+          mountPath: /tmp
+  volumes:
+    - name: tmp
+      emptyDir:
+        sizeLimit: {{ .Values.trainer.tmpSizeLimit | quote }}
 {{- end -}}
