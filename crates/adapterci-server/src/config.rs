@@ -117,6 +117,11 @@ pub struct ServerConfig {
     #[arg(long, env = env_vars::ADAPTERCI_KUBE_JOB_TTL_SECS, default_value_t = 3600,
           value_parser = clap::value_parser!(u64).range(60..))]
     pub kube_job_ttl_secs: u64,
+    /// How long a training pod may fail to start (unschedulable, its image not pulled, a missing secret) before the
+    /// attempt fails and its Job is deleted, in seconds; 0 waits until the run's `resources.timeout`. Leave room for
+    /// a cluster autoscaler to add a GPU node.
+    #[arg(long, env = env_vars::ADAPTERCI_KUBE_START_TIMEOUT_SECS, default_value_t = 1800)]
+    pub kube_start_timeout_secs: u64,
 }
 
 /// Where runs train.
@@ -267,6 +272,7 @@ mod tests {
         let config = ServerConfig::try_parse_from(["adapterd", "--executor", "kubernetes"]).unwrap();
         assert_eq!(config.executor, ExecutorKind::Kubernetes);
         assert_eq!(config.kube_job_ttl_secs, 3600);
+        assert_eq!(config.kube_start_timeout_secs, 1800);
         assert!(ServerConfig::try_parse_from(["adapterd", "--kube-job-ttl-secs", "0"]).is_err(), "gone too soon");
     }
 

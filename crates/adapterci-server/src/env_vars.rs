@@ -40,3 +40,5 @@ pub const ADAPTERCI_KUBE_NAMESPACE: &str = "ADAPTERCI_KUBE_NAMESPACE";
 pub const ADAPTERCI_KUBE_STAGING_URL: &str = "ADAPTERCI_KUBE_STAGING_URL";
 /// Seconds a finished training Job is kept (`--kube-job-ttl-secs`).
 pub const ADAPTERCI_KUBE_JOB_TTL_SECS: &str = "ADAPTERCI_KUBE_JOB_TTL_SECS";
+/// Seconds a training pod may fail to start before its attempt fails (`--kube-start-timeout-secs`; 0: no limit).
+pub const ADAPTERCI_KUBE_START_TIMEOUT_SECS: &str = "ADAPTERCI_KUBE_START_TIMEOUT_SECS";

@@ -49,6 +49,9 @@ pub struct KubernetesSettings {
     pub ttl_after_finished: Option<Duration>,
     /// How often the Job's and its pod's status are read while it runs.
     pub poll_interval: Duration,
+    /// How long a pod may keep failing to start (unschedulable, image not pulled, missing secret) before the attempt
+    /// fails and the Job is deleted; `None`: until the run's time limit.
+    pub start_timeout: Option<Duration>,
 }
 
 /// Launches each job as a Kubernetes Job.
@@ -180,6 +183,7 @@ impl TrainingLauncher for KubernetesLauncher {
             container: settings.template.trainer_container(),
             log: &log,
             poll_interval: settings.poll_interval,
+            start_timeout: settings.start_timeout,
         };
         let end = follower.follow(&*progress).await;
         // a launch that lost track of its Job (the API server gone) deletes it on its way out, as a dropped one does

@@ -158,6 +158,8 @@ fn kubernetes_settings(config: &ServerConfig) -> Result<KubernetesSettings, Serv
         logs_dir: config.data_dir.join("logs"),
         ttl_after_finished: Some(Duration::from_secs(config.kube_job_ttl_secs)),
         poll_interval: Duration::from_secs(2),
+        start_timeout: (config.kube_start_timeout_secs > 0)
+            .then(|| Duration::from_secs(config.kube_start_timeout_secs)),
     })
 }
 

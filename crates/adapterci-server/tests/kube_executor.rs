@@ -341,6 +341,14 @@ spec:
 "#;
 
 fn launcher(dir: &Path, kubelet: Kubelet) -> (KubernetesLauncher, mpsc::UnboundedReceiver<Seen>) {
+    launcher_with(dir, kubelet, None)
+}
+
+fn launcher_with(
+    dir: &Path,
+    kubelet: Kubelet,
+    start_timeout: Option<Duration>,
+) -> (KubernetesLauncher, mpsc::UnboundedReceiver<Seen>) {
     let (client, events) = fake_cluster(kubelet, &dir.join("pod-cache"));
     let staging_url = dir.join("staging").display().to_string();
     let settings = KubernetesSettings {
@@ -352,6 +360,7 @@ fn launcher(dir: &Path, kubelet: Kubelet) -> (KubernetesLauncher, mpsc::Unbounde
         ttl_after_finished: Some(Duration::from_secs(600)),
         // the mock answers at once: polling fast keeps the tests short, and nothing waits on time
         poll_interval: Duration::from_millis(20),
+        start_timeout,
     };
     (KubernetesLauncher::new(client, settings), events)
 }
@@ -515,4 +524,28 @@ async fn a_pod_that_cannot_start_is_reported_not_waited_on_silently() {
         Some(Seen::Deleted("adapterci-train-run-5".to_string(), "Background".to_string()))
     );
     assert!(received.try_recv().is_err(), "each problem is told once");
+}
+
+#[tokio::test]
+async fn a_pod_that_cannot_start_within_the_start_timeout_fails_the_attempt_and_its_job_is_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    // a limit of zero: the first look at the stuck pod is already past it
+    let (launcher, mut events) = launcher_with(dir.path(), Kubelet::Pending, Some(Duration::ZERO));
+    let job = tiny_job(dir.path(), 3);
+    let failure = launcher.launch("run-6", job, &LaunchResources::default(), Arc::new(Progress::default())).await;
+    match failure {
+        Err(TrainingFailure::Backend(message)) => {
+            assert!(message.contains("adapterci-train-run-6 could not start within 0 s"), "{message}");
+            assert!(message.contains("--kube-start-timeout-secs"), "{message}");
+            assert!(message.contains("Unschedulable: 0/3 nodes are available"), "{message}");
+            assert!(message.contains("ImagePullBackOff"), "{message}");
+        }
+        other => panic!("expected a backend failure naming why the pod did not start, got {other:?}"),
+    }
+    assert_eq!(next(&mut events).await, Some(Seen::Created("adapterci-train-run-6".to_string())));
+    assert_eq!(
+        next(&mut events).await,
+        Some(Seen::Deleted("adapterci-train-run-6".to_string(), "Background".to_string()))
+    );
+    assert_eq!(staged_files(dir.path(), "run-6"), 0, "the staged job files are removed");
 }

@@ -39,6 +39,8 @@ pub(super) struct Follower<'a> {
     pub container: &'a str,
     pub log: &'a Path,
     pub poll_interval: Duration,
+    /// How long the pod may keep failing to start before the attempt fails; `None`: no limit here.
+    pub start_timeout: Option<Duration>,
 }
 
 /// Where the trainer container of the Job's newest pod is.
@@ -64,6 +66,8 @@ struct Followed {
     notes: HashSet<String>,
     /// Failed reads of the Job in a row.
     api_errors: u32,
+    /// Since when the pod has been failing to start, without a break.
+    stuck_since: Option<tokio::time::Instant>,
 }
 
 impl Follower<'_> {
@@ -108,9 +112,26 @@ impl Follower<'_> {
                     tokio::time::sleep(self.poll_interval).await;
                 }
                 (Some(pod), _, _) => {
-                    for problem in waiting_problems(pod, self.container) {
-                        let text = format!("pod {}: {problem}", pod_name.as_deref().unwrap_or("?"));
-                        self.note(&mut followed.notes, progress, &text).await;
+                    let problems = waiting_problems(pod, self.container);
+                    let pod_name = pod_name.as_deref().unwrap_or("?");
+                    for problem in &problems {
+                        self.note(&mut followed.notes, progress, &format!("pod {pod_name}: {problem}")).await;
+                    }
+                    followed.stuck_since = match problems.is_empty() {
+                        true => None,
+                        false => Some(followed.stuck_since.unwrap_or_else(tokio::time::Instant::now)),
+                    };
+                    if let (Some(since), Some(limit)) = (followed.stuck_since, self.start_timeout)
+                        && since.elapsed() >= limit
+                    {
+                        return Err(TrainingFailure::Backend(format!(
+                            "the pod {pod_name} of the Kubernetes Job {} could not start within {} s \
+                             (--kube-start-timeout-secs): {} (log: {})",
+                            self.name,
+                            limit.as_secs(),
+                            problems.join("; "),
+                            self.log.display()
+                        )));
                     }
                     tokio::time::sleep(self.poll_interval).await;
                 }
