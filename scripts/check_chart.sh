@@ -552,6 +552,7 @@ Deployment ADAPTERCI_EXECUTOR=kubernetes
 Deployment ADAPTERCI_KUBE_JOB_TEMPLATE=/etc/adapterci/job-template.yaml
 Deployment ADAPTERCI_KUBE_NAMESPACE=ml-training
 Deployment ADAPTERCI_KUBE_JOB_TTL_SECS=86400
+Deployment ADAPTERCI_KUBE_START_TIMEOUT_SECS=1800
 ENV
 expect_env "$work/kube-env.txt" -f "$kube_values" --namespace ml-training
 cat >"$work/kube-expected.txt" <<'KUBE'
@@ -673,7 +674,7 @@ grep -qxF 'Job pod automountServiceAccountToken=false' "$work/pods.txt" \
   || fail "the migration Job mounts adapterd's API token with the Kubernetes executor"
 # an existing account: the Role bound to it, no account made, the training pods run as it without a token; the
 # staging URL and the TTL passed as set, the template's default /tmp size
-render_kube --set serviceAccount.create=false,kubeJobTtlSeconds=60 --set-string executor=kubernetes \
+render_kube --set serviceAccount.create=false,kubeJobTtlSeconds=60,kubeStartTimeoutSeconds=0 --set-string executor=kubernetes \
   --set-string serviceAccount.name=shared,kubeStagingUrl=s3://staging/adapterci
 grep -qxF 'RoleBinding adapterci-adapterci-executor subject {"kind": "ServiceAccount", "name": "shared", "namespace": "default"}' \
   "$work/kube.txt" || { cat "$work/kube.txt" >&2; fail "the Role is not bound to serviceAccount.name with create false"; }
@@ -685,8 +686,8 @@ done
 grep -q '^kind: ServiceAccount' "$work/kube.yaml" && fail "a ServiceAccount is created with serviceAccount.create=false"
 env_of "$work/kube.yaml" >"$work/env.txt"
 for line in 'Deployment ADAPTERCI_KUBE_STAGING_URL=s3://staging/adapterci' 'Deployment ADAPTERCI_KUBE_JOB_TTL_SECS=60' \
-  'Deployment ADAPTERCI_KUBE_NAMESPACE=default'; do
-  grep -qxF "$line" "$work/env.txt" || fail "with kubeStagingUrl and kubeJobTtlSeconds: no $line"
+  'Deployment ADAPTERCI_KUBE_NAMESPACE=default' 'Deployment ADAPTERCI_KUBE_START_TIMEOUT_SECS=0'; do
+  grep -qxF "$line" "$work/env.txt" || fail "with kubeStagingUrl, kubeJobTtlSeconds and kubeStartTimeoutSeconds: no $line"
 done
 "$validate" --strict "$work/kube.yaml" >"$work/validate.txt" 2>&1 \
   || { cat "$work/validate.txt" >&2; fail "the manifests with an existing account and a staging URL do not validate"; }
@@ -814,6 +815,8 @@ done <<'BAD'
 --set-string|kubeStagingUrl=file:///srv/staging|'/kubeStagingUrl'
 --set-string|kubeStagingUrl=gs://bucket/staging|'/kubeStagingUrl'
 --set|kubeJobTtlSeconds=59|'/kubeJobTtlSeconds'
+--set|kubeStartTimeoutSeconds=-1|'/kubeStartTimeoutSeconds'
+--set-string|kubeStartTimeoutSeconds=1800|'/kubeStartTimeoutSeconds'
 --set|kubeJobTtlSeconds=0|'/kubeJobTtlSeconds'
 --set|kubeJobTtlSeconds=3600.5|'/kubeJobTtlSeconds'
 --set-string|kubeJobTtlSeconds=3600|'/kubeJobTtlSeconds'
