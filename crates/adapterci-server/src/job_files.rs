@@ -55,6 +55,26 @@ pub(crate) enum FailureSpec {
     Cancelled,
 }
 
+impl From<TrainingFailure> for FailureSpec {
+    fn from(failure: TrainingFailure) -> FailureSpec {
+        match failure {
+            TrainingFailure::InvalidInput(message) => FailureSpec::InvalidInput(message),
+            TrainingFailure::Backend(message) => FailureSpec::Backend(message),
+            TrainingFailure::Cancelled => FailureSpec::Cancelled,
+        }
+    }
+}
+
+impl From<FailureSpec> for TrainingFailure {
+    fn from(spec: FailureSpec) -> TrainingFailure {
+        match spec {
+            FailureSpec::InvalidInput(message) => TrainingFailure::InvalidInput(message),
+            FailureSpec::Backend(message) => TrainingFailure::Backend(message),
+            FailureSpec::Cancelled => TrainingFailure::Cancelled,
+        }
+    }
+}
+
 /// One line of the trainer's stdout.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -185,12 +205,8 @@ pub(crate) async fn write_result(
             folder.write(OUTPUT_FILE, json).await
         }
         Err(failure) => {
-            let spec = match failure {
-                TrainingFailure::InvalidInput(message) => FailureSpec::InvalidInput(message),
-                TrainingFailure::Backend(message) => FailureSpec::Backend(message),
-                TrainingFailure::Cancelled => FailureSpec::Cancelled,
-            };
-            let json = serde_json::to_vec(&spec).map_err(|e| format!("encoding the failure: {e}"))?;
+            let json =
+                serde_json::to_vec(&FailureSpec::from(failure)).map_err(|e| format!("encoding the failure: {e}"))?;
             folder.write(FAILURE_FILE, json).await
         }
     }
@@ -214,11 +230,7 @@ pub(crate) async fn read_output(folder: &dyn JobFolder) -> Result<TrainOutput, T
 /// What the trainer said about its failure, if it wrote anything readable.
 pub(crate) async fn read_failure(folder: &dyn JobFolder) -> Option<TrainingFailure> {
     let json = folder.read(FAILURE_FILE).await.ok()??;
-    Some(match serde_json::from_slice::<FailureSpec>(&json).ok()? {
-        FailureSpec::InvalidInput(message) => TrainingFailure::InvalidInput(message),
-        FailureSpec::Backend(message) => TrainingFailure::Backend(message),
-        FailureSpec::Cancelled => TrainingFailure::Cancelled,
-    })
+    Some(serde_json::from_slice::<FailureSpec>(&json).ok()?.into())
 }
 
 /// Where a run's log is kept, `<logs dir>/<run id>.log`, refusing ids that are not plain file names.
@@ -241,6 +253,13 @@ pub(crate) async fn append_log(path: &Path, line: &str) {
         if file.write_all(format!("{line}\n").as_bytes()).await.is_ok() {
             let _ = file.flush().await;
         }
+    }
+}
+
+/// Appends `line` to the log at `path` at once, blocking (for a drop guard, which cannot wait); best effort.
+pub(crate) fn append_log_now(path: &Path, line: &str) {
+    if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        let _ = std::io::Write::write_all(&mut file, format!("{line}\n").as_bytes());
     }
 }
 

@@ -241,13 +241,11 @@ impl Drop for LaunchGuard {
             return;
         }
         let line = if self.job_created {
-            format!("--- {} Kubernetes Job {} stopped ({}): deleting it\n", now(), self.name, self.why)
+            format!("--- {} Kubernetes Job {} stopped ({}): deleting it", now(), self.name, self.why)
         } else {
-            format!("--- {} stopped before the Kubernetes Job was created ({})\n", now(), self.why)
+            format!("--- {} stopped before the Kubernetes Job was created ({})", now(), self.why)
         };
-        if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(&self.log) {
-            let _ = std::io::Write::write_all(&mut file, line.as_bytes());
-        }
+        crate::job_files::append_log_now(&self.log, &line);
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::warn!(job = %self.name, "no runtime to delete the Kubernetes Job on: it runs to its deadline");
             return;

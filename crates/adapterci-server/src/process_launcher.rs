@@ -373,13 +373,11 @@ impl Drop for StopNote {
             kill_group(process_group);
         }
         let line = format!(
-            "--- {} trainer process {} stopped (run cancelled, timed out or taken over)\n",
+            "--- {} trainer process {} stopped (run cancelled, timed out or taken over)",
             chrono::Utc::now().to_rfc3339(),
             self.pid.map_or_else(|| "?".to_string(), |pid| pid.to_string())
         );
-        if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(&self.log) {
-            let _ = std::io::Write::write_all(&mut file, line.as_bytes());
-        }
+        crate::job_files::append_log_now(&self.log, &line);
         // the job's copy of the dataset goes too (the child, killed right after, no longer needs it)
         let _ = std::fs::remove_dir_all(&self.job_dir);
     }
