@@ -4,11 +4,12 @@
 # values files in charts/adapterci/ci/ (scale-out, Secret-backed settings, a GPU node pool, the migration Job
 # scheduled apart, the Kubernetes executor), adapterd's settings passed as its flags, the migration Job rendered
 # only with PostgreSQL, the environment of adapterd and of the Job (secrets only by secretKeyRef), the
-# ServiceAccounts, security contexts and scheduling of both (the Job with adapterd's security and, unless
-# migration.* says otherwise, its scheduling; its account created as a hook before it), the Kubernetes executor's
-# (executor: kubernetes) Role, RoleBinding, adapterd's environment and token and the training pods' template
-# (exactly, and as a valid batch/v1 Job's), none of it rendered with the default executor, and bad values refused by
-# values.schema.json (or the templates) with the field named.
+# ServiceAccounts, security contexts, image pull secrets, priority and scheduling of both (the Job with adapterd's
+# security and, unless migration.* says otherwise, its pull secrets, priority and scheduling; its account created as a
+# hook before it, both deleted by Helm once they succeeded), the Kubernetes executor's (executor: kubernetes) Role,
+# RoleBinding, adapterd's environment and token and the training pods' template (exactly, and as a valid batch/v1
+# Job's: adapterd's pull secrets, their own priority), none of it rendered with the default executor, and bad values
+# refused by values.schema.json (or the templates) with the field named.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 chart="$repo/charts/adapterci"
@@ -43,7 +44,7 @@ PY
 
 # The account, security and scheduling of what rendered manifests ($1) run, one line a setting: each ServiceAccount
 # (`ServiceAccount NAME KEY=VALUE`, with its annotations), the Deployment's and the Job's pod (`KIND pod PATH=VALUE`:
-# account, security context, scheduling, labels, annotations) and each of their containers (`KIND CONTAINER
+# account, security context, pull secrets, priority, scheduling, labels, annotations) and each of their containers (`KIND CONTAINER
 # PATH=VALUE`: security context, GPU limit, and the Job's resources; `KIND CONTAINER mount PATH<-VOLUME_SOURCE`).
 pod_of() {
   "$(dirname "$validate")/python" - "$1" <<'PY'
@@ -71,8 +72,8 @@ for doc in yaml.safe_load_all(open(sys.argv[1])):
     if kind not in ("Deployment", "Job"):
         continue
     template = doc["spec"]["template"]
-    keys = ("serviceAccountName", "automountServiceAccountToken", "securityContext", "nodeSelector", "tolerations",
-            "affinity")
+    keys = ("serviceAccountName", "automountServiceAccountToken", "securityContext", "imagePullSecrets",
+            "priorityClassName", "nodeSelector", "tolerations", "affinity")
     pod = {key: template["spec"][key] for key in keys if key in template["spec"]}
     pod["labels"] = template["metadata"].get("labels") or {}
     pod["annotations"] = template["metadata"].get("annotations") or {}
@@ -235,7 +236,7 @@ grep -q '^kind: Job' "$work/rendered.yaml" && fail "a migration Job is rendered 
 "$helm" template adapterci "$chart" -f "$chart/ci/scale-out-values.yaml" --show-only templates/migrate-job.yaml \
   >"$work/job.yaml" || fail "no migration Job with database.url set"
 for line in 'helm.sh/hook: pre-install,pre-upgrade' \
-  'helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded' \
+  'helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded' 'ttlSecondsAfterFinished: 86400' \
   'command: ["adapterci-db", "migrate"]' 'value: "postgres://adapterci@postgres:5432/adapterci"'; do
   grep -qF -- "$line" "$work/job.yaml" || { cat "$work/job.yaml" >&2; fail "the migration Job lacks $line"; }
 done
@@ -299,8 +300,8 @@ Deployment adapterd mount /models<-emptyDir read-only
 Deployment adapterd mount /tmp<-emptyDir
 PODS
 expect_pods "$work/pods-defaults.txt"
-# on a GPU node pool: the IAM role on the account, other IDs with the rest of the security context kept, the GPU,
-# the pod steered to GPU nodes, its annotation and label beside the selector's
+# on a GPU node pool: the IAM role on the account, other IDs with the rest of the security context kept, the image's
+# pull secret, the priority class, the GPU, the pod steered to GPU nodes, its annotation and label beside the selector's
 cat >"$work/pods-eks-gpu.txt" <<'PODS'
 ServiceAccount adapterci-adapterci automountServiceAccountToken=false
 ServiceAccount adapterci-adapterci annotations.eks.amazonaws.com/role-arn=arn:aws:iam::123456789012:role/adapterci
@@ -312,6 +313,8 @@ Deployment pod securityContext.runAsGroup=1000
 Deployment pod securityContext.runAsNonRoot=true
 Deployment pod securityContext.runAsUser=1000
 Deployment pod securityContext.seccompProfile.type=RuntimeDefault
+Deployment pod imagePullSecrets[0].name=registry-credentials
+Deployment pod priorityClassName=adapterci-serving
 Deployment pod nodeSelector.nvidia.com/gpu.present=true
 Deployment pod tolerations[0].effect=NoSchedule
 Deployment pod tolerations[0].key=nvidia.com/gpu
@@ -378,8 +381,10 @@ grep -qxF 'Job migrate securityContext.capabilities.add=["NET_BIND_SERVICE"]' "$
 
 # the Job's account exists before its pod on every path (first install, an upgrade turning serviceAccount.create on or
 # renaming the account): with serviceAccount.create its own, <fullname>-migrate, a hook of the Job's events (pre-install
-# and pre-upgrade) of a lower weight, replaced at each run (before-hook-creation only: never deleted before the Job is
-# done), with the annotations of adapterd's account and no token of its own; adapterd keeps the release's account
+# and pre-upgrade) of a lower weight, replaced at each run (before-hook-creation) and deleted by Helm once the phase's
+# hooks succeeded (hook-succeeded: Helm deletes those after the last of them, the Job; `helm uninstall` leaves hooks),
+# like the Job, which no hook-failed deletes (its log says why it failed); with the annotations of adapterd's account
+# and no token of its own; adapterd keeps the release's account
 expect_account() { # NAME HOW [helm args...]: the Job runs as NAME, which is `hook` (made before it) or `existing`
   local name=$1 how=$2
   shift 2
@@ -391,7 +396,7 @@ expect_account() { # NAME HOW [helm args...]: the Job runs as NAME, which is `ho
 expect_account adapterci-adapterci-migrate hook -f "$chart/ci/scale-out-values.yaml" \
   --set-string 'serviceAccount.annotations.eks\.amazonaws\.com/role-arn=arn:aws:iam::1:role/a'
 cat >"$work/hooks-expected.txt" <<'HOOKS'
-ServiceAccount adapterci-adapterci-migrate events=pre-install,pre-upgrade weight=-10 delete=before-hook-creation
+ServiceAccount adapterci-adapterci-migrate events=pre-install,pre-upgrade weight=-10 delete=before-hook-creation,hook-succeeded
 Job adapterci-adapterci-migrate events=pre-install,pre-upgrade weight=0 delete=before-hook-creation,hook-succeeded
 account adapterci-adapterci-migrate hook
 HOOKS
@@ -404,7 +409,7 @@ ServiceAccount adapterci-adapterci annotations.eks.amazonaws.com/role-arn=arn:aw
 ServiceAccount adapterci-adapterci-migrate automountServiceAccountToken=false
 ServiceAccount adapterci-adapterci-migrate annotations.helm.sh/hook=pre-install,pre-upgrade
 ServiceAccount adapterci-adapterci-migrate annotations.helm.sh/hook-weight=-10
-ServiceAccount adapterci-adapterci-migrate annotations.helm.sh/hook-delete-policy=before-hook-creation
+ServiceAccount adapterci-adapterci-migrate annotations.helm.sh/hook-delete-policy=before-hook-creation,hook-succeeded
 ServiceAccount adapterci-adapterci-migrate annotations.eks.amazonaws.com/role-arn=arn:aws:iam::1:role/a
 PODS
 diff -u "$work/accounts-expected.txt" "$work/accounts.txt" >&2 \
@@ -442,9 +447,11 @@ grep -qxF 'Deployment pod securityContext.runAsUser=65532' "$work/pods.txt" || f
 # where adapterd's may), each replaced, whole, by migration.* when set there, adapterd's pod keeping its own; the
 # Job's pod keeps the chart's name, instance and component labels (the Service must not pick it), and its own
 # resources, overridable key by key, never adapterd's (nor its GPU)
-scheduling() { # KIND: the scheduling, annotation and label lines of that pod in $work/pods.txt, not the chart's labels
+scheduling() { # KIND: the pull secret, priority, scheduling, annotation and label lines of that pod in $work/pods.txt,
+  # not the chart's labels
   sed -nE "/^$1 pod labels\.app\.kubernetes\.io\/(name|instance|component)=/d
-    s/^$1 pod ((nodeSelector|tolerations|affinity|annotations|labels)[.[].*)$/\1/p" "$work/pods.txt"
+    s/^$1 pod ((imagePullSecrets|priorityClassName|nodeSelector|tolerations|affinity|annotations|labels)[.=[].*)$/\1/p" \
+    "$work/pods.txt"
 }
 job_schedules_as_adapterd() {
   render_pods "$@"
@@ -496,6 +503,9 @@ grep -q '^Deployment pod nodeSelector.kubernetes' "$work/pods.txt" && fail "migr
 render_pods -f "$chart/ci/migration-values.yaml"
 scheduling Job >"$work/job-scheduling.txt"
 cat >"$work/job-scheduling-expected.txt" <<'PODS'
+imagePullSecrets[0].name=mirror-credentials
+imagePullSecrets[1].name=registry-credentials
+priorityClassName=adapterci-batch
 nodeSelector.kubernetes.io/arch=amd64
 tolerations[0].effect=NoSchedule
 tolerations[0].key=dedicated
@@ -515,6 +525,12 @@ Job migrate resources.requests.memory=128Mi
 PODS
 scheduling Deployment | diff -u "$work/gpu-scheduling.txt" - >&2 \
   || fail "migration.* changes adapterd's scheduling (- eks-gpu-values.yaml's, + with migration.* set)"
+grep -qxF '  ttlSecondsAfterFinished: 3600' "$work/pods.yaml" \
+  || fail "migration.ttlSecondsAfterFinished does not reach the Job"
+# null keeps a failed Job until Helm replaces it
+render_pods --set-string database.url=postgres://db/a --set migration.ttlSecondsAfterFinished=null
+grep -q '^kind: Job' "$work/pods.yaml" || fail "no migration Job with migration.ttlSecondsAfterFinished=null"
+grep -q '^  ttlSecondsAfterFinished:' "$work/pods.yaml" && fail "migration.ttlSecondsAfterFinished=null leaves a TTL"
 # one resource given replaces that one, the other defaults kept; null removes one
 render_pods --set-string database.url=postgres://db/a,migration.resources.limits.memory=1Gi \
   --set migration.resources.requests.cpu=null
@@ -528,15 +544,16 @@ grep -qxF 'Deployment pod labels.app.kubernetes.io/component=server' "$work/pods
 grep -qxF 'Job pod labels.app.kubernetes.io/component=migrate' "$work/pods.txt" \
   || fail "adapterd's podLabels replace the migration Job's component label"
 printf 'check_chart: accounts, security contexts and scheduling rendered as expected (the Job: %s)\n' \
-  "adapterd's security, its account made before it, adapterd's scheduling unless migration.* sets its own" >&2
+  "adapterd's security, pull secrets, priority, scheduling unless migration.* says; an account made and gone with it" >&2
 
 # executor: kubernetes (ci/kubernetes-executor-values.yaml): adapterd gets the executor, its pod template's path, the
 # release's namespace for the Jobs and their TTL, and an API token; a Role in that namespace lets it create, get and
-# delete Jobs, list pods and read their logs, bound to its account; the pod template, a ConfigMap mounted read-only
-# at /etc/adapterci, is exactly the training pod expected: one container `trainer`, adapterd's image without args or
-# resources (adapterd sets them), adapterd's security contexts and S3 credentials only, its own account (with
-# adapterd's account's annotations, no token), its own scheduling, restartPolicy Never, /tmp an emptyDir of
-# trainer.tmpSizeLimit; and that template, as a Job's, is valid. With the default executor none of it renders.
+# delete Jobs, list pods, read their logs and list events (its Jobs' FailedCreate), bound to its account; the pod
+# template, a ConfigMap mounted read-only at /etc/adapterci, is exactly the training pod expected: one container
+# `trainer`, adapterd's image (and its pull secrets) without args or resources (adapterd sets them), adapterd's
+# security contexts and S3 credentials only, its own account (with adapterd's account's annotations, no token), its
+# own priority and scheduling, restartPolicy Never, /tmp an emptyDir of trainer.tmpSizeLimit; and that template, as a
+# Job's, is valid. With the default executor none of it renders.
 kube_values="$chart/ci/kubernetes-executor-values.yaml"
 render_kube() { # [helm args...]: the manifests in $work/kube.yaml, kube_of's lines in $work/kube.txt, the Job in
   # $work/train-job.yaml
@@ -571,6 +588,8 @@ template spec.securityContext.runAsGroup=65532
 template spec.securityContext.runAsNonRoot=true
 template spec.securityContext.runAsUser=65532
 template spec.securityContext.seccompProfile.type=RuntimeDefault
+template spec.imagePullSecrets[0].name=registry-credentials
+template spec.priorityClassName=adapterci-training
 template spec.nodeSelector.nvidia.com/gpu.present=true
 template spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].key=nvidia.com/gpu.product
 template spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator=In
@@ -594,6 +613,7 @@ Role adapterci-adapterci-executor namespace=ml-training
 Role adapterci-adapterci-executor rule {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "delete"]}
 Role adapterci-adapterci-executor rule {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}
 Role adapterci-adapterci-executor rule {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]}
+Role adapterci-adapterci-executor rule {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]}
 RoleBinding adapterci-adapterci-executor namespace=ml-training roleRef={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "adapterci-adapterci-executor"}
 RoleBinding adapterci-adapterci-executor subject {"kind": "ServiceAccount", "name": "adapterci-adapterci", "namespace": "ml-training"}
 Deployment volume job-template<-configMap adapterci-adapterci-job-template
@@ -620,6 +640,8 @@ Deployment pod securityContext.runAsGroup=65532
 Deployment pod securityContext.runAsNonRoot=true
 Deployment pod securityContext.runAsUser=65532
 Deployment pod securityContext.seccompProfile.type=RuntimeDefault
+Deployment pod imagePullSecrets[0].name=registry-credentials
+Deployment pod priorityClassName=adapterci-serving
 Deployment pod labels.app.kubernetes.io/name=adapterci
 Deployment pod labels.app.kubernetes.io/instance=adapterci
 Deployment pod annotations.checksum/job-template=SHA256
@@ -636,14 +658,15 @@ sed -E 's/^(Deployment pod annotations\.checksum\/job-template=)[0-9a-f]{64}$/\1
   | diff -u "$work/kube-pods.txt" - >&2 \
   || fail "adapterd's pod or the accounts with the Kubernetes executor differ (- expected, + rendered)"
 
-# the pod template follows adapterd's security contexts, image and S3 credentials (the Secret's keys, never a plain
-# value, and nothing else of adapterd's: no database URL, no webhook secret), not adapterd's scheduling or labels;
+# the pod template follows adapterd's security contexts, image and its pull secrets, and S3 credentials (the Secret's
+# keys, never a plain value, and nothing else of adapterd's: no database URL, no webhook secret), not adapterd's
+# priority, scheduling or labels;
 # the migration Job keeps no token
 render_kube -f "$chart/ci/scale-out-values.yaml" -f "$chart/ci/eks-gpu-values.yaml" \
   --set-string executor=kubernetes,image.tag=0.2.0,database.existingSecret=adapterci-db,database.url= \
   --set securityContext.readOnlyRootFilesystem=false -f "$chart/ci/secrets-values.yaml"
-grep -E '^template spec\.(containers\[0\]\.(image=|env|securityContext)|securityContext)' "$work/kube.txt" \
-  >"$work/trainer-runs-as.txt" || true
+grep -E '^template spec\.(containers\[0\]\.(image=|env|securityContext)|securityContext|imagePullSecrets)' \
+  "$work/kube.txt" >"$work/trainer-runs-as.txt" || true
 cat >"$work/trainer-runs-as-expected.txt" <<'KUBE'
 template spec.securityContext.fsGroup=1000
 template spec.securityContext.fsGroupChangePolicy=OnRootMismatch
@@ -651,6 +674,7 @@ template spec.securityContext.runAsGroup=1000
 template spec.securityContext.runAsNonRoot=true
 template spec.securityContext.runAsUser=1000
 template spec.securityContext.seccompProfile.type=RuntimeDefault
+template spec.imagePullSecrets[0].name=registry-credentials
 template spec.containers[0].image=adapterci/adapterd:0.2.0
 template spec.containers[0].securityContext.allowPrivilegeEscalation=false
 template spec.containers[0].securityContext.capabilities.drop=["ALL"]
@@ -661,8 +685,8 @@ template spec.containers[0].envFrom[0].secretRef.name=adapterci-s3
 KUBE
 diff -u "$work/trainer-runs-as-expected.txt" "$work/trainer-runs-as.txt" >&2 \
   || fail "the training pods do not run as adapterd does, or get more of its environment (- expected, + rendered)"
-grep -E '^template (metadata\.annotations|metadata\.labels\.team|spec\.(nodeSelector|tolerations|affinity))' \
-  "$work/kube.txt" >&2 && fail "adapterd's scheduling, labels or annotations reach the training pods"
+grep -E '^template (metadata\.annotations|metadata\.labels\.team|spec\.(priorityClassName|nodeSelector|tolerations|affinity))' \
+  "$work/kube.txt" >&2 && fail "adapterd's priority, scheduling, labels or annotations reach the training pods"
 grep -E '^template .*(postgres|secretKeyRef|ADAPTERCI_)' "$work/kube.txt" >&2 \
   && fail "adapterd's database URL, secrets or settings reach the training pods"
 "$validate" --strict "$work/train-job.yaml" >"$work/validate.txt" 2>&1 \
@@ -843,5 +867,24 @@ done <<'BAD'
 --set-string|trainer.resources.limits.nvidia\.com/gpu=1|'/trainer'|additional properties 'resources'
 --set-string|trainer.serviceAccountName=other|'/trainer'|additional properties 'serviceAccountName'
 --set-string|trainer.args={--threads=4}|'/trainer'|additional properties 'args'
+--set-string|imagePullSecrets=registry-credentials|'/imagePullSecrets'
+--set|imagePullSecrets={registry-credentials}|'/imagePullSecrets/0'
+--set-string|imagePullSecrets[0].name=Registry_Credentials|'/imagePullSecrets/0/name'
+--set|imagePullSecrets[0].name=1|'/imagePullSecrets/0/name'
+--set-string|imagePullSecrets[0].secret=registry-credentials|'/imagePullSecrets/0'|additional properties 'secret'
+--set-string|imagePullSecrets[0].name=a,imagePullSecrets[1].name=a|'/imagePullSecrets'
+--set-string|imagePullSecret[0].name=registry-credentials|additional properties 'imagePullSecret'
+--set-string|priorityClassName=High Priority|'/priorityClassName'
+--set|priorityClassName=1000|'/priorityClassName'
+--set-string|priorityClassName.name=high|'/priorityClassName'
+--set-string|migration.imagePullSecrets=registry-credentials|'/migration/imagePullSecrets'
+--set-string|migration.imagePullSecrets[0].name=registry credentials|'/migration/imagePullSecrets/0/name'
+--set-string|migration.priorityClassName=Batch|'/migration/priorityClassName'
+--set|migration.priorityClassName=true|'/migration/priorityClassName'
+--set|migration.ttlSecondsAfterFinished=59|'/migration/ttlSecondsAfterFinished'
+--set-string|migration.ttlSecondsAfterFinished=86400|'/migration/ttlSecondsAfterFinished'
+--set-string|trainer.priorityClassName=Training_Low|'/trainer/priorityClassName'
+--set|trainer.priorityClassName=100|'/trainer/priorityClassName'
+--set-string|trainer.imagePullSecrets[0].name=registry-credentials|'/trainer'|additional properties 'imagePullSecrets'
 BAD
 printf 'check_chart: %d bad values refused, each naming its field\n' "$count" >&2

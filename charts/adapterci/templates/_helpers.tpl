@@ -88,6 +88,15 @@ pre-install/pre-upgrade hook like the Job (serviceaccount.yaml says why); else a
 {{- end }}
 {{- end -}}
 
+{{- /* The image pull secrets of a pod, from a list of {name: SECRET} (adapterd's imagePullSecrets, or the migration
+Job's): nothing when empty */ -}}
+{{- define "adapterci.imagePullSecrets" -}}
+{{- with . }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
 {{- /* The account and security context of a pod, (list $root ACCOUNT TOKEN): the same security context for
 adapterd's pod, the migration Job's and the training pods', each with its account and whether it mounts an API token */ -}}
 {{- define "adapterci.podSecurity" -}}
@@ -100,9 +109,13 @@ securityContext:
 {{- end }}
 {{- end -}}
 
-{{- /* The scheduling of the migration Job's pod: each of migration.nodeSelector, .tolerations and .affinity when set,
-else adapterd's (nodeSelector, tolerations, affinity), so that the Job lands where the image can run */ -}}
+{{- /* The scheduling of the migration Job's pod: each of migration.priorityClassName, .nodeSelector, .tolerations and
+.affinity when set, else adapterd's (priorityClassName, nodeSelector, tolerations, affinity), so that the Job lands
+where the image can run */ -}}
 {{- define "adapterci.migrationScheduling" -}}
+{{- with .Values.migration.priorityClassName | default .Values.priorityClassName }}
+priorityClassName: {{ . | quote }}
+{{- end }}
 {{- with .Values.migration.nodeSelector | default .Values.nodeSelector }}
 nodeSelector:
   {{- toYaml . | nindent 2 }}
@@ -128,8 +141,8 @@ chart's three, which win (not the Deployment's selector labels: the Service must
 {{- end -}}
 
 {{- /* A ServiceAccount's manifest, (list $root NAME COMPONENT): adapterd's account (COMPONENT ""), the migration
-Job's ("migrate"), a pre-install/pre-upgrade hook before the Job (serviceaccount.yaml), or the training pods'
-("trainer"), each with the annotations of adapterd's (a cloud identity) */ -}}
+Job's ("migrate"), a pre-install/pre-upgrade hook before the Job deleted with it (serviceaccount.yaml), or the
+training pods' ("trainer"), each with the annotations of adapterd's (a cloud identity) */ -}}
 {{- define "adapterci.serviceAccount" -}}
 {{- $root := index . 0 }}
 {{- $component := index . 2 }}
@@ -148,7 +161,7 @@ metadata:
     {{- if $hook }}
     helm.sh/hook: pre-install,pre-upgrade
     helm.sh/hook-weight: "-10"
-    helm.sh/hook-delete-policy: before-hook-creation
+    helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
     {{- end }}
     {{- with $root.Values.serviceAccount.annotations }}
     {{- toYaml . | nindent 4 }}
@@ -216,8 +229,9 @@ Deployment's selector labels: the Service must not pick these pods); adapterd ad
 {{- /* The Kubernetes executor's pod template (ADAPTERCI_KUBE_JOB_TEMPLATE; docs/kubernetes-executor.md): the
 metadata and spec of every training pod. adapterd adds the trainer's args (`train-job --staged URL --run ID`), its
 resources (from the pipeline's), its labels and restartPolicy Never; the image's entrypoint runs adapterd. The pod
-runs as adapterd's does (security contexts, image, S3 credentials) but with its own account, no API token, its own
-scheduling (trainer.*), and /tmp an emptyDir holding the base model cache (/tmp/adapterci-bases) and CUDA's. */ -}}
+runs as adapterd's does (security contexts, image and its pull secrets, S3 credentials) but with its own account, no
+API token, its own priority and scheduling (trainer.*), and /tmp an emptyDir holding the base model cache
+(/tmp/adapterci-bases) and CUDA's. */ -}}
 {{- define "adapterci.jobTemplate" -}}
 metadata:
   labels:
@@ -229,6 +243,13 @@ metadata:
 spec:
   restartPolicy: Never
   {{- include "adapterci.podSecurity" (list . (include "adapterci.trainerServiceAccountName" .) false) | nindent 2 }}
+  {{- /* adapterd's image, so adapterd's pull secrets; a priority of their own (training often yields to serving) */}}
+  {{- with include "adapterci.imagePullSecrets" .Values.imagePullSecrets | trim }}
+  {{- . | nindent 2 }}
+  {{- end }}
+  {{- with .Values.trainer.priorityClassName }}
+  priorityClassName: {{ . | quote }}
+  {{- end }}
   {{- with .Values.trainer.nodeSelector }}
   nodeSelector:
     {{- toYaml . | nindent 4 }}
