@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use adapterci_core::Digest;
 use serde::{Deserialize, Serialize};
 
-use super::{BuildOptions, TEACHER_SAMPLER};
+use super::BuildOptions;
+use super::teacher_text::TEACHER_SAMPLER;
 use crate::EngineError;
 use crate::allocate::{BitAnalysis, Method, Sensitivity, linear_ops};
 use crate::calibrate::TeacherTextSpec;

@@ -9,6 +9,35 @@ use adapterci_core::Digest;
 use crate::EngineError;
 use crate::recover::{RecoverySpec, holds_checkpoint};
 
+/// The recovery spec of a build: `recovery` with, when it keeps checkpoints, this build's folder under its
+/// `checkpoint_dir` ([`checkpoint_folder`] of the palettized base `palettized` and the training text `text`) in its
+/// place; says where that folder is and, when it holds no checkpoint to resume, why those beside it of the same
+/// base and spec are not resumed ([`not_resumed`]).
+pub(super) fn build_recovery_spec(
+    recovery: &RecoverySpec,
+    palettized: &Digest,
+    text: &Digest,
+    progress: &mut dyn FnMut(&str),
+) -> Result<RecoverySpec, EngineError> {
+    let mut spec = recovery.clone();
+    if let Some(root) = &recovery.checkpoint_dir {
+        let dir = checkpoint_folder(root, palettized, recovery, text)?;
+        progress(&format!(
+            "recovery checkpoints in {} (a rerun that palettizes the same base and trains with the same spec on \
+             the same text resumes them)",
+            dir.display()
+        ));
+        if !holds_checkpoint(&dir) {
+            // nothing to resume here: say why the checkpoints of this base and spec beside it are not
+            for line in not_resumed(&dir) {
+                progress(&line);
+            }
+        }
+        spec.checkpoint_dir = Some(dir);
+    }
+    Ok(spec)
+}
+
 /// The folder, under `root`, of a build's checkpoints: `<spec key>-<text key>`, 16 hex digits each. The spec key
 /// names the palettized base the recovery starts from (`palettized`, the digest of the release file before
 /// recovery) and what its steps do ([`RecoverySpec::resume_identity`]); the text key names what they train and
@@ -18,7 +47,7 @@ use crate::recover::{RecoverySpec, holds_checkpoint};
 /// recovery; one that differs in any of them starts in a folder of its own instead of resuming an adapter trained
 /// against another base or on other text, or stopping at a checkpoint it cannot use. Folders named by the spec
 /// key alone are those of builds made before the text was part of the name.
-pub(super) fn checkpoint_folder(
+fn checkpoint_folder(
     root: &Path,
     palettized: &Digest,
     recovery: &RecoverySpec,
@@ -39,7 +68,7 @@ fn spec_key(palettized: &Digest, recovery: &RecoverySpec) -> Result<String, Engi
 /// For a recovery about to start afresh in `folder` (named by [`checkpoint_folder`]): a line for each checkpoint
 /// beside it of the same palettized base and spec that it does not resume, saying why: made on other training
 /// text, or by a build from before the text was part of the name (whose text cannot be told).
-pub(super) fn not_resumed(folder: &Path) -> Vec<String> {
+fn not_resumed(folder: &Path) -> Vec<String> {
     let (Some(root), Some(name)) = (folder.parent(), folder.file_name().and_then(|n| n.to_str())) else {
         return Vec::new();
     };
