@@ -194,6 +194,32 @@ impl RecoveryText {
     }
 }
 
+/// What a recovery trains and validates on, with its digest ([`training_text_digest`]), taken once when it is
+/// made: a base-release build names its checkpoints' folder by it and then hands it to the recovery, which
+/// records it in its checkpoints and resumes only one that recorded it. Made only from the text it describes, so
+/// the two cannot disagree.
+pub(crate) struct DigestedText<'a> {
+    sequences: &'a [Vec<u32>],
+    validation: &'a [ValidationSet],
+    digest: Digest,
+}
+
+impl<'a> DigestedText<'a> {
+    /// `sequences` to train on and the held-out `validation` sets, digested.
+    pub(crate) fn new(sequences: &'a [Vec<u32>], validation: &'a [ValidationSet]) -> DigestedText<'a> {
+        DigestedText { sequences, validation, digest: training_text_digest(sequences, validation) }
+    }
+
+    /// `text`'s sequences and validation sets, digested ([`RecoveryText::digest`]).
+    pub(crate) fn of(text: &'a RecoveryText) -> DigestedText<'a> {
+        DigestedText::new(&text.sequences, &text.validation)
+    }
+
+    pub(crate) fn digest(&self) -> &Digest {
+        &self.digest
+    }
+}
+
 /// Steps timed before a time budget sets the schedule's length.
 const PACE_STEPS: usize = 10;
 /// Steps left out of the timing (warm-up).
@@ -223,7 +249,7 @@ pub fn recover(
             "training the palettes needs the palettized operations: use recover_palettized".into(),
         ));
     }
-    train(teacher, student, None, None::<&Hessians>, sequences, &[], spec, progress)
+    train(teacher, student, None, None::<&Hessians>, &DigestedText::new(sequences, &[]), spec, progress)
 }
 
 /// A recovery of a palettized base.
@@ -251,19 +277,20 @@ pub fn recover_palettized(
     spec: &RecoverySpec,
     progress: &mut dyn FnMut(&RecoveryProgress),
 ) -> Result<Recovered, EngineError> {
-    recover_palettized_taking(teacher, student, palettes, hessians, text, spec, progress)
+    recover_palettized_taking(teacher, student, palettes, hessians, &DigestedText::of(text), spec, progress)
 }
 
 /// [`recover_palettized`] with statistics that may be given to it (`Hessians`, or `&Hessians` to keep them):
 /// given, they are dropped as soon as the recovery's start is made (its calibrated start is their last reader; a
 /// checkpoint's start needs none), before the training takes its memory, instead of staying through every step
-/// (403 MB on SmolLM2-135M).
+/// (403 MB on SmolLM2-135M). `text` comes with its digest, which a caller that also names something by it (a
+/// build, its checkpoints' folder) has taken once for both.
 pub(crate) fn recover_palettized_taking<H: Borrow<Hessians>>(
     teacher: &Llama,
     student: &Llama,
     palettes: &[PalettizedTensor],
     hessians: Option<H>,
-    text: &RecoveryText,
+    text: &DigestedText<'_>,
     spec: &RecoverySpec,
     progress: &mut dyn FnMut(&RecoveryProgress),
 ) -> Result<Recovered, EngineError> {
@@ -274,8 +301,7 @@ pub(crate) fn recover_palettized_taking<H: Borrow<Hessians>>(
         Some(_) => Some(TrainablePalettes::new(&linear_ops(student.config()), palettes, student.device())?),
         None => None,
     };
-    let (lora, report) =
-        train(teacher, student, trainable.as_mut(), hessians, &text.sequences, &text.validation, spec, progress)?;
+    let (lora, report) = train(teacher, student, trainable.as_mut(), hessians, text, spec, progress)?;
     let palettes = match trainable {
         Some(t) => t.to_parts()?,
         None => palettes.to_vec(),
@@ -297,20 +323,19 @@ fn steps_within(done: usize, elapsed: f64, limit: f64, seconds_per_step: f64, ma
     max_steps.min(done.saturating_add(more as usize))
 }
 
-/// The training loop; `palettes`, when given, train too (in place); `validation` is scored before the first
-/// step, every `spec.validate_every` steps and after the last. `hessians` are read by the calibrated start only,
-/// and go (when given by value) before the first step.
-#[allow(clippy::too_many_arguments)]
+/// The training loop on `text`'s sequences; `palettes`, when given, train too (in place); `text`'s validation sets
+/// are scored before the first step, every `spec.validate_every` steps and after the last. `hessians` are read by
+/// the calibrated start only, and go (when given by value) before the first step.
 fn train<H: Borrow<Hessians>>(
     teacher: &Llama,
     student: &Llama,
     mut palettes: Option<&mut TrainablePalettes>,
     hessians: Option<H>,
-    sequences: &[Vec<u32>],
-    validation: &[ValidationSet],
+    text: &DigestedText<'_>,
     spec: &RecoverySpec,
     progress: &mut dyn FnMut(&RecoveryProgress),
 ) -> Result<(LoraWeights, RecoveryReport), EngineError> {
+    let (sequences, validation, text_digest) = (text.sequences, text.validation, text.digest());
     if sequences.is_empty() || spec.steps == 0 || spec.batch == 0 {
         return Err(EngineError::InvalidConfig("recovery needs sequences, steps >= 1 and batch >= 1".into()));
     }
@@ -318,9 +343,7 @@ fn train<H: Borrow<Hessians>>(
     let clock = TrainingClock::start();
     let device = student.device();
     let config = recovery_config(student, spec);
-    // once per run: the largest recovery text (~17 M tokens, ~68 MB) hashes in a fraction of a second
-    let text_digest = training_text_digest(sequences, validation);
-    let (mut lora, state, saved_optimizers) = match resume(spec, &text_digest, student, palettes.as_deref_mut())? {
+    let (mut lora, state, saved_optimizers) = match resume(spec, text_digest, student, palettes.as_deref_mut())? {
         Some(Resumed { lora, state, optimizers }) => (lora, state, optimizers),
         // a resumed run needs no statistics: its start is the checkpoint's
         None if spec.calibrated_init && hessians.is_none() => {

@@ -31,7 +31,8 @@ use crate::calibrate::{Agreement, Hessians, TeacherTextSpec, chunk_tokens, compa
 use crate::model::BaseModel;
 pub use crate::recover::RecoveryText;
 use crate::recover::{
-    RecoveryProgress, RecoveryReport, RecoverySpec, has_checkpoint, preferred_precision, recover_palettized_taking,
+    DigestedText, RecoveryProgress, RecoveryReport, RecoverySpec, has_checkpoint, preferred_precision,
+    recover_palettized_taking,
 };
 use crate::release::bind_recovery_adapter;
 use palettized_base::{PalettizedBase, palettized_base};
@@ -185,8 +186,10 @@ pub fn build_release(
         options.recovery.rank,
         text.sequences.len()
     ));
+    // digested once: the checkpoints' folder is named by it, and the recovery records it in them
+    let digested = DigestedText::of(&text);
     let recovery =
-        recovery_checkpoints::build_recovery_spec(&options.recovery, &release_digest, &text.digest(), progress)?;
+        recovery_checkpoints::build_recovery_spec(&options.recovery, &release_digest, digested.digest(), progress)?;
     let calibrated_start = recovery.calibrated_init && !has_checkpoint(&recovery);
     let hessians = match hessians {
         // a palettization from the cache: the statistics again only for a calibrated start (a checkpoint's
@@ -197,7 +200,7 @@ pub fn build_release(
     let llama = base.llama();
     // the statistics (and the square roots kept for the calibrated start) go to the recovery, which drops them
     // once its start is made, before its first step
-    let done = recover_palettized_taking(llama, &student, &linear, hessians, &text, &recovery, recovery_progress)?;
+    let done = recover_palettized_taking(llama, &student, &linear, hessians, &digested, &recovery, recovery_progress)?;
     // the release is written after recovery: with trained palettes, its tables and scales are the trained ones;
     // else the palettes are the ones it started from, and so is the file
     let release = match options.recovery.palette_learning_rate {

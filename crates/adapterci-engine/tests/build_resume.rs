@@ -3,7 +3,9 @@
 //! recovery takes the steps an uninterrupted one takes (its optimizer's state and schedule restored, even after a
 //! kill between a checkpoint's files), goes on with the time budget its checkpoint left, and still resumes a
 //! checkpoint written before the optimizer's state was kept; a rerun on other training text (another user corpus
-//! share, another evaluation split) starts afresh and says why, and a checkpoint of other text is never resumed.
+//! share, another evaluation split) starts afresh and says why, and a checkpoint of other text is never resumed;
+//! the text's digest that names a build's checkpoint folder is the one its recovery records, that of the text it
+//! trains on.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -14,7 +16,7 @@ use adapterci_engine::device::DeviceChoice;
 use adapterci_engine::lora::LoraWeights;
 use adapterci_engine::model::BaseModel;
 use adapterci_engine::recover::{RecoveryProgress, RecoveryReport, RecoverySpec, recover};
-use adapterci_engine::release_build::{BuildOptions, BuildReport, build_release};
+use adapterci_engine::release_build::{BuildOptions, BuildReport, build_release, cached_teacher_text, recovery_text};
 use adapterci_engine::tiny::write_tiny_model;
 use adapterci_engine::train::learning_rate_at;
 
@@ -509,6 +511,32 @@ fn an_interrupted_build_rerun_on_other_training_text_starts_afresh_and_on_the_sa
     assert!(evaluated.report.is_none());
     let resumed = build_evaluated(&f.base, &options, Some(&other_eval_text), Some(&corpus), None);
     assert_eq!(resumed.report.as_ref().unwrap().recovery.resumed_from, Some(4), "{}", resumed.notes());
+}
+
+#[test]
+fn a_builds_checkpoint_folder_is_named_by_the_digest_its_recovery_records_that_of_the_text_it_trains_on() {
+    let f = fixture();
+    let state = f.dir.join("state");
+    let corpus = "Order from Ana Silva: 3 x red cup, ship to Porto. ".repeat(40);
+    let options = BuildOptions { user_corpus_share: Some(0.5), ..options(&state, true) };
+    assert!(build(&f.base, &options, Some(&corpus), Some(5)).report.is_none(), "killed after step 4's checkpoint");
+    let root = state.join("checkpoints");
+    let folders = names_in(&root);
+    assert_eq!(folders.len(), 1, "{folders:?}");
+    let (_, text_key) = folders[0].split_once('-').unwrap();
+    let record_path = root.join(&folders[0]).join("recovery-checkpoint.json");
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(&record_path).unwrap()).unwrap();
+    // the text the build trains on, made afresh: the teacher's text (from its cache) less the tenth held out for
+    // the evaluation, mixed with the corpus
+    let teacher =
+        cached_teacher_text(&f.base, &options.teacher, options.teacher_cache.as_deref(), &mut |_| {}).unwrap();
+    let keep = teacher.len() - (teacher.len() / 10).max(1);
+    let seq_len = options.teacher.seq_len;
+    let (share, held_out) = (options.user_corpus_share, options.recovery.validation_sequences);
+    let text = recovery_text(&f.base, &teacher[..keep], Some(&corpus), seq_len, share, held_out).unwrap();
+    let digest = text.digest();
+    assert_eq!(record["text_digest"].as_str(), Some(digest.to_string().as_str()), "the recovery's record");
+    assert_eq!(text_key, &digest.hex()[..16], "the folder's name");
 }
 
 #[test]
