@@ -18,7 +18,7 @@ use adapterci_core::launcher::{LaunchResources, LogChunk, TrainingLauncher};
 use adapterci_core::training::{ProgressSink, TrainJob, TrainOutput, TrainingFailure};
 use async_trait::async_trait;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, DeleteParams, PostParams};
 
 use crate::job_files::{append_log, log_path, read_log};
@@ -31,6 +31,11 @@ pub use job::{JobRequest, JobTemplate, job_name};
 
 /// Where the namespace of adapterd's own pod is, inside a cluster.
 pub const SERVICE_ACCOUNT_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
+/// How long a Job of the same name left by an earlier attempt may take to go once deleted. With propagation
+/// `Background` a Job goes at once unless a finalizer holds it, and one that holds it this long is not going by
+/// itself: the attempt fails naming it, instead of waiting for the run's time limit.
+pub const OLD_JOB_DELETE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The Kubernetes executor's settings.
 #[derive(Clone, Debug)]
@@ -52,6 +57,9 @@ pub struct KubernetesSettings {
     /// How long a pod may keep failing to start (unschedulable, image not pulled, missing secret) before the attempt
     /// fails and the Job is deleted; `None`: until the run's time limit.
     pub start_timeout: Option<Duration>,
+    /// How long a Job of the same name left by an earlier attempt may take to go once deleted before the attempt
+    /// fails ([`OLD_JOB_DELETE_TIMEOUT`]).
+    pub old_job_delete_timeout: Duration,
 }
 
 /// Launches each job as a Kubernetes Job.
@@ -93,8 +101,12 @@ impl KubernetesLauncher {
         Api::namespaced(self.client.clone(), &self.settings.namespace)
     }
 
+    fn events(&self) -> Api<Event> {
+        Api::namespaced(self.client.clone(), &self.settings.namespace)
+    }
+
     /// Creates `job`; a Job of the same name left by an earlier attempt of the run (an adapterd that died) is
-    /// deleted first, and its end waited for.
+    /// deleted first, and its end waited for, for `old_job_delete_timeout` at most.
     async fn create(&self, job: &Job, name: &str, log: &std::path::Path) -> Result<(), TrainingFailure> {
         let jobs = self.jobs();
         let failed = |e: kube::Error| backend(format!("creating the Kubernetes Job {}: {e}", self.describe(name)));
@@ -109,14 +121,45 @@ impl KubernetesLauncher {
             Err(kube::Error::Api(status)) if status.is_not_found() => {}
             Err(error) => return Err(failed(error)),
         }
+        let deadline = tokio::time::Instant::now() + self.settings.old_job_delete_timeout;
         loop {
             match jobs.get_opt(name).await {
                 Ok(None) => break,
+                Ok(Some(old)) if tokio::time::Instant::now() >= deadline => {
+                    let message = self.old_job_stays(name, &old, log);
+                    append_log(log, &format!("--- {} {message}", now())).await;
+                    return Err(backend(message));
+                }
                 Ok(Some(_)) => tokio::time::sleep(self.settings.poll_interval).await,
                 Err(error) => return Err(failed(error)),
             }
         }
         jobs.create(&PostParams::default(), job).await.map(|_| ()).map_err(failed)
+    }
+
+    /// Why the attempt fails when the Job `old` of an earlier attempt outlasted the wait for its deletion: what
+    /// holds it (its finalizers, since when it is being deleted) and how to let it go.
+    fn old_job_stays(&self, name: &str, old: &Job, log: &std::path::Path) -> String {
+        let namespace = &self.settings.namespace;
+        let mut holding = Vec::new();
+        if let Some(finalizers) = old.metadata.finalizers.as_ref().filter(|finalizers| !finalizers.is_empty()) {
+            holding.push(format!("finalizers {}", finalizers.join(", ")));
+        }
+        if let Some(since) = &old.metadata.deletion_timestamp {
+            holding.push(format!("deletionTimestamp {}", since.0));
+        }
+        let holding = match holding.is_empty() {
+            true => String::new(),
+            false => format!(" ({})", holding.join("; ")),
+        };
+        format!(
+            "the Kubernetes Job {} of an earlier attempt was still there {} s after it was deleted{holding}, so the \
+             run's Job cannot be created: remove it (kubectl -n {namespace} delete job {name}, and its finalizers if \
+             no controller removes them) (log: {})",
+            self.describe(name),
+            self.settings.old_job_delete_timeout.as_secs(),
+            log.display()
+        )
     }
 
     fn describe(&self, name: &str) -> String {
@@ -179,6 +222,7 @@ impl TrainingLauncher for KubernetesLauncher {
         let follower = follow::Follower {
             jobs: self.jobs(),
             pods: self.pods(),
+            events: self.events(),
             name: &name,
             container: settings.template.trainer_container(),
             log: &log,

@@ -160,6 +160,7 @@ fn kubernetes_settings(config: &ServerConfig) -> Result<KubernetesSettings, Serv
         poll_interval: Duration::from_secs(2),
         start_timeout: (config.kube_start_timeout_secs > 0)
             .then(|| Duration::from_secs(config.kube_start_timeout_secs)),
+        old_job_delete_timeout: crate::kube_launcher::OLD_JOB_DELETE_TIMEOUT,
     })
 }
 
@@ -255,7 +256,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     }
 
     let admin_registry = registry.clone();
-    let events = Arc::new(EventNotifier::new(event_log, Arc::new(SystemClock), DeliveryPolicy::default()));
+    let events = EventNotifier::new(event_log, Arc::new(SystemClock), DeliveryPolicy::default());
+    let events = Arc::new(match &config.instance_id {
+        Some(instance_id) => {
+            tracing::info!(instance = %instance_id, "registry event leases are held under a stable instance id: events a crashed process with it left are taken back at start");
+            events.with_instance_id(instance_id.clone())
+        }
+        None => events,
+    });
     crate::events::subscribers_from_env().into_iter().for_each(|subscriber| events.add_subscriber(subscriber));
     controller.add_publish_listener(Arc::new(PublishEvents(events.clone())));
     let worker = match (config.no_worker, served_base) {

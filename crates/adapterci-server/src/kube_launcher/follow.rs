@@ -1,8 +1,10 @@
 //! Following a run's Job to its end: its status is read every poll interval; its pod's log is streamed
 //! (`follow=true`, with timestamps) while the trainer container runs, progress lines going to the run's progress
 //! and every other line to the run's log, and streamed again from the second of the last line handled (skipping
-//! what was handled, by timestamp) when the stream drops while the Job still runs. A pod that cannot start (unschedulable, an image that cannot be pulled, a missing secret) is
-//! reported in the run's log and messages, once per distinct reason, while the Job waits for it.
+//! what was handled, by timestamp) when the stream drops while the Job still runs. A pod that cannot start
+//! (unschedulable, an image that cannot be pulled, a missing secret) is reported in the run's log and messages, once
+//! per distinct reason, while the Job waits for it; so is a pod the Job controller cannot create (a ResourceQuota
+//! refuses it), told by the Job's `FailedCreate` events while no pod exists.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -11,7 +13,7 @@ use std::time::Duration;
 use adapterci_core::training::{ProgressSink, TrainingFailure};
 use futures::{AsyncBufReadExt, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Event, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, LogParams};
 
@@ -35,6 +37,8 @@ pub(super) enum JobEnd {
 pub(super) struct Follower<'a> {
     pub jobs: Api<Job>,
     pub pods: Api<Pod>,
+    /// Where the Job controller tells why it could not create the pod.
+    pub events: Api<Event>,
     pub name: &'a str,
     pub container: &'a str,
     pub log: &'a Path,
@@ -66,8 +70,10 @@ struct Followed {
     notes: HashSet<String>,
     /// Failed reads of the Job in a row.
     api_errors: u32,
-    /// Since when the pod has been failing to start, without a break.
+    /// Since when the pod has been failing to start (or to be created), without a break.
     stuck_since: Option<tokio::time::Instant>,
+    /// Whether listing the Job's events was refused (a Role without `list` on `events`): not asked again.
+    events_forbidden: bool,
 }
 
 impl Follower<'_> {
@@ -82,9 +88,12 @@ impl Follower<'_> {
             let pod = self.newest_pod(&mut followed.notes, progress).await;
             let pod_name = pod.as_ref().and_then(|pod| pod.metadata.name.clone());
             if pod_name.is_some() && pod_name != followed.pod {
+                // a pod the Job controller creates after refusals goes on from them, without a break
                 followed = Followed {
                     pod: pod_name.clone(),
                     notes: std::mem::take(&mut followed.notes),
+                    stuck_since: followed.stuck_since,
+                    events_forbidden: followed.events_forbidden,
                     ..Followed::default()
                 };
             }
@@ -117,27 +126,89 @@ impl Follower<'_> {
                     for problem in &problems {
                         self.note(&mut followed.notes, progress, &format!("pod {pod_name}: {problem}")).await;
                     }
-                    followed.stuck_since = match problems.is_empty() {
-                        true => None,
-                        false => Some(followed.stuck_since.unwrap_or_else(tokio::time::Instant::now)),
-                    };
-                    if let (Some(since), Some(limit)) = (followed.stuck_since, self.start_timeout)
-                        && since.elapsed() >= limit
-                    {
-                        return Err(TrainingFailure::Backend(format!(
-                            "the pod {pod_name} of the Kubernetes Job {} could not start within {} s \
-                             (--kube-start-timeout-secs): {} (log: {})",
-                            self.name,
-                            limit.as_secs(),
-                            problems.join("; "),
-                            self.log.display()
-                        )));
+                    let what = || format!("the pod {pod_name} of the Kubernetes Job {} could not start", self.name);
+                    if let Some(failure) = self.past_start_timeout(&mut followed, Some(&problems), what) {
+                        return Err(failure);
                     }
                     tokio::time::sleep(self.poll_interval).await;
                 }
-                (None, _, _) => tokio::time::sleep(self.poll_interval).await,
+                (None, _, _) => {
+                    let uid = job.metadata.uid.as_deref();
+                    let problems = self.creation_problems(uid, &mut followed, progress).await;
+                    let what = || format!("the Kubernetes Job {} could not create its pod", self.name);
+                    if let Some(failure) = self.past_start_timeout(&mut followed, problems.as_deref(), what) {
+                        return Err(failure);
+                    }
+                    tokio::time::sleep(self.poll_interval).await;
+                }
             }
         }
+    }
+
+    /// Keeps the time since when the pod has failed to start (or be created) without a break, by the `problems`
+    /// seen now (`None`: not known this time, which neither starts nor breaks it); the attempt's failure once that
+    /// lasted the start timeout.
+    fn past_start_timeout(
+        &self,
+        followed: &mut Followed,
+        problems: Option<&[String]>,
+        what: impl FnOnce() -> String,
+    ) -> Option<TrainingFailure> {
+        let problems = problems?;
+        followed.stuck_since = match problems.is_empty() {
+            true => None,
+            false => Some(followed.stuck_since.unwrap_or_else(tokio::time::Instant::now)),
+        };
+        let (since, limit) = (followed.stuck_since?, self.start_timeout?);
+        (since.elapsed() >= limit).then(|| {
+            TrainingFailure::Backend(format!(
+                "{} within {} s (--kube-start-timeout-secs): {} (log: {})",
+                what(),
+                limit.as_secs(),
+                problems.join("; "),
+                self.log.display()
+            ))
+        })
+    }
+
+    /// Why the Job controller could not create the Job's pod (no pod exists): the Job's `FailedCreate` events, each
+    /// distinct one told once; `None` when the events could not be read (listing them forbidden is told once, and
+    /// not asked again).
+    async fn creation_problems(
+        &self,
+        uid: Option<&str>,
+        followed: &mut Followed,
+        progress: &dyn ProgressSink,
+    ) -> Option<Vec<String>> {
+        if followed.events_forbidden {
+            return None;
+        }
+        let selector =
+            ListParams::default().fields(&format!("involvedObject.kind=Job,involvedObject.name={}", self.name));
+        let events = match self.events.list(&selector).await {
+            Ok(events) => events.items,
+            Err(kube::Error::Api(status)) if status.is_forbidden() => {
+                followed.events_forbidden = true;
+                let text = format!(
+                    "listing the events of the Job {} is forbidden (adapterd's Role needs `list` on `events`): why \
+                     its pod is not created cannot be told: {}",
+                    self.name, status.message
+                );
+                self.note(&mut followed.notes, progress, &text).await;
+                return None;
+            }
+            Err(error) => {
+                let text = format!("listing the events of the Job {}: {error}", self.name);
+                self.note(&mut followed.notes, progress, &text).await;
+                return None;
+            }
+        };
+        let mut problems = Vec::new();
+        for (key, text) in failed_creates(&events, uid) {
+            self.note_once(&mut followed.notes, progress, &key, &format!("Job {}: {text}", self.name)).await;
+            problems.push(text);
+        }
+        Some(problems)
     }
 
     /// The Job as the API server has it now; `None` after a failed read (told once), an error once too many
@@ -249,7 +320,12 @@ impl Follower<'_> {
 
     /// Tells the run's log and messages of `text`, once.
     async fn note(&self, notes: &mut HashSet<String>, progress: &dyn ProgressSink, text: &str) {
-        if notes.insert(text.to_string()) {
+        self.note_once(notes, progress, text, text).await;
+    }
+
+    /// Tells the run's log and messages of `text`, unless something was told under `key` already.
+    async fn note_once(&self, notes: &mut HashSet<String>, progress: &dyn ProgressSink, key: &str, text: &str) {
+        if notes.insert(key.to_string()) {
             tracing::warn!(job = self.name, "{text}");
             append_log(self.log, &format!("--- {} {text}", chrono::Utc::now().to_rfc3339())).await;
             progress.on_message(text);
@@ -276,6 +352,40 @@ pub(super) fn job_end(job: &Job) -> Option<JobEnd> {
             _ => None,
         }
     })
+}
+
+/// The Job controller's `FailedCreate` events among `events` (of the Job with `uid`, when known: a Job of the same
+/// name before it has events of its own), oldest first, one per distinct refusal: each as `(key, text)`, the key
+/// being the text without the name of the pod refused (the controller generates one per try).
+pub(super) fn failed_creates(events: &[Event], uid: Option<&str>) -> Vec<(String, String)> {
+    let mut failed: Vec<&Event> = events
+        .iter()
+        .filter(|event| event.reason.as_deref() == Some("FailedCreate"))
+        .filter(|event| match (uid, event.involved_object.uid.as_deref()) {
+            (Some(uid), Some(involved)) => uid == involved,
+            _ => true,
+        })
+        .collect();
+    failed.sort_by_key(|event| {
+        let last = event.last_timestamp.as_ref().or(event.first_timestamp.as_ref()).map(|time| time.0);
+        last.or(event.event_time.as_ref().map(|time| time.0))
+    });
+    let mut told = Vec::<(String, String)>::new();
+    for event in failed {
+        let text = format!("FailedCreate: {}", event.message.as_deref().unwrap_or("").trim());
+        let key = without_pod_name(&text);
+        if !told.iter().any(|(seen, _)| *seen == key) {
+            told.push((key, text));
+        }
+    }
+    told
+}
+
+/// `message` with the name in its first `pods "NAME"` left out.
+fn without_pod_name(message: &str) -> String {
+    let Some((before, rest)) = message.split_once("pods \"") else { return message.to_string() };
+    let Some((_, after)) = rest.split_once('"') else { return message.to_string() };
+    format!("{before}pods \"…\"{after}")
 }
 
 /// Why a pod that has not started its trainer is not starting: not schedulable, or a container waiting for a
@@ -375,5 +485,38 @@ mod tests {
         ]}}))
         .unwrap();
         assert!(waiting_problems(&creating, "trainer").is_empty(), "being created is no problem");
+    }
+
+    fn event(uid: &str, reason: &str, at: &str, message: &str) -> Event {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("j.{at}")},
+            "involvedObject": {"kind": "Job", "name": "j", "uid": uid},
+            "reason": reason, "type": "Warning", "lastTimestamp": at, "message": message
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_pod_the_job_controller_cannot_create_is_told_once_per_refusal() {
+        let quota = |pod: &str| {
+            format!(
+                "Error creating: pods \"{pod}\" is forbidden: exceeded quota: gpu, requested: \
+                 requests.nvidia.com/gpu=1, used: requests.nvidia.com/gpu=4, limited: requests.nvidia.com/gpu=4"
+            )
+        };
+        let events = [
+            event("now", "FailedCreate", "2026-01-01T00:00:20Z", &quota("j-bbbbb")),
+            event("now", "FailedCreate", "2026-01-01T00:00:10Z", &quota("j-aaaaa")),
+            event("now", "SuccessfulCreate", "2026-01-01T00:00:30Z", "Created pod: j-ccccc"),
+            event("before", "FailedCreate", "2025-12-31T00:00:00Z", "Error creating: an older Job's refusal"),
+        ];
+        let told = failed_creates(&events, Some("now"));
+        assert_eq!(told.len(), 1, "the same refusal for another generated pod name is told once: {told:?}");
+        assert_eq!(told[0].1, format!("FailedCreate: {}", quota("j-aaaaa")), "the first one, as it was");
+        assert!(told[0].0.contains("pods \"…\" is forbidden: exceeded quota: gpu"), "{told:?}");
+        let unknown_uid = failed_creates(&events, None);
+        assert_eq!(unknown_uid.len(), 2, "without the Job's uid every FailedCreate counts: {unknown_uid:?}");
+        assert!(unknown_uid[0].1.contains("an older Job's refusal"), "oldest first: {unknown_uid:?}");
+        assert_eq!(without_pod_name("no pod named here"), "no pod named here");
     }
 }
