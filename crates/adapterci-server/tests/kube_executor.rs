@@ -1,333 +1,33 @@
-//! The Kubernetes executor against a fake cluster. No Kubernetes API server can run here (none is installable in
-//! this environment), so the API server is a mock: a `tower::service_fn` handed to `kube::Client::new`, serving
-//! the few endpoints the launcher uses (create, read and delete a Job; list a Job's pods; a pod's log). Its "fake
-//! kubelet" is real where it matters: when a Job is created it runs the pod's command, `adapterd train-job` with
-//! the arguments of the Job's trainer container, against a real object store (a temp directory through
-//! object_store's LocalFileSystem), serves the process's output as the pod's log stream, and reports the Job
-//! Complete or Failed from its exit status.
+//! The Kubernetes executor against a fake cluster (`support/fake_kube.rs`: a mock API server, since none can run
+//! here, whose fake kubelet runs the Job's real `adapterd train-job --staged …`): a job trains end to end; a
+//! trainer's failure, a Job past its deadline, a pod that cannot start or cannot even be created (a quota refuses
+//! it) and a Job of an earlier attempt that will not go each end the attempt naming why; dropping a launch deletes
+//! the Job. Then adapterd itself, started with `--executor kubernetes` and a kubeconfig naming the mock served over
+//! HTTP, trains a run triggered through its API.
 //!
 //! The tests wait on the launch itself and on the events the mock records, never on time.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
-use std::collections::HashMap;
-use std::convert::Infallible;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use adapterci_core::launcher::{LaunchResources, TrainingLauncher};
 use adapterci_core::training::{ProgressSink, StepProgress, TrainingFailure};
-use adapterci_server::kube_launcher::{JobTemplate, KubernetesLauncher, KubernetesSettings};
+use adapterci_server::kube_launcher::{JobTemplate, KubernetesLauncher, KubernetesSettings, OLD_JOB_DELETE_TIMEOUT};
 use adapterci_server::staging::Staging;
 use adapterci_testkit::eventually::eventually;
-use bytes::Bytes;
-use futures::StreamExt;
-use http::{Method, Request, Response, StatusCode};
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full, StreamBody};
-use k8s_openapi::jiff::Timestamp;
-use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 #[path = "support/tiny_job.rs"]
 mod tiny_job;
 use tiny_job::tiny_job;
 
-const NAMESPACE: &str = "adapterci-test";
-
-type Body = UnsyncBoxBody<Bytes, std::io::Error>;
-
-/// What the fake kubelet does with a created Job.
-#[derive(Clone, Copy)]
-enum Kubelet {
-    /// Runs the trainer container's command; the first log stream of the pod drops after this many lines.
-    Run { drop_first_stream_after: Option<usize> },
-    /// No pod ever runs: the Job fails at once with this reason (as when its deadline passed while Pending).
-    FailAtOnce(&'static str),
-    /// The pod runs for ever, its log stream open.
-    Hang,
-    /// The pod never starts: no node has the GPU it asks for, and its image cannot be pulled.
-    Pending,
-}
-
-/// What the mock saw, in order.
-#[derive(Debug, PartialEq)]
-enum Seen {
-    Created(String),
-    /// The Job's name and the delete's propagation policy.
-    Deleted(String, String),
-}
-
-/// A pod's log as the kubelet keeps it.
-#[derive(Clone, Default)]
-struct PodLog {
-    lines: Vec<String>,
-    closed: bool,
-}
-
-struct FakeJob {
-    job: Value,
-    pod: Option<(String, watch::Receiver<PodLog>)>,
-    log_streams: usize,
-}
-
-struct Cluster {
-    kubelet: Kubelet,
-    staging_cache: std::path::PathBuf,
-    jobs: Arc<Mutex<HashMap<String, FakeJob>>>,
-    seen: mpsc::UnboundedSender<Seen>,
-}
-
-fn full(status: StatusCode, body: Value) -> Response<Body> {
-    let bytes = Bytes::from(serde_json::to_vec(&body).unwrap());
-    let mut response = Response::new(Full::new(bytes).map_err(|never| match never {}).boxed_unsync());
-    *response.status_mut() = status;
-    response.headers_mut().insert(http::header::CONTENT_TYPE, "application/json".parse().unwrap());
-    response
-}
-
-fn not_found(name: &str) -> Response<Body> {
-    full(
-        StatusCode::NOT_FOUND,
-        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404,
-               "message": format!("jobs.batch \"{name}\" not found")}),
-    )
-}
-
-impl Cluster {
-    async fn serve(self: Arc<Self>, request: Request<kube::client::Body>) -> Result<Response<Body>, Infallible> {
-        let method = request.method().clone();
-        let path = request.uri().path().to_string();
-        let query = request.uri().query().unwrap_or("").to_string();
-        let body = request.into_body().collect().await.map(|body| body.to_bytes()).unwrap_or_default();
-        let jobs_path = format!("/apis/batch/v1/namespaces/{NAMESPACE}/jobs");
-        let pods_path = format!("/api/v1/namespaces/{NAMESPACE}/pods");
-        let response = if method == Method::POST && path == jobs_path {
-            self.create(serde_json::from_slice(&body).unwrap())
-        } else if let Some(name) = path.strip_prefix(&format!("{jobs_path}/")) {
-            match method {
-                Method::GET => self.get(name),
-                Method::DELETE => self.delete(name, &body),
-                _ => full(StatusCode::METHOD_NOT_ALLOWED, json!({})),
-            }
-        } else if method == Method::GET && path == pods_path {
-            self.list_pods(&query)
-        } else if let Some(pod) = path.strip_prefix(&format!("{pods_path}/")).and_then(|p| p.strip_suffix("/log")) {
-            self.log(pod, &query)
-        } else {
-            full(StatusCode::NOT_FOUND, json!({"kind": "Status", "code": 404, "message": path}))
-        };
-        Ok(response)
-    }
-
-    fn create(&self, mut job: Value) -> Response<Body> {
-        let name = job["metadata"]["name"].as_str().unwrap().to_string();
-        job["metadata"]["namespace"] = json!(NAMESPACE);
-        job["metadata"]["uid"] = json!(format!("uid-{name}"));
-        job["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
-        job["status"] = json!({"active": 1});
-        let mut fake = FakeJob { job: job.clone(), pod: None, log_streams: 0 };
-        match self.kubelet {
-            Kubelet::Run { .. } => fake.pod = Some(self.run_pod(&name, &job)),
-            Kubelet::FailAtOnce(reason) => {
-                // the message names the deadline the Job was created with, as the test checks it
-                let deadline = &job["spec"]["activeDeadlineSeconds"];
-                fake.job["status"] = json!({"failed": 0, "conditions": [{
-                    "type": "Failed", "status": "True", "reason": reason,
-                    "message": format!("Job was active longer than specified deadline ({deadline} s)")}]});
-            }
-            Kubelet::Hang | Kubelet::Pending => {
-                let (sender, receiver) = watch::channel(PodLog::default());
-                // kept for ever: the stream never closes
-                std::mem::forget(sender);
-                fake.pod = Some((format!("{name}-pod"), receiver));
-            }
-        }
-        self.jobs.lock().unwrap().insert(name.clone(), fake);
-        let _ = self.seen.send(Seen::Created(name));
-        full(StatusCode::CREATED, job)
-    }
-
-    /// Starts the trainer container's command, its stdout and stderr as the pod's log; when it ends, the Job's
-    /// status follows from its exit status.
-    fn run_pod(&self, name: &str, job: &Value) -> (String, watch::Receiver<PodLog>) {
-        let container = &job["spec"]["template"]["spec"]["containers"][0];
-        let args: Vec<String> =
-            container["args"].as_array().unwrap().iter().map(|arg| arg.as_str().unwrap().to_string()).collect();
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_adapterd"));
-        command.args(&args).env("ADAPTERCI_BASE_CACHE", &self.staging_cache);
-        for var in container["env"].as_array().into_iter().flatten() {
-            if let Some(value) = var["value"].as_str() {
-                command.env(var["name"].as_str().unwrap(), value);
-            }
-        }
-        let mut child = command
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let (sender, receiver) = watch::channel(PodLog::default());
-        let sender = Arc::new(sender);
-        let readers: Vec<_> = [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
-            Box::new(child.stderr.take().unwrap()),
-        ]
-        .into_iter()
-        .map(|output| {
-            let sender = sender.clone();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(output).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    sender.send_modify(|log| log.lines.push(line));
-                }
-            })
-        })
-        .collect();
-        let jobs = self.jobs.clone();
-        let pod_name = format!("{name}-pod");
-        let name = name.to_string();
-        tokio::spawn(async move {
-            for reader in readers {
-                let _ = reader.await;
-            }
-            let status = child.wait().await.unwrap();
-            sender.send_modify(|log| log.closed = true);
-            let mut jobs = jobs.lock().unwrap();
-            let Some(fake) = jobs.get_mut(&name) else { return };
-            fake.job["status"] = if status.success() {
-                json!({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]})
-            } else {
-                json!({"failed": 1, "conditions": [{"type": "Failed", "status": "True",
-                       "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]})
-            };
-        });
-        (pod_name, receiver)
-    }
-
-    fn get(&self, name: &str) -> Response<Body> {
-        match self.jobs.lock().unwrap().get(name) {
-            Some(fake) => full(StatusCode::OK, fake.job.clone()),
-            None => not_found(name),
-        }
-    }
-
-    fn delete(&self, name: &str, body: &[u8]) -> Response<Body> {
-        let policy = serde_json::from_slice::<Value>(body)
-            .ok()
-            .and_then(|body| body["propagationPolicy"].as_str().map(str::to_string))
-            .unwrap_or_default();
-        let removed = self.jobs.lock().unwrap().remove(name);
-        let _ = self.seen.send(Seen::Deleted(name.to_string(), policy));
-        match removed {
-            Some(fake) => full(StatusCode::OK, fake.job),
-            None => not_found(name),
-        }
-    }
-
-    fn list_pods(&self, query: &str) -> Response<Body> {
-        let jobs = self.jobs.lock().unwrap();
-        let items: Vec<Value> = jobs
-            .iter()
-            .filter(|(name, _)| query.contains(&format!("job-name%3D{name}")))
-            .filter_map(|(job_name, fake)| {
-                let (pod_name, log) = fake.pod.as_ref()?;
-                if let Kubelet::Pending = self.kubelet {
-                    return Some(pending_pod(pod_name, job_name));
-                }
-                let state = if log.borrow().closed {
-                    json!({"terminated": {"exitCode": 0}})
-                } else {
-                    json!({"running": {"startedAt": "2026-01-01T00:00:01Z"}})
-                };
-                Some(json!({
-                    "metadata": {"name": pod_name, "namespace": NAMESPACE, "labels": {"job-name": job_name},
-                                 "creationTimestamp": "2026-01-01T00:00:01Z"},
-                    "status": {"phase": "Running", "containerStatuses": [{
-                        "name": "trainer", "image": "adapterd:test", "imageID": "", "ready": true,
-                        "restartCount": 0, "state": state}]}
-                }))
-            })
-            .collect();
-        full(StatusCode::OK, json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items}))
-    }
-
-    /// The pod's log from its start (or from `sinceTime`), each line with its timestamp when asked; with `follow`,
-    /// open until the container ends (or, once, dropped early).
-    fn log(&self, pod: &str, query: &str) -> Response<Body> {
-        let follow = query.contains("follow=true");
-        let timestamps = query.contains("timestamps=true");
-        let since: Option<Timestamp> = query
-            .split('&')
-            .find_map(|pair| pair.strip_prefix("sinceTime="))
-            .map(|since| since.replace("%3A", ":").parse().unwrap());
-        let mut jobs = self.jobs.lock().unwrap();
-        let Some(fake) = jobs.values_mut().find(|fake| fake.pod.as_ref().is_some_and(|(name, _)| name == pod)) else {
-            return not_found(pod);
-        };
-        fake.log_streams += 1;
-        let drop_after = match self.kubelet {
-            Kubelet::Run { drop_first_stream_after } if fake.log_streams == 1 => drop_first_stream_after,
-            _ => None,
-        };
-        let receiver = fake.pod.as_ref().map(|(_, log)| log.clone()).unwrap();
-        let start = (receiver, 0usize, 0usize);
-        let lines = futures::stream::unfold(start, move |(mut receiver, mut next, served)| async move {
-            if drop_after.is_some_and(|after| served >= after) {
-                return None;
-            }
-            loop {
-                let log = receiver.wait_for(|log| log.lines.len() > next || log.closed || !follow).await.ok()?.clone();
-                let line = log.lines.get(next)?;
-                let stamp = line_timestamp(next);
-                next += 1;
-                if since.is_some_and(|since| stamp < since) {
-                    continue;
-                }
-                let line = if timestamps { format!("{stamp} {line}\n") } else { format!("{line}\n") };
-                let frame = http_body::Frame::data(Bytes::from(line));
-                return Some((Ok::<_, std::io::Error>(frame), (receiver, next, served + 1)));
-            }
-        });
-        let mut response = Response::new(BodyExt::boxed_unsync(StreamBody::new(lines.boxed())));
-        response.headers_mut().insert(http::header::CONTENT_TYPE, "text/plain".parse().unwrap());
-        response
-    }
-}
-
-/// The kubelet's timestamp of a pod's log line `index`: two lines share each, four to a second, so that a stream
-/// opened again from a second repeats lines, some of them at the very timestamp it stopped at.
-fn line_timestamp(index: usize) -> Timestamp {
-    let tick = index as i64 / 2;
-    Timestamp::new(1_767_225_600 + tick / 4, (tick % 4) as i32 * 250_000_000).unwrap()
-}
-
-fn pending_pod(pod_name: &str, job_name: &str) -> Value {
-    json!({
-        "metadata": {"name": pod_name, "namespace": NAMESPACE, "labels": {"job-name": job_name}},
-        "status": {
-            "phase": "Pending",
-            "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                            "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}],
-            "containerStatuses": [{"name": "trainer", "image": "adapterd:test", "imageID": "", "ready": false,
-                                   "restartCount": 0,
-                                   "state": {"waiting": {"reason": "ImagePullBackOff",
-                                                         "message": "Back-off pulling image \"adapterd:test\""}}}]
-        }
-    })
-}
-
-/// The fake cluster's client, with what it saw.
-fn fake_cluster(kubelet: Kubelet, cache: &Path) -> (kube::Client, mpsc::UnboundedReceiver<Seen>) {
-    let (seen, events) = mpsc::unbounded_channel();
-    let cluster = Arc::new(Cluster { kubelet, staging_cache: cache.to_path_buf(), jobs: Arc::default(), seen });
-    let service = tower::service_fn(move |request| cluster.clone().serve(request));
-    (kube::Client::new(service, NAMESPACE), events)
-}
+#[path = "support/fake_kube.rs"]
+mod fake_kube;
+use fake_kube::{FakeCluster, Kubelet, NAMESPACE, OldJob, Seen, Setup};
 
 const TEMPLATE: &str = r#"
 metadata:
@@ -340,16 +40,26 @@ spec:
       securityContext: { allowPrivilegeEscalation: false }
 "#;
 
-fn launcher(dir: &Path, kubelet: Kubelet) -> (KubernetesLauncher, mpsc::UnboundedReceiver<Seen>) {
-    launcher_with(dir, kubelet, None)
+/// What a launcher's settings differ in between the tests.
+#[derive(Clone, Copy)]
+struct Limits {
+    start_timeout: Option<Duration>,
+    old_job_delete_timeout: Duration,
 }
 
-fn launcher_with(
-    dir: &Path,
-    kubelet: Kubelet,
-    start_timeout: Option<Duration>,
-) -> (KubernetesLauncher, mpsc::UnboundedReceiver<Seen>) {
-    let (client, events) = fake_cluster(kubelet, &dir.join("pod-cache"));
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits { start_timeout: None, old_job_delete_timeout: OLD_JOB_DELETE_TIMEOUT }
+    }
+}
+
+fn launcher(dir: &Path, kubelet: Kubelet) -> (KubernetesLauncher, mpsc::UnboundedReceiver<Seen>) {
+    let (launcher, cluster) = launcher_with(dir, kubelet, Limits::default());
+    (launcher, cluster.seen)
+}
+
+fn launcher_with(dir: &Path, setup: impl Into<Setup>, limits: Limits) -> (KubernetesLauncher, FakeCluster) {
+    let cluster = FakeCluster::new(setup, &dir.join("pod-cache"));
     let staging_url = dir.join("staging").display().to_string();
     let settings = KubernetesSettings {
         namespace: NAMESPACE.to_string(),
@@ -360,9 +70,10 @@ fn launcher_with(
         ttl_after_finished: Some(Duration::from_secs(600)),
         // the mock answers at once: polling fast keeps the tests short, and nothing waits on time
         poll_interval: Duration::from_millis(20),
-        start_timeout,
+        start_timeout: limits.start_timeout,
+        old_job_delete_timeout: limits.old_job_delete_timeout,
     };
-    (KubernetesLauncher::new(client, settings), events)
+    (KubernetesLauncher::new(cluster.client(), settings), cluster)
 }
 
 #[derive(Default)]
@@ -370,6 +81,14 @@ struct Progress {
     steps: AtomicUsize,
     /// Where the messages go, when a test waits for them.
     messages: Option<mpsc::UnboundedSender<String>>,
+}
+
+impl Progress {
+    /// A progress whose messages come out of the receiver.
+    fn told() -> (Arc<Progress>, mpsc::UnboundedReceiver<String>) {
+        let (messages, received) = mpsc::unbounded_channel();
+        (Arc::new(Progress { messages: Some(messages), ..Progress::default() }), received)
+    }
 }
 
 impl ProgressSink for Progress {
@@ -386,6 +105,11 @@ impl ProgressSink for Progress {
 /// The next item of `receiver`; a test that would wait for ever fails instead, after the testkit's deadline.
 async fn next<T>(receiver: &mut mpsc::UnboundedReceiver<T>) -> Option<T> {
     tokio::time::timeout(adapterci_testkit::eventually::DEADLINE, receiver.recv()).await.expect("gave up waiting")
+}
+
+/// Everything left in `receiver` now.
+fn drain<T>(receiver: &mut mpsc::UnboundedReceiver<T>) -> Vec<T> {
+    std::iter::from_fn(|| receiver.try_recv().ok()).collect()
 }
 
 async fn log_text(launcher: &KubernetesLauncher, run: &str) -> String {
@@ -530,7 +254,9 @@ async fn a_pod_that_cannot_start_is_reported_not_waited_on_silently() {
 async fn a_pod_that_cannot_start_within_the_start_timeout_fails_the_attempt_and_its_job_is_deleted() {
     let dir = tempfile::tempdir().unwrap();
     // a limit of zero: the first look at the stuck pod is already past it
-    let (launcher, mut events) = launcher_with(dir.path(), Kubelet::Pending, Some(Duration::ZERO));
+    let limits = Limits { start_timeout: Some(Duration::ZERO), ..Limits::default() };
+    let (launcher, mut cluster) = launcher_with(dir.path(), Kubelet::Pending, limits);
+    let events = &mut cluster.seen;
     let job = tiny_job(dir.path(), 3);
     let failure = launcher.launch("run-6", job, &LaunchResources::default(), Arc::new(Progress::default())).await;
     match failure {
@@ -542,10 +268,289 @@ async fn a_pod_that_cannot_start_within_the_start_timeout_fails_the_attempt_and_
         }
         other => panic!("expected a backend failure naming why the pod did not start, got {other:?}"),
     }
-    assert_eq!(next(&mut events).await, Some(Seen::Created("adapterci-train-run-6".to_string())));
-    assert_eq!(
-        next(&mut events).await,
-        Some(Seen::Deleted("adapterci-train-run-6".to_string(), "Background".to_string()))
-    );
+    assert_eq!(next(events).await, Some(Seen::Created("adapterci-train-run-6".to_string())));
+    assert_eq!(next(events).await, Some(Seen::Deleted("adapterci-train-run-6".to_string(), "Background".to_string())));
     assert_eq!(staged_files(dir.path(), "run-6"), 0, "the staged job files are removed");
+}
+
+#[tokio::test]
+async fn a_job_of_an_earlier_attempt_is_deleted_before_the_new_one_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = OldJob { name: "adapterci-train-run-7", finalizer: None };
+    let setup = Setup { old_job: Some(old), ..Setup::from(Kubelet::FailAtOnce("DeadlineExceeded")) };
+    let (launcher, mut cluster) = launcher_with(dir.path(), setup, Limits::default());
+    let job = tiny_job(dir.path(), 3);
+    let failure = launcher.launch("run-7", job, &LaunchResources::default(), Arc::new(Progress::default())).await;
+    // the new Job was created, and ended as this kubelet ends every Job
+    assert!(matches!(&failure, Err(TrainingFailure::Backend(m)) if m.contains("DeadlineExceeded")), "{failure:?}");
+    let name = "adapterci-train-run-7".to_string();
+    assert_eq!(next(&mut cluster.seen).await, Some(Seen::Deleted(name.clone(), "Background".to_string())));
+    assert_eq!(next(&mut cluster.seen).await, Some(Seen::Created(name)));
+    let log = log_text(&launcher, "run-7").await;
+    assert!(
+        log.contains("a Job adapterci-test/adapterci-train-run-7 of an earlier attempt exists: deleting it"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn a_job_of_an_earlier_attempt_that_a_finalizer_holds_fails_the_attempt_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = OldJob { name: "adapterci-train-run-8", finalizer: Some("example.com/keep") };
+    let setup = Setup { old_job: Some(old), ..Setup::from(Kubelet::Run { drop_first_stream_after: None }) };
+    // a limit of zero: the first look after the delete is already past it
+    let limits = Limits { old_job_delete_timeout: Duration::ZERO, ..Limits::default() };
+    let (launcher, mut cluster) = launcher_with(dir.path(), setup, limits);
+    let job = tiny_job(dir.path(), 3);
+    let failure = launcher.launch("run-8", job, &LaunchResources::default(), Arc::new(Progress::default())).await;
+    let message = match failure {
+        Err(TrainingFailure::Backend(message)) => message,
+        other => panic!("expected a backend failure naming the Job that stays, got {other:?}"),
+    };
+    assert!(
+        message.contains("the Kubernetes Job adapterci-test/adapterci-train-run-8 of an earlier attempt was still there 0 s after it was deleted"),
+        "{message}"
+    );
+    assert!(message.contains("finalizers example.com/keep"), "{message}");
+    assert!(message.contains("deletionTimestamp 2026-01-01T00:00:30Z"), "{message}");
+    assert!(message.contains("kubectl -n adapterci-test delete job adapterci-train-run-8"), "{message}");
+    let name = "adapterci-train-run-8".to_string();
+    assert_eq!(next(&mut cluster.seen).await, Some(Seen::Deleted(name.clone(), "Background".to_string())));
+    assert!(cluster.created_names().is_empty(), "the run's Job was never created");
+    let log = log_text(&launcher, "run-8").await;
+    assert!(log.contains("finalizers example.com/keep"), "the run's log says it too: {log}");
+    eventually("the staged job files removed", || async { (staged_files(dir.path(), "run-8") == 0).then_some(()) })
+        .await;
+}
+
+#[tokio::test]
+async fn a_pod_a_quota_refuses_is_reported_once_from_the_jobs_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let (launcher, cluster) = launcher_with(dir.path(), Kubelet::QuotaExceeded, Limits::default());
+    let (progress, mut told) = Progress::told();
+    let job = tiny_job(dir.path(), 3);
+    let launch = {
+        let launcher = launcher.clone();
+        tokio::spawn(async move { launcher.launch("run-9", job, &LaunchResources::default(), progress).await })
+    };
+    let message = next(&mut told).await.expect("the launch tells why its pod is not created");
+    assert!(message.starts_with("Job adapterci-train-run-9: FailedCreate: Error creating: pods"), "{message}");
+    assert!(message.contains("is forbidden: exceeded quota: gpu-quota"), "{message}");
+    // several more looks at the Job's events, each with both refusals (each naming another generated pod)
+    let listed = cluster.events_listed();
+    eventually("more looks at the events", || async { (cluster.events_listed() >= listed + 3).then_some(()) }).await;
+    // the run's timeout (or a cancel) ends the wait
+    launch.abort();
+    assert!(launch.await.unwrap_err().is_cancelled());
+    assert_eq!(drain(&mut told), Vec::<String>::new(), "the same refusal is told once");
+    let log = log_text(&launcher, "run-9").await;
+    assert_eq!(log.matches("exceeded quota: gpu-quota").count(), 1, "{log}");
+    assert!(!log.contains("an earlier Job's refusal"), "another Job's events are not this one's: {log}");
+}
+
+#[tokio::test]
+async fn a_pod_a_quota_refuses_fails_the_attempt_after_the_start_timeout_and_its_job_is_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits { start_timeout: Some(Duration::ZERO), ..Limits::default() };
+    let (launcher, mut cluster) = launcher_with(dir.path(), Kubelet::QuotaExceeded, limits);
+    let job = tiny_job(dir.path(), 3);
+    let failure = launcher.launch("run-10", job, &LaunchResources::default(), Arc::new(Progress::default())).await;
+    let message = match failure {
+        Err(TrainingFailure::Backend(message)) => message,
+        other => panic!("expected a backend failure naming the refusal, got {other:?}"),
+    };
+    assert!(
+        message.contains(
+            "the Kubernetes Job adapterci-train-run-10 could not create its pod within 0 s (--kube-start-timeout-secs)"
+        ),
+        "{message}"
+    );
+    assert!(message.contains(&fake_kube::quota_message("adapterci-train-run-10-x7k2p")), "{message}");
+    assert!(!message.contains("an earlier Job's refusal"), "{message}");
+    let name = "adapterci-train-run-10".to_string();
+    assert_eq!(next(&mut cluster.seen).await, Some(Seen::Created(name.clone())));
+    assert_eq!(next(&mut cluster.seen).await, Some(Seen::Deleted(name, "Background".to_string())));
+    assert_eq!(staged_files(dir.path(), "run-10"), 0, "the staged job files are removed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_events_forbidden_is_told_once_and_the_run_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    // the pod is created only once the launcher has asked for the Job's events (and been refused)
+    let setup = Setup { events_forbidden: true, ..Setup::from(Kubelet::RunOnceEventsAsked) };
+    let (launcher, _cluster) = launcher_with(dir.path(), setup, Limits::default());
+    let (progress, mut told) = Progress::told();
+    let job = tiny_job(dir.path(), 3);
+    let output = launcher.launch("run-11", job, &LaunchResources::default(), progress.clone()).await.unwrap();
+    assert!(!output.adapter_safetensors.is_empty());
+    assert_eq!(progress.steps.load(Ordering::SeqCst), 3);
+    // the trainer's own messages come too
+    let messages: Vec<String> = drain(&mut told).into_iter().filter(|message| message.contains("events")).collect();
+    assert_eq!(messages.len(), 1, "told once: {messages:?}");
+    assert!(messages[0].contains("listing the events of the Job adapterci-train-run-11 is forbidden"), "{messages:?}");
+    assert!(messages[0].contains("needs `list` on `events`"), "{messages:?}");
+    let log = log_text(&launcher, "run-11").await;
+    assert_eq!(log.matches("is forbidden").count(), 1, "{log}");
+    assert!(log.contains("the Job adapterci-test/adapterci-train-run-11 completed"), "{log}");
+}
+
+/// adapterd as a child process, killed when dropped.
+struct Adapterd {
+    child: std::process::Child,
+    stderr: std::path::PathBuf,
+}
+
+impl Adapterd {
+    /// What adapterd printed; `panic`s with it (and how it ended) if it is no longer running.
+    fn check_running(&mut self) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            let stderr = std::fs::read_to_string(&self.stderr).unwrap_or_default();
+            panic!("adapterd exited with {status}:\n{stderr}");
+        }
+    }
+}
+
+impl Drop for Adapterd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const PIPELINE: &str = "version: v1
+name: kube
+base:
+  model: tiny
+dataset:
+  location: datasets/kube/train.jsonl
+triggers:
+  - kind: manual
+training:
+  lora:
+    rank: 2
+    alpha: 4
+  steps: 3
+  batch_size: 2
+  max_seq_len: 32
+  eval_fraction: 0.2
+  max_eval_examples: 1
+  max_new_tokens: 2
+resources:
+  cpus: 1
+  memory: 2Gi
+  timeout: 10m
+publish:
+  adapter: kube
+";
+
+/// A kubeconfig naming the API server at `server`, with a bearer token, as `kubectl` would have it.
+fn kubeconfig(server: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+  - name: fake
+    cluster: {{ server: \"{server}\" }}
+users:
+  - name: adapterd
+    user: {{ token: kubeconfig-token }}
+contexts:
+  - name: fake
+    context: {{ cluster: fake, user: adapterd, namespace: {NAMESPACE} }}
+current-context: fake
+"
+    )
+}
+
+/// adapterd with `--executor kubernetes`, reaching the API server through the kubeconfig at `kubeconfig` (kube-rs'
+/// `Client::try_default`, as outside a cluster), on a free port.
+fn start_adapterd_on_kubernetes(dir: &Path, kubeconfig: &Path, template: &Path, model: &Path) -> (Adapterd, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let stderr = dir.join("adapterd.stderr");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_adapterd"))
+        .arg(format!("--listen=127.0.0.1:{port}"))
+        .arg(format!("--data-dir={}", dir.join("data").display()))
+        .arg(format!("--model=tiny={}", model.display()))
+        .args(["--no-worker", "--tick-ms=100", "--threads=1", "--executor", "kubernetes"])
+        .arg(format!("--kube-job-template={}", template.display()))
+        .arg(format!("--kube-namespace={NAMESPACE}"))
+        .env("KUBECONFIG", kubeconfig)
+        .env("RUST_LOG", "info")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("ADAPTERCI_DATABASE_URL")
+        .env_remove("ADAPTERCI_REGISTRY_URL")
+        .env_remove("ADAPTERCI_DATASETS_URL")
+        .env_remove("ADAPTERCI_KUBE_STAGING_URL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .expect("adapterd starts");
+    (Adapterd { child, stderr }, format!("http://127.0.0.1:{port}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adapterd_with_the_kubernetes_executor_trains_a_run_triggered_over_http() {
+    use adapterci_api::{ApiClient, ApplyPipelineRequest, RunState};
+
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = FakeCluster::new(Kubelet::Run { drop_first_stream_after: None }, &dir.path().join("pod-cache"));
+    let api_server = cluster.serve_http().await;
+    let config = dir.path().join("kubeconfig.yaml");
+    std::fs::write(&config, kubeconfig(&format!("http://{api_server}"))).unwrap();
+    let template = dir.path().join("job-template.yaml");
+    std::fs::write(&template, TEMPLATE).unwrap();
+    let model = dir.path().join("tiny.gguf");
+    adapterci_engine::tiny::write_tiny_model(&model, 3).unwrap();
+    let (mut adapterd, url) = start_adapterd_on_kubernetes(dir.path(), &config, &template, &model);
+    let client = ApiClient::new(&url).unwrap();
+    eventually("adapterd to answer", || {
+        adapterd.check_running();
+        let client = &client;
+        async move { client.health().await.ok() }
+    })
+    .await;
+    client.apply_pipeline(&ApplyPipelineRequest { file: None, yaml: PIPELINE.to_string() }).await.unwrap();
+    client.push_dataset("datasets/kube/train.jsonl", tiny_job::dataset()).await.unwrap();
+
+    let run = client.trigger_pipeline("kube").await.unwrap();
+    let done = eventually("the run to end", || {
+        adapterd.check_running();
+        let (client, id) = (&client, &run.id);
+        async move { client.get_run(id).await.ok().filter(|info| info.state.is_terminal()) }
+    })
+    .await;
+    let stderr = std::fs::read_to_string(&adapterd.stderr).unwrap_or_default();
+    assert_eq!(done.state, RunState::Succeeded, "{done:#?}\nadapterd:\n{stderr}");
+    assert_eq!(done.published.as_ref().map(|published| published.version), Some(1), "{done:#?}");
+    let versions: Vec<u64> =
+        client.list_adapter_versions("kube").await.unwrap().iter().map(|version| version.version).collect();
+    assert_eq!(versions, vec![1], "the adapter the pod trained is published");
+
+    // the Job adapterd created through the API server, with the kubeconfig's credentials
+    let names = cluster.created_names();
+    assert_eq!(names.len(), 1, "one Job for the run: {names:?}");
+    let job = cluster.created(&names[0]).unwrap();
+    assert_eq!(job["metadata"]["annotations"]["adapterci.dev/run-id"], run.id.as_str(), "{job:#}");
+    let pod = &job["spec"]["template"]["spec"];
+    let trainer = &pod["containers"][0];
+    assert_eq!(trainer["resources"]["requests"]["cpu"], "1000m", "{job:#}");
+    assert_eq!(trainer["resources"]["limits"]["memory"], "2147483648", "{job:#}");
+    assert_eq!(job["spec"]["activeDeadlineSeconds"], 600, "the pipeline's timeout: {job:#}");
+    assert_eq!(job["spec"]["backoffLimit"], 0, "{job:#}");
+    assert_eq!(pod["serviceAccountName"], "adapterci-trainer", "the template's pod: {job:#}");
+    let args: Vec<&str> = trainer["args"].as_array().unwrap().iter().map(|arg| arg.as_str().unwrap()).collect();
+    assert_eq!(args[0], "train-job", "{args:?}");
+    assert!(args.windows(2).any(|pair| pair == ["--run", run.id.as_str()]), "{args:?}");
+    assert!(cluster.authorizations().contains("Bearer kubeconfig-token"), "{:?}", cluster.authorizations());
+
+    // the pod's own lines (the real trainer's) are the run's log, served by adapterd's API
+    let logs = client.run_logs(&run.id, 0).await.unwrap();
+    assert!(
+        logs.text.contains(&format!("training started as the Kubernetes Job {NAMESPACE}/{}", names[0])),
+        "{}",
+        logs.text
+    );
+    assert!(logs.text.contains("training on") && logs.text.contains("adapter written"), "{}", logs.text);
+    assert!(logs.text.contains("completed"), "{}", logs.text);
+    adapterd.check_running();
 }
