@@ -54,8 +54,9 @@ pub struct KubernetesSettings {
     pub ttl_after_finished: Option<Duration>,
     /// How often the Job's and its pod's status are read while it runs.
     pub poll_interval: Duration,
-    /// How long a pod may keep failing to start (unschedulable, image not pulled, missing secret) before the attempt
-    /// fails and the Job is deleted; `None`: until the run's time limit.
+    /// How long a pod may keep failing to start (unschedulable, image not pulled, missing secret) or to be created
+    /// (`FailedCreate`: a quota refuses it) before the attempt fails and the Job is deleted; `None`: until the run's
+    /// time limit.
     pub start_timeout: Option<Duration>,
     /// How long a Job of the same name left by an earlier attempt may take to go once deleted before the attempt
     /// fails ([`OLD_JOB_DELETE_TIMEOUT`]).
