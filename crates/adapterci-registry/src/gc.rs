@@ -5,6 +5,9 @@
 //! registers the digests it will write before writing any; a sweep starts in a transaction that sees every
 //! registration and protects those digests, and no publish registers while a sweep runs (it waits). So a blob
 //! a publish relies on is either protected by its registration or referenced by its recorded version.
+//!
+//! Only `blobs/sha256/` below the registry's prefix is listed and swept: base releases (`releases/`, see
+//! `releases.rs`) and the Kubernetes executor's staging area (`staging/`) beside it are never touched.
 
 use std::collections::HashSet;
 use std::str::FromStr;

@@ -26,7 +26,8 @@ const MAX_FILE_NAME_BYTES: usize = 255;
 /// An [`AdapterRegistry`] over an object store and an [`AdapterIndex`].
 ///
 /// Layout below the prefix: `blobs/sha256/<hex>` for every file and every manifest (the canonical JSON of an
-/// [`AdapterManifest`], whose digest is the version's identity). Nothing else is written.
+/// [`AdapterManifest`], whose digest is the version's identity). Base releases go beside them under `releases/`
+/// through [`ObjectStoreRegistry::releases`] (see `releases.rs`), outside what garbage collection sweeps.
 #[derive(Clone)]
 pub struct ObjectStoreRegistry {
     blobs: BlobStore,
@@ -87,7 +88,17 @@ impl ObjectStoreRegistry {
         &self.blobs.store
     }
 
-    /// The folder holding every blob.
+    /// The prefix everything of this registry is below.
+    pub(crate) fn prefix(&self) -> &Path {
+        &self.blobs.prefix
+    }
+
+    pub(crate) fn multipart_threshold(&self) -> usize {
+        self.blobs.multipart_threshold
+    }
+
+    /// The folder holding every blob: the only one garbage collection sweeps (`releases/` and `staging/` beside it
+    /// are never listed by it).
     pub(crate) fn blob_root(&self) -> Path {
         self.blobs.prefix.clone().join("blobs").join("sha256")
     }
