@@ -5,18 +5,21 @@
 //! adapter), progress comes back as JSON lines on the child's stdout, the result as files again
 //! (`output.json`, `adapter.safetensors`, or `failure.json`). The child's stderr (its log) is appended to
 //! `<logs dir>/<run id>.log`, which `GET /api/v1/runs/{id}/logs` serves. On Unix the child runs in a process
-//! group of its own, and dropping a launch (cancel, timeout, lost lease) kills the whole group (elsewhere, the
-//! child). The child holds a pipe from this process on its stdin and exits when it closes, so a trainer never
-//! outlives an adapterd killed with SIGKILL.
+//! group of its own, and dropping a launch (cancel, timeout, lost lease) kills the trainer's processes: on Linux
+//! its group and every process descended from it, also one that left the group (`process_tree.rs`, which says
+//! what cannot be tracked), elsewhere on Unix the group, elsewhere the child. The child holds a pipe from this
+//! process on its stdin and exits when it closes, so a trainer never outlives an adapterd killed with SIGKILL.
 //!
 //! `resources.memory` is enforced on Linux (`memory_limit.rs`): the resident memory (RSS, host memory, not GPU
-//! memory) of the trainer's process group is sampled from /proc, and the group is killed when it goes above the
-//! limit, failing the job with a message that names the limit and what was measured. Elsewhere it is not enforced,
-//! and the run's log says so.
+//! memory) of the trainer's processes is sampled from /proc, and they are killed when it goes above the limit,
+//! failing the job with a message that names the limit and what was measured. The peak is logged however the job
+//! ends (finished, killed, cancelled). Elsewhere it is not enforced, and the run's log says so.
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
+#[cfg(target_os = "linux")]
+use std::sync::Mutex;
 
 use adapterci_core::launcher::{LaunchResources, LogChunk, TrainingLauncher};
 use adapterci_core::training::{ProgressSink, TrainJob, TrainOutput, TrainingFailure};
@@ -29,11 +32,13 @@ use crate::job_files::{
 
 #[cfg(target_os = "linux")]
 mod memory_limit;
+#[cfg(target_os = "linux")]
+mod process_tree;
 
-/// What the processes of a trainer's group hold at one sample (measured on Linux only).
+/// What the processes of a trainer hold at one sample (measured on Linux only).
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct GroupUsage {
+struct TrainerUsage {
     resident_bytes: u64,
     processes: usize,
 }
@@ -184,65 +189,60 @@ struct Trainer<'a> {
 }
 
 impl Trainer<'_> {
-    /// Runs `child` to its end, feeding its progress lines to `progress`; kills its group and fails the job when
-    /// the group's resident memory goes above the limit.
+    /// Runs `child` to its end, feeding its progress lines to `progress`; kills its processes and fails the job
+    /// when their resident memory goes above the limit.
     async fn supervise(
         &self,
         mut child: tokio::process::Child,
         progress: &dyn ProgressSink,
     ) -> Result<ExitStatus, TrainingFailure> {
         let pid = child.id();
-        // the child leads a process group of its own (Unix): its pid is the group's id
-        let process_group = pid.and_then(|pid| i32::try_from(pid).ok()).filter(|_| cfg!(unix));
-        // dropped before the child ended (cancel, timeout, lost lease): the child's group is killed with the future
+        let processes = TrainerProcesses::new(pid);
+        // dropped before the child ended (cancel, timeout, lost lease): the trainer's processes are killed with the
+        // future (dropped before `child`, so while the trainer is still there to lead its processes)
         let mut stopped = StopNote {
             log: self.log_path.to_path_buf(),
             job_dir: self.job_dir.to_path_buf(),
-            pid,
-            process_group,
+            processes: processes.clone(),
+            memory_limit: self.memory_limit,
             armed: true,
         };
         // kept open while the child runs: the child exits when it closes (this process died)
         let stdin = child.stdin.take();
-        let mut peak = None;
         let over_memory = tokio::select! {
             status = run_to_end(&mut child, progress, self.log_path) => {
                 let status = status.map_err(|e| backend("waiting for the trainer", e))?;
                 stopped.armed = false;
                 drop(stdin);
-                self.note_exit(pid, status, peak).await;
+                self.note_exit(pid, status, processes.peak()).await;
                 return Ok(status);
             }
-            usage = watch_memory(process_group, self.memory_limit, self.log_path, &mut peak) => usage,
+            usage = watch_processes(&processes, self.memory_limit, self.log_path) => usage,
         };
-        if let Some(process_group) = process_group {
-            kill_group(process_group);
+        // the trainer is reaped only after: until then its pid, the id of its group, cannot be reused
+        let left = processes.kill_and_wait().await;
+        if left > 0 {
+            let line = format!("--- {left} of the trainer's processes still ran after the kill");
+            append_log(self.log_path, &line).await;
         }
-        // reaped, not left a zombie: the group's leader was killed with the rest
         let _ = child.wait().await;
         stopped.armed = false;
         drop(stdin);
         Err(self.killed_over_memory(pid, over_memory).await)
     }
 
-    async fn note_exit(&self, pid: Option<u32>, status: ExitStatus, peak: Option<GroupUsage>) {
+    async fn note_exit(&self, pid: Option<u32>, status: ExitStatus, peak: Option<TrainerUsage>) {
         let how = describe_exit(status);
         tracing::info!(run = self.run_id, pid, "trainer process {how}");
         append_log(self.log_path, &format!("--- {} trainer process {how}", chrono::Utc::now().to_rfc3339())).await;
-        if let (Some(limit), Some(peak)) = (self.memory_limit, peak) {
-            let line = format!(
-                "--- peak resident memory of the trainer's processes: {} ({}; resources.memory {})",
-                format_bytes(peak.resident_bytes),
-                processes(peak.processes),
-                format_bytes(limit)
-            );
+        if let Some(line) = peak_line(self.memory_limit, peak) {
             append_log(self.log_path, &line).await;
         }
     }
 
     /// The failure of a trainer killed above `resources.memory`: `InvalidInput`, not retried, since another
     /// attempt under the same limit would end the same way; the message says what to change.
-    async fn killed_over_memory(&self, pid: Option<u32>, usage: GroupUsage) -> TrainingFailure {
+    async fn killed_over_memory(&self, pid: Option<u32>, usage: TrainerUsage) -> TrainingFailure {
         let limit = self.memory_limit.unwrap_or(0);
         let line = format!(
             "--- {} trainer used {} resident, above resources.memory {} ({}); killed",
@@ -284,20 +284,26 @@ async fn run_to_end(
     child.wait().await
 }
 
-/// The first sample of the group's resident memory above `limit`; never, without a limit or on a system
-/// without /proc.
+/// Samples the trainer's processes (on Linux, with or without a limit: a kill signals what the samples found) and
+/// returns the first sample above `limit`; never, without a limit or on a system without /proc.
 #[cfg_attr(not(target_os = "linux"), allow(unused_variables))]
-async fn watch_memory(
-    process_group: Option<i32>,
-    limit: Option<u64>,
-    log_path: &Path,
-    peak: &mut Option<GroupUsage>,
-) -> GroupUsage {
+async fn watch_processes(processes: &TrainerProcesses, limit: Option<u64>, log_path: &Path) -> TrainerUsage {
     #[cfg(target_os = "linux")]
-    if let (Some(process_group), Some(limit)) = (process_group, limit) {
-        return memory_limit::watch(process_group, limit, log_path, peak).await;
+    if let Some(tracking) = &processes.tracking {
+        return memory_limit::watch(tracking.clone(), limit, log_path).await;
     }
     std::future::pending().await
+}
+
+/// The log's line with the peak resident memory of the trainer's processes, for a job with a limit.
+fn peak_line(limit: Option<u64>, peak: Option<TrainerUsage>) -> Option<String> {
+    let (limit, peak) = (limit?, peak?);
+    Some(format!(
+        "--- peak resident memory of the trainer's processes: {} ({}; resources.memory {})",
+        format_bytes(peak.resident_bytes),
+        processes(peak.processes),
+        format_bytes(limit)
+    ))
 }
 
 /// What the run's log says about `resources.memory` before the trainer starts.
@@ -338,28 +344,107 @@ fn format_bytes(bytes: u64) -> String {
     }
 }
 
-/// SIGKILL to every process of group `process_group` (a trainer's group: its pid). Never group 0 or 1: `kill(0)`
-/// is adapterd's own group and `kill(-1)` every process it may signal.
-#[cfg(unix)]
-fn kill_group(process_group: i32) {
-    if process_group > 1
-        && let Some(pid) = rustix::process::Pid::from_raw(process_group)
-    {
-        // fails only when the group is already gone
-        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+/// How many times, at most, /proc is scanned for the trainer's processes after they were killed, until none is
+/// left, and the pause between two scans: a bound of 5 s for processes to end after SIGKILL.
+#[cfg(target_os = "linux")]
+const KILL_ROUNDS: usize = 250;
+#[cfg(target_os = "linux")]
+const KILL_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// The processes of a started trainer, killed together: on Linux its group and every process descended from it
+/// (sampled into `tracking`), elsewhere on Unix its group, elsewhere the child alone (by `kill_on_drop`).
+#[derive(Clone, Debug)]
+struct TrainerProcesses {
+    pid: Option<u32>,
+    /// The child leads a process group of its own (Unix): its pid is the group's id.
+    #[cfg_attr(not(unix), allow(dead_code))]
+    process_group: Option<i32>,
+    #[cfg(target_os = "linux")]
+    tracking: Option<Arc<Mutex<memory_limit::Tracking>>>,
+}
+
+impl TrainerProcesses {
+    fn new(pid: Option<u32>) -> TrainerProcesses {
+        let process_group = pid.and_then(|pid| i32::try_from(pid).ok()).filter(|_| cfg!(unix));
+        TrainerProcesses {
+            pid,
+            process_group,
+            #[cfg(target_os = "linux")]
+            tracking: process_group.map(memory_limit::Tracking::new),
+        }
+    }
+
+    /// The highest sample of their resident memory so far (Linux).
+    fn peak(&self) -> Option<TrainerUsage> {
+        #[cfg(target_os = "linux")]
+        if let Some(tracking) = &self.tracking {
+            return memory_limit::lock(tracking).peak;
+        }
+        None
+    }
+
+    /// Kills them all now, keeping what they held as a sample (Linux). Blocking: on Linux it scans /proc a few
+    /// times (stopping every process before the kill); when /proc cannot be read, the group alone is killed.
+    fn kill_now(&self) {
+        #[cfg(target_os = "linux")]
+        if let Some(tracking) = &self.tracking {
+            let mut tracking = memory_limit::lock(tracking);
+            let page_size = rustix::param::page_size() as u64;
+            if let Ok(usage) = process_tree::kill_all(&mut tracking.tree, Path::new("/proc"), page_size) {
+                tracking.record(usage);
+                return;
+            }
+        }
+        #[cfg(unix)]
+        if let Some(process_group) = self.process_group {
+            signal_group(process_group, rustix::process::Signal::KILL);
+        }
+    }
+
+    /// Scans /proc until none of them is left alive (at most `KILL_ROUNDS` times), killing any found; how many
+    /// were still alive at the last scan (0 where they cannot be listed). Blocking.
+    fn kill_until_gone(&self) -> usize {
+        #[cfg(target_os = "linux")]
+        if let Some(tracking) = &self.tracking {
+            let tree = &mut memory_limit::lock(tracking).tree;
+            return process_tree::kill_until_gone(tree, Path::new("/proc"), KILL_ROUNDS, KILL_PAUSE);
+        }
+        0
+    }
+
+    /// Kills them all and waits until none is left, off the async runtime; how many were still alive at the end.
+    async fn kill_and_wait(&self) -> usize {
+        let processes = self.clone();
+        tokio::task::spawn_blocking(move || {
+            processes.kill_now();
+            processes.kill_until_gone()
+        })
+        .await
+        .unwrap_or(0)
     }
 }
 
-#[cfg(not(unix))]
-fn kill_group(_process_group: i32) {}
+/// `signal` to every process of group `process_group` (a trainer's group: its pid). Never group 0 or 1, nor
+/// adapterd's own: `kill(0)` is adapterd's group and `kill(-1)` every process it may signal.
+#[cfg(unix)]
+fn signal_group(process_group: i32, signal: rustix::process::Signal) {
+    if process_group <= 1 || process_group == rustix::process::getpgrp().as_raw_nonzero().get() {
+        return;
+    }
+    if let Some(group) = rustix::process::Pid::from_raw(process_group) {
+        // fails only when the group is already gone
+        let _ = rustix::process::kill_process_group(group, signal);
+    }
+}
 
-/// Notes in the run's log that its trainer was stopped, and removes the job directory, when dropped while armed.
+/// Notes in the run's log that its trainer was stopped (with the peak of its memory), kills its processes, and
+/// removes the job directory, when dropped while armed.
 struct StopNote {
     log: PathBuf,
     job_dir: PathBuf,
-    pid: Option<u32>,
-    /// The trainer's process group, killed on drop (the child alone is killed by `kill_on_drop`).
-    process_group: Option<i32>,
+    /// Killed on drop (the child alone is also killed by `kill_on_drop`, right after).
+    processes: TrainerProcesses,
+    memory_limit: Option<u64>,
     armed: bool,
 }
 
@@ -368,17 +453,28 @@ impl Drop for StopNote {
         if !self.armed {
             return;
         }
-        // what the trainer started goes too: the child itself is killed by `kill_on_drop` right after
-        if let Some(process_group) = self.process_group {
-            kill_group(process_group);
-        }
+        // blocking, in a drop on the runtime: a few scans of /proc, and no waiting for the killed to end, which
+        // is left to a blocking task where a runtime runs
+        self.processes.kill_now();
         let line = format!(
             "--- {} trainer process {} stopped (run cancelled, timed out or taken over)",
             chrono::Utc::now().to_rfc3339(),
-            self.pid.map_or_else(|| "?".to_string(), |pid| pid.to_string())
+            self.processes.pid.map_or_else(|| "?".to_string(), |pid| pid.to_string())
         );
         crate::job_files::append_log_now(&self.log, &line);
-        // the job's copy of the dataset goes too (the child, killed right after, no longer needs it)
+        if let Some(line) = peak_line(self.memory_limit, self.processes.peak()) {
+            crate::job_files::append_log_now(&self.log, &line);
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let processes = self.processes.clone();
+            runtime.spawn_blocking(move || {
+                let left = processes.kill_until_gone();
+                if left > 0 {
+                    tracing::warn!(pid = processes.pid, left, "trainer processes still run after the kill");
+                }
+            });
+        }
+        // the job's copy of the dataset goes too (the child, killed already, no longer needs it)
         let _ = std::fs::remove_dir_all(&self.job_dir);
     }
 }

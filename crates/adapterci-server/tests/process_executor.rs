@@ -1,9 +1,11 @@
 //! The local process executor with real child processes: adapterd's own `train-job` mode trains the tiny model
 //! and hands back the adapter with its progress; a trainer that crashes fails the job naming its exit status,
-//! with its stderr in the run's log; dropping a launch (what a cancel does) kills the child. Through adapterd
+//! with its stderr in the run's log; dropping a launch (what a cancel does) kills the child and every process it
+//! started, also one that left its process group (`setsid`), and logs the peak of their memory. Through adapterd
 //! over HTTP: a run trains in a child process and its log is served; a cancel stops the child; a trainer that
 //! cannot run puts its exit status on the run. `resources.memory`: a trainer whose processes hold more is killed
-//! with all of them and the job fails naming the limit; under a generous limit the job succeeds.
+//! with all of them and the job fails naming the limit, also when the memory is held by a process that left the
+//! trainer's group; under a generous limit the job succeeds.
 //!
 //! Waiting on other processes cannot be made deterministic: the tests poll for explicit conditions with a
 //! generous deadline and assert states, never durations.
@@ -56,6 +58,16 @@ fn ended(pid: u32) -> bool {
         Err(_) => true,
         Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
     }
+}
+
+/// The pid in `path`, once written.
+fn read_pid(path: &Path) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// The process group of `pid`, from its stat line (after the command name: state, parent, group).
+fn process_group_of(stat_line: &str) -> Option<u32> {
+    stat_line.rsplit_once(')')?.1.split_whitespace().nth(2)?.parse().ok()
 }
 
 /// The processes of group `process_group` that have not ended.
@@ -169,18 +181,75 @@ async fn a_trainer_above_resources_memory_is_killed_with_its_whole_group() {
     assert!(!dir.path().join("jobs/run-6").exists(), "the job directory is removed");
 }
 
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_held_by_a_process_that_left_the_group_counts_and_it_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    // the trainer starts a shell in a session of its own (util-linux `setsid`: in a background job its caller
+    // leads no group, so it calls setsid() itself, no fork), which writes its stat line (proof it left the
+    // trainer's group) and holds 300 MB in a grandchild, as in the test above
+    let script = "echo $$ > \"$1/../leader.pid\"
+        setsid /bin/sh -c '
+            cat /proc/$$/stat > \"$1/../escaped.stat\"
+            echo $$ > \"$1/../escaped.pid\"
+            mkfifo \"$1/go\"
+            { cat \"$1/go\"; head -c 300000000 /dev/zero; exec sleep 600; } | tail > /dev/null &
+            echo $! > \"$1/../tail.pid\"
+            echo go > \"$1/go\"
+            wait' sh \"$1\" &
+        wait";
+    let hog = launcher(dir.path(), "/bin/sh", &["-c", script, "sh"]);
+    let resources = LaunchResources { memory_bytes: Some(64 << 20), ..LaunchResources::default() };
+    let progress = Arc::new(CountingProgress::default());
+    // bounded: a trainer whose escaped memory went uncounted would never end
+    let launch = hog.launch("run-7", tiny_job(dir.path(), 1), &resources, progress);
+    let failure = tokio::time::timeout(adapterci_testkit::eventually::DEADLINE, launch)
+        .await
+        .expect("the memory held outside the trainer's group is counted and the trainer killed");
+    match &failure {
+        Err(TrainingFailure::InvalidInput(message)) => {
+            assert!(message.contains("above the pipeline's resources.memory of 64 MiB"), "{message}")
+        }
+        other => panic!("expected the memory limit to fail the job, got {other:?}"),
+    }
+    let jobs = dir.path().join("jobs");
+    let leader = read_pid(&jobs.join("leader.pid")).unwrap();
+    let escaped = read_pid(&jobs.join("escaped.pid")).unwrap();
+    let tail = read_pid(&jobs.join("tail.pid")).unwrap();
+    let escaped_stat = std::fs::read_to_string(jobs.join("escaped.stat")).unwrap();
+    assert_eq!(process_group_of(&escaped_stat), Some(escaped), "it left the trainer's group: {escaped_stat}");
+    assert_ne!(escaped, leader);
+    let log = log_text(&hog, "run-7").await;
+    assert!(log.contains("resident, above resources.memory 64 MiB (") && log.contains("processes); killed"), "{log}");
+    assert!(ended(leader), "the trainer was killed and reaped");
+    eventually("the trainer's processes, in its group and out of it, to be killed", || async {
+        let gone = ended(escaped) && ended(tail) && live_in_group(leader).is_empty();
+        (gone && live_in_group(escaped).is_empty()).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_a_launch_kills_the_child_and_what_it_started() {
     let dir = tempfile::tempdir().unwrap();
-    // a grandchild first, then the child's own pid: both are known once the second file is read
-    let script = "sleep 600 & echo $! > \"$1/../grandchild.pid\"; echo $$ > \"$1/../sleeper.pid\"; exec sleep 600";
-    let sleeper = Arc::new(launcher(dir.path(), "/bin/sh", &["-c", script, "sh"]));
+    // a grandchild first, then the child's own pid: both are known once the second file is read; on Linux also
+    // a shell that leaves the group (`setsid`) with a child of its own, written before the child's pid
+    let escape = "setsid /bin/sh -c 'sleep 600 & echo $! > \"$1/../escaped_child.pid\"; \
+                  echo $$ > \"$1/../escaped.pid\"; wait' sh \"$1\" &
+                  until [ -s \"$1/../escaped.pid\" ]; do sleep 0.01; done";
+    let script = format!(
+        "sleep 600 & echo $! > \"$1/../grandchild.pid\"; {}; echo $$ > \"$1/../sleeper.pid\"; exec sleep 600",
+        if cfg!(target_os = "linux") { escape } else { "true" }
+    );
+    let sleeper = Arc::new(launcher(dir.path(), "/bin/sh", &["-c", &script, "sh"]));
     let job = tiny_job(dir.path(), 1);
     let task = {
         let sleeper = sleeper.clone();
-        tokio::spawn(async move {
-            sleeper.launch("run-4", job, &LaunchResources::default(), Arc::new(CountingProgress::default())).await
-        })
+        // far above what the shells hold: the peak is logged
+        let resources = LaunchResources { memory_bytes: Some(64 << 30), ..LaunchResources::default() };
+        tokio::spawn(
+            async move { sleeper.launch("run-4", job, &resources, Arc::new(CountingProgress::default())).await },
+        )
     };
     let pid_file = dir.path().join("jobs/sleeper.pid");
     let pid: u32 = eventually("the child to start", || async {
@@ -190,12 +259,32 @@ async fn dropping_a_launch_kills_the_child_and_what_it_started() {
     let grandchild: u32 =
         std::fs::read_to_string(dir.path().join("jobs/grandchild.pid")).unwrap().trim().parse().unwrap();
     assert!(!ended(pid) && !ended(grandchild), "the child and its child run");
+    let escaped = if cfg!(target_os = "linux") {
+        let escaped = read_pid(&dir.path().join("jobs/escaped.pid")).unwrap();
+        let escaped_child = read_pid(&dir.path().join("jobs/escaped_child.pid")).unwrap();
+        let stat = std::fs::read_to_string(format!("/proc/{escaped}/stat")).unwrap();
+        assert_eq!(process_group_of(&stat), Some(escaped), "it left the trainer's group: {stat}");
+        assert!(!ended(escaped) && !ended(escaped_child), "the escaped shell and its child run");
+        vec![escaped, escaped_child]
+    } else {
+        Vec::new()
+    };
     task.abort();
     let _ = task.await;
     eventually("the child to be killed", || async { ended(pid).then_some(()) }).await;
     eventually("the child's child to be killed", || async { ended(grandchild).then_some(()) }).await;
+    eventually("every process that left the group to be killed", || async {
+        let gone = escaped.iter().all(|&pid| ended(pid)) && escaped.iter().all(|&pid| live_in_group(pid).is_empty());
+        (gone && live_in_group(pid).is_empty()).then_some(())
+    })
+    .await;
     let log = log_text(&sleeper, "run-4").await;
     assert!(log.contains(&format!("trainer process {pid} stopped")), "{log}");
+    if cfg!(target_os = "linux") {
+        // the peak of a cancelled trainer, as a finished one's
+        let peak = log.lines().find(|line| line.starts_with("--- peak resident memory of the trainer's processes: "));
+        assert!(peak.is_some_and(|line| line.ends_with("; resources.memory 64 GiB)")), "{log}");
+    }
     assert!(!dir.path().join("jobs/run-4").exists(), "the stopped job's directory is removed");
 }
 

@@ -1,96 +1,91 @@
-//! `resources.memory` for the local process executor (Linux): the resident memory of the trainer's process
-//! group, summed from /proc, sampled until it goes above the limit.
+//! `resources.memory` for the local process executor (Linux): the resident memory of the trainer's processes,
+//! summed from /proc, sampled until it goes above the limit.
 //!
-//! The trainer runs in a process group of its own (its pid is the group's id), so whatever it starts is counted
-//! too, unless it leaves the group (`setsid`, `setpgid`). What is counted is host memory: resident set sizes
-//! (RSS), which do not include GPU memory. Pages shared between the group's processes (libraries, memory a fork
-//! has not written yet) are counted once per process, so the sum can be above what the group really holds: the
-//! limit errs on the side of stopping a trainer early. Both the group and the resident pages come from
-//! `/proc/<pid>/stat`, one read per process and sample.
+//! The trainer's processes are its process group and every process descended from it, also one that left the
+//! group (`setsid`, `setpgid`): see `process_tree.rs`, which also says what cannot be tracked (a daemon that
+//! double-forks between two samples). What is counted is host memory: resident set sizes (RSS), which do not
+//! include GPU memory. Pages shared between the trainer's processes (libraries, memory a fork has not written yet)
+//! are counted once per process, so the sum can be above what they really hold: the limit errs on the side of
+//! stopping a trainer early. Every sample reads `/proc/<pid>/stat` once per process on the host.
+//!
+//! The samples are taken with or without a limit: they keep the list of the trainer's processes that a kill
+//! (cancel, timeout, lost lease) signals, so a process that left the group and lost its parent since is killed
+//! too.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use super::GroupUsage;
+use super::TrainerUsage;
+use super::process_tree::{TrainerTree, read_processes};
 
-/// How often the group's memory is sampled: the enforcement's sampling rate, so a trainer can go above its limit
-/// for at most about this long (plus the time to read /proc) before it is killed.
+/// How often the trainer's processes are sampled: the enforcement's sampling rate, so a trainer can go above its
+/// limit for at most about this long (plus the time to read /proc) before it is killed.
 const SAMPLE_INTERVAL: Duration = Duration::from_millis(250);
 
-/// The fields of one `/proc/<pid>/stat` line that the limit needs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct ProcStat {
-    pub process_group: i32,
-    /// Resident pages (field 24, `rss`).
-    pub resident_pages: u64,
+/// What the samples of one trainer have found, shared between its sampler and whatever kills it.
+#[derive(Debug)]
+pub(crate) struct Tracking {
+    pub tree: TrainerTree,
+    /// The highest sample (of resident memory) so far.
+    pub peak: Option<TrainerUsage>,
 }
 
-/// Parses a `/proc/<pid>/stat` line; `None` when it is not one.
-pub(crate) fn parse_stat(line: &str) -> Option<ProcStat> {
-    // the command name (field 2) is in parentheses and may itself hold spaces and parentheses: the numeric
-    // fields start after the last `)`, with the state (field 3) first
-    let (head, rest) = line.rsplit_once(')')?;
-    if !head.contains('(') {
-        return None;
+impl Tracking {
+    pub fn new(leader: i32) -> Arc<Mutex<Tracking>> {
+        Arc::new(Mutex::new(Tracking { tree: TrainerTree::new(leader), peak: None }))
     }
-    let mut fields = rest.split_ascii_whitespace();
-    let process_group = fields.nth(2)?.parse().ok()?;
-    let resident_pages = fields.nth(18)?.parse().ok()?;
-    Some(ProcStat { process_group, resident_pages })
+
+    /// Keeps `usage` as the peak when it is the highest sample so far.
+    pub fn record(&mut self, usage: TrainerUsage) {
+        if self.peak.is_none_or(|peak| usage.resident_bytes > peak.resident_bytes) {
+            self.peak = Some(usage);
+        }
+    }
 }
 
-/// The resident memory of every process in group `process_group`, from `proc_dir` (`/proc`). Blocking: it reads
-/// one file per process on the host. A process that ends between the listing and the read is skipped.
-pub(crate) fn group_usage(proc_dir: &Path, process_group: i32, page_size: u64) -> std::io::Result<GroupUsage> {
-    let mut usage = GroupUsage::default();
-    for entry in std::fs::read_dir(proc_dir)? {
-        let Ok(entry) = entry else { continue };
-        if !entry.file_name().as_encoded_bytes().iter().all(u8::is_ascii_digit) {
-            continue;
-        }
-        let Ok(line) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
-        let Some(stat) = parse_stat(&line) else { continue };
-        if stat.process_group == process_group {
-            usage.resident_bytes = usage.resident_bytes.saturating_add(stat.resident_pages.saturating_mul(page_size));
-            usage.processes += 1;
-        }
-    }
+/// Locks `tracking`, also after a panic while it was locked: it only holds what scans found.
+pub(crate) fn lock(tracking: &Mutex<Tracking>) -> std::sync::MutexGuard<'_, Tracking> {
+    tracking.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One sample of the trainer's processes, kept in `tracking`. Blocking: it reads /proc.
+fn sample(tracking: &Mutex<Tracking>, page_size: u64) -> std::io::Result<TrainerUsage> {
+    let processes = read_processes(Path::new("/proc"))?;
+    let mut tracking = lock(tracking);
+    let usage = tracking.tree.scan(&processes).usage(page_size);
+    tracking.record(usage);
     Ok(usage)
 }
 
-/// Samples group `process_group` every `SAMPLE_INTERVAL`, keeping the highest sample in `peak`, and returns the
-/// first sample above `limit_bytes`. When /proc cannot be read it notes that the limit is no longer enforced in
-/// the run's log and never returns.
-pub(crate) async fn watch(
-    process_group: i32,
-    limit_bytes: u64,
-    log_path: &Path,
-    peak: &mut Option<GroupUsage>,
-) -> GroupUsage {
+/// Samples the trainer's processes every `SAMPLE_INTERVAL` into `tracking`, and returns the first sample above
+/// `limit_bytes`; never without a limit. When /proc cannot be read it notes in the run's log that the limit is no
+/// longer enforced (when there is one) and never returns.
+pub(crate) async fn watch(tracking: Arc<Mutex<Tracking>>, limit_bytes: Option<u64>, log_path: &Path) -> TrainerUsage {
     let page_size = rustix::param::page_size() as u64;
     let mut interval = tokio::time::interval(SAMPLE_INTERVAL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
-        let sample =
-            tokio::task::spawn_blocking(move || group_usage(Path::new("/proc"), process_group, page_size)).await;
-        let usage = match sample {
+        let tracking = tracking.clone();
+        let usage = match tokio::task::spawn_blocking(move || sample(&tracking, page_size)).await {
             Ok(Ok(usage)) => usage,
-            Ok(Err(error)) => return stop_watching(log_path, &format!("reading /proc: {error}")).await,
-            Err(error) => return stop_watching(log_path, &format!("sampling /proc: {error}")).await,
+            Ok(Err(error)) => return stop_watching(log_path, limit_bytes, &format!("reading /proc: {error}")).await,
+            Err(error) => return stop_watching(log_path, limit_bytes, &format!("sampling /proc: {error}")).await,
         };
-        if peak.is_none_or(|peak| usage.resident_bytes > peak.resident_bytes) {
-            *peak = Some(usage);
-        }
-        if usage.resident_bytes > limit_bytes {
+        if limit_bytes.is_some_and(|limit| usage.resident_bytes > limit) {
             return usage;
         }
     }
 }
 
-async fn stop_watching(log_path: &Path, why: &str) -> GroupUsage {
-    tracing::warn!(log = %log_path.display(), "resources.memory no longer enforced: {why}");
-    super::append_log(log_path, &format!("--- resources.memory is no longer enforced: {why}")).await;
+async fn stop_watching(log_path: &Path, limit_bytes: Option<u64>, why: &str) -> TrainerUsage {
+    if limit_bytes.is_some() {
+        tracing::warn!(log = %log_path.display(), "resources.memory no longer enforced: {why}");
+        super::append_log(log_path, &format!("--- resources.memory is no longer enforced: {why}")).await;
+    } else {
+        tracing::warn!(log = %log_path.display(), "the trainer's processes are no longer tracked: {why}");
+    }
     std::future::pending().await
 }
 
@@ -98,66 +93,23 @@ async fn stop_watching(log_path: &Path, why: &str) -> GroupUsage {
 mod tests {
     use super::*;
 
-    fn check(line: &str, expect: Option<(i32, u64)>) {
-        let parsed = parse_stat(line).map(|stat| (stat.process_group, stat.resident_pages));
-        assert_eq!(parsed, expect, "{line:?}");
-    }
-
-    const BASH: &str = "4242 (bash) S 4200 4242 4200 34816 4242 4194304 1303 4570 0 0 2 1 5 3 20 0 1 0 \
-                        1146537 9035776 1280 18446744073709551615 1 1 0 0 0 0 65536 3686404 1266761467 0 0 0 17 \
-                        1 0 0 0 0 0 0 0 0 0 0 0 0 0";
-
     #[test]
-    fn parses_the_process_group_and_the_resident_pages() {
-        check(BASH, Some((4242, 1280)));
-        // a command name with spaces and parentheses
-        check(&BASH.replace("(bash)", "(tricky) name (x))"), Some((4242, 1280)));
-        check(&BASH.replace("(bash)", "()"), Some((4242, 1280)));
-        // a zombie: no memory any more
-        let zombie = "77 (sh) Z 1 70 70 0 -1 4227084 0 0 0 0 0 0 0 0 20 0 1 0 5 0 0 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0 0";
-        check(zombie, Some((70, 0)));
-    }
-
-    #[test]
-    fn refuses_what_is_not_a_stat_line() {
-        check("", None);
-        check(")", None);
-        check("4242 bash S 4200 4242", None);
-        check("4242 (bash) S 4200", None);
-        check("4242 (bash) S 4200 4242 4200 34816", None);
-        check(&BASH.replace(" 4200 4242 ", " 4200 group "), None);
-        check(&BASH.replace(" 1280 ", " -1280 "), None);
-        check(&BASH.replace(" 1280 ", " 99999999999999999999999 "), None);
-        check(&BASH[..BASH.find("1280").unwrap_or(0)], None);
-        check("(bash) \u{fffd} é", None);
-    }
-
-    #[test]
-    fn sums_the_group_and_skips_others_and_unreadable_entries() {
-        let proc_dir = tempfile::tempdir().unwrap();
-        let process = |name: &str, stat: Option<&str>| {
-            let dir = proc_dir.path().join(name);
-            std::fs::create_dir(&dir).unwrap();
-            if let Some(stat) = stat {
-                std::fs::write(dir.join("stat"), stat).unwrap();
-            }
-        };
-        process("10", Some("10 (leader) S 1 10 10 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 5 0 100 0"));
-        process("11", Some("11 (child) R 10 10 10 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 5 0 250 0"));
-        process("12", Some("12 (other) S 1 12 12 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 5 0 9999 0"));
-        process("13", None); // ended between the listing and the read
-        process("14", Some("garbage"));
-        process("self", Some("10 (not a pid) S 1 10 10 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 5 0 9999 0"));
-        let usage = group_usage(proc_dir.path(), 10, 4096).unwrap();
-        assert_eq!(usage, GroupUsage { resident_bytes: 350 * 4096, processes: 2 });
-        assert_eq!(group_usage(proc_dir.path(), 99, 4096).unwrap(), GroupUsage::default());
-        assert!(group_usage(&proc_dir.path().join("missing"), 10, 4096).is_err());
-    }
-
-    #[test]
-    fn reads_this_process_group_from_the_real_proc() {
-        let group = rustix::process::getpgrp().as_raw_nonzero().get();
-        let usage = group_usage(Path::new("/proc"), group, rustix::param::page_size() as u64).unwrap();
+    fn samples_this_process_from_the_real_proc() {
+        // this process as the trainer: it and what it started
+        let tracking = Tracking::new(rustix::process::getpid().as_raw_nonzero().get());
+        let usage = sample(&tracking, rustix::param::page_size() as u64).unwrap();
         assert!(usage.processes >= 1 && usage.resident_bytes > 0, "{usage:?}");
+        assert_eq!(lock(&tracking).peak, Some(usage));
+    }
+
+    #[test]
+    fn keeps_the_highest_sample() {
+        let mut tracking = Tracking { tree: TrainerTree::new(10), peak: None };
+        let usage = |resident_bytes, processes| TrainerUsage { resident_bytes, processes };
+        tracking.record(usage(100, 1));
+        tracking.record(usage(300, 3));
+        tracking.record(usage(200, 5));
+        tracking.record(usage(300, 4));
+        assert_eq!(tracking.peak, Some(usage(300, 3)));
     }
 }
