@@ -76,7 +76,8 @@ pub struct EventAttempt {
 /// the process stopped, and then another (a replica, or the process restarted) takes the event over.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EventLease {
-    /// The notifier's owner id, unique per process.
+    /// The notifier's owner id: unique among live processes (a fresh uuid per process, or adapterd's
+    /// `--instance-id`, which a restarted process keeps).
     pub owner: String,
     pub until: DateTime<Utc>,
 }
@@ -137,17 +138,22 @@ pub trait EventDeliveryLog: Send + Sync {
     /// means none could be read.
     async fn unsettled_events(&self) -> Result<UnsettledEvents, StoreError>;
     /// Takes the unsettled event `event_id` over with `lease` if no lease holds it at `now` (none was taken, or it
-    /// ended before `now`); returns whether it did. It is one conditional write, so of several notifiers
-    /// racing for one event exactly one gets it.
+    /// ended before `now`), or if the lease that holds it is already `lease.owner`'s, which it renews (a notifier
+    /// with a stable instance id taking back what a previous life of that instance held); returns whether it did.
+    /// It is one conditional write, so of several notifiers racing for one event exactly one gets it.
     async fn claim_event(&self, event_id: &str, lease: &EventLease, now: DateTime<Utc>) -> Result<bool, StoreError>;
     /// Gives up the leases `owner` holds on unsettled events, all but those in `keep` (still being delivered): each
     /// is left unclaimed, its lease ended at `now`, so that any notifier takes it over at once. It is one
     /// conditional write on the events still held by `owner`: one that another notifier took over, or that is
     /// settled, is left as it is. Returns how many it released.
     async fn release_events(&self, owner: &str, keep: &[String], now: DateTime<Utc>) -> Result<u64, StoreError>;
-    /// Marks `event_id` as settled: every endpoint has it or was given up. Its lease stays, saying who finished
-    /// it. Settling an id that is not stored, or is already settled, changes nothing.
-    async fn settle_event(&self, event_id: &str) -> Result<(), StoreError>;
+    /// Marks `event_id` as settled (every endpoint has it or was given up) if `owner` holds it, whether or not the
+    /// lease has run out; returns whether the event is now settled under `owner`'s lease. It is one conditional
+    /// write: a notifier whose lease ran out while it delivered, and whose event another notifier has since taken
+    /// over, is refused (false), and the event stays the new holder's to finish. The lease stays, saying who
+    /// finished it. Settling again under the same owner changes nothing and returns true; an id that is not
+    /// stored returns false.
+    async fn settle_event(&self, event_id: &str, owner: &str) -> Result<bool, StoreError>;
     /// Deletes the settled events created before `older_than` with all their attempts, and the attempts made
     /// before it that belong to no stored event (made before events were stored, or whose event could not be);
     /// returns how many of each. An unsettled event and its attempts stay, however old.

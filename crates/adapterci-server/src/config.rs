@@ -66,6 +66,15 @@ pub struct ServerConfig {
     /// whatever their age. 0 keeps them for ever.
     #[arg(long, env = env_vars::ADAPTERCI_EVENT_RETENTION_DAYS, default_value_t = 30)]
     pub event_retention_days: u64,
+    /// A stable name for this adapterd, kept across its restarts, under which it holds the leases of outbound
+    /// registry events: after a crash, the restarted process takes back at start the events the dead one held,
+    /// instead of waiting for their leases to run out (up to about five minutes). It MUST be unique among the
+    /// adapterd processes running at the same time on one database: two live processes with one id each deliver
+    /// and settle the other's events as their own. Set it only where a process with this id is stopped before the
+    /// next one starts (one replica with the Recreate strategy, a systemd unit); never on replicas or a rolling
+    /// update that overlaps two pods. Letters, digits and `.-_:/`, at most 128. Default: a fresh id per process.
+    #[arg(long, env = env_vars::ADAPTERCI_INSTANCE_ID, value_name = "ID", value_parser = parse_instance_id)]
+    pub instance_id: Option<String>,
     /// How long a run stays leased to this adapterd without a heartbeat, in seconds: after a crash, the next
     /// adapterd takes the run over once its lease expires. Heartbeats come every third of it.
     #[arg(long, default_value_t = 30)]
@@ -146,6 +155,20 @@ fn parse_model(value: &str) -> Result<(String, PathBuf), String> {
         return Err(format!("expected NAME=PATH, got {value:?}"));
     }
     Ok((name.to_string(), PathBuf::from(path)))
+}
+
+/// The longest `--instance-id`: the lease owner column is text, but an id is a name, not a document.
+const MAX_INSTANCE_ID_LEN: usize = 128;
+
+fn parse_instance_id(value: &str) -> Result<String, String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || ".-_:/".contains(c);
+    if value.is_empty() || value.len() > MAX_INSTANCE_ID_LEN {
+        return Err(format!("expected 1 to {MAX_INSTANCE_ID_LEN} characters, got {}", value.len()));
+    }
+    if let Some(bad) = value.chars().find(|c| !allowed(*c)) {
+        return Err(format!("{bad:?} in {value:?}: use letters, digits and .-_:/ only"));
+    }
+    Ok(value.to_string())
 }
 
 impl ServerConfig {
@@ -274,6 +297,19 @@ mod tests {
         assert_eq!(config.kube_job_ttl_secs, 3600);
         assert_eq!(config.kube_start_timeout_secs, 1800);
         assert!(ServerConfig::try_parse_from(["adapterd", "--kube-job-ttl-secs", "0"]).is_err(), "gone too soon");
+    }
+
+    #[test]
+    fn an_instance_id_is_optional_and_a_plain_name() {
+        assert_eq!(ServerConfig::try_parse_from(["adapterd"]).unwrap().instance_id, None, "a fresh id per process");
+        let config = ServerConfig::try_parse_from(["adapterd", "--instance-id", "adapterci/prod-adapterci"]).unwrap();
+        assert_eq!(config.instance_id.as_deref(), Some("adapterci/prod-adapterci"));
+        for bad in ["", "two words", "é", &"x".repeat(129)] {
+            let error = ServerConfig::try_parse_from(["adapterd", "--instance-id", bad]).unwrap_err().to_string();
+            assert!(error.contains("--instance-id"), "{bad:?}: {error}");
+        }
+        let error = ServerConfig::try_parse_from(["adapterd", "--instance-id", "a b"]).unwrap_err().to_string();
+        assert!(error.contains("' '") && error.contains("letters, digits"), "{error}");
     }
 
     #[test]

@@ -28,6 +28,10 @@ pub const ADAPTERCI_EVENT_WEBHOOK_SECRET: &str = "ADAPTERCI_EVENT_WEBHOOK_SECRET
 /// Days a settled outbound registry event, and its delivery attempts, are kept (`--event-retention-days`; 0: for
 /// ever).
 pub const ADAPTERCI_EVENT_RETENTION_DAYS: &str = "ADAPTERCI_EVENT_RETENTION_DAYS";
+/// A stable name for this adapterd, kept across its restarts and unique among the adapterd processes running at once
+/// on one database (`--instance-id`): its registry event leases are held under it, so a restart after a crash takes
+/// back at once the events the dead process held.
+pub const ADAPTERCI_INSTANCE_ID: &str = "ADAPTERCI_INSTANCE_ID";
 /// Where `adapterd train-job --staged` caches base models by digest (default `/tmp/adapterci-bases`).
 pub const ADAPTERCI_BASE_CACHE: &str = "ADAPTERCI_BASE_CACHE";
 /// Where runs train (`--executor`: `process`, `thread` or `kubernetes`).

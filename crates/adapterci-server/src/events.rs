@@ -19,8 +19,15 @@
 //! their leases: the notifier stops taking events on, interrupts its deliveries between attempts, waits for them
 //! to return, then gives up in one conditional write the leases it still holds, so another replica takes those
 //! events over at its next pass.
+//!
+//! Neither does a crash, given a stable instance id (adapterd's `--instance-id`, [`EventNotifier::with_instance_id`]):
+//! the id, unique among live processes, is the notifier's owner id, so the leases a crashed process left behind are
+//! its next life's, which takes them back at its first pass ([`EventNotifier::resume_pending`], at start) instead of
+//! waiting for them to run out. Only the holder of an event's lease settles it: a notifier whose lease ran out while it delivered, and
+//! whose event another took over, is refused and leaves the event to the new holder.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -117,8 +124,12 @@ enum Outcome {
 
 /// Sends registry events to the subscribers.
 pub struct EventNotifier {
-    /// This notifier's owner id in the events' leases: a fresh uuid per notifier, so per process.
+    /// This notifier's owner id in the events' leases: a fresh uuid per notifier, so per process, or the stable
+    /// instance id it was given ([`EventNotifier::with_instance_id`]).
     owner: String,
+    /// Whether leases held by `owner` may be a previous life's of this instance, to take back at start: set by
+    /// [`EventNotifier::with_instance_id`], cleared once a pass has read the outbox.
+    take_back_own_leases: AtomicBool,
     subscribers: RwLock<Vec<EventSubscriber>>,
     policy: DeliveryPolicy,
     log: Arc<dyn EventDeliveryLog>,
@@ -137,6 +148,7 @@ impl EventNotifier {
     pub fn new(log: Arc<dyn EventDeliveryLog>, clock: Arc<dyn Clock>, policy: DeliveryPolicy) -> EventNotifier {
         EventNotifier {
             owner: uuid::Uuid::new_v4().to_string(),
+            take_back_own_leases: AtomicBool::new(false),
             subscribers: RwLock::new(Vec::new()),
             policy,
             log,
@@ -146,6 +158,19 @@ impl EventNotifier {
             in_flight: watch::Sender::new(InFlight::default()),
             stop: CancellationToken::new(),
         }
+    }
+
+    /// Holds leases under `instance_id` instead of a fresh uuid, and takes back at its first pass
+    /// ([`EventNotifier::resume_pending`], at start in adapterd) the unsettled events that id still holds: a process that crashed with
+    /// the same id left them, so they go out at once instead of once their leases run out.
+    ///
+    /// The id must be unique among the live processes sharing the store: two live notifiers with one id would
+    /// each take the other's events as their own and deliver them both. One process that restarts under the same
+    /// id (one replica, its old process stopped before the new one starts) is what it is for.
+    pub fn with_instance_id(mut self, instance_id: impl Into<String>) -> EventNotifier {
+        self.owner = instance_id.into();
+        self.take_back_own_leases = AtomicBool::new(true);
+        self
     }
 
     /// Takes the pauses between attempts from `pause`.
@@ -220,7 +245,7 @@ impl EventNotifier {
             Claim::Stopping => false,
         };
         let notifier = self.clone();
-        let (stored, stored_signal) = tokio::sync::oneshot::channel();
+        let (stored_sender, stored_signal) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
             let endpoints: Vec<String> = subscribers.iter().map(|subscriber| subscriber.url.clone()).collect();
             let now = notifier.clock.now();
@@ -229,10 +254,14 @@ impl EventNotifier {
             } else {
                 EventLease { owner: notifier.owner.clone(), until: now }
             };
-            if let Err(error) = notifier.log.record_event(&event, &endpoints, &lease).await {
-                tracing::warn!(%error, event = %event.id, "could not store a registry event: a restart before it is delivered loses it");
-            }
-            let _ = stored.send(());
+            let stored = match notifier.log.record_event(&event, &endpoints, &lease).await {
+                Ok(()) => true,
+                Err(error) => {
+                    tracing::warn!(%error, event = %event.id, "could not store a registry event: a restart before it is delivered loses it");
+                    false
+                }
+            };
+            let _ = stored_sender.send(());
             if !deliver {
                 tracing::info!(event = %event.id, "shutting down: a registry event raised now is left to another process");
                 return;
@@ -241,7 +270,7 @@ impl EventNotifier {
                 .into_iter()
                 .map(|subscriber| Delivery { subscriber, attempts_made: 0, wait: Duration::ZERO })
                 .collect();
-            notifier.deliver_and_settle(event, deliveries).await;
+            notifier.deliver_and_settle(event, deliveries, stored).await;
         });
         // an error here is a storing task that panicked: there is nothing more to wait for
         let _ = stored_signal.await;
@@ -335,8 +364,13 @@ impl EventNotifier {
     /// stopped, or it was stored before leases existed), continues them, and returns how many deliveries it
     /// resumed, once they have all finished. Of several notifiers resuming at once, each event goes to exactly
     /// one. A stored event that cannot be read is logged with its id and skipped. An endpoint that has the event,
-    /// or whose attempts ran out, is skipped; one that is no longer a subscriber is given up. Each endpoint's attempt numbering and backoff continue from its recorded attempts,
-    /// signed with the current subscriber's secret.
+    /// or whose attempts ran out, is skipped; one that is no longer a subscriber is given up. Each endpoint's
+    /// attempt numbering and backoff continue from its recorded attempts, signed with the current subscriber's
+    /// secret.
+    ///
+    /// On a notifier with a stable instance id ([`EventNotifier::with_instance_id`]), the first pass that reads the
+    /// outbox also takes back the events whose lease that id still holds, but for those this notifier is delivering
+    /// itself: a previous life of this instance left them, so they are resumed at once.
     pub async fn resume_pending(self: &Arc<Self>) -> usize {
         let unsettled = match self.log.unsettled_events().await {
             Ok(unsettled) => unsettled,
@@ -345,6 +379,10 @@ impl EventNotifier {
                 return 0;
             }
         };
+        // Taking back is safe against this notifier's own deliveries: each event passes `claim` (the set of events in
+        // flight, under its lock) before its lease is written, so one being delivered here is skipped as busy.
+        let take_back = self.take_back_own_leases.swap(false, Ordering::SeqCst);
+        let mut taken_back = 0_usize;
         for unreadable in &unsettled.unreadable {
             tracing::warn!(event = %unreadable.id, reason = %unreadable.reason, "a stored registry event cannot be read: it is skipped, the others are resumed");
         }
@@ -352,7 +390,8 @@ impl EventNotifier {
         let (mut events, mut resumed) = (JoinSet::new(), 0);
         for PendingEvent { event, endpoints, lease } in unsettled.pending {
             let now = self.clock.now();
-            if lease.is_some_and(|lease| lease.holds_at(now)) {
+            let own = take_back && lease.as_ref().is_some_and(|lease| lease.owner == self.owner);
+            if !own && lease.is_some_and(|lease| lease.holds_at(now)) {
                 continue;
             }
             match self.claim(&event.id) {
@@ -383,8 +422,12 @@ impl EventNotifier {
                 }
             };
             resumed += deliveries.len();
+            taken_back += usize::from(own);
             let notifier = self.clone();
-            events.spawn(async move { notifier.deliver_and_settle(event, deliveries).await });
+            events.spawn(async move { notifier.deliver_and_settle(event, deliveries, true).await });
+        }
+        if taken_back > 0 {
+            tracing::info!(taken_back, instance = %self.owner, "took back the registry events a previous run of this instance held, without waiting for their leases");
         }
         if resumed > 0 {
             tracing::info!(resumed, "resuming registry event deliveries that a stopped process left unfinished");
@@ -422,8 +465,9 @@ impl EventNotifier {
     }
 
     /// Runs `deliveries` of `event` on spawned tasks and settles the event once each has delivered or given up;
-    /// one interrupted by a shutdown leaves it unsettled, for the notifier that takes it over.
-    async fn deliver_and_settle(self: Arc<Self>, event: RegistryEvent, deliveries: Vec<Delivery>) {
+    /// one interrupted by a shutdown leaves it unsettled, for the notifier that takes it over. An event that is not
+    /// `stored` (its store write failed) has nothing to settle.
+    async fn deliver_and_settle(self: Arc<Self>, event: RegistryEvent, deliveries: Vec<Delivery>, stored: bool) {
         let mut tasks = JoinSet::new();
         for delivery in deliveries {
             let (notifier, event) = (self.clone(), event.clone());
@@ -445,10 +489,25 @@ impl EventNotifier {
                 }
             }
         }
-        if finished && let Err(error) = self.log.settle_event(&event.id).await {
-            tracing::warn!(%error, event = %event.id, "could not settle a delivered registry event: a restart resends it");
+        if finished && stored {
+            self.settle(&event.id).await;
         }
         self.done_with(&event.id);
+    }
+
+    /// Settles `event_id` if this notifier still holds its lease. Refused, the event was taken over by another
+    /// notifier after this one's lease ran out (this process stalled longer than the lease): the endpoints may get
+    /// it twice, and the new holder settles it.
+    async fn settle(&self, event_id: &str) {
+        match self.log.settle_event(event_id, &self.owner).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(event = %event_id, owner = %self.owner, "settle refused: this notifier's lease on the registry event ran out while it delivered and another notifier took the event over; that notifier finishes and settles it, and endpoints may receive it twice");
+            }
+            Err(error) => {
+                tracing::warn!(%error, event = %event_id, "could not settle a delivered registry event: a restart resends it");
+            }
+        }
     }
 
     /// Marks `event_id` as being delivered by this notifier, unless it already is or the notifier is shutting

@@ -6,8 +6,10 @@
 //! damaged row; two replicas resuming the same events at once on SQLite or PostgreSQL deliver each exactly once;
 //! pruning keeps unsettled events and the settled ones inside the retention; a clean shutdown, on SQLite or
 //! PostgreSQL, stops its deliveries between attempts and releases its leases, so another notifier takes its events
-//! over at once, all but one whose attempt is still under way. The receiver signals each request on a channel: no
-//! test waits on a timer.
+//! over at once, all but one whose attempt is still under way; a notifier whose event was taken over cannot settle
+//! it; adapterd restarted with the same `--instance-id`, on SQLite or PostgreSQL, takes back at start what its
+//! crashed life held, which a notifier with another id leaves alone. The receiver signals each request on a
+//! channel: no test waits on a timer.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
@@ -110,12 +112,12 @@ async fn next_pause(pauses: &mut mpsc::UnboundedReceiver<Duration>) -> Duration 
     tokio::time::timeout(Duration::from_secs(60), pauses.recv()).await.expect("a pause").unwrap()
 }
 
-/// The store with two optional hooks: `settled` hears of every event it settles, and `listed` holds each replica
-/// after it lists the unsettled events until every replica has listed them (the replicas then all race for every
-/// event).
+/// The store with two optional hooks: `settled` hears of every settle asked for (the event, the owner asking, and
+/// whether it was settled), and `listed` holds each replica after it lists the unsettled events until every replica
+/// has listed them (the replicas then all race for every event).
 struct HookedLog {
     store: Arc<SeaStore>,
-    settled: Option<mpsc::UnboundedSender<String>>,
+    settled: Option<mpsc::UnboundedSender<Settle>>,
     listed: Option<Arc<tokio::sync::Barrier>>,
 }
 
@@ -154,13 +156,31 @@ impl EventDeliveryLog for HookedLog {
     async fn prune_settled(&self, older_than: DateTime<Utc>) -> Result<PrunedEvents, StoreError> {
         self.store.prune_settled(older_than).await
     }
-    async fn settle_event(&self, event_id: &str) -> Result<(), StoreError> {
-        self.store.settle_event(event_id).await?;
+    async fn settle_event(&self, event_id: &str, owner: &str) -> Result<bool, StoreError> {
+        let done = self.store.settle_event(event_id, owner).await?;
         if let Some(settled) = &self.settled {
-            settled.send(event_id.to_string()).unwrap();
+            settled.send(Settle { event_id: event_id.to_string(), owner: owner.to_string(), done }).unwrap();
         }
-        Ok(())
+        Ok(done)
     }
+}
+
+/// A settle the store was asked for, and whether it settled the event.
+#[derive(Debug, PartialEq, Eq)]
+struct Settle {
+    event_id: String,
+    owner: String,
+    done: bool,
+}
+
+/// The store with a `settled` hook, and what it hears.
+fn settle_hooked(store: Arc<SeaStore>) -> (Arc<HookedLog>, mpsc::UnboundedReceiver<Settle>) {
+    let (settled, settles) = mpsc::unbounded_channel();
+    (Arc::new(HookedLog { store, settled: Some(settled), listed: None }), settles)
+}
+
+async fn next_settle(settles: &mut mpsc::UnboundedReceiver<Settle>) -> Settle {
+    tokio::time::timeout(Duration::from_secs(60), settles.recv()).await.expect("a settle").unwrap()
 }
 
 /// The lease of a process that stopped a minute ago, its lease run out.
@@ -325,8 +345,7 @@ async fn a_run_whose_gates_fail_sends_a_signed_gate_failed_event_naming_the_run_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notify_stores_the_event_for_its_subscribers_and_settles_it_once_each_has_it() {
     let setup = setup(3).await;
-    let (settled_sender, mut settled) = mpsc::unbounded_channel();
-    let log = Arc::new(HookedLog { store: setup.log.clone(), settled: Some(settled_sender), listed: None });
+    let (log, mut settled) = settle_hooked(setup.log.clone());
     let (pause, mut pauses) = HeldPause::new();
     let clock = Arc::new(ManualClock::new());
     let notifier = Arc::new(EventNotifier::new(log, clock.clone(), policy(3)).with_pause(pause.clone()));
@@ -350,8 +369,8 @@ async fn notify_stores_the_event_for_its_subscribers_and_settles_it_once_each_ha
     assert!(settled.try_recv().is_err(), "not settled while a subscriber waits for its retry");
     pause.release.add_permits(1);
     next(&mut second_requests).await;
-    let id = tokio::time::timeout(Duration::from_secs(60), settled.recv()).await.expect("settled").unwrap();
-    assert_eq!(id, event.id);
+    let settle = next_settle(&mut settled).await;
+    assert_eq!(settle, Settle { event_id: event.id.clone(), owner: notifier.owner().to_string(), done: true });
     assert!(setup.log.unsettled_events().await.unwrap().pending.is_empty());
     let mut attempts = logged(&setup.log, &event).await;
     attempts.sort();
@@ -438,6 +457,132 @@ async fn a_restart_resends_nothing_when_the_attempts_ran_out_or_the_endpoint_is_
     assert!(log.unsettled_events().await.unwrap().pending.is_empty(), "settled: nothing is left to do");
 }
 
+/// adapterd A stalls in the pause after a refused attempt for longer than its lease; B takes the event over,
+/// delivers it and settles it. When A wakes up it sends its retry (at least once: the receiver drops it by id) but
+/// its settle is refused, and the event stays B's, settled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notifier_whose_event_was_taken_over_cannot_settle_it_and_the_new_holder_does() {
+    let setup = setup(3).await;
+    let (url, mut requests) = receiver(1).await;
+    let clock = Arc::new(ManualClock::new());
+    let (stalled_log, mut stalled_settles) = settle_hooked(setup.log.clone());
+    let (stall, mut pauses) = HeldPause::new();
+    let stalled = Arc::new(EventNotifier::new(stalled_log, clock.clone(), policy(3)).with_pause(stall.clone()));
+    stalled.add_subscriber(subscriber(&url));
+    let event = promoted(&stalled);
+    stalled.notify(event.clone()).await;
+    assert_eq!(next(&mut requests).await.event_id, event.id);
+    next_pause(&mut pauses).await; // attempt 1 refused: A waits to retry, and stays stalled past its lease
+
+    clock.advance(TimeDelta::from_std(policy(3).lease()).unwrap() + TimeDelta::seconds(1));
+    let (taker_log, mut taker_settles) = settle_hooked(Arc::new(SeaStore::connect(&setup.database).await.unwrap()));
+    let taker = Arc::new(EventNotifier::new(taker_log, clock, policy(3)).with_pause(setup.pauses.clone()));
+    taker.add_subscriber(subscriber(&url));
+    assert_eq!(taker.resume_pending().await, 1, "taken over once A's lease has run out");
+    assert_eq!(next(&mut requests).await.event_id, event.id);
+    let settled_by_taker = Settle { event_id: event.id.clone(), owner: taker.owner().to_string(), done: true };
+    assert_eq!(next_settle(&mut taker_settles).await, settled_by_taker, "the new holder settles it");
+
+    stall.release.add_permits(1);
+    assert_eq!(next(&mut requests).await.event_id, event.id, "A's retry was already due");
+    let refused = Settle { event_id: event.id.clone(), owner: stalled.owner().to_string(), done: false };
+    assert_eq!(next_settle(&mut stalled_settles).await, refused, "A no longer holds the event");
+    assert!(setup.log.unsettled_events().await.unwrap().pending.is_empty(), "settled by B");
+    let taker_holds = format!(
+        "UPDATE registry_events SET settled = settled WHERE id = '{}' AND settled AND claimed_by = '{}'",
+        event.id,
+        taker.owner()
+    );
+    assert_eq!(setup.log.execute_unprepared(&taker_holds).await.unwrap(), 1, "B's lease stays, as who finished it");
+    assert!(setup.log.settle_event(&event.id, taker.owner()).await.unwrap(), "settling twice is harmless");
+    assert!(requests.try_recv().is_err());
+}
+
+/// The instance id of the adapterd that crashes in [`a_restarted_instance_takes_back_at_once_what_it_held`].
+const INSTANCE: &str = "adapterci/adapterd";
+
+/// adapterd with instance id X crashes in the pause after a refused attempt, its event leased for as long as a
+/// delivery can take. Long before that lease runs out, a notifier with another id (stable or not) leaves the event
+/// alone; adapterd restarted with id X takes it back on its start-up pass and delivers it at once, leaving alone an
+/// event it raised itself in the meantime and is still delivering.
+async fn a_restarted_instance_takes_back_at_once_what_it_held(database: &str) {
+    let store = Arc::new(SeaStore::connect(database).await.unwrap());
+    let (url, mut requests) = receiver(1).await;
+    let clock = Arc::new(ManualClock::new());
+    let (never_released, mut pauses) = HeldPause::new();
+    let crashed = EventNotifier::new(store.clone(), clock.clone(), policy(3)).with_instance_id(INSTANCE);
+    let crashed = Arc::new(crashed.with_pause(never_released));
+    assert_eq!(crashed.owner(), INSTANCE, "the instance id is the owner id");
+    crashed.add_subscriber(subscriber(&url));
+    let event = promoted(&crashed);
+    crashed.notify(event.clone()).await;
+    assert_eq!(next(&mut requests).await.event_id, event.id);
+    next_pause(&mut pauses).await; // attempt 1 refused and recorded: the process dies while it waits to retry
+    drop(crashed);
+    let held = EventLease {
+        owner: INSTANCE.to_string(),
+        until: clock.now() + TimeDelta::from_std(policy(3).lease()).unwrap(),
+    };
+    assert_eq!(leases(&store).await, BTreeMap::from([(event.id.clone(), Some(held.clone()))]));
+
+    clock.advance(TimeDelta::seconds(1));
+    for other in [Some("adapterci/other"), None] {
+        let notifier =
+            EventNotifier::new(Arc::new(SeaStore::connect(database).await.unwrap()), clock.clone(), policy(3));
+        let notifier = Arc::new(match other {
+            Some(id) => notifier.with_instance_id(id),
+            None => notifier,
+        });
+        notifier.add_subscriber(subscriber(&url));
+        assert_eq!(notifier.resume_pending().await, 0, "{other:?}: the lease of {INSTANCE} still holds");
+    }
+    assert!(requests.try_recv().is_err(), "nothing sent by another id");
+    assert_eq!(leases(&store).await, BTreeMap::from([(event.id.clone(), Some(held))]), "left as it was");
+
+    let (restarted_log, mut settles) = settle_hooked(Arc::new(SeaStore::connect(database).await.unwrap()));
+    let (own_pause, mut own_pauses) = HeldPause::new();
+    let restarted = EventNotifier::new(restarted_log, clock.clone(), policy(3)).with_instance_id(INSTANCE);
+    let restarted = Arc::new(restarted.with_pause(own_pause));
+    // an event the new process raises before its start-up pass, still being delivered (waiting to retry) then
+    let (busy_url, mut busy_requests) = receiver(1).await;
+    restarted.add_subscriber(subscriber(&busy_url));
+    let busy = promoted(&restarted);
+    restarted.notify(busy.clone()).await;
+    assert_eq!(next(&mut busy_requests).await.event_id, busy.id);
+    next_pause(&mut own_pauses).await;
+    restarted.add_subscriber(subscriber(&url));
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let upkeep = tokio::spawn(restarted.clone().run_until(None, stopped));
+    let again = next(&mut requests).await;
+    assert_eq!(again.event_id, event.id, "taken back at start, hours before its lease runs out");
+    let settled = Settle { event_id: event.id.clone(), owner: INSTANCE.to_string(), done: true };
+    assert_eq!(next_settle(&mut settles).await, settled);
+    assert_eq!(logged(&store, &event).await, [(url.clone(), 1, Some(503), false), (url, 2, Some(204), true)]);
+    assert!(busy_requests.try_recv().is_err(), "its own event in flight is not taken back a second time");
+    let pending = store.unsettled_events().await.unwrap().pending;
+    assert_eq!(pending.iter().map(|p| p.event.id.as_str()).collect::<Vec<_>>(), [busy.id.as_str()]);
+    stop.send(true).unwrap();
+    upkeep.await.unwrap();
+    assert!(requests.try_recv().is_err() && busy_requests.try_recv().is_err(), "each sent once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_instance_on_sqlite_takes_back_at_once_what_it_held() {
+    let dir = tempfile::tempdir().unwrap();
+    a_restarted_instance_takes_back_at_once_what_it_held(&format!("sqlite://{}/m.db?mode=rwc", dir.path().display()))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_instance_on_postgres_takes_back_at_once_what_it_held() {
+    if !postgres_or_skip(module_path!()) {
+        return;
+    }
+    let server = tokio::task::spawn_blocking(PostgresServer::start).await.unwrap().expect("start PostgreSQL");
+    a_restarted_instance_takes_back_at_once_what_it_held(&server.create_database().unwrap()).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_stored_event_is_skipped_and_the_others_are_resumed() {
     let setup = setup(3).await;
@@ -470,11 +615,11 @@ async fn prune_deletes_the_settled_events_older_than_the_retention() {
     for event in [&old, &stale] {
         setup.log.record_event(event, &to, &stopped_lease()).await.unwrap();
     }
-    setup.log.settle_event(&old.id).await.unwrap();
+    assert!(setup.log.settle_event(&old.id, &stopped_lease().owner).await.unwrap());
     clock.advance(TimeDelta::days(20));
     let recent = promoted(&notifier);
     setup.log.record_event(&recent, &to, &stopped_lease()).await.unwrap();
-    setup.log.settle_event(&recent.id).await.unwrap();
+    assert!(setup.log.settle_event(&recent.id, &stopped_lease().owner).await.unwrap());
     clock.advance(TimeDelta::days(15));
 
     let month = Duration::from_secs(30 * 86_400);

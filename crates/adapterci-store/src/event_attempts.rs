@@ -234,6 +234,8 @@ impl EventDeliveryLog for SeaStore {
         // One conditional UPDATE: a single statement is atomic on SQLite (one writer at a time) and on PostgreSQL
         // (a concurrent update of the row waits for the first to commit, then re-checks this condition against
         // the new lease and finds it held), so of notifiers racing for the event exactly one sees a row affected.
+        // A lease already held by the same owner is renewed: owner ids are unique among live notifiers, so that
+        // lease was left by a previous life of the same instance (a stable `--instance-id`).
         let claim = || async {
             let result = events::Entity::update_many()
                 .col_expr(events::Column::ClaimedBy, Expr::value(lease.owner.as_str()))
@@ -244,7 +246,8 @@ impl EventDeliveryLog for SeaStore {
                     Condition::any()
                         .add(events::Column::ClaimedBy.is_null())
                         .add(events::Column::LeaseUntil.is_null())
-                        .add(events::Column::LeaseUntil.lt(now)),
+                        .add(events::Column::LeaseUntil.lt(now))
+                        .add(events::Column::ClaimedBy.eq(lease.owner.as_str())),
                 )
                 .exec(&self.db)
                 .await
@@ -275,14 +278,23 @@ impl EventDeliveryLog for SeaStore {
         retrying(&context, release).await
     }
 
-    async fn settle_event(&self, event_id: &str) -> Result<(), StoreError> {
-        events::Entity::update_many()
-            .col_expr(events::Column::Settled, Expr::value(true))
-            .filter(events::Column::Id.eq(event_id))
-            .exec(&self.db)
-            .await
-            .map_err(backend(format!("settling event {event_id}")))?;
-        Ok(())
+    async fn settle_event(&self, event_id: &str, owner: &str) -> Result<bool, StoreError> {
+        let context = format!("settling event {event_id} as {owner}");
+        // One conditional UPDATE, like the claim: a notifier whose event was taken over no longer matches
+        // `claimed_by = owner` (PostgreSQL re-checks the condition against a concurrent claim once it commits). A
+        // settled event is never claimed or released, so settling it again under its owner matches the same row
+        // and changes nothing: a retry after a lost answer still sees true.
+        let settle = || async {
+            let result = events::Entity::update_many()
+                .col_expr(events::Column::Settled, Expr::value(true))
+                .filter(events::Column::Id.eq(event_id))
+                .filter(events::Column::ClaimedBy.eq(owner))
+                .exec(&self.db)
+                .await
+                .map_err(attempt_err(&context))?;
+            Ok::<_, AttemptError>(result.rows_affected == 1)
+        };
+        retrying(&context, settle).await
     }
 
     async fn prune_settled(&self, older_than: DateTime<Utc>) -> Result<PrunedEvents, StoreError> {

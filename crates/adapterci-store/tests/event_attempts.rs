@@ -1,8 +1,9 @@
 //! The outbound event delivery log on SQLite and a real PostgreSQL: attempts read back per event in order, and
 //! the newest first across events; stored events read back unsettled, oldest first, until settled, a damaged row
 //! reported by its id without hiding the others; an event is taken over only once its lease has run out, by
-//! exactly one of the notifiers racing for it, or at once when its holder released it; pruning deletes only
-//! settled events older than its cutoff.
+//! exactly one of the notifiers racing for it, or at once when its holder released it, and its holder can claim
+//! it again (renewing the lease); only the holder settles it, so a notifier whose event was taken over is
+//! refused; pruning deletes only settled events older than its cutoff.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use adapterci_core::events::{
@@ -86,10 +87,10 @@ async fn stored_events_conform(store: &SeaStore) {
     assert_eq!(pending_events.len(), 2, "{pending_events:?}");
     assert_eq!(pending_events[1], pending(event("later", 2), &["http://b/hook", "http://a/hook"], lease("a", 5)));
 
-    log.settle_event("sooner").await.unwrap();
+    assert!(log.settle_event("sooner", "b").await.unwrap());
     assert_eq!(unsettled_ids(log).await, ["later"]);
-    log.settle_event("sooner").await.unwrap();
-    log.settle_event("never-recorded").await.unwrap();
+    assert!(log.settle_event("sooner", "b").await.unwrap(), "settling again changes nothing");
+    assert!(!log.settle_event("never-recorded", "b").await.unwrap());
     log.record_event(&event("sooner", 1), &endpoints(&["http://a/hook"]), &lease("b", 6)).await.unwrap();
     assert_eq!(unsettled_ids(log).await, ["later"], "recording a settled event again does not reopen it");
 
@@ -112,8 +113,11 @@ async fn stored_events_conform(store: &SeaStore) {
     assert_eq!(unsettled.pending.len(), 1);
     let later = unsettled.unreadable.iter().find(|row| row.id == "later").unwrap();
     assert!(later.reason.contains("endpoints"), "{later:?}");
+    // stored before leases existed: no owner to settle it until a notifier takes it over
+    assert!(!log.settle_event("inserted", "a").await.unwrap());
+    assert!(log.claim_event("inserted", &lease("a", 5), noon_plus(0)).await.unwrap());
     for id in ["later", "inserted", "intact"] {
-        log.settle_event(id).await.unwrap();
+        assert!(log.settle_event(id, "a").await.unwrap(), "{id}");
     }
     assert_eq!(log.unsettled_events().await.unwrap(), UnsettledEvents::default());
 }
@@ -153,7 +157,7 @@ async fn leases_conform(store: &SeaStore) {
     assert!(!log.claim_event("never-recorded", &lease("c", 60), noon_plus(50)).await.unwrap());
 
     // settled: never taken over again, and its lease stays (who finished it)
-    log.settle_event("leased").await.unwrap();
+    assert!(log.settle_event("leased", "b").await.unwrap());
     assert!(!claim("c", 60).await);
     let kept = "UPDATE registry_events SET settled = settled WHERE id = 'leased' AND claimed_by = 'b'";
     assert_eq!(store.execute_unprepared(kept).await.unwrap(), 1, "settling keeps the lease");
@@ -164,7 +168,38 @@ async fn leases_conform(store: &SeaStore) {
     store.execute_unprepared(unlease).await.unwrap();
     assert_eq!(lease_of(log, "legacy").await, None);
     assert!(log.claim_event("legacy", &lease("b", 5), noon_plus(0)).await.unwrap());
-    log.settle_event("legacy").await.unwrap();
+    assert!(log.settle_event("legacy", "b").await.unwrap());
+
+    // the holder claiming its own event again renews the lease, before it runs out (a stable instance id taking
+    // back what its previous life held); any other owner is still refused
+    log.record_event(&event("renewed", 0), &endpoints(&["http://a/hook"]), &lease("x", 30)).await.unwrap();
+    assert!(!log.claim_event("renewed", &lease("y", 40), noon_plus(1)).await.unwrap());
+    assert!(log.claim_event("renewed", &lease("x", 40), noon_plus(1)).await.unwrap(), "x takes back its own");
+    assert_eq!(lease_of(log, "renewed").await, Some(lease("x", 40)));
+    assert!(!log.claim_event("renewed", &lease("y", 50), noon_plus(35)).await.unwrap(), "held till 40 now");
+    assert!(log.settle_event("renewed", "x").await.unwrap());
+    assert!(!log.claim_event("renewed", &lease("x", 60), noon_plus(41)).await.unwrap(), "settled: not even x");
+}
+
+/// Settling is the holder's: a notifier whose lease ran out while it delivered, and whose event another has taken
+/// over, is refused and changes nothing; the new holder settles it; settling twice is harmless; a holder whose
+/// lease ran out with nobody taking over still settles.
+async fn settling_conforms(store: &SeaStore) {
+    let log: &dyn EventDeliveryLog = store;
+    log.record_event(&event("taken", 0), &endpoints(&["http://a/hook"]), &lease("a", 5)).await.unwrap();
+    assert!(log.claim_event("taken", &lease("b", 16), noon_plus(6)).await.unwrap(), "a's lease ran out");
+    assert!(!log.settle_event("taken", "a").await.unwrap(), "a no longer holds it");
+    assert_eq!(unsettled_ids(log).await, ["taken"], "a refused settle changes nothing");
+    assert_eq!(lease_of(log, "taken").await, Some(lease("b", 16)));
+    assert!(log.settle_event("taken", "b").await.unwrap(), "the new holder settles it");
+    assert!(log.settle_event("taken", "b").await.unwrap(), "settling twice is harmless");
+    assert!(!log.settle_event("taken", "a").await.unwrap(), "still refused once settled");
+    let kept = "UPDATE registry_events SET settled = settled WHERE id = 'taken' AND settled AND claimed_by = 'b'";
+    assert_eq!(store.execute_unprepared(kept).await.unwrap(), 1, "settled, b's lease kept as history");
+
+    log.record_event(&event("late", 0), &endpoints(&["http://a/hook"]), &lease("a", 5)).await.unwrap();
+    assert!(log.settle_event("late", "a").await.unwrap(), "a lease run out that nobody took over is still a's");
+    assert!(unsettled_ids(log).await.is_empty());
 }
 
 /// A notifier shutting down gives its leases up at once: its unsettled events but those it keeps (still being
@@ -175,7 +210,7 @@ async fn releases_conform(store: &SeaStore) {
     for (id, owner) in [("a-open", "a"), ("a-kept", "a"), ("a-settled", "a"), ("b-open", "b")] {
         log.record_event(&event(id, 0), &endpoints(&["http://a/hook"]), &lease(owner, 30)).await.unwrap();
     }
-    log.settle_event("a-settled").await.unwrap();
+    assert!(log.settle_event("a-settled", "a").await.unwrap());
     assert!(!log.claim_event("a-open", &lease("c", 32), noon_plus(1)).await.unwrap(), "held by a before");
 
     let kept = ["a-kept".to_string()];
@@ -194,8 +229,10 @@ async fn releases_conform(store: &SeaStore) {
     assert_eq!(log.release_events("a", &[], noon_plus(3)).await.unwrap(), 1, "a-kept: a-open is c's now");
     assert_eq!(lease_of(log, "a-open").await, Some(lease("c", 32)), "a release never takes another's event");
     assert_eq!(log.release_events("a", &[], noon_plus(3)).await.unwrap(), 0, "nothing left to release");
-    for id in ["a-open", "a-kept", "b-open"] {
-        log.settle_event(id).await.unwrap();
+    assert!(!log.settle_event("a-kept", "a").await.unwrap(), "released: a holds it no more");
+    assert!(log.claim_event("a-kept", &lease("c", 32), noon_plus(4)).await.unwrap());
+    for (id, owner) in [("a-open", "c"), ("a-kept", "c"), ("b-open", "b")] {
+        assert!(log.settle_event(id, owner).await.unwrap(), "{id}");
     }
 }
 
@@ -214,7 +251,7 @@ async fn one_of_racing_claims_wins(store: &SeaStore) {
     assert_eq!(winners.len(), 1, "{winners:?}");
     let holder = lease_of(store, "raced").await.unwrap();
     assert_eq!(holder, EventLease { owner: winners[0].clone(), until: noon_plus(30) });
-    store.settle_event("raced").await.unwrap();
+    assert!(store.settle_event("raced", &winners[0]).await.unwrap());
 }
 
 /// Whether `id` is stored, settled or not.
@@ -241,7 +278,7 @@ async fn pruning_conforms(store: &SeaStore) {
         // attempts made after the cutoff: an event's age, not its attempts', decides
         log.record_attempt(attempted(id, 1, day(20))).await.unwrap();
         if settled {
-            log.settle_event(id).await.unwrap();
+            assert!(log.settle_event(id, "a").await.unwrap());
         }
     }
     log.record_attempt(attempted("old-settled", 2, day(21))).await.unwrap();
@@ -269,6 +306,7 @@ async fn conforms(store: SeaStore) {
     stored_events_conform(&store).await;
     leases_conform(&store).await;
     releases_conform(&store).await;
+    settling_conforms(&store).await;
     one_of_racing_claims_wins(&store).await;
     let log: &dyn EventDeliveryLog = &store;
     log.record_attempt(attempt("e1", 1, Some(500), false)).await.unwrap();
