@@ -20,11 +20,13 @@
 //! to return, then gives up in one conditional write the leases it still holds, so another replica takes those
 //! events over at its next pass.
 //!
-//! Neither does a crash, given a stable instance id (adapterd's `--instance-id`, [`EventNotifier::with_instance_id`]):
-//! the id, unique among live processes, is the notifier's owner id, so the leases a crashed process left behind are
-//! its next life's, which takes them back at its first pass ([`EventNotifier::resume_pending`], at start) instead of
-//! waiting for them to run out. Only the holder of an event's lease settles it: a notifier whose lease ran out while it delivered, and
-//! whose event another took over, is refused and leaves the event to the new holder.
+//! Neither does a crash, given a stable instance id (adapterd's `--instance-id`,
+//! [`EventNotifier::with_instance_id`]): the id, unique among live processes, is the notifier's owner id, so the
+//! leases a crashed process left behind are its next life's, which takes them back at its first pass
+//! ([`EventNotifier::resume_pending`], at start) instead of waiting for them to run out.
+//!
+//! Only the holder of an event's lease settles it: a notifier whose lease ran out while it delivered, and whose
+//! event another took over, is refused and leaves the event to the new holder.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -161,8 +163,8 @@ impl EventNotifier {
     }
 
     /// Holds leases under `instance_id` instead of a fresh uuid, and takes back at its first pass
-    /// ([`EventNotifier::resume_pending`], at start in adapterd) the unsettled events that id still holds: a process that crashed with
-    /// the same id left them, so they go out at once instead of once their leases run out.
+    /// ([`EventNotifier::resume_pending`], at start in adapterd) the unsettled events that id still holds: a process
+    /// that crashed with the same id left them, so they go out at once instead of once their leases run out.
     ///
     /// The id must be unique among the live processes sharing the store: two live notifiers with one id would
     /// each take the other's events as their own and deliver them both. One process that restarts under the same
