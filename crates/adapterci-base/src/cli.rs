@@ -200,9 +200,11 @@ pub struct RecoveryArgs {
     /// afresh, and say why), and keeps the palettized base (DIR/palettized) and, without --teacher-cache, the
     /// teacher text (DIR/teacher-cache) there too, so a rerun with the same inputs skips calibration and
     /// palettization.
-    /// Once a release has succeeded, `release` removes its own checkpoints (its recovery is done) and the
-    /// palettized bases of other inputs, one line per file with the space freed; it keeps this palettized
-    /// base, the teacher text and other builds' checkpoints, and never removes a file it did not write.
+    /// Once a release has succeeded, `release` removes its own checkpoints (its recovery is done), those of
+    /// the same palettized base and spec left by a build from before the text named the folder (never
+    /// resumed), and the palettized bases of other inputs, one line per file with the space freed; it keeps
+    /// this palettized base, the teacher text and other builds' checkpoints, and never removes a file it did
+    /// not write (an old checkpoint folder holding anything else is left whole, and it says so).
     /// `recover` uses DIR itself (its release is given), and refuses a checkpoint there made on other text
     #[arg(long, value_name = "DIR")]
     pub checkpoint_dir: Option<PathBuf>,

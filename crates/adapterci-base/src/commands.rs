@@ -11,13 +11,12 @@ use adapterci_engine::allocate::{BitAnalysis, Method, arbitrary_bits, average_bp
 use adapterci_engine::calibrate::{TeacherTextSpec, chunk_tokens, compare, top1_ids};
 use adapterci_engine::device::{DeviceChoice, set_threads};
 use adapterci_engine::model::BaseModel;
-use adapterci_engine::recover::{
-    RecoveryProgress, RecoveryReport, RecoverySpec, ValidationPoint, recover_palettized, remove_checkpoint,
-};
+use adapterci_engine::recover::{RecoveryProgress, RecoveryReport, RecoverySpec, ValidationPoint, recover_palettized};
 use adapterci_engine::release::{BaseRelease, bind_recovery_adapter, check_recovery_adapter};
 use adapterci_engine::release_build::{
     BuildOptions, BuiltRelease, analyze, build_release, calibrate, keep_what_analysis_and_palettization_share,
     palettize_model, recovery_precision, recovery_text, release_file, remove_other_palettized_bases,
+    remove_recovery_checkpoints,
 };
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -399,11 +398,13 @@ fn keep_build_state(options: &mut BuildOptions, dir: &Path) {
 /// and nothing will read again: the palettized bases of other inputs (each the size of a release, one per rerun
 /// with other settings) and this build's recovery checkpoints (the recovery finished, and its adapter is in
 /// `--out`; a rerun that resumed them would, with only its budget changed, go on from a finished schedule
-/// instead of training the one that budget lays out). The palettized base of these inputs and the teacher's text
-/// stay: a rerun with the same inputs, or one that only trains otherwise, skips the sensitivities and the
-/// palettization; so do the checkpoints of other builds (interrupted ones, still resumable). Only files this tool writes are removed
-/// (never anything else in the folder), one line each with the space freed; a file that cannot be removed is
-/// reported and left.
+/// instead of training the one that budget lays out), with the checkpoint folder of the same palettized base and
+/// spec that a build from before the training text was part of the folder's name left (no build resumes it). The
+/// palettized base of these inputs and the teacher's text stay: a rerun with the same inputs, or one that only
+/// trains otherwise, skips the sensitivities and the palettization; so do the checkpoints of other builds
+/// (interrupted ones, still resumable). Only files this tool writes are removed (never anything else in the
+/// folder, and an old checkpoint folder holding anything else is left whole, with a line saying so), one line each
+/// with the space freed; a file that cannot be removed is reported and left.
 fn remove_finished_build_state(
     base: &BaseModel,
     options: &BuildOptions,
@@ -412,7 +413,7 @@ fn remove_finished_build_state(
 ) -> anyhow::Result<()> {
     let mut removals = remove_other_palettized_bases(base, options, corpus)?;
     if let Some(dir) = &built.recovery_checkpoints {
-        removals.extend(remove_checkpoint(dir));
+        removals.extend(remove_recovery_checkpoints(dir, &mut note));
     }
     for removal in removals {
         match removal.freed {

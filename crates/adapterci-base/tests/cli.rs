@@ -1,8 +1,10 @@
 //! `adapterci-base` as users run it, on the tiny model: a whole release (published to a local registry with
 //! its lineage), a rerun that reuses the palettized base kept in its checkpoint folder (and what a release that
 //! succeeds removes from that folder, and what it leaves), a rerun on other training text that does not resume the
-//! interrupted recovery and says why, the step-by-step commands, and the refusals (missing
-//! model, foreign recovery adapter, an analysis of another model, a corrupt release).
+//! interrupted recovery and says why, a release that succeeds beside the checkpoints of a build from before the text
+//! named their folder (removed when they hold only a checkpoint's files, else left and named), the step-by-step
+//! commands, and the refusals (missing model, foreign recovery adapter, an analysis of another model, a corrupt
+//! release).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -243,6 +245,72 @@ fn a_rerun_of_an_interrupted_release_with_another_corpus_share_trains_afresh_and
     assert!(output.status.success(), "{printed}");
     assert!(!printed.contains("other training text"), "{printed}");
     assert_eq!(report.unwrap()["recovery"]["resumed_from"].as_u64(), Some(2), "{printed}");
+}
+
+#[test]
+fn a_release_that_succeeds_removes_the_old_layouts_checkpoints_of_its_base_and_spec_unless_they_hold_other_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny(dir.path(), 4);
+    let state = dir.path().join("state");
+    let run = |out: &str, extra: &[&str]| {
+        let out = dir.path().join(out);
+        let mut args = vec!["release", "--model", model.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        args.extend_from_slice(SMALL);
+        args.extend_from_slice(&["--steps", "4", "--checkpoint-every", "2", "--checkpoint-dir"]);
+        args.push(state.to_str().unwrap());
+        args.extend_from_slice(extra);
+        base(&args)
+    };
+    // built but failing at the end (a name the registry refuses): its checkpoint of step 2 stays
+    let output = run("failed", &["--publish", "Not A Name"]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    // what a build from before the text named the folder left: `<spec key>`, a record without the text
+    let folder = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .find(|name| name.len() == 33 && name.as_bytes()[16] == b'-')
+        .expect("the failed build's checkpoint folder");
+    let old = state.join(&folder[..16]);
+    std::fs::rename(state.join(&folder), &old).unwrap();
+    let record_path = old.join("recovery-checkpoint.json");
+    let mut record: serde_json::Value = serde_json::from_slice(&std::fs::read(&record_path).unwrap()).unwrap();
+    assert!(record.as_object_mut().unwrap().remove("text_digest").is_some(), "{record}");
+    std::fs::write(&record_path, serde_json::to_vec(&record).unwrap()).unwrap();
+    let checkpoint =
+        ["recovery-checkpoint.json", "recovery-checkpoint.safetensors", "recovery-optimizer-00000002.safetensors"];
+    let names_in_old = || {
+        let mut names: Vec<String> =
+            std::fs::read_dir(&old).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        names
+    };
+
+    // with a file of the user's in it: the old folder is left whole, and the release says so
+    std::fs::write(old.join("notes.txt"), "mine").unwrap();
+    let output = run("kept", &[]);
+    let printed = text(&output);
+    assert!(output.status.success(), "{printed}");
+    let left = format!("recovery: left {}, the checkpoints of this base and spec from before", old.display());
+    let line = printed.lines().find(|l| l.starts_with(&left));
+    assert!(line.is_some_and(|l| l.contains("(notes.txt)")), "{printed}");
+    let removed_in_old = format!("removed {}{}", old.display(), std::path::MAIN_SEPARATOR);
+    assert!(!printed.contains(&removed_in_old), "{printed}");
+    let mut expect: Vec<&str> = checkpoint.to_vec();
+    expect.push("notes.txt");
+    expect.sort();
+    assert_eq!(names_in_old(), expect);
+
+    // with only a checkpoint's files: a release that succeeds removes them, each with the space freed, and the folder
+    std::fs::remove_file(old.join("notes.txt")).unwrap();
+    let output = run("removed", &[]);
+    let printed = text(&output);
+    assert!(output.status.success(), "{printed}");
+    assert!(!printed.contains("recovery: left"), "{printed}");
+    for file in checkpoint {
+        let line = format!("removed {} (", old.join(file).display());
+        assert!(printed.lines().any(|l| l.starts_with(&line) && l.ends_with(" freed)")), "{file}: {printed}");
+    }
+    assert!(!old.exists(), "{printed}");
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

@@ -30,7 +30,7 @@ mod validation;
 pub use checkpoint::remove_checkpoint;
 pub use checkpoint::training_text_digest;
 use checkpoint::{CheckpointState, Optimizers, Resumed, SavedOptimizers, resume, write_checkpoint};
-pub(crate) use checkpoint::{has_checkpoint, holds_checkpoint};
+pub(crate) use checkpoint::{foreign_entries, has_checkpoint, holds_checkpoint};
 pub use init::calibrated_init;
 pub use init::{best_low_rank, damped_square_root};
 pub use validation::{ValidationPoint, ValidationSet, hold_out};

@@ -37,6 +37,7 @@ use crate::recover::{
 use crate::release::bind_recovery_adapter;
 use palettized_base::{PalettizedBase, palettized_base};
 use palettized_cache::PalettizedCache;
+pub use recovery_checkpoints::remove_recovery_checkpoints;
 pub use recovery_text::recovery_text;
 pub use release_file::{release_file, tokenizer_spec};
 use steps::calibration_statistics;
@@ -152,8 +153,8 @@ pub struct BuiltRelease {
     pub report: BuildReport,
     /// The folder of this build's recovery checkpoints (under [`RecoverySpec::checkpoint_dir`], named by the
     /// palettized base, the recovery spec and the text it trained on), when the spec has one: the build is done,
-    /// so nothing in it is left to resume, and whoever keeps the build's state may remove it
-    /// ([`crate::recover::remove_checkpoint`]).
+    /// so nothing in it is left to resume, and whoever keeps the build's state may remove it, with the folder of
+    /// the same base and spec from before the text was part of the name ([`remove_recovery_checkpoints`]).
     pub recovery_checkpoints: Option<PathBuf>,
 }
 

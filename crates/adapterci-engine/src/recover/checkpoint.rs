@@ -208,6 +208,24 @@ pub fn remove_checkpoint(dir: &Path) -> Vec<Removal> {
     removed
 }
 
+/// The names of what [`remove_checkpoint`] would leave in `dir` (sorted): anything but a regular file under a
+/// name a checkpoint writes. Empty when `dir` holds only a checkpoint's files (or nothing); an error when it cannot
+/// be listed.
+pub(crate) fn foreign_entries(dir: &Path) -> std::io::Result<Vec<String>> {
+    let mut foreign = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        // a link or a folder under a recognized name is not one of ours (as for remove_recognized)
+        let file = entry.metadata().is_ok_and(|m| m.is_file());
+        if !(file && name.to_str().is_some_and(is_checkpoint_file)) {
+            foreign.push(name.to_string_lossy().into_owned());
+        }
+    }
+    foreign.sort();
+    Ok(foreign)
+}
+
 /// Whether `spec.checkpoint_dir` holds a checkpoint that a recovery with `spec` would start from (or refuse):
 /// then it needs no calibrated start.
 pub(crate) fn has_checkpoint(spec: &RecoverySpec) -> bool {
