@@ -245,10 +245,11 @@ printf 'check_chart: adapterd flags passed whole, migration Job only with Postgr
 # adapterd's and the Job's environment: plain values only for what is not secret; the database URL, webhook secrets
 # and the event signing key only by secretKeyRef to the Secret and key named (the key's default when none is)
 # (CUDA's kernel cache goes to the /tmp emptyDir: its default, $HOME/.nv, is on the read-only root)
-printf 'Deployment CUDA_CACHE_PATH=/tmp/cuda-cache\n' >"$work/cuda.txt"
+printf 'Deployment CUDA_CACHE_PATH=/tmp/cuda-cache\nDeployment ADAPTERCI_INSTANCE_ID=default/adapterci-adapterci\n' >"$work/cuda.txt"
 expect_env "$work/cuda.txt"
 cat >"$work/scale-out.txt" <<'ENV'
 Deployment CUDA_CACHE_PATH=/tmp/cuda-cache
+Deployment ADAPTERCI_INSTANCE_ID=default/adapterci-adapterci
 Deployment ADAPTERCI_DATABASE_URL=postgres://adapterci@postgres:5432/adapterci
 Deployment ADAPTERCI_REGISTRY_URL=s3://adapters/registry
 Deployment ADAPTERCI_DATASETS_URL=s3://adapters/datasets
@@ -258,6 +259,7 @@ ENV
 expect_env "$work/scale-out.txt" -f "$chart/ci/scale-out-values.yaml"
 cat >"$work/secrets.txt" <<'ENV'
 Deployment CUDA_CACHE_PATH=/tmp/cuda-cache
+Deployment ADAPTERCI_INSTANCE_ID=default/adapterci-adapterci
 Deployment ADAPTERCI_DATABASE_URL<-secret adapterci-db/postgres-url
 Deployment ADAPTERCI_WEBHOOK_SECRET_GITHUB_DATASETS<-secret adapterci-webhooks/github.token
 Deployment ADAPTERCI_WEBHOOK_SECRET_HF_DATASETS<-secret adapterci-webhooks/hf-datasets
@@ -563,6 +565,7 @@ render_kube() { # [helm args...]: the manifests in $work/kube.yaml, kube_of's li
 }
 cat >"$work/kube-env.txt" <<'ENV'
 Deployment CUDA_CACHE_PATH=/tmp/cuda-cache
+Deployment ADAPTERCI_INSTANCE_ID=ml-training/adapterci-adapterci
 Deployment ADAPTERCI_REGISTRY_URL=s3://adapters/registry
 Deployment ADAPTERCI_DATASETS_URL=s3://adapters/datasets
 Deployment ADAPTERCI_EXECUTOR=kubernetes
