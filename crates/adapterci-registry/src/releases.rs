@@ -100,15 +100,26 @@ impl ReleaseStore {
     }
 
     /// Uploads the release in `dir` (`base.safetensors`, and `recovery.safetensors` when there), whose digest is
-    /// `release`, unless the store already has it with the same files. The local weights are hashed first and must
-    /// hash to `release`: a damaged local release is refused, never published for replicas to fetch.
+    /// `release`, unless the store already has it: its file list there names the same files with the same sizes, and
+    /// the objects have them (a release's folder is named by its digest and its files are written whole, so a size
+    /// check suffices and nothing is hashed then). Otherwise the local files are hashed, and the weights must hash to
+    /// `release`: a damaged local release is refused, never published for replicas to fetch.
     pub async fn upload(&self, release: &Digest, dir: &FsPath) -> Result<ReleaseUpload, RegistryError> {
-        let mut files = Vec::new();
+        let mut sizes = Vec::new();
         for name in RELEASE_FILES {
             let path = dir.join(name);
-            if name == RELEASE_RECOVERY_FILE && !path.is_file() {
-                continue;
+            match tokio::fs::metadata(&path).await {
+                Ok(meta) => sizes.push((name, meta.len())),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound && name == RELEASE_RECOVERY_FILE => {}
+                Err(err) => return Err(local_error("read", &path, &err)),
             }
+        }
+        if self.holds(release, &sizes).await? {
+            return Ok(ReleaseUpload::AlreadyPresent);
+        }
+        let mut files = Vec::new();
+        for (name, _) in sizes {
+            let path = dir.join(name);
             let (digest, size) = hash_local_file(&path).await?;
             if name == RELEASE_WEIGHTS_FILE && digest != *release {
                 return Err(RegistryError::DigestMismatch {
@@ -124,9 +135,6 @@ impl ReleaseStore {
             release_digest: release.clone(),
             files: files.iter().map(|(_, file)| file.clone()).collect(),
         };
-        if self.holds(&index).await? {
-            return Ok(ReleaseUpload::AlreadyPresent);
-        }
         for (path, file) in &files {
             self.put_file(path, &self.location(release, &file.name), file.size).await?;
         }
@@ -232,24 +240,25 @@ impl ReleaseStore {
         Ok(Some(index))
     }
 
-    /// Whether the store has a release with exactly `index`'s files, each of its listed size.
-    async fn holds(&self, index: &ReleaseIndex) -> Result<bool, RegistryError> {
-        let stored = match self.read_index(&index.release_digest).await {
+    /// Whether the store has release `release` with exactly the files `sizes` names, each of its size.
+    async fn holds(&self, release: &Digest, sizes: &[(&str, u64)]) -> Result<bool, RegistryError> {
+        let stored = match self.read_index(release).await {
             Ok(Some(stored)) => stored,
             Ok(None) => return Ok(false),
             Err(error) => {
                 // a damaged list is replaced by the upload
-                tracing::warn!(release = %index.release_digest, %error, "replacing an unreadable release file list");
+                tracing::warn!(release = %release, %error, "replacing an unreadable release file list");
                 return Ok(false);
             }
         };
-        if stored != *index {
+        let listed: Vec<(&str, u64)> = stored.files.iter().map(|file| (file.name.as_str(), file.size)).collect();
+        if listed.len() != sizes.len() || !sizes.iter().all(|file| listed.contains(file)) {
             return Ok(false);
         }
-        for file in &index.files {
-            let location = self.location(&index.release_digest, &file.name);
+        for (name, size) in sizes {
+            let location = self.location(release, name);
             match self.store.head(&location).await {
-                Ok(meta) if meta.size == file.size => {}
+                Ok(meta) if meta.size == *size => {}
                 Ok(_) | Err(object_store::Error::NotFound { .. }) => return Ok(false),
                 Err(err) => return Err(store_error("stat", &location, err)),
             }
