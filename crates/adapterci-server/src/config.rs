@@ -42,6 +42,13 @@ pub struct ServerConfig {
     /// Do not start the embedded inference worker.
     #[arg(long)]
     pub no_worker: bool,
+    /// Serve only: the read and inference routes of the API and the worker's refresh loop, on the same database
+    /// and registry as the adapterd that runs the controller. No controller loop, base-model watcher, outbound
+    /// events or training; requests that change state are refused (409). A base release an adapter is bound to is
+    /// fetched from the registry's store into this adapterd's releases folder. For serving replicas: PostgreSQL and
+    /// an object store every replica reaches (`s3://`, or a directory shared with the controller's adapterd).
+    #[arg(long, env = env_vars::ADAPTERCI_SERVE_ONLY, conflicts_with = "no_worker")]
+    pub serve_only: bool,
     /// Threads for libtorch (0: libtorch's default).
     #[arg(long, env = env_vars::ADAPTERCI_THREADS, default_value_t = 0)]
     pub threads: usize,
@@ -297,6 +304,14 @@ mod tests {
         assert_eq!(config.kube_job_ttl_secs, 3600);
         assert_eq!(config.kube_start_timeout_secs, 1800);
         assert!(ServerConfig::try_parse_from(["adapterd", "--kube-job-ttl-secs", "0"]).is_err(), "gone too soon");
+    }
+
+    #[test]
+    fn serving_only_is_off_unless_asked_and_needs_the_worker() {
+        assert!(!ServerConfig::try_parse_from(["adapterd"]).unwrap().serve_only);
+        assert!(ServerConfig::try_parse_from(["adapterd", "--serve-only"]).unwrap().serve_only);
+        let error = ServerConfig::try_parse_from(["adapterd", "--serve-only", "--no-worker"]).unwrap_err().to_string();
+        assert!(error.contains("--serve-only") && error.contains("--no-worker"), "{error}");
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub const ADAPTERCI_EVENT_RETENTION_DAYS: &str = "ADAPTERCI_EVENT_RETENTION_DAYS
 /// on one database (`--instance-id`): its registry event leases are held under it, so a restart after a crash takes
 /// back at once the events the dead process held.
 pub const ADAPTERCI_INSTANCE_ID: &str = "ADAPTERCI_INSTANCE_ID";
+/// `true` runs adapterd as a serving replica (`--serve-only`): the read and inference routes and the worker only.
+pub const ADAPTERCI_SERVE_ONLY: &str = "ADAPTERCI_SERVE_ONLY";
 /// Where `adapterd train-job --staged` caches base models by digest (default `/tmp/adapterci-bases`).
 pub const ADAPTERCI_BASE_CACHE: &str = "ADAPTERCI_BASE_CACHE";
 /// Where runs train (`--executor`: `process`, `thread` or `kubernetes`).

@@ -111,7 +111,7 @@ impl From<WorkerError> for AppError {
             WorkerError::UnknownModel(_) => ErrorCode::NotFound,
             WorkerError::BaseMismatch { .. } => ErrorCode::Conflict,
             WorkerError::InvalidRequest(_) => ErrorCode::InvalidRequest,
-            WorkerError::Registry(_) => ErrorCode::BadGateway,
+            WorkerError::Registry(_) | WorkerError::ReleaseFetch { .. } => ErrorCode::BadGateway,
             WorkerError::Engine(_) => ErrorCode::Internal,
             WorkerError::EngineStopped => ErrorCode::Unavailable,
         };
@@ -136,6 +136,8 @@ pub enum ServerError {
     Worker(#[from] WorkerError),
     #[error("--executor kubernetes: {0}")]
     Kubernetes(String),
+    #[error("--serve-only: {0}")]
+    ServeOnly(String),
     #[error("cannot locate adapterd's own executable to run training jobs with (name one with --trainer): {0}")]
     Trainer(std::io::Error),
 }

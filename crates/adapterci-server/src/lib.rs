@@ -13,6 +13,7 @@ mod job_files;
 pub mod kube_launcher;
 pub mod process_launcher;
 mod routes;
+pub mod serve_only;
 pub mod staging;
 mod startup;
 mod state;

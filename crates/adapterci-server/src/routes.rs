@@ -50,6 +50,7 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         .route(routes::COMPLETIONS, post(inference::completions))
         .route(routes::CHAT_COMPLETIONS, post(inference::chat_completions))
         .route(routes::MODELS, get(inference::models))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::serve_only::refuse_state_changes))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }

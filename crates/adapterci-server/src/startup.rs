@@ -1,5 +1,6 @@
 //! Start-up and shutdown of adapterd: open the stores, hash the base models, load the worker, spawn the
-//! controller and worker loops, serve HTTP.
+//! controller and worker loops, serve HTTP. With `--serve-only` only the worker's refresh loop and HTTP run (a
+//! serving replica; see `serve_only.rs`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,7 +14,7 @@ use adapterci_core::Digest;
 use adapterci_core::ports::{AdapterVersionRecord, SystemClock};
 use adapterci_engine::backend::EngineBackend;
 use adapterci_engine::device::DeviceChoice;
-use adapterci_registry::{ObjectStoreDatasetSource, ObjectStoreRegistry, open_object_store};
+use adapterci_registry::{ObjectStoreDatasetSource, ObjectStoreRegistry, ReleaseStore, open_object_store};
 use adapterci_store::SeaStore;
 use adapterci_worker::{Worker, WorkerConfig};
 use tokio::sync::watch;
@@ -22,6 +23,7 @@ use tokio::task::JoinHandle;
 use crate::base_release::EngineBaseReleaseBuilder;
 use crate::events::{DeliveryPolicy, EventNotifier, PublishEvents};
 use crate::kube_launcher::{JobTemplate, KubernetesLauncher, KubernetesSettings};
+use crate::serve_only::{RegistryReleaseSource, upload_local_releases};
 use crate::staging::Staging;
 use crate::{AppState, MergedExports, ProcessLauncher, ServerConfig, ServerError, ThreadExecutor, app};
 
@@ -95,10 +97,15 @@ async fn digest_file(name: &str, path: PathBuf) -> Result<ResolvedBase, ServerEr
 
 /// The base-model watcher's loop: every `interval`, rebase the catalog models whose content changed (a build
 /// runs to its end before the next check; one that broke is tried again at the next check).
+///
+/// Every release in the releases folder goes to the registry's store (`releases`) at start and after each check,
+/// unless it is there already, so serving replicas (`--serve-only`) can fetch the release an adapter is bound to; a
+/// release is uploaded before its rebase queues any retrain, and a failed upload is retried at the next check.
 async fn watch_base_models(
     controller: Arc<Controller>,
     catalog: Arc<WatchedBaseModels>,
     builder: EngineBaseReleaseBuilder,
+    releases: ReleaseStore,
     interval: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -107,6 +114,7 @@ async fn watch_base_models(
     if let Err(error) = tokio::task::spawn_blocking(move || legacy.remove_legacy_state()).await {
         tracing::warn!(%error, "removing the previous layout's build state failed");
     }
+    let builder = UploadingBuilder { builder, releases: releases.clone() };
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -129,6 +137,7 @@ async fn watch_base_models(
                         Err(error) => tracing::warn!(model, %error, "base model rebase failed"),
                     }
                 }
+                upload_local_releases(&releases, &builder.builder.dir).await;
             }
             changed = shutdown.changed() => {
                 if changed.is_err() || *shutdown.borrow() {
@@ -136,6 +145,31 @@ async fn watch_base_models(
                 }
             }
         }
+    }
+}
+
+/// The engine's builder, each release it passes uploaded to the registry's store before the rebase goes on to
+/// retrain (and publish) adapters bound to it, so no replica sees such an adapter before it can fetch the release.
+struct UploadingBuilder {
+    builder: EngineBaseReleaseBuilder,
+    releases: ReleaseStore,
+}
+
+#[async_trait::async_trait]
+impl adapterci_core::base_release::BaseReleaseBuilder for UploadingBuilder {
+    async fn build(
+        &self,
+        request: adapterci_core::base_release::BaseReleaseRequest,
+    ) -> Result<adapterci_core::base_release::BaseReleaseOutcome, adapterci_core::base_release::BaseReleaseError> {
+        let outcome = self.builder.build(request).await?;
+        if let adapterci_core::base_release::BaseReleaseOutcome::Released { release_digest } = &outcome {
+            let dir = self.builder.dir.join(release_digest.hex());
+            // not a failed build: the release is whole here, and the watcher's next pass retries the upload
+            if let Err(error) = self.releases.upload(release_digest, &dir).await {
+                tracing::error!(release = %release_digest, %error, "base release not uploaded for serving replicas; retried at the next check");
+            }
+        }
+        Ok(outcome)
     }
 }
 
@@ -173,7 +207,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     }
     // the Kubernetes executor's template and staging store are checked before anything else is opened
     let kubernetes = match config.executor {
-        crate::config::ExecutorKind::Kubernetes => Some(kubernetes_settings(&config)?),
+        crate::config::ExecutorKind::Kubernetes if !config.serve_only => Some(kubernetes_settings(&config)?),
         _ => None,
     };
     let database_url = config.database_url();
@@ -236,7 +270,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         );
         controller.set_launcher(Arc::new(KubernetesLauncher::new(client, settings)));
     }
-    if config.executor == crate::config::ExecutorKind::Process {
+    if config.executor == crate::config::ExecutorKind::Process && !config.serve_only {
         let program = match &config.trainer {
             Some(program) => program.clone(),
             None => std::env::current_exe().map_err(ServerError::Trainer)?,
@@ -266,6 +300,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     });
     crate::events::subscribers_from_env().into_iter().for_each(|subscriber| events.add_subscriber(subscriber));
     controller.add_publish_listener(Arc::new(PublishEvents(events.clone())));
+    let releases = registry.releases();
     let worker = match (config.no_worker, served_base) {
         (false, Some(base)) => {
             let worker = Worker::start(
@@ -276,6 +311,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                     adapter_cache_bytes: config.adapter_cache_mib << 20,
                     refresh_interval: Duration::from_secs(config.refresh_secs.max(1)),
                     releases_dir: Some(config.releases_dir()),
+                    // a release built by another adapterd (this one serving only, or after a move) is fetched
+                    release_source: Some(Arc::new(RegistryReleaseSource(releases.clone()))),
                 },
                 registry,
             )
@@ -285,14 +322,25 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         }
         _ => None,
     };
+    if config.serve_only && worker.is_none() {
+        return Err(ServerError::ServeOnly("no base model to serve (the model catalog is empty)".to_string()));
+    }
 
     let (shutdown, shutdown_receiver) = watch::channel(false);
     // A zero interval turns a loop off: tests then drive the controller and the worker step by step.
     let mut tasks = Vec::new();
-    if config.tick_ms > 0 {
+    if config.serve_only {
+        tracing::info!("serving only: no controller loop, base-model watcher, outbound events or training here");
+    }
+    if config.tick_ms > 0 && !config.serve_only {
         tasks.push(tokio::spawn(controller.clone().run_until(shutdown_receiver.clone())));
     }
-    if config.base_watch_ms > 0 {
+    if config.base_watch_ms == 0 && !config.serve_only {
+        // no watcher to upload them: the releases built before (by an earlier adapterd) go once, in the background
+        let (releases, dir) = (releases.clone(), config.releases_dir());
+        tasks.push(tokio::spawn(async move { upload_local_releases(&releases, &dir).await }));
+    }
+    if config.base_watch_ms > 0 && !config.serve_only {
         let builder = EngineBaseReleaseBuilder {
             models: model_paths,
             dir: config.releases_dir(),
@@ -310,6 +358,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             controller.clone(),
             watched_models,
             builder,
+            releases,
             Duration::from_millis(config.base_watch_ms),
             shutdown_receiver.clone(),
         )));
@@ -321,14 +370,18 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     // first attempt) go out again, to the subscribers configured now, once their lease has run out: at start, and
     // every minute after, so a replica also takes over what another one left. Settled events past the retention
     // are deleted at start and daily.
-    tasks.push(tokio::spawn(events.clone().run_until(config.event_retention(), shutdown_receiver.clone())));
+    // A serving replica takes no events over: the controller's adapterd delivers them.
+    if !config.serve_only {
+        tasks.push(tokio::spawn(events.clone().run_until(config.event_retention(), shutdown_receiver.clone())));
+    }
     let state = AppState {
         controller,
         worker,
         registry: Some(admin_registry),
         run_metrics: Some(run_metrics),
-        events: Some(events),
+        events: (!config.serve_only).then_some(events),
         merged_exports: MergedExports::new(config.scratch_dir(), config.max_merged_exports),
+        serve_only: config.serve_only,
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

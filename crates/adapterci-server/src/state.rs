@@ -22,6 +22,8 @@ pub struct AppState {
     pub run_metrics: Option<Arc<dyn adapterci_core::run_metrics::RunMetricsStore>>,
     /// Where merged exports are written before they are sent, and how many may run at once.
     pub merged_exports: MergedExports,
+    /// adapterd serves only (`--serve-only`): requests that change state are refused (`serve_only.rs`).
+    pub serve_only: bool,
 }
 
 /// What merged exports (`routes/merged.rs`) share.

@@ -14,6 +14,12 @@ pub enum WorkerError {
         "adapter {adapter} version {version} was trained for base model {expected}, but this worker serves {actual}: refused"
     )]
     BaseMismatch { adapter: String, version: u64, expected: Digest, actual: Digest },
+    /// The adapter is bound to a base release that neither the releases folder nor the release source has whole:
+    /// `error` names the release and the key looked for (missing, or its bytes not of its digest).
+    #[error(
+        "adapter {adapter} version {version} is bound to base release {release}, which could not be fetched: {error}"
+    )]
+    ReleaseFetch { adapter: String, version: u64, release: Digest, error: Box<RegistryError> },
     #[error("invalid request: {0}")]
     InvalidRequest(String),
     #[error(transparent)]

@@ -1,6 +1,7 @@
 //! The inference worker: pulls published adapter versions from the registry, verifies them (content digest and
 //! base binding), keeps them in a memory-bounded cache keyed by manifest digest, swaps the served version
-//! atomically, and answers completion requests.
+//! atomically, and answers completion requests. A version bound to a base release the worker's releases folder
+//! lacks is served once the release is fetched from its [`ReleaseSource`] (the registry's store), verified.
 //!
 //! The engine is synchronous and its tensors are not `Sync`, so one dedicated thread owns the base model and the
 //! adapter cache; async callers talk to it over a channel and never block a tokio worker.
@@ -12,5 +13,6 @@ mod worker;
 
 pub use error::WorkerError;
 pub use worker::{
-    BASE_MODEL_ALIAS, CompletionOutput, Prompt, SamplingRequest, ServedAdapter, ServedModel, Worker, WorkerConfig,
+    BASE_MODEL_ALIAS, CompletionOutput, Prompt, ReleaseSource, SamplingRequest, ServedAdapter, ServedModel, Worker,
+    WorkerConfig,
 };

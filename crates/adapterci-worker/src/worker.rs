@@ -1,12 +1,12 @@
 //! The worker's async API: which adapters are served, pulling new versions, and completions.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use adapterci_core::manifest::ADAPTER_WEIGHTS_FILE;
-use adapterci_core::ports::{AdapterRegistry, AdapterVersionRecord, ResolvedVersion};
+use adapterci_core::ports::{AdapterRegistry, AdapterVersionRecord, RegistryError, ResolvedVersion};
 use adapterci_core::{AdapterName, Digest};
 use adapterci_engine::chat::ChatMessage;
 use adapterci_engine::device::DeviceChoice;
@@ -34,6 +34,19 @@ pub struct WorkerConfig {
     /// writes them): an adapter bound to one of them is served on that release, loaded on first use. `None`:
     /// only adapters bound to `model_path` are served.
     pub releases_dir: Option<PathBuf>,
+    /// Where a base release missing from `releases_dir` is fetched from (the registry's store, where the adapterd
+    /// that builds releases uploads them), so that a replica on another machine serves adapters bound to it.
+    /// `None`: a release not in `releases_dir` is not served.
+    pub release_source: Option<Arc<dyn ReleaseSource>>,
+}
+
+/// A place base releases are fetched from: adapterd wires the registry's `ReleaseStore`; tests wire the same.
+#[async_trait::async_trait]
+pub trait ReleaseSource: Send + Sync + std::fmt::Debug {
+    /// Puts the files of release `release` into `releases_dir/<release digest hex>/`, each checked against its
+    /// digest before it takes its name, and returns the path of its weights. An error names the release and where
+    /// it was looked for.
+    async fn fetch_release(&self, release: &Digest, releases_dir: &Path) -> Result<PathBuf, RegistryError>;
 }
 
 /// What a prompt is.
@@ -177,15 +190,40 @@ impl Worker {
         path.is_file().then(|| Some(OtherBase { digest: digest.clone(), path }))
     }
 
-    /// Verifies the base binding, fetches the weights (digest-verified by the registry) and loads them.
-    async fn pull(&self, resolved: ResolvedVersion) -> Result<ServedAdapter, WorkerError> {
-        let ResolvedVersion { record, manifest } = resolved;
-        let base = self.base_of(&manifest.lineage.base_model_digest).ok_or_else(|| WorkerError::BaseMismatch {
+    /// The base an adapter bound to `digest` runs on, fetching the release from the release source when the
+    /// releases folder does not have it; an error when there is no such base here or there.
+    async fn base_or_fetch(
+        &self,
+        record: &AdapterVersionRecord,
+        digest: &Digest,
+    ) -> Result<Option<OtherBase>, WorkerError> {
+        if let Some(base) = self.base_of(digest) {
+            return Ok(base);
+        }
+        let mismatch = || WorkerError::BaseMismatch {
             adapter: record.name.to_string(),
             version: record.version,
-            expected: manifest.lineage.base_model_digest.clone(),
+            expected: digest.clone(),
             actual: self.engine.base.digest.clone(),
+        };
+        let (Some(dir), Some(source)) = (&self.config.releases_dir, &self.config.release_source) else {
+            return Err(mismatch());
+        };
+        tracing::info!(adapter = %record.name, version = record.version, release = %digest, "fetching the base release the adapter is bound to");
+        let path = source.fetch_release(digest, dir).await.map_err(|error| WorkerError::ReleaseFetch {
+            adapter: record.name.to_string(),
+            version: record.version,
+            release: digest.clone(),
+            error: Box::new(error),
         })?;
+        Ok(Some(OtherBase { digest: digest.clone(), path }))
+    }
+
+    /// Verifies the base binding (fetching a missing base release), fetches the weights (digest-verified by the
+    /// registry) and loads them.
+    async fn pull(&self, resolved: ResolvedVersion) -> Result<ServedAdapter, WorkerError> {
+        let ResolvedVersion { record, manifest } = resolved;
+        let base = self.base_or_fetch(&record, &manifest.lineage.base_model_digest).await?;
         let weights = manifest.file(ADAPTER_WEIGHTS_FILE).ok_or_else(|| {
             WorkerError::Engine(format!("manifest {} lists no {ADAPTER_WEIGHTS_FILE}", record.manifest_digest))
         })?;
