@@ -8,8 +8,9 @@
 # security and, unless migration.* says otherwise, its pull secrets, priority and scheduling; its account created as a
 # hook before it, both deleted by Helm once they succeeded), the Kubernetes executor's (executor: kubernetes) Role,
 # RoleBinding, adapterd's environment and token and the training pods' template (exactly, and as a valid batch/v1
-# Job's: adapterd's pull secrets, their own priority), none of it rendered with the default executor, and bad values
-# refused by values.schema.json (or the templates) with the field named.
+# Job's: adapterd's pull secrets, their own priority), none of it rendered with the default executor, the serving
+# replicas (serving.replicas: adapterd --serve-only, their Service, environment and pods; none by default), and bad
+# values refused by values.schema.json (or the templates) with the field named.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 chart="$repo/charts/adapterci"
@@ -731,6 +732,120 @@ done
 printf 'check_chart: executor kubernetes: %s\n' \
   "Role, RoleBinding, adapterd's env and token, the pod template (a valid Job's) as expected; none by default" >&2
 
+# serving replicas (serving.replicas): none by default or in any other values file; with ci/serving-values.yaml a
+# Deployment <fullname>-serve of that many pods running adapterd --serve-only with adapterd's settings as flags, the
+# database, registry, datasets and S3 credentials as adapterd's (no instance id, executor, webhook secrets or event
+# webhooks: a replica delivers and trains nothing), adapterd's account without a token and its security contexts, its
+# own labels (adapterd's Service does not pick it), resources and scheduling, /data an emptyDir of dataSizeLimit, and
+# a Service of its own selecting exactly its pods
+serve_of() { # the facts of the serving Deployment and Service in rendered manifests ($1), one line each
+  "$(dirname "$validate")/python" - "$1" <<'PY'
+import json, sys, yaml
+for doc in yaml.safe_load_all(open(sys.argv[1])):
+    if not doc:
+        continue
+    kind, name = doc["kind"], doc["metadata"]["name"]
+    if kind == "Deployment":
+        spec = doc["spec"]
+        print(f"Deployment {name} replicas={spec['replicas']}")
+        print(f"Deployment {name} selector={json.dumps(spec['selector']['matchLabels'], sort_keys=True)}")
+        pod = spec["template"]["spec"]
+        for container in pod["containers"]:
+            for arg in container.get("args") or []:
+                print(f"Deployment {name} arg {arg}")
+            print(f"Deployment {name} resources={json.dumps(container.get('resources'), sort_keys=True)}")
+        for volume in pod.get("volumes") or []:
+            print(f"Deployment {name} volume {volume['name']} {json.dumps({k: v for k, v in volume.items() if k != 'name'}, sort_keys=True)}")
+    elif kind == "Service":
+        spec = doc["spec"]
+        print(f"Service {name} type={spec['type']} selector={json.dumps(spec['selector'], sort_keys=True)}")
+        for port in spec["ports"]:
+            print(f"Service {name} port {port['port']}->{port['targetPort']}")
+PY
+}
+for values in "" "$chart"/ci/*-values.yaml; do
+  [ "$values" = "$chart/ci/serving-values.yaml" ] && continue
+  args=()
+  [ -n "$values" ] && args=(-f "$values")
+  "$helm" template adapterci "$chart" "${args[@]}" >"$work/rendered.yaml"
+  grep -E 'serve-only|adapterci-serve' "$work/rendered.yaml" >&2 && fail "serving replicas render for ${values:-the defaults}"
+done
+serving_values=(-f "$chart/ci/serving-values.yaml")
+"$helm" template adapterci "$chart" "${serving_values[@]}" --show-only templates/serving.yaml >"$work/serve.yaml" \
+  || fail "no serving replicas with ci/serving-values.yaml"
+serve_of "$work/serve.yaml" >"$work/serve.txt"
+cat >"$work/serve-expected.txt" <<'SERVE'
+Service adapterci-adapterci-serve type=LoadBalancer selector={"app.kubernetes.io/component": "serve", "app.kubernetes.io/instance": "adapterci", "app.kubernetes.io/name": "adapterci-serve"}
+Service adapterci-adapterci-serve port 80->http
+Deployment adapterci-adapterci-serve replicas=3
+Deployment adapterci-adapterci-serve selector={"app.kubernetes.io/component": "serve", "app.kubernetes.io/instance": "adapterci", "app.kubernetes.io/name": "adapterci-serve"}
+Deployment adapterci-adapterci-serve arg --serve-only
+Deployment adapterci-adapterci-serve arg --listen=0.0.0.0:8080
+Deployment adapterci-adapterci-serve arg --data-dir=/data
+Deployment adapterci-adapterci-serve arg --threads=0
+Deployment adapterci-adapterci-serve arg --max-merged-exports=1
+Deployment adapterci-adapterci-serve arg --max-body-mib=256
+Deployment adapterci-adapterci-serve arg --adapter-cache-mib=512
+Deployment adapterci-adapterci-serve arg --model=smollm2-135m-instruct=/models/SmolLM2-135M-Instruct.Q4_1.gguf
+Deployment adapterci-adapterci-serve resources={"limits": {"memory": "12Gi", "nvidia.com/gpu": 1}, "requests": {"cpu": "2", "memory": "4Gi"}}
+Deployment adapterci-adapterci-serve volume data {"emptyDir": {"sizeLimit": "20Gi"}}
+Deployment adapterci-adapterci-serve volume models {"persistentVolumeClaim": {"claimName": "adapterci-models", "readOnly": true}}
+Deployment adapterci-adapterci-serve volume tmp {"emptyDir": {}}
+SERVE
+diff -u "$work/serve-expected.txt" "$work/serve.txt" >&2 || fail "the serving replicas differ (- expected, + rendered)"
+env_of "$work/serve.yaml" >"$work/env.txt"
+cat >"$work/serve-env.txt" <<'ENV'
+Deployment CUDA_CACHE_PATH=/tmp/cuda-cache
+Deployment ADAPTERCI_DATABASE_URL<-secret adapterci-db/url
+Deployment ADAPTERCI_REGISTRY_URL=s3://adapters/registry
+Deployment ADAPTERCI_DATASETS_URL=s3://adapters/datasets
+Deployment ADAPTERCI_LOG=info
+Deployment envFrom secret adapterci-s3
+ENV
+diff -u "$work/serve-env.txt" "$work/env.txt" >&2 || fail "the serving replicas' environment differs (- expected, + rendered)"
+pod_of "$work/serve.yaml" >"$work/pods.txt"
+cat >"$work/serve-pods.txt" <<'PODS'
+Deployment pod serviceAccountName=adapterci-adapterci
+Deployment pod automountServiceAccountToken=false
+Deployment pod securityContext.fsGroup=65532
+Deployment pod securityContext.fsGroupChangePolicy=OnRootMismatch
+Deployment pod securityContext.runAsGroup=65532
+Deployment pod securityContext.runAsNonRoot=true
+Deployment pod securityContext.runAsUser=65532
+Deployment pod securityContext.seccompProfile.type=RuntimeDefault
+Deployment pod nodeSelector.nvidia.com/gpu.present=true
+Deployment pod tolerations[0].effect=NoSchedule
+Deployment pod tolerations[0].key=nvidia.com/gpu
+Deployment pod tolerations[0].operator=Exists
+Deployment pod labels.app.kubernetes.io/component=serve
+Deployment pod labels.app.kubernetes.io/instance=adapterci
+Deployment pod labels.app.kubernetes.io/name=adapterci-serve
+Deployment adapterd securityContext.allowPrivilegeEscalation=false
+Deployment adapterd securityContext.capabilities.drop=["ALL"]
+Deployment adapterd securityContext.readOnlyRootFilesystem=true
+Deployment adapterd limits.nvidia.com/gpu=1
+Deployment adapterd mount /data<-emptyDir
+Deployment adapterd mount /models<-persistentVolumeClaim read-only
+Deployment adapterd mount /tmp<-emptyDir
+PODS
+diff -u "$work/serve-pods.txt" "$work/pods.txt" >&2 \
+  || fail "the serving replicas' account, security or scheduling differ (- expected, + rendered)"
+# adapterd's Service picks adapterd's pod only; without serving.* scheduling the replicas are scheduled as adapterd
+"$helm" template adapterci "$chart" "${serving_values[@]}" --show-only templates/service.yaml >"$work/service.yaml"
+serve_of "$work/service.yaml" | grep -qxF 'Service adapterci-adapterci type=ClusterIP selector={"app.kubernetes.io/instance": "adapterci", "app.kubernetes.io/name": "adapterci"}' \
+  || fail "adapterd's Service selects more than adapterd's pod"
+"$helm" template adapterci "$chart" -f "$chart/ci/eks-gpu-values.yaml" -f "$chart/ci/serving-values.yaml" \
+  --set serving.nodeSelector=null,serving.tolerations=null --show-only templates/serving.yaml >"$work/serve.yaml" \
+  || fail "no serving replicas on the GPU pool's values"
+pod_of "$work/serve.yaml" >"$work/pods.txt"
+for line in 'Deployment pod nodeSelector.nvidia.com/gpu.present=true' 'Deployment pod tolerations[0].key=nvidia.com/gpu' \
+  'Deployment pod priorityClassName=adapterci-serving' 'Deployment pod imagePullSecrets[0].name=registry-credentials' \
+  'Deployment pod labels.team=ml-platform' \
+  'Deployment pod affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].key=nvidia.com/gpu.product'; do
+  grep -qxF "$line" "$work/pods.txt" || { cat "$work/pods.txt" >&2; fail "the serving replicas lack adapterd's $line"; }
+done
+printf 'check_chart: serving replicas: the Deployment, its Service, environment and pods as expected; none by default\n' >&2
+
 # each bad value is refused, and the error names where it is, every place after the setting (--set-string keeps a
 # value a string; --set types it; one setting may set several values, comma separated)
 count=0
@@ -889,5 +1004,20 @@ done <<'BAD'
 --set-string|trainer.priorityClassName=Training_Low|'/trainer/priorityClassName'
 --set|trainer.priorityClassName=100|'/trainer/priorityClassName'
 --set-string|trainer.imagePullSecrets[0].name=registry-credentials|'/trainer'|additional properties 'imagePullSecrets'
+--set|serving.replicas=2|serving.replicas 2|database.url or database.existingSecret (PostgreSQL)
+--set|serving.replicas=1,database.url=postgres://db/a|serving.replicas 1|registry.url ""|s3://
+--set|serving.replicas=1,database.existingSecret=adapterci-db,registry.url=file:///srv/registry|registry.url "file:///srv/registry"|s3://
+--set|serving.replicas=-1|'/serving/replicas'
+--set-string|serving.replicas=2|'/serving/replicas'
+--set|serving.replicas=1.5|'/serving/replicas'
+--set-string|serving.dataSizeLimit=lots|'/serving/dataSizeLimit'
+--set|serving.dataSizeLimit=10|'/serving/dataSizeLimit'
+--set-string|serving.service.type=Ingress|'/serving/service/type'
+--set|serving.service.port=0|'/serving/service/port'
+--set-string|serving.resources=small|'/serving/resources'
+--set-string|serving.nodeSelector=gpu|'/serving/nodeSelector'
+--set-string|serving.tolerations.key=nvidia.com/gpu|'/serving/tolerations'
+--set-string|serving.image=adapterci/other|'/serving'|additional properties 'image'
+--set-string|serving=3|'/serving'
 BAD
 printf 'check_chart: %d bad values refused, each naming its field\n' "$count" >&2

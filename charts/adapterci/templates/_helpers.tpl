@@ -286,3 +286,35 @@ spec:
       emptyDir:
         sizeLimit: {{ .Values.trainer.tmpSizeLimit | quote }}
 {{- end -}}
+
+{{- /* The serving replicas' selector labels: their own name and component, so that adapterd's Service (the chart's
+name and instance) never picks them and theirs picks nothing else */ -}}
+{{- define "adapterci.servingSelectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}-serve
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: serve
+{{- end -}}
+
+{{- /* The serving replicas' pod labels: adapterd's podLabels under their selector labels, which win */ -}}
+{{- define "adapterci.servingPodLabels" -}}
+{{- $labels := deepCopy (.Values.podLabels | default dict) }}
+{{- $_ := set $labels "app.kubernetes.io/name" (printf "%s-serve" .Chart.Name) }}
+{{- $_ := set $labels "app.kubernetes.io/instance" .Release.Name }}
+{{- $_ := set $labels "app.kubernetes.io/component" "serve" }}
+{{- toYaml $labels }}
+{{- end -}}
+
+{{- /* What serving replicas cannot work with, refused naming the values: they open the same database and registry as
+adapterd from other pods, so SQLite (a file on adapterd's ReadWriteOnce volume) and a registry on that volume (not
+s3://) are out */ -}}
+{{- define "adapterci.servingChecks" -}}
+{{- $replicas := int64 .Values.serving.replicas }}
+{{- if not (include "adapterci.postgres" .) }}
+{{- $what := "serving.replicas %d: serving replicas share adapterd's database, and SQLite is a file on adapterd's volume:" }}
+{{- fail (printf (print $what " set database.url or database.existingSecret (PostgreSQL)") $replicas) }}
+{{- end }}
+{{- if not (hasPrefix "s3://" .Values.registry.url) }}
+{{- $what := "serving.replicas %d: serving replicas pull from adapterd's registry, which registry.url %q keeps on" }}
+{{- fail (printf (print $what " adapterd's volume: set registry.url to an s3:// URL") $replicas .Values.registry.url) }}
+{{- end }}
+{{- end -}}
