@@ -133,8 +133,8 @@ pub struct ServerConfig {
     #[arg(long, env = env_vars::ADAPTERCI_KUBE_JOB_TTL_SECS, default_value_t = 3600,
           value_parser = clap::value_parser!(u64).range(60..))]
     pub kube_job_ttl_secs: u64,
-    /// How long a training pod may fail to start (unschedulable, its image not pulled, a missing secret) before the
-    /// attempt fails and its Job is deleted, in seconds; 0 waits until the run's `resources.timeout`. Leave room for
+    /// How long a training pod may fail to start (unschedulable, its image not pulled, a missing secret) or to be
+    /// created (a quota refuses it) before the attempt fails and its Job is deleted, in seconds; 0 waits until the run's `resources.timeout`. Leave room for
     /// a cluster autoscaler to add a GPU node.
     #[arg(long, env = env_vars::ADAPTERCI_KUBE_START_TIMEOUT_SECS, default_value_t = 1800)]
     pub kube_start_timeout_secs: u64,
