@@ -200,6 +200,13 @@ fn kubernetes_settings(config: &ServerConfig) -> Result<KubernetesSettings, Serv
 
 /// Opens everything `config` names and starts serving.
 pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
+    if config.serve_only && config.refresh_secs == 0 {
+        // the embedded worker also hears of each publish from the controller; a replica has only its refresh loop
+        return Err(ServerError::ServeOnly(
+            "--refresh-secs 0 would never pull a published version (no controller here tells of one): give a period"
+                .to_string(),
+        ));
+    }
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|source| ServerError::DataDir { path: config.data_dir.display().to_string(), source })?;
     if config.threads > 0 {

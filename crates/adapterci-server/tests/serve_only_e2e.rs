@@ -26,10 +26,11 @@ use adapterci_engine::allocate::Method;
 use adapterci_engine::calibrate::TeacherTextSpec;
 use adapterci_engine::recover::RecoverySpec;
 use adapterci_engine::release_build::BuildOptions;
-use adapterci_server::base_release::BUILD_STATE;
 use adapterci_server::ServerConfig;
+use adapterci_server::base_release::BUILD_STATE;
 use adapterci_testkit::eventually::eventually;
 use adapterctl::cli::Cli;
+use adapterctl::exit::ExitStatus;
 use adapterctl::output::{Output, OutputFormat};
 use clap::Parser;
 
@@ -154,6 +155,7 @@ async fn a_replica_serves_what_the_controller_published(dir: &Path, database_url
     let argv = ["adapterctl", "--server", &replica.url(), "-o", "json", "adapters", "gc", "--grace-secs", "0"];
     let cli = Cli::try_parse_from(argv).unwrap();
     let err = adapterctl::commands::run(cli, Output::new(OutputFormat::Json, true)).await.unwrap_err();
+    assert_eq!(err.status, ExitStatus::Failure, "{}", err.message);
     assert!(err.message.contains(REFUSAL), "adapterctl shows the refusal: {}", err.message);
     assert!(err.message.contains("send it to the adapterd that runs the controller"), "{}", err.message);
 
@@ -174,6 +176,16 @@ fn assert_refused(result: Result<(), ApiError>, request: &str) {
         }
         other => panic!("{request}: expected the serve-only refusal, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_replica_without_a_refresh_period_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::embedded(dir.path().join("data"), dir.path().join("tiny.gguf"));
+    config.serve_only = true;
+    config.refresh_secs = 0;
+    let Err(error) = adapterci_server::start(config).await else { panic!("a replica that never refreshes started") };
+    assert!(error.to_string().contains("--serve-only: --refresh-secs 0 would never pull"), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
