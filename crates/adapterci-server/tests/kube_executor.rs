@@ -1,8 +1,8 @@
 //! The Kubernetes executor against a fake cluster (`support/fake_kube.rs`: a mock API server, since none can run
-//! here, whose fake kubelet runs the Job's real `adapterd train-job --staged …`): a job trains end to end; a
-//! trainer's failure, a Job past its deadline, a pod that cannot start or cannot even be created (a quota refuses
-//! it) and a Job of an earlier attempt that will not go each end the attempt naming why; dropping a launch deletes
-//! the Job. Then adapterd itself, started with `--executor kubernetes` and a kubeconfig naming the mock served over
+//! here, whose fake kubelet runs the Job's real `adapterd train-job --staged …`): a job trains end to end; a pod the
+//! control plane disrupts is replaced and the run goes on in the new one; a trainer's failure, a Job past its
+//! deadline, a pod that cannot start or cannot even be created (a quota refuses it) and a Job of an earlier attempt
+//! that will not go each end the attempt naming why; dropping a launch deletes the Job. Then adapterd itself, started with `--executor kubernetes` and a kubeconfig naming the mock served over
 //! HTTP, trains a run triggered through its API.
 //!
 //! The tests wait on the launch itself and on the events the mock records, never on time.
@@ -159,6 +159,50 @@ async fn a_job_trains_end_to_end_in_a_kubernetes_job() {
     assert!(base.is_file(), "the base model stays staged for other runs");
     assert!(dir.path().join("pod-cache").join(job.base_model_digest.hex()).is_file(), "the pod cached it");
     assert!(launcher.logs("never-ran", 0).await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disrupted_pod_is_replaced_and_the_run_goes_on_in_the_new_pod() {
+    let dir = tempfile::tempdir().unwrap();
+    // the first pod is preempted after two lines; the mock's Job controller replaces it only as the Job's pod failure
+    // policy says (without it, the Job fails)
+    let (launcher, cluster) = launcher_with(dir.path(), Kubelet::DisruptFirstPod, Limits::default());
+    let (progress, mut told) = Progress::told();
+    let job = tiny_job(dir.path(), 3);
+    let output = launcher.launch("run-12", job, &LaunchResources::default(), progress.clone()).await.unwrap();
+    assert!(!output.adapter_safetensors.is_empty());
+    assert_eq!(progress.steps.load(Ordering::SeqCst), 3, "the new pod's steps, once each");
+
+    let sent = cluster.created("adapterci-train-run-12").unwrap();
+    let policy = &sent["spec"]["podFailurePolicy"]["rules"];
+    assert_eq!(
+        policy,
+        &serde_json::json!([{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}]),
+        "{sent:#}"
+    );
+    assert_eq!(sent["spec"]["backoffLimit"], 0, "{sent:#}");
+    assert_eq!(sent["metadata"]["labels"]["team"], "ml", "the Job has the template's labels: {sent:#}");
+
+    let log = log_text(&launcher, "run-12").await;
+    assert_eq!(log.matches("first pod: starting").count(), 1, "{log}");
+    assert_eq!(log.matches("first pod: fetching the base model").count(), 1, "{log}");
+    let disrupted = "pod adapterci-train-run-12-disrupted was disrupted (DisruptionTarget: PreemptionByScheduler: \
+                     default-scheduler: preempting to accommodate a higher priority pod)";
+    assert_eq!(log.matches(disrupted).count(), 1, "told once: {log}");
+    assert!(
+        log.contains("pod adapterci-train-run-12-disrupted was replaced by pod adapterci-train-run-12-pod"),
+        "{log}"
+    );
+    // the new pod's lines, each once, although their timestamps are those of the first pod's lines
+    assert_eq!(log.matches("training on").count(), 1, "{log}");
+    assert_eq!(log.matches("adapter written").count(), 1, "{log}");
+    let pod_lines: Vec<&str> = log.lines().filter(|line| !line.starts_with("--- ")).collect();
+    let distinct: std::collections::HashSet<&&str> = pod_lines.iter().collect();
+    assert_eq!(distinct.len(), pod_lines.len(), "no line handled twice: {log}");
+    assert!(log.contains("the Job adapterci-test/adapterci-train-run-12 completed"), "{log}");
+    let messages = drain(&mut told);
+    assert!(messages.iter().any(|message| message.starts_with(disrupted)), "{messages:?}");
+    assert_eq!(staged_files(dir.path(), "run-12"), 0, "the staged job files are removed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

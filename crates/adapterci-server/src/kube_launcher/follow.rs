@@ -5,6 +5,12 @@
 //! (unschedulable, an image that cannot be pulled, a missing secret) is reported in the run's log and messages, once
 //! per distinct reason, while the Job waits for it; so is a pod the Job controller cannot create (a ResourceQuota
 //! refuses it), told by the Job's `FailedCreate` events while no pod exists.
+//!
+//! A Job may have a second pod: one the control plane disrupted (preempted, evicted by a node drain, its node shut
+//! down: its `DisruptionTarget` condition) fails without failing the Job (the Job's pod failure policy ignores it),
+//! and the Job controller creates another. The disruption is told once; the rest of the first pod's log is read,
+//! then the new pod's is followed from its start (the first pod's lines, handled already, are not read again), and
+//! the start timeout counts from the new pod's own problems.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -17,7 +23,7 @@ use k8s_openapi::api::core::v1::{Event, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, LogParams};
 
-use super::job::JOB_NAME_LABEL;
+use super::job::{DISRUPTION_CONDITION, JOB_NAME_LABEL};
 use crate::job_files::{append_log, forward_line};
 
 /// Consecutive failed reads of the Job after which the attempt fails (the API server is gone).
@@ -64,6 +70,8 @@ struct Followed {
     /// The timestamp of the last line of that pod's log handled, and how many handled lines had it: a stream
     /// opened again starts at that second, and what was handled is skipped.
     last: Option<(Timestamp, usize)>,
+    /// Whether the pod's trainer was seen running or ended (its log can be read).
+    trainer_started: bool,
     /// Whether the log of the pod's ended trainer was read to its end.
     read_to_end: bool,
     /// What was told already (each problem is told once).
@@ -74,6 +82,23 @@ struct Followed {
     stuck_since: Option<tokio::time::Instant>,
     /// Whether listing the Job's events was refused (a Role without `list` on `events`): not asked again.
     events_forbidden: bool,
+}
+
+impl Followed {
+    /// What is known when the Job's newest pod is `pod`, another than the one followed so far: nothing of its log
+    /// yet. A pod the Job controller creates after refusals to create one (no pod before) goes on from them, without a
+    /// break in the start timeout; a pod that replaces another (a disrupted one) has the start timeout to itself.
+    fn next_pod(self, pod: Option<String>) -> Followed {
+        let stuck_since = if self.pod.is_none() { self.stuck_since } else { None };
+        Followed {
+            pod,
+            notes: self.notes,
+            api_errors: self.api_errors,
+            stuck_since,
+            events_forbidden: self.events_forbidden,
+            ..Followed::default()
+        }
+    }
 }
 
 impl Follower<'_> {
@@ -88,16 +113,31 @@ impl Follower<'_> {
             let pod = self.newest_pod(&mut followed.notes, progress).await;
             let pod_name = pod.as_ref().and_then(|pod| pod.metadata.name.clone());
             if pod_name.is_some() && pod_name != followed.pod {
-                // a pod the Job controller creates after refusals goes on from them, without a break
-                followed = Followed {
-                    pod: pod_name.clone(),
-                    notes: std::mem::take(&mut followed.notes),
-                    stuck_since: followed.stuck_since,
-                    events_forbidden: followed.events_forbidden,
-                    ..Followed::default()
-                };
+                if let (Some(previous), true, false) = (&followed.pod, followed.trainer_started, followed.read_to_end) {
+                    // the rest of the replaced pod's log, from where it was left
+                    let previous = previous.clone();
+                    self.read_log(&previous, false, &mut followed, progress).await;
+                }
+                if let (Some(previous), Some(next)) = (&followed.pod, &pod_name) {
+                    let text = format!("pod {previous} was replaced by pod {next}: following its log");
+                    self.note(&mut followed.notes, progress, &text).await;
+                }
+                followed = followed.next_pod(pod_name.clone());
+            }
+            if let Some(disruption) = pod.as_ref().and_then(disruption) {
+                let pod_name = pod_name.as_deref().unwrap_or("?");
+                let text = format!(
+                    "pod {pod_name} was disrupted ({disruption}): the Job controller replaces it (podFailurePolicy), \
+                     and the run goes on in the new pod"
+                );
+                self.note(&mut followed.notes, progress, &text).await;
             }
             let trainer = pod.as_ref().map_or(Trainer::NotStarted, |pod| self.trainer(pod));
+            if trainer != Trainer::NotStarted {
+                // the pod started: what kept it from starting is over
+                followed.trainer_started = true;
+                followed.stuck_since = None;
+            }
             if let Some(end) = job_end(&job) {
                 // what the pod printed since the last read (its trainer ended before the Job's status said so)
                 if let (Some(pod_name), false) = (&pod_name, trainer == Trainer::NotStarted || followed.read_to_end) {
@@ -240,17 +280,11 @@ impl Follower<'_> {
         }
     }
 
-    /// The Job's most recent pod.
+    /// The Job's most recent pod ([`newest`]).
     async fn newest_pod(&self, notes: &mut HashSet<String>, progress: &dyn ProgressSink) -> Option<Pod> {
         let selector = ListParams::default().labels(&format!("{JOB_NAME_LABEL}={}", self.name));
         match self.pods.list(&selector).await {
-            Ok(pods) => pods.items.into_iter().max_by(|a, b| {
-                a.metadata
-                    .creation_timestamp
-                    .as_ref()
-                    .map(|t| t.0)
-                    .cmp(&b.metadata.creation_timestamp.as_ref().map(|t| t.0))
-            }),
+            Ok(pods) => newest(pods.items),
             Err(error) => {
                 self.note(notes, progress, &format!("listing the pods of the Job {}: {error}", self.name)).await;
                 None
@@ -331,6 +365,29 @@ impl Follower<'_> {
             progress.on_message(text);
         }
     }
+}
+
+/// The most recently created of `pods`; of pods created in the same second (the API server's precision), one that
+/// has not ended, so that a replacement created within the second its predecessor failed is preferred to it.
+pub(super) fn newest(pods: Vec<Pod>) -> Option<Pod> {
+    pods.into_iter().max_by_key(|pod| {
+        let created = pod.metadata.creation_timestamp.as_ref().map(|time| time.0);
+        let phase = pod.status.as_ref().and_then(|status| status.phase.as_deref());
+        let ended = pod.metadata.deletion_timestamp.is_some() || matches!(phase, Some("Failed" | "Succeeded"));
+        (created, !ended)
+    })
+}
+
+/// Why `pod` was disrupted (`reason: message` of its `DisruptionTarget` condition), if it was.
+pub(super) fn disruption(pod: &Pod) -> Option<String> {
+    let conditions = pod.status.as_ref()?.conditions.as_ref()?;
+    let condition =
+        conditions.iter().find(|condition| condition.type_ == DISRUPTION_CONDITION && condition.status == "True")?;
+    Some(format!(
+        "{DISRUPTION_CONDITION}: {}: {}",
+        condition.reason.as_deref().unwrap_or(""),
+        condition.message.as_deref().unwrap_or("")
+    ))
 }
 
 /// A log line as the API server sends it with `timestamps=true`: its RFC 3339 timestamp, a space, the line.
@@ -485,6 +542,61 @@ mod tests {
         ]}}))
         .unwrap();
         assert!(waiting_problems(&creating, "trainer").is_empty(), "being created is no problem");
+    }
+
+    fn pod(name: &str, created: &str, status: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "creationTimestamp": created}, "status": status
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_newest_pod_is_the_last_created_and_of_a_second_the_one_not_ended() {
+        let disrupted = serde_json::json!({"phase": "Failed", "conditions": [
+            {"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler",
+             "message": "preempted by a pod of a higher priority"}]});
+        let running = serde_json::json!({"phase": "Running"});
+        let name = |pod: Option<Pod>| pod.and_then(|pod| pod.metadata.name);
+        let later = vec![pod("b", "2026-01-01T00:00:09Z", running.clone()), pod("a", "2026-01-01T00:00:01Z", running)];
+        assert_eq!(name(newest(later)), Some("b".to_string()));
+        // the replacement, created within the second its predecessor failed, whichever way the list has them
+        let first = pod("first", "2026-01-01T00:00:05Z", disrupted.clone());
+        let second = pod("second", "2026-01-01T00:00:05Z", serde_json::json!({"phase": "Pending"}));
+        assert_eq!(name(newest(vec![first.clone(), second.clone()])), Some("second".to_string()));
+        assert_eq!(name(newest(vec![second, first.clone()])), Some("second".to_string()));
+        assert_eq!(name(newest(Vec::new())), None);
+        assert_eq!(
+            disruption(&first).as_deref(),
+            Some("DisruptionTarget: PreemptionByScheduler: preempted by a pod of a higher priority")
+        );
+        let not_yet = pod(
+            "p",
+            "2026-01-01T00:00:05Z",
+            serde_json::json!({"conditions": [
+            {"type": "DisruptionTarget", "status": "False"}, {"type": "Ready", "status": "True"}]}),
+        );
+        assert_eq!(disruption(&not_yet), None);
+    }
+
+    #[test]
+    fn a_replacement_pod_has_the_start_timeout_to_itself() {
+        let since = tokio::time::Instant::now();
+        // refusals to create the first pod: the pod that is created at last goes on from them
+        let refused = Followed { stuck_since: Some(since), ..Followed::default() };
+        let first = refused.next_pod(Some("first".to_string()));
+        assert_eq!(first.stuck_since, Some(since));
+        assert_eq!(first.pod.as_deref(), Some("first"));
+        // the first pod was stuck, then disrupted: its replacement starts afresh, with nothing of a log read
+        let mut stuck = Followed { stuck_since: Some(since), ..first };
+        stuck.last = Some((Timestamp::UNIX_EPOCH, 2));
+        stuck.read_to_end = true;
+        stuck.trainer_started = true;
+        stuck.notes.insert("told".to_string());
+        let second = stuck.next_pod(Some("second".to_string()));
+        assert_eq!(second.stuck_since, None);
+        assert_eq!((second.last, second.read_to_end, second.trainer_started), (None, false, false));
+        assert!(second.notes.contains("told"), "what was told is not told again");
     }
 
     fn event(uid: &str, reason: &str, at: &str, message: &str) -> Event {

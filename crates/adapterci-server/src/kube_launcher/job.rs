@@ -1,8 +1,13 @@
 //! The `batch/v1` Job of one run, built from the operator's pod template (`--kube-job-template`): the template
 //! keeps everything about where and how the pod runs (image, env and secrets, service account, node selector,
 //! tolerations, security contexts, volumes); adapterd fills in what is the run's own (the trainer's arguments,
-//! resources, names and labels) and what the executor relies on (no retries by Kubernetes, a pod that does not
-//! restart, a TTL after it finished).
+//! resources, names and labels) and what the executor relies on (no retries by Kubernetes, except of a pod that
+//! was disrupted, a pod that does not restart, a TTL after it finished).
+//!
+//! The Job's own labels are the template pod's labels plus adapterd's, so that an operator selects Jobs as they
+//! select pods (`kubectl delete jobs -l app.kubernetes.io/instance=RELEASE`). The labels and the annotation
+//! adapterd sets, and those the Job controller sets, are refused in the template rather than overridden: a template
+//! that says otherwise would be silently contradicted on every Job.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,7 +15,9 @@ use std::time::Duration;
 
 use adapterci_core::Digest;
 use adapterci_core::launcher::LaunchResources;
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::batch::v1::{
+    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
+};
 use k8s_openapi::api::core::v1::{Container, EnvVar, PodTemplateSpec, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -23,6 +30,19 @@ pub const RUN_LABEL: &str = "adapterci.dev/run";
 pub const RUN_ANNOTATION: &str = "adapterci.dev/run-id";
 /// The label the Job controller puts on a Job's pods.
 pub const JOB_NAME_LABEL: &str = "job-name";
+/// The labels the Job controller puts on a Job's pods (and the selector it generates): a template's would be
+/// replaced on the pod, and contradict it on the Job.
+pub const JOB_CONTROLLER_LABELS: [&str; 5] = [
+    JOB_NAME_LABEL,
+    "controller-uid",
+    "batch.kubernetes.io/job-name",
+    "batch.kubernetes.io/controller-uid",
+    "batch.kubernetes.io/job-completion-index",
+];
+/// The pod condition the control plane adds to a pod it is about to terminate for reasons of its own (preemption,
+/// an API-initiated eviction such as a node drain, a taint, node shutdown, garbage collection): the Job's pod
+/// failure policy ignores such a failure, so the Job controller replaces the pod instead of failing the Job.
+pub const DISRUPTION_CONDITION: &str = "DisruptionTarget";
 /// The container that trains, when the template has several; otherwise the only (or first) one.
 pub const TRAINER_CONTAINER: &str = "trainer";
 /// The extended resource a GPU is requested as (the NVIDIA device plugin's).
@@ -80,8 +100,10 @@ impl JobTemplate {
                 return Err(format!("{shown}: spec.containers[{index}].name: missing"));
             }
         }
+        refuse_job_fields(&value, &shown.to_string())?;
         let template: PodTemplateSpec =
             serde_yaml::from_value(value).map_err(|e| format!("{shown}: not a pod template: {e}"))?;
+        refuse_reserved_metadata(template.metadata.as_ref(), &shown.to_string())?;
         let pod = template.spec.as_ref().ok_or_else(|| format!("{shown}: spec: missing"))?;
         if let Some(policy) = pod.restart_policy.as_deref().filter(|policy| *policy != "Never") {
             return Err(format!(
@@ -121,7 +143,12 @@ impl JobTemplate {
         let annotations = BTreeMap::from([(RUN_ANNOTATION.to_string(), request.run_id.to_string())]);
         let mut template = self.template.clone();
         let metadata = template.metadata.get_or_insert_with(ObjectMeta::default);
-        metadata.labels.get_or_insert_with(BTreeMap::new).extend(labels.clone());
+        let pod_labels = metadata.labels.get_or_insert_with(BTreeMap::new);
+        pod_labels.extend(labels);
+        // the Job is labelled as its pod (the template's labels, and adapterd's, which the template may not set);
+        // not annotated as it: a pod's annotations (`karpenter.sh/do-not-disrupt`, a sidecar injector's) are
+        // meant for pods, and some tools act on them wherever they find them
+        let job_labels = pod_labels.clone();
         metadata.annotations.get_or_insert_with(BTreeMap::new).extend(annotations.clone());
         if let Some(pod) = template.spec.as_mut() {
             pod.restart_policy = Some("Never".to_string());
@@ -130,12 +157,13 @@ impl JobTemplate {
         Job {
             metadata: ObjectMeta {
                 name: Some(name),
-                labels: Some(labels),
+                labels: Some(job_labels),
                 annotations: Some(annotations),
                 ..ObjectMeta::default()
             },
             spec: Some(JobSpec {
                 backoff_limit: Some(0),
+                pod_failure_policy: Some(ignore_disruptions()),
                 active_deadline_seconds: request.resources.timeout.map(|deadline| seconds(deadline).max(1)),
                 ttl_seconds_after_finished: request.ttl_after_finished.map(|ttl| seconds(ttl) as i32),
                 template,
@@ -144,6 +172,59 @@ impl JobTemplate {
             status: None,
         }
     }
+}
+
+/// The Job's pod failure policy: a pod that failed because the control plane disrupted it (its `DisruptionTarget`
+/// condition) does not count against `backoffLimit` 0, so the Job controller replaces it and the run goes on in a
+/// new pod; any other failure fails the Job, and the controller retries the run. Needs `restartPolicy: Never`
+/// (adapterd's) and Kubernetes 1.26 or later (beta, on by default; GA in 1.31).
+fn ignore_disruptions() -> PodFailurePolicy {
+    PodFailurePolicy {
+        rules: vec![PodFailurePolicyRule {
+            action: "Ignore".to_string(),
+            on_exit_codes: None,
+            on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
+                type_: DISRUPTION_CONDITION.to_string(),
+                status: "True".to_string(),
+            }]),
+        }],
+    }
+}
+
+/// Refuses a Job's fields put in the pod template, where Kubernetes' pod types would silently drop them: the template
+/// is the pod's, and adapterd sets the Job's own.
+fn refuse_job_fields(value: &serde_yaml::Value, shown: &str) -> Result<(), String> {
+    const JOB_FIELDS: [&str; 2] = ["podFailurePolicy", "backoffLimit"];
+    for (path, object) in [("", Some(value)), ("spec.", value.get("spec"))] {
+        let Some(object) = object else { continue };
+        if let Some(field) = JOB_FIELDS.iter().find(|field| object.get(**field).is_some()) {
+            return Err(format!(
+                "{shown}: {path}{field}: a Job's field, which adapterd sets (backoffLimit 0, and a podFailurePolicy \
+                 that ignores disrupted pods); the template is the pod's: leave it out"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses the labels and annotation adapterd sets, and the labels the Job controller sets, in the template's pod
+/// metadata (which also labels the Job).
+fn refuse_reserved_metadata(metadata: Option<&ObjectMeta>, shown: &str) -> Result<(), String> {
+    let Some(metadata) = metadata else { return Ok(()) };
+    for key in metadata.labels.iter().flat_map(BTreeMap::keys) {
+        let whose = match key.as_str() {
+            MANAGED_BY_LABEL | RUN_LABEL => "adapterd (on every Job and pod it creates)",
+            key if JOB_CONTROLLER_LABELS.contains(&key) => "the Job controller (on the Job's pods)",
+            _ => continue,
+        };
+        return Err(format!("{shown}: metadata.labels.{key}: set by {whose}; leave it out"));
+    }
+    if metadata.annotations.as_ref().is_some_and(|annotations| annotations.contains_key(RUN_ANNOTATION)) {
+        return Err(format!(
+            "{shown}: metadata.annotations.{RUN_ANNOTATION}: set by adapterd (the run's id); leave it out"
+        ));
+    }
+    Ok(())
 }
 
 fn seconds(duration: Duration) -> i64 {

@@ -5,7 +5,8 @@
 //! kubeconfig). Its "fake kubelet" is real where it matters: when a Job is created it runs the pod's command,
 //! `adapterd train-job` with the arguments of the Job's trainer container, against a real object store (a temp
 //! directory through object_store's LocalFileSystem), serves the process's output as the pod's log stream, and
-//! reports the Job Complete or Failed from its exit status.
+//! reports the Job Complete or Failed from its exit status. Its "Job controller" honours the one pod failure policy
+//! adapterd sets: a disrupted pod is replaced only when the Job says to ignore disruptions.
 
 use std::collections::{BTreeSet, HashMap};
 use std::convert::Infallible;
@@ -32,6 +33,10 @@ type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 pub enum Kubelet {
     /// Runs the trainer container's command; the first log stream of the pod drops after this many lines.
     Run { drop_first_stream_after: Option<usize> },
+    /// The first pod prints a few lines and is disrupted (preempted: phase Failed, a `DisruptionTarget` condition);
+    /// once its log was read, a Job whose pod failure policy ignores disruptions gets a second pod, as `Run`, and
+    /// any other Job fails (`BackoffLimitExceeded`), as the Job controller does with `backoffLimit` 0.
+    DisruptFirstPod,
     /// No pod until the launcher has asked for the Job's events, then as `Run` (a pod created late).
     RunOnceEventsAsked,
     /// No pod ever runs: the Job fails at once with this reason (as when its deadline passed while Pending).
@@ -86,6 +91,8 @@ struct PodLog {
 struct FakeJob {
     job: Value,
     pod: Option<(String, watch::Receiver<PodLog>)>,
+    /// A pod disrupted before `pod` was created (`Kubelet::DisruptFirstPod`).
+    disrupted: Option<(String, watch::Receiver<PodLog>)>,
     log_streams: usize,
 }
 
@@ -171,9 +178,14 @@ impl Cluster {
         job["metadata"]["uid"] = json!(format!("uid-{name}"));
         job["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
         job["status"] = json!({"active": 1});
-        let mut fake = FakeJob { job: job.clone(), pod: None, log_streams: 0 };
+        let mut fake = FakeJob { job: job.clone(), pod: None, disrupted: None, log_streams: 0 };
         match self.setup.kubelet {
             Kubelet::Run { .. } => fake.pod = Some(self.run_pod(&name, &job)),
+            Kubelet::DisruptFirstPod => {
+                let lines = ["first pod: starting", "first pod: fetching the base model"];
+                let log = PodLog { lines: lines.map(str::to_string).to_vec(), closed: true };
+                fake.disrupted = Some((format!("{name}-disrupted"), watch::channel(log).1));
+            }
             Kubelet::FailAtOnce(reason) => {
                 // the message names the deadline the Job was created with, as the test checks it
                 let deadline = &job["spec"]["activeDeadlineSeconds"];
@@ -284,26 +296,32 @@ impl Cluster {
         let items: Vec<Value> = jobs
             .iter()
             .filter(|(name, _)| query.contains(&format!("job-name%3D{name}")))
-            .filter_map(|(job_name, fake)| {
-                let (pod_name, log) = fake.pod.as_ref()?;
-                if let Kubelet::Pending = self.setup.kubelet {
-                    return Some(pending_pod(pod_name, job_name));
-                }
-                let state = if log.borrow().closed {
-                    json!({"terminated": {"exitCode": 0}})
-                } else {
-                    json!({"running": {"startedAt": "2026-01-01T00:00:01Z"}})
-                };
-                Some(json!({
-                    "metadata": {"name": pod_name, "namespace": NAMESPACE, "labels": {"job-name": job_name},
-                                 "creationTimestamp": "2026-01-01T00:00:01Z"},
-                    "status": {"phase": "Running", "containerStatuses": [{
-                        "name": "trainer", "image": "adapterd:test", "imageID": "", "ready": true,
-                        "restartCount": 0, "state": state}]}
-                }))
+            .flat_map(|(job_name, fake)| {
+                let disrupted = fake.disrupted.as_ref().map(|(pod_name, _)| disrupted_pod(pod_name, job_name));
+                disrupted.into_iter().chain(self.pod_of(job_name, fake))
             })
             .collect();
         full(StatusCode::OK, json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items}))
+    }
+
+    /// The pod of `fake` as the API server lists it, if it has one.
+    fn pod_of(&self, job_name: &str, fake: &FakeJob) -> Option<Value> {
+        let (pod_name, log) = fake.pod.as_ref()?;
+        if let Kubelet::Pending = self.setup.kubelet {
+            return Some(pending_pod(pod_name, job_name));
+        }
+        let state = if log.borrow().closed {
+            json!({"terminated": {"exitCode": 0}})
+        } else {
+            json!({"running": {"startedAt": "2026-01-01T00:00:01Z"}})
+        };
+        Some(json!({
+            "metadata": {"name": pod_name, "namespace": NAMESPACE, "labels": {"job-name": job_name},
+                         "creationTimestamp": "2026-01-01T00:00:01Z"},
+            "status": {"phase": "Running", "containerStatuses": [{
+                "name": "trainer", "image": "adapterd:test", "imageID": "", "ready": true,
+                "restartCount": 0, "state": state}]}
+        }))
     }
 
     /// The events of the Job the field selector names. A Job waiting for the launcher to ask gets its pod now.
@@ -351,37 +369,65 @@ impl Cluster {
             .find_map(|pair| pair.strip_prefix("sinceTime="))
             .map(|since| since.replace("%3A", ":").parse().unwrap());
         let mut jobs = self.jobs.lock().unwrap();
-        let Some(fake) = jobs.values_mut().find(|fake| fake.pod.as_ref().is_some_and(|(name, _)| name == pod)) else {
+        let named =
+            |pod_log: &Option<(String, watch::Receiver<PodLog>)>| pod_log.as_ref().is_some_and(|(name, _)| name == pod);
+        let Some((name, fake)) = jobs.iter_mut().find(|(_, fake)| named(&fake.pod) || named(&fake.disrupted)) else {
             return not_found(pod);
         };
+        if named(&fake.disrupted) {
+            // the disrupted pod's log is all there: the Job controller acts on the pod's failure now
+            let receiver = fake.disrupted.as_ref().map(|(_, log)| log.clone()).unwrap();
+            if fake.pod.is_none() && fake.job["status"].get("conditions").is_none() {
+                let job = fake.job.clone();
+                if ignores_disruptions(&job) {
+                    fake.pod = Some(self.run_pod(name, &job));
+                } else {
+                    fake.job["status"] = json!({"failed": 1, "conditions": [{"type": "Failed", "status": "True",
+                        "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]});
+                }
+            }
+            return log_response(receiver, follow, timestamps, since, None);
+        }
         fake.log_streams += 1;
         let drop_after = match self.setup.kubelet {
             Kubelet::Run { drop_first_stream_after } if fake.log_streams == 1 => drop_first_stream_after,
             _ => None,
         };
         let receiver = fake.pod.as_ref().map(|(_, log)| log.clone()).unwrap();
-        let start = (receiver, 0usize, 0usize);
-        let lines = futures::stream::unfold(start, move |(mut receiver, mut next, served)| async move {
-            if drop_after.is_some_and(|after| served >= after) {
-                return None;
-            }
-            loop {
-                let log = receiver.wait_for(|log| log.lines.len() > next || log.closed || !follow).await.ok()?.clone();
-                let line = log.lines.get(next)?;
-                let stamp = line_timestamp(next);
-                next += 1;
-                if since.is_some_and(|since| stamp < since) {
-                    continue;
-                }
-                let line = if timestamps { format!("{stamp} {line}\n") } else { format!("{line}\n") };
-                let frame = http_body::Frame::data(Bytes::from(line));
-                return Some((Ok::<_, std::io::Error>(frame), (receiver, next, served + 1)));
-            }
-        });
-        let mut response = Response::new(BodyExt::boxed_unsync(StreamBody::new(lines.boxed())));
-        response.headers_mut().insert(http::header::CONTENT_TYPE, "text/plain".parse().unwrap());
-        response
+        log_response(receiver, follow, timestamps, since, drop_after)
     }
+}
+
+/// A pod's log from its start (or from `since`), each line with its timestamp when asked; with `follow`, open until
+/// the container ends (or until `drop_after` lines were served).
+fn log_response(
+    receiver: watch::Receiver<PodLog>,
+    follow: bool,
+    timestamps: bool,
+    since: Option<Timestamp>,
+    drop_after: Option<usize>,
+) -> Response<Body> {
+    let start = (receiver, 0usize, 0usize);
+    let lines = futures::stream::unfold(start, move |(mut receiver, mut next, served)| async move {
+        if drop_after.is_some_and(|after| served >= after) {
+            return None;
+        }
+        loop {
+            let log = receiver.wait_for(|log| log.lines.len() > next || log.closed || !follow).await.ok()?.clone();
+            let line = log.lines.get(next)?;
+            let stamp = line_timestamp(next);
+            next += 1;
+            if since.is_some_and(|since| stamp < since) {
+                continue;
+            }
+            let line = if timestamps { format!("{stamp} {line}\n") } else { format!("{line}\n") };
+            let frame = http_body::Frame::data(Bytes::from(line));
+            return Some((Ok::<_, std::io::Error>(frame), (receiver, next, served + 1)));
+        }
+    });
+    let mut response = Response::new(BodyExt::boxed_unsync(StreamBody::new(lines.boxed())));
+    response.headers_mut().insert(http::header::CONTENT_TYPE, "text/plain".parse().unwrap());
+    response
 }
 
 /// The kubelet's timestamp of a pod's log line `index`: two lines share each, four to a second, so that a stream
@@ -389,6 +435,34 @@ impl Cluster {
 fn line_timestamp(index: usize) -> Timestamp {
     let tick = index as i64 / 2;
     Timestamp::new(1_767_225_600 + tick / 4, (tick % 4) as i32 * 250_000_000).unwrap()
+}
+
+/// Whether the Job's pod failure policy ignores a pod with the `DisruptionTarget` condition, as adapterd's does.
+fn ignores_disruptions(job: &Value) -> bool {
+    job["spec"]["podFailurePolicy"]["rules"].as_array().into_iter().flatten().any(|rule| {
+        rule["action"] == "Ignore"
+            && rule["onPodConditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|pattern| pattern["type"] == "DisruptionTarget" && pattern["status"] == "True")
+    })
+}
+
+/// A pod the scheduler preempted: its trainer killed, the pod failed, with the condition saying why.
+fn disrupted_pod(pod_name: &str, job_name: &str) -> Value {
+    json!({
+        "metadata": {"name": pod_name, "namespace": NAMESPACE, "labels": {"job-name": job_name},
+                     "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "status": {
+            "phase": "Failed",
+            "conditions": [{"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler",
+                            "message": "default-scheduler: preempting to accommodate a higher priority pod"}],
+            "containerStatuses": [{"name": "trainer", "image": "adapterd:test", "imageID": "", "ready": false,
+                                   "restartCount": 0,
+                                   "state": {"terminated": {"exitCode": 137, "reason": "Error"}}}]
+        }
+    })
 }
 
 fn pending_pod(pod_name: &str, job_name: &str) -> Value {
@@ -464,7 +538,7 @@ impl FakeCluster {
             if let Some(finalizer) = old.finalizer {
                 job["metadata"]["finalizers"] = json!([finalizer]);
             }
-            let fake = FakeJob { job, pod: None, log_streams: 0 };
+            let fake = FakeJob { job, pod: None, disrupted: None, log_streams: 0 };
             cluster.jobs.lock().unwrap().insert(old.name.to_string(), fake);
         }
         FakeCluster { cluster, seen: receiver }

@@ -83,7 +83,12 @@ fn the_job_has_the_runs_name_labels_args_and_resources() {
         assert_eq!(labels["adapterci.dev/run"].as_str(), Some("0193a5b2-7c1e-7d3a-9f00-1234567890ab"));
     }
     check(&job, "spec.template.metadata.labels.team", "ml");
+    check(&job, "metadata.labels.team", "ml");
     check(&job, "spec.backoffLimit", "0");
+    check(&job, "spec.podFailurePolicy.rules.0.action", "Ignore");
+    check(&job, "spec.podFailurePolicy.rules.0.onPodConditions.0.type", "DisruptionTarget");
+    check(&job, "spec.podFailurePolicy.rules.0.onPodConditions.0.status", "True");
+    assert_eq!(at(&job, "spec.podFailurePolicy.rules").as_sequence().map(Vec::len), Some(1));
     check(&job, "spec.activeDeadlineSeconds", "1800");
     check(&job, "spec.ttlSecondsAfterFinished", "3600");
     check(&job, "spec.template.spec.restartPolicy", "Never");
@@ -105,6 +110,37 @@ fn the_job_has_the_runs_name_labels_args_and_resources() {
     assert_eq!(env[0]["valueFrom"]["secretKeyRef"]["name"].as_str(), Some("adapterci-s3"));
     assert_eq!(env[1]["name"].as_str(), Some("ADAPTERCI_THREADS"));
     assert_eq!(env[1]["value"].as_str(), Some("3"), "2.5 CPUs: 3 threads");
+}
+
+#[test]
+fn the_job_is_labelled_as_its_pod_but_not_annotated_as_it() {
+    let text = r#"
+metadata:
+  labels: { app.kubernetes.io/instance: prod, app.kubernetes.io/name: adapterci-trainer }
+  annotations: { karpenter.sh/do-not-disrupt: "true" }
+spec:
+  containers:
+    - { name: trainer, image: adapterd:1 }
+"#;
+    let resources = LaunchResources::default();
+    let job = template(text).unwrap().build(&JobRequest {
+        run_id: "run-1",
+        staging_url: "/shared/staging",
+        resources: &resources,
+        ttl_after_finished: None,
+    });
+    let job: serde_yaml::Value = serde_yaml::from_str(&serde_yaml::to_string(&job).unwrap()).unwrap();
+    let expected: serde_yaml::Value = serde_yaml::from_str(
+        "{ app.kubernetes.io/instance: prod, app.kubernetes.io/name: adapterci-trainer, \
+           app.kubernetes.io/managed-by: adapterd, adapterci.dev/run: run-1 }",
+    )
+    .unwrap();
+    assert_eq!(at(&job, "metadata.labels"), &expected);
+    assert_eq!(at(&job, "spec.template.metadata.labels"), &expected);
+    let pod_annotations = at(&job, "spec.template.metadata.annotations");
+    assert_eq!(pod_annotations["karpenter.sh/do-not-disrupt"].as_str(), Some("true"), "{pod_annotations:?}");
+    let annotations: serde_yaml::Value = serde_yaml::from_str("{ adapterci.dev/run-id: run-1 }").unwrap();
+    assert_eq!(at(&job, "metadata.annotations"), &annotations, "the pod's annotations stay the pod's");
 }
 
 #[test]
@@ -187,6 +223,25 @@ fn bad_templates_are_refused_naming_the_file_and_the_field() {
         "spec.restartPolicy: OnFailure",
     );
     refused("spec:\n  containers:\n    - { name: trainer, image: a, resources: 3 }\n", "not a pod template");
+    let pod = "spec:\n  containers:\n    - { name: trainer, image: a }\n";
+    for (label, whose) in [
+        ("app.kubernetes.io/managed-by", "set by adapterd"),
+        ("adapterci.dev/run", "set by adapterd"),
+        ("job-name", "set by the Job controller"),
+        ("batch.kubernetes.io/controller-uid", "set by the Job controller"),
+    ] {
+        let text = format!("metadata:\n  labels:\n    {label}: x\n{pod}");
+        refused(&text, &format!("metadata.labels.{label}: {whose}"));
+    }
+    refused(
+        &format!("metadata:\n  annotations:\n    adapterci.dev/run-id: x\n{pod}"),
+        "metadata.annotations.adapterci.dev/run-id: set by adapterd",
+    );
+    refused(&format!("podFailurePolicy: {{rules: []}}\n{pod}"), "podFailurePolicy: a Job's field, which adapterd sets");
+    refused(
+        "spec:\n  backoffLimit: 3\n  containers:\n    - { name: trainer, image: a }\n",
+        "spec.backoffLimit: a Job's field",
+    );
     let missing = JobTemplate::load(Path::new("/nonexistent/template.yaml")).unwrap_err();
     assert!(missing.contains("/nonexistent/template.yaml"), "{missing}");
 }
