@@ -10,6 +10,11 @@
 //! what cannot be tracked), elsewhere on Unix the group, elsewhere the child. The child holds a pipe from this
 //! process on its stdin and exits when it closes, so a trainer never outlives an adapterd killed with SIGKILL.
 //!
+//! A trainer that ends by itself (succeeded or failed) leaves nothing behind either, on Linux: its exit is waited
+//! for without reaping it (`waitid` with `WNOWAIT`, on a thread of its own), so its pid, its group's id, cannot be
+//! reused while what is left of its processes (in its group or out of it) is killed as on a cancel; the run's log
+//! says how many there were. Only then is it reaped. Elsewhere what it left runs on.
+//!
 //! `resources.memory` is enforced on Linux (`memory_limit.rs`): the resident memory (RSS, host memory, not GPU
 //! memory) of the trainer's processes is sampled from /proc, and they are killed when it goes above the limit,
 //! failing the job with a message that names the limit and what was measured. The peak is logged however the job
@@ -209,12 +214,14 @@ impl Trainer<'_> {
         };
         // kept open while the child runs: the child exits when it closes (this process died)
         let stdin = child.stdin.take();
+        let exited = exited_unreaped(pid);
         let over_memory = tokio::select! {
-            status = run_to_end(&mut child, progress, self.log_path) => {
-                let status = status.map_err(|e| backend("waiting for the trainer", e))?;
+            ended = run_to_end(&mut child, progress, self.log_path, exited, &processes) => {
+                let (status, leftovers) = ended.map_err(|e| backend("waiting for the trainer", e))?;
                 stopped.armed = false;
                 drop(stdin);
                 self.note_exit(pid, status, processes.peak()).await;
+                self.note_leftovers(pid, leftovers).await;
                 return Ok(status);
             }
             usage = watch_processes(&processes, self.memory_limit, self.log_path) => usage,
@@ -238,6 +245,23 @@ impl Trainer<'_> {
         if let Some(line) = peak_line(self.memory_limit, peak) {
             append_log(self.log_path, &line).await;
         }
+    }
+
+    /// Says in the run's log how many processes the trainer left running when it exited, and were killed, if any.
+    async fn note_leftovers(&self, pid: Option<u32>, leftovers: Leftovers) {
+        if leftovers.killed == 0 {
+            return;
+        }
+        tracing::warn!(run = self.run_id, pid, leftovers = leftovers.killed, "killed what the trainer left running");
+        let mut line = format!(
+            "--- {} killed {} the trainer left running when it exited",
+            chrono::Utc::now().to_rfc3339(),
+            processes(leftovers.killed)
+        );
+        if leftovers.still_alive > 0 {
+            line.push_str(&format!(" ({} still ran after the kill)", leftovers.still_alive));
+        }
+        append_log(self.log_path, &line).await;
     }
 
     /// The failure of a trainer killed above `resources.memory`: `InvalidInput`, not retried, since another
@@ -269,19 +293,81 @@ impl Trainer<'_> {
     }
 }
 
-/// Reads the child's progress lines (other lines go to the log) until its stdout closes, then waits for it.
+/// What a trainer that exited left running, killed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Leftovers {
+    /// The processes found (not ended) once the trainer had exited.
+    killed: usize,
+    /// Those still alive when the kill gave up waiting.
+    still_alive: usize,
+}
+
+/// Reads the child's progress lines (other lines go to the log) until its stdout closes and, once the child exited
+/// (`exited`: it is not reaped yet), kills what it left running (a process of its that keeps its stdout open is
+/// among them, so the reading ends); then reaps it.
 async fn run_to_end(
     child: &mut tokio::process::Child,
     progress: &dyn ProgressSink,
     log_path: &Path,
-) -> std::io::Result<ExitStatus> {
-    if let Some(stdout) = child.stdout.take() {
-        let mut lines = BufReader::new(stdout).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            forward_line(&line, progress, log_path).await;
+    exited: tokio::sync::oneshot::Receiver<bool>,
+    processes: &TrainerProcesses,
+) -> std::io::Result<(ExitStatus, Leftovers)> {
+    let stdout = child.stdout.take();
+    let read = async {
+        if let Some(stdout) = stdout {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                forward_line(&line, progress, log_path).await;
+            }
         }
+    };
+    let leftovers = async {
+        // not known (no waiter, or it failed): nothing killed, the trainer is reaped as it was before
+        match exited.await {
+            Ok(true) => processes.kill_leftovers().await,
+            _ => Leftovers::default(),
+        }
+    };
+    let ((), leftovers) = tokio::join!(read, leftovers);
+    Ok((child.wait().await?, leftovers))
+}
+
+/// `true` once the child `pid` has exited, still unreaped (Linux: a thread waits in `waitid` with `WNOWAIT` on a
+/// pidfd, or on the pid where pidfds are missing); `false` where that is not known. A thread of its own, not the
+/// runtime's blocking pool: a wait as long as the training must not hold up a runtime's shutdown.
+fn exited_unreaped(pid: Option<u32>) -> tokio::sync::oneshot::Receiver<bool> {
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    #[cfg(target_os = "linux")]
+    if let Some(pid) = pid.and_then(|pid| i32::try_from(pid).ok()).and_then(rustix::process::Pid::from_raw) {
+        // opened now, while the child cannot have been reaped: the pidfd is that process's for good
+        let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok();
+        let wait = move || {
+            use rustix::process::{WaitId, WaitIdOptions, waitid};
+            let options = WaitIdOptions::EXITED | WaitIdOptions::NOWAIT;
+            loop {
+                let waited = match &pidfd {
+                    Some(pidfd) => waitid(WaitId::PidFd(std::os::fd::AsFd::as_fd(pidfd)), options),
+                    None => waitid(WaitId::Pid(pid), options),
+                };
+                match waited {
+                    Err(rustix::io::Errno::INTR) => continue,
+                    waited => return waited.is_ok(),
+                }
+            }
+        };
+        // the receiver may be gone (the launch dropped): then the answer is not needed
+        let spawned = std::thread::Builder::new().name("trainer-exit".to_string()).spawn(move || {
+            let _ = sender.send(wait());
+        });
+        if let Err(error) = spawned {
+            tracing::warn!(%error, "no thread to wait for the trainer's exit: what it leaves running is not killed");
+        }
+        return receiver;
     }
-    child.wait().await
+    #[cfg(not(target_os = "linux"))]
+    let _ = pid;
+    let _ = sender.send(false);
+    receiver
 }
 
 /// Samples the trainer's processes (on Linux, with or without a limit: a kill signals what the samples found) and
@@ -410,6 +496,39 @@ impl TrainerProcesses {
             return process_tree::kill_until_gone(tree, Path::new("/proc"), KILL_ROUNDS, KILL_PAUSE);
         }
         0
+    }
+
+    /// Kills what is left of them once the trainer exited (unreaped: its group is still its own) and waits until
+    /// none is left, off the async runtime (Linux; elsewhere nothing is known of them).
+    async fn kill_leftovers(&self) -> Leftovers {
+        #[cfg(target_os = "linux")]
+        if let Some(tracking) = self.tracking.clone() {
+            let processes = self.clone();
+            let kill = move || {
+                let page_size = rustix::param::page_size() as u64;
+                let found = {
+                    let mut tracking = memory_limit::lock(&tracking);
+                    let found = process_tree::kill_all(&mut tracking.tree, Path::new("/proc"), page_size);
+                    if let Ok(usage) = found {
+                        tracking.record(usage);
+                    }
+                    found
+                };
+                match found {
+                    // the trainer itself, a zombie, is not counted
+                    Ok(usage) if usage.processes > 0 => {
+                        Leftovers { killed: usage.processes, still_alive: processes.kill_until_gone() }
+                    }
+                    Ok(_) => Leftovers::default(),
+                    Err(error) => {
+                        tracing::warn!(%error, "reading /proc: what the trainer left running is not killed");
+                        Leftovers::default()
+                    }
+                }
+            };
+            return tokio::task::spawn_blocking(kill).await.unwrap_or_default();
+        }
+        Leftovers::default()
     }
 
     /// Kills them all and waits until none is left, off the async runtime; how many were still alive at the end.

@@ -1,7 +1,8 @@
 //! The local process executor with real child processes: adapterd's own `train-job` mode trains the tiny model
 //! and hands back the adapter with its progress; a trainer that crashes fails the job naming its exit status,
 //! with its stderr in the run's log; dropping a launch (what a cancel does) kills the child and every process it
-//! started, also one that left its process group (`setsid`), and logs the peak of their memory. Through adapterd
+//! started, also one that left its process group (`setsid`), and logs the peak of their memory; what a trainer
+//! that exited by itself left running is killed, also when it holds the trainer's stdout open. Through adapterd
 //! over HTTP: a run trains in a child process and its log is served; a cancel stops the child; a trainer that
 //! cannot run puts its exit status on the run. `resources.memory`: a trainer whose processes hold more is killed
 //! with all of them and the job fails naming the limit, also when the memory is held by a process that left the
@@ -99,6 +100,7 @@ async fn adapterd_trains_a_job_in_a_child_process() {
     let log = log_text(&launcher, "run-1").await;
     assert!(log.contains("training on") && log.contains("adapter written"), "{log}");
     assert!(log.contains("trainer process exited with status 0"), "{log}");
+    assert!(!log.contains("left running"), "adapterd's trainer leaves nothing behind: {log}");
     if cfg!(target_os = "linux") {
         assert!(log.contains("--- peak resident memory of the trainer's processes: "), "{log}");
         assert!(log.contains("; resources.memory 64 GiB)"), "{log}");
@@ -143,6 +145,28 @@ async fn a_crashed_trainer_fails_the_job_with_its_exit_status_and_its_log() {
         matches!(&failure, Err(TrainingFailure::Backend(message)) if message.contains("was killed by signal 9")),
         "{failure:?}"
     );
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_trainer_leaves_running_when_it_exits_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    for code in [0, 3] {
+        // a background `sleep` the trainer does not wait for, holding its stdout open: the launch would wait for
+        // it were it left running
+        let script = format!("sleep 600 & echo $! > \"$1/../leftover-{code}.pid\"; echo leaving >&2; exit {code}");
+        let trainer = launcher(dir.path(), "/bin/sh", &["-c", &script, "sh"]);
+        let run = format!("run-leftover-{code}");
+        let (progress, resources) = (Arc::new(CountingProgress::default()), LaunchResources::default());
+        let launch = trainer.launch(&run, tiny_job(dir.path(), 1), &resources, progress);
+        let ended_launch = tokio::time::timeout(adapterci_testkit::eventually::DEADLINE, launch).await;
+        assert!(ended_launch.is_ok(), "the launch ends although what the trainer left holds its stdout");
+        let leftover = read_pid(&dir.path().join(format!("jobs/leftover-{code}.pid"))).unwrap();
+        eventually("the trainer's leftover to be killed", || async { ended(leftover).then_some(()) }).await;
+        let log = log_text(&trainer, &run).await;
+        assert!(log.contains(&format!("trainer process exited with status {code}")), "{log}");
+        assert_eq!(log.matches("killed 1 process the trainer left running when it exited").count(), 1, "{log}");
+    }
 }
 
 #[cfg(target_os = "linux")]
