@@ -137,8 +137,10 @@ PY
 # rules (`Role NAME rule {JSON}`), the RoleBinding's namespace, role and each subject, the ConfigMap's keys, the
 # configMap volumes of the Deployment (`Deployment volume NAME<-configMap CONFIGMAP`) and whether its pod's
 # checksum/job-template annotation is the template's sha256, and every leaf of the pod template (`template PATH=VALUE`,
-# parsed as YAML from the ConfigMap's job-template.yaml). That template, wrapped into a batch/v1 Job's spec.template
-# as adapterd wraps it, is written to $2 (for kubernetes-validate), when there is one.
+# parsed as YAML from the ConfigMap's job-template.yaml), then the labels of the Job adapterd builds from it (`Job
+# label KEY=VALUE`: the template's and adapterd's own). That Job (kube_launcher/job.rs: the template as its
+# spec.template, labelled as its pod, backoffLimit 0, the podFailurePolicy that ignores disrupted pods) is written to
+# $2 (for kubernetes-validate), when there is one.
 kube_of() {
   "$(dirname "$validate")/python" - "$1" "$2" <<'PY'
 import hashlib, json, sys, yaml
@@ -175,9 +177,17 @@ for doc in docs:
         for line in leaves("", template):
             print(f"template {line}")
         checksum = hashlib.sha256(text.rstrip("\n").encode()).hexdigest()
-        job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "adapterci-train-check"},
-               "spec": {"backoffLimit": 0, "activeDeadlineSeconds": 7200, "ttlSecondsAfterFinished": 3600,
-                        "template": template}}
+        labels = dict(template["metadata"].get("labels") or {})
+        labels.update({"app.kubernetes.io/managed-by": "adapterd", "adapterci.dev/run": "check"})
+        for key, value in sorted(labels.items()):
+            print(f"Job label {key}={value}")
+        template["metadata"]["labels"] = labels
+        disrupted = {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+        job = {"apiVersion": "batch/v1", "kind": "Job",
+               "metadata": {"name": "adapterci-train-check", "labels": labels,
+                            "annotations": {"adapterci.dev/run-id": "check"}},
+               "spec": {"backoffLimit": 0, "podFailurePolicy": {"rules": [disrupted]},
+                        "activeDeadlineSeconds": 7200, "ttlSecondsAfterFinished": 3600, "template": template}}
         with open(sys.argv[2], "w") as out:
             yaml.safe_dump(job, out)
     elif kind == "Deployment":
@@ -581,6 +591,7 @@ ConfigMap adapterci-adapterci-job-template keys=job-template.yaml
 template metadata.labels.app.kubernetes.io/component=trainer
 template metadata.labels.app.kubernetes.io/instance=adapterci
 template metadata.labels.app.kubernetes.io/name=adapterci-trainer
+template metadata.labels.app.kubernetes.io/version=0.1.0
 template metadata.labels.team=ml-platform
 template metadata.annotations.karpenter.sh/do-not-disrupt=true
 template spec.restartPolicy=Never
@@ -613,6 +624,13 @@ template spec.containers[0].volumeMounts[0].name=tmp
 template spec.containers[0].volumeMounts[0].mountPath=/tmp
 template spec.volumes[0].name=tmp
 template spec.volumes[0].emptyDir.sizeLimit=8Gi
+Job label adapterci.dev/run=check
+Job label app.kubernetes.io/component=trainer
+Job label app.kubernetes.io/instance=adapterci
+Job label app.kubernetes.io/managed-by=adapterd
+Job label app.kubernetes.io/name=adapterci-trainer
+Job label app.kubernetes.io/version=0.1.0
+Job label team=ml-platform
 Role adapterci-adapterci-executor namespace=ml-training
 Role adapterci-adapterci-executor rule {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "delete"]}
 Role adapterci-adapterci-executor rule {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}
@@ -979,6 +997,10 @@ done <<'BAD'
 --set-string|trainer.podLabels.app\.kubernetes\.io/component=other|'/trainer/podLabels/app.kubernetes.io~1component'
 --set-string|trainer.podLabels.app\.kubernetes\.io/managed-by=other|'/trainer/podLabels/app.kubernetes.io~1managed-by'
 --set-string|trainer.podLabels.adapterci\.dev/run=other|'/trainer/podLabels/adapterci.dev~1run'
+--set-string|trainer.podLabels.app\.kubernetes\.io/version=other|'/trainer/podLabels/app.kubernetes.io~1version'
+--set-string|trainer.podLabels.job-name=other|'/trainer/podLabels/job-name'
+--set-string|trainer.podLabels.controller-uid=other|'/trainer/podLabels/controller-uid'
+--set-string|trainer.podLabels.batch\.kubernetes\.io/job-name=other|'/trainer/podLabels/batch.kubernetes.io~1job-name'
 --set-string|trainer.podLabels.team=ml platform|'/trainer/podLabels/team'
 --set-string|trainer.tmpSizeLimit=lots|'/trainer/tmpSizeLimit'
 --set|trainer.tmpSizeLimit=2|'/trainer/tmpSizeLimit'

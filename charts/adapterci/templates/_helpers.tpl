@@ -216,12 +216,15 @@ pod running as it could create Jobs, and so run anything as any account of the n
 {{- end }}
 {{- end -}}
 
-{{- /* The labels of the training pods: trainer.podLabels under the chart's name, instance and component (not the
-Deployment's selector labels: the Service must not pick these pods); adapterd adds its own (managed-by, the run) */ -}}
+{{- /* The labels of the training pods, and of their Jobs (adapterd labels each Job as its pod): trainer.podLabels
+under the chart's name, instance, version and component (not the Deployment's selector labels: the Service must not
+pick these pods), so that a release's Jobs are selected by app.kubernetes.io/instance; adapterd adds its own
+(managed-by, the run) */ -}}
 {{- define "adapterci.trainerPodLabels" -}}
 {{- $labels := deepCopy (.Values.trainer.podLabels | default dict) }}
 {{- $_ := set $labels "app.kubernetes.io/name" (printf "%s-trainer" .Chart.Name) }}
 {{- $_ := set $labels "app.kubernetes.io/instance" .Release.Name }}
+{{- $_ := set $labels "app.kubernetes.io/version" .Chart.AppVersion }}
 {{- $_ := set $labels "app.kubernetes.io/component" "trainer" }}
 {{- toYaml $labels }}
 {{- end -}}
