@@ -22,3 +22,4 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
+scripts/image/check_rootfs.sh --require-binaries

@@ -70,7 +70,7 @@ runtime=$(stage runtime)
 
 copies=$(grep -E '^(COPY|ADD) ' <<<"$runtime" || true)
 [ "$copies" = "COPY --from=builder /rootfs/ /" ] \
-  || fail "$dockerfile: the runtime stage must add files only by 'COPY --from=builder /rootfs/ /' (the layout of $assemble), found: ${copies:-nothing}"
+  || fail "$dockerfile: the runtime stage must add files only by 'COPY --from=builder /rootfs/ /' (the layout of $assemble), found: $(tr '\n' ';' <<<"${copies:-nothing}")"
 grep -qF "cargo build --release --locked \$($assemble --print-cargo-bins)" <<<"$builder" \
   || fail "$dockerfile: the builder must run 'cargo build --release --locked \$($assemble --print-cargo-bins)'"
 grep -qF "$assemble --profile release --link copy /rootfs" <<<"$builder" \
@@ -236,6 +236,13 @@ else
     foreign=0
     while read -r path; do
       case "$path" in "$root"/*) continue ;; esac
+      if ! command -v dpkg >/dev/null 2>&1; then # no package database: the file name must be an allowed library's
+        name=$(basename "$path")
+        for lib in "${allowed[@]}"; do [[ $name == "$lib"* ]] && continue 2; done
+        fail "adapterd mapped $path, neither from the layout nor a library of $deps_file"
+        foreign=$((foreign + 1))
+        continue
+      fi
       owner=$(dpkg -S "$path" 2>/dev/null || dpkg -S "${path#/usr}" 2>/dev/null || true)
       owner=${owner%%:*}
       if [ -z "$owner" ] || [[ " ${allowed_packages[*]} " != *" $owner "* ]]; then
