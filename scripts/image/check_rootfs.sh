@@ -3,7 +3,7 @@
 # or run the image here). It lays out the image's files from the local debug build with the script the Dockerfile
 # runs (scripts/image/assemble_rootfs.sh, hard links: no gigabytes copied) and checks:
 #   - docker/Dockerfile against that layout: its runtime stage copies the script's output whole and nothing else,
-#     sets LD_LIBRARY_PATH to docker/rootfs.txt's libdir, runs adapterd as its entrypoint as 65532:65532, installs
+#     sets LD_LIBRARY_PATH to docker/rootfs.txt's libdir and only ADAPTERCI_* variables adapterd reads, runs adapterd as its entrypoint as 65532:65532, installs
 #     exactly docker/runtime-deps.txt's apt packages; the builder builds exactly rootfs.txt's binaries, pins torch as
 #     scripts/bootstrap.sh does, Rust as Cargo.toml's rust-version, and puts torch where .cargo/config.toml looks;
 #   - docker/runtime-deps.txt against this Debian bookworm machine's dpkg database (who owns each library);
@@ -79,6 +79,10 @@ ld_path=$(sed -n 's/.*[[:space:]]LD_LIBRARY_PATH=\([^[:space:]]*\).*/\1/p' <<<"$
 [ "$ld_path" = "$libdir" ] || fail "$dockerfile: ENV LD_LIBRARY_PATH='$ld_path', docker/rootfs.txt's libdir is '$libdir'"
 grep -qxF 'ENTRYPOINT ["adapterd"]' <<<"$runtime" || fail "$dockerfile: runtime ENTRYPOINT must be [\"adapterd\"]"
 grep -qxF 'USER 65532:65532' <<<"$runtime" || fail "$dockerfile: runtime must run as USER 65532:65532"
+for name in $(grep -oE '\bADAPTERCI_[A-Z_]+=' <<<"$runtime" | tr -d '=' | sort -u); do
+  grep -qE "pub const $name: &str" crates/adapterci-server/src/env_vars.rs \
+    || fail "$dockerfile: ENV $name is not a variable adapterd reads (crates/adapterci-server/src/env_vars.rs)"
+done
 for bin in adapterd adapterci-db; do
   [[ " ${bins[*]} " == *" $bin "* ]] || fail "docker/rootfs.txt: no 'bin $bin' (the chart runs it)"
 done
