@@ -3,9 +3,10 @@
 # or run the image here). It lays out the image's files from the local debug build with the script the Dockerfile
 # runs (scripts/image/assemble_rootfs.sh, hard links: no gigabytes copied) and checks:
 #   - docker/Dockerfile against that layout: its runtime stage copies the script's output whole and nothing else,
-#     sets LD_LIBRARY_PATH to docker/rootfs.txt's libdir and only ADAPTERCI_* variables adapterd reads, runs adapterd as its entrypoint as 65532:65532, installs
-#     exactly docker/runtime-deps.txt's apt packages; the builder builds exactly rootfs.txt's binaries, pins torch as
-#     scripts/bootstrap.sh does, Rust as Cargo.toml's rust-version, and puts torch where .cargo/config.toml looks;
+#     sets LD_LIBRARY_PATH to docker/rootfs.txt's libdir and only ADAPTERCI_* variables adapterd reads, runs
+#     adapterd as its entrypoint as 65532:65532, installs exactly docker/runtime-deps.txt's apt packages; the
+#     builder builds exactly rootfs.txt's binaries, pins torch as scripts/bootstrap.sh does, Rust as Cargo.toml's
+#     rust-version, and puts torch where .cargo/config.toml looks;
 #   - docker/runtime-deps.txt against this Debian bookworm machine's dpkg database (who owns each library);
 #   - every ELF file of the layout: each NEEDED library is in its libdir or provided per runtime-deps.txt, and no
 #     file needs a newer glibc or libstdc++ symbol version than the base image has;
@@ -93,9 +94,10 @@ apt_listed=$(awk '$1 == "apt" { print $2 }' "$deps_file" | sort)
   || fail "$dockerfile installs apt packages [$(echo $apt_installed)] but $deps_file lists [$(echo $apt_listed)]"
 
 rust_version=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)
-grep -qxF "ARG RUST_IMAGE=rust:$rust_version-bookworm" "$dockerfile" \
+digest='(@sha256:[0-9a-f]{64})?' # pinned by tag, and by digest where the operator adds one
+grep -qxE "ARG RUST_IMAGE=rust:${rust_version//./\\.}-bookworm$digest" "$dockerfile" \
   || fail "$dockerfile: ARG RUST_IMAGE must be rust:$rust_version-bookworm (Cargo.toml's rust-version, bookworm's glibc)"
-grep -qxF "ARG RUNTIME_IMAGE=debian:bookworm-slim" "$dockerfile" \
+grep -qxE "ARG RUNTIME_IMAGE=debian:bookworm-slim$digest" "$dockerfile" \
   || fail "$dockerfile: ARG RUNTIME_IMAGE must be debian:bookworm-slim (the glibc $deps_file states)"
 torch_version=$(sed -n 's/^torch_version=\(.*\)/\1/p' scripts/bootstrap.sh)
 grep -qxF "ARG TORCH_VERSION=$torch_version" <<<"$builder" \
@@ -103,6 +105,11 @@ grep -qxF "ARG TORCH_VERSION=$torch_version" <<<"$builder" \
 libtorch=$(sed -n 's/^LIBTORCH = { value = "\([^"]*\)".*/\1/p' .cargo/config.toml)
 grep -qF "/src/$libtorch/lib/libtorch_cpu.so" <<<"$builder" && grep -qxF "WORKDIR /src" <<<"$builder" \
   || fail "$dockerfile: the builder must install torch at /src/$libtorch (.cargo/config.toml's LIBTORCH) and build in /src"
+# each RUN's shell command parses as /bin/sh (Debian's dash, the images' shell) would parse it
+while IFS= read -r run; do
+  command=$(sed -E 's/^RUN +//; s/^(--mount=[^ ]+ +)+//' <<<"$run")
+  parse_error=$(sh -n -c "$command" 2>&1) || fail "$dockerfile: a RUN does not parse as sh: $parse_error: ${command:0:80}..."
+done < <({ printf '%s\n' "$builder"; printf '%s\n' "$runtime"; } | grep -E '^RUN ')
 if command -v hadolint >/dev/null 2>&1; then
   hadolint "$dockerfile" || fail "hadolint $dockerfile"
 else
