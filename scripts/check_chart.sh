@@ -864,6 +864,36 @@ for line in 'Deployment pod nodeSelector.nvidia.com/gpu.present=true' 'Deploymen
 done
 printf 'check_chart: serving replicas: the Deployment, its Service, environment and pods as expected; none by default\n' >&2
 
+# the data volume: the chart's claim, kept by helm uninstall unless persistence.keep is false; or an existing claim,
+# with none rendered
+data_volume() {
+  "$helm" template adapterci "$chart" "$@" >"$work/data.yaml" || fail "helm template $* failed"
+  python3 - "$work/data.yaml" <<'PY'
+import sys, yaml
+for doc in yaml.safe_load_all(open(sys.argv[1])):
+    if not doc:
+        continue
+    if doc["kind"] == "PersistentVolumeClaim":
+        policy = (doc["metadata"].get("annotations") or {}).get("helm.sh/resource-policy", "none")
+        print(f"claim {doc['metadata']['name']} resource-policy={policy}")
+    if doc["kind"] == "Deployment" and doc["metadata"]["name"].endswith("-adapterci"):
+        for volume in doc["spec"]["template"]["spec"]["volumes"]:
+            if volume["name"] == "data":
+                print(f"adapterd data<-{volume['persistentVolumeClaim']['claimName']}")
+PY
+}
+expect_data_volume() {
+  local expected=$1
+  shift
+  data_volume "$@" >"$work/data.txt"
+  printf '%s\n' "$expected" | diff -u - "$work/data.txt" >&2 || fail "the data volume with '$*' differs (- expected, + rendered)"
+}
+expect_data_volume $'claim adapterci-adapterci-data resource-policy=keep\nadapterd data<-adapterci-adapterci-data'
+expect_data_volume $'claim adapterci-adapterci-data resource-policy=none\nadapterd data<-adapterci-adapterci-data' \
+  --set persistence.keep=false
+expect_data_volume 'adapterd data<-adapterci-data-kept' --set-string persistence.existingClaim=adapterci-data-kept
+printf 'check_chart: data volume: the claim kept by helm uninstall, or an existing claim and none rendered\n' >&2
+
 # each bad value is refused, and the error names where it is, every place after the setting (--set-string keeps a
 # value a string; --set types it; one setting may set several values, comma separated)
 count=0
@@ -882,6 +912,8 @@ done <<'BAD'
 --set-string|registry.url=gs://bucket|'/registry/url'
 --set-string|models.smollm2-135m-instruct=models/SmolLM2.gguf|'/models/smollm2-135m-instruct'
 --set-string|persistence.size=lots|'/persistence/size'
+--set-string|persistence.existingClaim=Data_Claim|'/persistence/existingClaim'
+--set-string|persistence.keep=yes|'/persistence/keep'
 --set-string|service.type=Ingress|'/service/type'
 --set-string|databse.url=postgres://db|additional properties 'databse'
 --set|threads=-1|'/threads'
