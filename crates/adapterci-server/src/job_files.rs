@@ -144,7 +144,14 @@ pub(crate) async fn write_job(
     job: &TrainJob,
     base_model_blob: Option<Digest>,
 ) -> Result<(), TrainingFailure> {
-    folder.remove_all().await.map_err(backend)?;
+    write_job_files(folder, &encode_job(job, base_model_blob)?).await
+}
+
+/// The files of `job` as the trainer reads them, by name, in the order they are written: the job file last.
+pub(crate) fn encode_job(
+    job: &TrainJob,
+    base_model_blob: Option<Digest>,
+) -> Result<Vec<(&'static str, Vec<u8>)>, TrainingFailure> {
     let spec = JobSpec {
         base_model_path: std::path::absolute(&job.base_model_path).unwrap_or_else(|_| job.base_model_path.clone()),
         base_model_digest: job.base_model_digest.clone(),
@@ -155,12 +162,25 @@ pub(crate) async fn write_job(
         initial_adapter: job.initial_adapter.as_ref().map(|initial| initial.reference.clone()),
     };
     let json = serde_json::to_vec_pretty(&spec).map_err(|e| backend(format!("encoding the job: {e}")))?;
-    // the job file last: a folder with a job file is complete
-    folder.write(DATASET_FILE, job.dataset.clone()).await.map_err(backend)?;
+    let mut files = vec![(DATASET_FILE, job.dataset.clone())];
     if let Some(initial) = &job.initial_adapter {
-        folder.write(INITIAL_ADAPTER_FILE, initial.safetensors.clone()).await.map_err(backend)?;
+        files.push((INITIAL_ADAPTER_FILE, initial.safetensors.clone()));
     }
-    folder.write(JOB_FILE, json).await.map_err(backend)
+    // the job file last: a folder with a job file is complete
+    files.push((JOB_FILE, json));
+    Ok(files)
+}
+
+/// Writes the encoded `files` of a job ([`encode_job`]) into `folder`, replacing what an earlier attempt left there.
+pub(crate) async fn write_job_files(
+    folder: &dyn JobFolder,
+    files: &[(&'static str, Vec<u8>)],
+) -> Result<(), TrainingFailure> {
+    folder.remove_all().await.map_err(backend)?;
+    for (name, bytes) in files {
+        folder.write(name, bytes.clone()).await.map_err(backend)?;
+    }
+    Ok(())
 }
 
 /// Rebuilds a job from `folder` (the trainer's side), with the base model's blob key when it was staged.

@@ -8,7 +8,9 @@
 //! id>.log`, which [`TrainingLauncher::logs`] serves as for the process executor. When the Job completes or
 //! fails, the result is read back from the staging prefix. Dropping a launch (cancel, timeout, lost lease)
 //! deletes the Job, its pod with it (propagation `Background`); the staged job files are removed either way, the
-//! base models kept for other runs.
+//! base models kept for other runs. Dropped because adapterd itself stops ([`KubernetesLauncher::leave_jobs_on_shutdown`]),
+//! it leaves the Job and its staged files: the next adapterd, given the run again, re-attaches to that Job when it
+//! trains the same job (`reattach.rs`) instead of training again from the start.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,14 +22,17 @@ use async_trait::async_trait;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, DeleteParams, PostParams};
+use tokio::sync::watch;
 
 use crate::job_files::{append_log, log_path, read_log};
-use crate::staging::Staging;
+use crate::staging::{PreparedJob, Staging};
 
 mod follow;
 pub mod job;
+pub mod reattach;
 
 pub use job::{JobRequest, JobTemplate, job_name};
+pub use reattach::{JOB_DIGEST_ANNOTATION, job_digest};
 
 /// Where the namespace of adapterd's own pod is, inside a cluster.
 pub const SERVICE_ACCOUNT_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
@@ -68,6 +73,8 @@ pub struct KubernetesSettings {
 pub struct KubernetesLauncher {
     client: kube::Client,
     settings: Arc<KubernetesSettings>,
+    /// True once adapterd stops: a launch dropped then leaves its Job running, for the next adapterd.
+    stopping: watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for KubernetesLauncher {
@@ -86,8 +93,17 @@ pub fn own_namespace() -> String {
 }
 
 impl KubernetesLauncher {
+    /// A launcher whose dropped launches delete their Jobs, whatever drops them.
     pub fn new(client: kube::Client, settings: KubernetesSettings) -> KubernetesLauncher {
-        KubernetesLauncher { client, settings: Arc::new(settings) }
+        KubernetesLauncher { client, settings: Arc::new(settings), stopping: watch::channel(false).1 }
+    }
+
+    /// Launches dropped once `shutdown` is true (adapterd stopping: set before the controller drops its runs) leave
+    /// their Jobs running and their staged files in place, for the next adapterd to re-attach to; dropped otherwise
+    /// (a cancel, the run's time limit, a lost lease) they delete them as before.
+    pub fn leave_jobs_on_shutdown(mut self, shutdown: watch::Receiver<bool>) -> KubernetesLauncher {
+        self.stopping = shutdown;
+        self
     }
 
     pub fn settings(&self) -> &KubernetesSettings {
@@ -106,8 +122,8 @@ impl KubernetesLauncher {
         Api::namespaced(self.client.clone(), &self.settings.namespace)
     }
 
-    /// Creates `job`; a Job of the same name left by an earlier attempt of the run (an adapterd that died) is
-    /// deleted first, and its end waited for, for `old_job_delete_timeout` at most.
+    /// Creates `job`; a Job of the same name that appeared since the launch looked (`replace`) is deleted first, as
+    /// [`KubernetesLauncher::delete_old`] does.
     async fn create(&self, job: &Job, name: &str, log: &std::path::Path) -> Result<(), TrainingFailure> {
         let jobs = self.jobs();
         let failed = |e: kube::Error| backend(format!("creating the Kubernetes Job {}: {e}", self.describe(name)));
@@ -116,7 +132,25 @@ impl KubernetesLauncher {
             Err(kube::Error::Api(status)) if status.code == 409 || status.is_already_exists() => {}
             Err(error) => return Err(failed(error)),
         }
-        append_log(log, &format!("--- a Job {} of an earlier attempt exists: deleting it", self.describe(name))).await;
+        self.delete_old(name, "it appeared while the job was staged", log).await?;
+        jobs.create(&PostParams::default(), job).await.map(|_| ()).map_err(failed)
+    }
+
+    /// The Job of the run's name, if one is there already (left by an earlier attempt).
+    async fn existing(&self, name: &str) -> Result<Option<Job>, TrainingFailure> {
+        self.jobs()
+            .get_opt(name)
+            .await
+            .map_err(|e| backend(format!("reading the Kubernetes Job {}: {e}", self.describe(name))))
+    }
+
+    /// Deletes the Job `name` an earlier attempt left (for the reason `why`), and waits for it to go, for
+    /// `old_job_delete_timeout` at most.
+    async fn delete_old(&self, name: &str, why: &str, log: &std::path::Path) -> Result<(), TrainingFailure> {
+        let jobs = self.jobs();
+        let failed = |e: kube::Error| backend(format!("deleting the Kubernetes Job {}: {e}", self.describe(name)));
+        let line = format!("--- a Job {} of an earlier attempt exists and {why}: deleting it", self.describe(name));
+        append_log(log, &line).await;
         match jobs.delete(name, &DeleteParams::background()).await {
             Ok(_) => {}
             Err(kube::Error::Api(status)) if status.is_not_found() => {}
@@ -125,7 +159,7 @@ impl KubernetesLauncher {
         let deadline = tokio::time::Instant::now() + self.settings.old_job_delete_timeout;
         loop {
             match jobs.get_opt(name).await {
-                Ok(None) => break,
+                Ok(None) => return Ok(()),
                 Ok(Some(old)) if tokio::time::Instant::now() >= deadline => {
                     let message = self.old_job_stays(name, &old, log);
                     append_log(log, &format!("--- {} {message}", now())).await;
@@ -135,7 +169,27 @@ impl KubernetesLauncher {
                 Err(error) => return Err(failed(error)),
             }
         }
-        jobs.create(&PostParams::default(), job).await.map(|_| ()).map_err(failed)
+    }
+
+    /// Whether the launch re-attaches to the Job an earlier adapterd left, `old`: it trains the job of `digest`, has
+    /// not failed, and the inputs staged for it are `prepared`'s. `Err`: why it is replaced instead.
+    async fn re_attachable(
+        &self,
+        old: &Job,
+        digest: &adapterci_core::Digest,
+        run_id: &str,
+        prepared: &PreparedJob,
+    ) -> Result<String, String> {
+        let created = match reattach::judge(old, digest) {
+            reattach::Existing::ReAttach { created } => created,
+            reattach::Existing::Replace { why } => return Err(why),
+        };
+        let staged = self.settings.staging.url();
+        match self.settings.staging.staged_inputs_match(run_id, prepared).await {
+            Ok(true) => Ok(created),
+            Ok(false) => Err(format!("the inputs staged for it under {staged}/jobs/{run_id} are missing or differ")),
+            Err(error) => Err(format!("the inputs staged for it could not be read: {error}")),
+        }
     }
 
     /// Why the attempt fails when the Job `old` of an earlier attempt outlasted the wait for its deletion: what
@@ -187,23 +241,30 @@ impl TrainingLauncher for KubernetesLauncher {
             .await
             .map_err(|e| backend(format!("creating {}: {e}", settings.logs_dir.display())))?;
         let name = job_name(run_id);
-        // from here on the staged files go, however the launch ends
+        // from the Job's creation on, it and the staged files go, however the launch ends (unless adapterd stops)
         let mut guard = LaunchGuard {
             jobs: self.jobs(),
             name: name.clone(),
             staging: settings.staging.clone(),
             run_id: run_id.to_string(),
             log: log.clone(),
+            namespace: settings.namespace.clone(),
+            stopping: self.stopping.clone(),
             job_created: false,
             armed: true,
             why: "run cancelled, timed out or taken over",
         };
-        append_log(&log, &format!("--- {} staging the job in {}", now(), settings.staging.url())).await;
-        if let Err(failure) = settings.staging.stage_job(run_id, &job).await {
-            guard.why = "staging the job failed";
-            return Err(failure);
-        }
-        let manifest = settings.template.build(&JobRequest {
+        let stopped = |guard: &mut LaunchGuard, why, failure| {
+            guard.why = why;
+            Err(failure)
+        };
+        // the job's digest before anything is staged: an earlier adapterd's Job of the same digest trains on what is
+        // staged under the run's folder, which must stay as it is
+        let prepared = match settings.staging.prepare_job(&job).await {
+            Ok(prepared) => prepared,
+            Err(failure) => return stopped(&mut guard, "staging the job failed", failure),
+        };
+        let mut manifest = settings.template.build(&JobRequest {
             run_id,
             staging_url: &settings.pod_staging_url,
             // the controller drops the launch (deleting the Job) when the run's time limit passes; the Job's own
@@ -211,15 +272,53 @@ impl TrainingLauncher for KubernetesLauncher {
             resources,
             ttl_after_finished: settings.ttl_after_finished,
         });
-        // dropped while the create is on its way, the Job may exist all the same: delete it (a 404 is fine)
+        let digest = job_digest(&prepared, &manifest);
+        manifest
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(JOB_DIGEST_ANNOTATION.to_string(), digest.to_string());
+        // from the look on, the Job may be this run's: a launch dropped now deletes it (a 404 is fine)
         guard.job_created = true;
-        if let Err(failure) = self.create(&manifest, &name, &log).await {
-            guard.why = "creating the Job failed";
-            return Err(failure);
-        }
+        let existing = match self.existing(&name).await {
+            Ok(existing) => existing,
+            Err(failure) => {
+                // whether an earlier adapterd's Job is there is not known: it is left as it is, for the next attempt
+                guard.armed = false;
+                return Err(failure);
+            }
+        };
+        let re_attached = match &existing {
+            Some(old) => match self.re_attachable(old, &digest, run_id, &prepared).await {
+                Ok(created) => Some(created),
+                Err(why) => {
+                    if let Err(failure) = self.delete_old(&name, &format!("is not re-attached to: {why}"), &log).await {
+                        return stopped(&mut guard, "deleting the earlier attempt's Job failed", failure);
+                    }
+                    None
+                }
+            },
+            None => None,
+        };
         let described = self.describe(&name);
-        append_log(&log, &format!("--- {} training started as the Kubernetes Job {described}", now())).await;
-        tracing::info!(run = run_id, job = %described, "training job created");
+        if let Some(created) = re_attached {
+            let line = format!(
+                "--- re-attaching to the Job {described} an earlier adapterd started for the same job (created \
+                 {created})"
+            );
+            append_log(&log, &line).await;
+            tracing::info!(run = run_id, job = %described, "re-attached to the training job an earlier adapterd started");
+        } else {
+            append_log(&log, &format!("--- {} staging the job in {}", now(), settings.staging.url())).await;
+            if let Err(failure) = settings.staging.stage_prepared(run_id, &prepared).await {
+                return stopped(&mut guard, "staging the job failed", failure);
+            }
+            if let Err(failure) = self.create(&manifest, &name, &log).await {
+                return stopped(&mut guard, "creating the Job failed", failure);
+            }
+            append_log(&log, &format!("--- {} training started as the Kubernetes Job {described}", now())).await;
+            tracing::info!(run = run_id, job = %described, "training job created");
+        }
         let follower = follow::Follower {
             jobs: self.jobs(),
             pods: self.pods(),
@@ -267,13 +366,16 @@ fn now() -> String {
 }
 
 /// Deletes the run's Job (its pod with it) and the staged job files when a launch is dropped before its end (or
-/// gives up on its Job).
+/// gives up on its Job); leaves both when adapterd is stopping, for the next adapterd to re-attach to.
 struct LaunchGuard {
     jobs: Api<Job>,
     name: String,
     staging: Staging,
     run_id: String,
     log: PathBuf,
+    namespace: String,
+    /// True once adapterd stops ([`KubernetesLauncher::leave_jobs_on_shutdown`]).
+    stopping: watch::Receiver<bool>,
     job_created: bool,
     armed: bool,
     /// Why the Job is stopped, for the run's log.
@@ -285,11 +387,22 @@ impl Drop for LaunchGuard {
         if !self.armed {
             return;
         }
-        let line = if self.job_created {
-            format!("--- {} Kubernetes Job {} stopped ({}): deleting it", now(), self.name, self.why)
-        } else {
-            format!("--- {} stopped before the Kubernetes Job was created ({})", now(), self.why)
-        };
+        if self.job_created && *self.stopping.borrow() {
+            let line = format!(
+                "--- adapterd is stopping: the Job {}/{} keeps running; the next adapterd re-attaches to it",
+                self.namespace, self.name
+            );
+            crate::job_files::append_log_now(&self.log, &line);
+            tracing::info!(job = %self.name, "adapterd is stopping: the training job is left running");
+            return;
+        }
+        if !self.job_created {
+            // nothing was staged for the run yet (and what is there may be an earlier adapterd's Job's): left alone
+            let line = format!("--- {} stopped before the Kubernetes Job was created ({})", now(), self.why);
+            crate::job_files::append_log_now(&self.log, &line);
+            return;
+        }
+        let line = format!("--- {} Kubernetes Job {} stopped ({}): deleting it", now(), self.name, self.why);
         crate::job_files::append_log_now(&self.log, &line);
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::warn!(job = %self.name, "no runtime to delete the Kubernetes Job on: it runs to its deadline");
@@ -297,14 +410,11 @@ impl Drop for LaunchGuard {
         };
         let (jobs, name, staging, run_id) =
             (self.jobs.clone(), self.name.clone(), self.staging.clone(), self.run_id.clone());
-        let job_created = self.job_created;
         runtime.spawn(async move {
-            if job_created {
-                match jobs.delete(&name, &DeleteParams::background()).await {
-                    Ok(_) => tracing::info!(job = %name, "training job deleted"),
-                    Err(kube::Error::Api(status)) if status.is_not_found() => {}
-                    Err(error) => tracing::warn!(job = %name, %error, "deleting the training job failed"),
-                }
+            match jobs.delete(&name, &DeleteParams::background()).await {
+                Ok(_) => tracing::info!(job = %name, "training job deleted"),
+                Err(kube::Error::Api(status)) if status.is_not_found() => {}
+                Err(error) => tracing::warn!(job = %name, %error, "deleting the training job failed"),
             }
             if let Err(error) = staging.remove_job(&run_id).await {
                 tracing::warn!(run = %run_id, %error, "the staged job files could not be removed");

@@ -21,7 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use adapterci_core::training::{TrainJob, TrainOutput, TrainingFailure};
 
-use crate::job_files::{JobFolder, read_failure, read_output, write_job};
+use crate::job_files::{JOB_FILE, JobFolder, encode_job, read_failure, read_output, write_job_files};
 
 /// Where a staged job's files are, below the staging prefix.
 pub(crate) fn job_prefix(run_id: &str) -> String {
@@ -74,12 +74,38 @@ impl Staging {
     /// Stages `job` under `jobs/<run id>/` (replacing what an earlier attempt left) with its base model under
     /// `bases/`, in the process executor's file layout.
     pub async fn stage_job(&self, run_id: &str, job: &TrainJob) -> Result<(), TrainingFailure> {
-        let folder = self.job_folder(run_id).map_err(TrainingFailure::Backend)?;
-        let blob =
-            self.ensure_base(&job.base_model_path, &job.base_model_digest).await.map_err(TrainingFailure::Backend)?;
-        write_job(&folder, job, Some(blob)).await
+        let prepared = self.prepare_job(job).await?;
+        self.stage_prepared(run_id, &prepared).await
     }
 
+    /// Makes sure the base model of `job` is under `bases/` and encodes the job's files, without touching any run's
+    /// folder: what [`Staging::stage_prepared`] writes, and what a launch compares with what an earlier attempt
+    /// staged before it decides to re-attach to that attempt's Job.
+    pub async fn prepare_job(&self, job: &TrainJob) -> Result<PreparedJob, TrainingFailure> {
+        let blob =
+            self.ensure_base(&job.base_model_path, &job.base_model_digest).await.map_err(TrainingFailure::Backend)?;
+        Ok(PreparedJob { files: encode_job(job, Some(blob))? })
+    }
+
+    /// Writes `prepared` under `jobs/<run id>/`, replacing what an earlier attempt left there.
+    pub async fn stage_prepared(&self, run_id: &str, prepared: &PreparedJob) -> Result<(), TrainingFailure> {
+        let folder = self.job_folder(run_id).map_err(TrainingFailure::Backend)?;
+        write_job_files(&folder, &prepared.files).await
+    }
+
+    /// Whether the inputs staged under `jobs/<run id>/` are those of `prepared` (each file there, with the same
+    /// [`PreparedJob::trained_inputs`]); the files an earlier attempt's trainer wrote beside them are not looked at.
+    pub async fn staged_inputs_match(&self, run_id: &str, prepared: &PreparedJob) -> Result<bool, String> {
+        let folder = self.job_folder(run_id)?;
+        let mut staged = Vec::with_capacity(prepared.files.len());
+        for (name, _) in &prepared.files {
+            match folder.read(name).await? {
+                Some(bytes) => staged.push((*name, bytes)),
+                None => return Ok(false),
+            }
+        }
+        Ok(trained_inputs(&staged) == prepared.trained_inputs())
+    }
     /// The adapter and results a staged trainer left for `run_id`.
     pub async fn read_output(&self, run_id: &str) -> Result<TrainOutput, TrainingFailure> {
         read_output(&self.job_folder(run_id).map_err(TrainingFailure::Backend)?).await
@@ -218,6 +244,34 @@ impl Staging {
         tokio::fs::rename(&partial, &cached).await.map_err(|e| failed(&e))?;
         Ok(cached)
     }
+}
+
+/// A job encoded as the files it is staged as ([`Staging::prepare_job`]), its base model staged already.
+#[derive(Clone, Debug)]
+pub struct PreparedJob {
+    files: Vec<(&'static str, Vec<u8>)>,
+}
+
+impl PreparedJob {
+    /// What the staged files say the trainer trains on, file by file: their bytes, except that the job file leaves
+    /// out `base_model_path`, where the base model lies on the staging adapterd's own disk (a staged trainer fetches
+    /// the base by its content digest, `base_model_blob`, which stays in).
+    pub fn trained_inputs(&self) -> Vec<(&'static str, Vec<u8>)> {
+        trained_inputs(&self.files)
+    }
+}
+
+/// [`PreparedJob::trained_inputs`] of `files`; a job file that does not parse stays as it is (and so differs).
+fn trained_inputs(files: &[(&'static str, Vec<u8>)]) -> Vec<(&'static str, Vec<u8>)> {
+    let normalized = |name: &str, bytes: &[u8]| -> Option<Vec<u8>> {
+        if name != JOB_FILE {
+            return None;
+        }
+        let mut spec: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+        spec.as_object_mut()?.remove("base_model_path");
+        serde_json::to_vec(&spec).ok()
+    };
+    files.iter().map(|(name, bytes)| (*name, normalized(name, bytes).unwrap_or_else(|| bytes.clone()))).collect()
 }
 
 /// A job folder below the staging prefix, `jobs/<run id>/`.

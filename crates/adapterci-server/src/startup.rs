@@ -263,6 +263,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     ));
     controller.set_run_metrics(run_metrics.clone());
 
+    // made before the launchers, which see it: on shutdown it turns true before the controller drops its runs
+    let (shutdown, shutdown_receiver) = watch::channel(false);
     if let Some(settings) = kubernetes {
         let client = kube::Client::try_default().await.map_err(|error| {
             ServerError::Kubernetes(format!(
@@ -275,7 +277,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             staging = %settings.pod_staging_url,
             "runs train as Kubernetes Jobs"
         );
-        controller.set_launcher(Arc::new(KubernetesLauncher::new(client, settings)));
+        // a graceful stop (SIGTERM: an upgrade, a drain) leaves the Jobs training; the next adapterd re-attaches
+        let launcher = KubernetesLauncher::new(client, settings).leave_jobs_on_shutdown(shutdown_receiver.clone());
+        controller.set_launcher(Arc::new(launcher));
     }
     if config.executor == crate::config::ExecutorKind::Process && !config.serve_only {
         let program = match &config.trainer {
@@ -333,7 +337,6 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         return Err(ServerError::ServeOnly("no base model to serve (the model catalog is empty)".to_string()));
     }
 
-    let (shutdown, shutdown_receiver) = watch::channel(false);
     // A zero interval turns a loop off: tests then drive the controller and the worker step by step.
     let mut tasks = Vec::new();
     if config.serve_only {
