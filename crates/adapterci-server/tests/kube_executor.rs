@@ -2,8 +2,10 @@
 //! here, whose fake kubelet runs the Job's real `adapterd train-job --staged …`): a job trains end to end; a pod the
 //! control plane disrupts is replaced and the run goes on in the new one; a trainer's failure, a Job past its
 //! deadline, a pod that cannot start or cannot even be created (a quota refuses it) and a Job of an earlier attempt
-//! that will not go each end the attempt naming why; dropping a launch deletes the Job. Then adapterd itself, started with `--executor kubernetes` and a kubeconfig naming the mock served over
-//! HTTP, trains a run triggered through its API.
+//! that will not go each end the attempt naming why; dropping a launch deletes the Job, unless adapterd is stopping:
+//! then the Job is left, and the next adapterd's launch of the same job re-attaches to it (running or ended), while
+//! a changed job replaces it. Then adapterd itself, started with `--executor kubernetes` and a kubeconfig naming the
+//! mock served over HTTP, trains a run triggered through its API.
 //!
 //! The tests wait on the launch itself and on the events the mock records, never on time.
 
@@ -19,7 +21,7 @@ use adapterci_core::training::{ProgressSink, StepProgress, TrainingFailure};
 use adapterci_server::kube_launcher::{JobTemplate, KubernetesLauncher, KubernetesSettings, OLD_JOB_DELETE_TIMEOUT};
 use adapterci_server::staging::Staging;
 use adapterci_testkit::eventually::eventually;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 #[path = "support/tiny_job.rs"]
 mod tiny_job;
@@ -60,6 +62,11 @@ fn launcher(dir: &Path, kubelet: Kubelet) -> (KubernetesLauncher, mpsc::Unbounde
 
 fn launcher_with(dir: &Path, setup: impl Into<Setup>, limits: Limits) -> (KubernetesLauncher, FakeCluster) {
     let cluster = FakeCluster::new(setup, &dir.join("pod-cache"));
+    (launcher_on(&cluster, dir, limits), cluster)
+}
+
+/// A launcher on `cluster` (a second one: the next adapterd, on the same cluster and staging store).
+fn launcher_on(cluster: &FakeCluster, dir: &Path, limits: Limits) -> KubernetesLauncher {
     let staging_url = dir.join("staging").display().to_string();
     let settings = KubernetesSettings {
         namespace: NAMESPACE.to_string(),
@@ -73,7 +80,7 @@ fn launcher_with(dir: &Path, setup: impl Into<Setup>, limits: Limits) -> (Kubern
         start_timeout: limits.start_timeout,
         old_job_delete_timeout: limits.old_job_delete_timeout,
     };
-    (KubernetesLauncher::new(cluster.client(), settings), cluster)
+    KubernetesLauncher::new(cluster.client(), settings)
 }
 
 #[derive(Default)]
@@ -246,6 +253,9 @@ async fn a_job_past_its_deadline_without_a_result_fails_with_the_reason() {
 async fn dropping_a_launch_deletes_its_job() {
     let dir = tempfile::tempdir().unwrap();
     let (launcher, mut events) = launcher(dir.path(), Kubelet::Hang);
+    // adapterd's shutdown signal is wired, and not set: the drop is a cancel, not adapterd stopping
+    let (_shutdown, stopping) = watch::channel(false);
+    let launcher = launcher.leave_jobs_on_shutdown(stopping);
     let job = tiny_job(dir.path(), 3);
     let launch = tokio::spawn(async move {
         launcher.launch("run-4", job, &LaunchResources::default(), Arc::new(Progress::default())).await
@@ -263,6 +273,142 @@ async fn dropping_a_launch_deletes_its_job() {
         .await;
     let log = std::fs::read_to_string(dir.path().join("logs/run-4.log")).unwrap();
     assert!(log.contains("Kubernetes Job adapterci-train-run-4 stopped"), "{log}");
+}
+
+/// Starts the launch of `job` as run `run` on `launcher` and, once its Job was created (and, with `wait_for_step`,
+/// its pod has reported a step), stops adapterd: the shutdown signal is set, then the launch dropped, as the
+/// controller's runs are when adapterd stops.
+async fn stop_adapterd_while_it_trains(
+    launcher: &KubernetesLauncher,
+    cluster: &mut FakeCluster,
+    run: &'static str,
+    job: adapterci_core::training::TrainJob,
+    wait_for_step: bool,
+) {
+    let (shutdown, stopping) = watch::channel(false);
+    let launcher = launcher.clone().leave_jobs_on_shutdown(stopping);
+    let progress = Arc::new(Progress::default());
+    let launch = {
+        let progress = progress.clone();
+        tokio::spawn(async move { launcher.launch(run, job, &LaunchResources::default(), progress).await })
+    };
+    let name = format!("adapterci-train-{run}");
+    assert_eq!(next(&mut cluster.seen).await, Some(Seen::Created(name.clone())));
+    if wait_for_step {
+        let steps = || async { (progress.steps.load(Ordering::SeqCst) > 0).then_some(()) };
+        eventually("the first pod to report a step", steps).await;
+    }
+    shutdown.send(true).unwrap();
+    launch.abort();
+    assert!(launch.await.unwrap_err().is_cancelled());
+}
+
+/// Waits until the fake kubelet has ended the Job `name` (its trainer exited).
+async fn job_ended(cluster: &FakeCluster, name: &str) {
+    let ended = || async { cluster.job_status(name).filter(|status| status.get("conditions").is_some()) };
+    let status = eventually("the Job to end", ended).await;
+    assert_eq!(status["conditions"][0]["type"], "Complete", "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_left_running_by_a_stopping_adapterd_is_re_attached_to_by_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, mut cluster) =
+        launcher_with(dir.path(), Kubelet::Run { drop_first_stream_after: None }, Limits::default());
+    let job = tiny_job(dir.path(), 3);
+    stop_adapterd_while_it_trains(&first, &mut cluster, "run-13", job.clone(), true).await;
+    let log = log_text(&first, "run-13").await;
+    assert!(
+        log.contains(
+            "--- adapterd is stopping: the Job adapterci-test/adapterci-train-run-13 keeps running; the next \
+             adapterd re-attaches to it"
+        ),
+        "{log}"
+    );
+    assert!(staged_files(dir.path(), "run-13") > 0, "the staged job files stay, for the Job's pod");
+
+    // the next adapterd is given the run again (its lease expired) with the same job
+    let second = launcher_on(&cluster, dir.path(), Limits::default());
+    let progress = Arc::new(Progress::default());
+    let output = second.launch("run-13", job, &LaunchResources::default(), progress.clone()).await.unwrap();
+    assert!(!output.adapter_safetensors.is_empty());
+    assert!(output.metrics.contains_key("eval_loss"), "{:?}", output.metrics);
+    // the pod's log is followed from its start: the steps the first launch saw come again, each once
+    assert_eq!(progress.steps.load(Ordering::SeqCst), 3);
+    assert_eq!(drain(&mut cluster.seen), Vec::<Seen>::new(), "no Job deleted, none created again");
+    assert_eq!(cluster.created_names(), vec!["adapterci-train-run-13".to_string()], "the first Job's pod trained");
+    let log = log_text(&second, "run-13").await;
+    assert_eq!(
+        log.matches(
+            "--- re-attaching to the Job adapterci-test/adapterci-train-run-13 an earlier adapterd started for the \
+             same job (created 2026-01-01T00:00:00Z)"
+        )
+        .count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(log.matches("staging the job").count(), 1, "staged once, by the first adapterd: {log}");
+    assert!(log.contains("the Job adapterci-test/adapterci-train-run-13 completed"), "{log}");
+    assert_eq!(staged_files(dir.path(), "run-13"), 0, "the staged job files are removed at the end");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_succeeded_while_adapterd_was_away_is_re_attached_to_and_its_result_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, mut cluster) =
+        launcher_with(dir.path(), Kubelet::Run { drop_first_stream_after: None }, Limits::default());
+    let job = tiny_job(dir.path(), 3);
+    stop_adapterd_while_it_trains(&first, &mut cluster, "run-14", job.clone(), false).await;
+    job_ended(&cluster, "adapterci-train-run-14").await;
+
+    let second = launcher_on(&cluster, dir.path(), Limits::default());
+    let progress = Arc::new(Progress::default());
+    let output = second.launch("run-14", job, &LaunchResources::default(), progress.clone()).await.unwrap();
+    assert!(!output.adapter_safetensors.is_empty());
+    assert_eq!(output.adapter_config.rank, 2);
+    assert_eq!(progress.steps.load(Ordering::SeqCst), 3, "the ended pod's log, read once");
+    assert_eq!(drain(&mut cluster.seen), Vec::<Seen>::new(), "nothing created or deleted");
+    let log = log_text(&second, "run-14").await;
+    assert!(log.contains("--- re-attaching to the Job adapterci-test/adapterci-train-run-14"), "{log}");
+    assert!(log.contains("the Job adapterci-test/adapterci-train-run-14 completed"), "{log}");
+    assert_eq!(staged_files(dir.path(), "run-14"), 0, "the staged job files are removed at the end");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_left_by_a_stopping_adapterd_for_another_job_is_deleted_and_created_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, mut cluster) =
+        launcher_with(dir.path(), Kubelet::Run { drop_first_stream_after: None }, Limits::default());
+    let job = tiny_job(dir.path(), 3);
+    stop_adapterd_while_it_trains(&first, &mut cluster, "run-15", job.clone(), false).await;
+    // the first pod's trainer is done before the second Job's starts: both write to the run's staged folder
+    job_ended(&cluster, "adapterci-train-run-15").await;
+
+    // the run's dataset changed meanwhile (another dataset version when it was queued again)
+    let mut changed = job;
+    changed.dataset =
+        (0..12).map(|i| format!("{{\"prompt\": \"q {i}\", \"completion\": \"no\"}}\n")).collect::<String>().into();
+    changed.dataset_digest = adapterci_core::Digest::of(&changed.dataset);
+    let second = launcher_on(&cluster, dir.path(), Limits::default());
+    let output =
+        second.launch("run-15", changed, &LaunchResources::default(), Arc::new(Progress::default())).await.unwrap();
+    assert!(!output.adapter_safetensors.is_empty());
+    let name = "adapterci-train-run-15".to_string();
+    assert_eq!(
+        drain(&mut cluster.seen),
+        vec![Seen::Deleted(name.clone(), "Background".to_string()), Seen::Created(name)],
+        "the earlier Job deleted, the run's created again"
+    );
+    let log = log_text(&second, "run-15").await;
+    assert!(
+        log.contains(
+            "--- a Job adapterci-test/adapterci-train-run-15 of an earlier attempt exists and is not re-attached to: \
+             it trains another job: its adapterci.dev/job-digest is sha256:"
+        ),
+        "{log}"
+    );
+    assert!(!log.contains("re-attaching"), "{log}");
+    assert!(log.contains("training started as the Kubernetes Job adapterci-test/adapterci-train-run-15"), "{log}");
 }
 
 #[tokio::test]
@@ -332,7 +478,10 @@ async fn a_job_of_an_earlier_attempt_is_deleted_before_the_new_one_is_created() 
     assert_eq!(next(&mut cluster.seen).await, Some(Seen::Created(name)));
     let log = log_text(&launcher, "run-7").await;
     assert!(
-        log.contains("a Job adapterci-test/adapterci-train-run-7 of an earlier attempt exists: deleting it"),
+        log.contains(
+            "a Job adapterci-test/adapterci-train-run-7 of an earlier attempt exists and is not re-attached to: it \
+             carries no adapterci.dev/job-digest annotation (an older adapterd created it): deleting it"
+        ),
         "{log}"
     );
 }

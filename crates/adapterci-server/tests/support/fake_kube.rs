@@ -567,6 +567,11 @@ impl FakeCluster {
         self.cluster.created.lock().unwrap().get(name).cloned()
     }
 
+    /// The status of the Job `name` as the API server has it now, if the Job is there.
+    pub fn job_status(&self, name: &str) -> Option<Value> {
+        self.cluster.jobs.lock().unwrap().get(name).map(|fake| fake.job["status"].clone())
+    }
+
     /// The names of the Jobs created.
     pub fn created_names(&self) -> Vec<String> {
         self.cluster.created.lock().unwrap().keys().cloned().collect()
