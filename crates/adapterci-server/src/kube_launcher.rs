@@ -217,6 +217,56 @@ impl KubernetesLauncher {
         )
     }
 
+    /// Re-attaches to the run's Job an earlier adapterd left for the same job (`digest`), or stages `prepared` and
+    /// creates `manifest`, after deleting a Job of the run's name that is not re-attached to.
+    async fn attach_or_create(
+        &self,
+        guard: &mut LaunchGuard,
+        prepared: &PreparedJob,
+        manifest: &Job,
+        digest: &adapterci_core::Digest,
+    ) -> Result<(), TrainingFailure> {
+        let (name, run_id, log) = (guard.name.clone(), guard.run_id.clone(), guard.log.clone());
+        let existing = match self.existing(&name).await {
+            Ok(existing) => existing,
+            Err(failure) => {
+                // whether an earlier adapterd's Job is there is not known: it is left as it is, for the next attempt
+                guard.armed = false;
+                return Err(failure);
+            }
+        };
+        let described = self.describe(&name);
+        if let Some(old) = existing {
+            match self.re_attachable(&old, digest, &run_id, prepared).await {
+                Ok(created) => {
+                    let line = format!(
+                        "--- re-attaching to the Job {described} an earlier adapterd started for the same job \
+                         (created {created})"
+                    );
+                    append_log(&log, &line).await;
+                    tracing::info!(run = %run_id, job = %described, "re-attached to the training job an earlier adapterd started");
+                    return Ok(());
+                }
+                Err(why) => {
+                    let why = format!("is not re-attached to: {why}");
+                    if let Err(failure) = self.delete_old(&name, &why, &log).await {
+                        return stopped(guard, "deleting the earlier attempt's Job failed", failure);
+                    }
+                }
+            }
+        }
+        append_log(&log, &format!("--- {} staging the job in {}", now(), self.settings.staging.url())).await;
+        if let Err(failure) = self.settings.staging.stage_prepared(&run_id, prepared).await {
+            return stopped(guard, "staging the job failed", failure);
+        }
+        if let Err(failure) = self.create(manifest, &name, &log).await {
+            return stopped(guard, "creating the Job failed", failure);
+        }
+        append_log(&log, &format!("--- {} training started as the Kubernetes Job {described}", now())).await;
+        tracing::info!(run = %run_id, job = %described, "training job created");
+        Ok(())
+    }
+
     fn describe(&self, name: &str) -> String {
         format!("{}/{name}", self.settings.namespace)
     }
@@ -224,6 +274,12 @@ impl KubernetesLauncher {
 
 fn backend(message: String) -> TrainingFailure {
     TrainingFailure::Backend(message)
+}
+
+/// The launch's end by `failure`, the guard told `why` for the run's log.
+fn stopped<T>(guard: &mut LaunchGuard, why: &'static str, failure: TrainingFailure) -> Result<T, TrainingFailure> {
+    guard.why = why;
+    Err(failure)
 }
 
 #[async_trait]
@@ -241,7 +297,8 @@ impl TrainingLauncher for KubernetesLauncher {
             .await
             .map_err(|e| backend(format!("creating {}: {e}", settings.logs_dir.display())))?;
         let name = job_name(run_id);
-        // from the Job's creation on, it and the staged files go, however the launch ends (unless adapterd stops)
+        // from the look for the run's Job on, it and the staged files go, however the launch ends (unless adapterd
+        // stops)
         let mut guard = LaunchGuard {
             jobs: self.jobs(),
             name: name.clone(),
@@ -250,13 +307,9 @@ impl TrainingLauncher for KubernetesLauncher {
             log: log.clone(),
             namespace: settings.namespace.clone(),
             stopping: self.stopping.clone(),
-            job_created: false,
+            job_may_exist: false,
             armed: true,
             why: "run cancelled, timed out or taken over",
-        };
-        let stopped = |guard: &mut LaunchGuard, why, failure| {
-            guard.why = why;
-            Err(failure)
         };
         // the job's digest before anything is staged: an earlier adapterd's Job of the same digest trains on what is
         // staged under the run's folder, which must stay as it is
@@ -279,46 +332,9 @@ impl TrainingLauncher for KubernetesLauncher {
             .get_or_insert_with(Default::default)
             .insert(JOB_DIGEST_ANNOTATION.to_string(), digest.to_string());
         // from the look on, the Job may be this run's: a launch dropped now deletes it (a 404 is fine)
-        guard.job_created = true;
-        let existing = match self.existing(&name).await {
-            Ok(existing) => existing,
-            Err(failure) => {
-                // whether an earlier adapterd's Job is there is not known: it is left as it is, for the next attempt
-                guard.armed = false;
-                return Err(failure);
-            }
-        };
-        let re_attached = match &existing {
-            Some(old) => match self.re_attachable(old, &digest, run_id, &prepared).await {
-                Ok(created) => Some(created),
-                Err(why) => {
-                    if let Err(failure) = self.delete_old(&name, &format!("is not re-attached to: {why}"), &log).await {
-                        return stopped(&mut guard, "deleting the earlier attempt's Job failed", failure);
-                    }
-                    None
-                }
-            },
-            None => None,
-        };
+        guard.job_may_exist = true;
+        self.attach_or_create(&mut guard, &prepared, &manifest, &digest).await?;
         let described = self.describe(&name);
-        if let Some(created) = re_attached {
-            let line = format!(
-                "--- re-attaching to the Job {described} an earlier adapterd started for the same job (created \
-                 {created})"
-            );
-            append_log(&log, &line).await;
-            tracing::info!(run = run_id, job = %described, "re-attached to the training job an earlier adapterd started");
-        } else {
-            append_log(&log, &format!("--- {} staging the job in {}", now(), settings.staging.url())).await;
-            if let Err(failure) = settings.staging.stage_prepared(run_id, &prepared).await {
-                return stopped(&mut guard, "staging the job failed", failure);
-            }
-            if let Err(failure) = self.create(&manifest, &name, &log).await {
-                return stopped(&mut guard, "creating the Job failed", failure);
-            }
-            append_log(&log, &format!("--- {} training started as the Kubernetes Job {described}", now())).await;
-            tracing::info!(run = run_id, job = %described, "training job created");
-        }
         let follower = follow::Follower {
             jobs: self.jobs(),
             pods: self.pods(),
@@ -376,7 +392,8 @@ struct LaunchGuard {
     namespace: String,
     /// True once adapterd stops ([`KubernetesLauncher::leave_jobs_on_shutdown`]).
     stopping: watch::Receiver<bool>,
-    job_created: bool,
+    /// Whether the run's Job may exist (the launch looked for it): before, nothing was staged or created.
+    job_may_exist: bool,
     armed: bool,
     /// Why the Job is stopped, for the run's log.
     why: &'static str,
@@ -387,7 +404,7 @@ impl Drop for LaunchGuard {
         if !self.armed {
             return;
         }
-        if self.job_created && *self.stopping.borrow() {
+        if self.job_may_exist && *self.stopping.borrow() {
             let line = format!(
                 "--- adapterd is stopping: the Job {}/{} keeps running; the next adapterd re-attaches to it",
                 self.namespace, self.name
@@ -396,7 +413,7 @@ impl Drop for LaunchGuard {
             tracing::info!(job = %self.name, "adapterd is stopping: the training job is left running");
             return;
         }
-        if !self.job_created {
+        if !self.job_may_exist {
             // nothing was staged for the run yet (and what is there may be an earlier adapterd's Job's): left alone
             let line = format!("--- {} stopped before the Kubernetes Job was created ({})", now(), self.why);
             crate::job_files::append_log_now(&self.log, &line);
