@@ -108,6 +108,15 @@ pub trait RunScheduler: Send + Sync {
         reason: &str,
     ) -> Result<RunRecord, StoreError>;
 
+    /// Gives `holder`'s running run back to the queue, due at `now`, without counting the execution it stops
+    /// (a graceful shutdown: the run did not fail, its controller is going away): the lease is cleared and
+    /// `attempts` goes back to what it was before the claim, so the next claim is the same attempt again.
+    /// `reason` is stored as the run's note, as `retry_later`'s is. One conditional write: false, and nothing
+    /// changed, when `holder` no longer holds the lease (it expired and another controller took the run) or the
+    /// run is no longer running (it finished, was cancelled or was queued again).
+    async fn hand_back(&self, run_id: &str, holder: &str, now: DateTime<Utc>, reason: &str)
+    -> Result<bool, StoreError>;
+
     /// The scheduling facts of a run; `None` for an unknown run or one queued without the scheduler.
     async fn run_schedule(&self, run_id: &str) -> Result<Option<RunSchedule>, StoreError>;
 }

@@ -4,6 +4,8 @@
 //! advisory lock on PostgreSQL; SQLite's `BEGIN IMMEDIATE` already serializes writers), so limits and debounce
 //! decisions are made on a state no other scheduler changes meanwhile. Run state changes are still conditional
 //! updates on the state that was read, because `update_run` (a cancel, a finishing run) does not take the lock.
+//! A hand-back (graceful shutdown) and a retry take the lock too, and change nothing unless the caller still
+//! holds the run's lease.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -362,6 +364,50 @@ impl SeaStore {
         txn.commit().await.map_err(fail)?;
         Ok(run_record(row)?)
     }
+
+    /// Under the scheduler lock the lease cannot change hands between the read and the writes (claims, expiry
+    /// and retries take the lock; `renew_lease` only extends the holder's own lease), so checking the holder
+    /// once is enough; the run's state is still moved conditionally, since a cancel does not take the lock.
+    /// When the cancel wins, the transaction is dropped (rolled back) and nothing changed.
+    async fn try_hand_back(
+        &self,
+        run_id: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        reason: &str,
+    ) -> Result<bool, AttemptError> {
+        let context = format!("handing run {run_id} back to the queue");
+        let fail = |err| attempt_err(&context)(err);
+        let txn = self.begin_scheduling().await.map_err(fail)?;
+        let Some(held) = Schedules::find_by_id(run_id).one(&txn).await.map_err(fail)? else {
+            return Ok(false);
+        };
+        if held.lease_holder.as_deref() != Some(holder) {
+            return Ok(false);
+        }
+        // the claim that gave `holder` this lease counted one more attempt: take it back
+        let attempts_before_claim = count(&held, "attempts", held.attempts)?.saturating_sub(1);
+        if self
+            .move_run(&txn, run_id, RunState::Running, RunState::Queued, Some(Some(reason.to_string())))
+            .await
+            .map_err(fail)?
+            .is_none()
+        {
+            return Ok(false);
+        }
+        Schedules::update_many()
+            .col_expr(ScheduleColumn::NotBefore, Expr::value(to_stored_time(now)))
+            .col_expr(ScheduleColumn::Attempts, Expr::value(i64::from(attempts_before_claim)))
+            .col_expr(ScheduleColumn::LeaseHolder, Expr::value(Option::<String>::None))
+            .col_expr(ScheduleColumn::LeaseExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
+            .filter(ScheduleColumn::RunId.eq(run_id))
+            .filter(ScheduleColumn::LeaseHolder.eq(holder))
+            .exec(&txn)
+            .await
+            .map_err(fail)?;
+        txn.commit().await.map_err(fail)?;
+        Ok(true)
+    }
 }
 
 #[async_trait]
@@ -415,6 +461,17 @@ impl RunScheduler for SeaStore {
         reason: &str,
     ) -> Result<RunRecord, StoreError> {
         retrying(format!("re-queueing run {run_id}"), || self.try_retry_later(run_id, holder, not_before, reason)).await
+    }
+
+    async fn hand_back(
+        &self,
+        run_id: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        retrying(format!("handing run {run_id} back to the queue"), || self.try_hand_back(run_id, holder, now, reason))
+            .await
     }
 
     async fn run_schedule(&self, run_id: &str) -> Result<Option<RunSchedule>, StoreError> {

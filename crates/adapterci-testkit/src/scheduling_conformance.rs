@@ -1,6 +1,7 @@
 //! The conformance suite of the scheduling ports (`RunScheduler`, `DeliveryLog`): debounce, supersede,
-//! concurrency limits, leases and their expiry, retries, and idempotent deliveries. The in-memory fake and
-//! `SeaStore` on SQLite and PostgreSQL must pass the same cases. Time is always passed in, so no case sleeps.
+//! concurrency limits, leases and their expiry, retries, hand-backs at shutdown, and idempotent deliveries. The
+//! in-memory fake and `SeaStore` on SQLite and PostgreSQL must pass the same cases. Time is always passed in, so no
+//! case sleeps.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -48,6 +49,13 @@ pub fn cases() -> Vec<(&'static str, Case)> {
         ("concurrent_claimers_never_exceed_the_global_limit", |s| {
             concurrent_claimers_never_exceed_the_global_limit(s).boxed()
         }),
+        ("a_handed_back_run_is_queued_at_once_without_using_an_attempt", |s| {
+            a_handed_back_run_is_queued_at_once_without_using_an_attempt(s).boxed()
+        }),
+        ("only_the_lease_holder_hands_a_running_run_back", |s| {
+            only_the_lease_holder_hands_a_running_run_back(s).boxed()
+        }),
+        ("ended_runs_are_not_handed_back", |s| ended_runs_are_not_handed_back(s).boxed()),
         ("each_delivery_is_recorded_once", |s| each_delivery_is_recorded_once(s).boxed()),
     ]
 }
@@ -256,6 +264,105 @@ pub async fn concurrent_claimers_never_exceed_the_global_limit(ports: Scheduling
     claimed.sort();
     claimed.dedup();
     assert_eq!(claimed.len(), 3, "{claimed:?}");
+}
+
+const HANDED_BACK: &str = "adapterd stopped: handed back";
+
+async fn schedule_of(ports: &Scheduling, id: &str) -> adapterci_core::scheduling::RunSchedule {
+    ports.scheduler.run_schedule(id).await.expect("run_schedule").expect("a schedule")
+}
+
+pub async fn a_handed_back_run_is_queued_at_once_without_using_an_attempt(ports: Scheduling) {
+    let run = ports.scheduler.enqueue_run(request("demo", 0, 0, false, false), at(0)).await.expect("enqueue").run;
+    // one failed attempt first, so that the count to come back to is not zero
+    claim(&ports, "first", 0, ONE_AT_A_TIME).await.expect("claimed");
+    ports.scheduler.retry_later(&run.id, "first", at(10), "attempt 1 failed").await.expect("retry_later");
+    let before_claim = schedule_of(&ports, &run.id).await.attempts;
+    assert_eq!(before_claim, 1);
+    assert_eq!(claim(&ports, "stopping", 10, ONE_AT_A_TIME).await, Some((run.id.clone(), 2)));
+
+    assert!(ports.scheduler.hand_back(&run.id, "stopping", at(20), HANDED_BACK).await.expect("hand_back"));
+    let queued = ports.runs.get_run(&run.id).await.expect("get_run").expect("the run exists");
+    assert_eq!(queued.state, RunState::Queued);
+    assert_eq!(queued.error.as_deref(), Some(HANDED_BACK), "the reason is the run's note");
+    let schedule = schedule_of(&ports, &run.id).await;
+    assert_eq!(schedule.attempts, before_claim, "the interrupted execution is not counted");
+    assert_eq!((schedule.lease_holder, schedule.lease_expires_at), (None, None));
+    assert_eq!(schedule.not_before, at(20));
+    assert!(!ports.scheduler.renew_lease(&run.id, "stopping", at(100)).await.expect("renew"), "the lease is gone");
+    assert!(
+        !ports.scheduler.hand_back(&run.id, "stopping", at(20), HANDED_BACK).await.expect("hand_back"),
+        "a second hand-back does nothing"
+    );
+    assert_eq!(schedule_of(&ports, &run.id).await.attempts, before_claim, "not counted back twice");
+
+    // no lease to wait out: another controller takes the run at the same instant, as the same attempt
+    assert_eq!(claim(&ports, "next", 20, ONE_AT_A_TIME).await, Some((run.id.clone(), 2)));
+
+    // a run handed back on its first attempt goes back to zero, never below
+    let first = ports.scheduler.enqueue_run(request("fresh", 0, 0, false, false), at(0)).await.expect("enqueue").run;
+    let roomy = ConcurrencyLimits { global: 10, per_pipeline: 1 };
+    assert_eq!(claim(&ports, "stopping", 30, roomy).await, Some((first.id.clone(), 1)));
+    for _ in 0..3 {
+        assert!(ports.scheduler.hand_back(&first.id, "stopping", at(30), HANDED_BACK).await.expect("hand_back"));
+        assert_eq!(schedule_of(&ports, &first.id).await.attempts, 0);
+        assert_eq!(claim(&ports, "stopping", 30, roomy).await, Some((first.id.clone(), 1)), "still the first attempt");
+    }
+}
+
+pub async fn only_the_lease_holder_hands_a_running_run_back(ports: Scheduling) {
+    let run = ports.scheduler.enqueue_run(request("demo", 0, 0, false, false), at(0)).await.expect("enqueue").run;
+    assert!(
+        !ports.scheduler.hand_back(&run.id, "nobody", at(0), HANDED_BACK).await.expect("hand_back"),
+        "a queued run is nobody's to hand back"
+    );
+    claim(&ports, "holder", 0, ONE_AT_A_TIME).await.expect("claimed");
+    let held = schedule_of(&ports, &run.id).await;
+    assert!(!ports.scheduler.hand_back(&run.id, "stranger", at(5), HANDED_BACK).await.expect("hand_back"));
+    assert_eq!(state_of(&ports, &run.id).await, RunState::Running);
+    assert_eq!(schedule_of(&ports, &run.id).await, held, "a stranger changes nothing");
+
+    // the holder hung: its lease expired and another controller took the run over
+    assert_eq!(ports.scheduler.expire_leases(at(31), 3).await.expect("expire"), vec![run.id.clone()]);
+    assert_eq!(claim(&ports, "successor", 31, ONE_AT_A_TIME).await, Some((run.id.clone(), 2)));
+    let taken = schedule_of(&ports, &run.id).await;
+    assert!(
+        !ports.scheduler.hand_back(&run.id, "holder", at(40), HANDED_BACK).await.expect("hand_back"),
+        "the old holder's hand-back must not undo the successor's claim"
+    );
+    assert_eq!(state_of(&ports, &run.id).await, RunState::Running);
+    assert_eq!(schedule_of(&ports, &run.id).await, taken);
+    assert!(ports.scheduler.renew_lease(&run.id, "successor", at(80)).await.expect("renew"), "the successor keeps it");
+}
+
+pub async fn ended_runs_are_not_handed_back(ports: Scheduling) {
+    let limits = ConcurrencyLimits { global: 10, per_pipeline: 1 };
+    let cancelled = ports.scheduler.enqueue_run(request("cancel", 0, 0, false, false), at(0)).await.expect("enqueue");
+    let finished = ports.scheduler.enqueue_run(request("finish", 0, 0, false, false), at(0)).await.expect("enqueue");
+    let retried = ports.scheduler.enqueue_run(request("retry", 0, 0, false, false), at(0)).await.expect("enqueue");
+    for _ in 0..3 {
+        claim(&ports, "holder", 0, limits).await.expect("claimed");
+    }
+    let cancel = RunPatch { state: Some(RunState::Cancelled), ..RunPatch::default() };
+    ports.runs.update_run(&cancelled.run.id, cancel).await.expect("cancel");
+    let succeed = RunPatch { state: Some(RunState::Succeeded), ..RunPatch::default() };
+    ports.runs.update_run(&finished.run.id, succeed).await.expect("finish");
+    ports.scheduler.retry_later(&retried.run.id, "holder", at(60), "attempt 1 failed").await.expect("retry_later");
+
+    for (run, state) in
+        [(&cancelled.run, RunState::Cancelled), (&finished.run, RunState::Succeeded), (&retried.run, RunState::Queued)]
+    {
+        let before = ports.runs.get_run(&run.id).await.expect("get_run").expect("the run exists");
+        let schedule = schedule_of(&ports, &run.id).await;
+        assert!(
+            !ports.scheduler.hand_back(&run.id, "holder", at(10), HANDED_BACK).await.expect("hand_back"),
+            "{state} run"
+        );
+        let after = ports.runs.get_run(&run.id).await.expect("get_run").expect("the run exists");
+        assert_eq!((after.state, &after.error), (state, &before.error), "{state} run");
+        assert_eq!(schedule_of(&ports, &run.id).await, schedule, "{state} run: schedule untouched");
+    }
+    assert_eq!(claim(&ports, "other", 59, limits).await, None, "the retry still waits for its time");
 }
 
 pub async fn each_delivery_is_recorded_once(ports: Scheduling) {

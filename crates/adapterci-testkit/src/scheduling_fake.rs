@@ -233,6 +233,31 @@ impl RunScheduler for InMemoryScheduler {
         Ok(run)
     }
 
+    async fn hand_back(
+        &self,
+        run_id: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.state.lock().await;
+        let Some(entry) = state.schedules.get_mut(run_id) else { return Ok(false) };
+        if entry.schedule.lease_holder.as_deref() != Some(holder) {
+            return Ok(false);
+        }
+        // `update_run` refuses the move unless the run is still running (a racing cancel or finish wins)
+        let patch = RunPatch { state: Some(RunState::Queued), error: Some(reason.to_string()), ..RunPatch::default() };
+        let running = self.store.get_run(run_id).await?.is_some_and(|run| run.state == RunState::Running);
+        if !running || self.move_run(run_id, patch).await?.is_none() {
+            return Ok(false);
+        }
+        entry.schedule.attempts = entry.schedule.attempts.saturating_sub(1);
+        entry.schedule.not_before = now;
+        entry.schedule.lease_holder = None;
+        entry.schedule.lease_expires_at = None;
+        Ok(true)
+    }
+
     async fn run_schedule(&self, run_id: &str) -> Result<Option<RunSchedule>, StoreError> {
         Ok(self.state.lock().await.schedules.get(run_id).map(|entry| entry.schedule.clone()))
     }
