@@ -1,6 +1,7 @@
 //! Scheduling on the controller side: how triggers become queued runs (debounce, supersede), how runs are
-//! claimed under a lease that a heartbeat keeps alive, and what happens after a failure (retry with backoff) or
-//! a cancel. The durable state lives in the metadata store behind `RunScheduler`; this file only decides.
+//! claimed under a lease that a heartbeat keeps alive, and what happens after a failure (retry with backoff), a
+//! cancel, or a graceful shutdown (runs in flight handed back to the queue). The durable state lives in the
+//! metadata store behind `RunScheduler`; this file only decides.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -258,12 +259,78 @@ pub(crate) fn holder_name() -> String {
     format!("controller-{}-{}", std::process::id(), uuid::Uuid::now_v7().simple())
 }
 
+/// A claimed run executing as a task of the loop.
+pub(crate) struct Execution {
+    pub(crate) run_id: String,
+    pub(crate) task: tokio::task::JoinHandle<()>,
+}
+
 /// Keeps `Arc<Controller>` helpers in one place for the loop.
-pub(crate) fn spawn_execution(controller: Arc<Controller>, claimed: ClaimedRun) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+pub(crate) fn spawn_execution(controller: Arc<Controller>, claimed: ClaimedRun) -> Execution {
+    let run_id = claimed.run.id.clone();
+    let task = tokio::spawn(async move {
         let id = claimed.run.id.clone();
         if let Err(error) = controller.execute_claimed(claimed).await {
             tracing::warn!(run = %id, %error, "run execution failed");
         }
-    })
+    });
+    Execution { run_id, task }
+}
+
+/// The note a handed-back run carries until it is claimed again.
+const HANDED_BACK: &str = "adapterd stopped before the run finished: handed back to the queue, not counted as an \
+                           attempt; the next adapterd runs it again";
+
+impl Controller {
+    /// A graceful shutdown: stops every execution still in flight and hands its run back to the queue, due at
+    /// once, the stopped execution not counted as an attempt, so that restarts (every `helm upgrade`) never use
+    /// up a run's attempts and the next controller need not wait for a lease to expire.
+    ///
+    /// Why this is safe:
+    /// - Each task is aborted and then awaited, so its future has been dropped before its run is handed back:
+    ///   the launch went with it (the process executor killed its trainer; the Kubernetes executor, which sees
+    ///   the same shutdown watch, left its Job for the next adapterd to re-attach to) and nothing of this
+    ///   execution can write or publish once another controller may hold the run.
+    /// - An execution that ended on its own before the abort landed (its outcome or retry recorded) is skipped,
+    ///   and so is one that panicked: that is a failure, left to the lease and counted as an attempt as before.
+    /// - The hand-back itself is one conditional write on this controller's lease and the running state. A run
+    ///   that finished (succeeded, rejected, failed, cancelled) or was queued for a retry is no longer running
+    ///   under this lease, and a run whose lease expired and was taken over belongs to another holder: all are
+    ///   left as they are.
+    /// - Publishing is fenced by the lease right before it (`execute_stages` renews it and stops when that
+    ///   fails). An abort that lands after the fence may leave the version published without the run's outcome
+    ///   recorded; the run is then handed back like any other, and its next execution finds the version by the
+    ///   run id and records it without publishing or training again, as after a crash.
+    pub(crate) async fn stop_and_hand_back(&self, executions: Vec<Execution>) {
+        for execution in &executions {
+            execution.task.abort();
+        }
+        for Execution { run_id, task } in executions {
+            match task.await {
+                Ok(()) => continue,
+                Err(error) if error.is_panic() => {
+                    tracing::warn!(run = %run_id, "run execution panicked: left to its lease");
+                    continue;
+                }
+                Err(_) => {}
+            }
+            self.hand_back(&run_id).await;
+        }
+    }
+
+    /// Hands a run this controller holds back to the queue (see `stop_and_hand_back`).
+    async fn hand_back(&self, run_id: &str) {
+        let holder = &self.config().holder;
+        match self.ports().scheduler.hand_back(run_id, holder, self.now(), HANDED_BACK).await {
+            Ok(true) => {
+                tracing::info!(run = %run_id, "adapterd stopping: run handed back to the queue, attempt not counted")
+            }
+            Ok(false) => tracing::info!(run = %run_id, "run not handed back: it ended, or another controller holds it"),
+            Err(error) => tracing::warn!(
+                run = %run_id,
+                %error,
+                "cannot hand the run back: the next controller takes it over when its lease expires"
+            ),
+        }
+    }
 }

@@ -14,7 +14,7 @@ use adapterci_core::scheduling::{DeliveryLog, RunScheduler};
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
-use crate::schedule::{SchedulingConfig, Timing, holder_name, spawn_execution};
+use crate::schedule::{Execution, SchedulingConfig, Timing, holder_name, spawn_execution};
 use crate::specs::SpecCache;
 use crate::webhook_trigger::WebhookSecrets;
 use crate::{BaseModels, ControllerError};
@@ -204,12 +204,13 @@ impl Controller {
     }
 
     /// Every `config.tick`: polls due watches, then starts due runs as tasks, as many as the limits allow, so
-    /// that watches keep being polled while runs train. Errors are logged, never fatal. Runs still executing at
-    /// shutdown are left to their leases: the next controller takes them over when the leases expire.
+    /// that watches keep being polled while runs train. Errors are logged, never fatal. On shutdown, runs still
+    /// executing are stopped and handed back to the queue, due at once and without counting the stopped
+    /// execution as an attempt (`Controller::stop_and_hand_back`); only a crash leaves them to their leases.
     pub async fn run_until(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut interval = tokio::time::interval(self.config.tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut executions: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+        let mut executions: Vec<Execution> = Vec::new();
         let mut passes: u64 = 0;
         loop {
             tokio::select! {
@@ -224,7 +225,7 @@ impl Controller {
                         tracing::warn!(%error, "canary promotion pass failed");
                     }
                     passes += 1;
-                    executions.retain(|execution| !execution.is_finished());
+                    executions.retain(|execution| !execution.task.is_finished());
                     while executions.len() < self.config.scheduling.limits.global {
                         match self.claim().await {
                             Ok(Some(claimed)) => executions.push(spawn_execution(self.clone(), claimed)),
@@ -238,9 +239,7 @@ impl Controller {
                 }
                 changed = shutdown.changed() => {
                     if changed.is_err() || *shutdown.borrow() {
-                        for execution in &executions {
-                            execution.abort();
-                        }
+                        self.stop_and_hand_back(executions).await;
                         tracing::info!("controller stopped");
                         return;
                     }

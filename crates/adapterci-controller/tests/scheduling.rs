@@ -1,5 +1,6 @@
 //! Durable scheduling seen from the controller: debounce of bursts, retries with backoff, leases kept by
-//! heartbeats and taken over after a crash, cancellation, and exactly one publish per run. Every test runs on a
+//! heartbeats and taken over after a crash, runs handed back on a graceful shutdown, cancellation, and exactly
+//! one publish per run. Every test runs on a
 //! paused tokio clock that also drives the controller's wall clock (`TokioClock`): timers fire in virtual time,
 //! deterministically, and nothing waits for real time.
 
@@ -19,6 +20,7 @@ use adapterci_core::scheduling::{ConcurrencyLimits, RetryPolicy, RunScheduler};
 use adapterci_core::training::{ProgressSink, TrainJob, TrainOutput, TrainingFailure};
 use adapterci_core::{AdapterName, Digest, PipelineName};
 use adapterci_registry::{ObjectStoreDatasetSource, ObjectStoreRegistry, open_object_store};
+use adapterci_testkit::eventually::eventually;
 use adapterci_testkit::executor_fake::ScriptedExecutor;
 use adapterci_testkit::scheduling_fake::InMemoryScheduler;
 use adapterci_testkit::store_fake::InMemoryMetadataStore;
@@ -68,6 +70,8 @@ struct TestExecutor {
     inner: ScriptedExecutor,
     failures: AtomicUsize,
     block_first: bool,
+    /// Calls before this one block until dropped, as a long training does (`block_first` is the first only).
+    blocked_calls: usize,
     calls: AtomicUsize,
     started: Notify,
     /// Training futures dropped before they finished (a cancel or a crash stopped them).
@@ -90,7 +94,7 @@ impl TrainingExecutor for TestExecutor {
         let call = self.calls.fetch_add(1, Ordering::SeqCst);
         let mut flag = DropFlag(self.dropped.clone(), false);
         self.started.notify_one();
-        if self.block_first && call == 0 {
+        if (self.block_first && call == 0) || call < self.blocked_calls {
             std::future::pending::<()>().await;
         }
         let failures_left = self.failures.load(Ordering::SeqCst);
@@ -434,4 +438,111 @@ async fn the_loop_runs_at_most_the_global_limit_at_once_and_one_run_per_pipeline
     assert_eq!(executor.most_at_once.load(Ordering::SeqCst), 2);
     stop.send(true).unwrap();
     loop_task.await.unwrap();
+}
+
+/// Stops inside publishing: the version is stored, then the listener holds the execution until it is dropped.
+struct StallAfterPublish(Arc<Notify>);
+
+#[async_trait]
+impl PublishListener for StallAfterPublish {
+    async fn published(&self, _version: &AdapterVersionRecord) {
+        self.0.notify_one();
+        std::future::pending::<()>().await;
+    }
+}
+
+/// The pipeline without its dataset watch: the loop's watch pass would queue a run of its own.
+fn manual_only() -> String {
+    PIPELINE.replace("  - kind: dataset_watch\n    interval: 1s\n", "")
+}
+
+/// Starts `controller`'s loop, waits until the executor has started a training, then shuts the loop down as
+/// adapterd does on SIGTERM and waits for it to return.
+async fn stop_mid_training(h: &Harness, controller: &Arc<Controller>) {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let loop_task = tokio::spawn(controller.clone().run_until(stopped));
+    h.executor.started.notified().await;
+    stop.send(true).unwrap();
+    loop_task.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_graceful_shutdown_hands_the_run_back_and_restarts_never_use_up_its_attempts() {
+    // more stop/start cycles than the attempt limit (4), each during the run's training
+    const RESTARTS: usize = 5;
+    let h = harness(TestExecutor { blocked_calls: RESTARTS, ..TestExecutor::default() });
+    h.controller().apply(&manual_only(), None).await.unwrap();
+    h.upload("good\n").await;
+    let run = h.controller().trigger(&demo(), Trigger::Manual).await.unwrap();
+
+    for restart in 1..=RESTARTS {
+        let adapterd = h.controller();
+        stop_mid_training(&h, &adapterd).await;
+        assert_eq!(h.executor.dropped.load(Ordering::SeqCst), restart, "the training was stopped, not left running");
+        assert_eq!(adapterd.active_run_count(), 0);
+        let stopped = h.run(&run.id).await;
+        assert_eq!(stopped.state, RunState::Queued, "restart {restart}: {stopped:#?}");
+        assert!(stopped.error.as_deref().is_some_and(|note| note.contains("handed back")), "{:?}", stopped.error);
+        let schedule = h.scheduler.run_schedule(&run.id).await.unwrap().unwrap();
+        assert_eq!(schedule.attempts, 0, "restart {restart}: the stopped execution is not an attempt");
+        assert_eq!((schedule.lease_holder, schedule.lease_expires_at), (None, None));
+        assert!(schedule.not_before <= h.ports.clock.now(), "due at once");
+    }
+
+    // No lease to wait out: a controller whose claim comes before any expiry could (a crashed holder's run is
+    // not claimable for a whole lease, see the takeover test) claims it at once.
+    let next = h.controller();
+    let finished = next.run_next().await.unwrap().expect("claimed at once");
+    assert_eq!((finished.id.as_str(), finished.state), (run.id.as_str(), RunState::Succeeded), "{finished:#?}");
+    assert_eq!(h.scheduler.run_schedule(&run.id).await.unwrap().unwrap().attempts, 1, "its first counted attempt");
+    assert_eq!(h.versions().await.len(), 1);
+    assert_eq!(h.executor.calls.load(Ordering::SeqCst), RESTARTS + 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shutdown_after_a_run_ended_hands_nothing_back() {
+    let h = harness(TestExecutor { blocked_calls: 1, ..TestExecutor::default() });
+    let adapterd = h.controller();
+    adapterd.apply(&manual_only(), None).await.unwrap();
+    h.upload("good\n").await;
+    let cancelled = adapterd.trigger(&demo(), Trigger::Manual).await.unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let loop_task = tokio::spawn(adapterd.clone().run_until(stopped));
+    h.executor.started.notified().await;
+    adapterd.cancel(&cancelled.id).await.unwrap();
+    let finished = adapterd.trigger(&demo(), Trigger::Manual).await.unwrap();
+    eventually("the second run to succeed", || async {
+        (h.run(&finished.id).await.state == RunState::Succeeded).then_some(())
+    })
+    .await;
+    stop.send(true).unwrap();
+    loop_task.await.unwrap();
+    assert_eq!(h.run(&cancelled.id).await.state, RunState::Cancelled);
+    assert_eq!(h.run(&finished.id).await.state, RunState::Succeeded);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shutdown_while_publishing_hands_the_run_back_and_the_next_controller_publishes_nothing_new() {
+    let h = harness(TestExecutor::default());
+    let adapterd = h.controller();
+    let published = Arc::new(Notify::new());
+    adapterd.add_publish_listener(Arc::new(StallAfterPublish(published.clone())));
+    adapterd.apply(&manual_only(), None).await.unwrap();
+    h.upload("good\n").await;
+    let run = adapterd.trigger(&demo(), Trigger::Manual).await.unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let loop_task = tokio::spawn(adapterd.clone().run_until(stopped));
+    published.notified().await;
+    stop.send(true).unwrap();
+    loop_task.await.unwrap();
+    assert_eq!(h.versions().await.len(), 1, "published before the stop");
+    assert_eq!(h.run(&run.id).await.state, RunState::Queued, "the outcome was not recorded: handed back");
+    assert_eq!(h.scheduler.run_schedule(&run.id).await.unwrap().unwrap().attempts, 0);
+
+    let finished = h.controller().run_next().await.unwrap().expect("claimed at once");
+    assert_eq!(finished.state, RunState::Succeeded, "{finished:#?}");
+    let versions = h.versions().await;
+    assert_eq!(versions.len(), 1, "exactly one version for the run");
+    assert_eq!(finished.published.map(|published| published.version), Some(versions[0].version));
+    assert_eq!(h.executor.calls.load(Ordering::SeqCst), 1, "not trained again");
 }
