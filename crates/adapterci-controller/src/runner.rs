@@ -314,7 +314,9 @@ impl Controller {
         let (progress, changes) = RunProgress::new();
         let progress = Arc::new(progress);
         let metrics = self.run_metrics();
-        let writer = tokio::spawn(write_progress(
+        // aborted when this function returns or its future is dropped (cancel, timeout, lost lease, shutdown): the
+        // writer holds the progress itself, so it would otherwise wait for changes for ever
+        let writer = AbortOnDrop(tokio::spawn(write_progress(
             self.ports().store.clone(),
             metrics.clone(),
             run.id.clone(),
@@ -322,7 +324,7 @@ impl Controller {
             changes,
             report.clone(),
             self.config().progress_write_interval,
-        ));
+        )));
         let execution = async {
             match self.launcher() {
                 Some(launcher) => launcher.launch(&run.id, job, &resources, progress.clone()).await,
@@ -341,7 +343,7 @@ impl Controller {
             Some(limit) => tokio::time::timeout(limit, execution).await.map_err(|_| RunFailure::TimedOut(limit)),
             None => Ok(execution.await),
         };
-        writer.abort();
+        drop(writer);
         // the steps after the writer's last pass
         crate::step_metrics::flush_steps(metrics.as_ref(), &run.id, &progress).await;
         report.messages = progress.snapshot().messages;
@@ -364,6 +366,15 @@ impl Controller {
             reason: error.to_string(),
         })?;
         Ok((record, spec))
+    }
+}
+
+/// A task aborted when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -442,4 +453,24 @@ fn unenforced_in_process(resources: &adapterci_core::launcher::LaunchResources) 
             asked.join(" and resources.")
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::AbortOnDrop;
+
+    #[tokio::test(start_paused = true)]
+    async fn dropping_the_guard_ends_a_task_that_would_wait_for_ever() {
+        let (sender, closed) = tokio::sync::oneshot::channel::<()>();
+        let guard = AbortOnDrop(tokio::spawn(async move {
+            let _sender = sender;
+            std::future::pending::<()>().await
+        }));
+        drop(guard);
+        // the aborted task drops its sender; left running, it would hold it and the (paused) clock would run out
+        let ended = tokio::time::timeout(Duration::from_secs(3600), closed).await;
+        assert!(matches!(ended, Ok(Err(_))), "the task still runs: {ended:?}");
+    }
 }
