@@ -14,6 +14,10 @@ use std::process::{Child, Command, Stdio};
 use adapterci_api::{ApiClient, ApplyPipelineRequest, RunInfo, RunState};
 use adapterci_testkit::eventually::eventually;
 
+#[path = "support/processes.rs"]
+mod processes;
+use processes::{ended, free_port};
+
 const PIPELINE: &str = r#"version: v1
 name: crash
 base:
@@ -41,11 +45,6 @@ eval:
 publish:
   adapter: crash
 "#;
-
-/// A free port on 127.0.0.1 (bound, read, released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn start_adapterd(dir: &Path, model: &Path) -> (Child, String) {
     let port = free_port();
@@ -122,12 +121,4 @@ async fn client_versions(dir: &Path, model: &Path) -> Vec<u64> {
     third.kill().unwrap();
     third.wait().unwrap();
     versions
-}
-
-/// Whether process `pid` has ended (gone, or a zombie waiting to be reaped).
-fn ended(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
-    }
 }

@@ -20,6 +20,10 @@ use adapterci_core::scheduling::{RunSchedule, RunScheduler};
 use adapterci_store::SeaStore;
 use adapterci_testkit::eventually::eventually;
 
+#[path = "support/processes.rs"]
+mod processes;
+use processes::{ended, free_port};
+
 const PIPELINE: &str = r#"version: v1
 name: graceful
 base:
@@ -54,11 +58,6 @@ const LEASE_SECS: u64 = 600;
 
 /// The note `Controller::stop_and_hand_back` leaves on a handed-back run (its start: the wording may grow).
 const HANDED_BACK_NOTE: &str = "adapterd stopped before the run finished: handed back to the queue, not counted";
-
-/// A free port on 127.0.0.1 (bound, read, released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// A started adapterd, killed when dropped unless it was stopped (a failing test leaves no process behind).
 struct Adapterd {
@@ -242,12 +241,4 @@ async fn sigterm_mid_training_hands_the_run_back_and_the_next_adapterd_completes
     // every execution's trainer ran as a child process and the last one exited normally
     let log = std::fs::read_to_string(log_path(dir.path(), &run)).unwrap();
     assert!(log.contains("trainer process exited with status 0"), "{log}");
-}
-
-/// Whether process `pid` has ended (gone, or a zombie waiting to be reaped).
-fn ended(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
-    }
 }

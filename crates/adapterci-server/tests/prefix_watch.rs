@@ -18,6 +18,10 @@ use adapterci_server::{RunningServer, ServerConfig};
 use adapterci_testkit::eventually::eventually;
 use adapterci_testkit::servers::seaweedfs_or_skip;
 
+#[path = "support/processes.rs"]
+mod processes;
+use processes::free_port;
+
 fn pipeline(name: &str) -> String {
     format!(
         "version: v1
@@ -131,11 +135,6 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// A free port on 127.0.0.1 (bound, read, released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -28,6 +28,10 @@ use adapterci_testkit::eventually::eventually;
 mod tiny_job;
 use tiny_job::{dataset, tiny_job};
 
+#[path = "support/processes.rs"]
+mod processes;
+use processes::ended;
+
 fn launcher(dir: &Path, program: &str, args: &[&str]) -> ProcessLauncher {
     ProcessLauncher {
         program: PathBuf::from(program),
@@ -51,14 +55,6 @@ impl ProgressSink for CountingProgress {
 async fn log_text(launcher: &ProcessLauncher, run: &str) -> String {
     let chunk = launcher.logs(run, 0).await.unwrap().expect("a log");
     String::from_utf8(chunk.bytes).unwrap()
-}
-
-/// Whether process `pid` has ended (gone, or a zombie waiting to be reaped).
-fn ended(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
-    }
 }
 
 /// The pid in `path`, once written.
