@@ -151,8 +151,13 @@ impl ReleaseStore {
 
     /// Uploads every release found in `releases_dir` (folders named by a release digest's hex that hold
     /// `base.safetensors`) that the store does not hold yet, such as those built before releases were uploaded.
-    /// A release that fails is logged and the others still go; returns what happened to each.
-    pub async fn upload_all(&self, releases_dir: &FsPath) -> Vec<(Digest, Result<ReleaseUpload, RegistryError>)> {
+    /// A release that fails is logged and the others still go; returns what happened to each. The releases in
+    /// `known` (found in the store or uploaded by an earlier call of the same process) are not looked at again.
+    pub async fn upload_all(
+        &self,
+        releases_dir: &FsPath,
+        known: &std::collections::BTreeSet<Digest>,
+    ) -> Vec<(Digest, Result<ReleaseUpload, RegistryError>)> {
         let mut results = Vec::new();
         let entries = match std::fs::read_dir(releases_dir) {
             Ok(entries) => entries,
@@ -168,7 +173,7 @@ impl ReleaseStore {
                 let name = entry.file_name().to_str()?.to_string();
                 let digest: Digest = format!("sha256:{name}").parse().ok()?;
                 let dir = entry.path();
-                dir.join(RELEASE_WEIGHTS_FILE).is_file().then_some((digest, dir))
+                (!known.contains(&digest) && dir.join(RELEASE_WEIGHTS_FILE).is_file()).then_some((digest, dir))
             })
             .collect();
         releases.sort();

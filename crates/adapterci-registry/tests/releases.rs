@@ -157,13 +157,22 @@ async fn upload_all_sends_the_releases_built_before_and_skips_other_folders() {
     let releases = registry.releases();
     releases.upload(&first, &built.join(first.hex())).await.unwrap();
 
-    let mut results: Vec<(Digest, ReleaseUpload)> =
-        releases.upload_all(&built).await.into_iter().map(|(digest, result)| (digest, result.unwrap())).collect();
+    let none = std::collections::BTreeSet::new();
+    let mut results: Vec<(Digest, ReleaseUpload)> = releases
+        .upload_all(&built, &none)
+        .await
+        .into_iter()
+        .map(|(digest, result)| (digest, result.unwrap()))
+        .collect();
     results.sort_by(|a, b| a.0.cmp(&b.0));
     let mut expected = vec![(first.clone(), ReleaseUpload::AlreadyPresent), (second.clone(), ReleaseUpload::Uploaded)];
     expected.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(results, expected);
-    assert!(releases.upload_all(&dir.path().join("no-such-folder")).await.is_empty());
+    assert!(releases.upload_all(&dir.path().join("no-such-folder"), &none).await.is_empty());
+    // the releases a process already knows are in the store are not looked at again
+    let known = std::collections::BTreeSet::from([first.clone()]);
+    let again: Vec<Digest> = releases.upload_all(&built, &known).await.into_iter().map(|(digest, _)| digest).collect();
+    assert_eq!(again, vec![second.clone()]);
 }
 
 #[tokio::test]

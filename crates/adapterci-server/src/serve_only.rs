@@ -65,11 +65,22 @@ impl ReleaseSource for RegistryReleaseSource {
 
 /// Uploads every release of `releases_dir` that the registry's store lacks (built before releases were uploaded,
 /// or whose upload after its build failed); what is already there costs a file list read and a size check each.
-pub async fn upload_local_releases(releases: &ReleaseStore, releases_dir: &Path) {
-    for (release, result) in releases.upload_all(releases_dir).await {
+/// `known` holds the releases this process found in the store or uploaded: they are not looked at again (each
+/// look is a read and a HEAD per file, every watcher pass).
+pub async fn upload_local_releases(
+    releases: &ReleaseStore,
+    releases_dir: &Path,
+    known: &mut std::collections::BTreeSet<Digest>,
+) {
+    for (release, result) in releases.upload_all(releases_dir, known).await {
         match result {
-            Ok(ReleaseUpload::Uploaded) => tracing::info!(%release, "base release uploaded for serving replicas"),
-            Ok(ReleaseUpload::AlreadyPresent) => {}
+            Ok(ReleaseUpload::Uploaded) => {
+                tracing::info!(%release, "base release uploaded for serving replicas");
+                known.insert(release);
+            }
+            Ok(ReleaseUpload::AlreadyPresent) => {
+                known.insert(release);
+            }
             // upload_all logged it; the next pass tries again
             Err(_) => {}
         }

@@ -117,6 +117,8 @@ async fn watch_base_models(
     let builder = UploadingBuilder { builder, releases: releases.clone() };
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // the releases found in the store or uploaded: each is looked at once per process, not at every pass
+    let mut uploaded = std::collections::BTreeSet::new();
     loop {
         tokio::select! {
             _ = ticker.tick() => {
@@ -137,7 +139,7 @@ async fn watch_base_models(
                         Err(error) => tracing::warn!(model, %error, "base model rebase failed"),
                     }
                 }
-                upload_local_releases(&releases, &builder.builder.dir).await;
+                upload_local_releases(&releases, &builder.builder.dir, &mut uploaded).await;
             }
             changed = shutdown.changed() => {
                 if changed.is_err() || *shutdown.borrow() {
@@ -348,7 +350,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     if config.base_watch_ms == 0 && !config.serve_only {
         // no watcher to upload them: the releases built before (by an earlier adapterd) go once, in the background
         let (releases, dir) = (releases.clone(), config.releases_dir());
-        tasks.push(tokio::spawn(async move { upload_local_releases(&releases, &dir).await }));
+        tasks.push(tokio::spawn(async move { upload_local_releases(&releases, &dir, &mut Default::default()).await }));
     }
     if config.base_watch_ms > 0 && !config.serve_only {
         let builder = EngineBaseReleaseBuilder {
