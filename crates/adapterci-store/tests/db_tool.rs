@@ -68,3 +68,14 @@ fn bad_input_is_a_clear_error() {
     check(tool("upgrade", Some("sqlite::memory:")), 2, "expected one argument, migrate or status");
     check(tool("status", Some("mysql://db/x")), 1, "unsupported database url");
 }
+
+#[test]
+fn help_says_what_it_does_and_succeeds() {
+    for flag in ["--help", "-h"] {
+        let output = tool(flag, None);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{flag}: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(stdout.contains("usage: ADAPTERCI_DATABASE_URL=URL adapterci-db migrate|status"), "{stdout}");
+        assert!(stdout.contains("migrate") && stdout.contains("status") && stdout.contains("Exit codes"), "{stdout}");
+    }
+}

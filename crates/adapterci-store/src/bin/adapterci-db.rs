@@ -10,10 +10,25 @@ use adapterci_store::SeaStore;
 /// The variable holding the database URL (the one adapterd reads too).
 const ADAPTERCI_DATABASE_URL: &str = "ADAPTERCI_DATABASE_URL";
 const USAGE: &str = "usage: ADAPTERCI_DATABASE_URL=URL adapterci-db migrate|status";
+/// What `--help` prints (on stdout, exit 0).
+const HELP: &str = "adapterci-db: the metadata database's migrations (what `adapterctl db` runs)
+
+usage: ADAPTERCI_DATABASE_URL=URL adapterci-db migrate|status
+
+  migrate   apply the pending migrations (serialized by a lock on PostgreSQL), then list them all
+  status    list every migration this build knows and whether the database has it
+
+The URL (sqlite://PATH?mode=rwc or postgres://...) is read from ADAPTERCI_DATABASE_URL only, never from the
+command line. Prints one JSON object on stdout: {\"applied_now\": [...], \"migrations\": [{\"name\", \"applied\"}]}.
+Exit codes: 0 done, 1 the database refused or failed, 2 bad usage.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let action = match args.as_slice() {
+        [flag] if flag == "--help" || flag == "-h" => {
+            println!("{HELP}");
+            return ExitCode::SUCCESS;
+        }
         [action] if action == "migrate" || action == "status" => action.clone(),
         _ => {
             eprintln!("error: expected one argument, migrate or status\n{USAGE}");
