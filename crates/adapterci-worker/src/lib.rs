@@ -13,6 +13,6 @@ mod worker;
 
 pub use error::WorkerError;
 pub use worker::{
-    BASE_MODEL_ALIAS, CompletionOutput, Prompt, ReleaseSource, SamplingRequest, ServedAdapter, ServedModel, Worker,
-    WorkerConfig,
+    BASE_MODEL_ALIAS, CompletionOutput, Prompt, Readiness, ReleaseSource, SamplingRequest, ServedAdapter, ServedModel,
+    Worker, WorkerConfig,
 };

@@ -100,6 +100,17 @@ pub struct CompletionOutput {
     pub adapter: Option<ServedAdapter>,
 }
 
+/// Whether the worker serves what is published (`GET /readyz`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Readiness {
+    pub ready: bool,
+    /// Why it is not ready; `None` when it is.
+    pub reason: Option<String>,
+}
+
+/// What a worker that has not finished a refresh pass answers.
+const FIRST_PASS_PENDING: &str = "the first pull of the published adapters has not finished";
+
 /// The inference worker.
 pub struct Worker {
     engine: EngineHandle,
@@ -109,6 +120,9 @@ pub struct Worker {
     served: RwLock<BTreeMap<AdapterName, ServedAdapter>>,
     /// Serialises pulls so two refreshes never load the same version twice.
     pull_lock: Mutex<()>,
+    /// Not ready until the first `refresh_all` pass has gone over every adapter (each loaded or its error logged);
+    /// ready from then on, for good: a later failed pass leaves the versions already served.
+    readiness: RwLock<Readiness>,
 }
 
 impl Worker {
@@ -128,6 +142,7 @@ impl Worker {
             config,
             served: RwLock::new(BTreeMap::new()),
             pull_lock: Mutex::new(()),
+            readiness: RwLock::new(Readiness { ready: false, reason: Some(FIRST_PASS_PENDING.to_string()) }),
         }))
     }
 
@@ -145,21 +160,56 @@ impl Worker {
         models
     }
 
+    /// Ready once the first refresh pass has gone over every adapter in the registry: each one loaded, or its
+    /// error (a base mismatch, a missing release, a corrupt blob) logged by the pass, so one broken adapter does not
+    /// keep the worker unready for ever. A pass that cannot list the adapters has not gone over them.
+    pub fn readiness(&self) -> Readiness {
+        match self.readiness.read() {
+            Ok(readiness) => readiness.clone(),
+            Err(_) => Readiness { ready: false, reason: Some("the readiness state is poisoned".to_string()) },
+        }
+    }
+
+    fn set_readiness(&self, ready: bool, reason: Option<String>) {
+        if let Ok(mut readiness) = self.readiness.write() {
+            // ready is for good: a later pass that fails keeps serving what it served
+            if !readiness.ready {
+                *readiness = Readiness { ready, reason };
+            }
+        }
+    }
+
     pub fn served(&self, name: &AdapterName) -> Option<ServedAdapter> {
         self.served.read().ok().and_then(|served| served.get(name).cloned())
     }
 
     /// Pulls the newest version of every adapter in the registry. Failures of one adapter (a base mismatch, a
-    /// corrupt blob) are logged loudly and leave its served version as it was.
+    /// corrupt blob) are logged loudly and leave its served version as it was. The first pass that goes over every
+    /// adapter makes the worker ready ([`Worker::readiness`]).
     pub async fn refresh_all(&self) -> Result<Vec<ServedAdapter>, WorkerError> {
+        let names = match self.registry.list_adapters().await {
+            Ok(names) => names,
+            Err(error) => {
+                self.set_readiness(false, Some(format!("{FIRST_PASS_PENDING}: cannot list the adapters: {error}")));
+                return Err(error.into());
+            }
+        };
         let mut changed = Vec::new();
-        for name in self.registry.list_adapters().await? {
+        let mut failed = 0;
+        for name in names {
             match self.refresh(&name).await {
                 Ok(Some(served)) => changed.push(served),
                 Ok(None) => {}
-                Err(error) => tracing::error!(adapter = %name, %error, "cannot serve the newest version"),
+                Err(error) => {
+                    failed += 1;
+                    tracing::error!(adapter = %name, %error, "cannot serve the newest version");
+                }
             }
         }
+        if !self.readiness().ready {
+            tracing::info!(loaded = changed.len(), failed, "first adapter pull done: ready");
+        }
+        self.set_readiness(true, None);
         Ok(changed)
     }
 
