@@ -17,7 +17,7 @@ use crate::error::{ApiError, ErrorBody, ErrorCode, ErrorPayload};
 use crate::{
     AdapterInfo, AdapterVersionInfo, ApplyPipelineRequest, ApplyPipelineResponse, ChatCompletionRequest,
     ChatCompletionResponse, CompletionRequest, CompletionResponse, DatasetPushResponse, HealthResponse, ModelList,
-    PipelineDetail, PipelineInfo, RunInfo, RunListQuery, RunLogsResponse,
+    PipelineDetail, PipelineInfo, ReadinessResponse, RunInfo, RunListQuery, RunLogsResponse,
 };
 
 /// How long to wait for a TCP connection before calling the server unreachable. There is no overall timeout:
@@ -75,6 +75,24 @@ impl ApiClient {
     /// `GET /healthz`.
     pub async fn health(&self) -> Result<HealthResponse, ApiError> {
         self.call(Method::GET, self.url(&["healthz"]), Body::<()>::None).await
+    }
+
+    /// `GET /readyz`: a 503 is an answer here (not ready, and why), not an error.
+    pub async fn readiness(&self) -> Result<ReadinessResponse, ApiError> {
+        let (method, url) = (Method::GET, self.url(&["readyz"]));
+        let request = self.http.request(method.clone(), url.clone()).header("accept", "application/json");
+        let response = request.send().await.map_err(|err| self.transport_error(&method, &url, &err))?;
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.map_err(|err| self.transport_error(&method, &url, &err))?;
+        if status != 200 && status != 503 {
+            let error = decode_error_body(status, &bytes);
+            return Err(ApiError::Http { method: method.to_string(), url: url.to_string(), status, error });
+        }
+        serde_json::from_slice(&bytes).map_err(|err| ApiError::Decode {
+            method: method.to_string(),
+            url: url.to_string(),
+            reason: err.to_string(),
+        })
     }
 
     /// `POST /api/v1/pipelines`: create or update a pipeline.

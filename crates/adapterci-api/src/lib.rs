@@ -43,5 +43,5 @@ pub use runs::{
     EvalSample, GateReport, GateResult, PublishedInfo, RunInfo, RunListQuery, RunLogsQuery, RunLogsResponse,
     RunProgress, RunReport, RunState,
 };
-pub use system::HealthResponse;
+pub use system::{HealthResponse, ReadinessResponse};
 pub use webhooks::WebhookResponse;

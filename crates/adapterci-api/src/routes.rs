@@ -2,6 +2,8 @@
 //! server's router and this crate's client so the two cannot drift apart.
 
 pub const HEALTHZ: &str = "/healthz";
+/// Whether adapterd serves what is published (200) or not yet (503): its worker has finished its first pull.
+pub const READYZ: &str = "/readyz";
 pub const PIPELINES: &str = "/api/v1/pipelines";
 pub const PIPELINE: &str = "/api/v1/pipelines/{name}";
 pub const PIPELINE_TRIGGER: &str = "/api/v1/pipelines/{name}/trigger";

@@ -130,6 +130,21 @@ async fn a_success_with_the_wrong_body_is_a_decode_error() {
 }
 
 #[tokio::test]
+async fn readiness_decodes_a_503_as_not_ready_and_other_errors_as_errors() {
+    let (url, handle) = serve_once(503, &fixture("readiness_not_ready.json")).await;
+    let readiness = ApiClient::new(&url).unwrap().readiness().await.unwrap();
+    assert!(handle.await.unwrap().request_line.starts_with("GET /readyz "));
+    assert!(!readiness.ready && readiness.reason.is_some(), "{readiness:?}");
+
+    let (url, _handle) = serve_once(200, &fixture("readiness_ready.json")).await;
+    assert!(ApiClient::new(&url).unwrap().readiness().await.unwrap().ready);
+
+    let (url, _handle) = serve_once(500, &fixture("error_not_found.json")).await;
+    let err = ApiClient::new(&url).unwrap().readiness().await.unwrap_err();
+    assert!(matches!(err, ApiError::Http { status: 500, .. }), "{err}");
+}
+
+#[tokio::test]
 async fn a_closed_port_is_unreachable() {
     // Bind and drop to get a port on which nothing listens.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

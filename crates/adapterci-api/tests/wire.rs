@@ -29,6 +29,17 @@ fn health() {
 }
 
 #[test]
+fn readiness() {
+    check("readiness_ready.json", |readiness: ReadinessResponse| {
+        assert_eq!(readiness, ReadinessResponse { ready: true, reason: None });
+    });
+    check("readiness_not_ready.json", |readiness: ReadinessResponse| {
+        assert!(!readiness.ready);
+        assert!(readiness.reason.unwrap().contains("has not finished"));
+    });
+}
+
+#[test]
 fn apply_pipeline() {
     check("apply_pipeline_request.json", |request: ApplyPipelineRequest| {
         assert_eq!(request.file.as_deref(), Some("pipelines/sql.yaml"));
