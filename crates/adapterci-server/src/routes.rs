@@ -13,8 +13,9 @@ mod run_metrics;
 mod runs;
 mod webhooks;
 
-use adapterci_api::{HealthResponse, routes};
-use axum::extract::DefaultBodyLimit;
+use adapterci_api::{HealthResponse, ReadinessResponse, routes};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 
@@ -24,6 +25,7 @@ use crate::AppState;
 pub fn app(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
         .route(routes::HEALTHZ, get(health))
+        .route(routes::READYZ, get(readiness))
         .route(routes::PIPELINES, post(pipelines::apply).get(pipelines::list))
         .route(routes::PIPELINE, get(pipelines::get_one))
         .route(routes::PIPELINE_TRIGGER, post(pipelines::trigger))
@@ -57,4 +59,15 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
 
 async fn health() -> Json<HealthResponse> {
     Json(HealthResponse { status: "ok".to_string(), version: env!("CARGO_PKG_VERSION").to_string() })
+}
+
+/// 200 once the embedded worker has gone over every published adapter (`Worker::readiness`), 503 with the reason
+/// before; ready at once without a worker (`--no-worker`, no served base), which has nothing to pull.
+async fn readiness(State(state): State<AppState>) -> (StatusCode, Json<ReadinessResponse>) {
+    let Some(worker) = &state.worker else {
+        return (StatusCode::OK, Json(ReadinessResponse { ready: true, reason: None }));
+    };
+    let readiness = worker.readiness();
+    let status = if readiness.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(ReadinessResponse { ready: readiness.ready, reason: readiness.reason }))
 }

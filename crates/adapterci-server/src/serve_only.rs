@@ -100,6 +100,7 @@ mod tests {
         check(Method::GET, routes::RUN_LOGS, true);
         check(Method::GET, routes::MODELS, true);
         check(Method::GET, routes::HEALTHZ, true);
+        check(Method::GET, routes::READYZ, true);
         check(Method::POST, routes::COMPLETIONS, true);
         check(Method::POST, routes::CHAT_COMPLETIONS, true);
         check(Method::POST, routes::PIPELINES, false);

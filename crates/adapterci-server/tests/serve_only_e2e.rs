@@ -1,9 +1,10 @@
 //! A serving replica end to end: one adapterd runs the loop on the tiny model (the base-model watcher builds a base
 //! release with tiny budgets and uploads it to the registry's store, the rebase retrains and publishes an adapter
 //! bound to it), and a second adapterd, `--serve-only`, with its own empty data directory on the same database and
-//! registry, serves that version: it fetches the release from the store (checked against its digest) into its own
-//! releases folder and answers completions with the adapter. A request that would change state is refused by the
-//! replica with a 409 naming the flag, over the API and through adapterctl, and the replica starts nothing.
+//! registry, serves that version as soon as it says it is ready (`/readyz`): it fetches the release from the store
+//! (checked against its digest) into its own releases folder and answers completions with the adapter. A request
+//! that would change state is refused by the replica with a 409 naming the flag, over the API and through
+//! adapterctl, and the replica starts nothing.
 //!
 //! Two variants: a SQLite file and a local registry directory shared by both (always), and PostgreSQL with a
 //! SeaweedFS bucket (where both are installed; skipped with a notice otherwise). adapterd reads the S3 settings
@@ -134,11 +135,11 @@ async fn a_replica_serves_what_the_controller_published(dir: &Path, database_url
     let replica = adapterci_server::start(replica_config).await.expect("the serving replica starts");
     let replica_client = ApiClient::new(&replica.url()).unwrap();
     replica_client.health().await.expect("a replica answers its health check");
-    eventually("the replica to serve the published version", || async {
-        let models = replica_client.list_models().await.unwrap().data;
-        models.iter().any(|m| m.id == "support" && m.adapterci.version == Some(version)).then_some(())
-    })
-    .await;
+    // ready (its Service sends it traffic) only once it has pulled what was published before it started
+    eventually("the replica to be ready", || async { replica_client.readiness().await.unwrap().ready.then_some(()) })
+        .await;
+    let models = replica_client.list_models().await.unwrap().data;
+    assert!(models.iter().any(|m| m.id == "support" && m.adapterci.version == Some(version)), "{models:#?}");
     let fetched = std::fs::read(replica_releases.join(release.hex()).join(RELEASE_WEIGHTS_FILE)).unwrap();
     assert_eq!(fetched, built, "the replica fetched the release the controller's adapterd built");
     let answer = replica_client.completion(&CompletionRequest::new("support".to_string(), "question 3")).await.unwrap();
