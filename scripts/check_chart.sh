@@ -9,8 +9,8 @@
 # hook before it, both deleted by Helm once they succeeded), the Kubernetes executor's (executor: kubernetes) Role,
 # RoleBinding, adapterd's environment and token and the training pods' template (exactly, and as a valid batch/v1
 # Job's: adapterd's pull secrets, their own priority), none of it rendered with the default executor, the serving
-# replicas (serving.replicas: adapterd --serve-only, their Service, environment and pods; none by default), and bad
-# values refused by values.schema.json (or the templates) with the field named.
+# replicas (serving.replicas: adapterd --serve-only, their Service, environment and pods; none by default), the
+# probes of adapterd and the replicas (ready: /readyz, alive: /healthz), and bad values refused by values.schema.json (or the templates) with the field named.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 chart="$repo/charts/adapterci"
@@ -772,6 +772,8 @@ for doc in yaml.safe_load_all(open(sys.argv[1])):
             for arg in container.get("args") or []:
                 print(f"Deployment {name} arg {arg}")
             print(f"Deployment {name} resources={json.dumps(container.get('resources'), sort_keys=True)}")
+            for probe in ("readinessProbe", "livenessProbe"):
+                print(f"Deployment {name} {probe} {(container.get(probe) or {}).get('httpGet', {}).get('path')}")
         for volume in pod.get("volumes") or []:
             print(f"Deployment {name} volume {volume['name']} {json.dumps({k: v for k, v in volume.items() if k != 'name'}, sort_keys=True)}")
     elif kind == "Service":
@@ -806,11 +808,20 @@ Deployment adapterci-adapterci-serve arg --max-body-mib=256
 Deployment adapterci-adapterci-serve arg --adapter-cache-mib=512
 Deployment adapterci-adapterci-serve arg --model=smollm2-135m-instruct=/models/SmolLM2-135M-Instruct.Q4_1.gguf
 Deployment adapterci-adapterci-serve resources={"limits": {"memory": "12Gi", "nvidia.com/gpu": 1}, "requests": {"cpu": "2", "memory": "4Gi"}}
+Deployment adapterci-adapterci-serve readinessProbe /readyz
+Deployment adapterci-adapterci-serve livenessProbe /healthz
 Deployment adapterci-adapterci-serve volume data {"emptyDir": {"sizeLimit": "20Gi"}}
 Deployment adapterci-adapterci-serve volume models {"persistentVolumeClaim": {"claimName": "adapterci-models", "readOnly": true}}
 Deployment adapterci-adapterci-serve volume tmp {"emptyDir": {}}
 SERVE
 diff -u "$work/serve-expected.txt" "$work/serve.txt" >&2 || fail "the serving replicas differ (- expected, + rendered)"
+# adapterd too is put behind its Service only once its worker has pulled the published adapters (/readyz); alive is
+# /healthz, which answers while it pulls
+"$helm" template adapterci "$chart" "${serving_values[@]}" --show-only templates/deployment.yaml >"$work/adapterd.yaml"
+serve_of "$work/adapterd.yaml" | grep -E 'Probe ' >"$work/probes.txt"
+printf '%s\n' 'Deployment adapterci-adapterci readinessProbe /readyz' \
+  'Deployment adapterci-adapterci livenessProbe /healthz' >"$work/probes-expected.txt"
+diff -u "$work/probes-expected.txt" "$work/probes.txt" >&2 || fail "adapterd's probes differ (- expected, + rendered)"
 env_of "$work/serve.yaml" >"$work/env.txt"
 cat >"$work/serve-env.txt" <<'ENV'
 Deployment CUDA_CACHE_PATH=/tmp/cuda-cache
