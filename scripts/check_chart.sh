@@ -10,7 +10,8 @@
 # RoleBinding, adapterd's environment and token and the training pods' template (exactly, and as a valid batch/v1
 # Job's: adapterd's pull secrets, their own priority), none of it rendered with the default executor, the serving
 # replicas (serving.replicas: adapterd --serve-only, their Service, environment and pods; none by default), the
-# probes of adapterd and the replicas (ready: /readyz, alive: /healthz), and bad values refused by values.schema.json (or the templates) with the field named.
+# probes of adapterd and the replicas (ready: /readyz, alive: /healthz), and bad values refused by
+# values.schema.json (or the templates) with the field named.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 chart="$repo/charts/adapterci"
