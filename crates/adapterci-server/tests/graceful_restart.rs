@@ -12,7 +12,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 
 use adapterci_api::{ApiClient, ApplyPipelineRequest, RunReport, RunState};
 use adapterci_core::ports::RunStore;
@@ -22,7 +22,7 @@ use adapterci_testkit::eventually::eventually;
 
 #[path = "support/processes.rs"]
 mod processes;
-use processes::{ended, free_port};
+use processes::{KillOnDrop, ended, free_port};
 
 const PIPELINE: &str = r#"version: v1
 name: graceful
@@ -61,7 +61,7 @@ const HANDED_BACK_NOTE: &str = "adapterd stopped before the run finished: handed
 
 /// A started adapterd, killed when dropped unless it was stopped (a failing test leaves no process behind).
 struct Adapterd {
-    child: Child,
+    child: KillOnDrop,
     client: ApiClient,
 }
 
@@ -82,7 +82,7 @@ impl Adapterd {
             .spawn()
             .expect("adapterd starts");
         let client = ApiClient::new(&format!("http://127.0.0.1:{port}")).unwrap();
-        let adapterd = Adapterd { child, client };
+        let adapterd = Adapterd { child: KillOnDrop(child), client };
         eventually("adapterd to answer", || async { adapterd.client.health().await.ok() }).await;
         adapterd
     }
@@ -97,15 +97,6 @@ impl Adapterd {
             async move { status }
         })
         .await
-    }
-}
-
-impl Drop for Adapterd {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 

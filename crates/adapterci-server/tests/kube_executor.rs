@@ -27,6 +27,10 @@ use tokio::sync::{mpsc, watch};
 mod tiny_job;
 use tiny_job::tiny_job;
 
+#[path = "support/processes.rs"]
+mod processes;
+use processes::KillOnDrop;
+
 #[path = "support/fake_kube.rs"]
 mod fake_kube;
 use fake_kube::{FakeCluster, Kubelet, NAMESPACE, OldJob, Seen, Setup};
@@ -589,7 +593,7 @@ async fn listing_events_forbidden_is_told_once_and_the_run_goes_on() {
 
 /// adapterd as a child process, killed when dropped.
 struct Adapterd {
-    child: std::process::Child,
+    child: KillOnDrop,
     stderr: std::path::PathBuf,
 }
 
@@ -600,13 +604,6 @@ impl Adapterd {
             let stderr = std::fs::read_to_string(&self.stderr).unwrap_or_default();
             panic!("adapterd exited with {status}:\n{stderr}");
         }
-    }
-}
-
-impl Drop for Adapterd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -678,7 +675,7 @@ fn start_adapterd_on_kubernetes(dir: &Path, kubeconfig: &Path, template: &Path, 
         .stderr(std::fs::File::create(&stderr).unwrap())
         .spawn()
         .expect("adapterd starts");
-    (Adapterd { child, stderr }, format!("http://127.0.0.1:{port}"))
+    (Adapterd { child: KillOnDrop(child), stderr }, format!("http://127.0.0.1:{port}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

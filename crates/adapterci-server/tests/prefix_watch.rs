@@ -20,7 +20,7 @@ use adapterci_testkit::servers::seaweedfs_or_skip;
 
 #[path = "support/processes.rs"]
 mod processes;
-use processes::free_port;
+use processes::{KillOnDrop, free_port};
 
 fn pipeline(name: &str) -> String {
     format!(
@@ -125,16 +125,6 @@ async fn uploads_to_a_watched_prefix_start_one_run_per_burst() {
     let versions = client.list_adapter_versions("burst").await.unwrap();
     assert_eq!(versions.len(), 1);
     server.shutdown().await;
-}
-
-/// A child process killed when the test ends, passed or not.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
