@@ -42,6 +42,20 @@ pub struct BaseReleaseError {
     pub reason: String,
 }
 
+/// A place base releases are fetched from by an inference worker that lacks one (a serving replica): adapterd wires
+/// the registry's `ReleaseStore`; tests wire the same.
+#[async_trait]
+pub trait ReleaseSource: Send + Sync + std::fmt::Debug {
+    /// Puts the files of release `release` into `releases_dir/<release digest hex>/`, each checked against its
+    /// digest before it takes its name, and returns the path of its weights. An error names the release and where
+    /// it was looked for.
+    async fn fetch_release(
+        &self,
+        release: &Digest,
+        releases_dir: &std::path::Path,
+    ) -> Result<std::path::PathBuf, crate::ports::RegistryError>;
+}
+
 /// Builds base releases (the engine's base-release stage; a fake in controller tests).
 #[async_trait]
 pub trait BaseReleaseBuilder: Send + Sync {

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 
 use adapterci_api::{ErrorCode, routes};
 use adapterci_core::Digest;
+use adapterci_core::base_release::ReleaseSource;
 use adapterci_core::ports::RegistryError;
 use adapterci_registry::{ReleaseStore, ReleaseUpload};
-use adapterci_worker::ReleaseSource;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::Method;
 use axum::middleware::Next;

@@ -11,8 +11,9 @@ mod engine_thread;
 mod error;
 mod worker;
 
+pub use adapterci_core::base_release::ReleaseSource;
 pub use error::WorkerError;
 pub use worker::{
-    BASE_MODEL_ALIAS, CompletionOutput, Prompt, Readiness, ReleaseSource, SamplingRequest, ServedAdapter, ServedModel,
-    Worker, WorkerConfig,
+    BASE_MODEL_ALIAS, CompletionOutput, Prompt, Readiness, SamplingRequest, ServedAdapter, ServedModel, Worker,
+    WorkerConfig,
 };

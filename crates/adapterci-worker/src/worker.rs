@@ -1,12 +1,13 @@
 //! The worker's async API: which adapters are served, pulling new versions, and completions.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use adapterci_core::base_release::ReleaseSource;
 use adapterci_core::manifest::ADAPTER_WEIGHTS_FILE;
-use adapterci_core::ports::{AdapterRegistry, AdapterVersionRecord, RegistryError, ResolvedVersion};
+use adapterci_core::ports::{AdapterRegistry, AdapterVersionRecord, ResolvedVersion};
 use adapterci_core::{AdapterName, Digest};
 use adapterci_engine::chat::ChatMessage;
 use adapterci_engine::device::DeviceChoice;
@@ -38,15 +39,6 @@ pub struct WorkerConfig {
     /// that builds releases uploads them), so that a replica on another machine serves adapters bound to it.
     /// `None`: a release not in `releases_dir` is not served.
     pub release_source: Option<Arc<dyn ReleaseSource>>,
-}
-
-/// A place base releases are fetched from: adapterd wires the registry's `ReleaseStore`; tests wire the same.
-#[async_trait::async_trait]
-pub trait ReleaseSource: Send + Sync + std::fmt::Debug {
-    /// Puts the files of release `release` into `releases_dir/<release digest hex>/`, each checked against its
-    /// digest before it takes its name, and returns the path of its weights. An error names the release and where
-    /// it was looked for.
-    async fn fetch_release(&self, release: &Digest, releases_dir: &Path) -> Result<PathBuf, RegistryError>;
 }
 
 /// What a prompt is.
